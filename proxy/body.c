@@ -1,0 +1,30 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "body.h"
+
+struct body *body_new(const char *data, size_t len, int64_t stored_at_ms, int terminal)
+{
+    struct body *b = malloc(sizeof(*b) + len + 1);
+    if (!b)
+        return NULL;
+    b->refs = 1;
+    b->stored_at_ms = stored_at_ms;
+    b->terminal = terminal;
+    b->len = len;
+    memcpy(b->data, data, len);
+    b->data[len] = '\0';
+    return b;
+}
+
+struct body *body_ref(struct body *b)
+{
+    b->refs++;
+    return b;
+}
+
+void body_unref(struct body *b)
+{
+    if (b && --b->refs == 0)
+        free(b);
+}

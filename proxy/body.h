@@ -1,0 +1,29 @@
+/*
+ * body: an immutable job answer as upstream sent it, shared by reference.
+ *
+ * One body is built per upstream answer or cache read and then handed, by
+ * reference, to the in-process cache and to every reply that sends it
+ * (evbuffer_add_reference), so a hit copies nothing. Single-threaded: the
+ * count is not atomic; each worker has its own bodies.
+ */
+#ifndef JOBGATE_BODY_H
+#define JOBGATE_BODY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct body {
+    unsigned refs;
+    int64_t stored_at_ms; /* wall clock when jobgate received it from upstream: Age counts from here */
+    int terminal;         /* the job was in a terminal state */
+    size_t len;
+    char data[]; /* len bytes, NUL-terminated for convenience */
+};
+
+/* A new body with one reference owned by the caller, or NULL (out of memory). */
+struct body *body_new(const char *data, size_t len, int64_t stored_at_ms, int terminal);
+
+struct body *body_ref(struct body *b);
+void body_unref(struct body *b);
+
+#endif

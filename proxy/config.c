@@ -1,0 +1,285 @@
+#include <errno.h>
+#include <glob.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+
+void config_set_str(char **field, const char *value)
+{
+    char *copy = value ? strdup(value) : NULL;
+    free(*field);
+    *field = copy;
+}
+
+void config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    config_set_str(&c->listen_host, "127.0.0.1");
+    c->listen_port = 8080;
+    c->log_level = LOG_LEVEL_INFO;
+    c->cache.redis_url = strdup("redis://127.0.0.1:6379");
+    c->cache.redis_budget_ms = 50;
+    c->cache.redis_connect_timeout_ms = 500;
+    c->cache.redis_reconnect_min_ms = 100;
+    c->cache.redis_reconnect_max_ms = 5000;
+    c->cache.redis_max_pending = 10000;
+    c->cache.memory_max_bytes = 64 * 1024 * 1024;
+    config_set_str(&c->key_prefix, "jobgate:");
+    c->upstream.max_body_bytes = 1024 * 1024;
+    c->upstream.max_connections = 64;
+    c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
+    c->client_timeout_ms = 30000;
+    c->max_header_bytes = 8192;
+    c->shutdown_timeout_ms = 10000;
+}
+
+int config_parse_listen(const char *text, char **host, int *port)
+{
+    const char *colon;
+    char h[256];
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':' || close == text + 1 || (size_t)(close - text - 1) >= sizeof(h))
+            return -1;
+        memcpy(h, text + 1, (size_t)(close - text - 1));
+        h[close - text - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (!colon || (size_t)(colon - text) >= sizeof(h) || colon == text)
+            return -1;
+        memcpy(h, text, (size_t)(colon - text));
+        h[colon - text] = '\0';
+    }
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || p < 0 || p > 65535)
+        return -1;
+    config_set_str(host, h);
+    *port = (int)p;
+    return 0;
+}
+
+int config_set_redis(struct config *c, const char *value, char *err, size_t errlen)
+{
+    if (strcmp(value, "none") == 0) {
+        config_set_str(&c->cache.redis_url, NULL);
+        return 0;
+    }
+    if (cache_redis_url_check(value, err, errlen) < 0)
+        return -1;
+    config_set_str(&c->cache.redis_url, value);
+    return 0;
+}
+
+/* Read a secret from a file: first line, trailing newline dropped. */
+static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *path, char **out, struct conf_diag *d)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        yconf_error(y, node, d, "cannot read token file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
+        log_warn("%s:%zu: token file '%s' is readable by everyone: chmod o-r it", y->path,
+                 (size_t)node->start_mark.line + 1, path);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (!buf[0]) {
+        yconf_error(y, node, d, "token file '%s' is empty", path);
+        return -1;
+    }
+    free(*out);
+    *out = strdup(buf);
+    memset(buf, 0, sizeof(buf));
+    return 0;
+}
+
+static int add_rule_file(struct config *c, const char *path)
+{
+    char **grown = realloc(c->rule_files, (c->nrule_files + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    c->rule_files = grown;
+    c->rule_files[c->nrule_files++] = strdup(path);
+    return 0;
+}
+
+/* Each entry is a file or a glob, relative to the config file's folder. */
+static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, const char *dir, struct conf_diag *d)
+{
+    if (!list)
+        return 0;
+    if (list->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, list, d, "'rules' must be a list of rule files or patterns, such as [rules.d/*.yaml]");
+        return -1;
+    }
+    for (size_t i = 0; i < c->nrule_files; i++)
+        free(c->rule_files[i]);
+    c->nrule_files = 0;
+    int rc = 0;
+    for (size_t i = 0; i < yconf_seq_len(list); i++) {
+        yaml_node_t *item = yconf_seq_item(y, list, i);
+        const char *pattern = yconf_scalar(item);
+        if (!pattern || !*pattern) {
+            yconf_error(y, item, d, "a rule entry is a file name or pattern");
+            rc = -1;
+            continue;
+        }
+        char full[4096];
+        if (pattern[0] == '/')
+            snprintf(full, sizeof(full), "%s", pattern);
+        else
+            snprintf(full, sizeof(full), "%s/%s", dir, pattern);
+        glob_t g;
+        int grc = glob(full, GLOB_ERR, NULL, &g);
+        if (grc == GLOB_NOMATCH || grc == GLOB_ABORTED) {
+            yconf_error(y, item, d, "rules '%s' match no file", full);
+            rc = -1;
+        } else if (grc != 0) {
+            yconf_error(y, item, d, "cannot read rules '%s'", full);
+            rc = -1;
+        } else {
+            for (size_t k = 0; k < g.gl_pathc; k++)
+                add_rule_file(c, g.gl_pathv[k]);
+        }
+        if (grc == 0)
+            globfree(&g);
+    }
+    return rc;
+}
+
+int config_load(struct config *c, const char *path, struct conf_diag *d)
+{
+    static const char *const top_keys[] = {"listen", "log_level",        "rules", "cache", "upstream",
+                                           "client", "shutdown_timeout", NULL};
+    static const char *const cache_keys[] = {"redis",
+                                             "redis_budget",
+                                             "redis_connect_timeout",
+                                             "redis_reconnect_min",
+                                             "redis_reconnect_max",
+                                             "redis_max_pending",
+                                             "memory_max",
+                                             "key_prefix",
+                                             NULL};
+    static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
+                                                "max_body", "max_connections", NULL};
+    static const char *const client_keys[] = {"timeout", "max_header_bytes", NULL};
+    struct yconf y;
+    config_set_str(&c->file, path);
+    if (yconf_load(&y, path, d) < 0) {
+        yconf_free(&y);
+        return -1;
+    }
+    yaml_node_t *root = yconf_root(&y);
+    if (!root) { /* only comments: every default */
+        yconf_free(&y);
+        return 0;
+    }
+    int rc = yconf_check_map(&y, root, "the configuration", top_keys, d);
+    if (rc < 0 && (!root || root->type != YAML_MAPPING_NODE)) {
+        yconf_free(&y);
+        return -1;
+    }
+
+    yaml_node_t *listen = yconf_get(&y, root, "listen");
+    if (listen &&
+        (!yconf_scalar(listen) || config_parse_listen(yconf_scalar(listen), &c->listen_host, &c->listen_port) < 0)) {
+        yconf_error(&y, listen, d, "'listen' must be HOST:PORT, such as 127.0.0.1:8080");
+        rc = -1;
+    }
+    yaml_node_t *level = yconf_get(&y, root, "log_level");
+    if (level && (!yconf_scalar(level) || log_level_parse(yconf_scalar(level), &c->log_level) < 0)) {
+        yconf_error(&y, level, d, "'log_level' must be error, warn, info or debug");
+        rc = -1;
+    }
+
+    char *dup = strdup(path);
+    rc |= load_rule_list(c, &y, yconf_get(&y, root, "rules"), dirname(dup), d);
+    free(dup);
+
+    yaml_node_t *cache = yconf_get(&y, root, "cache");
+    if (cache) {
+        char err[256];
+        if (yconf_check_map(&y, cache, "cache", cache_keys, d) < 0)
+            rc = -1;
+        yaml_node_t *redis = yconf_get(&y, cache, "redis");
+        if (redis && (!yconf_scalar(redis) || config_set_redis(c, yconf_scalar(redis), err, sizeof(err)) < 0)) {
+            yconf_error(&y, redis, d, "%s", yconf_scalar(redis) ? err : "'redis' must be a URL or none");
+            rc = -1;
+        }
+        long pending = (long)c->cache.redis_max_pending;
+        rc |= yconf_get_ms(&y, cache, "redis_budget", 1, 60000, 0, &c->cache.redis_budget_ms, d);
+        rc |= yconf_get_ms(&y, cache, "redis_connect_timeout", 1, 60000, 0, &c->cache.redis_connect_timeout_ms, d);
+        rc |= yconf_get_ms(&y, cache, "redis_reconnect_min", 1, 60000, 0, &c->cache.redis_reconnect_min_ms, d);
+        rc |= yconf_get_ms(&y, cache, "redis_reconnect_max", 1, 600000, 0, &c->cache.redis_reconnect_max_ms, d);
+        rc |= yconf_get_long(&y, cache, "redis_max_pending", 1, 10000000, &pending, d);
+        c->cache.redis_max_pending = (size_t)pending;
+        rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
+        rc |= yconf_get_str(&y, cache, "key_prefix", &c->key_prefix, d);
+    }
+
+    yaml_node_t *up = yconf_get(&y, root, "upstream");
+    if (up) {
+        if (yconf_check_map(&y, up, "upstream", upstream_keys, d) < 0)
+            rc = -1;
+        rc |= yconf_get_str(&y, up, "url", &c->upstream_url, d);
+        rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
+        rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
+        rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
+        yaml_node_t *tf = yconf_get(&y, up, "token_file");
+        yaml_node_t *te = yconf_get(&y, up, "token_env");
+        if (tf && te) {
+            yconf_error(&y, te, d, "give either token_file or token_env, not both");
+            rc = -1;
+        } else if (tf && yconf_scalar(tf)) {
+            rc |= read_secret_file(&y, tf, yconf_scalar(tf), &c->upstream_token, d);
+        } else if (te && yconf_scalar(te)) {
+            const char *v = getenv(yconf_scalar(te));
+            if (!v || !*v) {
+                yconf_error(&y, te, d, "environment variable '%s' (token_env) is not set", yconf_scalar(te));
+                rc = -1;
+            } else {
+                config_set_str(&c->upstream_token, v);
+            }
+        }
+    }
+
+    yaml_node_t *client = yconf_get(&y, root, "client");
+    if (client) {
+        if (yconf_check_map(&y, client, "client", client_keys, d) < 0)
+            rc = -1;
+        rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &c->client_timeout_ms, d);
+        rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
+    }
+    rc |= yconf_get_ms(&y, root, "shutdown_timeout", 0, 3600000, 0, &c->shutdown_timeout_ms, d);
+
+    yconf_free(&y);
+    return rc ? -1 : 0;
+}
+
+void config_free(struct config *c)
+{
+    free(c->file);
+    free(c->listen_host);
+    for (size_t i = 0; i < c->nrule_files; i++)
+        free(c->rule_files[i]);
+    free(c->rule_files);
+    free(c->cache.redis_url);
+    free(c->key_prefix);
+    free(c->upstream.ca_file);
+    free(c->upstream.user_agent);
+    free(c->upstream_url);
+    if (c->upstream_token) {
+        memset(c->upstream_token, 0, strlen(c->upstream_token));
+        free(c->upstream_token);
+    }
+    memset(c, 0, sizeof(*c));
+}

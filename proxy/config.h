@@ -1,0 +1,58 @@
+/*
+ * config: jobgate's configuration file (YAML, conf/jobgate.yaml documents
+ * every key) and the command-line flags that override it.
+ *
+ * Secrets never sit in the file itself: the upstream token is read from a
+ * file or an environment variable named there.
+ */
+#ifndef JOBGATE_CONFIG_H
+#define JOBGATE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "log.h"
+#include "upstream.h"
+#include "yamlconf.h"
+
+struct config {
+    char *file; /* the file loaded, NULL if none */
+
+    char *listen_host;
+    int listen_port;
+    enum log_level log_level;
+
+    char **rule_files; /* resolved: globs expanded, relative to the config file */
+    size_t nrule_files;
+
+    struct cache_conf cache;
+    char *key_prefix;
+
+    struct upstream_conf upstream;
+    char *upstream_url;   /* overrides every rule's upstream url when set */
+    char *upstream_token; /* secret: sent as X-Auth-Token instead of the client's */
+
+    int64_t client_timeout_ms;
+    size_t max_header_bytes;
+    int64_t shutdown_timeout_ms;
+};
+
+/* Fill `c` with the defaults. */
+void config_defaults(struct config *c);
+
+/* Load `path` over the defaults. Returns 0, or -1 with every problem in `d`. */
+int config_load(struct config *c, const char *path, struct conf_diag *d);
+
+/* Parse "HOST:PORT" (or "[v6]:PORT"). Returns 0 or -1. */
+int config_parse_listen(const char *text, char **host, int *port);
+
+/* Apply a --redis value: "none", redis://..., unix:... Returns 0, or -1 with err. */
+int config_set_redis(struct config *c, const char *value, char *err, size_t errlen);
+
+/* Set a string member (copy; replaces any previous value). */
+void config_set_str(char **field, const char *value);
+
+void config_free(struct config *c);
+
+#endif

@@ -1,0 +1,211 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "errmap.h"
+
+/* The table clients are written against (see API-FACTS: nothing else). */
+static const int documented_statuses[] = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504};
+
+int http_status_documented(int status)
+{
+    for (size_t i = 0; i < sizeof(documented_statuses) / sizeof(documented_statuses[0]); i++)
+        if (documented_statuses[i] == status)
+            return 1;
+    return 0;
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+const struct errmap_entry *errmap_for_status(const struct errmap *map, int status)
+{
+    if (status >= 100 && status < 600) {
+        if (map->exact[status].set)
+            return &map->exact[status];
+        if (map->klass[status / 100].set)
+            return &map->klass[status / 100];
+    }
+    return NULL;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n;
+    unsigned min;
+    unsigned cp;
+    if ((s[0] & 0xE0) == 0xC0) {
+        n = 2, min = 0x80, cp = s[0] & 0x1F;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        n = 3, min = 0x800, cp = s[0] & 0x0F;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        n = 4, min = 0x10000, cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Copy text from upstream into dst: at most dstlen-1 bytes, whole UTF-8
+ * sequences only, each malformed byte replaced by '?', so that what we
+ * render is always valid JSON text. */
+static void copy_text(char *dst, size_t dstlen, const char *src)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t used = 0;
+    while (*s) {
+        size_t n = utf8_sequence(s);
+        if (n == 0) {
+            if (used + 1 >= dstlen)
+                break;
+            dst[used++] = '?';
+            s++;
+            continue;
+        }
+        if (used + n >= dstlen)
+            break;
+        memcpy(dst + used, s, n);
+        used += n;
+        s += n;
+    }
+    dst[used] = '\0';
+}
+
+/* A last resort the loader never lets happen for a complete map: 502. */
+static const struct errmap_entry fallback_entry = {1, 502, NULL, NULL, 0};
+
+void errmap_from_upstream(const struct errmap *map, int status, const char *body, size_t len, struct client_error *out)
+{
+    const struct errmap_entry *e = errmap_for_status(map, status);
+    if (!e)
+        e = &fallback_entry;
+    memset(out, 0, sizeof(*out));
+    out->status = e->status;
+    out->retry_after = e->retry_after;
+
+    /* Keep upstream's own code and message, from whichever shape carries them. */
+    cJSON *root = (body && len) ? json_parse_exact(body, len) : NULL;
+    for (size_t i = 0; root && i < map->nshapes && !out->code[0]; i++) {
+        const char *code = jsonpath_get_string(&map->shapes[i].code, root);
+        const char *message = jsonpath_get_string(&map->shapes[i].message, root);
+        if (code && *code) {
+            copy_text(out->code, sizeof(out->code), code);
+            if (message)
+                copy_text(out->message, sizeof(out->message), message);
+        }
+    }
+    cJSON_Delete(root);
+
+    if (!out->code[0]) {
+        if (e->code)
+            copy_text(out->code, sizeof(out->code), e->code);
+        else
+            snprintf(out->code, sizeof(out->code), "JG.HTTP%d", status);
+    }
+    if (!out->message[0]) {
+        if (e->message)
+            copy_text(out->message, sizeof(out->message), e->message);
+        else
+            snprintf(out->message, sizeof(out->message), "upstream answered %d %s", status, http_reason(status));
+    }
+}
+
+void errmap_from_fault(const struct errmap *map, enum upstream_fault fault, struct client_error *out)
+{
+    const struct errmap_entry *e =
+        (fault > FAULT_NONE && fault < FAULT__COUNT && map->fault[fault].set) ? &map->fault[fault] : &fallback_entry;
+    memset(out, 0, sizeof(*out));
+    out->status = e->status;
+    out->retry_after = e->retry_after;
+    if (e->code) {
+        copy_text(out->code, sizeof(out->code), e->code);
+    } else {
+        snprintf(out->code, sizeof(out->code), "JG.%s", fault_name(fault));
+        for (char *c = out->code + 3; *c; c++)
+            if (*c >= 'a' && *c <= 'z')
+                *c = (char)(*c - 'a' + 'A');
+    }
+    if (e->message)
+        copy_text(out->message, sizeof(out->message), e->message);
+    else
+        snprintf(out->message, sizeof(out->message), "upstream failed: %s", fault_name(fault));
+}
+
+void client_error_set(struct client_error *out, int status, const char *code, const char *message)
+{
+    memset(out, 0, sizeof(*out));
+    out->status = status;
+    copy_text(out->code, sizeof(out->code), code);
+    copy_text(out->message, sizeof(out->message), message);
+}
+
+char *client_error_render(const struct client_error *e, const char *request_id)
+{
+    cJSON *obj = cJSON_CreateObject();
+    if (!obj)
+        return NULL;
+    cJSON_AddStringToObject(obj, "code", e->code);
+    cJSON_AddStringToObject(obj, "message", e->message);
+    if (request_id)
+        cJSON_AddStringToObject(obj, "request_id", request_id);
+    char *text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    return text;
+}
+
+static void entry_free(struct errmap_entry *e)
+{
+    free(e->code);
+    free(e->message);
+    memset(e, 0, sizeof(*e));
+}
+
+void errmap_free(struct errmap *map)
+{
+    for (size_t i = 0; i < 600; i++)
+        entry_free(&map->exact[i]);
+    for (size_t i = 0; i < 6; i++)
+        entry_free(&map->klass[i]);
+    for (size_t i = 0; i < FAULT__COUNT; i++)
+        entry_free(&map->fault[i]);
+    for (size_t i = 0; i < map->nshapes; i++) {
+        jsonpath_free(&map->shapes[i].code);
+        jsonpath_free(&map->shapes[i].message);
+    }
+    free(map->shapes);
+    memset(map, 0, sizeof(*map));
+}

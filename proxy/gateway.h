@@ -1,0 +1,57 @@
+/*
+ * gateway: the life of one job-status request.
+ *
+ *   rules (route, validate) -> cache lookup -> [miss] one upstream call per
+ *   key (concurrent misses wait on it) -> rules (classify, map errors) ->
+ *   cache store -> reply to every waiter
+ *
+ * Lower layers (cache, upstream) report through callbacks; this module never
+ * blocks. A request holds a reference to the ruleset it started with.
+ */
+#ifndef JOBGATE_GATEWAY_H
+#define JOBGATE_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evhttp_request;
+struct ruleset;
+struct cache;
+struct upstream;
+struct metrics;
+struct gateway;
+
+struct gateway_conf {
+    const char *key_prefix;
+    const char *upstream_url;   /* overrides every rule's upstream url when set */
+    const char *upstream_token; /* sent instead of the client's X-Auth-Token when set; secret */
+    int64_t lookup_window_ms;   /* longest a cache lookup can be out (the Redis budget) */
+};
+
+/* The gateway borrows cache, upstream and metrics (the caller frees them
+ * after gateway_free) and takes a reference to `rules`. Strings in `conf`
+ * are copied. */
+struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
+                            struct metrics *metrics, const struct gateway_conf *conf);
+
+/* Answer `req` (anything but the admin endpoints). */
+void gateway_handle(struct gateway *gw, struct evhttp_request *req);
+
+/* Requests received and not yet answered. */
+size_t gateway_in_flight(const struct gateway *gw);
+
+/* While draining, answers ask clients to close their connection, and
+ * `on_idle` is called (from the loop) once nothing is in flight. */
+void gateway_drain(struct gateway *gw, void (*on_idle)(void *arg), void *arg);
+
+/* Answer every request still in flight with 503 (shutdown deadline). */
+void gateway_abort_all(struct gateway *gw);
+
+/* Free the gateway's own state. Call after cache_free and upstream_free, so
+ * that no callback can arrive for a request it frees. */
+void gateway_free(struct gateway *gw);
+
+/* Generate a request id into buf (at least 33 bytes). */
+void gateway_new_request_id(char *buf, size_t len);
+
+#endif

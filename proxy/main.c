@@ -1,0 +1,278 @@
+/*
+ * jobgate: a caching gateway for asynchronous cloud job-status APIs.
+ * main.c only wires the modules together: configuration and rules, the
+ * event loop, the cache, the upstream client, the gateway and the front end,
+ * then runs until SIGTERM/SIGINT and shuts down gracefully.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "cache.h"
+#include "config.h"
+#include "frontend.h"
+#include "gateway.h"
+#include "log.h"
+#include "metrics.h"
+#include "rules.h"
+#include "upstream.h"
+
+#define DEFAULT_CONFIG SYSCONFDIR "/jobgate/jobgate.yaml"
+
+struct options {
+    const char *config_file;
+    int test_only;
+    const char *listen;
+    const char *upstream;
+    const char *redis;
+};
+
+/* Everything the running daemon holds, for the signal handlers and teardown. */
+struct daemon {
+    struct event_base *base;
+    struct frontend *frontend;
+    struct gateway *gateway;
+    struct event *deadline;
+    int64_t shutdown_timeout_ms;
+    int stopping;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--upstream URL] [--redis URL|none]\n"
+            "               [--version] [--help]\n"
+            "\n"
+            "  -c, --config FILE    configuration file (default " DEFAULT_CONFIG ")\n"
+            "  -t, --test           check the configuration and rules, print FILE:LINE: errors, exit 0 or 1\n"
+            "      --listen H:P     address to serve clients on (overrides 'listen')\n"
+            "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
+            "      --redis URL      redis://HOST:PORT[/DB], unix:PATH, or none for the embedded cache\n"
+            "  -v, --version        print the version\n"
+            "  -h, --help           print this help\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop accepting, finish requests in flight (up to shutdown_timeout), exit 0.\n");
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"upstream", required_argument, NULL, OPT_UPSTREAM},
+        {"redis", required_argument, NULL, OPT_REDIS},
+        {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:tvh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o->config_file = optarg; break;
+        case 't': o->test_only = 1; break;
+        case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_UPSTREAM: o->upstream = optarg; break;
+        case OPT_REDIS: o->redis = optarg; break;
+        case 'v': printf("jobgate %s\n", PACKAGE_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "jobgate: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Configuration file, then flags over it. Returns 0 or -1 (diagnostics in d). */
+static int load_config(const struct options *o, struct config *cfg, struct conf_diag *d)
+{
+    int rc = 0;
+    config_defaults(cfg);
+    const char *file = o->config_file ? o->config_file : DEFAULT_CONFIG;
+    if (config_load(cfg, file, d) < 0)
+        rc = -1;
+    char err[256];
+    if (o->listen && config_parse_listen(o->listen, &cfg->listen_host, &cfg->listen_port) < 0) {
+        conf_diag_add(d, "--listen", 0, 0, "'%s' is not HOST:PORT", o->listen);
+        rc = -1;
+    }
+    if (o->redis && config_set_redis(cfg, o->redis, err, sizeof(err)) < 0) {
+        conf_diag_add(d, "--redis", 0, 0, "%s", err);
+        rc = -1;
+    }
+    if (o->upstream) {
+        if (strncmp(o->upstream, "http://", 7) != 0 && strncmp(o->upstream, "https://", 8) != 0) {
+            conf_diag_add(d, "--upstream", 0, 0, "'%s' must start with https:// or http://", o->upstream);
+            rc = -1;
+        }
+        config_set_str(&cfg->upstream_url, o->upstream);
+    }
+    return rc;
+}
+
+/* Answers are queued, not yet written, when the last request is done:
+ * evhttp 2.1 tells nobody when a connection's output has drained (and never
+ * for a client that went away), so the loop runs this much longer to write
+ * them out. Loopback and LAN clients need microseconds of it. */
+static const struct timeval flush_grace = {0, 250000};
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    size_t left = gateway_in_flight(d->gateway);
+    if (left)
+        log_warn("shutdown timeout: answering %zu request(s) still in flight with 503", left);
+    gateway_abort_all(d->gateway);
+    event_base_loopexit(d->base, &flush_grace);
+}
+
+static void on_idle(void *arg)
+{
+    struct daemon *d = arg;
+    evtimer_del(d->deadline);
+    event_base_loopexit(d->base, &flush_grace);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+    if (d->stopping) {
+        log_warn("second signal: stopping now");
+        event_base_loopbreak(d->base);
+        return;
+    }
+    d->stopping = 1;
+    log_info("signal %d: no longer accepting; finishing %zu request(s) in flight", (int)sig,
+             gateway_in_flight(d->gateway));
+    frontend_stop_accepting(d->frontend);
+    struct timeval tv = {(time_t)(d->shutdown_timeout_ms / 1000),
+                         (suseconds_t)((d->shutdown_timeout_ms % 1000) * 1000)};
+    evtimer_add(d->deadline, &tv);
+    gateway_drain(d->gateway, on_idle, d);
+}
+
+int main(int argc, char **argv)
+{
+    struct options opts = {0};
+    if (parse_options(argc, argv, &opts) < 0)
+        return 2;
+
+    struct config cfg;
+    struct conf_diag diag;
+    conf_diag_init(&diag);
+    int rc = load_config(&opts, &cfg, &diag);
+    struct ruleset *rules = ruleset_load(cfg.rule_files, cfg.nrule_files, &diag);
+    if (!rules)
+        rc = -1;
+    if (opts.test_only || rc < 0) {
+        conf_diag_print(&diag, stderr);
+        const char *file = cfg.file ? cfg.file : DEFAULT_CONFIG;
+        if (rc == 0)
+            fprintf(stderr, "jobgate: configuration %s and %zu rule file(s) are valid\n", file, cfg.nrule_files);
+        else
+            fprintf(stderr, "jobgate: configuration %s has %zu error(s)\n", file, diag.count);
+        conf_diag_free(&diag);
+        ruleset_unref(rules);
+        config_free(&cfg);
+        return rc == 0 ? 0 : 1;
+    }
+    conf_diag_free(&diag);
+    log_set_level(cfg.log_level);
+
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("cannot initialise libcurl");
+        return 1;
+    }
+
+    struct daemon d = {0};
+    struct cache *cache = NULL;
+    struct upstream *upstream = NULL;
+    struct metrics *metrics = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    char err[512];
+    int exit_code = 1;
+
+    d.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
+    d.base = event_base_new();
+    if (!d.base) {
+        log_error("cannot create the event loop");
+        goto out;
+    }
+    cache = cache_new(d.base, &cfg.cache, err, sizeof(err));
+    if (!cache) {
+        log_error("cache: %s", err);
+        goto out;
+    }
+    upstream = upstream_new(d.base, &cfg.upstream, err, sizeof(err));
+    metrics = metrics_new();
+    if (!upstream || !metrics) {
+        log_error("upstream: %s", upstream ? "out of memory" : err);
+        goto out;
+    }
+    struct gateway_conf gconf = {.key_prefix = cfg.key_prefix,
+                                 .upstream_url = cfg.upstream_url,
+                                 .upstream_token = cfg.upstream_token,
+                                 .lookup_window_ms = 2 * cfg.cache.redis_budget_ms};
+    d.gateway = gateway_new(rules, cache, upstream, metrics, &gconf);
+    if (!d.gateway) {
+        log_error("out of memory");
+        goto out;
+    }
+    struct frontend_conf fconf = {.host = cfg.listen_host,
+                                  .port = cfg.listen_port,
+                                  .client_timeout_ms = cfg.client_timeout_ms,
+                                  .max_header_bytes = cfg.max_header_bytes};
+    d.frontend = frontend_new(d.base, &fconf, d.gateway, cache, metrics, err, sizeof(err));
+    if (!d.frontend) {
+        log_error("%s", err);
+        goto out;
+    }
+    d.deadline = evtimer_new(d.base, on_deadline, &d);
+    sigterm = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
+    sigint = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
+    if (!d.deadline || !sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0) {
+        log_error("cannot set up signal handling");
+        goto out;
+    }
+
+    struct cache_health h;
+    cache_health(cache, &h);
+    log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION, cfg.listen_host,
+             frontend_port(d.frontend), rules->count, h.backend, cfg.cache.redis_url ? " " : "",
+             cfg.cache.redis_url ? cfg.cache.redis_url : "");
+    event_base_dispatch(d.base);
+    log_info("stopped");
+    exit_code = 0;
+
+out:
+    /* Callbacks first: nothing may call into the gateway once it is freed. */
+    cache_free(cache);
+    upstream_free(upstream);
+    gateway_free(d.gateway);
+    frontend_free(d.frontend);
+    metrics_free(metrics);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (d.deadline)
+        event_free(d.deadline);
+    if (d.base)
+        event_base_free(d.base);
+    ruleset_unref(rules);
+    config_free(&cfg);
+    curl_global_cleanup();
+    return exit_code;
+}

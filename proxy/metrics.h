@@ -1,0 +1,38 @@
+/*
+ * metrics: counters and histograms, rendered in the Prometheus text format
+ * for GET /metrics. Single-threaded (one per worker); route labels are rule
+ * names, never anything a client sends.
+ */
+#ifndef JOBGATE_METRICS_H
+#define JOBGATE_METRICS_H
+
+#include <stdint.h>
+
+#include "fault.h"
+
+struct evbuffer;
+struct cache_health;
+
+/* What the cache did for one answer: the X-Cache header's value. */
+enum cache_outcome { OUTCOME_HIT, OUTCOME_MISS, OUTCOME_BYPASS, OUTCOME__COUNT };
+const char *cache_outcome_name(enum cache_outcome o);
+
+struct metrics;
+
+struct metrics *metrics_new(void);
+
+/* One answered request. `route` is a rule name or "none". */
+void metrics_count_request(struct metrics *m, const char *route, int status, enum cache_outcome outcome,
+                           int64_t elapsed_us);
+
+/* One finished upstream call: its HTTP status, or a fault. */
+void metrics_count_upstream(struct metrics *m, const char *route, int status, enum upstream_fault fault,
+                            int64_t elapsed_us);
+
+/* Append the whole exposition to `out`. */
+void metrics_render(const struct metrics *m, const struct cache_health *cache, uint64_t in_flight,
+                    struct evbuffer *out);
+
+void metrics_free(struct metrics *m);
+
+#endif

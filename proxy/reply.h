@@ -1,0 +1,38 @@
+/*
+ * reply: writing answers to clients. Every answer is JSON with
+ * `Content-Type: application/json;charset=UTF-8`, an `X-Request-Id` and an
+ * `X-Cache`; hits carry `Age`. A HEAD gets the same headers, no body.
+ *
+ * Each function sends the reply, which hands the request back to evhttp
+ * (the caller must not touch `req` afterwards).
+ */
+#ifndef JOBGATE_REPLY_H
+#define JOBGATE_REPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "body.h"
+#include "errmap.h"
+#include "metrics.h"
+
+struct evhttp_request;
+
+struct reply_meta {
+    const char *request_id;
+    enum cache_outcome outcome;
+    int64_t age_s;        /* >= 0: send an Age header */
+    int close_connection; /* draining: ask the client to reconnect elsewhere */
+};
+
+/* Send `b` as a 200 (zero-copy: the reply holds a reference until written). */
+void reply_job(struct evhttp_request *req, struct body *b, const struct reply_meta *meta);
+
+/* Send `e` as its JSON error body; adds Retry-After when it has one. */
+void reply_error(struct evhttp_request *req, const struct client_error *e, const struct reply_meta *meta);
+
+/* Send `len` bytes of `text` with `content_type` (admin endpoints). */
+void reply_text(struct evhttp_request *req, int status, const char *content_type, const char *text, size_t len,
+                const struct reply_meta *meta);
+
+#endif

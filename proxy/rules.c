@@ -1,0 +1,592 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules.h"
+
+static void rule_free(struct rule *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->file);
+    route_template_free(&r->route);
+    free(r->upstream_url);
+    classify_spec_free(&r->job);
+    errmap_free(&r->errors);
+    free(r);
+}
+
+static int valid_rule_name(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '_' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- route */
+
+static int load_methods(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    r->methods = RULE_METHOD_GET | RULE_METHOD_HEAD;
+    if (!n)
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE || yconf_seq_len(n) == 0) {
+        yconf_error(y, n, d, "'methods' must be a list such as [GET, HEAD]");
+        return -1;
+    }
+    int rc = 0;
+    r->methods = 0;
+    for (size_t i = 0; i < yconf_seq_len(n); i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        const char *m = yconf_scalar(item);
+        if (m && strcmp(m, "GET") == 0) {
+            r->methods |= RULE_METHOD_GET;
+        } else if (m && strcmp(m, "HEAD") == 0) {
+            r->methods |= RULE_METHOD_HEAD;
+        } else {
+            yconf_error(y, item, d, "method '%s' cannot be served: a job-status route is read-only (GET, HEAD)",
+                        m ? m : "?");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"path", "methods", "params", "query", NULL};
+    if (!n) {
+        yconf_error(y, yconf_root(y), d, "missing 'route'");
+        return -1;
+    }
+    if (yconf_check_map(y, n, "route", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    yaml_node_t *path = yconf_get(y, n, "path");
+    const char *text = yconf_scalar(path);
+    char err[256];
+    if (!text) {
+        yconf_error(y, path ? path : n, d, "route needs 'path', such as /v1.0/{project_id}/jobs/{job_id}");
+        return -1;
+    }
+    if (route_template_parse(&r->route, text, err, sizeof(err)) < 0) {
+        yconf_error(y, path, d, "%s", err);
+        return -1;
+    }
+    if (load_methods(y, yconf_get(y, n, "methods"), r, d) < 0)
+        rc = -1;
+
+    yaml_node_t *params = yconf_get(y, n, "params");
+    if (params) {
+        if (params->type != YAML_MAPPING_NODE) {
+            yconf_error(y, params, d, "'params' must map each parameter to its pattern");
+            rc = -1;
+        } else {
+            for (yaml_node_pair_t *p = params->data.mapping.pairs.start; p < params->data.mapping.pairs.top; p++) {
+                yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+                yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
+                const char *name = yconf_scalar(k), *pattern = yconf_scalar(v);
+                if (!name || !pattern) {
+                    yconf_error(y, k, d, "a parameter maps to one pattern, such as job_id: \"[0-9a-f]{32}\"");
+                    rc = -1;
+                } else if (route_template_set_pattern(&r->route, name, pattern, err, sizeof(err)) < 0) {
+                    yconf_error(y, route_template_param_index(&r->route, name) < 0 ? k : v, d, "%s", err);
+                    rc = -1;
+                }
+            }
+        }
+    }
+    /* An unchecked parameter would let any text into cache keys and upstream URLs. */
+    for (size_t i = 0; i < r->route.nparams; i++) {
+        if (!r->route.params[i].compiled) {
+            yconf_error(y, path, d, "parameter {%s} has no pattern under route.params", r->route.params[i].name);
+            rc = -1;
+        }
+    }
+
+    yaml_node_t *query = yconf_get(y, n, "query");
+    const char *q = yconf_scalar(query);
+    r->query = RULE_QUERY_IGNORE;
+    if (query && q && strcmp(q, "reject") == 0) {
+        r->query = RULE_QUERY_REJECT;
+    } else if (query && (!q || strcmp(q, "ignore") != 0)) {
+        yconf_error(y, query, d, "'query' must be 'ignore' or 'reject'");
+        rc = -1;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------- upstream */
+
+static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"url", "connect_timeout", "timeout", NULL};
+    r->connect_timeout_ms = 3000;
+    r->timeout_ms = 10000;
+    if (!n) {
+        yconf_error(y, yconf_root(y), d, "missing 'upstream'");
+        return -1;
+    }
+    if (yconf_check_map(y, n, "upstream", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    rc |= yconf_get_str(y, n, "url", &r->upstream_url, d);
+    rc |= yconf_get_ms(y, n, "connect_timeout", 1, 600000, 0, &r->connect_timeout_ms, d);
+    rc |= yconf_get_ms(y, n, "timeout", 1, 3600000, 0, &r->timeout_ms, d);
+    if (!r->upstream_url) {
+        yconf_error(y, n, d, "upstream needs 'url', such as https://elb.eu-west-0.myhuaweicloud.com");
+        return -1;
+    }
+    const char *u = r->upstream_url;
+    size_t len = strlen(u);
+    if ((strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0) || len < 9) {
+        yconf_error(y, yconf_get(y, n, "url"), d, "upstream url '%s' must start with https:// (or http://)", u);
+        rc = -1;
+    } else if (strpbrk(u, "@?#")) {
+        yconf_error(
+            y, yconf_get(y, n, "url"), d,
+            "upstream url '%s': no credentials, query or fragment (it is a base URL the route path is appended to)",
+            strchr(u, '@') ? "(hidden: it holds credentials)" : u);
+        rc = -1;
+    } else if (u[len - 1] == '/') {
+        r->upstream_url[len - 1] = '\0'; /* the route path brings its own '/' */
+    }
+    return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ job */
+
+/* `route_rule` is NULL when the route did not load: identity is then not checked against it. */
+static int load_job(struct yconf *y, yaml_node_t *n, const struct rule *route_rule, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"state", "terminal", "identity", NULL};
+    static const char *const identity_keys[] = {"field", "param", NULL};
+    r->identity_param = -1;
+    if (!n) {
+        yconf_error(y, yconf_root(y), d, "missing 'job' (where the state is, which states are terminal)");
+        return -1;
+    }
+    if (yconf_check_map(y, n, "job", keys, d) < 0)
+        return -1;
+    int rc = 0;
+
+    yaml_node_t *state = yconf_get(y, n, "state");
+    if (!yconf_scalar(state) || jsonpath_compile(&r->job.state, yconf_scalar(state)) < 0) {
+        yconf_error(y, state ? state : n, d, "job needs 'state': a dotted path to the state string, such as status");
+        rc = -1;
+    }
+
+    yaml_node_t *terminal = yconf_get(y, n, "terminal");
+    size_t nt = yconf_seq_len(terminal);
+    if (!terminal || terminal->type != YAML_SEQUENCE_NODE || nt == 0) {
+        yconf_error(y, terminal ? terminal : n, d,
+                    "job needs 'terminal': the list of final states, such as [SUCCESS, FAIL]");
+        rc = -1;
+    } else {
+        r->job.terminal = calloc(nt, sizeof(char *));
+        for (size_t i = 0; i < nt; i++) {
+            const char *v = yconf_scalar(yconf_seq_item(y, terminal, i));
+            if (!v || !*v) {
+                yconf_error(y, yconf_seq_item(y, terminal, i), d, "a terminal state is a single word");
+                rc = -1;
+                continue;
+            }
+            r->job.terminal[r->job.nterminal++] = strdup(v);
+        }
+    }
+
+    yaml_node_t *identity = yconf_get(y, n, "identity");
+    if (identity) {
+        if (yconf_check_map(y, identity, "job.identity", identity_keys, d) < 0)
+            return -1;
+        const char *field = yconf_scalar(yconf_get(y, identity, "field"));
+        const char *param = yconf_scalar(yconf_get(y, identity, "param"));
+        if (!field || !param || jsonpath_compile(&r->job.identity, field) < 0) {
+            yconf_error(y, identity, d, "identity needs 'field' (body path) and 'param' (route parameter)");
+            rc = -1;
+        } else if (route_rule && (r->identity_param = route_template_param_index(&route_rule->route, param)) < 0) {
+            yconf_error(y, yconf_get(y, identity, "param"), d, "identity param '%s' is not a parameter of the route",
+                        param);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- cache */
+
+static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"terminal_ttl", "pending_ttl", NULL};
+    r->terminal_ttl_ms = YCONF_FOREVER;
+    r->pending_ttl_ms = 2000;
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "cache", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    rc |= yconf_get_ms(y, n, "terminal_ttl", 1, INT64_MAX / 4, 1, &r->terminal_ttl_ms, d);
+    /* A still-changing answer kept for long would hide progress from pollers. */
+    rc |= yconf_get_ms(y, n, "pending_ttl", 0, 3600000, 0, &r->pending_ttl_ms, d);
+    return rc ? -1 : 0;
+}
+
+/* --------------------------------------------------------------- errors */
+
+/* One mapping target: `502` or {status: 503, code: X, message: Y, retry_after: 3}. */
+static int load_error_entry(struct yconf *y, yaml_node_t *n, struct errmap_entry *e, struct conf_diag *d)
+{
+    static const char *const keys[] = {"status", "code", "message", "retry_after", NULL};
+    long status = 0, retry_after = 0;
+    const char *status_text = NULL;
+    yaml_node_t *status_node = n;
+    memset(e, 0, sizeof(*e));
+    if (yconf_scalar(n)) {
+        status_text = yconf_scalar(n);
+    } else {
+        if (yconf_check_map(y, n, "an error mapping", keys, d) < 0)
+            return -1;
+        status_node = yconf_get(y, n, "status");
+        status_text = yconf_scalar(status_node);
+        int rc = yconf_get_long(y, n, "retry_after", 0, 3600, &retry_after, d);
+        rc |= yconf_get_str(y, n, "code", &e->code, d);
+        rc |= yconf_get_str(y, n, "message", &e->message, d);
+        if (!status_text) {
+            yconf_error(y, n, d, "an error mapping needs 'status'");
+            rc = -1;
+        }
+        if (rc)
+            goto fail;
+    }
+    char *end;
+    status = strtol(status_text, &end, 10);
+    if (*end || end == status_text || !http_status_documented((int)status) || status == 200) {
+        yconf_error(y, status_node, d,
+                    "an error must map to a status in the documented table (400 401 403 404 405 406 407 408 409 "
+                    "500 501 502 503 504), not '%s'",
+                    status_text);
+        goto fail;
+    }
+    e->set = 1;
+    e->status = (int)status;
+    e->retry_after = (int)retry_after;
+    return 0;
+fail:
+    free(e->code);
+    free(e->message);
+    memset(e, 0, sizeof(*e));
+    return -1;
+}
+
+/* Was `key` given before `p` in mapping `n`? */
+static int key_given_before(struct yconf *y, yaml_node_t *n, yaml_node_pair_t *p, const char *key)
+{
+    for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+        const char *earlier = yconf_scalar(yaml_document_get_node(&y->doc, q->key));
+        if (earlier && strcmp(earlier, key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int load_error_statuses(struct yconf *y, yaml_node_t *n, yaml_node_t *parent, struct errmap *map,
+                               struct conf_diag *d)
+{
+    if (!n || n->type != YAML_MAPPING_NODE) {
+        yconf_error(y, n ? n : parent, d, "errors.status must map upstream statuses (\"404\", \"4xx\") to answers");
+        return -1;
+    }
+    int rc = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
+        const char *key = yconf_scalar(k);
+        struct errmap_entry *slot = NULL;
+        if (key && strlen(key) == 3 && key[0] >= '1' && key[0] <= '5' && !strcmp(key + 1, "xx")) {
+            slot = &map->klass[key[0] - '0'];
+        } else if (key) {
+            char *end;
+            long s = strtol(key, &end, 10);
+            if (!*end && s >= 100 && s <= 599)
+                slot = &map->exact[s];
+        }
+        if (!slot) {
+            yconf_error(y, k, d, "'%s' is not an upstream status (100-599) or class (1xx-5xx)", key ? key : "?");
+            rc = -1;
+            continue;
+        }
+        if (key_given_before(y, n, p, key)) {
+            yconf_error(y, k, d, "status '%s' is mapped twice", key);
+            rc = -1;
+            continue;
+        }
+        if (load_error_entry(y, v, slot, d) < 0)
+            rc = -1;
+    }
+    /* Every status 100-599 must land in the table: each class needs a catch-all. */
+    for (int c = 1; c <= 5; c++) {
+        if (map->klass[c].set)
+            continue;
+        for (int s = c * 100; s < c * 100 + 100; s++) {
+            if (!map->exact[s].set) {
+                yconf_error(y, n, d, "upstream status %d has no mapping: add \"%dxx\" (or map every %dxx status)", s, c,
+                            c);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
+static int load_error_faults(struct yconf *y, yaml_node_t *n, yaml_node_t *parent, struct errmap *map,
+                             struct conf_diag *d)
+{
+    if (!n || n->type != YAML_MAPPING_NODE) {
+        yconf_error(y, n ? n : parent, d,
+                    "errors.fault must map each transport fault (timeout, connect ...) to an answer");
+        return -1;
+    }
+    int rc = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+        const char *key = yconf_scalar(k);
+        enum upstream_fault f = key ? fault_from_name(key) : FAULT_NONE;
+        if (f == FAULT_NONE) {
+            yconf_error(y, k, d,
+                        "'%s' is not a fault; faults are connect dns tls reset truncated timeout oversized protocol "
+                        "bad_body wrong_job internal",
+                        key ? key : "?");
+            rc = -1;
+        } else if (key_given_before(y, n, p, key)) {
+            yconf_error(y, k, d, "fault '%s' is mapped twice", key);
+            rc = -1;
+        } else if (load_error_entry(y, yaml_document_get_node(&y->doc, p->value), &map->fault[f], d) < 0) {
+            rc = -1;
+        }
+    }
+    for (int f = 1; f < FAULT__COUNT; f++) {
+        if (!map->fault[f].set) {
+            yconf_error(y, n, d, "fault '%s' has no mapping", fault_name((enum upstream_fault)f));
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int load_error_shapes(struct yconf *y, yaml_node_t *n, struct errmap *map, struct conf_diag *d)
+{
+    static const char *const keys[] = {"code", "message", NULL};
+    if (!n)
+        return 0;
+    size_t count = yconf_seq_len(n);
+    if (n->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, n, d, "errors.body must be a list of {code: PATH, message: PATH}");
+        return -1;
+    }
+    map->shapes = calloc(count ? count : 1, sizeof(*map->shapes));
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        if (yconf_check_map(y, item, "an error body shape", keys, d) < 0) {
+            rc = -1;
+            continue;
+        }
+        struct errmap_shape *s = &map->shapes[map->nshapes];
+        const char *code = yconf_scalar(yconf_get(y, item, "code"));
+        const char *message = yconf_scalar(yconf_get(y, item, "message"));
+        if (!code || !message || jsonpath_compile(&s->code, code) < 0 || jsonpath_compile(&s->message, message) < 0) {
+            jsonpath_free(&s->code);
+            yconf_error(y, item, d, "an error body shape needs 'code' and 'message' paths, such as error.code");
+            rc = -1;
+            continue;
+        }
+        map->nshapes++;
+    }
+    return rc;
+}
+
+static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"body", "status", "fault", "invalid_request", NULL};
+    client_error_set(&r->invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
+    if (!n) {
+        yconf_error(y, yconf_root(y), d, "missing 'errors' (how upstream errors map onto the documented table)");
+        return -1;
+    }
+    if (yconf_check_map(y, n, "errors", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    rc |= load_error_shapes(y, yconf_get(y, n, "body"), &r->errors, d);
+    rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, &r->errors, d);
+    rc |= load_error_faults(y, yconf_get(y, n, "fault"), n, &r->errors, d);
+    yaml_node_t *invalid = yconf_get(y, n, "invalid_request");
+    if (invalid) {
+        struct errmap_entry e;
+        if (load_error_entry(y, invalid, &e, d) < 0) {
+            rc = -1;
+        } else {
+            client_error_set(&r->invalid_request, e.status, e.code ? e.code : "JG.INVALID_REQUEST",
+                             e.message ? e.message : "the request does not match the route");
+        }
+        free(e.code);
+        free(e.message);
+    }
+    return rc ? -1 : 0;
+}
+
+/* ----------------------------------------------------------------- rule */
+
+static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
+{
+    static const char *const keys[] = {"name", "route", "upstream", "job", "cache", "errors", NULL};
+    yaml_node_t *root = yconf_root(y);
+    if (!root) {
+        yconf_error(y, NULL, d, "the file is empty: a rule needs name, route, upstream, job and errors");
+        return NULL;
+    }
+    if (yconf_check_map(y, root, "a rule file", keys, d) < 0)
+        return NULL;
+    struct rule *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->file = strdup(y->path);
+    r->line = root->start_mark.line + 1;
+    int rc = 0;
+    rc |= yconf_get_str(y, root, "name", &r->name, d);
+    if (!r->name || !valid_rule_name(r->name)) {
+        yconf_error(y, yconf_get(y, root, "name") ? yconf_get(y, root, "name") : root, d,
+                    "a rule needs a 'name' of letters, digits, '-', '_' or '.' (it is part of cache keys)");
+        rc = -1;
+    }
+    int route_ok = load_route(y, yconf_get(y, root, "route"), r, d) == 0;
+    if (!route_ok)
+        rc = -1;
+    rc |= load_upstream(y, yconf_get(y, root, "upstream"), r, d);
+    /* The job section refers to route parameters: check it against a valid route only. */
+    rc |= load_job(y, yconf_get(y, root, "job"), route_ok ? r : NULL, r, d);
+    rc |= load_cache(y, yconf_get(y, root, "cache"), r, d);
+    rc |= load_errors(y, yconf_get(y, root, "errors"), r, d);
+    if (rc) {
+        rule_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int ruleset_add(struct ruleset *rs, struct rule *r, struct conf_diag *d)
+{
+    int rc = 0;
+    for (size_t i = 0; i < rs->count; i++) {
+        const struct rule *o = rs->rules[i];
+        if (strcmp(o->name, r->name) == 0) {
+            conf_diag_add(d, r->file, r->line, 1, "rule name '%s' is already used by %s:%zu", r->name, o->file,
+                          o->line);
+            rc = -1;
+        }
+        if (route_templates_overlap(&o->route, &r->route)) {
+            conf_diag_add(d, r->file, r->line, 1, "route %s of rule '%s' overlaps route %s of rule '%s' (%s:%zu)",
+                          r->route.text, r->name, o->route.text, o->name, o->file, o->line);
+            rc = -1;
+        }
+    }
+    struct rule **grown = realloc(rs->rules, (rs->count + 1) * sizeof(*grown));
+    if (!grown) {
+        rule_free(r);
+        return -1;
+    }
+    rs->rules = grown;
+    rs->rules[rs->count++] = r; /* kept even on error, so that later rules are checked against it */
+    return rc;
+}
+
+static struct ruleset *ruleset_load_yconfs(struct yconf *ys, size_t n, struct conf_diag *d)
+{
+    struct ruleset *rs = calloc(1, sizeof(*rs));
+    if (!rs)
+        return NULL;
+    rs->refs = 1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!ys[i].loaded) {
+            rc = -1;
+            continue;
+        }
+        struct rule *r = load_rule(&ys[i], d);
+        if (!r || ruleset_add(rs, r, d) < 0)
+            rc = -1;
+    }
+    if (rs->count == 0 && rc == 0) {
+        conf_diag_add(d, n ? ys[0].path : "rules", 0, 0, "no rules: jobgate would answer 404 to everything");
+        rc = -1;
+    }
+    if (rc) {
+        ruleset_unref(rs);
+        return NULL;
+    }
+    return rs;
+}
+
+struct ruleset *ruleset_load(char *const *files, size_t nfiles, struct conf_diag *d)
+{
+    if (nfiles == 0) {
+        conf_diag_add(d, "configuration", 0, 0, "no rule files: name them under 'rules'");
+        return NULL;
+    }
+    struct yconf *ys = calloc(nfiles, sizeof(*ys));
+    if (!ys)
+        return NULL;
+    for (size_t i = 0; i < nfiles; i++)
+        yconf_load(&ys[i], files[i], d);
+    struct ruleset *rs = ruleset_load_yconfs(ys, nfiles, d);
+    for (size_t i = 0; i < nfiles; i++)
+        yconf_free(&ys[i]);
+    free(ys);
+    return rs;
+}
+
+struct ruleset *ruleset_load_string(const char *name, const char *text, struct conf_diag *d)
+{
+    struct yconf y;
+    yconf_load_string(&y, name, text, strlen(text), d);
+    struct ruleset *rs = ruleset_load_yconfs(&y, 1, d);
+    yconf_free(&y);
+    return rs;
+}
+
+struct ruleset *ruleset_ref(struct ruleset *rs)
+{
+    rs->refs++;
+    return rs;
+}
+
+void ruleset_unref(struct ruleset *rs)
+{
+    if (!rs || --rs->refs > 0)
+        return;
+    for (size_t i = 0; i < rs->count; i++)
+        rule_free(rs->rules[i]);
+    free(rs->rules);
+    free(rs);
+}
+
+enum route_result ruleset_match(const struct ruleset *rs, const char *path, const struct rule **rule_out,
+                                struct route_match *m)
+{
+    enum route_result best = ROUTE_NO_MATCH;
+    *rule_out = NULL;
+    /* Routes never overlap (the loader refuses it), so at most one has this shape. */
+    for (size_t i = 0; i < rs->count; i++) {
+        enum route_result res = route_template_match(&rs->rules[i]->route, path, m, NULL);
+        if (res != ROUTE_NO_MATCH) {
+            *rule_out = rs->rules[i];
+            best = res;
+            break;
+        }
+    }
+    return best;
+}

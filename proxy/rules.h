@@ -1,0 +1,72 @@
+/*
+ * rules: the lua-free policy. A rule file describes one job-status API:
+ * its route and parameter patterns, its upstream, where the job's state is in
+ * the body and which states are terminal, how long answers are cached, and how
+ * upstream errors map onto the documented status table. The C code knows
+ * nothing of any API that a rule does not tell it.
+ *
+ * A ruleset is immutable once loaded and reference-counted: a request holds
+ * the ruleset it started with, so a reload never changes policy under it.
+ * The language is documented in lua-free-rules/README.md.
+ */
+#ifndef JOBGATE_RULES_H
+#define JOBGATE_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "classify.h"
+#include "errmap.h"
+#include "route.h"
+#include "yamlconf.h"
+
+enum rule_method { RULE_METHOD_GET = 1 << 0, RULE_METHOD_HEAD = 1 << 1 };
+
+/* What a query string on a job request does. Never part of the cache key,
+ * never forwarded upstream: it cannot bypass or poison the cache. */
+enum rule_query {
+    RULE_QUERY_IGNORE, /* accepted and dropped */
+    RULE_QUERY_REJECT, /* answered with the invalid_request error */
+};
+
+struct rule {
+    char *name; /* unique; part of every cache key */
+    char *file;
+    size_t line;
+    struct route_template route;
+    unsigned methods; /* enum rule_method bits */
+    enum rule_query query;
+    char *upstream_url; /* base URL: scheme://host[:port][/prefix]; the route path is appended */
+    int64_t connect_timeout_ms;
+    int64_t timeout_ms;
+    struct classify_spec job;
+    int identity_param;      /* route parameter the body must name, -1: none */
+    int64_t terminal_ttl_ms; /* YCONF_FOREVER: no expiry */
+    int64_t pending_ttl_ms;
+    struct errmap errors;
+    struct client_error invalid_request; /* answer for a request the route refuses */
+};
+
+struct ruleset {
+    unsigned refs;
+    struct rule **rules;
+    size_t count;
+};
+
+/* Load every file in `files`. Returns a ruleset with one reference, or NULL
+ * with every problem found added to `d` as FILE:LINE:COL: message. */
+struct ruleset *ruleset_load(char *const *files, size_t nfiles, struct conf_diag *d);
+
+/* Load one rule from YAML text (tests and tools). */
+struct ruleset *ruleset_load_string(const char *name, const char *text, struct conf_diag *d);
+
+struct ruleset *ruleset_ref(struct ruleset *rs);
+void ruleset_unref(struct ruleset *rs);
+
+/* Find the rule for `path`. ROUTE_MATCH: *rule_out and *m are set.
+ * ROUTE_BAD_PARAM: *rule_out is the rule whose shape matched (answer 400).
+ * ROUTE_NO_MATCH: no rule has this shape (answer 404). */
+enum route_result ruleset_match(const struct ruleset *rs, const char *path, const struct rule **rule_out,
+                                struct route_match *m);
+
+#endif

@@ -1,0 +1,378 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "clock.h"
+#include "log.h"
+#include "upstream.h"
+
+struct upstream_call {
+    struct upstream *u;
+    CURL *easy;
+    struct curl_slist *headers;
+    upstream_done_cb cb;
+    void *arg;
+    char *body;
+    size_t len;
+    size_t cap;
+    int oversized;
+    long retry_after;
+    int64_t started_us;
+    char error[CURL_ERROR_SIZE];
+    LIST_ENTRY(upstream_call) link;
+};
+
+/* What libcurl asked us to watch on one socket. */
+struct upstream_sock {
+    struct upstream *u;
+    curl_socket_t fd;
+    struct event *ev;
+    LIST_ENTRY(upstream_sock) link;
+};
+
+struct upstream {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    struct upstream_conf conf;
+    LIST_HEAD(, upstream_call) calls;
+    LIST_HEAD(, upstream_sock) socks;
+    size_t in_flight;
+};
+
+static void check_done(struct upstream *u);
+
+/* ---------------------------------------------- libcurl <-> libevent glue */
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *u = arg;
+    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(u->multi, fd, action, &running);
+    check_done(u);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *u = arg;
+    int running;
+    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(u);
+}
+
+/* CURLMOPT_TIMERFUNCTION: libcurl wants to be called after timeout_ms. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    struct upstream *u = arg;
+    if (timeout_ms < 0) {
+        evtimer_del(u->timer);
+        return 0;
+    }
+    /* 0 means "as soon as possible": still go through the loop, never recurse. */
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(u->timer, &tv);
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch or stop watching a socket. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
+{
+    struct upstream *u = arg;
+    struct upstream_sock *s = sockp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            LIST_REMOVE(s, link);
+            event_free(s->ev);
+            free(s);
+            curl_multi_assign(u->multi, fd, NULL);
+        }
+        return 0;
+    }
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        s->u = u;
+        s->fd = fd;
+        LIST_INSERT_HEAD(&u->socks, s, link);
+        curl_multi_assign(u->multi, fd, s);
+    } else {
+        event_free(s->ev);
+        s->ev = NULL;
+    }
+    s->ev = event_new(u->base, fd, kind, on_socket_event, u);
+    if (!s->ev) {
+        LIST_REMOVE(s, link);
+        curl_multi_assign(u->multi, fd, NULL);
+        free(s);
+        return -1;
+    }
+    event_add(s->ev, NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------- one call */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct upstream_call *c = arg;
+    size_t n = size * nmemb;
+    if (c->len + n > c->u->conf.max_body_bytes) {
+        c->oversized = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        while (cap < c->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(c->body, cap);
+        if (!grown)
+            return 0;
+        c->body = grown;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, data, n);
+    c->len += n;
+    c->body[c->len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct upstream_call *c = arg;
+    size_t n = size * nmemb;
+    /* A new status line (after a 1xx) starts a new header set. */
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+        c->retry_after = -1;
+    if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
+        char buf[32];
+        size_t vlen = n - 12 < sizeof(buf) - 1 ? n - 12 : sizeof(buf) - 1;
+        memcpy(buf, data + 12, vlen);
+        buf[vlen] = '\0';
+        char *end;
+        long v = strtol(buf, &end, 10);
+        if (end != buf && v >= 0)
+            c->retry_after = v; /* seconds; an HTTP-date form is ignored */
+    }
+    return n;
+}
+
+static enum upstream_fault fault_of(CURLcode rc, const struct upstream_call *c)
+{
+    switch (rc) {
+    case CURLE_OK: return FAULT_NONE;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY: return FAULT_DNS;
+    case CURLE_COULDNT_CONNECT: return FAULT_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: return FAULT_TIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED: return FAULT_TLS;
+    case CURLE_PARTIAL_FILE: return FAULT_TRUNCATED;
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR: return FAULT_RESET;
+    case CURLE_WRITE_ERROR:
+    case CURLE_FILESIZE_EXCEEDED:
+        return c->oversized || rc == CURLE_FILESIZE_EXCEEDED ? FAULT_OVERSIZED : FAULT_INTERNAL;
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_FAILED_INIT: return FAULT_INTERNAL;
+    default: return FAULT_PROTOCOL;
+    }
+}
+
+static void call_free(struct upstream_call *c)
+{
+    LIST_REMOVE(c, link);
+    c->u->in_flight--;
+    curl_multi_remove_handle(c->u->multi, c->easy);
+    curl_easy_cleanup(c->easy);
+    curl_slist_free_all(c->headers);
+    free(c->body);
+    free(c);
+}
+
+static void finish(struct upstream_call *c, CURLcode rc)
+{
+    struct upstream_response resp = {0};
+    resp.fault = fault_of(rc, c);
+    resp.fault_detail = c->error[0] ? c->error : curl_easy_strerror(rc);
+    resp.retry_after = c->retry_after;
+    resp.elapsed_us = clock_mono_us() - c->started_us;
+    if (resp.fault == FAULT_NONE) {
+        long status = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+        resp.status = (int)status;
+        /* A final 1xx (or nothing) is not an answer. */
+        if (status < 200 || status > 599) {
+            resp.status = 0;
+            resp.fault = FAULT_PROTOCOL;
+            resp.fault_detail = "no final HTTP status";
+        }
+        resp.body = c->body ? c->body : "";
+        resp.len = c->len;
+    }
+    upstream_done_cb cb = c->cb;
+    void *arg = c->arg;
+    /* Report first (the body lives in c), then free: the callback may start new calls. */
+    cb(&resp, arg);
+    call_free(c);
+}
+
+static void check_done(struct upstream *u)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct upstream_call *c = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        CURLcode rc = msg->data.result;
+        if (c)
+            finish(c, rc);
+    }
+}
+
+struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
+                                     void *arg)
+{
+    struct upstream_call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->u = u;
+    c->cb = cb;
+    c->arg = arg;
+    c->retry_after = -1;
+    c->started_us = clock_mono_us();
+    c->easy = curl_easy_init();
+    if (!c->easy) {
+        free(c);
+        return NULL;
+    }
+    char line[512];
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Accept: application/json");
+    snprintf(line, sizeof(line), "X-Request-Id: %s", req->request_id);
+    h = curl_slist_append(h, line);
+    if (req->auth_token) {
+        /* Built on the heap and wiped after use: a token may be long, and is a secret. */
+        size_t n = strlen(req->auth_token) + 16;
+        char *hdr = malloc(n);
+        if (hdr) {
+            snprintf(hdr, n, "X-Auth-Token: %s", req->auth_token);
+            h = curl_slist_append(h, hdr);
+            memset(hdr, 0, n);
+            free(hdr);
+        }
+    }
+    c->headers = h;
+
+    CURL *e = c->easy;
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (u->conf.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, u->conf.ca_file);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)u->conf.max_body_bytes);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->error);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+
+    LIST_INSERT_HEAD(&u->calls, c, link);
+    u->in_flight++;
+    if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+        LIST_REMOVE(c, link);
+        u->in_flight--;
+        curl_easy_cleanup(e);
+        curl_slist_free_all(c->headers);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void upstream_cancel(struct upstream *u, struct upstream_call *call)
+{
+    call_free(call);
+}
+
+size_t upstream_in_flight(const struct upstream *u)
+{
+    return u->in_flight;
+}
+
+struct upstream *upstream_new(struct event_base *base, const struct upstream_conf *conf, char *err, size_t errlen)
+{
+    struct upstream *u = calloc(1, sizeof(*u));
+    if (!u) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    u->base = base;
+    u->conf = *conf;
+    LIST_INIT(&u->calls);
+    LIST_INIT(&u->socks);
+    u->multi = curl_multi_init();
+    u->timer = evtimer_new(base, on_timer, u);
+    if (!u->multi || !u->timer) {
+        snprintf(err, errlen, "cannot initialise libcurl");
+        upstream_free(u);
+        return NULL;
+    }
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conf->max_connections);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, conf->max_connections);
+    return u;
+}
+
+void upstream_free(struct upstream *u)
+{
+    if (!u)
+        return;
+    while (!LIST_EMPTY(&u->calls))
+        call_free(LIST_FIRST(&u->calls));
+    if (u->multi)
+        curl_multi_cleanup(u->multi);
+    /* Sockets of kept-alive connections libcurl closed without telling us. */
+    while (!LIST_EMPTY(&u->socks)) {
+        struct upstream_sock *s = LIST_FIRST(&u->socks);
+        LIST_REMOVE(s, link);
+        if (s->ev)
+            event_free(s->ev);
+        free(s);
+    }
+    if (u->timer)
+        event_free(u->timer);
+    free(u);
+}

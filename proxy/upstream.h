@@ -1,0 +1,66 @@
+/*
+ * upstream: HTTP(S) requests to the cloud API with libcurl's multi socket
+ * interface, driven by the daemon's one libevent loop: no thread, no
+ * blocking call. Connections are kept alive and reused (libcurl's connection
+ * cache); TLS peers are always verified.
+ *
+ * The module knows nothing of jobs: it sends a GET and reports either an HTTP
+ * status with its body or a transport fault.
+ */
+#ifndef JOBGATE_UPSTREAM_H
+#define JOBGATE_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fault.h"
+
+struct event_base;
+struct upstream;
+struct upstream_call;
+
+struct upstream_conf {
+    char *ca_file;         /* CA bundle for verifying upstream; NULL: the system's */
+    size_t max_body_bytes; /* larger answers are FAULT_OVERSIZED */
+    long max_connections;  /* per upstream host */
+    char *user_agent;
+};
+
+struct upstream_request {
+    const char *url;
+    const char *request_id; /* sent as X-Request-Id */
+    const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
+    int64_t connect_timeout_ms;
+    int64_t timeout_ms;
+};
+
+struct upstream_response {
+    int status; /* HTTP status, 0 when fault != FAULT_NONE */
+    enum upstream_fault fault;
+    const char *fault_detail; /* libcurl's words, for the log */
+    const char *body;         /* owned by the module, valid during the callback */
+    size_t len;
+    long retry_after; /* seconds from a Retry-After header, -1 if none */
+    int64_t elapsed_us;
+};
+
+/* Called once per upstream_fetch, from the event loop, never from inside
+ * upstream_fetch. `resp` and its body are valid only during the call. */
+typedef void (*upstream_done_cb)(const struct upstream_response *resp, void *arg);
+
+struct upstream *upstream_new(struct event_base *base, const struct upstream_conf *conf, char *err, size_t errlen);
+
+/* Start a GET. Returns a handle for upstream_cancel, or NULL if it could not
+ * start (then the callback is never called). */
+struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
+                                     void *arg);
+
+/* Abandon a call: its callback will not be called. */
+void upstream_cancel(struct upstream *u, struct upstream_call *call);
+
+size_t upstream_in_flight(const struct upstream *u);
+
+/* Frees everything; calls in flight are dropped without their callbacks. */
+void upstream_free(struct upstream *u);
+
+#endif

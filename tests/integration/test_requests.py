@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""The front end: what a client sees for good, bad and odd requests.
+
+Real redis-server, real simulator, real jobgate; the simulator's request
+counts prove which requests reached upstream.
+"""
+import socket
+
+from harness import (DOCUMENTED, TOKEN, Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, request,
+                     run, test, wait_until)
+
+PROJECT = hex32()
+
+
+def setup():
+    env = {}
+    env["redis"] = Redis().start()
+    env["sim"] = Sim(init_ms=60000, running_ms=60000).start()
+    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"]).start()
+    return env
+
+
+def teardown(env):
+    if env.get("gate"):
+        env["gate"].stop()
+    if env.get("sim"):
+        env["sim"].stop()
+    if env.get("redis"):
+        env["redis"].stop()
+
+
+def path(job, project=PROJECT):
+    return "/v1.0/%s/jobs/%s" % (project, job)
+
+
+@test
+def miss_then_hit(env):
+    """a first GET goes upstream (MISS), the next is answered from cache (HIT, Age)"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    r = gate.get(path(job))
+    eq(r.status, 200, "status")
+    eq(r.header("content-type"), "application/json;charset=UTF-8", "content-type")
+    eq(r.header("x-cache"), "MISS", "x-cache")
+    check(r.header("x-request-id"), "no X-Request-Id")
+    check(r.header("age") is None, "Age on a miss")
+    doc = r.json()
+    eq(doc["job_id"], job, "job_id")
+    eq(doc["status"], "INIT", "status field")
+    r2 = gate.get(path(job))
+    eq(r2.status, 200, "second status")
+    eq(r2.header("x-cache"), "HIT", "second x-cache")
+    check(r2.header("age") is not None and int(r2.header("age")) >= 0, "Age on a hit: %r" % r2.headers)
+    eq(r2.body, r.body, "cached body is the original")
+    eq(sim.count(job), 1, "upstream requests")
+
+
+@test
+def request_id_and_headers_upstream(env):
+    """the client's X-Request-Id is echoed and sent upstream with the token and jobgate's User-Agent"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    r = gate.get(path(job), headers={"X-Request-Id": "trace-abc.123"})
+    eq(r.header("x-request-id"), "trace-abc.123", "echoed id")
+    last = sim.last()
+    headers = {k.lower(): v for k, v in last["headers"].items()}
+    eq(headers.get("x-request-id"), "trace-abc.123", "id sent upstream")
+    eq(headers.get("x-auth-token"), TOKEN, "token forwarded")
+    check(headers.get("user-agent", "").startswith("jobgate/"), "user agent %r" % headers.get("user-agent"))
+    eq(last["path"], path(job), "upstream path")
+
+
+@test
+def unsafe_request_id_replaced(env):
+    """an X-Request-Id with unsafe characters is replaced by a generated one"""
+    r = env["gate"].get(path(hex32()), headers={"X-Request-Id": "bad id\twith<stuff>"})
+    eq(r.status, 200, "status")
+    rid = r.header("x-request-id")
+    check(rid and rid != "bad id\twith<stuff>" and len(rid) == 32, "generated id %r" % rid)
+
+
+@test
+def head_has_headers_only(env):
+    """HEAD answers with GET's headers and Content-Length, without a body"""
+    gate = env["gate"]
+    job = hex32()
+    get = gate.get(path(job))
+    head = gate.get(path(job), method="HEAD")
+    eq(head.status, 200, "status")
+    eq(head.body, b"", "HEAD body")
+    eq(head.header("content-length"), str(len(get.body)), "content-length")
+    eq(head.header("x-cache"), "HIT", "x-cache")
+
+
+@test
+def bad_ids_are_400_without_upstream(env):
+    """ids that are not 32 lowercase hex characters: 400 with code/message, never upstream"""
+    gate, sim = env["gate"], env["sim"]
+    before = sim.total()
+    good = hex32()
+    for bad in (good[:31], good + "0", good.upper(), "g" * 32, "%66" + good[3:], "..%2f" + good[5:], ""):
+        for p in (path(bad), path(good, project=bad)):
+            r = gate.get(p)
+            eq(r.status, 400, "status for %s" % p)
+            doc = assert_documented_error(r, p)
+            eq(doc["code"], "ELB.1001", "code")
+    eq(sim.total(), before, "upstream requests for bad ids")
+
+
+@test
+def unknown_paths_are_404(env):
+    """paths no rule describes: 404 JSON, never upstream"""
+    gate, sim = env["gate"], env["sim"]
+    before = sim.total()
+    job = hex32()
+    for p in ("/", "/v1.0", "/v1.0/%s/jobs" % PROJECT, path(job) + "/", path(job) + "/x", "/v2.0/%s/jobs/%s" % (PROJECT, job),
+              "/v1.0/%s/jobs/../%s" % (PROJECT, job), "/favicon.ico"):
+        r = gate.get(p)
+        eq(r.status, 404, "status for %s" % p)
+        assert_documented_error(r, p)
+        check(r.header("x-request-id"), "X-Request-Id on a 404")
+    eq(sim.total(), before, "upstream requests")
+
+
+@test
+def other_methods_are_405(env):
+    """POST, PUT, DELETE, PATCH, OPTIONS on the route: 405 with Allow: GET, HEAD"""
+    gate, sim = env["gate"], env["sim"]
+    before = sim.total()
+    for m in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        r = gate.get(path(hex32()), method=m)
+        eq(r.status, 405, m)
+        eq(r.header("allow"), "GET, HEAD", m + " Allow")
+        assert_documented_error(r, m)
+    eq(sim.total(), before, "upstream requests")
+
+
+@test
+def query_string_neither_bypasses_nor_poisons(env):
+    """a query string is dropped: same cache entry, nothing of it sent upstream"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    r1 = gate.get(path(job) + "?nocache=1&job_id=" + hex32())
+    eq(r1.status, 200, "status")
+    eq(sim.last()["path"], path(job), "upstream path carries no query")
+    r2 = gate.get(path(job) + "?other=2")
+    eq(r2.header("x-cache"), "HIT", "different query, same entry")
+    r3 = gate.get(path(job))
+    eq(r3.header("x-cache"), "HIT", "no query, same entry")
+    eq(sim.count(job), 1, "upstream requests")
+
+
+@test
+def request_body_refused(env):
+    """a GET with a body is refused with 400 and never sent upstream"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    r = gate.get(path(job), body=b'{"x":1}', headers={"Content-Type": "application/json"})
+    eq(r.status, 400, "status")
+    assert_documented_error(r)
+    eq(sim.count(job), 0, "upstream requests")
+
+
+@test
+def missing_token_is_401(env):
+    """without X-Auth-Token (and no token configured) the answer is 401, cache untouched"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    gate.get(path(job))  # cached now
+    r = gate.get(path(job), token=None)
+    eq(r.status, 401, "status")
+    doc = assert_documented_error(r)
+    eq(doc["code"], "JG.NO_TOKEN", "code")
+    eq(sim.count(job), 1, "upstream requests")
+
+
+@test
+def cache_key_is_route_project_job(env):
+    """the Redis key holds rule name, project and job, nothing else"""
+    gate, redis = env["gate"], env["redis"]
+    job = hex32()
+    gate.get(path(job) + "?x=1", headers={"X-Request-Id": "k1"})
+    keys = redis.cli("KEYS", "*%s*" % job).split()
+    eq(keys, ["jobgate:elb-v1:%s:%s:p" % (PROJECT, job)], "keys")
+
+
+@test
+def malformed_requests_get_400(env):
+    """a malformed request line or header gets 400, never a crash"""
+    gate = env["gate"]
+    for raw in (b"GARBAGE\r\n\r\n", b"GET /x HTTP/9.9\r\n\r\n", b"GET / HTTP/1.1\r\nNoColonHeader\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", gate.port), timeout=5) as s:
+            s.sendall(raw)
+            data = s.recv(4096)
+        check(data.startswith(b"HTTP/1.1 400") or data.startswith(b"HTTP/1.0 400"), "%r answered %r" % (raw, data[:80]))
+    eq(gate.get("/healthz", token=None).status, 200, "still alive")
+
+
+@test
+def healthz_and_metrics(env):
+    """/healthz reports the cache; /metrics counts requests by route, status and cache result"""
+    gate = env["gate"]
+    h = gate.get("/healthz", token=None)
+    eq(h.status, 200, "healthz status")
+    doc = h.json()
+    eq(doc["status"], "ok", "health")
+    eq(doc["cache"]["backend"], "redis", "backend")
+    eq(doc["cache"]["state"], "up", "cache state")
+    m = gate.get("/metrics", token=None)
+    eq(m.status, 200, "metrics status")
+    text = m.body.decode()
+    check(m.header("content-type").startswith("text/plain"), "metrics content type")
+    for needle in ('jobgate_requests_total{route="elb-v1",status="200",cache="HIT"}',
+                   'jobgate_requests_total{route="elb-v1",status="200",cache="MISS"}',
+                   'jobgate_requests_total{route="elb-v1",status="400",cache="BYPASS"}',
+                   'jobgate_requests_total{route="none",status="404",cache="BYPASS"}',
+                   'jobgate_upstream_requests_total{route="elb-v1",status="200"}',
+                   'jobgate_request_duration_seconds_bucket{le="+Inf"}',
+                   'jobgate_cache_up{backend="redis"} 1', "jobgate_redis_errors_total 0"):
+        check(needle in text, "metrics lack %s" % needle)
+    check(TOKEN not in text, "token in metrics")
+    eq(gate.get("/metrics", method="POST", token=None).status, 405, "POST /metrics")
+
+
+@test
+def keep_alive_serves_many_requests(env):
+    """one client connection serves many requests (keep-alive)"""
+    import http.client
+    gate = env["gate"]
+    conn = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=10)
+    job = hex32()
+    for i in range(20):
+        conn.request("GET", path(job), headers={"X-Auth-Token": TOKEN})
+        r = conn.getresponse()
+        r.read()
+        eq(r.status, 200, "request %d" % i)
+    conn.close()
+
+
+if __name__ == "__main__":
+    run(setup, teardown)

@@ -1,0 +1,1945 @@
+/*
+ * jobsim: a stand-in for Huawei Cloud's classic ELB "query job status" API.
+ *
+ * The integration tests and the quick-start demo point jobgate at jobsim
+ * instead of the real cloud.  jobsim plays job lifecycles on a clock and,
+ * on request, misbehaves in the ways a real upstream can, so that every
+ * path through the gateway can be driven from a test.
+ *
+ * Command line
+ *   jobsim [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
+ *          [--init-ms N] [--running-ms N] [--quiet]
+ *   Listens on 127.0.0.1:9090 by default (port 0 picks a free port); with a
+ *   certificate and key it speaks HTTPS only (TLS 1.2 or later).  Once
+ *   listening it prints one line to stdout, "jobsim listening on
+ *   http://HOST:PORT" (or https), which scripts wait for.  Unless --quiet,
+ *   every request is logged on one line of stderr.  SIGTERM or SIGINT make it
+ *   free everything and exit 0, so that LeakSanitizer can vouch for it.
+ *
+ * Job API (what the gateway talks to)
+ *   GET|HEAD /v1.0/{project_id}/jobs/{job_id}
+ *   Any non-empty path segments are accepted: validating them is the
+ *   gateway's job.  Ids are compared exactly as they appear in the path, no
+ *   percent-decoding.  A job's clock starts the first time its id is seen
+ *   (or when it is defined through the control API): it is "INIT" for
+ *   init_ms, "RUNNING" for running_ms, then "SUCCESS" (or "FAIL" if it was
+ *   defined with final=FAIL).  The 200 body mimics the real one, entities.elb
+ *   appearing once the job has succeeded.  Other methods get 405 and other
+ *   paths 404, both in the API gateway's flat error shape.  Every request on
+ *   a job path is counted, whatever its method and whether or not a fault
+ *   answered it.
+ *
+ * Control API (JSON answers; never counted as job requests)
+ *   POST   /_sim/jobs/{job_id}?init_ms=N&running_ms=N&final=SUCCESS|FAIL
+ *          (re)start that job's timeline now; omitted values take the
+ *          command-line defaults.  Its request count is kept.
+ *   POST   /_sim/faults?job=JOB_ID|*&kind=KIND[&count=N][&...]
+ *          Install a fault for one job id, or for every job ("*").  A fault
+ *          for the same target replaces the previous one; a job's own fault
+ *          wins over "*".  count=N: only the next N GET/HEAD requests it
+ *          matches, then it removes itself; absent or 0: until cleared.
+ *          Kinds and their parameters:
+ *            status     status=100..599 [reason=PHRASE] [shape=SHAPE]
+ *                       [code=...] [message=...] [retry_after=SECONDS]
+ *                       shape elb (default): {"error":{"message","code"}}
+ *                             apigw: {"error_msg","error_code","request_id"}
+ *                             text: "upstream says no" as text/plain
+ *                             empty: no body
+ *                             json: the normal job body
+ *            delay      delay_ms=N: the normal answer, N ms late (a timer;
+ *                       other clients are served meanwhile)
+ *            hang       never answer; the connection stays open until the
+ *                       client gives up
+ *            reset      drop the connection with a TCP reset, no answer
+ *            nonjson    200 with an HTML body
+ *            notobject  200 with the JSON array [1,2,3]
+ *            wrongid    200 with a valid body for another job id
+ *            nostatus   200 with a job body lacking "status"
+ *            oversized  [size=N] 200 with a valid job body padded to N bytes
+ *                       (default 4 MiB) through a "padding" string field
+ *            truncated  200 announcing the whole body's Content-Length but
+ *                       sending half of it, then closing the connection
+ *          Unknown kinds or parameters and bad values are refused with 400.
+ *   DELETE /_sim/faults   clear every fault
+ *   GET    /_sim/stats    {"total":N,"jobs":{"<job_id>":N,...}}
+ *   GET    /_sim/last     the latest job request: {"method","path","query",
+ *                         "headers":{name as sent: value}}; 404 if none
+ *   POST   /_sim/reset    forget all jobs, faults, counts and last request
+ *
+ * Shape of the code: one event loop; requests come in through a single
+ * evhttp callback (sim_on_request) that routes to the job API or the control
+ * API.  Answers are built as a struct sim_reply and sent by reply_send().
+ * Answers that must wait (delay, hang, reset) are "parked": a parked request
+ * holds the evhttp request until its timer fires or its client leaves.
+ */
+
+#define _GNU_SOURCE /* tdestroy() */
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <search.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#define JSON_CONTENT_TYPE "application/json;charset=UTF-8"
+#define CONTROL_PREFIX    "/_sim/"
+
+#define DEFAULT_LISTEN     "127.0.0.1:9090"
+#define DEFAULT_INIT_MS    1000
+#define DEFAULT_RUNNING_MS 2000
+
+/* Bounds that keep a hostile or mistaken client from exhausting memory. */
+#define MAX_HEADERS_SIZE       (64 * 1024)
+#define MAX_BODY_SIZE          (1024 * 1024)
+#define MAX_TIMELINE_MS        (366LL * 24 * 3600 * 1000)
+#define MAX_DELAY_MS           (3600LL * 1000)
+#define MAX_FAULT_COUNT        1000000000LL
+#define MAX_RETRY_AFTER        86400LL
+#define MAX_REASON_LENGTH      100
+#define OVERSIZED_DEFAULT_SIZE (4LL * 1024 * 1024)
+#define OVERSIZED_MAX_SIZE     (64LL * 1024 * 1024)
+
+/* ------------------------------------------------------------------------ */
+/* Data model                                                               */
+/* ------------------------------------------------------------------------ */
+
+enum job_phase { JOB_INIT, JOB_RUNNING, JOB_SUCCESS, JOB_FAIL };
+
+static const char *const job_phase_names[] = {
+    [JOB_INIT] = "INIT",
+    [JOB_RUNNING] = "RUNNING",
+    [JOB_SUCCESS] = "SUCCESS",
+    [JOB_FAIL] = "FAIL",
+};
+
+/* One job id the simulator has seen or been told about. */
+struct sim_job {
+    TAILQ_ENTRY(sim_job) link;
+    char *job_id;               /* owned */
+    int64_t started_ms;         /* monotonic clock when the timeline began */
+    time_t started_at;          /* wall clock at that moment, for begin_time */
+    int64_t init_ms;            /* how long the job stays INIT */
+    int64_t running_ms;         /* then how long it stays RUNNING */
+    enum job_phase final_phase; /* JOB_SUCCESS or JOB_FAIL */
+    uint64_t requests;          /* job-API requests received for this id */
+};
+
+/* What a body builder needs to know about a job at one instant. */
+struct job_snapshot {
+    const char *project_id;
+    const char *job_id; /* the id to show (the wrongid fault lies) */
+    enum job_phase phase;
+    const char *status_name; /* NULL: leave "status" out (nostatus fault) */
+    time_t begin_time;
+    time_t end_time; /* meaningful once the phase is terminal */
+};
+
+/*
+ * A URL shape the simulator answers as a job-status API, and how to build
+ * its 200 body.  Only the classic ELB shape exists today; sibling APIs
+ * (ECS's /v1/..., ELB v3's {"job":{...}}) are one more row and one more
+ * builder.
+ */
+struct job_path_shape {
+    const char *pattern; /* literal segments, {project_id} and {job_id} */
+    cJSON *(*build_body)(const struct job_snapshot *snap);
+};
+
+/* A request path matched against a shape; the ids are owned copies. */
+struct job_route {
+    const struct job_path_shape *shape;
+    char *project_id;
+    char *job_id;
+};
+
+enum fault_kind {
+    FAULT_STATUS,
+    FAULT_DELAY,
+    FAULT_HANG,
+    FAULT_RESET,
+    FAULT_NONJSON,
+    FAULT_NOTOBJECT,
+    FAULT_WRONGID,
+    FAULT_NOSTATUS,
+    FAULT_OVERSIZED,
+    FAULT_TRUNCATED,
+};
+
+struct fault_kind_info {
+    const char *name;
+    enum fault_kind kind;
+    const char *params; /* the parameters it accepts besides job/kind/count */
+};
+
+static const struct fault_kind_info fault_kinds[] = {
+    {"status", FAULT_STATUS, "status reason shape code message retry_after"},
+    {"delay", FAULT_DELAY, "delay_ms"},
+    {"hang", FAULT_HANG, ""},
+    {"reset", FAULT_RESET, ""},
+    {"nonjson", FAULT_NONJSON, ""},
+    {"notobject", FAULT_NOTOBJECT, ""},
+    {"wrongid", FAULT_WRONGID, ""},
+    {"nostatus", FAULT_NOSTATUS, ""},
+    {"oversized", FAULT_OVERSIZED, "size"},
+    {"truncated", FAULT_TRUNCATED, ""},
+};
+
+/* Body of a status fault's answer. */
+enum error_shape { SHAPE_ELB, SHAPE_APIGW, SHAPE_TEXT, SHAPE_EMPTY, SHAPE_JSON };
+
+static const char *const error_shape_names[] = {
+    [SHAPE_ELB] = "elb", [SHAPE_APIGW] = "apigw", [SHAPE_TEXT] = "text", [SHAPE_EMPTY] = "empty", [SHAPE_JSON] = "json",
+};
+
+struct fault {
+    TAILQ_ENTRY(fault) link;
+    char *job_id; /* owned; NULL matches every job ("job=*") */
+    const struct fault_kind_info *kind;
+    long long remaining; /* answers left before removal; 0: until cleared */
+    /* kind=status */
+    int status;
+    char *reason; /* owned; NULL: "Sim Status" */
+    enum error_shape shape;
+    char *code;      /* owned; NULL: the shape's default */
+    char *message;   /* owned; NULL: the shape's default */
+    int retry_after; /* seconds; -1: no Retry-After header */
+    /* kind=delay */
+    long long delay_ms;
+    /* kind=oversized */
+    long long size;
+};
+
+/* An answer ready to send; see reply_send(). */
+struct sim_reply {
+    int status;
+    char *reason;               /* owned; NULL: evhttp's standard phrase */
+    const char *content_type;   /* static string; NULL: no Content-Type */
+    int retry_after;            /* seconds; -1: no Retry-After header */
+    struct evbuffer *body;      /* owned; NULL only in a reply never set up */
+    long long announced_length; /* Content-Length to claim; -1: the body's */
+    int close_connection;       /* close once sent */
+};
+
+enum park_action {
+    PARK_SEND_LATER, /* send "reply" when the timer fires (delay) */
+    PARK_HANG,       /* never answer (hang) */
+    PARK_RESET,      /* reset the connection when the timer fires (reset) */
+};
+
+/*
+ * A request whose answer waits.  evhttp owns "req" as long as it is
+ * attached to "evcon"; the parked request owns the timer and the reply, and
+ * is released either by its timer (after answering) or by the connection's
+ * close callback (the client left, or the server is shutting down).
+ */
+struct parked_request {
+    TAILQ_ENTRY(parked_request) link;
+    struct sim *sim;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    enum park_action action;
+    struct event *timer;    /* owned; NULL for PARK_HANG */
+    struct sim_reply reply; /* PARK_SEND_LATER only */
+};
+
+struct sim {
+    struct event_base *base;
+    struct evhttp *http;
+    SSL_CTX *tls; /* NULL when serving plain HTTP */
+    int quiet;
+    int64_t default_init_ms;
+    int64_t default_running_ms;
+
+    void *job_index;                    /* tsearch() tree over "jobs", keyed by job_id */
+    TAILQ_HEAD(job_list, sim_job) jobs; /* owns the jobs, first seen first */
+    uint64_t total_job_requests;
+    TAILQ_HEAD(fault_list, fault) faults;
+    cJSON *last_request; /* owned; NULL until a job request arrives */
+    TAILQ_HEAD(parked_list, parked_request) parked;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void set_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void sim_log(const struct sim *sim, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One line on stderr, unless --quiet. */
+static void sim_log(const struct sim *sim, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (sim->quiet)
+        return;
+    fputs("jobsim: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/* "2026-11-28 12:00:00", in UTC, as the job API formats its times. */
+static void format_job_time(time_t when, char out[32])
+{
+    struct tm tm;
+
+    gmtime_r(&when, &tm);
+    strftime(out, 32, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* 32 random lowercase hex characters, like the API gateway's request ids. */
+static void random_request_id(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char bytes[16];
+    size_t i;
+
+    evutil_secure_rng_get_bytes(bytes, sizeof(bytes));
+    for (i = 0; i < sizeof(bytes); i++) {
+        out[2 * i] = hex[bytes[i] >> 4];
+        out[2 * i + 1] = hex[bytes[i] & 0xf];
+    }
+    out[32] = '\0';
+}
+
+static uint64_t fnv1a64(const char *text, uint64_t salt)
+{
+    uint64_t hash = 14695981039346656037ULL ^ salt;
+
+    for (; *text != '\0'; text++) {
+        hash ^= (unsigned char)*text;
+        hash *= 1099511628211ULL;
+    }
+    return hash;
+}
+
+/*
+ * A UUID-looking id derived from "text", so that the ELB a job "created"
+ * keeps the same id on every poll.
+ */
+static void derived_uuid(const char *text, uint64_t salt, char out[37])
+{
+    uint64_t high = fnv1a64(text, salt);
+    uint64_t low = fnv1a64(text, ~salt);
+
+    snprintf(out, 37, "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, high >> 32,
+             (high >> 16) & 0xffff, high & 0xffff, low >> 48, low & (uint64_t)0xffffffffffff);
+}
+
+/*
+ * Parse a whole string as a decimal integer within [min, max] (min >= 0):
+ * no sign, no spaces, nothing after the digits.
+ */
+static int parse_integer(const char *text, long long min, long long max, long long *out)
+{
+    char *end;
+    long long value;
+
+    if (text == NULL || !isdigit((unsigned char)text[0]))
+        return -1;
+    errno = 0;
+    value = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* Is "word" one of the space-separated words of "list"? */
+static int word_in_list(const char *list, const char *word)
+{
+    size_t length = strlen(word);
+
+    while (*list != '\0') {
+        size_t n = strcspn(list, " ");
+
+        if (n == length && strncmp(list, word, length) == 0)
+            return 1;
+        list += n;
+        list += strspn(list, " ");
+    }
+    return 0;
+}
+
+static const char *method_name(enum evhttp_cmd_type method)
+{
+    switch (method) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    }
+    return "UNKNOWN";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Query parameters                                                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Refuse any parameter named in neither list (space-separated words), so
+ * that a typo in a test ("delay=500") fails loudly instead of being ignored.
+ */
+static int params_check(const struct evkeyvalq *params, const char *accepted, const char *also_accepted, char *err,
+                        size_t errlen)
+{
+    const struct evkeyval *param;
+
+    TAILQ_FOREACH(param, params, next)
+    {
+        if (word_in_list(accepted, param->key) || word_in_list(also_accepted, param->key))
+            continue;
+        set_error(err, errlen, "unknown parameter '%s' (accepted: %s%s%s)", param->key, accepted,
+                  *also_accepted ? " " : "", also_accepted);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read integer parameter "name" into *out; *out is left alone if absent. */
+static int param_integer(const struct evkeyvalq *params, const char *name, long long min, long long max, long long *out,
+                         char *err, size_t errlen)
+{
+    const char *text = evhttp_find_header(params, name);
+
+    if (text == NULL)
+        return 0;
+    if (parse_integer(text, min, max, out) != 0) {
+        set_error(err, errlen, "%s must be an integer from %lld to %lld", name, min, max);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copy optional string parameter "name" into *out (NULL if absent). */
+static int param_string(const struct evkeyvalq *params, const char *name, char **out, char *err, size_t errlen)
+{
+    const char *text = evhttp_find_header(params, name);
+
+    *out = NULL;
+    if (text == NULL)
+        return 0;
+    if ((*out = strdup(text)) == NULL) {
+        set_error(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int reply_init(struct sim_reply *reply, int status)
+{
+    memset(reply, 0, sizeof(*reply));
+    reply->status = status;
+    reply->retry_after = -1;
+    reply->announced_length = -1;
+    reply->body = evbuffer_new();
+    return reply->body != NULL ? 0 : -1;
+}
+
+static void reply_release(struct sim_reply *reply)
+{
+    if (reply->body != NULL)
+        evbuffer_free(reply->body);
+    free(reply->reason);
+    memset(reply, 0, sizeof(*reply));
+}
+
+/* evbuffer cleanup callback for text printed by cJSON. */
+static void free_printed_json(const void *data, size_t length, void *extra)
+{
+    cJSON_free((void *)data);
+}
+
+/* Make "json" (consumed, may be NULL) the reply's body. */
+static int reply_set_json(struct sim_reply *reply, cJSON *json)
+{
+    char *text = json != NULL ? cJSON_PrintUnformatted(json) : NULL;
+
+    cJSON_Delete(json);
+    if (text == NULL)
+        return -1;
+    /* By reference: a multi-megabyte oversized body is not copied again. */
+    if (evbuffer_add_reference(reply->body, text, strlen(text), free_printed_json, NULL) != 0) {
+        cJSON_free(text);
+        return -1;
+    }
+    reply->content_type = JSON_CONTENT_TYPE;
+    return 0;
+}
+
+static int reply_set_text(struct sim_reply *reply, const char *content_type, const char *text)
+{
+    reply->content_type = content_type;
+    return evbuffer_add(reply->body, text, strlen(text));
+}
+
+/* Keep only the first "keep" bytes of the body. */
+static int reply_truncate_body(struct sim_reply *reply, size_t keep)
+{
+    struct evbuffer *kept = evbuffer_new();
+
+    if (kept == NULL || evbuffer_remove_buffer(reply->body, kept, keep) < 0) {
+        if (kept != NULL)
+            evbuffer_free(kept);
+        return -1;
+    }
+    evbuffer_free(reply->body);
+    reply->body = kept;
+    return 0;
+}
+
+/*
+ * Send "reply" as the answer to "req"; the reply keeps ownership of its
+ * (now emptied) buffer.  evhttp may free "req" from now on: callers must not
+ * touch it afterwards.
+ */
+static void reply_send(struct evhttp_request *req, struct sim_reply *reply)
+{
+    struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
+    int is_head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+    /* RFC 9110: 1xx, 204 and 304 answers never carry content. */
+    int bodyless = reply->status < 200 || reply->status == 204 || reply->status == 304;
+    size_t body_length = evbuffer_get_length(reply->body);
+    char number[32];
+
+    if (reply->content_type != NULL && !bodyless)
+        evhttp_add_header(headers, "Content-Type", reply->content_type);
+    if (reply->retry_after >= 0) {
+        snprintf(number, sizeof(number), "%d", reply->retry_after);
+        evhttp_add_header(headers, "Retry-After", number);
+    }
+    /*
+     * evhttp derives Content-Length from the buffer it sends and leaves it
+     * out of HEAD answers, but a HEAD answer should announce what GET would
+     * send, and the truncated fault announces more than it sends.  evhttp
+     * keeps a Content-Length it finds already set.
+     */
+    if (!bodyless && (is_head || reply->announced_length >= 0)) {
+        long long length = reply->announced_length >= 0 ? reply->announced_length : (long long)body_length;
+
+        snprintf(number, sizeof(number), "%lld", length);
+        evhttp_add_header(headers, "Content-Length", number);
+    }
+    /*
+     * A 1xx answer leaves the client waiting for a final answer that will
+     * never come; closing the connection at least ends the exchange.
+     */
+    if (reply->close_connection || reply->status < 200)
+        evhttp_add_header(headers, "Connection", "close");
+    /* evhttp would send the buffer even for HEAD, corrupting the stream. */
+    if (is_head || bodyless)
+        evbuffer_drain(reply->body, body_length);
+    evhttp_send_reply(req, reply->status, reply->reason, reply->body);
+}
+
+/* {"error_msg":..., "error_code":..., "request_id":...}: the API gateway. */
+static cJSON *apigw_error_json(const char *code, const char *message)
+{
+    cJSON *json = cJSON_CreateObject();
+    char request_id[33];
+
+    random_request_id(request_id);
+    cJSON_AddStringToObject(json, "error_msg", message);
+    cJSON_AddStringToObject(json, "error_code", code);
+    cJSON_AddStringToObject(json, "request_id", request_id);
+    return json;
+}
+
+/* {"error":{"message":..., "code":...}}: the classic ELB service itself. */
+static cJSON *elb_error_json(const char *code, const char *message)
+{
+    cJSON *json = cJSON_CreateObject();
+    cJSON *error = cJSON_AddObjectToObject(json, "error");
+
+    cJSON_AddStringToObject(error, "message", message);
+    cJSON_AddStringToObject(error, "code", code);
+    return json;
+}
+
+/*
+ * Last resort when an answer could not be built (out of memory): evhttp's
+ * own error page needs almost no memory.
+ */
+static void answer_internal_error(struct evhttp_request *req, char *outcome, size_t outcome_len)
+{
+    evhttp_send_error(req, HTTP_INTERNAL, NULL);
+    snprintf(outcome, outcome_len, "500 (could not build the answer)");
+}
+
+/* Send a JSON answer (consumed) with the given status. */
+static void answer_json(struct evhttp_request *req, int status, cJSON *json, char *outcome, size_t outcome_len)
+{
+    struct sim_reply reply;
+    int built = reply_init(&reply, status) == 0;
+
+    if (built)
+        built = reply_set_json(&reply, json) == 0;
+    else
+        cJSON_Delete(json);
+    if (built) {
+        reply_send(req, &reply);
+        snprintf(outcome, outcome_len, "%d", status);
+    } else {
+        answer_internal_error(req, outcome, outcome_len);
+    }
+    reply_release(&reply);
+}
+
+static void answer_api_not_found(struct evhttp_request *req, char *outcome, size_t outcome_len)
+{
+    answer_json(req, HTTP_NOTFOUND,
+                apigw_error_json("APIGW.0101", "The API does not exist or has not been published in the environment"),
+                outcome, outcome_len);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Jobs                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static int job_compare(const void *a, const void *b)
+{
+    const struct sim_job *left = a, *right = b;
+
+    return strcmp(left->job_id, right->job_id);
+}
+
+/* tdestroy() callback: the index does not own the jobs, the list does. */
+static void job_index_forget(void *job)
+{
+}
+
+static struct sim_job *job_find(struct sim *sim, const char *job_id)
+{
+    struct sim_job key = {.job_id = (char *)job_id};
+    void *node = tfind(&key, &sim->job_index, job_compare);
+
+    return node != NULL ? *(struct sim_job **)node : NULL;
+}
+
+/* Start (or restart) the job's timeline now. */
+static void job_restart(struct sim_job *job, int64_t init_ms, int64_t running_ms, enum job_phase final_phase)
+{
+    job->started_ms = monotonic_ms();
+    job->started_at = time(NULL);
+    job->init_ms = init_ms;
+    job->running_ms = running_ms;
+    job->final_phase = final_phase;
+}
+
+/* The job with this id, created with the default timeline if new. */
+static struct sim_job *job_find_or_create(struct sim *sim, const char *job_id)
+{
+    struct sim_job *job = job_find(sim, job_id);
+
+    if (job != NULL)
+        return job;
+    if ((job = calloc(1, sizeof(*job))) == NULL)
+        return NULL;
+    if ((job->job_id = strdup(job_id)) == NULL || tsearch(job, &sim->job_index, job_compare) == NULL) {
+        free(job->job_id);
+        free(job);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&sim->jobs, job, link);
+    job_restart(job, sim->default_init_ms, sim->default_running_ms, JOB_SUCCESS);
+    return job;
+}
+
+static void jobs_clear(struct sim *sim)
+{
+    struct sim_job *job;
+
+    tdestroy(sim->job_index, job_index_forget);
+    sim->job_index = NULL;
+    while ((job = TAILQ_FIRST(&sim->jobs)) != NULL) {
+        TAILQ_REMOVE(&sim->jobs, job, link);
+        free(job->job_id);
+        free(job);
+    }
+    sim->total_job_requests = 0;
+}
+
+static void job_snapshot_take(const struct sim_job *job, const char *project_id, const char *shown_job_id,
+                              struct job_snapshot *snap)
+{
+    int64_t elapsed = monotonic_ms() - job->started_ms;
+
+    if (elapsed < job->init_ms)
+        snap->phase = JOB_INIT;
+    else if (elapsed < job->init_ms + job->running_ms)
+        snap->phase = JOB_RUNNING;
+    else
+        snap->phase = job->final_phase;
+    snap->status_name = job_phase_names[snap->phase];
+    snap->project_id = project_id;
+    snap->job_id = shown_job_id;
+    snap->begin_time = job->started_at;
+    snap->end_time = job->started_at + (time_t)((job->init_ms + job->running_ms) / 1000);
+}
+
+/*
+ * The classic ELB job body, shaped like the documented one:
+ * {"status","entities","job_id","job_type","begin_time","end_time",
+ *  "error_code","fail_reason","sub_jobs"}; a createELB job's entities carry
+ * the load balancer once it exists.
+ */
+static cJSON *elb_classic_job_body(const struct job_snapshot *snap)
+{
+    cJSON *body = cJSON_CreateObject();
+    cJSON *entities;
+    int terminal = snap->phase == JOB_SUCCESS || snap->phase == JOB_FAIL;
+    char when[32];
+
+    if (body == NULL)
+        return NULL;
+    if (snap->status_name != NULL)
+        cJSON_AddStringToObject(body, "status", snap->status_name);
+    entities = cJSON_AddObjectToObject(body, "entities");
+    if (snap->phase == JOB_SUCCESS) {
+        cJSON *elb = cJSON_AddObjectToObject(entities, "elb");
+        char name[16];
+        char id[37];
+
+        derived_uuid(snap->job_id, 0x1e1b, id);
+        cJSON_AddStringToObject(elb, "id", id);
+        snprintf(name, sizeof(name), "elb-%.8s", snap->job_id);
+        cJSON_AddStringToObject(elb, "name", name);
+        cJSON_AddStringToObject(elb, "type", "External");
+        cJSON_AddStringToObject(elb, "status", "ACTIVE");
+        cJSON_AddNumberToObject(elb, "bandwidth", 10);
+        cJSON_AddStringToObject(elb, "vip_address", "192.0.2.10");
+        cJSON_AddStringToObject(elb, "tenant_id", snap->project_id);
+        cJSON_AddNumberToObject(elb, "admin_state_up", 1);
+        derived_uuid(snap->project_id, 0x5bc, id);
+        cJSON_AddStringToObject(elb, "vpc_id", id);
+    }
+    cJSON_AddStringToObject(body, "job_id", snap->job_id);
+    cJSON_AddStringToObject(body, "job_type", "createELB");
+    format_job_time(snap->begin_time, when);
+    cJSON_AddStringToObject(body, "begin_time", when);
+    format_job_time(snap->end_time, when);
+    cJSON_AddStringToObject(body, "end_time", terminal ? when : "");
+    if (snap->phase == JOB_FAIL) {
+        cJSON_AddStringToObject(body, "error_code", "ELB.2003");
+        cJSON_AddStringToObject(body, "fail_reason", "quota exceeded");
+    } else {
+        cJSON_AddNullToObject(body, "error_code");
+        cJSON_AddNullToObject(body, "fail_reason");
+    }
+    cJSON_AddArrayToObject(body, "sub_jobs");
+    return body;
+}
+
+static const struct job_path_shape job_path_shapes[] = {
+    {"/v1.0/{project_id}/jobs/{job_id}", elb_classic_job_body}, /* classic ELB */
+};
+
+static void job_route_clear(struct job_route *route)
+{
+    free(route->project_id);
+    free(route->job_id);
+    memset(route, 0, sizeof(*route));
+}
+
+/*
+ * Match "path" against one shape, segment by segment: literal segments must
+ * be equal, placeholders take any non-empty segment.  Returns 0 and fills
+ * "route" (to be cleared by the caller) on a match.
+ */
+static int job_route_match_shape(const struct job_path_shape *shape, const char *path, struct job_route *route)
+{
+    const char *pattern = shape->pattern;
+
+    memset(route, 0, sizeof(*route));
+    while (*pattern != '\0' || *path != '\0') {
+        size_t pattern_len, segment_len;
+        char **capture = NULL;
+
+        if (*pattern != '/' || *path != '/')
+            goto mismatch;
+        pattern++;
+        path++;
+        pattern_len = strcspn(pattern, "/");
+        segment_len = strcspn(path, "/");
+        if (pattern_len == strlen("{job_id}") && strncmp(pattern, "{job_id}", pattern_len) == 0)
+            capture = &route->job_id;
+        else if (pattern_len == strlen("{project_id}") && strncmp(pattern, "{project_id}", pattern_len) == 0)
+            capture = &route->project_id;
+
+        if (capture != NULL) {
+            if (segment_len == 0 || *capture != NULL)
+                goto mismatch;
+            if ((*capture = strndup(path, segment_len)) == NULL)
+                goto mismatch;
+        } else if (pattern_len != segment_len || strncmp(pattern, path, pattern_len) != 0) {
+            goto mismatch;
+        }
+        pattern += pattern_len;
+        path += segment_len;
+    }
+    if (route->job_id == NULL)
+        goto mismatch;
+    route->shape = shape;
+    return 0;
+
+mismatch:
+    job_route_clear(route);
+    return -1;
+}
+
+static int job_route_match(const char *path, struct job_route *route)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(job_path_shapes) / sizeof(job_path_shapes[0]); i++) {
+        if (job_route_match_shape(&job_path_shapes[i], path, route) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* The job body for this route as of now; NULL when out of memory. */
+static cJSON *job_body_now(const struct job_route *route, const struct sim_job *job, const char *shown_job_id,
+                           int omit_status)
+{
+    struct job_snapshot snap;
+
+    job_snapshot_take(job, route->project_id ? route->project_id : "", shown_job_id, &snap);
+    if (omit_status)
+        snap.status_name = NULL;
+    return route->shape->build_body(&snap);
+}
+
+/*
+ * The same id with its last character changed to another hex digit (for the
+ * wrongid fault): close enough to look plausible, never equal.
+ */
+static char *job_id_altered(const char *job_id)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *other = strdup(job_id);
+    char *last;
+    const char *digit;
+
+    if (other == NULL || other[0] == '\0')
+        return other;
+    last = &other[strlen(other) - 1];
+    digit = strchr(hex, *last);
+    *last = digit != NULL ? hex[(digit - hex + 1) % 16] : '0';
+    return other;
+}
+
+/*
+ * Pad a JSON object with a "padding" string so that it prints to exactly
+ * "size" bytes (or stays as it is if already that big).
+ */
+static int json_pad_to_size(cJSON *object, size_t size)
+{
+    char *printed;
+    size_t base_length;
+    char *filler;
+    cJSON *padding;
+
+    if (cJSON_AddStringToObject(object, "padding", "") == NULL)
+        return -1;
+    if ((printed = cJSON_PrintUnformatted(object)) == NULL)
+        return -1;
+    base_length = strlen(printed);
+    cJSON_free(printed);
+    if (base_length >= size)
+        return 0;
+    /* 'x' needs no escaping, so each filler byte prints as one byte. */
+    if ((filler = malloc(size - base_length + 1)) == NULL)
+        return -1;
+    memset(filler, 'x', size - base_length);
+    filler[size - base_length] = '\0';
+    padding = cJSON_CreateString(filler);
+    free(filler);
+    if (padding == NULL || !cJSON_ReplaceItemInObjectCaseSensitive(object, "padding", padding)) {
+        cJSON_Delete(padding);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Faults                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void fault_free(struct fault *fault)
+{
+    if (fault == NULL)
+        return;
+    free(fault->job_id);
+    free(fault->reason);
+    free(fault->code);
+    free(fault->message);
+    free(fault);
+}
+
+static void faults_clear(struct sim *sim)
+{
+    struct fault *fault;
+
+    while ((fault = TAILQ_FIRST(&sim->faults)) != NULL) {
+        TAILQ_REMOVE(&sim->faults, fault, link);
+        fault_free(fault);
+    }
+}
+
+/* The fault that applies to a request for "job_id": its own, else "*". */
+static struct fault *fault_find_for(struct sim *sim, const char *job_id)
+{
+    struct fault *fault, *for_every_job = NULL;
+
+    TAILQ_FOREACH(fault, &sim->faults, link)
+    {
+        if (fault->job_id == NULL)
+            for_every_job = fault;
+        else if (strcmp(fault->job_id, job_id) == 0)
+            return fault;
+    }
+    return for_every_job;
+}
+
+/* Count one use of "fault"; a counted fault removes itself when spent. */
+static void fault_consume(struct sim *sim, struct fault *fault)
+{
+    if (fault->remaining == 0)
+        return;
+    if (--fault->remaining == 0) {
+        TAILQ_REMOVE(&sim->faults, fault, link);
+        fault_free(fault);
+    }
+}
+
+static const struct fault_kind_info *fault_kind_lookup(const char *name)
+{
+    size_t i;
+
+    for (i = 0; name != NULL && i < sizeof(fault_kinds) / sizeof(fault_kinds[0]); i++) {
+        if (strcmp(fault_kinds[i].name, name) == 0)
+            return &fault_kinds[i];
+    }
+    return NULL;
+}
+
+/*
+ * A reason phrase goes verbatim into the status line, so it must be short
+ * printable text: a CR or LF would let a test inject headers by accident.
+ */
+static int reason_phrase_valid(const char *text)
+{
+    size_t length = strlen(text);
+    size_t i;
+
+    if (length == 0 || length > MAX_REASON_LENGTH)
+        return 0;
+    for (i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+static int fault_parse_status(const struct evkeyvalq *params, struct fault *fault, char *err, size_t errlen)
+{
+    const char *text;
+    long long number = -1;
+    size_t i;
+
+    if (evhttp_find_header(params, "status") == NULL) {
+        set_error(err, errlen, "kind=status needs status=NNN (100-599)");
+        return -1;
+    }
+    if (param_integer(params, "status", 100, 599, &number, err, errlen) != 0)
+        return -1;
+    fault->status = (int)number;
+
+    if ((text = evhttp_find_header(params, "reason")) != NULL && !reason_phrase_valid(text)) {
+        set_error(err, errlen, "reason must be 1 to %d printable characters", MAX_REASON_LENGTH);
+        return -1;
+    }
+    if (param_string(params, "reason", &fault->reason, err, errlen) != 0)
+        return -1;
+
+    fault->shape = SHAPE_ELB;
+    if ((text = evhttp_find_header(params, "shape")) != NULL) {
+        for (i = 0; i < sizeof(error_shape_names) / sizeof(error_shape_names[0]); i++) {
+            if (strcmp(text, error_shape_names[i]) == 0)
+                break;
+        }
+        if (i == sizeof(error_shape_names) / sizeof(error_shape_names[0])) {
+            set_error(err, errlen, "shape must be one of: elb apigw text empty json");
+            return -1;
+        }
+        fault->shape = (enum error_shape)i;
+    }
+    if (param_string(params, "code", &fault->code, err, errlen) != 0 ||
+        param_string(params, "message", &fault->message, err, errlen) != 0)
+        return -1;
+
+    number = -1;
+    if (param_integer(params, "retry_after", 0, MAX_RETRY_AFTER, &number, err, errlen) != 0)
+        return -1;
+    fault->retry_after = (int)number;
+    return 0;
+}
+
+/* Build a fault from the query of POST /_sim/faults; NULL with "err" set. */
+static struct fault *fault_from_params(const struct evkeyvalq *params, char *err, size_t errlen)
+{
+    const char *kind_name = evhttp_find_header(params, "kind");
+    const char *job = evhttp_find_header(params, "job");
+    const struct fault_kind_info *kind = fault_kind_lookup(kind_name);
+    struct fault *fault = NULL;
+
+    if (kind == NULL) {
+        set_error(err, errlen,
+                  "kind must be one of: status delay hang "
+                  "reset nonjson notobject wrongid nostatus oversized truncated");
+        return NULL;
+    }
+    if (job == NULL || job[0] == '\0') {
+        set_error(err, errlen, "job is required: a job id, or * for every job");
+        return NULL;
+    }
+    if (params_check(params, "job kind count", kind->params, err, errlen) != 0)
+        return NULL;
+    if ((fault = calloc(1, sizeof(*fault))) == NULL)
+        goto out_of_memory;
+    fault->kind = kind;
+    fault->retry_after = -1;
+    fault->size = OVERSIZED_DEFAULT_SIZE;
+    if (strcmp(job, "*") != 0 && (fault->job_id = strdup(job)) == NULL)
+        goto out_of_memory;
+    if (param_integer(params, "count", 0, MAX_FAULT_COUNT, &fault->remaining, err, errlen) != 0)
+        goto fail;
+
+    switch (kind->kind) {
+    case FAULT_STATUS:
+        if (fault_parse_status(params, fault, err, errlen) != 0)
+            goto fail;
+        break;
+    case FAULT_DELAY:
+        if (evhttp_find_header(params, "delay_ms") == NULL) {
+            set_error(err, errlen, "kind=delay needs delay_ms=N");
+            goto fail;
+        }
+        if (param_integer(params, "delay_ms", 0, MAX_DELAY_MS, &fault->delay_ms, err, errlen) != 0)
+            goto fail;
+        break;
+    case FAULT_OVERSIZED:
+        if (param_integer(params, "size", 0, OVERSIZED_MAX_SIZE, &fault->size, err, errlen) != 0)
+            goto fail;
+        break;
+    default: break;
+    }
+    return fault;
+
+out_of_memory:
+    set_error(err, errlen, "out of memory");
+fail:
+    fault_free(fault);
+    return NULL;
+}
+
+/* Install "fault" (taking ownership), replacing any for the same target. */
+static void fault_install(struct sim *sim, struct fault *fault)
+{
+    struct fault *old;
+
+    TAILQ_FOREACH(old, &sim->faults, link)
+    {
+        if ((old->job_id == NULL && fault->job_id == NULL) ||
+            (old->job_id != NULL && fault->job_id != NULL && strcmp(old->job_id, fault->job_id) == 0)) {
+            TAILQ_REMOVE(&sim->faults, old, link);
+            fault_free(old);
+            break;
+        }
+    }
+    TAILQ_INSERT_TAIL(&sim->faults, fault, link);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parked requests (delay, hang, reset)                                     */
+/* ------------------------------------------------------------------------ */
+
+static void park_release(struct parked_request *parked)
+{
+    TAILQ_REMOVE(&parked->sim->parked, parked, link);
+    if (parked->timer != NULL)
+        event_free(parked->timer);
+    reply_release(&parked->reply);
+    free(parked);
+}
+
+/*
+ * Abort the connection so that the client sees a TCP reset.  SO_LINGER
+ * {1, 0} turns close() into a reset, but evhttp_connection_free() calls
+ * shutdown(SHUT_WR) before closing, which would send a FIN first and let the
+ * client see a clean end of stream.  connect() to AF_UNSPEC dissolves the
+ * association at once (see connect(2); on Linux it sends the RST), so the
+ * later shutdown() and close() act on an unconnected socket.  Frees "evcon"
+ * and the request on it.
+ */
+static void connection_reset_abruptly(struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+
+    if (fd >= 0) {
+        struct linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
+        struct sockaddr unspecified;
+
+        memset(&unspecified, 0, sizeof(unspecified));
+        unspecified.sa_family = AF_UNSPEC;
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close));
+        (void)connect(fd, &unspecified, sizeof(unspecified));
+    }
+    evhttp_connection_free(evcon);
+}
+
+/* Timer callback of a parked request: answer (or reset) now. */
+static void park_on_timer(evutil_socket_t fd, short events, void *arg)
+{
+    struct parked_request *parked = arg;
+
+    /* From here on the connection's fate is ours, not the close callback's. */
+    evhttp_connection_set_closecb(parked->evcon, NULL, NULL);
+    if (parked->action == PARK_SEND_LATER) {
+        /*
+         * Stop reading again, as evhttp expects while it writes (see
+         * park_request()): a client half-closing now still gets its answer.
+         */
+        bufferevent_disable(evhttp_connection_get_bufferevent(parked->evcon), EV_READ);
+        reply_send(parked->req, &parked->reply);
+    } else if (parked->action == PARK_RESET)
+        connection_reset_abruptly(parked->evcon);
+    park_release(parked);
+}
+
+/*
+ * evhttp close callback of a parked request's connection: the client left
+ * (closed, reset, or shut down its sending side), or evhttp_free() is
+ * closing everything at shutdown.  In the first case evhttp has detached the
+ * unanswered request (its connection is NULL) and leaves it to us to free;
+ * in the second the request is still attached and evhttp frees it right
+ * after this returns.
+ */
+static void park_on_connection_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct parked_request *parked = arg;
+
+    if (evhttp_request_get_connection(parked->req) == NULL) {
+        sim_log(parked->sim, "client left before its answer");
+        evhttp_request_free(parked->req);
+    }
+    park_release(parked);
+}
+
+/*
+ * Hold "req" unanswered: until "delay_ms" passes for PARK_SEND_LATER and
+ * PARK_RESET, forever for PARK_HANG.  On success the parked request takes
+ * over "reply" (PARK_SEND_LATER; NULL otherwise), which the caller must then
+ * leave alone.
+ */
+static int park_request(struct sim *sim, struct evhttp_request *req, enum park_action action, long long delay_ms,
+                        struct sim_reply *reply)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct parked_request *parked;
+    struct bufferevent *bev;
+    bufferevent_data_cb write_cb;
+    bufferevent_event_cb event_cb;
+    void *cb_arg;
+
+    if (evcon == NULL || (parked = calloc(1, sizeof(*parked))) == NULL)
+        return -1;
+    parked->sim = sim;
+    parked->req = req;
+    parked->evcon = evcon;
+    parked->action = action;
+    if (action != PARK_HANG) {
+        struct timeval delay = {
+            .tv_sec = (time_t)(delay_ms / 1000),
+            .tv_usec = (suseconds_t)(delay_ms % 1000) * 1000,
+        };
+
+        parked->timer = evtimer_new(sim->base, park_on_timer, parked);
+        if (parked->timer == NULL || evtimer_add(parked->timer, &delay) != 0) {
+            if (parked->timer != NULL)
+                event_free(parked->timer);
+            free(parked);
+            return -1;
+        }
+    }
+    if (reply != NULL) {
+        parked->reply = *reply;
+        memset(reply, 0, sizeof(*reply));
+    }
+
+    /*
+     * evhttp 2.1 stops reading a connection while its request awaits the
+     * answer, so a client that gives up would go unnoticed (its socket and
+     * request kept) until shutdown.  Turning reading back on is not enough:
+     * evhttp's read callback exits the process ("evhttp_read_cb: illegal
+     * connection state") if bytes arrive meanwhile, e.g. a pipelined
+     * request.  So read with no read callback: those bytes wait in the input
+     * buffer (evhttp parses them after the answer), while end of stream and
+     * errors reach evhttp's event callback, which frees the connection and
+     * calls park_on_connection_closed().
+     */
+    bev = evhttp_connection_get_bufferevent(evcon);
+    bufferevent_getcb(bev, NULL, &write_cb, &event_cb, &cb_arg);
+    bufferevent_setcb(bev, NULL, write_cb, event_cb, cb_arg);
+    bufferevent_enable(bev, EV_READ);
+    evhttp_connection_set_closecb(evcon, park_on_connection_closed, parked);
+    TAILQ_INSERT_TAIL(&sim->parked, parked, link);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Job API                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Remember the request for GET /_sim/last. */
+static void record_last_request(struct sim *sim, struct evhttp_request *req, const char *path, const char *query)
+{
+    cJSON *last = cJSON_CreateObject();
+    cJSON *headers;
+    const struct evkeyval *header;
+
+    cJSON_AddStringToObject(last, "method", method_name(evhttp_request_get_command(req)));
+    cJSON_AddStringToObject(last, "path", path);
+    if (query != NULL)
+        cJSON_AddStringToObject(last, "query", query);
+    else
+        cJSON_AddNullToObject(last, "query");
+    headers = cJSON_AddObjectToObject(last, "headers");
+    TAILQ_FOREACH(header, evhttp_request_get_input_headers(req), next)
+    {
+        cJSON *seen = cJSON_GetObjectItemCaseSensitive(headers, header->key);
+        char *joined;
+
+        if (!cJSON_IsString(seen)) {
+            cJSON_AddStringToObject(headers, header->key, header->value);
+            continue;
+        }
+        /* A repeated header reads as one, values joined as HTTP allows. */
+        joined = malloc(strlen(seen->valuestring) + strlen(header->value) + 3);
+        if (joined == NULL)
+            continue;
+        sprintf(joined, "%s, %s", seen->valuestring, header->value);
+        cJSON_ReplaceItemInObjectCaseSensitive(headers, header->key, cJSON_CreateString(joined));
+        free(joined);
+    }
+    cJSON_Delete(sim->last_request);
+    sim->last_request = last;
+}
+
+/* Build the body of a status fault's answer into "reply". */
+static int status_fault_body(const struct fault *fault, const struct job_route *route, const struct sim_job *job,
+                             struct sim_reply *reply)
+{
+    switch (fault->shape) {
+    case SHAPE_ELB:
+        return reply_set_json(reply, elb_error_json(fault->code ? fault->code : "ELB.1002",
+                                                    fault->message ? fault->message : "find lb failed"));
+    case SHAPE_APIGW:
+        return reply_set_json(reply, apigw_error_json(fault->code ? fault->code : "APIGW.0308",
+                                                      fault->message ? fault->message : "The request is throttled."));
+    case SHAPE_TEXT: return reply_set_text(reply, "text/plain", "upstream says no");
+    case SHAPE_EMPTY: return 0;
+    case SHAPE_JSON: return reply_set_json(reply, job_body_now(route, job, job->job_id, 0));
+    }
+    return -1;
+}
+
+/* The normal answer: 200 with the job body as of now. */
+static int job_reply_normal(const struct job_route *route, const struct sim_job *job, struct sim_reply *reply,
+                            char *outcome, size_t outcome_len)
+{
+    cJSON *body = job_body_now(route, job, job->job_id, 0);
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(body, "status");
+
+    snprintf(outcome, outcome_len, "200 %s", cJSON_IsString(status) ? status->valuestring : "");
+    return reply_set_json(reply, body);
+}
+
+/*
+ * The answer prescribed by a fault that answers at once (every kind but
+ * delay, hang and reset).
+ */
+static int job_reply_faulty(const struct job_route *route, const struct sim_job *job, const struct fault *fault,
+                            struct sim_reply *reply)
+{
+    cJSON *body = NULL;
+    char *other_id = NULL;
+    int rc = -1;
+
+    switch (fault->kind->kind) {
+    case FAULT_STATUS:
+        reply->status = fault->status;
+        reply->retry_after = fault->retry_after;
+        reply->reason = strdup(fault->reason ? fault->reason : "Sim Status");
+        if (reply->reason != NULL)
+            rc = status_fault_body(fault, route, job, reply);
+        break;
+    case FAULT_NONJSON: rc = reply_set_text(reply, "text/html", "<html><body>gateway error</body></html>"); break;
+    case FAULT_NOTOBJECT: rc = reply_set_json(reply, cJSON_Parse("[1,2,3]")); break;
+    case FAULT_WRONGID:
+        if ((other_id = job_id_altered(job->job_id)) != NULL)
+            rc = reply_set_json(reply, job_body_now(route, job, other_id, 0));
+        break;
+    case FAULT_NOSTATUS: rc = reply_set_json(reply, job_body_now(route, job, job->job_id, 1)); break;
+    case FAULT_OVERSIZED:
+        body = job_body_now(route, job, job->job_id, 0);
+        if (body != NULL && json_pad_to_size(body, (size_t)fault->size) == 0) {
+            rc = reply_set_json(reply, body);
+            body = NULL; /* consumed */
+        }
+        break;
+    case FAULT_TRUNCATED:
+        /*
+         * Announce the whole body, send its first half, then close: the
+         * client sees the connection end with bytes still owed.
+         */
+        if (reply_set_json(reply, job_body_now(route, job, job->job_id, 0)) != 0)
+            break;
+        reply->announced_length = (long long)evbuffer_get_length(reply->body);
+        reply->close_connection = 1;
+        rc = reply_truncate_body(reply, (size_t)reply->announced_length / 2);
+        break;
+    case FAULT_DELAY:
+    case FAULT_HANG:
+    case FAULT_RESET: break;
+    }
+    cJSON_Delete(body);
+    free(other_id);
+    return rc;
+}
+
+/*
+ * Answer a GET or HEAD job request the way "fault" says (NULL: normally),
+ * now or, for delay, hang and reset, later through a parked request.
+ * Returns -1 if the answer could not be built; "req" is then unanswered.
+ */
+static int job_answer(struct sim *sim, struct evhttp_request *req, const struct job_route *route,
+                      const struct sim_job *job, const struct fault *fault, char *outcome, size_t outcome_len)
+{
+    enum fault_kind kind;
+    struct sim_reply reply;
+    int rc = -1;
+
+    if (reply_init(&reply, HTTP_OK) != 0)
+        goto done;
+    if (fault == NULL) {
+        if (job_reply_normal(route, job, &reply, outcome, outcome_len) != 0)
+            goto done;
+        reply_send(req, &reply);
+        rc = 0;
+        goto done;
+    }
+
+    kind = fault->kind->kind;
+    if (kind == FAULT_HANG) {
+        snprintf(outcome, outcome_len, "fault hang");
+        rc = park_request(sim, req, PARK_HANG, 0, NULL);
+    } else if (kind == FAULT_RESET) {
+        /*
+         * Parked for 0 ms rather than reset here: freeing the connection
+         * inside evhttp's request callback would free it under evhttp.
+         */
+        snprintf(outcome, outcome_len, "fault reset");
+        rc = park_request(sim, req, PARK_RESET, 0, NULL);
+    } else if (kind == FAULT_DELAY) {
+        if (job_reply_normal(route, job, &reply, outcome, outcome_len) != 0)
+            goto done;
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " after fault delay %lld ms",
+                 fault->delay_ms);
+        rc = park_request(sim, req, PARK_SEND_LATER, fault->delay_ms, &reply);
+    } else {
+        if (job_reply_faulty(route, job, fault, &reply) != 0)
+            goto done;
+        snprintf(outcome, outcome_len, "%d fault %s", reply.status, fault->kind->name);
+        reply_send(req, &reply);
+        rc = 0;
+    }
+done:
+    reply_release(&reply);
+    return rc;
+}
+
+/* A request on a job path: count it, remember it, answer it. */
+static void job_request_handle(struct sim *sim, struct evhttp_request *req, const struct job_route *route,
+                               const char *path, const char *query, char *outcome, size_t outcome_len)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    struct sim_job *job = job_find_or_create(sim, route->job_id);
+    struct fault *fault;
+
+    sim->total_job_requests++;
+    record_last_request(sim, req, path, query);
+    if (job == NULL) {
+        answer_internal_error(req, outcome, outcome_len);
+        return;
+    }
+    job->requests++;
+
+    if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        answer_json(req, HTTP_BADMETHOD,
+                    apigw_error_json("APIGW.0105", "The request method is not allowed for this API"), outcome,
+                    outcome_len);
+        return;
+    }
+
+    /* Faults only bend answers to GET and HEAD, what the gateway sends. */
+    fault = fault_find_for(sim, route->job_id);
+    if (job_answer(sim, req, route, job, fault, outcome, outcome_len) != 0)
+        answer_internal_error(req, outcome, outcome_len);
+    if (fault != NULL)
+        fault_consume(sim, fault);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Control API                                                              */
+/* ------------------------------------------------------------------------ */
+
+struct control_call {
+    struct sim *sim;
+    const char *id;           /* the {job_id} of /_sim/jobs/{job_id} */
+    struct evkeyvalq *params; /* decoded query parameters */
+    char error[256];          /* why the call failed, for the answer */
+};
+
+/*
+ * A control handler returns the HTTP status to answer with: 200 with
+ * *answer set, or an error status with call->error set.
+ */
+typedef int (*control_handler)(struct control_call *call, cJSON **answer);
+
+static cJSON *control_ok_json(void)
+{
+    cJSON *json = cJSON_CreateObject();
+
+    cJSON_AddBoolToObject(json, "ok", 1);
+    return json;
+}
+
+static int control_define_job(struct control_call *call, cJSON **answer)
+{
+    struct sim *sim = call->sim;
+    long long init_ms = sim->default_init_ms;
+    long long running_ms = sim->default_running_ms;
+    enum job_phase final_phase = JOB_SUCCESS;
+    const char *final_name = evhttp_find_header(call->params, "final");
+    struct sim_job *job;
+
+    if (params_check(call->params, "init_ms running_ms final", "", call->error, sizeof(call->error)) != 0 ||
+        param_integer(call->params, "init_ms", 0, MAX_TIMELINE_MS, &init_ms, call->error, sizeof(call->error)) != 0 ||
+        param_integer(call->params, "running_ms", 0, MAX_TIMELINE_MS, &running_ms, call->error, sizeof(call->error)) !=
+            0)
+        return HTTP_BADREQUEST;
+    if (final_name != NULL) {
+        if (evutil_ascii_strcasecmp(final_name, "FAIL") == 0) {
+            final_phase = JOB_FAIL;
+        } else if (evutil_ascii_strcasecmp(final_name, "SUCCESS") != 0) {
+            set_error(call->error, sizeof(call->error), "final must be SUCCESS or FAIL");
+            return HTTP_BADREQUEST;
+        }
+    }
+    if ((job = job_find_or_create(sim, call->id)) == NULL) {
+        set_error(call->error, sizeof(call->error), "out of memory");
+        return HTTP_INTERNAL;
+    }
+    job_restart(job, init_ms, running_ms, final_phase);
+    *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+static int control_install_fault(struct control_call *call, cJSON **answer)
+{
+    struct fault *fault = fault_from_params(call->params, call->error, sizeof(call->error));
+
+    if (fault == NULL)
+        return HTTP_BADREQUEST;
+    fault_install(call->sim, fault);
+    *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+static int control_clear_faults(struct control_call *call, cJSON **answer)
+{
+    faults_clear(call->sim);
+    *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+static int control_stats(struct control_call *call, cJSON **answer)
+{
+    const struct sim_job *job;
+    cJSON *jobs;
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddNumberToObject(*answer, "total", (double)call->sim->total_job_requests);
+    jobs = cJSON_AddObjectToObject(*answer, "jobs");
+    TAILQ_FOREACH(job, &call->sim->jobs, link)
+    {
+        /* Jobs only defined through the control API were never asked for. */
+        if (job->requests > 0)
+            cJSON_AddNumberToObject(jobs, job->job_id, (double)job->requests);
+    }
+    return HTTP_OK;
+}
+
+static int control_last(struct control_call *call, cJSON **answer)
+{
+    if (call->sim->last_request == NULL) {
+        set_error(call->error, sizeof(call->error), "no job request received yet");
+        return HTTP_NOTFOUND;
+    }
+    *answer = cJSON_Duplicate(call->sim->last_request, 1);
+    return HTTP_OK;
+}
+
+static int control_reset(struct control_call *call, cJSON **answer)
+{
+    struct sim *sim = call->sim;
+
+    jobs_clear(sim);
+    faults_clear(sim);
+    cJSON_Delete(sim->last_request);
+    sim->last_request = NULL;
+    *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+struct control_route {
+    enum evhttp_cmd_type method;
+    const char *path; /* exact path, or prefix of one more segment if takes_id */
+    int takes_id;
+    control_handler handle;
+};
+
+static const struct control_route control_routes[] = {
+    {EVHTTP_REQ_POST, "/_sim/jobs/", 1, control_define_job},
+    {EVHTTP_REQ_POST, "/_sim/faults", 0, control_install_fault},
+    {EVHTTP_REQ_DELETE, "/_sim/faults", 0, control_clear_faults},
+    {EVHTTP_REQ_GET, "/_sim/stats", 0, control_stats},
+    {EVHTTP_REQ_GET, "/_sim/last", 0, control_last},
+    {EVHTTP_REQ_POST, "/_sim/reset", 0, control_reset},
+};
+
+/* Does "path" name this route's resource?  Sets *id for takes_id routes. */
+static int control_route_matches(const struct control_route *route, const char *path, const char **id)
+{
+    size_t prefix_len = strlen(route->path);
+
+    if (!route->takes_id)
+        return strcmp(path, route->path) == 0;
+    if (strncmp(path, route->path, prefix_len) != 0 || path[prefix_len] == '\0' ||
+        strchr(path + prefix_len, '/') != NULL)
+        return 0;
+    *id = path + prefix_len;
+    return 1;
+}
+
+static void control_request_handle(struct sim *sim, struct evhttp_request *req, const char *path, const char *query,
+                                   char *outcome, size_t outcome_len)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    const struct control_route *route = NULL;
+    struct evkeyvalq params;
+    struct control_call call;
+    char allowed[64] = "";
+    cJSON *answer = NULL;
+    int status;
+    size_t i;
+
+    memset(&call, 0, sizeof(call));
+    call.sim = sim;
+    call.params = &params;
+    TAILQ_INIT(&params);
+    for (i = 0; i < sizeof(control_routes) / sizeof(control_routes[0]); i++) {
+        if (!control_route_matches(&control_routes[i], path, &call.id))
+            continue;
+        if (control_routes[i].method == method) {
+            route = &control_routes[i];
+            break;
+        }
+        snprintf(allowed + strlen(allowed), sizeof(allowed) - strlen(allowed), "%s%s", allowed[0] ? ", " : "",
+                 method_name(control_routes[i].method));
+    }
+
+    if (route == NULL && allowed[0] != '\0') {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allowed);
+        status = HTTP_BADMETHOD;
+        set_error(call.error, sizeof(call.error), "method not allowed");
+    } else if (route == NULL) {
+        status = HTTP_NOTFOUND;
+        set_error(call.error, sizeof(call.error), "unknown control path");
+    } else if (evhttp_parse_query_str(query ? query : "", &params) != 0) {
+        status = HTTP_BADREQUEST;
+        set_error(call.error, sizeof(call.error), "malformed query string");
+    } else {
+        status = route->handle(&call, &answer);
+    }
+    evhttp_clear_headers(&params);
+
+    if (status != HTTP_OK) {
+        cJSON_Delete(answer);
+        answer = cJSON_CreateObject();
+        cJSON_AddBoolToObject(answer, "ok", 0);
+        cJSON_AddStringToObject(answer, "error", call.error);
+    }
+    answer_json(req, status, answer, outcome, outcome_len);
+    if (status != HTTP_OK) /* a log note: the start of the reason will do */
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " (%.100s)", call.error);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Server                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The single evhttp callback: route to the control API, a job path, or 404.
+ * Every request is answered (or parked) before this returns.
+ */
+static void sim_on_request(struct evhttp_request *req, void *arg)
+{
+    struct sim *sim = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    const char *raw_uri = evhttp_request_get_uri(req);
+    struct job_route route;
+    char request_line[256];
+    char outcome[160] = "";
+
+    /* Copied now: once answered, "req" may be freed at any time. */
+    snprintf(request_line, sizeof(request_line), "%s %s", method_name(evhttp_request_get_command(req)),
+             raw_uri != NULL ? raw_uri : "?");
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+
+    if (strncmp(path, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0) {
+        control_request_handle(sim, req, path, query, outcome, sizeof(outcome));
+    } else if (job_route_match(path, &route) == 0) {
+        job_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
+        job_route_clear(&route);
+    } else {
+        answer_api_not_found(req, outcome, sizeof(outcome));
+    }
+    sim_log(sim, "%s -> %s", request_line, outcome);
+}
+
+/* evhttp bufferevent factory for HTTPS: one TLS server session per client. */
+static struct bufferevent *tls_bufferevent_new(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+
+    if (ssl == NULL)
+        return NULL;
+    /* CLOSE_ON_FREE: freeing the bufferevent frees the SSL and the socket. */
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+}
+
+static SSL_CTX *tls_context_new(const char *cert_file, const char *key_file)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "jobsim: cannot set up TLS with %s and %s:\n", cert_file, key_file);
+        ERR_print_errors_fp(stderr);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static void sim_on_signal(evutil_socket_t signum, short events, void *arg)
+{
+    struct sim *sim = arg;
+
+    sim_log(sim, "signal %d, shutting down", (int)signum);
+    event_base_loopexit(sim->base, NULL);
+}
+
+/* Free everything the simulator owns; safe on a partly set-up sim. */
+static void sim_free(struct sim *sim)
+{
+    struct parked_request *parked;
+
+    /*
+     * evhttp_free() closes every connection; the close callbacks release
+     * the parked requests, and evhttp frees the requests still attached.
+     */
+    if (sim->http != NULL)
+        evhttp_free(sim->http);
+    /* Nothing should be left; if something is, its request is evhttp's. */
+    while ((parked = TAILQ_FIRST(&sim->parked)) != NULL)
+        park_release(parked);
+    jobs_clear(sim);
+    faults_clear(sim);
+    cJSON_Delete(sim->last_request);
+    if (sim->tls != NULL)
+        SSL_CTX_free(sim->tls);
+    if (sim->base != NULL)
+        event_base_free(sim->base);
+    memset(sim, 0, sizeof(*sim));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Command line                                                             */
+/* ------------------------------------------------------------------------ */
+
+struct sim_options {
+    char listen_host[256];
+    uint16_t listen_port;
+    const char *tls_cert;
+    const char *tls_key;
+    long long init_ms;
+    long long running_ms;
+    int quiet;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: jobsim [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]\n"
+            "              [--init-ms N] [--running-ms N] [--quiet]\n"
+            "  --listen HOST:PORT  address to serve (default " DEFAULT_LISTEN "; port 0: any free port)\n"
+            "  --tls-cert FILE     PEM certificate chain: serve HTTPS only\n"
+            "  --tls-key FILE      PEM private key for --tls-cert\n"
+            "  --init-ms N         how long a new job stays INIT (default %d)\n"
+            "  --running-ms N      then how long it stays RUNNING (default %d)\n"
+            "  --quiet             do not log each request on stderr\n",
+            DEFAULT_INIT_MS, DEFAULT_RUNNING_MS);
+}
+
+/* "HOST:PORT" or "[IPV6]:PORT". */
+static int parse_listen(const char *text, struct sim_options *opts)
+{
+    const char *colon = strrchr(text, ':');
+    const char *host = text;
+    size_t host_len;
+    long long port;
+
+    if (colon == NULL || parse_integer(colon + 1, 0, 65535, &port) != 0)
+        return -1;
+    host_len = (size_t)(colon - text);
+    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+    }
+    if (host_len == 0 || host_len >= sizeof(opts->listen_host))
+        return -1;
+    memcpy(opts->listen_host, host, host_len);
+    opts->listen_host[host_len] = '\0';
+    opts->listen_port = (uint16_t)port;
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, struct sim_options *opts)
+{
+    static const struct option long_options[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"tls-cert", required_argument, NULL, 'c'},
+        {"tls-key", required_argument, NULL, 'k'},
+        {"init-ms", required_argument, NULL, 'i'},
+        {"running-ms", required_argument, NULL, 'r'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int option;
+
+    memset(opts, 0, sizeof(*opts));
+    opts->init_ms = DEFAULT_INIT_MS;
+    opts->running_ms = DEFAULT_RUNNING_MS;
+    parse_listen(DEFAULT_LISTEN, opts);
+
+    while ((option = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (option) {
+        case 'l':
+            if (parse_listen(optarg, opts) != 0) {
+                fprintf(stderr, "jobsim: --listen wants HOST:PORT, got '%s'\n", optarg);
+                return -1;
+            }
+            break;
+        case 'c': opts->tls_cert = optarg; break;
+        case 'k': opts->tls_key = optarg; break;
+        case 'i':
+        case 'r':
+            if (parse_integer(optarg, 0, MAX_TIMELINE_MS, option == 'i' ? &opts->init_ms : &opts->running_ms) != 0) {
+                fprintf(stderr, "jobsim: --%s wants milliseconds, got '%s'\n", option == 'i' ? "init-ms" : "running-ms",
+                        optarg);
+                return -1;
+            }
+            break;
+        case 'q': opts->quiet = 1; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "jobsim: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if ((opts->tls_cert == NULL) != (opts->tls_key == NULL)) {
+        fprintf(stderr, "jobsim: --tls-cert and --tls-key go together\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* The port actually bound (differs from the requested one for port 0). */
+static unsigned bound_port(struct evhttp_bound_socket *bound)
+{
+    struct sockaddr_storage address;
+    socklen_t length = sizeof(address);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(bound);
+
+    if (getsockname(fd, (struct sockaddr *)&address, &length) != 0)
+        return 0;
+    if (address.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&address)->sin_port);
+    if (address.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&address)->sin6_port);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct sim_options opts;
+    struct sim sim;
+    struct evhttp_bound_socket *bound;
+    struct event *on_sigterm = NULL, *on_sigint = NULL;
+    int is_ipv6;
+    int rc = 1;
+
+    if (parse_options(argc, argv, &opts) != 0)
+        return 2;
+
+    /*
+     * A client that vanishes while we write to it must cost an EPIPE, not
+     * the process.
+     */
+    signal(SIGPIPE, SIG_IGN);
+
+    memset(&sim, 0, sizeof(sim));
+    TAILQ_INIT(&sim.jobs);
+    TAILQ_INIT(&sim.faults);
+    TAILQ_INIT(&sim.parked);
+    sim.quiet = opts.quiet;
+    sim.default_init_ms = opts.init_ms;
+    sim.default_running_ms = opts.running_ms;
+
+    if ((sim.base = event_base_new()) == NULL) {
+        fprintf(stderr, "jobsim: cannot create the event loop\n");
+        goto out;
+    }
+    if (opts.tls_cert != NULL && (sim.tls = tls_context_new(opts.tls_cert, opts.tls_key)) == NULL)
+        goto out;
+    if ((sim.http = evhttp_new(sim.base)) == NULL) {
+        fprintf(stderr, "jobsim: cannot create the HTTP server\n");
+        goto out;
+    }
+    if (sim.tls != NULL)
+        evhttp_set_bevcb(sim.http, tls_bufferevent_new, sim.tls);
+    evhttp_set_gencb(sim.http, sim_on_request, &sim);
+    /* Let every method reach us, so that the job API can answer 405 itself. */
+    evhttp_set_allowed_methods(sim.http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    /* Every body sets its own type; an empty one should carry none. */
+    evhttp_set_default_content_type(sim.http, NULL);
+    evhttp_set_max_headers_size(sim.http, MAX_HEADERS_SIZE);
+    evhttp_set_max_body_size(sim.http, MAX_BODY_SIZE);
+
+    bound = evhttp_bind_socket_with_handle(sim.http, opts.listen_host, opts.listen_port);
+    if (bound == NULL) {
+        fprintf(stderr, "jobsim: cannot listen on %s port %u: %s\n", opts.listen_host, (unsigned)opts.listen_port,
+                strerror(errno));
+        goto out;
+    }
+
+    on_sigterm = evsignal_new(sim.base, SIGTERM, sim_on_signal, &sim);
+    on_sigint = evsignal_new(sim.base, SIGINT, sim_on_signal, &sim);
+    if (on_sigterm == NULL || on_sigint == NULL || evsignal_add(on_sigterm, NULL) != 0 ||
+        evsignal_add(on_sigint, NULL) != 0) {
+        fprintf(stderr, "jobsim: cannot watch for signals\n");
+        goto out;
+    }
+
+    is_ipv6 = strchr(opts.listen_host, ':') != NULL;
+    printf("jobsim listening on %s://%s%s%s:%u\n", sim.tls ? "https" : "http", is_ipv6 ? "[" : "", opts.listen_host,
+           is_ipv6 ? "]" : "", bound_port(bound));
+    fflush(stdout);
+
+    if (event_base_dispatch(sim.base) == 0)
+        rc = 0;
+
+out:
+    if (on_sigterm != NULL)
+        event_free(on_sigterm);
+    if (on_sigint != NULL)
+        event_free(on_sigint);
+    sim_free(&sim);
+    libevent_global_shutdown();
+    return rc;
+}

@@ -1,0 +1,696 @@
+/*
+ * Unit tests for rules (and yamlconf under it): loading lua-free rule files,
+ * reporting every mistake as FILE:LINE:COL: message, and matching request
+ * paths against a loaded ruleset (proxy/rules.h is the contract).
+ *
+ * Broken rule files live in tests/unit/data/rules-bad/, curl-style: one
+ * mistake per file, its expected diagnostic in the file's comment header:
+ *
+ *     # expect: LINE:COL: fragment
+ *     # expect: -: fragment            (a diagnostic without a position)
+ *
+ * A fragment "a ... b" needs "a" then "b" in the same message. A new case is
+ * a new file there, plus its name in BAD_RULE_FILES below (a test fails if
+ * a file is not listed).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define JG_LEAK_CHECK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define JG_LEAK_CHECK 1
+#endif
+#endif
+#ifdef JG_LEAK_CHECK
+#include <sanitizer/lsan_interface.h>
+#endif
+
+#define PID  "ff8080825ecc523f015ecd0a98f82f77"
+#define JID  "4a6f6b50c1d64cba9b0f7d1e2c3a4b5d"
+#define UUID "9c3d6a1e-4b2f-4c8d-9e7a-1b2c3d4e5f60"
+
+/* Every file in data/rules-bad/, each one test. */
+#define BAD_RULE_FILES(X)             \
+    X("bad-duration.yaml")            \
+    X("bad-name.yaml")                \
+    X("bad-path-brace.yaml")          \
+    X("bad-path.yaml")                \
+    X("bad-pattern.yaml")             \
+    X("bad-query.yaml")               \
+    X("bad-state.yaml")               \
+    X("bad-terminal-ttl.yaml")        \
+    X("bad-timeout.yaml")             \
+    X("bad-url.yaml")                 \
+    X("class-twice.yaml")             \
+    X("duplicate-key-top.yaml")       \
+    X("empty.yaml")                   \
+    X("empty-terminal.yaml")          \
+    X("fault-missing.yaml")           \
+    X("fault-status-429.yaml")        \
+    X("fault-twice.yaml")             \
+    X("fault-unknown.yaml")           \
+    X("identity-param.yaml")          \
+    X("invalid-request-200.yaml")     \
+    X("methods-post.yaml")            \
+    X("methods-scalar.yaml")          \
+    X("missing-errors.yaml")          \
+    X("missing-job.yaml")             \
+    X("missing-path.yaml")            \
+    X("missing-route.yaml")           \
+    X("missing-upstream.yaml")        \
+    X("missing-url.yaml")             \
+    X("no-4xx.yaml")                  \
+    X("no-5xx.yaml")                  \
+    X("not-a-mapping.yaml")           \
+    X("param-without-pattern.yaml")   \
+    X("pattern-unknown-param.yaml")   \
+    X("retry-after-range.yaml")       \
+    X("status-200.yaml")              \
+    X("status-429.yaml")              \
+    X("status-key-600.yaml")          \
+    X("status-key-bad.yaml")          \
+    X("status-leak.yaml")             \
+    X("status-mapping-429.yaml")      \
+    X("status-not-mapping.yaml")      \
+    X("status-out-of-range.yaml")     \
+    X("status-twice.yaml")            \
+    X("status-word.yaml")             \
+    X("unknown-key-cache.yaml")       \
+    X("unknown-key-error-entry.yaml") \
+    X("unknown-key-errors.yaml")      \
+    X("unknown-key-identity.yaml")    \
+    X("unknown-key-job.yaml")         \
+    X("unknown-key-route.yaml")       \
+    X("unknown-key-top.yaml")         \
+    X("unknown-key-upstream.yaml")    \
+    X("yaml-syntax.yaml")
+
+#define AS_NAME(f) f,
+static const char *const bad_rule_files[] = {BAD_RULE_FILES(AS_NAME)};
+#define NBAD (sizeof(bad_rule_files) / sizeof(bad_rule_files[0]))
+
+/* ------------------------------------------------------------- helpers */
+
+/* `rel` under the source tree (JOBGATE_SRCDIR, else "."). */
+static void src_path(char *buf, size_t len, const char *rel)
+{
+    const char *src = getenv("JOBGATE_SRCDIR");
+    int n = snprintf(buf, len, "%s/%s", src && *src ? src : ".", rel);
+    if (n < 0 || (size_t)n >= len)
+        fail_msg("path too long: %s/%s", src, rel);
+}
+
+static void data_path(char *buf, size_t len, const char *rel)
+{
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof(tmp), "tests/unit/data/%s", rel);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        fail_msg("path too long: %s", rel);
+    src_path(buf, len, tmp);
+}
+
+static void print_diags(const struct conf_diag *d)
+{
+    for (size_t i = 0; i < d->count; i++)
+        print_error("  diag: %s\n", d->lines[i]);
+}
+
+/* Does `s` contain the parts of `fragment` (split on " ... ") in order? */
+static int contains_in_order(const char *s, const char *fragment)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", fragment);
+    const char *at = s;
+    char *part = buf;
+    while (part) {
+        char *next = strstr(part, " ... ");
+        if (next) {
+            *next = '\0';
+            next += 5;
+        }
+        const char *hit = strstr(at, part);
+        if (!hit)
+            return 0;
+        at = hit + strlen(part);
+        part = next;
+    }
+    return 1;
+}
+
+/* The first diagnostic that starts with `prefix` and has `fragment`, or NULL. */
+static const char *find_diag(const struct conf_diag *d, const char *prefix, const char *fragment)
+{
+    for (size_t i = 0; i < d->count; i++)
+        if (strncmp(d->lines[i], prefix, strlen(prefix)) == 0 &&
+            contains_in_order(d->lines[i] + strlen(prefix), fragment))
+            return d->lines[i];
+    return NULL;
+}
+
+static size_t count_diags(const struct conf_diag *d, const char *fragment)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->count; i++)
+        if (strstr(d->lines[i], fragment))
+            n++;
+    return n;
+}
+
+/* Load files (paths relative to the data folder, or "@..." relative to the source tree). */
+static struct ruleset *load(struct conf_diag *d, size_t n, ...)
+{
+    char paths[8][4096];
+    char *files[8];
+    va_list ap;
+    va_start(ap, n);
+    for (size_t i = 0; i < n && i < 8; i++) {
+        const char *rel = va_arg(ap, const char *);
+        if (rel[0] == '@')
+            src_path(paths[i], sizeof(paths[i]), rel + 1);
+        else
+            data_path(paths[i], sizeof(paths[i]), rel);
+        files[i] = paths[i];
+    }
+    va_end(ap);
+    conf_diag_init(d);
+    return ruleset_load(files, n, d);
+}
+
+/* Load files that must load cleanly. */
+static struct ruleset *load_ok(size_t n, const char *a, const char *b, const char *c)
+{
+    struct conf_diag d;
+    struct ruleset *rs = load(&d, n, a, b, c);
+    if (!rs || d.count) {
+        print_diags(&d);
+        conf_diag_free(&d);
+        ruleset_unref(rs);
+        fail_msg("rules did not load cleanly (%zu diagnostics)", d.count);
+    }
+    conf_diag_free(&d);
+    return rs;
+}
+
+static const struct rule *rule_named(const struct ruleset *rs, const char *name)
+{
+    for (size_t i = 0; i < rs->count; i++)
+        if (strcmp(rs->rules[i]->name, name) == 0)
+            return rs->rules[i];
+    return NULL;
+}
+
+/* --------------------------------------------------- the shipped rule */
+
+static void test_shipped_rule_loads(void **state)
+{
+    struct ruleset *rs = load_ok(1, "@lua-free-rules/elb-v1.yaml", NULL, NULL);
+    assert_int_equal(rs->refs, 1);
+    assert_int_equal(rs->count, 1);
+    const struct rule *r = rs->rules[0];
+    assert_string_equal(r->name, "elb-v1");
+    assert_non_null(strstr(r->file, "lua-free-rules/elb-v1.yaml"));
+    assert_string_equal(r->route.text, "/v1.0/{project_id}/jobs/{job_id}");
+    assert_int_equal(r->methods, RULE_METHOD_GET | RULE_METHOD_HEAD);
+    assert_int_equal(r->query, RULE_QUERY_IGNORE);
+    assert_string_equal(r->upstream_url, "https://elb.eu-west-0.myhuaweicloud.com");
+    assert_int_equal(r->connect_timeout_ms, 3000);
+    assert_int_equal(r->timeout_ms, 10000);
+    assert_string_equal(r->job.state.text, "status");
+    assert_int_equal(r->job.nterminal, 2);
+    assert_string_equal(r->job.terminal[0], "SUCCESS");
+    assert_string_equal(r->job.terminal[1], "FAIL");
+    assert_string_equal(r->job.identity.text, "job_id");
+    assert_int_equal(r->identity_param, route_template_param_index(&r->route, "job_id"));
+    assert_int_equal(r->terminal_ttl_ms, YCONF_FOREVER);
+    assert_int_equal(r->pending_ttl_ms, 2000);
+    assert_int_equal(r->errors.nshapes, 3);
+    assert_int_equal(r->invalid_request.status, 400);
+    assert_string_equal(r->invalid_request.code, "ELB.1001");
+    assert_non_null(strstr(r->invalid_request.message, "32 lowercase hex"));
+    ruleset_unref(rs);
+}
+
+struct match_case {
+    const char *path;
+    enum route_result want;
+    const char *rule; /* NULL: none */
+};
+
+static int check_matches(const struct ruleset *rs, const struct match_case *cases, size_t n)
+{
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct rule *r = (const struct rule *)1;
+        struct route_match m;
+        enum route_result got = ruleset_match(rs, cases[i].path, &r, &m);
+        const char *name = r ? r->name : NULL;
+        int ok = got == cases[i].want && (cases[i].rule ? (name && strcmp(name, cases[i].rule) == 0) : name == NULL);
+        if (!ok) {
+            print_error("  row failed: '%s' gave %d with rule %s, want %d with rule %s\n", cases[i].path, (int)got,
+                        name ? name : "(none)", (int)cases[i].want, cases[i].rule ? cases[i].rule : "(none)");
+            failed++;
+        }
+    }
+    return failed;
+}
+
+static void test_shipped_rule_match(void **state)
+{
+    static const struct match_case cases[] = {
+        {"/v1.0/" PID "/jobs/" JID, ROUTE_MATCH, "elb-v1"},
+        {"/v1.0/" PID "/jobs/" JID "0", ROUTE_BAD_PARAM, "elb-v1"},
+        {"/v1.0/" PID "/jobs/4A6F6B50C1D64CBA9B0F7D1E2C3A4B5D", ROUTE_BAD_PARAM, "elb-v1"},
+        {"/v1.0/%66f8080825ecc523f015ecd0a98f82f77/jobs/" JID, ROUTE_BAD_PARAM, "elb-v1"},
+        {"/v1.0/" PID "/jobs/" JID "/", ROUTE_NO_MATCH, NULL},
+        {"/v1/" PID "/jobs/" JID, ROUTE_NO_MATCH, NULL},
+        {"/v1.0/" PID "/jobs", ROUTE_NO_MATCH, NULL},
+        {"/", ROUTE_NO_MATCH, NULL},
+        {"", ROUTE_NO_MATCH, NULL},
+    };
+    struct ruleset *rs = load_ok(1, "@lua-free-rules/elb-v1.yaml", NULL, NULL);
+    int failed = check_matches(rs, cases, sizeof(cases) / sizeof(cases[0]));
+
+    const struct rule *r = NULL;
+    struct route_match m;
+    assert_int_equal(ruleset_match(rs, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
+    assert_int_equal(m.nvalues, 2);
+    assert_string_equal(m.values[r->identity_param], JID);
+    assert_string_equal(m.values[0], PID);
+    ruleset_unref(rs);
+    assert_int_equal(failed, 0);
+}
+
+/* ------------------------------------------------------ other good rules */
+
+static void test_minimal_rule_defaults(void **state)
+{
+    struct ruleset *rs = load_ok(1, "rules/minimal.yaml", NULL, NULL);
+    const struct rule *r = rs->rules[0];
+    assert_string_equal(r->name, "minimal");
+    assert_int_equal(r->line, 3); /* the first line after the comment header */
+    assert_int_equal(r->methods, RULE_METHOD_GET | RULE_METHOD_HEAD);
+    assert_int_equal(r->query, RULE_QUERY_IGNORE);
+    assert_int_equal(r->connect_timeout_ms, 3000);
+    assert_int_equal(r->timeout_ms, 10000);
+    assert_int_equal(r->terminal_ttl_ms, YCONF_FOREVER);
+    assert_int_equal(r->pending_ttl_ms, 2000);
+    assert_int_equal(r->errors.nshapes, 0);
+    assert_int_equal(r->identity_param, 1);
+    assert_int_equal(r->invalid_request.status, 400);
+    assert_true(r->invalid_request.code[0] && r->invalid_request.message[0]);
+    assert_int_equal(r->errors.fault[FAULT_TIMEOUT].status, 504);
+    assert_int_equal(r->errors.fault[FAULT_INTERNAL].status, 503);
+    assert_int_equal(r->errors.klass[4].status, 400);
+    ruleset_unref(rs);
+}
+
+static void test_elb_v3_rule(void **state)
+{
+    struct ruleset *rs = load_ok(1, "rules/elb-v3.yaml", NULL, NULL);
+    const struct rule *r = rs->rules[0];
+    assert_string_equal(r->name, "elb-v3");
+    assert_int_equal(r->methods, RULE_METHOD_GET);
+    assert_int_equal(r->query, RULE_QUERY_REJECT);
+    assert_string_equal(r->upstream_url, "https://elb.example.com"); /* trailing '/' dropped */
+    assert_int_equal(r->connect_timeout_ms, 250);
+    assert_int_equal(r->timeout_ms, 60000);
+    assert_int_equal(r->terminal_ttl_ms, 86400000);
+    assert_int_equal(r->pending_ttl_ms, 0);
+    assert_string_equal(r->job.state.text, "job.status");
+    assert_string_equal(r->job.identity.text, "job.job_id");
+    assert_int_equal(r->identity_param, 1);
+    assert_int_equal(r->errors.nshapes, 1);
+    assert_int_equal(r->errors.exact[429].status, 503);
+    assert_int_equal(r->errors.exact[429].retry_after, 5);
+    assert_string_equal(r->errors.klass[5].code, "JG.UPSTREAM_ERROR");
+    assert_int_equal(r->errors.fault[FAULT_INTERNAL].retry_after, 1);
+    assert_int_equal(r->invalid_request.status, 400);
+    assert_string_equal(r->invalid_request.code, "ELB.8902");
+    assert_string_equal(r->invalid_request.message, "bad ids");
+
+    /* The nested spec classifies an ELB v3 body. */
+    const char *body = "{\"job\":{\"status\":\"SUCCESS\",\"job_id\":\"" UUID "\"}}";
+    char st[16];
+    assert_int_equal(classify_body(&r->job, body, strlen(body), UUID, st, sizeof(st)), JOB_TERMINAL);
+    ruleset_unref(rs);
+}
+
+static void test_several_rules_dispatch(void **state)
+{
+    static const struct match_case cases[] = {
+        {"/v1.0/" PID "/jobs/" JID, ROUTE_MATCH, "elb-v1"},
+        {"/v1/" PID "/jobs/" JID, ROUTE_MATCH, "minimal"},
+        {"/v3/" PID "/elb/jobs/" UUID, ROUTE_MATCH, "elb-v3"},
+        {"/v3/" PID "/elb/jobs/" JID, ROUTE_BAD_PARAM, "elb-v3"},
+        {"/v1/" PID "/jobs/" UUID, ROUTE_BAD_PARAM, "minimal"},
+        {"/v2/" PID "/jobs/" JID, ROUTE_NO_MATCH, NULL},
+        {"/v3/" PID "/jobs/" JID, ROUTE_NO_MATCH, NULL},
+    };
+    struct ruleset *rs = load_ok(3, "@lua-free-rules/elb-v1.yaml", "rules/minimal.yaml", "rules/elb-v3.yaml");
+    assert_int_equal(rs->count, 3);
+    assert_non_null(rule_named(rs, "elb-v1"));
+    assert_non_null(rule_named(rs, "minimal"));
+    assert_non_null(rule_named(rs, "elb-v3"));
+    int failed = check_matches(rs, cases, sizeof(cases) / sizeof(cases[0]));
+    ruleset_unref(rs);
+    assert_int_equal(failed, 0);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 1 << 16);
+    if (buf)
+        (void)fread(buf, 1, (1 << 16) - 1, f);
+    fclose(f);
+    return buf;
+}
+
+static void test_load_string(void **state)
+{
+    char path[4096];
+    data_path(path, sizeof(path), "rules/minimal.yaml");
+    char *text = read_file(path);
+    assert_non_null(text);
+    struct conf_diag d;
+    conf_diag_init(&d);
+    struct ruleset *rs = ruleset_load_string("inline", text, &d);
+    assert_non_null(rs);
+    assert_int_equal(d.count, 0);
+    assert_string_equal(rs->rules[0]->file, "inline");
+    ruleset_unref(rs);
+
+    /* The name given is the FILE of every diagnostic. */
+    char *bad = strstr(text, "    internal: 503");
+    assert_non_null(bad);
+    *bad = '\0';
+    rs = ruleset_load_string("inline", text, &d);
+    assert_null(rs);
+    if (!find_diag(&d, "inline:23:5: ", "fault 'internal' has no mapping")) {
+        print_diags(&d);
+        fail();
+    }
+    conf_diag_free(&d);
+    free(text);
+}
+
+static void test_every_4xx_listed_instead_of_class(void **state)
+{
+    /* Class coverage can also come from listing every status of the class. */
+    char path[4096];
+    data_path(path, sizeof(path), "rules/minimal.yaml");
+    char *text = read_file(path);
+    assert_non_null(text);
+    char *line = strstr(text, "    \"4xx\": 400\n");
+    assert_non_null(line);
+    size_t cap = strlen(text) + 100 * 32;
+    char *all = malloc(cap);
+    assert_non_null(all);
+    size_t used = (size_t)(line - text);
+    memcpy(all, text, used);
+    for (int s = 400; s < 500; s++)
+        used += (size_t)snprintf(all + used, cap - used, "    \"%d\": %d\n", s, s == 429 ? 503 : 400);
+    snprintf(all + used, cap - used, "%s", line + strlen("    \"4xx\": 400\n"));
+
+    struct conf_diag d;
+    conf_diag_init(&d);
+    struct ruleset *rs = ruleset_load_string("all-4xx", all, &d);
+    print_diags(&d);
+    assert_non_null(rs);
+    assert_int_equal(d.count, 0);
+    assert_false(rs->rules[0]->errors.klass[4].set);
+    assert_int_equal(rs->rules[0]->errors.exact[429].status, 503);
+    ruleset_unref(rs);
+
+    /* One status short of the class: refused, naming the missing one. */
+    char *gap = strstr(all, "    \"451\": 400\n");
+    assert_non_null(gap);
+    memmove(gap, gap + strlen("    \"451\": 400\n"), strlen(gap + strlen("    \"451\": 400\n")) + 1);
+    rs = ruleset_load_string("all-4xx", all, &d);
+    assert_null(rs);
+    if (!find_diag(&d, "all-4xx:", "upstream status 451 has no mapping")) {
+        print_diags(&d);
+        fail();
+    }
+    conf_diag_free(&d);
+    free(all);
+    free(text);
+}
+
+/* ---------------------------------------------------- broken rule files */
+
+/* Check one file of data/rules-bad/ against the expectations in its header. */
+static void check_bad_file(const char *name)
+{
+    char rel[512], path[4096];
+    snprintf(rel, sizeof(rel), "rules-bad/%s", name);
+    data_path(path, sizeof(path), rel);
+    char *text = read_file(path);
+    if (!text)
+        fail_msg("cannot read %s", path);
+
+    struct conf_diag d;
+    struct ruleset *rs = load(&d, 1, rel);
+    int failed = 0, expectations = 0;
+    if (rs) {
+        print_error("  %s loaded, want an error\n", name);
+        failed++;
+        ruleset_unref(rs);
+    }
+    for (char *line = text; line && *line == '#'; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, "# expect: ", 10) != 0)
+            continue;
+        char expect[512];
+        size_t elen = strcspn(line + 10, "\n");
+        snprintf(expect, sizeof(expect), "%.*s", (int)elen, line + 10);
+        char prefix[4200];
+        const char *fragment = NULL;
+        size_t l, c;
+        int used = 0;
+        if (strncmp(expect, "-: ", 3) == 0) {
+            snprintf(prefix, sizeof(prefix), "%s: ", path);
+            fragment = expect + 3;
+        } else if (sscanf(expect, "%zu:%zu: %n", &l, &c, &used) == 2 && used > 0) {
+            snprintf(prefix, sizeof(prefix), "%s:%zu:%zu: ", path, l, c);
+            fragment = expect + used;
+        } else {
+            fail_msg("%s: cannot read expectation '%s'", name, expect);
+        }
+        expectations++;
+        if (!find_diag(&d, prefix, fragment)) {
+            print_error("  %s: no diagnostic '%s%s'\n", name, prefix, fragment);
+            failed++;
+        }
+    }
+    if (expectations == 0) {
+        print_error("  %s: no '# expect:' line in its header\n", name);
+        failed++;
+    }
+    if (failed)
+        print_diags(&d);
+    conf_diag_free(&d);
+    free(text);
+    assert_int_equal(failed, 0);
+}
+
+static void test_bad_rule_file(void **state)
+{
+    check_bad_file(*state);
+}
+
+static void test_every_bad_file_is_listed(void **state)
+{
+    char dir[4096];
+    data_path(dir, sizeof(dir), "rules-bad");
+    DIR *dh = opendir(dir);
+    assert_non_null(dh);
+    int unlisted = 0;
+    size_t seen = 0;
+    for (struct dirent *e = readdir(dh); e; e = readdir(dh)) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 5, ".yaml") != 0)
+            continue;
+        seen++;
+        int listed = 0;
+        for (size_t i = 0; i < NBAD; i++)
+            if (strcmp(bad_rule_files[i], e->d_name) == 0)
+                listed = 1;
+        if (!listed) {
+            print_error("  rules-bad/%s is not in BAD_RULE_FILES\n", e->d_name);
+            unlisted++;
+        }
+    }
+    closedir(dh);
+    assert_int_equal(unlisted, 0);
+    assert_int_equal(seen, NBAD);
+}
+
+/*
+ * Loading a broken rule must not leak: `jobgate -t` and reloads load rules
+ * that may be broken. Checked with LeakSanitizer after each file (stops at
+ * the first file that leaks, as LeakSanitizer then reports that leak again);
+ * only in a build with AddressSanitizer.
+ */
+#ifdef JG_LEAK_CHECK
+static void test_bad_files_leak_nothing(void **state)
+{
+    for (size_t i = 0; i < NBAD; i++) {
+        char rel[512];
+        struct conf_diag d;
+        snprintf(rel, sizeof(rel), "rules-bad/%s", bad_rule_files[i]);
+        struct ruleset *rs = load(&d, 1, rel);
+        ruleset_unref(rs);
+        conf_diag_free(&d);
+        if (__lsan_do_recoverable_leak_check())
+            fail_msg("loading rules-bad/%s leaks (LeakSanitizer's report above)", bad_rule_files[i]);
+    }
+}
+#endif
+
+/* --------------------------------------------- several files, one set */
+
+static void test_overlapping_routes(void **state)
+{
+    char a[4096], b[4096], prefix[4200];
+    struct conf_diag d;
+    data_path(a, sizeof(a), "rules-overlap/a.yaml");
+    data_path(b, sizeof(b), "rules-overlap/b.yaml");
+    struct ruleset *rs = load(&d, 2, "rules-overlap/a.yaml", "rules-overlap/b.yaml");
+    assert_null(rs);
+    if (d.count != 1)
+        print_diags(&d);
+    /* One error, about the second rule, naming both rules and the first file. */
+    assert_int_equal(d.count, 1);
+    snprintf(prefix, sizeof(prefix), "%s:3", b);
+    assert_non_null(find_diag(&d, prefix,
+                              "/v1/{project}/jobs/{id} ... 'jobs-b' ... overlaps ... "
+                              "/v1/{project_id}/jobs/{job_id} ... 'jobs-a'"));
+    assert_non_null(strstr(d.lines[0], a));
+    conf_diag_free(&d);
+
+    /* Each loads on its own. */
+    rs = load_ok(1, "rules-overlap/a.yaml", NULL, NULL);
+    ruleset_unref(rs);
+    rs = load_ok(1, "rules-overlap/b.yaml", NULL, NULL);
+    ruleset_unref(rs);
+}
+
+static void test_duplicate_rule_names(void **state)
+{
+    char a[4096], b[4096];
+    struct conf_diag d;
+    data_path(a, sizeof(a), "rules-dupname/a.yaml");
+    data_path(b, sizeof(b), "rules-dupname/b.yaml");
+    struct ruleset *rs = load(&d, 2, "rules-dupname/a.yaml", "rules-dupname/b.yaml");
+    assert_null(rs);
+    if (d.count != 1)
+        print_diags(&d);
+    assert_int_equal(d.count, 1);
+    assert_non_null(find_diag(&d, b, "'ecs' ... already used"));
+    assert_non_null(strstr(d.lines[0], a));
+    conf_diag_free(&d);
+}
+
+static void test_same_file_twice(void **state)
+{
+    struct conf_diag d;
+    struct ruleset *rs = load(&d, 2, "@lua-free-rules/elb-v1.yaml", "@lua-free-rules/elb-v1.yaml");
+    assert_null(rs);
+    assert_int_equal(count_diags(&d, "already used"), 1);
+    assert_int_equal(count_diags(&d, "overlaps"), 1);
+    conf_diag_free(&d);
+}
+
+static void test_every_problem_is_reported(void **state)
+{
+    /* A good file and two broken ones: each broken file's own error, none about the good one. */
+    char good[4096];
+    struct conf_diag d;
+    src_path(good, sizeof(good), "lua-free-rules/elb-v1.yaml");
+    struct ruleset *rs =
+        load(&d, 3, "rules-bad/bad-pattern.yaml", "@lua-free-rules/elb-v1.yaml", "rules-bad/fault-twice.yaml");
+    assert_null(rs);
+    assert_non_null(find_diag(&d, "", "rules-bad/bad-pattern.yaml:8:13: ... not a valid regular expression"));
+    assert_non_null(find_diag(&d, "", "rules-bad/fault-twice.yaml:29:5: ... mapped twice"));
+    for (size_t i = 0; i < d.count; i++)
+        if (strncmp(d.lines[i], good, strlen(good)) == 0)
+            fail_msg("a diagnostic about the good file: %s", d.lines[i]);
+    conf_diag_free(&d);
+}
+
+static void test_missing_and_no_files(void **state)
+{
+    struct conf_diag d;
+    struct ruleset *rs = load(&d, 1, "rules/no-such-file.yaml");
+    assert_null(rs);
+    assert_non_null(find_diag(&d, "", "rules/no-such-file.yaml: cannot open"));
+    conf_diag_free(&d);
+
+    conf_diag_init(&d);
+    rs = ruleset_load(NULL, 0, &d);
+    assert_null(rs);
+    assert_int_equal(d.count, 1);
+    assert_non_null(strstr(d.lines[0], "no rule files"));
+    conf_diag_free(&d);
+}
+
+static void test_refcount(void **state)
+{
+    struct ruleset *rs = load_ok(1, "@lua-free-rules/elb-v1.yaml", NULL, NULL);
+    assert_ptr_equal(ruleset_ref(rs), rs);
+    assert_int_equal(rs->refs, 2);
+    ruleset_unref(rs);
+    assert_int_equal(rs->refs, 1);
+    /* Still usable by the holder of the other reference. */
+    const struct rule *r;
+    struct route_match m;
+    assert_int_equal(ruleset_match(rs, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
+    ruleset_unref(rs); /* freed here: ASan reports a use or a leak */
+    ruleset_unref(NULL);
+}
+
+#define AS_TEST(f) {"rules-bad/" f, test_bad_rule_file, NULL, NULL, (void *)(f)},
+
+int main(void)
+{
+    /* One test a line, the per-file tests last. */
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shipped_rule_loads),
+        cmocka_unit_test(test_shipped_rule_match),
+        cmocka_unit_test(test_minimal_rule_defaults),
+        cmocka_unit_test(test_elb_v3_rule),
+        cmocka_unit_test(test_several_rules_dispatch),
+        cmocka_unit_test(test_load_string),
+        cmocka_unit_test(test_every_4xx_listed_instead_of_class),
+        cmocka_unit_test(test_refcount),
+#ifdef JG_LEAK_CHECK
+        /* Before anything that might leak: LeakSanitizer sees the whole process.
+         * (Left out without a sanitizer: cmocka's TAP "not ok # SKIP" counts as a failure.) */
+        cmocka_unit_test(test_bad_files_leak_nothing),
+#endif
+        cmocka_unit_test(test_every_bad_file_is_listed),
+        cmocka_unit_test(test_overlapping_routes),
+        cmocka_unit_test(test_duplicate_rule_names),
+        cmocka_unit_test(test_same_file_twice),
+        cmocka_unit_test(test_every_problem_is_reported),
+        cmocka_unit_test(test_missing_and_no_files),
+        BAD_RULE_FILES(AS_TEST)
+    };
+    /* clang-format on */
+    return cmocka_run_group_tests_name("rules", tests, NULL, NULL);
+}
