@@ -193,32 +193,31 @@ yaml_node_t *yconf_get(struct yconf *y, yaml_node_t *map, const char *key)
     return NULL;
 }
 
-/* The scalar under `key`, NULL if absent; -1 in *bad if present but not a scalar. */
-static const char *get_scalar(struct yconf *y, yaml_node_t *map, const char *key, yaml_node_t **node_out,
-                              struct conf_diag *d, int *bad)
+/* Fetch the scalar under `key`: 1 with *text and *node set, 0 if the key is
+ * absent, -1 (reported) if it is present but not a single value. */
+static int scalar_under(struct yconf *y, yaml_node_t *map, const char *key, const char **text, yaml_node_t **node,
+                        struct conf_diag *d)
 {
     yaml_node_t *n = yconf_get(y, map, key);
-    *node_out = n;
-    *bad = 0;
+    *node = n;
+    *text = NULL;
     if (!n)
-        return NULL;
-    const char *s = yconf_scalar(n);
-    if (!s) {
+        return 0;
+    *text = yconf_scalar(n);
+    if (!*text) {
         yconf_error(y, n, d, "'%s' must be a single value, not a list or mapping", key);
-        *bad = 1;
+        return -1;
     }
-    return s;
+    return 1;
 }
 
 int yconf_get_str(struct yconf *y, yaml_node_t *map, const char *key, char **out, struct conf_diag *d)
 {
     yaml_node_t *n;
-    int bad;
-    const char *s = get_scalar(y, map, key, &n, d, &bad);
-    if (bad)
-        return -1;
-    if (!s)
-        return 0;
+    const char *s;
+    int found = scalar_under(y, map, key, &s, &n, d);
+    if (found <= 0)
+        return found;
     char *copy = strdup(s);
     if (!copy) {
         yconf_error(y, n, d, "out of memory");
@@ -233,12 +232,10 @@ int yconf_get_long(struct yconf *y, yaml_node_t *map, const char *key, long min,
                    struct conf_diag *d)
 {
     yaml_node_t *n;
-    int bad;
-    const char *s = get_scalar(y, map, key, &n, d, &bad);
-    if (bad)
-        return -1;
-    if (!s)
-        return 0;
+    const char *s;
+    int found = scalar_under(y, map, key, &s, &n, d);
+    if (found <= 0)
+        return found;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -253,12 +250,10 @@ int yconf_get_long(struct yconf *y, yaml_node_t *map, const char *key, long min,
 int yconf_get_bool(struct yconf *y, yaml_node_t *map, const char *key, int *out, struct conf_diag *d)
 {
     yaml_node_t *n;
-    int bad;
-    const char *s = get_scalar(y, map, key, &n, d, &bad);
-    if (bad)
-        return -1;
-    if (!s)
-        return 0;
+    const char *s;
+    int found = scalar_under(y, map, key, &s, &n, d);
+    if (found <= 0)
+        return found;
     if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on")) {
         *out = 1;
     } else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off")) {
@@ -305,12 +300,10 @@ int yconf_get_ms(struct yconf *y, yaml_node_t *map, const char *key, int64_t min
                  int64_t *out, struct conf_diag *d)
 {
     yaml_node_t *n;
-    int bad;
-    const char *s = get_scalar(y, map, key, &n, d, &bad);
-    if (bad)
-        return -1;
-    if (!s)
-        return 0;
+    const char *s;
+    int found = scalar_under(y, map, key, &s, &n, d);
+    if (found <= 0)
+        return found;
     int64_t v;
     if (yconf_parse_ms(s, forever_ok, &v) < 0 || (v != YCONF_FOREVER && (v < min_ms || v > max_ms))) {
         yconf_error(y, n, d,
@@ -326,12 +319,10 @@ int yconf_get_bytes(struct yconf *y, yaml_node_t *map, const char *key, size_t m
                     struct conf_diag *d)
 {
     yaml_node_t *n;
-    int bad;
-    const char *s = get_scalar(y, map, key, &n, d, &bad);
-    if (bad)
-        return -1;
-    if (!s)
-        return 0;
+    const char *s;
+    int found = scalar_under(y, map, key, &s, &n, d);
+    if (found <= 0)
+        return found;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);

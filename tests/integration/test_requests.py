@@ -71,6 +71,17 @@ def request_id_and_headers_upstream(env):
 
 
 @test
+def upstream_connection_is_kept_alive(env):
+    """successive misses reuse one upstream connection (keep-alive)"""
+    gate, sim = env["gate"], env["sim"]
+    peers = set()
+    for _ in range(5):
+        eq(gate.get(path(hex32())).header("x-cache"), "MISS", "a miss")
+        peers.add(sim.last()["peer"])
+    eq(len(peers), 1, "upstream connections used for 5 sequential misses: %s" % peers)
+
+
+@test
 def unsafe_request_id_replaced(env):
     """an X-Request-Id with unsafe characters is replaced by a generated one"""
     r = env["gate"].get(path(hex32()), headers={"X-Request-Id": "bad id\twith<stuff>"})

@@ -63,7 +63,9 @@
  *   DELETE /_sim/faults   clear every fault
  *   GET    /_sim/stats    {"total":N,"jobs":{"<job_id>":N,...}}
  *   GET    /_sim/last     the latest job request: {"method","path","query",
- *                         "headers":{name as sent: value}}; 404 if none
+ *                         "peer":"ADDR:PORT","headers":{name as sent: value}};
+ *                         404 if none. The peer's port tells whether a client
+ *                         reused its connection (keep-alive).
  *   POST   /_sim/reset    forget all jobs, faults, counts and last request
  *
  * Shape of the code: one event loop; requests come in through a single
@@ -1266,6 +1268,15 @@ static void record_last_request(struct sim *sim, struct evhttp_request *req, con
         cJSON_AddStringToObject(last, "query", query);
     else
         cJSON_AddNullToObject(last, "query");
+    {
+        char *peer_addr = NULL;
+        ev_uint16_t peer_port = 0;
+        char peer[300];
+
+        evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer_addr, &peer_port);
+        snprintf(peer, sizeof(peer), "%s:%u", peer_addr ? peer_addr : "?", (unsigned)peer_port);
+        cJSON_AddStringToObject(last, "peer", peer);
+    }
     headers = cJSON_AddObjectToObject(last, "headers");
     TAILQ_FOREACH(header, evhttp_request_get_input_headers(req), next)
     {

@@ -18,17 +18,10 @@
 
 #include "classify.h"
 #include "jsonpath.h"
+#include "unit_support.h"
 
 #define JID   "ff8080825ecc523f015ecd0a98f82f77"
 #define OTHER "ff8080825ecc523f015ecd0a98f82f78"
-
-#define EXPECT(failed, cond, fmt, ...)                           \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            print_error("  row failed: " fmt "\n", __VA_ARGS__); \
-            (failed)++;                                          \
-        }                                                        \
-    } while (0)
 
 /* A spec as a rule would give it; identity may be NULL (no check). */
 static struct classify_spec *spec_new(const char *state, const char *identity, const char *const *terminal)
@@ -98,10 +91,10 @@ static int run_cases(const struct classify_spec *spec, const struct body_case *c
         memset(state, 'X', sizeof(state));
         enum job_class got = classify_body(spec, body, len, c->expected_id, state, sizeof(state));
         free(body);
-        EXPECT(failed, got == c->want, "%s: %s, want %s (body %s)", c->what, job_class_name(got),
-               job_class_name(c->want), c->body);
-        EXPECT(failed, memchr(state, '\0', sizeof(state)) && strcmp(state, c->state) == 0,
-               "%s: state '%.63s', want '%s'", c->what, state, c->state);
+        UNIT_EXPECT(failed, got == c->want, "%s: %s, want %s (body %s)", c->what, job_class_name(got),
+                    job_class_name(c->want), c->body);
+        UNIT_EXPECT(failed, memchr(state, '\0', sizeof(state)) && strcmp(state, c->state) == 0,
+                    "%s: state '%.63s', want '%s'", c->what, state, c->state);
     }
     return failed;
 }
@@ -340,12 +333,12 @@ static void test_jsonpath_compile(void **state)
     int failed = 0;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct jsonpath p;
-        EXPECT(failed, jsonpath_compile(&p, bad[i]) == -1, "path '%s' compiled", bad[i]);
-        EXPECT(failed, p.nparts == 0 && p.text == NULL, "path '%s' left parts behind", bad[i]);
+        UNIT_EXPECT(failed, jsonpath_compile(&p, bad[i]) == -1, "path '%s' compiled", bad[i]);
+        UNIT_EXPECT(failed, p.nparts == 0 && p.text == NULL, "path '%s' left parts behind", bad[i]);
         jsonpath_free(&p);
     }
     struct jsonpath p;
-    EXPECT(failed, jsonpath_compile(&p, NULL) == -1, "%s", "NULL path compiled");
+    UNIT_EXPECT(failed, jsonpath_compile(&p, NULL) == -1, "%s", "NULL path compiled");
     assert_int_equal(failed, 0);
 
     assert_int_equal(jsonpath_compile(&p, "a.b.c.d.e.f.g.h"), 0); /* JSONPATH_MAX_DEPTH parts */
@@ -395,17 +388,21 @@ static void test_jsonpath_get(void **state)
     cJSON_Delete(root);
 }
 
+/* Tests run on a fresh spec: flat ELB bodies, or nested ELB v3 ones. */
+#define ELB_TEST(f)    cmocka_unit_test_setup_teardown(f, elb_setup, spec_teardown)
+#define NESTED_TEST(f) cmocka_unit_test_setup_teardown(f, nested_setup, spec_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_elb_bodies, elb_setup, spec_teardown),
-        cmocka_unit_test_setup_teardown(test_trailing_garbage_is_not_a_job, elb_setup, spec_teardown),
-        cmocka_unit_test_setup_teardown(test_trailing_whitespace_is_fine, elb_setup, spec_teardown),
-        cmocka_unit_test_setup_teardown(test_len_is_honoured, elb_setup, spec_teardown),
-        cmocka_unit_test_setup_teardown(test_nested_paths, nested_setup, spec_teardown),
+        ELB_TEST(test_elb_bodies),
+        ELB_TEST(test_trailing_garbage_is_not_a_job),
+        ELB_TEST(test_trailing_whitespace_is_fine),
+        ELB_TEST(test_len_is_honoured),
+        NESTED_TEST(test_nested_paths),
         cmocka_unit_test(test_cce_shape_without_identity),
-        cmocka_unit_test_setup_teardown(test_state_copy_is_bounded, elb_setup, spec_teardown),
-        cmocka_unit_test_setup_teardown(test_long_state, elb_setup, spec_teardown),
+        ELB_TEST(test_state_copy_is_bounded),
+        ELB_TEST(test_long_state),
         cmocka_unit_test(test_more_terminal_states),
         cmocka_unit_test(test_job_class_names),
         cmocka_unit_test(test_jsonpath_compile),

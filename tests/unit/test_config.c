@@ -28,6 +28,7 @@
 #include "config.h"
 #include "rules.h"
 #include "yamlconf.h"
+#include "unit_support.h"
 
 #define BAD_CONFIG_FILES(X)        \
     X("bad-duration.yaml")         \
@@ -68,68 +69,7 @@
 static const char *const bad_config_files[] = {BAD_CONFIG_FILES(AS_NAME)};
 #define NBAD (sizeof(bad_config_files) / sizeof(bad_config_files[0]))
 
-#define EXPECT(failed, cond, fmt, ...)                           \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            print_error("  row failed: " fmt "\n", __VA_ARGS__); \
-            (failed)++;                                          \
-        }                                                        \
-    } while (0)
-
 /* ------------------------------------------------------------- helpers */
-
-static void src_path(char *buf, size_t len, const char *rel)
-{
-    const char *src = getenv("JOBGATE_SRCDIR");
-    int n = snprintf(buf, len, "%s/%s", src && *src ? src : ".", rel);
-    if (n < 0 || (size_t)n >= len)
-        fail_msg("path too long: %s/%s", src, rel);
-}
-
-static void data_path(char *buf, size_t len, const char *rel)
-{
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof(tmp), "tests/unit/data/%s", rel);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        fail_msg("path too long: %s", rel);
-    src_path(buf, len, tmp);
-}
-
-static void print_diags(const struct conf_diag *d)
-{
-    for (size_t i = 0; i < d->count; i++)
-        print_error("  diag: %s\n", d->lines[i]);
-}
-
-static int contains_in_order(const char *s, const char *fragment)
-{
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s", fragment);
-    const char *at = s;
-    char *part = buf;
-    while (part) {
-        char *next = strstr(part, " ... ");
-        if (next) {
-            *next = '\0';
-            next += 5;
-        }
-        const char *hit = strstr(at, part);
-        if (!hit)
-            return 0;
-        at = hit + strlen(part);
-        part = next;
-    }
-    return 1;
-}
-
-static const char *find_diag(const struct conf_diag *d, const char *prefix, const char *fragment)
-{
-    for (size_t i = 0; i < d->count; i++)
-        if (strncmp(d->lines[i], prefix, strlen(prefix)) == 0 &&
-            contains_in_order(d->lines[i] + strlen(prefix), fragment))
-            return d->lines[i];
-    return NULL;
-}
 
 /* A fresh folder under $TMPDIR (or /tmp); removed by rm_tree. */
 static char *make_tmpdir(void)
@@ -193,16 +133,12 @@ static void make_dir(const char *dir, const char *rel)
     assert_int_equal(mkdir(path, 0700), 0);
 }
 
-static char *read_file(const char *path)
+/* Load the file at `path` over the defaults into c, its diagnostics into d (both initialised here). */
+static int load_file(struct config *c, const char *path, struct conf_diag *d)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = calloc(1, 1 << 16);
-    if (buf)
-        (void)fread(buf, 1, (1 << 16) - 1, f);
-    fclose(f);
-    return buf;
+    config_defaults(c);
+    conf_diag_init(d);
+    return config_load(c, path, d);
 }
 
 /* Load `text` as a configuration file (written to a private temporary file). */
@@ -211,42 +147,79 @@ static int load_text(struct config *c, const char *text, struct conf_diag *d)
     char *dir = make_tmpdir();
     char path[4096];
     write_file(dir, "jobgate.yaml", text, 0600, path, sizeof(path));
-    config_defaults(c);
-    conf_diag_init(d);
-    int rc = config_load(c, path, d);
+    int rc = load_file(c, path, d);
     rm_tree(dir);
     return rc;
+}
+
+/* `got` must be `want`: a string, or NULL (unset). */
+static void assert_string_or_null(const char *got, const char *want)
+{
+    if (want)
+        assert_string_equal(got, want);
+    else
+        assert_null(got);
+}
+
+/*
+ * Check the members of `got` that the tests compare (all but the file, the
+ * rule files and the user agent) against `want`, a NULL string meaning unset.
+ */
+static void assert_config_values(const struct config *got, const struct config *want)
+{
+    assert_string_or_null(got->listen_host, want->listen_host);
+    assert_int_equal(got->listen_port, want->listen_port);
+    assert_int_equal(got->log_level, want->log_level);
+    assert_string_or_null(got->cache.redis_url, want->cache.redis_url);
+    assert_int_equal(got->cache.redis_budget_ms, want->cache.redis_budget_ms);
+    assert_int_equal(got->cache.redis_connect_timeout_ms, want->cache.redis_connect_timeout_ms);
+    assert_int_equal(got->cache.redis_reconnect_min_ms, want->cache.redis_reconnect_min_ms);
+    assert_int_equal(got->cache.redis_reconnect_max_ms, want->cache.redis_reconnect_max_ms);
+    assert_int_equal(got->cache.redis_max_pending, want->cache.redis_max_pending);
+    assert_int_equal(got->cache.memory_max_bytes, want->cache.memory_max_bytes);
+    assert_string_or_null(got->key_prefix, want->key_prefix);
+    assert_string_or_null(got->upstream_url, want->upstream_url);
+    assert_string_or_null(got->upstream_token, want->upstream_token);
+    assert_string_or_null(got->upstream.ca_file, want->upstream.ca_file);
+    assert_int_equal(got->upstream.max_body_bytes, want->upstream.max_body_bytes);
+    assert_int_equal(got->upstream.max_connections, want->upstream.max_connections);
+    assert_int_equal(got->client_timeout_ms, want->client_timeout_ms);
+    assert_int_equal(got->max_header_bytes, want->max_header_bytes);
+    assert_int_equal(got->shutdown_timeout_ms, want->shutdown_timeout_ms);
 }
 
 /* ------------------------------------------------------------ defaults */
 
 static void test_defaults(void **state)
 {
+    /* The documented defaults; a NULL string is unset. */
+    static const struct config documented = {
+        .listen_host = "127.0.0.1",
+        .listen_port = 8080,
+        .log_level = LOG_LEVEL_INFO,
+        .cache =
+            {
+                .redis_url = "redis://127.0.0.1:6379",
+                .redis_budget_ms = 50,
+                .redis_connect_timeout_ms = 500,
+                .redis_reconnect_min_ms = 100,
+                .redis_reconnect_max_ms = 5000,
+                .redis_max_pending = 10000,
+                .memory_max_bytes = 64 * 1024 * 1024,
+            },
+        .key_prefix = "jobgate:",
+        .upstream = {.max_body_bytes = 1024 * 1024, .max_connections = 64},
+        .client_timeout_ms = 30000,
+        .max_header_bytes = 8192,
+        .shutdown_timeout_ms = 10000,
+    };
     struct config c;
     config_defaults(&c);
     assert_null(c.file);
-    assert_string_equal(c.listen_host, "127.0.0.1");
-    assert_int_equal(c.listen_port, 8080);
-    assert_int_equal(c.log_level, LOG_LEVEL_INFO);
     assert_int_equal(c.nrule_files, 0);
-    assert_string_equal(c.cache.redis_url, "redis://127.0.0.1:6379");
-    assert_int_equal(c.cache.redis_budget_ms, 50);
-    assert_int_equal(c.cache.redis_connect_timeout_ms, 500);
-    assert_int_equal(c.cache.redis_reconnect_min_ms, 100);
-    assert_int_equal(c.cache.redis_reconnect_max_ms, 5000);
-    assert_int_equal(c.cache.redis_max_pending, 10000);
-    assert_int_equal(c.cache.memory_max_bytes, 64 * 1024 * 1024);
-    assert_string_equal(c.key_prefix, "jobgate:");
-    assert_null(c.upstream_url);
-    assert_null(c.upstream_token);
-    assert_null(c.upstream.ca_file);
-    assert_int_equal(c.upstream.max_body_bytes, 1024 * 1024);
-    assert_int_equal(c.upstream.max_connections, 64);
+    assert_config_values(&c, &documented);
     assert_non_null(c.upstream.user_agent);
     assert_true(strncmp(c.upstream.user_agent, "jobgate/", 8) == 0);
-    assert_int_equal(c.client_timeout_ms, 30000);
-    assert_int_equal(c.max_header_bytes, 8192);
-    assert_int_equal(c.shutdown_timeout_ms, 10000);
     config_free(&c);
 }
 
@@ -257,9 +230,9 @@ static void test_defaults(void **state)
 static void test_shipped_conf_shows_the_defaults(void **state)
 {
     char shipped[4096], rule[4096];
-    src_path(shipped, sizeof(shipped), "conf/jobgate.yaml");
-    src_path(rule, sizeof(rule), "lua-free-rules/elb-v1.yaml");
-    char *conf_text = read_file(shipped), *rule_text = read_file(rule);
+    unit_src_path(shipped, sizeof(shipped), "conf/jobgate.yaml");
+    unit_src_path(rule, sizeof(rule), "lua-free-rules/elb-v1.yaml");
+    char *conf_text = unit_read_file(shipped), *rule_text = unit_read_file(rule);
     assert_non_null(conf_text);
     assert_non_null(rule_text);
     char *dir = make_tmpdir();
@@ -271,34 +244,15 @@ static void test_shipped_conf_shows_the_defaults(void **state)
     struct config want, got;
     struct conf_diag d;
     config_defaults(&want);
-    config_defaults(&got);
-    conf_diag_init(&d);
-    int rc = config_load(&got, path, &d);
-    print_diags(&d);
+    /* The file writes the database number the default leaves implicit. */
+    config_set_str(&want.cache.redis_url, "redis://127.0.0.1:6379/0");
+    int rc = load_file(&got, path, &d);
+    unit_print_diags(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.count, 0);
 
-    assert_string_equal(got.listen_host, want.listen_host);
-    assert_int_equal(got.listen_port, want.listen_port);
-    assert_int_equal(got.log_level, want.log_level);
     assert_int_equal(got.nrule_files, 1);
-    /* The file writes the database number the default leaves implicit. */
-    assert_string_equal(got.cache.redis_url, "redis://127.0.0.1:6379/0");
-    assert_int_equal(got.cache.redis_budget_ms, want.cache.redis_budget_ms);
-    assert_int_equal(got.cache.redis_connect_timeout_ms, want.cache.redis_connect_timeout_ms);
-    assert_int_equal(got.cache.redis_reconnect_min_ms, want.cache.redis_reconnect_min_ms);
-    assert_int_equal(got.cache.redis_reconnect_max_ms, want.cache.redis_reconnect_max_ms);
-    assert_int_equal(got.cache.redis_max_pending, want.cache.redis_max_pending);
-    assert_int_equal(got.cache.memory_max_bytes, want.cache.memory_max_bytes);
-    assert_string_equal(got.key_prefix, want.key_prefix);
-    assert_null(got.upstream_url);
-    assert_null(got.upstream_token);
-    assert_null(got.upstream.ca_file);
-    assert_int_equal(got.upstream.max_body_bytes, want.upstream.max_body_bytes);
-    assert_int_equal(got.upstream.max_connections, want.upstream.max_connections);
-    assert_int_equal(got.client_timeout_ms, want.client_timeout_ms);
-    assert_int_equal(got.max_header_bytes, want.max_header_bytes);
-    assert_int_equal(got.shutdown_timeout_ms, want.shutdown_timeout_ms);
+    assert_config_values(&got, &want);
 
     conf_diag_free(&d);
     config_free(&want);
@@ -312,40 +266,48 @@ static void test_shipped_conf_shows_the_defaults(void **state)
 
 static void test_full_config(void **state)
 {
+    /* Every value of tests/unit/data/config/full.yaml. */
+    static const struct config full = {
+        .listen_host = "::1",
+        .listen_port = 9090,
+        .log_level = LOG_LEVEL_DEBUG,
+        .cache =
+            {
+                .redis_url = "unix:/run/redis/redis.sock",
+                .redis_budget_ms = 250,
+                .redis_connect_timeout_ms = 2000,
+                .redis_reconnect_min_ms = 50,
+                .redis_reconnect_max_ms = 60000,
+                .redis_max_pending = 500,
+                .memory_max_bytes = 256 * 1024 * 1024,
+            },
+        .key_prefix = "jg-test:",
+        .upstream_url = "http://127.0.0.1:18080",
+        .upstream_token = "tok-from-env",
+        .upstream =
+            {
+                .ca_file = "/etc/ssl/certs/ca-certificates.crt",
+                .max_body_bytes = 64 * 1024 * 1024,
+                .max_connections = 8,
+            },
+        .client_timeout_ms = 60000,
+        .max_header_bytes = 16 * 1024,
+        .shutdown_timeout_ms = 2000,
+    };
     char path[4096], rules_d[4096];
-    data_path(path, sizeof(path), "config/full.yaml");
-    data_path(rules_d, sizeof(rules_d), "config/rules.d");
+    unit_data_path(path, sizeof(path), "config/full.yaml");
+    unit_data_path(rules_d, sizeof(rules_d), "config/rules.d");
     assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "tok-from-env", 1), 0);
 
     struct config c;
     struct conf_diag d;
-    config_defaults(&c);
-    conf_diag_init(&d);
-    int rc = config_load(&c, path, &d);
-    print_diags(&d);
+    int rc = load_file(&c, path, &d);
+    unit_print_diags(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(d.count, 0);
 
     assert_string_equal(c.file, path);
-    assert_string_equal(c.listen_host, "::1");
-    assert_int_equal(c.listen_port, 9090);
-    assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
-    assert_string_equal(c.cache.redis_url, "unix:/run/redis/redis.sock");
-    assert_int_equal(c.cache.redis_budget_ms, 250);
-    assert_int_equal(c.cache.redis_connect_timeout_ms, 2000);
-    assert_int_equal(c.cache.redis_reconnect_min_ms, 50);
-    assert_int_equal(c.cache.redis_reconnect_max_ms, 60000);
-    assert_int_equal(c.cache.redis_max_pending, 500);
-    assert_int_equal(c.cache.memory_max_bytes, 256 * 1024 * 1024);
-    assert_string_equal(c.key_prefix, "jg-test:");
-    assert_string_equal(c.upstream_url, "http://127.0.0.1:18080");
-    assert_string_equal(c.upstream.ca_file, "/etc/ssl/certs/ca-certificates.crt");
-    assert_string_equal(c.upstream_token, "tok-from-env");
-    assert_int_equal(c.upstream.max_body_bytes, 64 * 1024 * 1024);
-    assert_int_equal(c.upstream.max_connections, 8);
-    assert_int_equal(c.client_timeout_ms, 60000);
-    assert_int_equal(c.max_header_bytes, 16 * 1024);
-    assert_int_equal(c.shutdown_timeout_ms, 2000);
+    assert_config_values(&c, &full);
 
     /* The glob rules.d/ *.yaml, relative to the file's folder, sorted; README is not picked up. */
     assert_int_equal(c.nrule_files, 2);
@@ -357,7 +319,7 @@ static void test_full_config(void **state)
 
     /* The resolved list is what the rule loader takes. */
     struct ruleset *rs = ruleset_load(c.rule_files, c.nrule_files, &d);
-    print_diags(&d);
+    unit_print_diags(&d);
     assert_non_null(rs);
     assert_int_equal(rs->count, 2);
     ruleset_unref(rs);
@@ -391,10 +353,8 @@ static void test_missing_file(void **state)
 {
     struct config c;
     struct conf_diag d;
-    config_defaults(&c);
-    conf_diag_init(&d);
-    assert_int_equal(config_load(&c, "/nonexistent/jobgate/jobgate.yaml", &d), -1);
-    assert_non_null(find_diag(&d, "/nonexistent/jobgate/jobgate.yaml: ", "cannot open"));
+    assert_int_equal(load_file(&c, "/nonexistent/jobgate/jobgate.yaml", &d), -1);
+    assert_non_null(unit_find_diag(&d, "/nonexistent/jobgate/jobgate.yaml: ", "cannot open"));
     conf_diag_free(&d);
     config_free(&c);
 }
@@ -405,7 +365,7 @@ static void test_rules_relative_to_config_folder(void **state)
 {
     char *dir = make_tmpdir();
     char conf[4096], rule[4096], abs_rule[PATH_MAX], cwd[4096];
-    data_path(rule, sizeof(rule), "rules/minimal.yaml");
+    unit_data_path(rule, sizeof(rule), "rules/minimal.yaml");
     assert_non_null(realpath(rule, abs_rule)); /* JOBGATE_SRCDIR may be relative */
     /* Relative entries are relative to the file's folder, never to the working directory. */
     assert_non_null(getcwd(cwd, sizeof(cwd)));
@@ -423,10 +383,8 @@ static void test_rules_relative_to_config_folder(void **state)
 
     struct config c;
     struct conf_diag d;
-    config_defaults(&c);
-    conf_diag_init(&d);
-    int rc = config_load(&c, conf, &d);
-    print_diags(&d);
+    int rc = load_file(&c, conf, &d);
+    unit_print_diags(&d);
     assert_int_equal(rc, 0);
     assert_int_equal(c.nrule_files, 4);
     char want[4200];
@@ -450,93 +408,29 @@ static void test_rules_relative_to_config_folder(void **state)
 
 /* ---------------------------------------------------- broken files */
 
-static void check_bad_file(const char *name)
+/* The loader of unit_check_bad_file for data/config-bad/: a configuration file must be refused. */
+static int load_bad_config(const char *name, const char *path, struct conf_diag *d)
 {
-    char rel[512], path[4096];
-    snprintf(rel, sizeof(rel), "config-bad/%s", name);
-    data_path(path, sizeof(path), rel);
-    char *text = read_file(path);
-    if (!text)
-        fail_msg("cannot read %s", path);
-
     unsetenv("JOBGATE_TEST_UNSET_TOKEN");
     assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "tok", 1), 0);
     struct config c;
-    struct conf_diag d;
-    config_defaults(&c);
-    conf_diag_init(&d);
-    int rc = config_load(&c, path, &d);
-    int failed = 0, expectations = 0;
-    if (rc != -1) {
-        print_error("  %s loaded (rc %d), want an error\n", name, rc);
-        failed++;
-    }
-    for (char *line = text; line && *line == '#'; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, "# expect: ", 10) != 0)
-            continue;
-        char expect[512], prefix[4200];
-        const char *fragment = NULL;
-        size_t l, col;
-        int used = 0;
-        snprintf(expect, sizeof(expect), "%.*s", (int)strcspn(line + 10, "\n"), line + 10);
-        if (strncmp(expect, "-: ", 3) == 0) {
-            snprintf(prefix, sizeof(prefix), "%s: ", path);
-            fragment = expect + 3;
-        } else if (sscanf(expect, "%zu:%zu: %n", &l, &col, &used) == 2 && used > 0) {
-            snprintf(prefix, sizeof(prefix), "%s:%zu:%zu: ", path, l, col);
-            fragment = expect + used;
-        } else {
-            fail_msg("%s: cannot read expectation '%s'", name, expect);
-        }
-        expectations++;
-        if (!find_diag(&d, prefix, fragment)) {
-            print_error("  %s: no diagnostic '%s%s'\n", name, prefix, fragment);
-            failed++;
-        }
-    }
-    if (expectations == 0) {
-        print_error("  %s: no '# expect:' line in its header\n", name);
-        failed++;
-    }
-    if (failed)
-        print_diags(&d);
-    conf_diag_free(&d);
+    int rc = load_file(&c, path, d);
     config_free(&c);
-    free(text);
     unsetenv("JOBGATE_TEST_TOKEN");
-    assert_int_equal(failed, 0);
+    if (rc == -1)
+        return 0;
+    print_error("  %s loaded (rc %d), want an error\n", name, rc);
+    return 1;
 }
 
 static void test_bad_config_file(void **state)
 {
-    check_bad_file(*state);
+    unit_check_bad_file("config-bad", *state, load_bad_config);
 }
 
 static void test_every_bad_file_is_listed(void **state)
 {
-    char dir[4096];
-    data_path(dir, sizeof(dir), "config-bad");
-    DIR *dh = opendir(dir);
-    assert_non_null(dh);
-    int unlisted = 0;
-    size_t seen = 0;
-    for (struct dirent *e = readdir(dh); e; e = readdir(dh)) {
-        size_t n = strlen(e->d_name);
-        if (n < 5 || strcmp(e->d_name + n - 5, ".yaml") != 0)
-            continue;
-        seen++;
-        int listed = 0;
-        for (size_t i = 0; i < NBAD; i++)
-            if (strcmp(bad_config_files[i], e->d_name) == 0)
-                listed = 1;
-        if (!listed) {
-            print_error("  config-bad/%s is not in BAD_CONFIG_FILES\n", e->d_name);
-            unlisted++;
-        }
-    }
-    closedir(dh);
-    assert_int_equal(unlisted, 0);
-    assert_int_equal(seen, NBAD);
+    unit_check_folder_listed("config-bad", bad_config_files, NBAD, "BAD_CONFIG_FILES");
 }
 
 static void test_all_mistakes_reported_at_once(void **state)
@@ -555,13 +449,13 @@ static void test_all_mistakes_reported_at_once(void **state)
                        &d);
     assert_int_equal(rc, -1);
     if (d.count != 5)
-        print_diags(&d);
+        unit_print_diags(&d);
     assert_int_equal(d.count, 5);
-    assert_non_null(find_diag(&d, "", ":1:9: 'listen'"));
-    assert_non_null(find_diag(&d, "", ":2:12: 'log_level'"));
-    assert_non_null(find_diag(&d, "", ":3:1: unknown key 'colour'"));
-    assert_non_null(find_diag(&d, "", ":5:15: 'memory_max'"));
-    assert_non_null(find_diag(&d, "", ":7:12: 'timeout'"));
+    assert_non_null(unit_find_diag(&d, "", ":1:9: 'listen'"));
+    assert_non_null(unit_find_diag(&d, "", ":2:12: 'log_level'"));
+    assert_non_null(unit_find_diag(&d, "", ":3:1: unknown key 'colour'"));
+    assert_non_null(unit_find_diag(&d, "", ":5:15: 'memory_max'"));
+    assert_non_null(unit_find_diag(&d, "", ":7:12: 'timeout'"));
     conf_diag_free(&d);
     config_free(&c);
 }
@@ -602,11 +496,11 @@ static void test_parse_listen(void **state)
         int port = -42;
         int rc = config_parse_listen(cases[i].text, &host, &port);
         if (cases[i].ok) {
-            EXPECT(failed, rc == 0 && strcmp(host, cases[i].host) == 0 && port == cases[i].port,
-                   "'%s': rc %d host '%s' port %d", cases[i].text, rc, host, port);
+            UNIT_EXPECT(failed, rc == 0 && strcmp(host, cases[i].host) == 0 && port == cases[i].port,
+                        "'%s': rc %d host '%s' port %d", cases[i].text, rc, host, port);
         } else {
-            EXPECT(failed, rc == -1 && strcmp(host, "unchanged") == 0 && port == -42,
-                   "'%s' accepted or changed the output: rc %d host '%s' port %d", cases[i].text, rc, host, port);
+            UNIT_EXPECT(failed, rc == -1 && strcmp(host, "unchanged") == 0 && port == -42,
+                        "'%s' accepted or changed the output: rc %d host '%s' port %d", cases[i].text, rc, host, port);
         }
         free(host);
     }
@@ -657,12 +551,12 @@ static void test_set_redis(void **state)
         config_defaults(&c);
         int rc = config_set_redis(&c, cases[i].value, err, sizeof(err));
         if (cases[i].ok) {
-            EXPECT(failed, rc == 0 && c.cache.redis_url && strcmp(c.cache.redis_url, cases[i].value) == 0,
-                   "'%s' refused: %s", cases[i].value, err);
+            UNIT_EXPECT(failed, rc == 0 && c.cache.redis_url && strcmp(c.cache.redis_url, cases[i].value) == 0,
+                        "'%s' refused: %s", cases[i].value, err);
         } else {
-            EXPECT(failed, rc == -1 && err[0] != '\0', "'%s' accepted", cases[i].value);
-            EXPECT(failed, c.cache.redis_url && strcmp(c.cache.redis_url, "redis://127.0.0.1:6379") == 0,
-                   "'%s' refused but changed the URL", cases[i].value);
+            UNIT_EXPECT(failed, rc == -1 && err[0] != '\0', "'%s' accepted", cases[i].value);
+            UNIT_EXPECT(failed, c.cache.redis_url && strcmp(c.cache.redis_url, "redis://127.0.0.1:6379") == 0,
+                        "'%s' refused but changed the URL", cases[i].value);
         }
         config_free(&c);
     }
@@ -693,7 +587,7 @@ static void test_redis_refusal_does_not_echo_password(void **state)
         char err[256] = "";
         config_defaults(&c);
         assert_int_equal(config_set_redis(&c, urls[i], err, sizeof(err)), -1);
-        EXPECT(failed, strstr(err, "s3cret") == NULL, "the message shows the password: %s", err);
+        UNIT_EXPECT(failed, strstr(err, "s3cret") == NULL, "the message shows the password: %s", err);
         config_free(&c);
 
         char text[512];
@@ -701,7 +595,8 @@ static void test_redis_refusal_does_not_echo_password(void **state)
         snprintf(text, sizeof(text), "cache:\n  redis: %s\n", urls[i]);
         assert_int_equal(load_text(&c, text, &d), -1);
         for (size_t k = 0; k < d.count; k++)
-            EXPECT(failed, strstr(d.lines[k], "s3cret") == NULL, "the diagnostic shows the password: %s", d.lines[k]);
+            UNIT_EXPECT(failed, strstr(d.lines[k], "s3cret") == NULL, "the diagnostic shows the password: %s",
+                        d.lines[k]);
         conf_diag_free(&d);
         config_free(&c);
     }
@@ -724,42 +619,46 @@ static void test_token_env(void **state)
     /* Set but empty counts as not set. */
     assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "", 1), 0);
     assert_int_equal(load_text(&c, "upstream:\n  token_env: JOBGATE_TEST_TOKEN\n", &d), -1);
-    assert_non_null(find_diag(&d, "", ":2:14: environment variable 'JOBGATE_TEST_TOKEN'"));
+    assert_non_null(unit_find_diag(&d, "", ":2:14: environment variable 'JOBGATE_TEST_TOKEN'"));
     assert_null(c.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
     unsetenv("JOBGATE_TEST_TOKEN");
 }
 
+/* Load a configuration whose token_file is DIR/NAME, written first with `content` and `mode`. */
+static int load_token_file(const char *dir, const char *name, const char *content, mode_t mode, struct config *c,
+                           struct conf_diag *d)
+{
+    char token[4096], text[8192];
+    write_file(dir, name, content, mode, token, sizeof(token));
+    snprintf(text, sizeof(text), "upstream:\n  token_file: %s\n", token);
+    return load_text(c, text, d);
+}
+
 static void test_token_file(void **state)
 {
     char *dir = make_tmpdir();
-    char token[4096], text[8192];
+    char text[8192];
     struct config c;
     struct conf_diag d;
 
     /* First line only, its newline dropped. */
-    write_file(dir, "token", "tok-123\nsecond line\n", 0600, token, sizeof(token));
-    snprintf(text, sizeof(text), "upstream:\n  token_file: %s\n", token);
-    assert_int_equal(load_text(&c, text, &d), 0);
-    print_diags(&d);
+    assert_int_equal(load_token_file(dir, "token", "tok-123\nsecond line\n", 0600, &c, &d), 0);
+    unit_print_diags(&d);
     assert_int_equal(d.count, 0);
     assert_string_equal(c.upstream_token, "tok-123");
     conf_diag_free(&d);
     config_free(&c);
 
-    write_file(dir, "token-crlf", "tok-456\r\n", 0600, token, sizeof(token));
-    snprintf(text, sizeof(text), "upstream:\n  token_file: %s\n", token);
-    assert_int_equal(load_text(&c, text, &d), 0);
+    assert_int_equal(load_token_file(dir, "token-crlf", "tok-456\r\n", 0600, &c, &d), 0);
     assert_string_equal(c.upstream_token, "tok-456");
     conf_diag_free(&d);
     config_free(&c);
 
     /* Empty: an error. */
-    write_file(dir, "token-empty", "\n", 0600, token, sizeof(token));
-    snprintf(text, sizeof(text), "upstream:\n  token_file: %s\n", token);
-    assert_int_equal(load_text(&c, text, &d), -1);
-    assert_non_null(find_diag(&d, "", ":2:15: token file ... is empty"));
+    assert_int_equal(load_token_file(dir, "token-empty", "\n", 0600, &c, &d), -1);
+    assert_non_null(unit_find_diag(&d, "", ":2:15: token file ... is empty"));
     assert_null(c.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
@@ -767,16 +666,14 @@ static void test_token_file(void **state)
     /* Missing: an error. */
     snprintf(text, sizeof(text), "upstream:\n  token_file: %s/no-such-token\n", dir);
     assert_int_equal(load_text(&c, text, &d), -1);
-    assert_non_null(find_diag(&d, "", ":2:15: cannot read token file"));
+    assert_non_null(unit_find_diag(&d, "", ":2:15: cannot read token file"));
     assert_null(c.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
 
     /* Readable by everyone: loaded; the warning goes to the log, not to the
      * diagnostics (which would make `jobgate -t` fail). */
-    write_file(dir, "token-public", "tok-789\n", 0644, token, sizeof(token));
-    snprintf(text, sizeof(text), "upstream:\n  token_file: %s\n", token);
-    assert_int_equal(load_text(&c, text, &d), 0);
+    assert_int_equal(load_token_file(dir, "token-public", "tok-789\n", 0644, &c, &d), 0);
     assert_string_equal(c.upstream_token, "tok-789");
     assert_int_equal(d.count, 0);
     conf_diag_free(&d);
@@ -831,10 +728,11 @@ static void test_parse_durations(void **state)
         int64_t v = 12345;
         int rc = yconf_parse_ms(cases[i].text, cases[i].forever_ok, &v);
         if (cases[i].ok)
-            EXPECT(failed, rc == 0 && v == cases[i].ms, "'%s': rc %d, %lld ms, want %lld", cases[i].text, rc,
-                   (long long)v, (long long)cases[i].ms);
+            UNIT_EXPECT(failed, rc == 0 && v == cases[i].ms, "'%s': rc %d, %lld ms, want %lld", cases[i].text, rc,
+                        (long long)v, (long long)cases[i].ms);
         else
-            EXPECT(failed, rc == -1 && v == 12345, "'%s' accepted (rc %d, %lld ms)", cases[i].text, rc, (long long)v);
+            UNIT_EXPECT(failed, rc == -1 && v == 12345, "'%s' accepted (rc %d, %lld ms)", cases[i].text, rc,
+                        (long long)v);
     }
     assert_int_equal(failed, 0);
 }
@@ -860,8 +758,8 @@ static void test_parse_duration_nan(void **state)
         }
         int status = 0;
         assert_int_equal(waitpid(pid, &status, 0), pid);
-        EXPECT(failed, WIFEXITED(status) && WEXITSTATUS(status) == 0,
-               "'%s' accepted as a duration (or undefined behaviour caught), wait status %d", nans[i], status);
+        UNIT_EXPECT(failed, WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                    "'%s' accepted as a duration (or undefined behaviour caught), wait status %d", nans[i], status);
     }
     assert_int_equal(failed, 0);
 }
@@ -908,12 +806,12 @@ static void test_parse_sizes(void **state)
         size_t v = 777;
         int rc = yconf_get_bytes(&y, yconf_root(&y), "size", 512, (size_t)1 << 30, &v, &d);
         if (cases[i].ok) {
-            EXPECT(failed, rc == 0 && v == cases[i].bytes && d.count == 0, "'%s': rc %d, %zu bytes, want %zu",
-                   cases[i].text, rc, v, cases[i].bytes);
+            UNIT_EXPECT(failed, rc == 0 && v == cases[i].bytes && d.count == 0, "'%s': rc %d, %zu bytes, want %zu",
+                        cases[i].text, rc, v, cases[i].bytes);
         } else {
-            EXPECT(failed, rc == -1 && v == 777, "'%s' accepted (%zu bytes)", cases[i].text, v);
-            EXPECT(failed, d.count == 1 && strncmp(d.lines[0], "sizes:1:7: ", 11) == 0, "'%s': diagnostic '%s'",
-                   cases[i].text, d.count ? d.lines[0] : "(none)");
+            UNIT_EXPECT(failed, rc == -1 && v == 777, "'%s' accepted (%zu bytes)", cases[i].text, v);
+            UNIT_EXPECT(failed, d.count == 1 && strncmp(d.lines[0], "sizes:1:7: ", 11) == 0, "'%s': diagnostic '%s'",
+                        cases[i].text, d.count ? d.lines[0] : "(none)");
         }
         yconf_free(&y);
         conf_diag_free(&d);

@@ -19,14 +19,7 @@
 #include "errmap.h"
 #include "fault.h"
 #include "rules.h"
-
-#define EXPECT(failed, cond, fmt, ...)                           \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            print_error("  row failed: " fmt "\n", __VA_ARGS__); \
-            (failed)++;                                          \
-        }                                                        \
-    } while (0)
+#include "unit_support.h"
 
 /* The documented table (API-FACTS), written out independently of errmap.c. */
 static const int documented[] = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504};
@@ -77,17 +70,15 @@ static const struct errmap *elb_map(void **state)
 
 static int elb_setup(void **state)
 {
-    const char *src = getenv("JOBGATE_SRCDIR");
     char path[4096];
-    snprintf(path, sizeof(path), "%s/lua-free-rules/elb-v1.yaml", src && *src ? src : ".");
+    unit_src_path(path, sizeof(path), "lua-free-rules/elb-v1.yaml");
     char *files[] = {path};
     struct conf_diag d;
     conf_diag_init(&d);
     struct ruleset *rs = ruleset_load(files, 1, &d);
     if (!rs || d.count) {
         print_error("cannot load %s:\n", path);
-        for (size_t i = 0; i < d.count; i++)
-            print_error("  %s\n", d.lines[i]);
+        unit_print_diags(&d);
         conf_diag_free(&d);
         ruleset_unref(rs);
         return -1;
@@ -152,18 +143,18 @@ static void test_every_upstream_status_lands_in_table(void **state)
     for (int s = 100; s <= 599; s++) {
         /* The loader promises a mapping for each: exact or by class. */
         const struct errmap_entry *e = errmap_for_status(map, s);
-        EXPECT(failed, e != NULL && e->set, "status %d has no entry", s);
+        UNIT_EXPECT(failed, e != NULL && e->set, "status %d has no entry", s);
         for (size_t b = 0; b < sizeof(sample_bodies) / sizeof(sample_bodies[0]); b++) {
             struct client_error out;
             memset(&out, 0x5A, sizeof(out));
             errmap_from_upstream(map, s, sample_bodies[b], strlen(sample_bodies[b]), &out);
-            EXPECT(failed, in_documented_table(out.status) && out.status != 200,
-                   "upstream %d (body %zu) -> %d, not an error from the table", s, b, out.status);
-            EXPECT(failed, memchr(out.code, '\0', sizeof(out.code)) && out.code[0],
-                   "upstream %d (body %zu): empty or unterminated code", s, b);
-            EXPECT(failed, memchr(out.message, '\0', sizeof(out.message)) && out.message[0],
-                   "upstream %d (body %zu): empty or unterminated message", s, b);
-            EXPECT(failed, out.retry_after >= 0, "upstream %d: retry_after %d", s, out.retry_after);
+            UNIT_EXPECT(failed, in_documented_table(out.status) && out.status != 200,
+                        "upstream %d (body %zu) -> %d, not an error from the table", s, b, out.status);
+            UNIT_EXPECT(failed, memchr(out.code, '\0', sizeof(out.code)) && out.code[0],
+                        "upstream %d (body %zu): empty or unterminated code", s, b);
+            UNIT_EXPECT(failed, memchr(out.message, '\0', sizeof(out.message)) && out.message[0],
+                        "upstream %d (body %zu): empty or unterminated message", s, b);
+            UNIT_EXPECT(failed, out.retry_after >= 0, "upstream %d: retry_after %d", s, out.retry_after);
         }
     }
     assert_int_equal(failed, 0);
@@ -272,17 +263,17 @@ static void test_specific_rows(void **state)
         const struct row_case *r = &rows[i];
         struct client_error out;
         errmap_from_upstream(map, r->upstream, r->body, strlen(r->body), &out);
-        EXPECT(failed, out.status == r->status, "%s: status %d, want %d", r->what, out.status, r->status);
-        EXPECT(failed, out.retry_after == r->retry_after, "%s: retry_after %d, want %d", r->what, out.retry_after,
-               r->retry_after);
-        EXPECT(failed, out.code[0] && (!r->code || strcmp(out.code, r->code) == 0), "%s: code '%s', want '%s'", r->what,
-               out.code, r->code ? r->code : "(non-empty)");
-        EXPECT(failed, out.message[0] && (!r->message || strcmp(out.message, r->message) == 0),
-               "%s: message '%s', want '%s'", r->what, out.message, r->message ? r->message : "(non-empty)");
+        UNIT_EXPECT(failed, out.status == r->status, "%s: status %d, want %d", r->what, out.status, r->status);
+        UNIT_EXPECT(failed, out.retry_after == r->retry_after, "%s: retry_after %d, want %d", r->what, out.retry_after,
+                    r->retry_after);
+        UNIT_EXPECT(failed, out.code[0] && (!r->code || strcmp(out.code, r->code) == 0), "%s: code '%s', want '%s'",
+                    r->what, out.code, r->code ? r->code : "(non-empty)");
+        UNIT_EXPECT(failed, out.message[0] && (!r->message || strcmp(out.message, r->message) == 0),
+                    "%s: message '%s', want '%s'", r->what, out.message, r->message ? r->message : "(non-empty)");
         /* A made-up code never pretends to be upstream's. */
         if (!r->code)
-            EXPECT(failed, strncmp(out.code, "APIGW.", 6) != 0 && strncmp(out.code, "ELB.", 4) != 0,
-                   "%s: code '%s' looks like upstream's", r->what, out.code);
+            UNIT_EXPECT(failed, strncmp(out.code, "APIGW.", 6) != 0 && strncmp(out.code, "ELB.", 4) != 0,
+                        "%s: code '%s' looks like upstream's", r->what, out.code);
     }
     assert_int_equal(failed, 0);
 }
@@ -338,14 +329,14 @@ static void test_faults(void **state)
         memset(&out, 0x5A, sizeof(out));
         errmap_from_fault(map, (enum upstream_fault)f, &out);
         int want = f == FAULT_TIMEOUT ? 504 : f == FAULT_INTERNAL ? 503 : 502;
-        EXPECT(failed, out.status == want, "fault %s -> %d, want %d", fault_name((enum upstream_fault)f), out.status,
-               want);
-        EXPECT(failed, memchr(out.code, '\0', sizeof(out.code)) && strncmp(out.code, "JG.", 3) == 0,
-               "fault %s: code '%.64s'", fault_name((enum upstream_fault)f), out.code);
-        EXPECT(failed, memchr(out.message, '\0', sizeof(out.message)) && out.message[0], "fault %s: empty message",
-               fault_name((enum upstream_fault)f));
-        EXPECT(failed, out.retry_after == (f == FAULT_INTERNAL ? 1 : 0), "fault %s: retry_after %d",
-               fault_name((enum upstream_fault)f), out.retry_after);
+        UNIT_EXPECT(failed, out.status == want, "fault %s -> %d, want %d", fault_name((enum upstream_fault)f),
+                    out.status, want);
+        UNIT_EXPECT(failed, memchr(out.code, '\0', sizeof(out.code)) && strncmp(out.code, "JG.", 3) == 0,
+                    "fault %s: code '%.64s'", fault_name((enum upstream_fault)f), out.code);
+        UNIT_EXPECT(failed, memchr(out.message, '\0', sizeof(out.message)) && out.message[0], "fault %s: empty message",
+                    fault_name((enum upstream_fault)f));
+        UNIT_EXPECT(failed, out.retry_after == (f == FAULT_INTERNAL ? 1 : 0), "fault %s: retry_after %d",
+                    fault_name((enum upstream_fault)f), out.retry_after);
     }
     assert_int_equal(failed, 0);
 
@@ -472,7 +463,7 @@ static void test_render_invalid_utf8_from_upstream(void **state)
         errmap_from_upstream(map, 401, bodies[i], strlen(bodies[i]), &e);
         char *text = client_error_render(&e, "r");
         assert_non_null(text);
-        EXPECT(failed, valid_utf8(text, strlen(text)), "body %zu: the answer is not UTF-8: %s", i, text);
+        UNIT_EXPECT(failed, valid_utf8(text, strlen(text)), "body %zu: the answer is not UTF-8: %s", i, text);
         cJSON_free(text);
     }
     assert_int_equal(failed, 0);
@@ -534,11 +525,12 @@ static void test_long_message_utf8_truncation(void **state)
             errmap_from_upstream(map, 429, body, strlen(body), &e);
             free(body);
             len = strlen(e.message);
-            EXPECT(failed, len < ERRMAP_MESSAGE_MAX && len >= ERRMAP_MESSAGE_MAX - 4, "unit %zu prefix %zu: length %zu",
-                   u, p, len);
-            EXPECT(failed, valid_utf8(e.message, len), "unit %zu prefix %zu: invalid UTF-8 after truncation", u, p);
-            EXPECT(failed, strncmp(e.message, prefixes[p], strlen(prefixes[p])) == 0,
-                   "unit %zu prefix %zu: prefix lost", u, p);
+            UNIT_EXPECT(failed, len < ERRMAP_MESSAGE_MAX && len >= ERRMAP_MESSAGE_MAX - 4,
+                        "unit %zu prefix %zu: length %zu", u, p, len);
+            UNIT_EXPECT(failed, valid_utf8(e.message, len), "unit %zu prefix %zu: invalid UTF-8 after truncation", u,
+                        p);
+            UNIT_EXPECT(failed, strncmp(e.message, prefixes[p], strlen(prefixes[p])) == 0,
+                        "unit %zu prefix %zu: prefix lost", u, p);
         }
     }
     assert_int_equal(failed, 0);

@@ -17,21 +17,13 @@
 #include <string.h>
 
 #include "route.h"
+#include "unit_support.h"
 
 /* The seed API's path, with the example ids of the API documentation. */
 #define SEED_TEMPLATE "/v1.0/{project_id}/jobs/{job_id}"
 #define HEX32         "[0-9a-f]{32}"
 #define PID           "ff8080825ecc523f015ecd0a98f82f77"
 #define JID           "4a6f6b50c1d64cba9b0f7d1e2c3a4b5d"
-
-/* Check `cond` for one table row; report the row and count it when it fails. */
-#define EXPECT(failed, cond, fmt, ...)                           \
-    do {                                                         \
-        if (!(cond)) {                                           \
-            print_error("  row failed: " fmt "\n", __VA_ARGS__); \
-            (failed)++;                                          \
-        }                                                        \
-    } while (0)
 
 static const char *result_name(enum route_result r)
 {
@@ -154,12 +146,12 @@ static void test_match_seed_table(void **state)
         struct route_match m;
         int bad = -7;
         enum route_result got = route_template_match(t, c->path, &m, &bad);
-        EXPECT(failed, got == c->want, "%s: '%s' gave %s, want %s", c->what, c->path, result_name(got),
-               result_name(c->want));
+        UNIT_EXPECT(failed, got == c->want, "%s: '%s' gave %s, want %s", c->what, c->path, result_name(got),
+                    result_name(c->want));
         if (got == ROUTE_BAD_PARAM && c->want == ROUTE_BAD_PARAM)
-            EXPECT(failed, bad == c->bad_param, "%s: bad_param %d, want %d", c->what, bad, c->bad_param);
+            UNIT_EXPECT(failed, bad == c->bad_param, "%s: bad_param %d, want %d", c->what, bad, c->bad_param);
         if (got == ROUTE_MATCH)
-            EXPECT(failed, m.nvalues == 2, "%s: %zu values", c->what, m.nvalues);
+            UNIT_EXPECT(failed, m.nvalues == 2, "%s: %zu values", c->what, m.nvalues);
     }
     assert_int_equal(failed, 0);
 }
@@ -254,16 +246,20 @@ struct parse_error_case {
     const char *fragment; /* expected in the message */
 };
 
-/* Builds "/s/s/.../s" with n segments into buf. */
-static void segments(char *buf, size_t len, size_t n, int params)
+/* Parse "/s0/s1/..." (or "/{p0}/{p1}/..." when `params`) of n segments into t; err cleared first. */
+static int parse_segments(struct route_template *t, size_t n, int params, char *err, size_t errlen)
 {
+    char buf[4096];
     size_t used = 0;
     buf[0] = '\0';
     for (size_t i = 0; i < n; i++) {
-        int w = params ? snprintf(buf + used, len - used, "/{p%zu}", i) : snprintf(buf + used, len - used, "/s%zu", i);
-        assert_true(w > 0 && (size_t)w < len - used);
+        int w = params ? snprintf(buf + used, sizeof(buf) - used, "/{p%zu}", i)
+                       : snprintf(buf + used, sizeof(buf) - used, "/s%zu", i);
+        assert_true(w > 0 && (size_t)w < sizeof(buf) - used);
         used += (size_t)w;
     }
+    err[0] = '\0';
+    return route_template_parse(t, buf, err, errlen);
 }
 
 static void test_parse_errors(void **state)
@@ -297,11 +293,12 @@ static void test_parse_errors(void **state)
         struct route_template t;
         char err[256] = "";
         int rc = route_template_parse(&t, cases[i].text, err, sizeof(err));
-        EXPECT(failed, rc == -1, "'%s' parsed (rc %d), want an error", cases[i].text, rc);
-        EXPECT(failed, strstr(err, cases[i].fragment) != NULL, "'%s': message '%s' lacks '%s'", cases[i].text, err,
-               cases[i].fragment);
+        UNIT_EXPECT(failed, rc == -1, "'%s' parsed (rc %d), want an error", cases[i].text, rc);
+        UNIT_EXPECT(failed, strstr(err, cases[i].fragment) != NULL, "'%s': message '%s' lacks '%s'", cases[i].text, err,
+                    cases[i].fragment);
         /* A failed parse leaves nothing to free and nothing half-built. */
-        EXPECT(failed, t.text == NULL && t.nsegs == 0 && t.nparams == 0, "'%s': template not reset", cases[i].text);
+        UNIT_EXPECT(failed, t.text == NULL && t.nsegs == 0 && t.nparams == 0, "'%s': template not reset",
+                    cases[i].text);
         route_template_free(&t);
     }
     assert_int_equal(failed, 0);
@@ -312,24 +309,16 @@ static void test_parse_limits(void **state)
     char buf[4096], err[256];
     struct route_template t;
 
-    segments(buf, sizeof(buf), ROUTE_MAX_SEGMENTS, 0);
-    assert_int_equal(route_template_parse(&t, buf, err, sizeof(err)), 0);
+    assert_int_equal(parse_segments(&t, ROUTE_MAX_SEGMENTS, 0, err, sizeof(err)), 0);
     assert_int_equal(t.nsegs, ROUTE_MAX_SEGMENTS);
     route_template_free(&t);
-
-    segments(buf, sizeof(buf), ROUTE_MAX_SEGMENTS + 1, 0);
-    err[0] = '\0';
-    assert_int_equal(route_template_parse(&t, buf, err, sizeof(err)), -1);
+    assert_int_equal(parse_segments(&t, ROUTE_MAX_SEGMENTS + 1, 0, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "segments"));
 
-    segments(buf, sizeof(buf), ROUTE_MAX_PARAMS, 1);
-    assert_int_equal(route_template_parse(&t, buf, err, sizeof(err)), 0);
+    assert_int_equal(parse_segments(&t, ROUTE_MAX_PARAMS, 1, err, sizeof(err)), 0);
     assert_int_equal(t.nparams, ROUTE_MAX_PARAMS);
     route_template_free(&t);
-
-    segments(buf, sizeof(buf), ROUTE_MAX_PARAMS + 1, 1);
-    err[0] = '\0';
-    assert_int_equal(route_template_parse(&t, buf, err, sizeof(err)), -1);
+    assert_int_equal(parse_segments(&t, ROUTE_MAX_PARAMS + 1, 1, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "parameters"));
 
     /* A template as long as the longest path is fine, one byte more is not. */
@@ -380,9 +369,9 @@ static void test_set_pattern_errors(void **state)
     for (size_t i = 0; i < sizeof(bad_patterns) / sizeof(bad_patterns[0]); i++) {
         err[0] = '\0';
         int rc = route_template_set_pattern(t, "job_id", bad_patterns[i], err, sizeof(err));
-        EXPECT(failed, rc == -1, "pattern '%s' was accepted", bad_patterns[i]);
-        EXPECT(failed, strstr(err, "not a valid regular expression") != NULL, "pattern '%s': message '%s'",
-               bad_patterns[i], err);
+        UNIT_EXPECT(failed, rc == -1, "pattern '%s' was accepted", bad_patterns[i]);
+        UNIT_EXPECT(failed, strstr(err, "not a valid regular expression") != NULL, "pattern '%s': message '%s'",
+                    bad_patterns[i], err);
     }
     assert_int_equal(failed, 0);
 
@@ -439,8 +428,8 @@ static void test_patterns_are_anchored(void **state)
         snprintf(path, sizeof(path), "/x/%s", cases[i].value);
         enum route_result got = route_template_match(&t, path, &m, NULL);
         enum route_result want = cases[i].accepted ? ROUTE_MATCH : ROUTE_BAD_PARAM;
-        EXPECT(failed, got == want, "pattern '%s', value '%s': %s, want %s", cases[i].pattern, cases[i].value,
-               result_name(got), result_name(want));
+        UNIT_EXPECT(failed, got == want, "pattern '%s', value '%s': %s, want %s", cases[i].pattern, cases[i].value,
+                    result_name(got), result_name(want));
         route_template_free(&t);
     }
     assert_int_equal(failed, 0);
@@ -465,9 +454,9 @@ static void test_pattern_cannot_escape_anchoring(void **state)
         assert_int_equal(route_template_parse(&t, "/x/{id}", err, sizeof(err)), 0);
         if (route_template_set_pattern(&t, "id", escapes[i], err, sizeof(err)) == 0) {
             enum route_result got = route_template_match(&t, "/x/not-hex-at-all", &m, NULL);
-            EXPECT(failed, got == ROUTE_BAD_PARAM,
-                   "pattern '%s' was accepted and lets 'not-hex-at-all' through (%s): the anchoring is escaped",
-                   escapes[i], result_name(got));
+            UNIT_EXPECT(failed, got == ROUTE_BAD_PARAM,
+                        "pattern '%s' was accepted and lets 'not-hex-at-all' through (%s): the anchoring is escaped",
+                        escapes[i], result_name(got));
         }
         route_template_free(&t);
     }
@@ -508,10 +497,10 @@ static void test_overlap_table(void **state)
         assert_int_equal(route_template_parse(&b, cases[i].b, err, sizeof(err)), 0);
         int ab = route_templates_overlap(&a, &b) != 0;
         int ba = route_templates_overlap(&b, &a) != 0;
-        EXPECT(failed, ab == cases[i].overlap, "overlap('%s', '%s') = %d, want %d", cases[i].a, cases[i].b, ab,
-               cases[i].overlap);
-        EXPECT(failed, ba == cases[i].overlap, "overlap('%s', '%s') = %d, want %d", cases[i].b, cases[i].a, ba,
-               cases[i].overlap);
+        UNIT_EXPECT(failed, ab == cases[i].overlap, "overlap('%s', '%s') = %d, want %d", cases[i].a, cases[i].b, ab,
+                    cases[i].overlap);
+        UNIT_EXPECT(failed, ba == cases[i].overlap, "overlap('%s', '%s') = %d, want %d", cases[i].b, cases[i].a, ba,
+                    cases[i].overlap);
         route_template_free(&a);
         route_template_free(&b);
     }
@@ -588,26 +577,29 @@ static void test_free_is_idempotent(void **state)
     assert_int_equal(t.nsegs, 0);
 }
 
+/* A test run on a fresh seed template (setup and teardown around each). */
+#define SEED_TEST(f) cmocka_unit_test_setup_teardown(f, seed_setup, seed_teardown)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_seed_template_shape, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_match_seed_table, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_match_values, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_match_bad_param_may_be_null, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_match_path_length_limit, seed_setup, seed_teardown),
+        SEED_TEST(test_seed_template_shape),
+        SEED_TEST(test_match_seed_table),
+        SEED_TEST(test_match_values),
+        SEED_TEST(test_match_bad_param_may_be_null),
+        SEED_TEST(test_match_path_length_limit),
         cmocka_unit_test(test_match_long_value_at_limit),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_parse_literal_only_and_names),
-        cmocka_unit_test_setup_teardown(test_set_pattern_errors, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_set_pattern_replaces, seed_setup, seed_teardown),
+        SEED_TEST(test_set_pattern_errors),
+        SEED_TEST(test_set_pattern_replaces),
         cmocka_unit_test(test_patterns_are_anchored),
         cmocka_unit_test(test_pattern_cannot_escape_anchoring),
         cmocka_unit_test(test_overlap_table),
         cmocka_unit_test(test_overlap_ignores_patterns),
-        cmocka_unit_test_setup_teardown(test_expand, seed_setup, seed_teardown),
-        cmocka_unit_test_setup_teardown(test_expand_into_other_template, seed_setup, seed_teardown),
+        SEED_TEST(test_expand),
+        SEED_TEST(test_expand_into_other_template),
         cmocka_unit_test(test_free_is_idempotent),
     };
     return cmocka_run_group_tests_name("route", tests, NULL, NULL);

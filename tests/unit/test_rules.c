@@ -19,12 +19,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rules.h"
+#include "unit_support.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define JG_LEAK_CHECK 1
@@ -103,62 +103,6 @@ static const char *const bad_rule_files[] = {BAD_RULE_FILES(AS_NAME)};
 
 /* ------------------------------------------------------------- helpers */
 
-/* `rel` under the source tree (JOBGATE_SRCDIR, else "."). */
-static void src_path(char *buf, size_t len, const char *rel)
-{
-    const char *src = getenv("JOBGATE_SRCDIR");
-    int n = snprintf(buf, len, "%s/%s", src && *src ? src : ".", rel);
-    if (n < 0 || (size_t)n >= len)
-        fail_msg("path too long: %s/%s", src, rel);
-}
-
-static void data_path(char *buf, size_t len, const char *rel)
-{
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof(tmp), "tests/unit/data/%s", rel);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        fail_msg("path too long: %s", rel);
-    src_path(buf, len, tmp);
-}
-
-static void print_diags(const struct conf_diag *d)
-{
-    for (size_t i = 0; i < d->count; i++)
-        print_error("  diag: %s\n", d->lines[i]);
-}
-
-/* Does `s` contain the parts of `fragment` (split on " ... ") in order? */
-static int contains_in_order(const char *s, const char *fragment)
-{
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s", fragment);
-    const char *at = s;
-    char *part = buf;
-    while (part) {
-        char *next = strstr(part, " ... ");
-        if (next) {
-            *next = '\0';
-            next += 5;
-        }
-        const char *hit = strstr(at, part);
-        if (!hit)
-            return 0;
-        at = hit + strlen(part);
-        part = next;
-    }
-    return 1;
-}
-
-/* The first diagnostic that starts with `prefix` and has `fragment`, or NULL. */
-static const char *find_diag(const struct conf_diag *d, const char *prefix, const char *fragment)
-{
-    for (size_t i = 0; i < d->count; i++)
-        if (strncmp(d->lines[i], prefix, strlen(prefix)) == 0 &&
-            contains_in_order(d->lines[i] + strlen(prefix), fragment))
-            return d->lines[i];
-    return NULL;
-}
-
 static size_t count_diags(const struct conf_diag *d, const char *fragment)
 {
     size_t n = 0;
@@ -178,9 +122,9 @@ static struct ruleset *load(struct conf_diag *d, size_t n, ...)
     for (size_t i = 0; i < n && i < 8; i++) {
         const char *rel = va_arg(ap, const char *);
         if (rel[0] == '@')
-            src_path(paths[i], sizeof(paths[i]), rel + 1);
+            unit_src_path(paths[i], sizeof(paths[i]), rel + 1);
         else
-            data_path(paths[i], sizeof(paths[i]), rel);
+            unit_data_path(paths[i], sizeof(paths[i]), rel);
         files[i] = paths[i];
     }
     va_end(ap);
@@ -194,7 +138,7 @@ static struct ruleset *load_ok(size_t n, const char *a, const char *b, const cha
     struct conf_diag d;
     struct ruleset *rs = load(&d, n, a, b, c);
     if (!rs || d.count) {
-        print_diags(&d);
+        unit_print_diags(&d);
         conf_diag_free(&d);
         ruleset_unref(rs);
         fail_msg("rules did not load cleanly (%zu diagnostics)", d.count);
@@ -368,23 +312,11 @@ static void test_several_rules_dispatch(void **state)
     assert_int_equal(failed, 0);
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = calloc(1, 1 << 16);
-    if (buf)
-        (void)fread(buf, 1, (1 << 16) - 1, f);
-    fclose(f);
-    return buf;
-}
-
 static void test_load_string(void **state)
 {
     char path[4096];
-    data_path(path, sizeof(path), "rules/minimal.yaml");
-    char *text = read_file(path);
+    unit_data_path(path, sizeof(path), "rules/minimal.yaml");
+    char *text = unit_read_file(path);
     assert_non_null(text);
     struct conf_diag d;
     conf_diag_init(&d);
@@ -400,10 +332,7 @@ static void test_load_string(void **state)
     *bad = '\0';
     rs = ruleset_load_string("inline", text, &d);
     assert_null(rs);
-    if (!find_diag(&d, "inline:23:5: ", "fault 'internal' has no mapping")) {
-        print_diags(&d);
-        fail();
-    }
+    unit_assert_diag(&d, "inline:23:5: ", "fault 'internal' has no mapping");
     conf_diag_free(&d);
     free(text);
 }
@@ -412,8 +341,8 @@ static void test_every_4xx_listed_instead_of_class(void **state)
 {
     /* Class coverage can also come from listing every status of the class. */
     char path[4096];
-    data_path(path, sizeof(path), "rules/minimal.yaml");
-    char *text = read_file(path);
+    unit_data_path(path, sizeof(path), "rules/minimal.yaml");
+    char *text = unit_read_file(path);
     assert_non_null(text);
     char *line = strstr(text, "    \"4xx\": 400\n");
     assert_non_null(line);
@@ -429,7 +358,7 @@ static void test_every_4xx_listed_instead_of_class(void **state)
     struct conf_diag d;
     conf_diag_init(&d);
     struct ruleset *rs = ruleset_load_string("all-4xx", all, &d);
-    print_diags(&d);
+    unit_print_diags(&d);
     assert_non_null(rs);
     assert_int_equal(d.count, 0);
     assert_false(rs->rules[0]->errors.klass[4].set);
@@ -442,10 +371,7 @@ static void test_every_4xx_listed_instead_of_class(void **state)
     memmove(gap, gap + strlen("    \"451\": 400\n"), strlen(gap + strlen("    \"451\": 400\n")) + 1);
     rs = ruleset_load_string("all-4xx", all, &d);
     assert_null(rs);
-    if (!find_diag(&d, "all-4xx:", "upstream status 451 has no mapping")) {
-        print_diags(&d);
-        fail();
-    }
+    unit_assert_diag(&d, "all-4xx:", "upstream status 451 has no mapping");
     conf_diag_free(&d);
     free(all);
     free(text);
@@ -453,90 +379,27 @@ static void test_every_4xx_listed_instead_of_class(void **state)
 
 /* ---------------------------------------------------- broken rule files */
 
-/* Check one file of data/rules-bad/ against the expectations in its header. */
-static void check_bad_file(const char *name)
+/* The loader of unit_check_bad_file for data/rules-bad/: a rule file must be refused. */
+static int load_bad_rule(const char *name, const char *path, struct conf_diag *d)
 {
-    char rel[512], path[4096];
-    snprintf(rel, sizeof(rel), "rules-bad/%s", name);
-    data_path(path, sizeof(path), rel);
-    char *text = read_file(path);
-    if (!text)
-        fail_msg("cannot read %s", path);
-
-    struct conf_diag d;
-    struct ruleset *rs = load(&d, 1, rel);
-    int failed = 0, expectations = 0;
-    if (rs) {
-        print_error("  %s loaded, want an error\n", name);
-        failed++;
-        ruleset_unref(rs);
-    }
-    for (char *line = text; line && *line == '#'; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
-        if (strncmp(line, "# expect: ", 10) != 0)
-            continue;
-        char expect[512];
-        size_t elen = strcspn(line + 10, "\n");
-        snprintf(expect, sizeof(expect), "%.*s", (int)elen, line + 10);
-        char prefix[4200];
-        const char *fragment = NULL;
-        size_t l, c;
-        int used = 0;
-        if (strncmp(expect, "-: ", 3) == 0) {
-            snprintf(prefix, sizeof(prefix), "%s: ", path);
-            fragment = expect + 3;
-        } else if (sscanf(expect, "%zu:%zu: %n", &l, &c, &used) == 2 && used > 0) {
-            snprintf(prefix, sizeof(prefix), "%s:%zu:%zu: ", path, l, c);
-            fragment = expect + used;
-        } else {
-            fail_msg("%s: cannot read expectation '%s'", name, expect);
-        }
-        expectations++;
-        if (!find_diag(&d, prefix, fragment)) {
-            print_error("  %s: no diagnostic '%s%s'\n", name, prefix, fragment);
-            failed++;
-        }
-    }
-    if (expectations == 0) {
-        print_error("  %s: no '# expect:' line in its header\n", name);
-        failed++;
-    }
-    if (failed)
-        print_diags(&d);
-    conf_diag_free(&d);
-    free(text);
-    assert_int_equal(failed, 0);
+    char *files[] = {(char *)path}; /* ruleset_load does not write to it */
+    conf_diag_init(d);
+    struct ruleset *rs = ruleset_load(files, 1, d);
+    if (!rs)
+        return 0;
+    print_error("  %s loaded, want an error\n", name);
+    ruleset_unref(rs);
+    return 1;
 }
 
 static void test_bad_rule_file(void **state)
 {
-    check_bad_file(*state);
+    unit_check_bad_file("rules-bad", *state, load_bad_rule);
 }
 
 static void test_every_bad_file_is_listed(void **state)
 {
-    char dir[4096];
-    data_path(dir, sizeof(dir), "rules-bad");
-    DIR *dh = opendir(dir);
-    assert_non_null(dh);
-    int unlisted = 0;
-    size_t seen = 0;
-    for (struct dirent *e = readdir(dh); e; e = readdir(dh)) {
-        size_t n = strlen(e->d_name);
-        if (n < 5 || strcmp(e->d_name + n - 5, ".yaml") != 0)
-            continue;
-        seen++;
-        int listed = 0;
-        for (size_t i = 0; i < NBAD; i++)
-            if (strcmp(bad_rule_files[i], e->d_name) == 0)
-                listed = 1;
-        if (!listed) {
-            print_error("  rules-bad/%s is not in BAD_RULE_FILES\n", e->d_name);
-            unlisted++;
-        }
-    }
-    closedir(dh);
-    assert_int_equal(unlisted, 0);
-    assert_int_equal(seen, NBAD);
+    unit_check_folder_listed("rules-bad", bad_rule_files, NBAD, "BAD_RULE_FILES");
 }
 
 /*
@@ -563,27 +426,39 @@ static void test_bad_files_leak_nothing(void **state)
 
 /* --------------------------------------------- several files, one set */
 
+/*
+ * Load FOLDER/a.yaml and FOLDER/b.yaml (in the data folder) together: they
+ * must be refused with one diagnostic, left in `d`. Their paths go to a and b.
+ */
+static void load_pair_refused(const char *folder, char *a, char *b, size_t len, struct conf_diag *d)
+{
+    char rel_a[512], rel_b[512];
+    snprintf(rel_a, sizeof(rel_a), "%s/a.yaml", folder);
+    snprintf(rel_b, sizeof(rel_b), "%s/b.yaml", folder);
+    unit_data_path(a, len, rel_a);
+    unit_data_path(b, len, rel_b);
+    struct ruleset *rs = load(d, 2, rel_a, rel_b);
+    assert_null(rs);
+    if (d->count != 1)
+        unit_print_diags(d);
+    assert_int_equal(d->count, 1);
+}
+
 static void test_overlapping_routes(void **state)
 {
     char a[4096], b[4096], prefix[4200];
     struct conf_diag d;
-    data_path(a, sizeof(a), "rules-overlap/a.yaml");
-    data_path(b, sizeof(b), "rules-overlap/b.yaml");
-    struct ruleset *rs = load(&d, 2, "rules-overlap/a.yaml", "rules-overlap/b.yaml");
-    assert_null(rs);
-    if (d.count != 1)
-        print_diags(&d);
     /* One error, about the second rule, naming both rules and the first file. */
-    assert_int_equal(d.count, 1);
+    load_pair_refused("rules-overlap", a, b, sizeof(a), &d);
     snprintf(prefix, sizeof(prefix), "%s:3", b);
-    assert_non_null(find_diag(&d, prefix,
-                              "/v1/{project}/jobs/{id} ... 'jobs-b' ... overlaps ... "
-                              "/v1/{project_id}/jobs/{job_id} ... 'jobs-a'"));
+    assert_non_null(unit_find_diag(&d, prefix,
+                                   "/v1/{project}/jobs/{id} ... 'jobs-b' ... overlaps ... "
+                                   "/v1/{project_id}/jobs/{job_id} ... 'jobs-a'"));
     assert_non_null(strstr(d.lines[0], a));
     conf_diag_free(&d);
 
     /* Each loads on its own. */
-    rs = load_ok(1, "rules-overlap/a.yaml", NULL, NULL);
+    struct ruleset *rs = load_ok(1, "rules-overlap/a.yaml", NULL, NULL);
     ruleset_unref(rs);
     rs = load_ok(1, "rules-overlap/b.yaml", NULL, NULL);
     ruleset_unref(rs);
@@ -593,14 +468,8 @@ static void test_duplicate_rule_names(void **state)
 {
     char a[4096], b[4096];
     struct conf_diag d;
-    data_path(a, sizeof(a), "rules-dupname/a.yaml");
-    data_path(b, sizeof(b), "rules-dupname/b.yaml");
-    struct ruleset *rs = load(&d, 2, "rules-dupname/a.yaml", "rules-dupname/b.yaml");
-    assert_null(rs);
-    if (d.count != 1)
-        print_diags(&d);
-    assert_int_equal(d.count, 1);
-    assert_non_null(find_diag(&d, b, "'ecs' ... already used"));
+    load_pair_refused("rules-dupname", a, b, sizeof(a), &d);
+    assert_non_null(unit_find_diag(&d, b, "'ecs' ... already used"));
     assert_non_null(strstr(d.lines[0], a));
     conf_diag_free(&d);
 }
@@ -620,12 +489,12 @@ static void test_every_problem_is_reported(void **state)
     /* A good file and two broken ones: each broken file's own error, none about the good one. */
     char good[4096];
     struct conf_diag d;
-    src_path(good, sizeof(good), "lua-free-rules/elb-v1.yaml");
+    unit_src_path(good, sizeof(good), "lua-free-rules/elb-v1.yaml");
     struct ruleset *rs =
         load(&d, 3, "rules-bad/bad-pattern.yaml", "@lua-free-rules/elb-v1.yaml", "rules-bad/fault-twice.yaml");
     assert_null(rs);
-    assert_non_null(find_diag(&d, "", "rules-bad/bad-pattern.yaml:8:13: ... not a valid regular expression"));
-    assert_non_null(find_diag(&d, "", "rules-bad/fault-twice.yaml:29:5: ... mapped twice"));
+    assert_non_null(unit_find_diag(&d, "", "rules-bad/bad-pattern.yaml:8:13: ... not a valid regular expression"));
+    assert_non_null(unit_find_diag(&d, "", "rules-bad/fault-twice.yaml:29:5: ... mapped twice"));
     for (size_t i = 0; i < d.count; i++)
         if (strncmp(d.lines[i], good, strlen(good)) == 0)
             fail_msg("a diagnostic about the good file: %s", d.lines[i]);
@@ -637,7 +506,7 @@ static void test_missing_and_no_files(void **state)
     struct conf_diag d;
     struct ruleset *rs = load(&d, 1, "rules/no-such-file.yaml");
     assert_null(rs);
-    assert_non_null(find_diag(&d, "", "rules/no-such-file.yaml: cannot open"));
+    assert_non_null(unit_find_diag(&d, "", "rules/no-such-file.yaml: cannot open"));
     conf_diag_free(&d);
 
     conf_diag_init(&d);
