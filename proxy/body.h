@@ -16,11 +16,12 @@ struct body {
     unsigned refs;
     int64_t stored_at_ms; /* wall clock when jobgate received it from upstream: Age counts from here */
     int terminal;         /* the job was in a terminal state */
+    int status;           /* 200 for a job; 404 for a remembered "no such job" (negative caching) */
     size_t len;
     char data[]; /* len bytes, NUL-terminated for convenience */
 };
 
-/* A new body with one reference owned by the caller, or NULL (out of memory). */
+/* A new body (status 200) with one reference owned by the caller, or NULL (out of memory). */
 struct body *body_new(const char *data, size_t len, int64_t stored_at_ms, int terminal);
 
 struct body *body_ref(struct body *b);

@@ -18,7 +18,10 @@ struct classify_spec {
     struct jsonpath state;    /* where the job's state string is */
     struct jsonpath identity; /* body field that must equal identity_value; unset: no check */
     char **terminal;          /* terminal state values, exact match */
+    unsigned char *failure;   /* per terminal value: 1 if it means the job failed */
     size_t nterminal;
+    struct jsonpath sub_jobs;  /* where the list of sub-jobs is; unset: none */
+    struct jsonpath sub_state; /* the state inside each sub-job */
 };
 
 enum job_class {
@@ -30,11 +33,18 @@ enum job_class {
 
 /* Classify `body`. `expected_id` is the request's value of the identity
  * parameter (ignored when the spec has no identity check). The state found,
- * if any, is copied to `state` (truncated to statelen). */
+ * if any, is copied to `state` (truncated to statelen).
+ *
+ * With sub-jobs, a job is terminal only when its own state and the state of
+ * every sub-job are terminal; a sub-job without a state string, or a sub-job
+ * list that is not a list, counts as still changing. */
 enum job_class classify_body(const struct classify_spec *spec, const char *body, size_t len, const char *expected_id,
                              char *state, size_t statelen);
 
 const char *job_class_name(enum job_class c);
+
+/* Is `state` a terminal value that means failure? */
+int classify_state_failed(const struct classify_spec *spec, const char *state);
 
 void classify_spec_free(struct classify_spec *spec);
 

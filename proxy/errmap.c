@@ -110,12 +110,7 @@ static const struct errmap_entry fallback_entry = {1, 502, NULL, NULL, 0};
 
 void errmap_from_upstream(const struct errmap *map, int status, const char *body, size_t len, struct client_error *out)
 {
-    const struct errmap_entry *e = errmap_for_status(map, status);
-    if (!e)
-        e = &fallback_entry;
     memset(out, 0, sizeof(*out));
-    out->status = e->status;
-    out->retry_after = e->retry_after;
 
     /* Keep upstream's own code and message, from whichever shape carries them. */
     cJSON *root = (body && len) ? json_parse_exact(body, len) : NULL;
@@ -129,6 +124,17 @@ void errmap_from_upstream(const struct errmap *map, int status, const char *body
         }
     }
     cJSON_Delete(root);
+
+    const struct errmap_entry *e = NULL;
+    for (size_t i = 0; out->code[0] && i < map->ncodes && !e; i++)
+        if (strcmp(map->codes[i].code, out->code) == 0)
+            e = &map->codes[i].entry;
+    if (!e)
+        e = errmap_for_status(map, status);
+    if (!e)
+        e = &fallback_entry;
+    out->status = e->status;
+    out->retry_after = e->retry_after;
 
     if (!out->code[0]) {
         if (e->code)
@@ -196,6 +202,11 @@ static void entry_free(struct errmap_entry *e)
 
 void errmap_free(struct errmap *map)
 {
+    for (size_t i = 0; i < map->ncodes; i++) {
+        free(map->codes[i].code);
+        entry_free(&map->codes[i].entry);
+    }
+    free(map->codes);
     for (size_t i = 0; i < 600; i++)
         entry_free(&map->exact[i]);
     for (size_t i = 0; i < 6; i++)

@@ -33,7 +33,15 @@ struct errmap_shape {
     struct jsonpath message;
 };
 
+/* An answer chosen by upstream's error code ("APIGW.0307"), whatever the status. */
+struct errmap_code {
+    char *code;
+    struct errmap_entry entry;
+};
+
 struct errmap {
+    struct errmap_code *codes; /* looked up first, by the code upstream's body carries */
+    size_t ncodes;
     struct errmap_entry exact[600]; /* by upstream status */
     struct errmap_entry klass[6];   /* 1xx .. 5xx, by status / 100 */
     struct errmap_entry fault[FAULT__COUNT];
@@ -58,7 +66,9 @@ const char *http_reason(int status);
 /* The entry that applies to upstream status `status` (exact, else its class), or NULL. */
 const struct errmap_entry *errmap_for_status(const struct errmap *map, int status);
 
-/* Fill `out` for an upstream answer with status `status` and body `body`. */
+/* Fill `out` for an upstream answer with status `status` and body `body`:
+ * the entry for upstream's error code if the map has one, else for the
+ * status, else for its class. */
 void errmap_from_upstream(const struct errmap *map, int status, const char *body, size_t len, struct client_error *out);
 
 /* Fill `out` for a transport fault. */

@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <cjson/cJSON.h>
 #include <event2/keyvalq_struct.h>
 
 #include "cache.h"
@@ -165,7 +166,7 @@ static void answer_job(struct job_request *jr, struct body *b, int hit)
         meta.age_s = age_ms > 0 ? age_ms / 1000 : 0;
     }
     reply_job(jr->req, b, &meta);
-    job_request_done(jr, 200);
+    job_request_done(jr, b->status);
 }
 
 /* --------------------------------------------------------- recent answers */
@@ -225,7 +226,25 @@ static void flight_free(struct flight *f)
     free(f);
 }
 
-/* Turn the upstream's answer into a job body to cache, or an error. */
+/* Negative caching: keep the 404 answer (without a request id) for the
+ * rule's not_found_ttl, so pollers of a job that does not exist stop
+ * costing an upstream call each. */
+static struct body *remember_not_found(struct flight *f, const struct client_error *err)
+{
+    char *text = client_error_render(err, NULL);
+    if (!text)
+        return NULL;
+    struct body *b = body_new(text, strlen(text), clock_wall_ms(), 0);
+    cJSON_free(text);
+    if (!b)
+        return NULL;
+    b->status = 404;
+    cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms);
+    recent_remember(f->gw, f->key, b);
+    return b;
+}
+
+/* Turn the upstream's answer into a job body to cache (or a remembered 404), or an error. */
 static struct body *judge_answer(struct flight *f, const struct upstream_response *resp, struct client_error *err)
 {
     const struct rule *rule = f->rule;
@@ -239,6 +258,8 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
         errmap_from_upstream(&rule->errors, resp->status, resp->body, resp->len, err);
         log_info("upstream answered %d for rule %s, key %s: sent %d %s", resp->status, rule->name, f->key, err->status,
                  err->code);
+        if (resp->status == 404 && err->status == 404 && rule->not_found_ttl_ms > 0)
+            return remember_not_found(f, err);
         return NULL;
     }
     char state[64];
@@ -316,7 +337,7 @@ static struct flight *flight_start(struct job_request *jr)
     const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
     int n = snprintf(url, sizeof(url), "%s", base);
     if (n < 0 || (size_t)n >= sizeof(url) ||
-        route_template_expand(&rule->route, &jr->match, url + n, sizeof(url) - (size_t)n) < 0) {
+        rule_upstream_path(rule, &jr->match, url + n, sizeof(url) - (size_t)n) < 0) {
         ruleset_unref(f->rules);
         free(f);
         return NULL;
@@ -327,6 +348,10 @@ static struct flight *flight_start(struct job_request *jr)
         .auth_token = upstream_token_for(gw, jr->req),
         .connect_timeout_ms = rule->connect_timeout_ms,
         .timeout_ms = rule->timeout_ms,
+        .add_headers = rule->add_headers,
+        .nadd_headers = rule->nadd_headers,
+        .drop_headers = rule->drop_headers,
+        .ndrop_headers = rule->ndrop_headers,
     };
     f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f);
     if (!f->call || keymap_put(&gw->flights, &f->item) < 0) {
@@ -405,14 +430,17 @@ static unsigned method_bit(enum evhttp_cmd_type cmd)
     }
 }
 
-static void allow_header(struct evhttp_request *req, unsigned methods)
+/* Set the Allow header; returns its value (static storage). */
+static const char *allow_header(struct evhttp_request *req, unsigned methods)
 {
-    char allow[32] = "";
+    static char allow[32];
+    allow[0] = '\0';
     if (methods & RULE_METHOD_GET)
         strcat(allow, "GET");
     if (methods & RULE_METHOD_HEAD)
         strcat(allow, allow[0] ? ", HEAD" : "HEAD");
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    return allow;
 }
 
 /* The cache key: prefix, rule name and the validated parameter values, in
@@ -457,7 +485,8 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req)
         return;
     }
 
-    enum route_result found = ruleset_match(jr->rules, path, &jr->rule, &jr->match);
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
     if (found == ROUTE_NO_MATCH) {
         client_error_set(&err, 404, "JG.NO_ROUTE", "no job-status route has this path");
         answer_error(jr, &err);
@@ -466,8 +495,10 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req)
     const struct rule *rule = jr->rule;
     unsigned bit = method_bit(evhttp_request_get_command(req));
     if (!(bit & rule->methods)) {
-        allow_header(req, rule->methods);
-        client_error_set(&err, 405, "JG.METHOD_NOT_ALLOWED", "this route answers GET and HEAD only");
+        const char *allowed = allow_header(req, rule->methods);
+        char message[64];
+        snprintf(message, sizeof(message), "this route answers %s only", allowed);
+        client_error_set(&err, 405, "JG.METHOD_NOT_ALLOWED", message);
         answer_error(jr, &err);
         return;
     }
@@ -495,6 +526,28 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req)
 
 /* ------------------------------------------------------------- lifecycle */
 
+static void free_secret(char *s)
+{
+    if (s) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
+/* Copy the settings of `conf` over the gateway's. */
+static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
+{
+    free(gw->key_prefix);
+    free(gw->upstream_url);
+    free_secret(gw->upstream_token);
+    gw->key_prefix = strdup(conf->key_prefix ? conf->key_prefix : "");
+    gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
+    gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
+    if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
+        gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
+    gw->recent_window_us = conf->lookup_window_ms * 1000;
+}
+
 struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
                             struct metrics *metrics, const struct gateway_conf *conf)
 {
@@ -505,16 +558,19 @@ struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct u
     gw->cache = cache;
     gw->upstream = upstream;
     gw->metrics = metrics;
-    gw->key_prefix = strdup(conf->key_prefix ? conf->key_prefix : "");
-    gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
-    gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
-    gw->recent_window_us = conf->lookup_window_ms * 1000;
+    apply_conf(gw, conf);
     TAILQ_INIT(&gw->recent_fifo);
-    if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
-        gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
     TAILQ_INIT(&gw->live);
     TAILQ_INIT(&gw->orphans);
     return gw;
+}
+
+void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct gateway_conf *conf)
+{
+    struct ruleset *old = gw->rules;
+    gw->rules = ruleset_ref(rules);
+    ruleset_unref(old); /* requests and upstream calls still using it hold their own references */
+    apply_conf(gw, conf);
 }
 
 size_t gateway_in_flight(const struct gateway *gw)
@@ -593,9 +649,6 @@ void gateway_free(struct gateway *gw)
     ruleset_unref(gw->rules);
     free(gw->key_prefix);
     free(gw->upstream_url);
-    if (gw->upstream_token) {
-        memset(gw->upstream_token, 0, strlen(gw->upstream_token));
-        free(gw->upstream_token);
-    }
+    free_secret(gw->upstream_token);
     free(gw);
 }

@@ -34,6 +34,10 @@ struct gateway_conf {
 struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
                             struct metrics *metrics, const struct gateway_conf *conf);
 
+/* Switch to a new ruleset and settings (SIGHUP). Requests already received
+ * finish under the ruleset they started with; new ones use `rules`. */
+void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct gateway_conf *conf);
+
 /* Answer `req` (anything but the admin endpoints). */
 void gateway_handle(struct gateway *gw, struct evhttp_request *req);
 

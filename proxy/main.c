@@ -35,29 +35,30 @@ struct options {
 
 /* Everything the running daemon holds, for the signal handlers and teardown. */
 struct daemon {
+    const struct options *opts;
+    struct config *cfg; /* the configuration in force; replaced by a successful reload */
     struct event_base *base;
     struct frontend *frontend;
     struct gateway *gateway;
     struct event *deadline;
-    int64_t shutdown_timeout_ms;
     int stopping;
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--upstream URL] [--redis URL|none]\n"
-            "               [--version] [--help]\n"
-            "\n"
-            "  -c, --config FILE    configuration file (default " DEFAULT_CONFIG ")\n"
-            "  -t, --test           check the configuration and rules, print FILE:LINE: errors, exit 0 or 1\n"
-            "      --listen H:P     address to serve clients on (overrides 'listen')\n"
-            "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
-            "      --redis URL      redis://HOST:PORT[/DB], unix:PATH, or none for the embedded cache\n"
-            "  -v, --version        print the version\n"
-            "  -h, --help           print this help\n"
-            "\n"
-            "Signals: SIGTERM/SIGINT stop accepting, finish requests in flight (up to shutdown_timeout), exit 0.\n");
+    fprintf(out, "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--upstream URL] [--redis URL|none]\n"
+                 "               [--version] [--help]\n"
+                 "\n"
+                 "  -c, --config FILE    configuration file (default " DEFAULT_CONFIG ")\n"
+                 "  -t, --test           check the configuration and rules, print FILE:LINE:COL: errors, exit 0 or 1\n"
+                 "      --listen H:P     address to serve clients on (overrides 'listen')\n"
+                 "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
+                 "      --redis URL      redis://HOST:PORT[/DB], unix:PATH, or none for the embedded cache\n"
+                 "  -v, --version        print the version\n"
+                 "  -h, --help           print this help\n"
+                 "\n"
+                 "Signals: SIGTERM/SIGINT stop accepting, finish requests in flight (up to shutdown_timeout), exit 0;\n"
+                 "         SIGHUP reloads the configuration and rules (a bad set is refused, the old one kept).\n");
 }
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -144,6 +145,72 @@ static void on_idle(void *arg)
     event_base_loopexit(d->base, &flush_grace);
 }
 
+static struct gateway_conf gateway_conf_of(const struct config *cfg)
+{
+    return (struct gateway_conf){.key_prefix = cfg->key_prefix,
+                                 .upstream_url = cfg->upstream_url,
+                                 .upstream_token = cfg->upstream_token,
+                                 .lookup_window_ms = 2 * cfg->cache.redis_budget_ms};
+}
+
+static int str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Say which changed settings only a restart applies (they keep their old values). */
+static void warn_restart_only(const struct config *cur, const struct config *next)
+{
+    if (str_differs(cur->listen_host, next->listen_host) || cur->listen_port != next->listen_port ||
+        cur->client_timeout_ms != next->client_timeout_ms || cur->max_header_bytes != next->max_header_bytes)
+        log_warn("reload: listener settings changed; they take effect at the next restart");
+    if (str_differs(cur->cache.redis_url, next->cache.redis_url) ||
+        cur->cache.redis_budget_ms != next->cache.redis_budget_ms ||
+        cur->cache.memory_max_bytes != next->cache.memory_max_bytes)
+        log_warn("reload: cache settings changed; they take effect at the next restart");
+    if (str_differs(cur->upstream.ca_file, next->upstream.ca_file) ||
+        cur->upstream.max_body_bytes != next->upstream.max_body_bytes ||
+        cur->upstream.max_connections != next->upstream.max_connections)
+        log_warn("reload: upstream connection settings changed; they take effect at the next restart");
+}
+
+/* SIGHUP: load the configuration and every rule file again, and switch to
+ * them only if all of it is valid; otherwise log why and keep running as is.
+ * Requests already received finish under the rules they started with. */
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+    struct config *next = malloc(sizeof(*next));
+    if (!next) {
+        log_error("reload: out of memory; keeping the running configuration");
+        return;
+    }
+    struct conf_diag diag;
+    conf_diag_init(&diag);
+    int rc = load_config(d->opts, next, &diag);
+    struct ruleset *rules = rc == 0 ? ruleset_load(next->rule_files, next->nrule_files, &diag) : NULL;
+    if (!rules) {
+        for (size_t i = 0; i < diag.count; i++)
+            log_error("reload: %s", diag.lines[i]);
+        log_error("reload failed with %zu error(s): keeping the running configuration and rules", diag.count);
+        conf_diag_free(&diag);
+        config_free(next);
+        free(next);
+        return;
+    }
+    conf_diag_free(&diag);
+    warn_restart_only(d->cfg, next);
+    struct gateway_conf gconf = gateway_conf_of(next);
+    gateway_reconfigure(d->gateway, rules, &gconf);
+    log_set_level(next->log_level);
+    log_info("reloaded %s: %zu rule(s)", next->file, rules->count);
+    ruleset_unref(rules); /* the gateway holds its own reference */
+    /* The cache and upstream modules keep what they copied at start-up. */
+    config_free(d->cfg);
+    free(d->cfg);
+    d->cfg = next;
+}
+
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct daemon *d = arg;
@@ -156,8 +223,8 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     log_info("signal %d: no longer accepting; finishing %zu request(s) in flight", (int)sig,
              gateway_in_flight(d->gateway));
     frontend_stop_accepting(d->frontend);
-    struct timeval tv = {(time_t)(d->shutdown_timeout_ms / 1000),
-                         (suseconds_t)((d->shutdown_timeout_ms % 1000) * 1000)};
+    int64_t timeout_ms = d->cfg->shutdown_timeout_ms;
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)((timeout_ms % 1000) * 1000)};
     evtimer_add(d->deadline, &tv);
     gateway_drain(d->gateway, on_idle, d);
 }
@@ -168,27 +235,30 @@ int main(int argc, char **argv)
     if (parse_options(argc, argv, &opts) < 0)
         return 2;
 
-    struct config cfg;
+    struct config *cfg = malloc(sizeof(*cfg));
+    if (!cfg)
+        return 1;
     struct conf_diag diag;
     conf_diag_init(&diag);
-    int rc = load_config(&opts, &cfg, &diag);
-    struct ruleset *rules = ruleset_load(cfg.rule_files, cfg.nrule_files, &diag);
+    int rc = load_config(&opts, cfg, &diag);
+    struct ruleset *rules = ruleset_load(cfg->rule_files, cfg->nrule_files, &diag);
     if (!rules)
         rc = -1;
     if (opts.test_only || rc < 0) {
         conf_diag_print(&diag, stderr);
-        const char *file = cfg.file ? cfg.file : DEFAULT_CONFIG;
+        const char *file = cfg->file ? cfg->file : DEFAULT_CONFIG;
         if (rc == 0)
-            fprintf(stderr, "jobgate: configuration %s and %zu rule file(s) are valid\n", file, cfg.nrule_files);
+            fprintf(stderr, "jobgate: configuration %s and %zu rule file(s) are valid\n", file, cfg->nrule_files);
         else
             fprintf(stderr, "jobgate: configuration %s has %zu error(s)\n", file, diag.count);
         conf_diag_free(&diag);
         ruleset_unref(rules);
-        config_free(&cfg);
+        config_free(cfg);
+        free(cfg);
         return rc == 0 ? 0 : 1;
     }
     conf_diag_free(&diag);
-    log_set_level(cfg.log_level);
+    log_set_level(cfg->log_level);
 
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -196,44 +266,40 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    struct daemon d = {0};
+    struct daemon d = {.opts = &opts, .cfg = cfg};
     struct cache *cache = NULL;
     struct upstream *upstream = NULL;
     struct metrics *metrics = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
     char err[512];
     int exit_code = 1;
 
-    d.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
     d.base = event_base_new();
     if (!d.base) {
         log_error("cannot create the event loop");
         goto out;
     }
-    cache = cache_new(d.base, &cfg.cache, err, sizeof(err));
+    cache = cache_new(d.base, &cfg->cache, err, sizeof(err));
     if (!cache) {
         log_error("cache: %s", err);
         goto out;
     }
-    upstream = upstream_new(d.base, &cfg.upstream, err, sizeof(err));
+    upstream = upstream_new(d.base, &cfg->upstream, err, sizeof(err));
     metrics = metrics_new();
     if (!upstream || !metrics) {
         log_error("upstream: %s", upstream ? "out of memory" : err);
         goto out;
     }
-    struct gateway_conf gconf = {.key_prefix = cfg.key_prefix,
-                                 .upstream_url = cfg.upstream_url,
-                                 .upstream_token = cfg.upstream_token,
-                                 .lookup_window_ms = 2 * cfg.cache.redis_budget_ms};
+    struct gateway_conf gconf = gateway_conf_of(cfg);
     d.gateway = gateway_new(rules, cache, upstream, metrics, &gconf);
     if (!d.gateway) {
         log_error("out of memory");
         goto out;
     }
-    struct frontend_conf fconf = {.host = cfg.listen_host,
-                                  .port = cfg.listen_port,
-                                  .client_timeout_ms = cfg.client_timeout_ms,
-                                  .max_header_bytes = cfg.max_header_bytes};
+    struct frontend_conf fconf = {.host = cfg->listen_host,
+                                  .port = cfg->listen_port,
+                                  .client_timeout_ms = cfg->client_timeout_ms,
+                                  .max_header_bytes = cfg->max_header_bytes};
     d.frontend = frontend_new(d.base, &fconf, d.gateway, cache, metrics, err, sizeof(err));
     if (!d.frontend) {
         log_error("%s", err);
@@ -242,16 +308,20 @@ int main(int argc, char **argv)
     d.deadline = evtimer_new(d.base, on_deadline, &d);
     sigterm = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
     sigint = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
-    if (!d.deadline || !sigterm || !sigint || evsignal_add(sigterm, NULL) < 0 || evsignal_add(sigint, NULL) < 0) {
+    sighup = evsignal_new(d.base, SIGHUP, on_reload_signal, &d);
+    if (!d.deadline || !sigterm || !sigint || !sighup || evsignal_add(sigterm, NULL) < 0 ||
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0) {
         log_error("cannot set up signal handling");
         goto out;
     }
 
     struct cache_health h;
     cache_health(cache, &h);
-    log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION, cfg.listen_host,
-             frontend_port(d.frontend), rules->count, h.backend, cfg.cache.redis_url ? " " : "",
-             cfg.cache.redis_url ? cfg.cache.redis_url : "");
+    log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION, cfg->listen_host,
+             frontend_port(d.frontend), rules->count, h.backend, cfg->cache.redis_url ? " " : "",
+             cfg->cache.redis_url ? cfg->cache.redis_url : "");
+    ruleset_unref(rules); /* the gateway holds its own reference */
+    rules = NULL;
     event_base_dispatch(d.base);
     log_info("stopped");
     exit_code = 0;
@@ -267,12 +337,15 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
     if (d.deadline)
         event_free(d.deadline);
     if (d.base)
         event_base_free(d.base);
     ruleset_unref(rules);
-    config_free(&cfg);
+    config_free(d.cfg);
+    free(d.cfg);
     curl_global_cleanup();
     return exit_code;
 }

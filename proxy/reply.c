@@ -54,7 +54,7 @@ void reply_job(struct evhttp_request *req, struct body *b, const struct reply_me
         evhttp_send_error(req, 500, "Internal Server Error");
         return;
     }
-    send_reply(req, 200, buf);
+    send_reply(req, b->status, buf);
     evbuffer_free(buf);
 }
 

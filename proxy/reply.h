@@ -25,7 +25,8 @@ struct reply_meta {
     int close_connection; /* draining: ask the client to reconnect elsewhere */
 };
 
-/* Send `b` as a 200 (zero-copy: the reply holds a reference until written). */
+/* Send `b` with its status (200, or a remembered 404), zero-copy: the reply
+ * holds a reference until written. */
 void reply_job(struct evhttp_request *req, struct body *b, const struct reply_meta *meta);
 
 /* Send `e` as its JSON error body; adds Retry-After when it has one. */

@@ -86,6 +86,88 @@ int route_template_param_index(const struct route_template *t, const char *name)
     return -1;
 }
 
+/* Patterns come from rule files, which an operator may get wrong: glibc's
+ * regcomp copies the operand of every repetition ("a+" twice, "a{1,50}" fifty
+ * times), so stacked repetitions grow its tree exponentially ("a++++..."
+ * needs gigabytes). This estimates the size of that tree from the pattern's
+ * structure alone and refuses patterns beyond a bound no real id needs. */
+#define PATTERN_MAX_LEN   256
+#define PATTERN_MAX_SIZE  20000L
+#define PATTERN_MAX_DEPTH 16
+
+static int pattern_size_ok(const char *p)
+{
+    long outer[PATTERN_MAX_DEPTH]; /* size of the sequence around each open group */
+    int depth = 0;
+    long size = 0; /* size of the current sequence */
+    long last = 0; /* size of its last atom, which a repetition copies */
+    while (*p) {
+        char c = *p++;
+        if (c == '\\' && *p) {
+            p++;
+            last = 1;
+        } else if (c == '[') { /* a bracket expression is one atom */
+            if (*p == '^')
+                p++;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']') {
+                if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+                    char close = p[1];
+                    p += 2;
+                    while (*p && !(*p == close && p[1] == ']'))
+                        p++;
+                    if (*p)
+                        p++;
+                }
+                if (*p)
+                    p++;
+            }
+            if (*p)
+                p++;
+            last = 1;
+        } else if (c == '(') {
+            if (depth == PATTERN_MAX_DEPTH)
+                return 0;
+            outer[depth++] = size;
+            size = 0;
+            last = 0;
+            continue;
+        } else if (c == ')' && depth > 0) {
+            last = size + 1;
+            size = outer[--depth];
+        } else if (c == '*' || c == '+' || c == '?' || c == '{') {
+            long copies = 2;
+            if (c == '{') {
+                char *end;
+                long m = strtol(p, &end, 10), n = m;
+                if (*end == ',')
+                    n = end[1] == '}' ? m + 1 : strtol(end + 1, &end, 10);
+                copies = (n > m ? n : m) + 1;
+                while (*p && *p != '}')
+                    p++;
+                if (*p)
+                    p++;
+            }
+            if (copies < 1 || copies > PATTERN_MAX_SIZE)
+                return 0;
+            size += last * (copies - 1);
+            last *= copies;
+        } else if (c == '|') {
+            last = 0;
+            size += 1;
+            continue;
+        } else {
+            last = 1;
+        }
+        if (c != '*' && c != '+' && c != '?' && c != '{')
+            size += last;
+        if (size > PATTERN_MAX_SIZE || last > PATTERN_MAX_SIZE)
+            return 0;
+    }
+    return 1;
+}
+
 int route_template_set_pattern(struct route_template *t, const char *name, const char *pattern, char *err,
                                size_t errlen)
 {
@@ -95,28 +177,16 @@ int route_template_set_pattern(struct route_template *t, const char *name, const
         return -1;
     }
     struct route_param *param = &t->params[i];
-    /* The pattern must stand on its own: "a)|(.*" compiles only once wrapped,
-     * and would then escape the anchors and accept anything. */
-    regex_t alone;
-    int rc = regcomp(&alone, pattern, REG_EXTENDED | REG_NOSUB);
-    if (rc != 0) {
-        char why[128];
-        regerror(rc, &alone, why, sizeof(why));
-        snprintf(err, errlen, "pattern '%s' of {%s} is not a valid regular expression: %s", pattern, name, why);
+    if (strlen(pattern) > PATTERN_MAX_LEN || !pattern_size_ok(pattern)) {
+        snprintf(err, errlen,
+                 "pattern of {%s} is too complex (nested or stacked repetitions): ids need a simple pattern", name);
         return -1;
     }
-    regfree(&alone);
-    /* Anchor: a pattern describes the whole value, never a part of it. */
-    size_t n = strlen(pattern) + 8;
-    char *anchored = malloc(n);
-    if (!anchored) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    snprintf(anchored, n, "^(%s)$", pattern);
+    /* Not wrapped in ^(...)$: glibc takes an unmatched ')' as a literal, so a
+     * pattern could close the group and escape the anchors. Whole-value
+     * matching is checked on the match itself (route_template_match). */
     regex_t re;
-    rc = regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB);
-    free(anchored);
+    int rc = regcomp(&re, pattern, REG_EXTENDED);
     if (rc != 0) {
         char why[128];
         regerror(rc, &re, why, sizeof(why));
@@ -130,6 +200,15 @@ int route_template_set_pattern(struct route_template *t, const char *name, const
     param->compiled = 1;
     param->pattern = strdup(pattern);
     return 0;
+}
+
+/* Does `re` match all of `value`? POSIX regexec finds the leftmost match and,
+ * from there, the longest: a match of the whole value exists exactly when
+ * that one starts at 0 and ends at the end. */
+static int whole_match(const regex_t *re, const char *value)
+{
+    regmatch_t m;
+    return regexec(re, value, 1, &m, 0) == 0 && m.rm_so == 0 && (size_t)m.rm_eo == strlen(value);
 }
 
 enum route_result route_template_match(const struct route_template *t, const char *path, struct route_match *m,
@@ -164,7 +243,7 @@ enum route_result route_template_match(const struct route_template *t, const cha
     for (size_t i = 0; i < t->nparams; i++) {
         const struct route_param *param = &t->params[i];
         const char *v = m->values[i];
-        int ok = v[0] != '\0' && (!param->compiled || regexec(&param->re, v, 0, NULL, 0) == 0);
+        int ok = v[0] != '\0' && (!param->compiled || whole_match(&param->re, v));
         if (!ok) {
             if (bad_param)
                 *bad_param = (int)i;
@@ -188,9 +267,14 @@ int route_templates_overlap(const struct route_template *a, const struct route_t
 
 int route_template_expand(const struct route_template *t, const struct route_match *m, char *out, size_t outlen)
 {
+    return route_template_expand_values(t, m->values, out, outlen);
+}
+
+int route_template_expand_values(const struct route_template *t, const char *const *values, char *out, size_t outlen)
+{
     size_t used = 0;
     for (size_t i = 0; i < t->nsegs; i++) {
-        const char *piece = t->segs[i].literal ? t->segs[i].literal : m->values[t->segs[i].param];
+        const char *piece = t->segs[i].literal ? t->segs[i].literal : values[t->segs[i].param];
         int n = snprintf(out + used, outlen - used, "/%s", piece);
         if (n < 0 || (size_t)n >= outlen - used)
             return -1;

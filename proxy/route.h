@@ -75,6 +75,9 @@ int route_templates_overlap(const struct route_template *a, const struct route_t
  * Returns the length, or -1 if it does not fit in outlen. */
 int route_template_expand(const struct route_template *t, const struct route_match *m, char *out, size_t outlen);
 
+/* The same with the values given by parameter index of `t`. */
+int route_template_expand_values(const struct route_template *t, const char *const *values, char *out, size_t outlen);
+
 void route_template_free(struct route_template *t);
 
 #endif

@@ -1,5 +1,8 @@
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "rules.h"
 
@@ -9,8 +12,16 @@ static void rule_free(struct rule *r)
         return;
     free(r->name);
     free(r->file);
+    free(r->host);
     route_template_free(&r->route);
     free(r->upstream_url);
+    route_template_free(&r->upstream_path);
+    for (size_t i = 0; i < r->nadd_headers; i++)
+        free(r->add_headers[i]);
+    free(r->add_headers);
+    for (size_t i = 0; i < r->ndrop_headers; i++)
+        free(r->drop_headers[i]);
+    free(r->drop_headers);
     classify_spec_free(&r->job);
     errmap_free(&r->errors);
     free(r);
@@ -56,9 +67,55 @@ static int load_methods(struct yconf *y, yaml_node_t *n, struct rule *r, struct 
     return rc;
 }
 
+/* A parameter's pattern as a regular expression: a name (hex32, uuid), a
+ * mapping {chars, min, max}, or a POSIX extended regular expression. */
+static int param_pattern(struct yconf *y, yaml_node_t *v, char *out, size_t outlen, struct conf_diag *d)
+{
+    static const char *const keys[] = {"chars", "min", "max", NULL};
+    static const struct {
+        const char *name;
+        const char *regex;
+    } named[] = {
+        {"hex32", "[0-9a-f]{32}"},
+        {"uuid", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"},
+    };
+    const char *text = yconf_scalar(v);
+    if (text) {
+        for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
+            if (strcmp(text, named[i].name) == 0) {
+                snprintf(out, outlen, "%s", named[i].regex);
+                return 0;
+            }
+        }
+        if ((size_t)snprintf(out, outlen, "%s", text) >= outlen) {
+            yconf_error(y, v, d, "pattern is too long");
+            return -1;
+        }
+        return 0;
+    }
+    if (yconf_check_map(y, v, "a parameter pattern", keys, d) < 0)
+        return -1;
+    const char *chars = yconf_scalar(yconf_get(y, v, "chars"));
+    long min = 1, max = 255;
+    int rc = yconf_get_long(y, v, "min", 1, 255, &min, d);
+    rc |= yconf_get_long(y, v, "max", 1, 255, &max, d);
+    if (!chars || !*chars || strchr(chars, ']')) {
+        yconf_error(y, v, d, "a pattern mapping needs 'chars', the characters allowed, such as \"0-9a-f\"");
+        return -1;
+    }
+    if (rc)
+        return -1;
+    if (min > max) {
+        yconf_error(y, v, d, "min (%ld) is larger than max (%ld)", min, max);
+        return -1;
+    }
+    snprintf(out, outlen, "[%s]{%ld,%ld}", chars, min, max);
+    return 0;
+}
+
 static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"path", "methods", "params", "query", NULL};
+    static const char *const keys[] = {"path", "host", "methods", "params", "query", NULL};
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'route'");
         return -1;
@@ -89,9 +146,11 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
             for (yaml_node_pair_t *p = params->data.mapping.pairs.start; p < params->data.mapping.pairs.top; p++) {
                 yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
                 yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
-                const char *name = yconf_scalar(k), *pattern = yconf_scalar(v);
-                if (!name || !pattern) {
-                    yconf_error(y, k, d, "a parameter maps to one pattern, such as job_id: \"[0-9a-f]{32}\"");
+                const char *name = yconf_scalar(k);
+                char pattern[512];
+                if (!name || param_pattern(y, v, pattern, sizeof(pattern), d) < 0) {
+                    if (!name)
+                        yconf_error(y, k, d, "a parameter maps to one pattern, such as job_id: hex32");
                     rc = -1;
                 } else if (route_template_set_pattern(&r->route, name, pattern, err, sizeof(err)) < 0) {
                     yconf_error(y, route_template_param_index(&r->route, name) < 0 ? k : v, d, "%s", err);
@@ -105,6 +164,19 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
         if (!r->route.params[i].compiled) {
             yconf_error(y, path, d, "parameter {%s} has no pattern under route.params", r->route.params[i].name);
             rc = -1;
+        }
+    }
+
+    yaml_node_t *host = yconf_get(y, n, "host");
+    if (host) {
+        const char *h = yconf_scalar(host);
+        if (!h || !*h || strpbrk(h, " /:@")) {
+            yconf_error(y, host, d, "'host' is a host name such as ecs.jobgate.internal (no port, no path)");
+            rc = -1;
+        } else {
+            r->host = strdup(h);
+            for (char *c = r->host; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
         }
     }
 
@@ -122,9 +194,105 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
 
 /* ------------------------------------------------------------- upstream */
 
+/* upstream.path: a template over the route's parameters (checked against a valid route only). */
+static int load_upstream_path(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    if (!n)
+        return 0;
+    const char *text = yconf_scalar(n);
+    char err[256];
+    if (!text) {
+        yconf_error(y, n, d, "'path' is a template such as /v1/{project_id}/jobs/{job_id}");
+        return -1;
+    }
+    if (route_template_parse(&r->upstream_path, text, err, sizeof(err)) < 0) {
+        yconf_error(y, n, d, "%s", err);
+        return -1;
+    }
+    if (r->route.nsegs == 0) /* the route itself failed: already reported */
+        return 0;
+    for (size_t i = 0; i < r->upstream_path.nparams; i++) {
+        int k = route_template_param_index(&r->route, r->upstream_path.params[i].name);
+        if (k < 0) {
+            yconf_error(y, n, d, "upstream path parameter {%s} is not a parameter of the route",
+                        r->upstream_path.params[i].name);
+            return -1;
+        }
+        r->upstream_param[i] = k;
+    }
+    return 0;
+}
+
+/* A header name: an HTTP token, no room for smuggling another header in. */
+static int valid_header_name(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+            return 0;
+    return 1;
+}
+
+static int load_upstream_headers(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"add", "drop", NULL};
+    static const char *const droppable[] = {"X-Request-Id", "Accept", "User-Agent", "X-Auth-Token", NULL};
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "upstream.headers", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    yaml_node_t *add = yconf_get(y, n, "add");
+    if (add && add->type != YAML_MAPPING_NODE) {
+        yconf_error(y, add, d, "'add' maps header names to values, such as X-Language: en-us");
+        rc = -1;
+    } else if (add) {
+        size_t count = (size_t)(add->data.mapping.pairs.top - add->data.mapping.pairs.start);
+        r->add_headers = calloc(count ? count : 1, sizeof(*r->add_headers));
+        for (yaml_node_pair_t *p = add->data.mapping.pairs.start; p < add->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+            const char *name = yconf_scalar(k);
+            const char *value = yconf_scalar(yaml_document_get_node(&y->doc, p->value));
+            if (!name || !value || !valid_header_name(name) || strpbrk(value, "\r\n")) {
+                yconf_error(y, k, d, "a header to add is Name: value (a token name, a one-line value)");
+                rc = -1;
+                continue;
+            }
+            size_t len = strlen(name) + strlen(value) + 3;
+            char *line = malloc(len);
+            if (!line)
+                return -1;
+            snprintf(line, len, "%s: %s", name, value);
+            r->add_headers[r->nadd_headers++] = line;
+        }
+    }
+    yaml_node_t *drop = yconf_get(y, n, "drop");
+    if (drop && drop->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, drop, d, "'drop' is a list of header names, such as [X-Request-Id]");
+        rc = -1;
+    } else if (drop) {
+        r->drop_headers = calloc(yconf_seq_len(drop) + 1, sizeof(char *));
+        for (size_t i = 0; i < yconf_seq_len(drop); i++) {
+            yaml_node_t *item = yconf_seq_item(y, drop, i);
+            const char *name = yconf_scalar(item);
+            int known = 0;
+            for (const char *const *h = droppable; name && *h; h++)
+                known |= strcasecmp(*h, name) == 0;
+            if (!known) {
+                yconf_error(y, item, d, "only X-Request-Id, Accept, User-Agent and X-Auth-Token can be dropped");
+                rc = -1;
+                continue;
+            }
+            r->drop_headers[r->ndrop_headers++] = strdup(name);
+        }
+    }
+    return rc;
+}
+
 static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"url", "connect_timeout", "timeout", NULL};
+    static const char *const keys[] = {"url", "path", "headers", "connect_timeout", "timeout", NULL};
     r->connect_timeout_ms = 3000;
     r->timeout_ms = 10000;
     if (!n) {
@@ -137,6 +305,8 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
     rc |= yconf_get_str(y, n, "url", &r->upstream_url, d);
     rc |= yconf_get_ms(y, n, "connect_timeout", 1, 600000, 0, &r->connect_timeout_ms, d);
     rc |= yconf_get_ms(y, n, "timeout", 1, 3600000, 0, &r->timeout_ms, d);
+    rc |= load_upstream_path(y, yconf_get(y, n, "path"), r, d);
+    rc |= load_upstream_headers(y, yconf_get(y, n, "headers"), r, d);
     if (!r->upstream_url) {
         yconf_error(y, n, d, "upstream needs 'url', such as https://elb.eu-west-0.myhuaweicloud.com");
         return -1;
@@ -160,10 +330,91 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
 
 /* ------------------------------------------------------------------ job */
 
+/* Add the states of list `list` to the terminal set, marked failure or not. */
+static int add_terminal_states(struct yconf *y, yaml_node_t *list, int failure, struct classify_spec *job,
+                               struct conf_diag *d)
+{
+    if (!list || list->type != YAML_SEQUENCE_NODE || yconf_seq_len(list) == 0) {
+        yconf_error(y, list, d, "a list of final states is expected here, such as [SUCCESS]");
+        return -1;
+    }
+    size_t n = yconf_seq_len(list);
+    char **terminal = realloc(job->terminal, (job->nterminal + n) * sizeof(char *));
+    unsigned char *flags = realloc(job->failure, job->nterminal + n);
+    if (terminal)
+        job->terminal = terminal;
+    if (flags)
+        job->failure = flags;
+    if (!terminal || !flags)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = yconf_seq_item(y, list, i);
+        const char *v = yconf_scalar(item);
+        if (!v || !*v) {
+            yconf_error(y, item, d, "a terminal state is a single word");
+            rc = -1;
+            continue;
+        }
+        for (size_t k = 0; k < job->nterminal; k++) {
+            if (strcmp(job->terminal[k], v) == 0) {
+                yconf_error(y, item, d, "terminal state '%s' is listed twice", v);
+                rc = -1;
+            }
+        }
+        job->failure[job->nterminal] = (unsigned char)failure;
+        job->terminal[job->nterminal++] = strdup(v);
+    }
+    return rc;
+}
+
+/* job.terminal: a list, or {success: [...], failure: [...]}. */
+static int load_terminal(struct yconf *y, yaml_node_t *n, yaml_node_t *parent, struct classify_spec *job,
+                         struct conf_diag *d)
+{
+    static const char *const keys[] = {"success", "failure", NULL};
+    if (!n) {
+        yconf_error(y, parent, d, "job needs 'terminal': the final states, such as [SUCCESS, FAIL]");
+        return -1;
+    }
+    if (n->type != YAML_MAPPING_NODE)
+        return add_terminal_states(y, n, 0, job, d);
+    if (yconf_check_map(y, n, "job.terminal", keys, d) < 0)
+        return -1;
+    yaml_node_t *success = yconf_get(y, n, "success");
+    yaml_node_t *failure = yconf_get(y, n, "failure");
+    if (!success) {
+        yconf_error(y, n, d, "job.terminal needs 'success', the states of a job that succeeded");
+        return -1;
+    }
+    int rc = add_terminal_states(y, success, 0, job, d);
+    if (failure)
+        rc |= add_terminal_states(y, failure, 1, job, d);
+    return rc;
+}
+
+static int load_sub_jobs(struct yconf *y, yaml_node_t *n, struct classify_spec *job, struct conf_diag *d)
+{
+    static const char *const keys[] = {"path", "state", NULL};
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "job.sub_jobs", keys, d) < 0)
+        return -1;
+    const char *path = yconf_scalar(yconf_get(y, n, "path"));
+    const char *state = yconf_scalar(yconf_get(y, n, "state"));
+    if (!path || !state || jsonpath_compile(&job->sub_jobs, path) < 0 || jsonpath_compile(&job->sub_state, state) < 0) {
+        yconf_error(y, n, d,
+                    "sub_jobs needs 'path' (where the list is) and 'state' (the state in each), "
+                    "such as {path: entities.sub_jobs, state: status}");
+        return -1;
+    }
+    return 0;
+}
+
 /* `route_rule` is NULL when the route did not load: identity is then not checked against it. */
 static int load_job(struct yconf *y, yaml_node_t *n, const struct rule *route_rule, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"state", "terminal", "identity", NULL};
+    static const char *const keys[] = {"state", "terminal", "identity", "sub_jobs", NULL};
     static const char *const identity_keys[] = {"field", "param", NULL};
     r->identity_param = -1;
     if (!n) {
@@ -180,24 +431,8 @@ static int load_job(struct yconf *y, yaml_node_t *n, const struct rule *route_ru
         rc = -1;
     }
 
-    yaml_node_t *terminal = yconf_get(y, n, "terminal");
-    size_t nt = yconf_seq_len(terminal);
-    if (!terminal || terminal->type != YAML_SEQUENCE_NODE || nt == 0) {
-        yconf_error(y, terminal ? terminal : n, d,
-                    "job needs 'terminal': the list of final states, such as [SUCCESS, FAIL]");
-        rc = -1;
-    } else {
-        r->job.terminal = calloc(nt, sizeof(char *));
-        for (size_t i = 0; i < nt; i++) {
-            const char *v = yconf_scalar(yconf_seq_item(y, terminal, i));
-            if (!v || !*v) {
-                yconf_error(y, yconf_seq_item(y, terminal, i), d, "a terminal state is a single word");
-                rc = -1;
-                continue;
-            }
-            r->job.terminal[r->job.nterminal++] = strdup(v);
-        }
-    }
+    rc |= load_terminal(y, yconf_get(y, n, "terminal"), n, &r->job, d);
+    rc |= load_sub_jobs(y, yconf_get(y, n, "sub_jobs"), &r->job, d);
 
     yaml_node_t *identity = yconf_get(y, n, "identity");
     if (identity) {
@@ -221,7 +456,7 @@ static int load_job(struct yconf *y, yaml_node_t *n, const struct rule *route_ru
 
 static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"terminal_ttl", "pending_ttl", NULL};
+    static const char *const keys[] = {"terminal_ttl", "pending_ttl", "not_found_ttl", NULL};
     r->terminal_ttl_ms = YCONF_FOREVER;
     r->pending_ttl_ms = 2000;
     if (!n)
@@ -232,6 +467,8 @@ static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
     rc |= yconf_get_ms(y, n, "terminal_ttl", 1, INT64_MAX / 4, 1, &r->terminal_ttl_ms, d);
     /* A still-changing answer kept for long would hide progress from pollers. */
     rc |= yconf_get_ms(y, n, "pending_ttl", 0, 3600000, 0, &r->pending_ttl_ms, d);
+    /* Off by default: a job created a moment ago may not be visible upstream yet. */
+    rc |= yconf_get_ms(y, n, "not_found_ttl", 0, 3600000, 0, &r->not_found_ttl_ms, d);
     return rc ? -1 : 0;
 }
 
@@ -410,9 +647,47 @@ static int load_error_shapes(struct yconf *y, yaml_node_t *n, struct errmap *map
     return rc;
 }
 
+/* errors.codes: upstream error code -> answer; looked up before the status. */
+static int load_error_codes(struct yconf *y, yaml_node_t *n, struct errmap *map, struct conf_diag *d)
+{
+    if (!n)
+        return 0;
+    if (n->type != YAML_MAPPING_NODE) {
+        yconf_error(y, n, d, "errors.codes maps upstream error codes (\"APIGW.0307\") to answers");
+        return -1;
+    }
+    size_t count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    map->codes = calloc(count ? count : 1, sizeof(*map->codes));
+    if (!map->codes)
+        return -1;
+    int rc = 0;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+        const char *code = yconf_scalar(k);
+        if (!code || !*code) {
+            yconf_error(y, k, d, "an error code is a word such as APIGW.0307");
+            rc = -1;
+            continue;
+        }
+        if (key_given_before(y, n, p, code)) {
+            yconf_error(y, k, d, "error code '%s' is mapped twice", code);
+            rc = -1;
+            continue;
+        }
+        struct errmap_code *c = &map->codes[map->ncodes];
+        if (load_error_entry(y, yaml_document_get_node(&y->doc, p->value), &c->entry, d) < 0) {
+            rc = -1;
+            continue;
+        }
+        c->code = strdup(code);
+        map->ncodes++;
+    }
+    return rc;
+}
+
 static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"body", "status", "fault", "invalid_request", NULL};
+    static const char *const keys[] = {"body", "codes", "status", "fault", "invalid_request", NULL};
     client_error_set(&r->invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'errors' (how upstream errors map onto the documented table)");
@@ -422,6 +697,7 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct c
         return -1;
     int rc = 0;
     rc |= load_error_shapes(y, yconf_get(y, n, "body"), &r->errors, d);
+    rc |= load_error_codes(y, yconf_get(y, n, "codes"), &r->errors, d);
     rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, &r->errors, d);
     rc |= load_error_faults(y, yconf_get(y, n, "fault"), n, &r->errors, d);
     yaml_node_t *invalid = yconf_get(y, n, "invalid_request");
@@ -437,6 +713,36 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct c
         free(e.message);
     }
     return rc ? -1 : 0;
+}
+
+/* `errors` is the section itself, or the name of a file holding it
+ * (relative to the rule file), so that APIs with one error vocabulary share
+ * one map. Diagnostics then point into that file. */
+static int load_errors_section(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    const char *file = yconf_scalar(n);
+    if (!file)
+        return load_errors(y, n, r, d);
+    char path[4096];
+    if (file[0] == '/') {
+        snprintf(path, sizeof(path), "%s", file);
+    } else {
+        const char *slash = strrchr(y->path, '/');
+        int dirlen = slash ? (int)(slash - y->path) : 1;
+        snprintf(path, sizeof(path), "%.*s/%s", dirlen, slash ? y->path : ".", file);
+    }
+    struct yconf shared;
+    int rc = yconf_load(&shared, path, d);
+    if (rc == 0 && !yconf_root(&shared)) {
+        yconf_error(&shared, NULL, d, "the file is empty: it should hold an errors section");
+        rc = -1;
+    }
+    if (rc < 0)
+        yconf_error(y, n, d, "cannot use the errors file '%s'", path);
+    else
+        rc = load_errors(&shared, yconf_root(&shared), r, d);
+    yconf_free(&shared);
+    return rc;
 }
 
 /* ----------------------------------------------------------------- rule */
@@ -470,7 +776,7 @@ static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
     /* The job section refers to route parameters: check it against a valid route only. */
     rc |= load_job(y, yconf_get(y, root, "job"), route_ok ? r : NULL, r, d);
     rc |= load_cache(y, yconf_get(y, root, "cache"), r, d);
-    rc |= load_errors(y, yconf_get(y, root, "errors"), r, d);
+    rc |= load_errors_section(y, yconf_get(y, root, "errors"), r, d);
     if (rc) {
         rule_free(r);
         return NULL;
@@ -488,7 +794,8 @@ static int ruleset_add(struct ruleset *rs, struct rule *r, struct conf_diag *d)
                           o->line);
             rc = -1;
         }
-        if (route_templates_overlap(&o->route, &r->route)) {
+        int same_host = !o->host || !r->host || strcmp(o->host, r->host) == 0;
+        if (same_host && route_templates_overlap(&o->route, &r->route)) {
             conf_diag_add(d, r->file, r->line, 1, "route %s of rule '%s' overlaps route %s of rule '%s' (%s:%zu)",
                           r->route.text, r->name, o->route.text, o->name, o->file, o->line);
             rc = -1;
@@ -574,13 +881,38 @@ void ruleset_unref(struct ruleset *rs)
     free(rs);
 }
 
-enum route_result ruleset_match(const struct ruleset *rs, const char *path, const struct rule **rule_out,
-                                struct route_match *m)
+/* Does the request's Host (may be NULL; may carry a port) satisfy the rule? */
+static int host_matches(const struct rule *r, const char *host)
+{
+    if (!r->host)
+        return 1;
+    if (!host)
+        return 0;
+    size_t len = strcspn(host, ":");
+    if (host[0] == '[') /* an IPv6 literal: the port follows the ']' */
+        len = strcspn(host, "]") + 1;
+    return strlen(r->host) == len && strncasecmp(r->host, host, len) == 0;
+}
+
+int rule_upstream_path(const struct rule *r, const struct route_match *m, char *out, size_t outlen)
+{
+    if (r->upstream_path.nsegs == 0)
+        return route_template_expand(&r->route, m, out, outlen);
+    const char *values[ROUTE_MAX_PARAMS];
+    for (size_t i = 0; i < r->upstream_path.nparams; i++)
+        values[i] = m->values[r->upstream_param[i]];
+    return route_template_expand_values(&r->upstream_path, values, out, outlen);
+}
+
+enum route_result ruleset_match(const struct ruleset *rs, const char *host, const char *path,
+                                const struct rule **rule_out, struct route_match *m)
 {
     enum route_result best = ROUTE_NO_MATCH;
     *rule_out = NULL;
-    /* Routes never overlap (the loader refuses it), so at most one has this shape. */
+    /* Routes never overlap (the loader refuses it), so at most one has this shape for this host. */
     for (size_t i = 0; i < rs->count; i++) {
+        if (!host_matches(rs->rules[i], host))
+            continue;
         enum route_result res = route_template_match(&rs->rules[i]->route, path, m, NULL);
         if (res != ROUTE_NO_MATCH) {
             *rule_out = rs->rules[i];

@@ -33,16 +33,24 @@ struct rule {
     char *name; /* unique; part of every cache key */
     char *file;
     size_t line;
+    char *host; /* Host header the route requires (lower case, no port); NULL: any */
     struct route_template route;
     unsigned methods; /* enum rule_method bits */
     enum rule_query query;
-    char *upstream_url; /* base URL: scheme://host[:port][/prefix]; the route path is appended */
+    char *upstream_url;                   /* base URL: scheme://host[:port][/prefix]; the route path is appended */
+    struct route_template upstream_path;  /* the path sent upstream; nsegs == 0: the route's own */
+    int upstream_param[ROUTE_MAX_PARAMS]; /* its parameters, as indexes of the route's */
+    char **add_headers;                   /* "Name: value" lines added to every upstream request */
+    size_t nadd_headers;
+    char **drop_headers; /* default headers not to send: X-Request-Id, Accept, User-Agent, X-Auth-Token */
+    size_t ndrop_headers;
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
     struct classify_spec job;
     int identity_param;      /* route parameter the body must name, -1: none */
     int64_t terminal_ttl_ms; /* YCONF_FOREVER: no expiry */
     int64_t pending_ttl_ms;
+    int64_t not_found_ttl_ms; /* negative caching of an upstream 404; 0: off */
     struct errmap errors;
     struct client_error invalid_request; /* answer for a request the route refuses */
 };
@@ -63,10 +71,14 @@ struct ruleset *ruleset_load_string(const char *name, const char *text, struct c
 struct ruleset *ruleset_ref(struct ruleset *rs);
 void ruleset_unref(struct ruleset *rs);
 
-/* Find the rule for `path`. ROUTE_MATCH: *rule_out and *m are set.
+/* The upstream path for a matched request. Returns its length, or -1 if it does not fit. */
+int rule_upstream_path(const struct rule *r, const struct route_match *m, char *out, size_t outlen);
+
+/* Find the rule for `host` (the request's Host header, may be NULL) and
+ * `path`. ROUTE_MATCH: *rule_out and *m are set.
  * ROUTE_BAD_PARAM: *rule_out is the rule whose shape matched (answer 400).
  * ROUTE_NO_MATCH: no rule has this shape (answer 404). */
-enum route_result ruleset_match(const struct ruleset *rs, const char *path, const struct rule **rule_out,
-                                struct route_match *m);
+enum route_result ruleset_match(const struct ruleset *rs, const char *host, const char *path,
+                                const struct rule **rule_out, struct route_match *m);
 
 #endif

@@ -248,6 +248,14 @@ static void check_done(struct upstream *u)
     }
 }
 
+static int dropped(const struct upstream_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->ndrop_headers; i++)
+        if (strcasecmp(req->drop_headers[i], name) == 0)
+            return 1;
+    return 0;
+}
+
 struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
                                      void *arg)
 {
@@ -266,10 +274,15 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     }
     char line[512];
     struct curl_slist *h = NULL;
-    h = curl_slist_append(h, "Accept: application/json");
-    snprintf(line, sizeof(line), "X-Request-Id: %s", req->request_id);
-    h = curl_slist_append(h, line);
-    if (req->auth_token) {
+    /* "Accept:" with no value stops libcurl from sending its own default. */
+    h = curl_slist_append(h, dropped(req, "Accept") ? "Accept:" : "Accept: application/json");
+    if (!dropped(req, "X-Request-Id")) {
+        snprintf(line, sizeof(line), "X-Request-Id: %s", req->request_id);
+        h = curl_slist_append(h, line);
+    }
+    for (size_t i = 0; i < req->nadd_headers; i++)
+        h = curl_slist_append(h, req->add_headers[i]);
+    if (req->auth_token && !dropped(req, "X-Auth-Token")) {
         /* Built on the heap and wiped after use: a token may be long, and is a secret. */
         size_t n = strlen(req->auth_token) + 16;
         char *hdr = malloc(n);
@@ -285,7 +298,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     CURL *e = c->easy;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);
+    if (!dropped(req, "User-Agent"))
+        curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -337,7 +351,10 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
         return NULL;
     }
     u->base = base;
+    /* Deep copy: the configuration it came from is replaced on reload. */
     u->conf = *conf;
+    u->conf.ca_file = conf->ca_file ? strdup(conf->ca_file) : NULL;
+    u->conf.user_agent = strdup(conf->user_agent ? conf->user_agent : "jobgate");
     LIST_INIT(&u->calls);
     LIST_INIT(&u->socks);
     u->multi = curl_multi_init();
@@ -374,5 +391,7 @@ void upstream_free(struct upstream *u)
     }
     if (u->timer)
         event_free(u->timer);
+    free(u->conf.ca_file);
+    free(u->conf.user_agent);
     free(u);
 }

@@ -32,6 +32,10 @@ struct upstream_request {
     const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
+    char *const *add_headers; /* "Name: value" lines sent as well */
+    size_t nadd_headers;
+    char *const *drop_headers; /* default headers not to send: X-Request-Id, Accept, User-Agent, X-Auth-Token */
+    size_t ndrop_headers;
 };
 
 struct upstream_response {
@@ -48,6 +52,7 @@ struct upstream_response {
  * upstream_fetch. `resp` and its body are valid only during the call. */
 typedef void (*upstream_done_cb)(const struct upstream_response *resp, void *arg);
 
+/* The upstream keeps its own copy of `conf`. */
 struct upstream *upstream_new(struct event_base *base, const struct upstream_conf *conf, char *err, size_t errlen);
 
 /* Start a GET. Returns a handle for upstream_cancel, or NULL if it could not

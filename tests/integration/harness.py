@@ -164,8 +164,9 @@ class Redis:
 class Sim:
     """The job-API simulator (tests/sim/jobsim)."""
 
-    def __init__(self, init_ms=1000, running_ms=2000, tls=None):
+    def __init__(self, init_ms=1000, running_ms=2000, tls=None, api=None):
         self.port = free_port()
+        self.api = api  # jobsim --api: which job API's shape it plays
         self.init_ms = init_ms
         self.running_ms = running_ms
         self.tls = tls  # (cert, key) or None
@@ -181,6 +182,8 @@ class Sim:
                 "--running-ms", str(self.running_ms), "--quiet"]
         if self.tls:
             args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        if self.api:
+            args += ["--api", self.api]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.port, proc=self.proc)
         return self
@@ -201,12 +204,15 @@ class Sim:
         finally:
             conn.close()
 
-    def define_job(self, job, init_ms=None, running_ms=None, final="SUCCESS"):
+    def define_job(self, job, init_ms=None, running_ms=None, final="SUCCESS", **extra):
+        """extra: sub_jobs, sub_lag_ms, init_state (see jobsim's control API)."""
         q = "final=%s" % final
         if init_ms is not None:
             q += "&init_ms=%d" % init_ms
         if running_ms is not None:
             q += "&running_ms=%d" % running_ms
+        for k, v in extra.items():
+            q += "&%s=%s" % (k, v)
         self._control("POST", "/_sim/jobs/%s?%s" % (job, q))
 
     def fault(self, job="*", kind="status", **params):
@@ -272,10 +278,14 @@ class Jobgate:
             redis = self.redis
         else:
             redis = "redis://127.0.0.1:%d" % self.redis.port
+        upstream = ""
+        if self.upstream:  # None: every rule goes to its own upstream url
+            upstream += "  url: %s\n" % self.upstream
+        if self.ca_file:
+            upstream += "  ca_file: %s\n" % self.ca_file
         return ("listen: 127.0.0.1:%d\nlog_level: debug\nrules: [%s]\ncache:\n  redis: %s\n"
-                "upstream:\n  url: %s\n%sshutdown_timeout: 5s\n%s"
-                % (self.port, ", ".join(self.rules), redis, self.upstream,
-                   "  ca_file: %s\n" % self.ca_file if self.ca_file else "", self.extra_config))
+                "upstream:\n%sshutdown_timeout: 5s\n%s"
+                % (self.port, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n", self.extra_config))
 
     def start(self, wait=True):
         self.config = os.path.join(self.tmp, "jobgate.yaml")

@@ -70,11 +70,14 @@ def check_reports_file_line_and_key(env):
     err = r.stderr.decode()
     check("%s:5:17: 'redis_budget' must be a duration" % conf in err, "budget error in %r" % err)
     check("%s:6:1: unknown key 'upstrem'" % conf in err, "unknown key error in %r" % err)
-    bad_rule = write(env, "rule.yaml", open(SEED_RULE).read().replace('"429": { status: 503', '"429": { status: 429'))
+    seed = open(SEED_RULE).read()
+    line = seed[:seed.index('"429": { status: 503')].count("\n") + 1
+    bad_rule = write(env, "rule.yaml", seed.replace('"429": { status: 503', '"429": { status: 429'))
     conf2 = write(env, "bad2.yaml", "rules: [%s]\n" % bad_rule)
     r2 = jobgate("-t", "-c", conf2)
     eq(r2.returncode, 1, "rc for a bad rule")
-    check(":52:" in r2.stderr.decode() and "documented table" in r2.stderr.decode(), "rule error: %r" % r2.stderr)
+    check("%s:%d:" % (bad_rule, line) in r2.stderr.decode() and "documented table" in r2.stderr.decode(),
+          "rule error at line %d: %r" % (line, r2.stderr))
     missing = jobgate("-t", "-c", os.path.join(env["tmp"], "nope.yaml"))
     eq(missing.returncode, 1, "missing file rc")
     check(b"cannot open" in missing.stderr, "missing file message %r" % missing.stderr)

@@ -1,5 +1,6 @@
 /*
- * jobsim: a stand-in for Huawei Cloud's classic ELB "query job status" API.
+ * jobsim: a stand-in for Huawei Cloud's job-status APIs (the classic ELB
+ * "query job status" API and its siblings).
  *
  * The integration tests and the quick-start demo point jobgate at jobsim
  * instead of the real cloud.  jobsim plays job lifecycles on a clock and,
@@ -8,31 +9,80 @@
  *
  * Command line
  *   jobsim [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
- *          [--init-ms N] [--running-ms N] [--quiet]
+ *          [--api NAME] [--init-ms N] [--running-ms N] [--quiet]
  *   Listens on 127.0.0.1:9090 by default (port 0 picks a free port); with a
  *   certificate and key it speaks HTTPS only (TLS 1.2 or later).  Once
  *   listening it prints one line to stdout, "jobsim listening on
  *   http://HOST:PORT" (or https), which scripts wait for.  Unless --quiet,
  *   every request is logged on one line of stderr.  SIGTERM or SIGINT make it
  *   free everything and exit 0, so that LeakSanitizer can vouch for it.
+ *   --api NAME picks the one job API this instance plays (default elb-v1);
+ *   a test that needs several APIs starts one simulator per API.
  *
- * Job API (what the gateway talks to)
- *   GET|HEAD /v1.0/{project_id}/jobs/{job_id}
+ * Job API (what the gateway talks to): one of these shapes, by --api
+ *   NAME    GET|HEAD path                                 states
+ *   elb-v1  /v1.0/{project_id}/jobs/{job_id}              INIT RUNNING SUCCESS FAIL
+ *           {"status","entities","job_id","job_type":"createELB","begin_time",
+ *            "end_time","error_code","fail_reason","sub_jobs":[]}; entities.elb
+ *           appears once the job has succeeded.  No sub-jobs.
+ *   ecs     /v1/{project_id}/jobs/{job_id}                INIT RUNNING SUCCESS FAIL
+ *           {"status","entities":{"sub_jobs_total":N,"sub_jobs":[{"status",
+ *            "entities":{"server_id"},"job_id","job_type":"createSingleServer",
+ *            "begin_time","end_time","error_code","fail_reason"}...]},"job_id",
+ *            "job_type":"createServer","begin_time","end_time","error_code",
+ *            "fail_reason"}
+ *   evs     /v1/{project_id}/jobs/{job_id}                INIT RUNNING SUCCESS FAIL
+ *           as ecs, with job_type "createVolume" and sub-jobs
+ *           "createSingleVolume" whose entities carry "volume_id"
+ *   vpc     /v1/{project_id}/jobs/{job_id}                INIT RUNNING SUCCESS FAIL
+ *           as ecs, with job_type "createPublicip" and "entities":{}: no
+ *           sub-jobs
+ *   elb-v3  /v3/{project_id}/elb/jobs/{job_id}            INIT RUNNING SUCCESS FAIL
+ *           {"job":{"status","job_id","job_type":"CreateLoadbalancer",
+ *            "begin_time","end_time","error_code","error_msg","resource_id",
+ *            "project_id","sub_jobs":[{"status","job_id","job_type":
+ *            "CreateListener","resource_id"}...]},"request_id"}
+ *   cce     /api/v3/projects/{project_id}/jobs/{job_id}   Initializing Running
+ *                                                         Success Failed
+ *           {"kind":"Job","apiVersion":"v3","metadata":{"uid","creationTimestamp"},
+ *            "spec":{"type":"CreateCluster","clusterUID","resourceName",
+ *            "subJobs":[{"kind":"Job","metadata":{"uid"},"spec":{"type":
+ *            "CreateMaster"},"status":{"phase"}}...]},"status":{"phase","reason"}}
+ *   Adding an API is adding a row to job_apis[] (and, for a new layout, a
+ *   body builder).  Paths of the other shapes are unknown paths here.
  *   Any non-empty path segments are accepted: validating them is the
- *   gateway's job.  Ids are compared exactly as they appear in the path, no
- *   percent-decoding.  A job's clock starts the first time its id is seen
- *   (or when it is defined through the control API): it is "INIT" for
- *   init_ms, "RUNNING" for running_ms, then "SUCCESS" (or "FAIL" if it was
- *   defined with final=FAIL).  The 200 body mimics the real one, entities.elb
- *   appearing once the job has succeeded.  Other methods get 405 and other
- *   paths 404, both in the API gateway's flat error shape.  Every request on
- *   a job path is counted, whatever its method and whether or not a fault
- *   answered it.
+ *   gateway's job (CCE's job ids are UUIDs, the others 32 hex digits, but
+ *   jobsim does not care).  Ids are compared exactly as they appear in the
+ *   path, no percent-decoding.  A job's clock starts the first time its id
+ *   is seen (or when it is defined through the control API): it is in its
+ *   init state for init_ms, its running state for running_ms, then in its
+ *   final state (success, or failure if it was defined with final=FAIL).
+ *   Its sub-jobs follow the same timeline, except that they reach the
+ *   parent's final state sub_lag_ms later (so for a while the parent has
+ *   succeeded while its sub-jobs still run).  Other methods get 405 and
+ *   other paths 404, both in the API gateway's flat error shape.  Every
+ *   request on a job path is counted, whatever its method and whether or
+ *   not a fault answered it.
  *
- * Control API (JSON answers; never counted as job requests)
+ * Control API (JSON answers; never counted as job requests; the same for
+ * every --api)
  *   POST   /_sim/jobs/{job_id}?init_ms=N&running_ms=N&final=SUCCESS|FAIL
+ *                             [&sub_jobs=N][&sub_lag_ms=N][&init_state=NAME]
  *          (re)start that job's timeline now; omitted values take the
  *          command-line defaults.  Its request count is kept.
+ *          final: SUCCESS or FAIL (any case), whatever the API calls them
+ *          (the API's own names, such as cce's Success and Failed, are
+ *          accepted too).
+ *          sub_jobs: how many sub-jobs (0 to 100; default 2 for the APIs
+ *          with sub-jobs, 0 otherwise; the APIs without any refuse N > 0).
+ *          sub_lag_ms: how long after the parent the sub-jobs reach the
+ *          final state (default 0).
+ *          init_state: the state shown (by the job and its sub-jobs) while
+ *          the job is in its init phase, [A-Za-z_]{1,32}, e.g.
+ *          PENDING_PAYMENT (ecs), WAITING_EXECUTE or LISTENING (evs);
+ *          default the API's own (INIT, or Initializing for cce).
+ *          Jobs never defined follow the command-line timeline with the
+ *          API's default sub-job count, no lag and the default init state.
  *   POST   /_sim/faults?job=JOB_ID|*&kind=KIND[&count=N][&...]
  *          Install a fault for one job id, or for every job ("*").  A fault
  *          for the same target replaces the previous one; a job's own fault
@@ -53,10 +103,13 @@
  *            reset      drop the connection with a TCP reset, no answer
  *            nonjson    200 with an HTML body
  *            notobject  200 with the JSON array [1,2,3]
- *            wrongid    200 with a valid body for another job id
- *            nostatus   200 with a job body lacking "status"
+ *            wrongid    200 with a valid body for another job id (the id
+ *                       changes wherever the API shows it: job_id, job.job_id,
+ *                       metadata.uid; sub-job ids follow)
+ *            nostatus   200 with a job body lacking the job's status (status,
+ *                       job.status, status.phase); sub-jobs keep theirs
  *            oversized  [size=N] 200 with a valid job body padded to N bytes
- *                       (default 4 MiB) through a "padding" string field
+ *                       (default 4 MiB) through a top-level "padding" string
  *            truncated  200 announcing the whole body's Content-Length but
  *                       sending half of it, then closing the connection
  *          Unknown kinds or parameters and bad values are refused with 400.
@@ -70,9 +123,11 @@
  *
  * Shape of the code: one event loop; requests come in through a single
  * evhttp callback (sim_on_request) that routes to the job API or the control
- * API.  Answers are built as a struct sim_reply and sent by reply_send().
- * Answers that must wait (delay, hang, reset) are "parked": a parked request
- * holds the evhttp request until its timer fires or its client leaves.
+ * API.  A job's state at one instant is a struct job_snapshot, which the
+ * API's body builder turns into JSON.  Answers are built as a struct
+ * sim_reply and sent by reply_send().  Answers that must wait (delay, hang,
+ * reset) are "parked": a parked request holds the evhttp request until its
+ * timer fires or its client leaves.
  */
 
 #define _GNU_SOURCE /* tdestroy() */
@@ -109,6 +164,7 @@
 #define DEFAULT_LISTEN     "127.0.0.1:9090"
 #define DEFAULT_INIT_MS    1000
 #define DEFAULT_RUNNING_MS 2000
+#define DEFAULT_API        "elb-v1"
 
 /* Bounds that keep a hostile or mistaken client from exhausting memory. */
 #define MAX_HEADERS_SIZE       (64 * 1024)
@@ -120,6 +176,8 @@
 #define MAX_REASON_LENGTH      100
 #define OVERSIZED_DEFAULT_SIZE (4LL * 1024 * 1024)
 #define OVERSIZED_MAX_SIZE     (64LL * 1024 * 1024)
+#define MAX_SUB_JOBS           100
+#define MAX_INIT_STATE_LENGTH  32
 
 /* ------------------------------------------------------------------------ */
 /* Data model                                                               */
@@ -127,49 +185,79 @@
 
 enum job_phase { JOB_INIT, JOB_RUNNING, JOB_SUCCESS, JOB_FAIL };
 
-static const char *const job_phase_names[] = {
-    [JOB_INIT] = "INIT",
-    [JOB_RUNNING] = "RUNNING",
-    [JOB_SUCCESS] = "SUCCESS",
-    [JOB_FAIL] = "FAIL",
+#define JOB_PHASES 4
+
+/* When a job's phases change and what it shows meanwhile. */
+struct job_timeline {
+    int64_t init_ms;                            /* how long the job stays in its init phase */
+    int64_t running_ms;                         /* then how long it runs */
+    enum job_phase final_phase;                 /* JOB_SUCCESS or JOB_FAIL */
+    int sub_jobs;                               /* how many sub-jobs it has */
+    int64_t sub_lag_ms;                         /* they reach final_phase this much later */
+    char init_state[MAX_INIT_STATE_LENGTH + 1]; /* "": the API's own name */
 };
 
 /* One job id the simulator has seen or been told about. */
 struct sim_job {
     TAILQ_ENTRY(sim_job) link;
-    char *job_id;               /* owned */
-    int64_t started_ms;         /* monotonic clock when the timeline began */
-    time_t started_at;          /* wall clock at that moment, for begin_time */
-    int64_t init_ms;            /* how long the job stays INIT */
-    int64_t running_ms;         /* then how long it stays RUNNING */
-    enum job_phase final_phase; /* JOB_SUCCESS or JOB_FAIL */
-    uint64_t requests;          /* job-API requests received for this id */
+    char *job_id;       /* owned */
+    int64_t started_ms; /* monotonic clock when the timeline began */
+    time_t started_at;  /* wall clock at that moment, for begin_time */
+    struct job_timeline timeline;
+    uint64_t requests; /* job-API requests received for this id */
+};
+
+struct job_api;
+
+/* How an API writes a time (always UTC). */
+enum job_time_style {
+    TIME_PLAIN,  /* 2026-11-28 12:00:00 */
+    TIME_ISO,    /* 2026-11-28T12:00:00 */
+    TIME_ISO_MS, /* 2026-11-28T12:00:00.000Z */
+    TIME_GO_UTC, /* 2026-11-28 12:00:00.000000 +0000 UTC (Go's time.String) */
 };
 
 /* What a body builder needs to know about a job at one instant. */
 struct job_snapshot {
+    const struct job_api *api;
     const char *project_id;
     const char *job_id; /* the id to show (the wrongid fault lies) */
     enum job_phase phase;
-    const char *status_name; /* NULL: leave "status" out (nostatus fault) */
+    const char *status_name; /* NULL: leave the status out (nostatus fault) */
     time_t begin_time;
     time_t end_time; /* meaningful once the phase is terminal */
+    int sub_jobs;
+    enum job_phase sub_phase; /* every sub-job is in the same phase */
+    const char *sub_status_name;
+    time_t sub_end_time; /* meaningful once sub_phase is terminal */
+};
+
+/* How an API lays out a job's sub-jobs. */
+struct sub_job_layout {
+    int default_count;      /* sub-jobs of a job never defined; 0 if none */
+    const char *job_type;   /* each sub-job's type; NULL: no sub-jobs at all */
+    const char *entity_key; /* v1 APIs: the id in the sub-job's entities */
 };
 
 /*
- * A URL shape the simulator answers as a job-status API, and how to build
- * its 200 body.  Only the classic ELB shape exists today; sibling APIs
- * (ECS's /v1/..., ELB v3's {"job":{...}}) are one more row and one more
- * builder.
+ * A job API the simulator can play (one per instance, chosen by --api):
+ * its URL, the names of its states, and how to build its 200 body.  The
+ * builder returns a new object, NULL when out of memory.
  */
-struct job_path_shape {
-    const char *pattern; /* literal segments, {project_id} and {job_id} */
+struct job_api {
+    const char *name;                    /* --api NAME */
+    const char *pattern;                 /* literal segments, {project_id} and {job_id} */
+    const char *phase_names[JOB_PHASES]; /* [JOB_INIT] is the default init state */
+    enum job_time_style time_style;      /* how it writes its times */
+    const char *job_type;                /* the parent job's type */
+    const char *fail_code, *fail_reason; /* shown by a failed job */
+    struct sub_job_layout sub_jobs;
     cJSON *(*build_body)(const struct job_snapshot *snap);
 };
 
-/* A request path matched against a shape; the ids are owned copies. */
+/* A request path matched against the API; the ids are owned copies. */
 struct job_route {
-    const struct job_path_shape *shape;
+    const struct job_api *api;
     char *project_id;
     char *job_id;
 };
@@ -269,8 +357,8 @@ struct sim {
     struct evhttp *http;
     SSL_CTX *tls; /* NULL when serving plain HTTP */
     int quiet;
-    int64_t default_init_ms;
-    int64_t default_running_ms;
+    const struct job_api *api;            /* the one job API played */
+    struct job_timeline default_timeline; /* of jobs never defined */
 
     void *job_index;                    /* tsearch() tree over "jobs", keyed by job_id */
     TAILQ_HEAD(job_list, sim_job) jobs; /* owns the jobs, first seen first */
@@ -319,15 +407,6 @@ static int64_t monotonic_ms(void)
     return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* "2026-11-28 12:00:00", in UTC, as the job API formats its times. */
-static void format_job_time(time_t when, char out[32])
-{
-    struct tm tm;
-
-    gmtime_r(&when, &tm);
-    strftime(out, 32, "%Y-%m-%d %H:%M:%S", &tm);
-}
-
 /* 32 random lowercase hex characters, like the API gateway's request ids. */
 static void random_request_id(char out[33])
 {
@@ -365,6 +444,12 @@ static void derived_uuid(const char *text, uint64_t salt, char out[37])
 
     snprintf(out, 37, "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, high >> 32,
              (high >> 16) & 0xffff, high & 0xffff, low >> 48, low & (uint64_t)0xffffffffffff);
+}
+
+/* 32 lowercase hex characters derived from "text", like a v1 job id. */
+static void derived_hex_id(const char *text, uint64_t salt, char out[33])
+{
+    snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, fnv1a64(text, salt), fnv1a64(text, ~salt));
 }
 
 /*
@@ -667,13 +752,11 @@ static struct sim_job *job_find(struct sim *sim, const char *job_id)
 }
 
 /* Start (or restart) the job's timeline now. */
-static void job_restart(struct sim_job *job, int64_t init_ms, int64_t running_ms, enum job_phase final_phase)
+static void job_restart(struct sim_job *job, const struct job_timeline *timeline)
 {
     job->started_ms = monotonic_ms();
     job->started_at = time(NULL);
-    job->init_ms = init_ms;
-    job->running_ms = running_ms;
-    job->final_phase = final_phase;
+    job->timeline = *timeline;
 }
 
 /* The job with this id, created with the default timeline if new. */
@@ -691,7 +774,7 @@ static struct sim_job *job_find_or_create(struct sim *sim, const char *job_id)
         return NULL;
     }
     TAILQ_INSERT_TAIL(&sim->jobs, job, link);
-    job_restart(job, sim->default_init_ms, sim->default_running_ms, JOB_SUCCESS);
+    job_restart(job, &sim->default_timeline);
     return job;
 }
 
@@ -709,22 +792,76 @@ static void jobs_clear(struct sim *sim)
     sim->total_job_requests = 0;
 }
 
-static void job_snapshot_take(const struct sim_job *job, const char *project_id, const char *shown_job_id,
-                              struct job_snapshot *snap)
+/* What "api" calls "phase" for this job (its init state may be its own). */
+static const char *job_state_name(const struct job_api *api, const struct sim_job *job, enum job_phase phase)
 {
-    int64_t elapsed = monotonic_ms() - job->started_ms;
+    if (phase == JOB_INIT && job->timeline.init_state[0] != '\0')
+        return job->timeline.init_state;
+    return api->phase_names[phase];
+}
 
-    if (elapsed < job->init_ms)
-        snap->phase = JOB_INIT;
-    else if (elapsed < job->init_ms + job->running_ms)
-        snap->phase = JOB_RUNNING;
+static void job_snapshot_take(const struct job_api *api, const struct sim_job *job, const char *project_id,
+                              const char *shown_job_id, struct job_snapshot *snap)
+{
+    const struct job_timeline *timeline = &job->timeline;
+    int64_t elapsed = monotonic_ms() - job->started_ms;
+    int64_t final_at = timeline->init_ms + timeline->running_ms;
+
+    memset(snap, 0, sizeof(*snap));
+    if (elapsed < timeline->init_ms)
+        snap->phase = snap->sub_phase = JOB_INIT;
+    else if (elapsed < final_at)
+        snap->phase = snap->sub_phase = JOB_RUNNING;
     else
-        snap->phase = job->final_phase;
-    snap->status_name = job_phase_names[snap->phase];
+        snap->phase = timeline->final_phase;
+    if (elapsed >= final_at)
+        snap->sub_phase = elapsed < final_at + timeline->sub_lag_ms ? JOB_RUNNING : timeline->final_phase;
+    snap->api = api;
+    snap->status_name = job_state_name(api, job, snap->phase);
+    snap->sub_status_name = job_state_name(api, job, snap->sub_phase);
     snap->project_id = project_id;
     snap->job_id = shown_job_id;
     snap->begin_time = job->started_at;
-    snap->end_time = job->started_at + (time_t)((job->init_ms + job->running_ms) / 1000);
+    snap->end_time = job->started_at + (time_t)(final_at / 1000);
+    snap->sub_end_time = job->started_at + (time_t)((final_at + timeline->sub_lag_ms) / 1000);
+    snap->sub_jobs = timeline->sub_jobs;
+}
+
+static int job_phase_terminal(enum job_phase phase)
+{
+    return phase == JOB_SUCCESS || phase == JOB_FAIL;
+}
+
+/* Add "key": the time in the API's format, or "" if "known" is false. */
+static void add_job_time(cJSON *object, const char *key, const struct job_snapshot *snap, time_t when, int known)
+{
+    struct tm tm;
+    char text[64] = "";
+
+    if (known) {
+        gmtime_r(&when, &tm);
+        /* Literal formats, so that the compiler can check them. */
+        switch (snap->api->time_style) {
+        case TIME_PLAIN: strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", &tm); break;
+        case TIME_ISO: strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm); break;
+        case TIME_ISO_MS: strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S.000Z", &tm); break;
+        case TIME_GO_UTC: strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S.000000 +0000 UTC", &tm); break;
+        }
+    }
+    cJSON_AddStringToObject(object, key, text);
+}
+
+/* Add the error fields: the API's failure if "phase" is JOB_FAIL, else nulls. */
+static void add_job_error(cJSON *object, const char *code_key, const char *reason_key, const struct job_snapshot *snap,
+                          enum job_phase phase)
+{
+    if (phase == JOB_FAIL) {
+        cJSON_AddStringToObject(object, code_key, snap->api->fail_code);
+        cJSON_AddStringToObject(object, reason_key, snap->api->fail_reason);
+    } else {
+        cJSON_AddNullToObject(object, code_key);
+        cJSON_AddNullToObject(object, reason_key);
+    }
 }
 
 /*
@@ -737,8 +874,6 @@ static cJSON *elb_classic_job_body(const struct job_snapshot *snap)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON *entities;
-    int terminal = snap->phase == JOB_SUCCESS || snap->phase == JOB_FAIL;
-    char when[32];
 
     if (body == NULL)
         return NULL;
@@ -764,25 +899,252 @@ static cJSON *elb_classic_job_body(const struct job_snapshot *snap)
         cJSON_AddStringToObject(elb, "vpc_id", id);
     }
     cJSON_AddStringToObject(body, "job_id", snap->job_id);
-    cJSON_AddStringToObject(body, "job_type", "createELB");
-    format_job_time(snap->begin_time, when);
-    cJSON_AddStringToObject(body, "begin_time", when);
-    format_job_time(snap->end_time, when);
-    cJSON_AddStringToObject(body, "end_time", terminal ? when : "");
-    if (snap->phase == JOB_FAIL) {
-        cJSON_AddStringToObject(body, "error_code", "ELB.2003");
-        cJSON_AddStringToObject(body, "fail_reason", "quota exceeded");
-    } else {
-        cJSON_AddNullToObject(body, "error_code");
-        cJSON_AddNullToObject(body, "fail_reason");
-    }
+    cJSON_AddStringToObject(body, "job_type", snap->api->job_type);
+    add_job_time(body, "begin_time", snap, snap->begin_time, 1);
+    add_job_time(body, "end_time", snap, snap->end_time, job_phase_terminal(snap->phase));
+    add_job_error(body, "error_code", "fail_reason", snap, snap->phase);
     cJSON_AddArrayToObject(body, "sub_jobs");
     return body;
 }
 
-static const struct job_path_shape job_path_shapes[] = {
-    {"/v1.0/{project_id}/jobs/{job_id}", elb_classic_job_body}, /* classic ELB */
+/*
+ * The ECS-style v1 job body (ECS, EVS, VPC):
+ * {"status","entities","job_id","job_type","begin_time","end_time",
+ *  "error_code","fail_reason"}.  With a sub-job layout, entities is
+ * {"sub_jobs_total":N,"sub_jobs":[...]}, each sub-job shaped like the parent
+ * with the id of the resource it creates in its entities; else {}.
+ */
+static cJSON *v1_job_body(const struct job_snapshot *snap)
+{
+    const struct job_api *api = snap->api;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *entities;
+    int i;
+
+    if (body == NULL)
+        return NULL;
+    if (snap->status_name != NULL)
+        cJSON_AddStringToObject(body, "status", snap->status_name);
+    entities = cJSON_AddObjectToObject(body, "entities");
+    if (api->sub_jobs.job_type != NULL) {
+        cJSON *sub_jobs;
+
+        cJSON_AddNumberToObject(entities, "sub_jobs_total", snap->sub_jobs);
+        sub_jobs = cJSON_AddArrayToObject(entities, "sub_jobs");
+        for (i = 0; i < snap->sub_jobs; i++) {
+            cJSON *sub = cJSON_CreateObject();
+            cJSON *sub_entities;
+            char id[37];
+
+            cJSON_AddItemToArray(sub_jobs, sub);
+            cJSON_AddStringToObject(sub, "status", snap->sub_status_name);
+            sub_entities = cJSON_AddObjectToObject(sub, "entities");
+            if (api->sub_jobs.entity_key != NULL) {
+                derived_uuid(snap->job_id, 0x5e0 + (uint64_t)i, id);
+                cJSON_AddStringToObject(sub_entities, api->sub_jobs.entity_key, id);
+            }
+            derived_hex_id(snap->job_id, 0x50b + (uint64_t)i, id);
+            cJSON_AddStringToObject(sub, "job_id", id);
+            cJSON_AddStringToObject(sub, "job_type", api->sub_jobs.job_type);
+            add_job_time(sub, "begin_time", snap, snap->begin_time, 1);
+            add_job_time(sub, "end_time", snap, snap->sub_end_time, job_phase_terminal(snap->sub_phase));
+            add_job_error(sub, "error_code", "fail_reason", snap, snap->sub_phase);
+        }
+    }
+    cJSON_AddStringToObject(body, "job_id", snap->job_id);
+    cJSON_AddStringToObject(body, "job_type", api->job_type);
+    add_job_time(body, "begin_time", snap, snap->begin_time, 1);
+    add_job_time(body, "end_time", snap, snap->end_time, job_phase_terminal(snap->phase));
+    add_job_error(body, "error_code", "fail_reason", snap, snap->phase);
+    return body;
+}
+
+/*
+ * The ELB v3 job body: {"job":{"status","job_id","job_type","begin_time",
+ * "end_time","error_code","error_msg","resource_id","project_id",
+ * "sub_jobs":[{"status","job_id","job_type","resource_id"}...]},
+ * "request_id"}.
+ */
+static cJSON *elb_v3_job_body(const struct job_snapshot *snap)
+{
+    const struct job_api *api = snap->api;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *job, *sub_jobs;
+    char id[37];
+    char request_id[33];
+    int i;
+
+    if (body == NULL)
+        return NULL;
+    job = cJSON_AddObjectToObject(body, "job");
+    if (snap->status_name != NULL)
+        cJSON_AddStringToObject(job, "status", snap->status_name);
+    cJSON_AddStringToObject(job, "job_id", snap->job_id);
+    cJSON_AddStringToObject(job, "job_type", api->job_type);
+    add_job_time(job, "begin_time", snap, snap->begin_time, 1);
+    add_job_time(job, "end_time", snap, snap->end_time, job_phase_terminal(snap->phase));
+    add_job_error(job, "error_code", "error_msg", snap, snap->phase);
+    derived_uuid(snap->job_id, 0x1e1b, id);
+    cJSON_AddStringToObject(job, "resource_id", id);
+    cJSON_AddStringToObject(job, "project_id", snap->project_id);
+    sub_jobs = cJSON_AddArrayToObject(job, "sub_jobs");
+    for (i = 0; i < snap->sub_jobs; i++) {
+        cJSON *sub = cJSON_CreateObject();
+
+        cJSON_AddItemToArray(sub_jobs, sub);
+        cJSON_AddStringToObject(sub, "status", snap->sub_status_name);
+        derived_uuid(snap->job_id, 0x50b + (uint64_t)i, id);
+        cJSON_AddStringToObject(sub, "job_id", id);
+        cJSON_AddStringToObject(sub, "job_type", api->sub_jobs.job_type);
+        derived_uuid(snap->job_id, 0x5e0 + (uint64_t)i, id);
+        cJSON_AddStringToObject(sub, "resource_id", id);
+    }
+    random_request_id(request_id);
+    cJSON_AddStringToObject(body, "request_id", request_id);
+    return body;
+}
+
+/*
+ * The CCE job body, Kubernetes-style: {"kind":"Job","apiVersion":"v3",
+ * "metadata":{"uid","creationTimestamp"},"spec":{"type","clusterUID",
+ * "resourceName","subJobs":[{"kind","metadata":{"uid"},"spec":{"type"},
+ * "status":{"phase"}}...]},"status":{"phase","reason"}}.
+ */
+static cJSON *cce_job_body(const struct job_snapshot *snap)
+{
+    const struct job_api *api = snap->api;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *metadata, *spec, *status, *sub_jobs;
+    char id[37];
+    char name[24];
+    int i;
+
+    if (body == NULL)
+        return NULL;
+    cJSON_AddStringToObject(body, "kind", "Job");
+    cJSON_AddStringToObject(body, "apiVersion", "v3");
+    metadata = cJSON_AddObjectToObject(body, "metadata");
+    cJSON_AddStringToObject(metadata, "uid", snap->job_id);
+    add_job_time(metadata, "creationTimestamp", snap, snap->begin_time, 1);
+    spec = cJSON_AddObjectToObject(body, "spec");
+    cJSON_AddStringToObject(spec, "type", api->job_type);
+    derived_uuid(snap->job_id, 0xcce, id);
+    cJSON_AddStringToObject(spec, "clusterUID", id);
+    snprintf(name, sizeof(name), "cluster-%.8s", snap->job_id);
+    cJSON_AddStringToObject(spec, "resourceName", name);
+    sub_jobs = cJSON_AddArrayToObject(spec, "subJobs");
+    for (i = 0; i < snap->sub_jobs; i++) {
+        cJSON *sub = cJSON_CreateObject();
+
+        cJSON_AddItemToArray(sub_jobs, sub);
+        cJSON_AddStringToObject(sub, "kind", "Job");
+        derived_uuid(snap->job_id, 0x50b + (uint64_t)i, id);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(sub, "metadata"), "uid", id);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(sub, "spec"), "type", api->sub_jobs.job_type);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(sub, "status"), "phase", snap->sub_status_name);
+    }
+    status = cJSON_AddObjectToObject(body, "status");
+    if (snap->status_name != NULL)
+        cJSON_AddStringToObject(status, "phase", snap->status_name);
+    cJSON_AddStringToObject(status, "reason", snap->phase == JOB_FAIL ? api->fail_reason : "");
+    return body;
+}
+
+/*
+ * The job APIs, one row each; the first is the default.  Error codes and
+ * resource types are plausible stand-ins, not copied from any real job.
+ */
+static const struct job_api job_apis[] = {
+    {
+        .name = "elb-v1",
+        .pattern = "/v1.0/{project_id}/jobs/{job_id}",
+        .phase_names = {"INIT", "RUNNING", "SUCCESS", "FAIL"},
+        .time_style = TIME_PLAIN,
+        .job_type = "createELB",
+        .fail_code = "ELB.2003",
+        .fail_reason = "quota exceeded",
+        .sub_jobs = {0, NULL, NULL},
+        .build_body = elb_classic_job_body,
+    },
+    {
+        .name = "ecs",
+        .pattern = "/v1/{project_id}/jobs/{job_id}",
+        .phase_names = {"INIT", "RUNNING", "SUCCESS", "FAIL"},
+        .time_style = TIME_ISO_MS,
+        .job_type = "createServer",
+        .fail_code = "Ecs.0000",
+        .fail_reason = "insufficient resources",
+        .sub_jobs = {2, "createSingleServer", "server_id"},
+        .build_body = v1_job_body,
+    },
+    {
+        .name = "evs",
+        .pattern = "/v1/{project_id}/jobs/{job_id}",
+        .phase_names = {"INIT", "RUNNING", "SUCCESS", "FAIL"},
+        .time_style = TIME_ISO_MS,
+        .job_type = "createVolume",
+        .fail_code = "EVS.2024",
+        .fail_reason = "insufficient capacity",
+        .sub_jobs = {2, "createSingleVolume", "volume_id"},
+        .build_body = v1_job_body,
+    },
+    {
+        .name = "vpc",
+        .pattern = "/v1/{project_id}/jobs/{job_id}",
+        .phase_names = {"INIT", "RUNNING", "SUCCESS", "FAIL"},
+        .time_style = TIME_ISO_MS,
+        .job_type = "createPublicip",
+        .fail_code = "VPC.0301",
+        .fail_reason = "quota exceeded",
+        .sub_jobs = {0, NULL, NULL},
+        .build_body = v1_job_body,
+    },
+    {
+        .name = "elb-v3",
+        .pattern = "/v3/{project_id}/elb/jobs/{job_id}",
+        .phase_names = {"INIT", "RUNNING", "SUCCESS", "FAIL"},
+        .time_style = TIME_ISO,
+        .job_type = "CreateLoadbalancer",
+        .fail_code = "ELB.8902",
+        .fail_reason = "quota exceeded",
+        .sub_jobs = {2, "CreateListener", NULL},
+        .build_body = elb_v3_job_body,
+    },
+    {
+        .name = "cce",
+        .pattern = "/api/v3/projects/{project_id}/jobs/{job_id}",
+        .phase_names = {"Initializing", "Running", "Success", "Failed"},
+        .time_style = TIME_GO_UTC,
+        .job_type = "CreateCluster",
+        .fail_code = "CCE.01500001",
+        .fail_reason = "cluster creation failed",
+        .sub_jobs = {2, "CreateMaster", NULL},
+        .build_body = cce_job_body,
+    },
 };
+
+#define JOB_API_COUNT (sizeof(job_apis) / sizeof(job_apis[0]))
+
+static const struct job_api *job_api_lookup(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < JOB_API_COUNT; i++) {
+        if (strcmp(job_apis[i].name, name) == 0)
+            return &job_apis[i];
+    }
+    return NULL;
+}
+
+/* "elb-v1 ecs ...": the names --api accepts. */
+static void job_api_names(char *out, size_t outlen)
+{
+    size_t i, used = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < JOB_API_COUNT && used < outlen; i++)
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s", i > 0 ? " " : "", job_apis[i].name);
+}
 
 static void job_route_clear(struct job_route *route)
 {
@@ -792,13 +1154,13 @@ static void job_route_clear(struct job_route *route)
 }
 
 /*
- * Match "path" against one shape, segment by segment: literal segments must
- * be equal, placeholders take any non-empty segment.  Returns 0 and fills
- * "route" (to be cleared by the caller) on a match.
+ * Match "path" against the API's pattern, segment by segment: literal
+ * segments must be equal, placeholders take any non-empty segment.  Returns
+ * 0 and fills "route" (to be cleared by the caller) on a match.
  */
-static int job_route_match_shape(const struct job_path_shape *shape, const char *path, struct job_route *route)
+static int job_route_match(const struct job_api *api, const char *path, struct job_route *route)
 {
-    const char *pattern = shape->pattern;
+    const char *pattern = api->pattern;
 
     memset(route, 0, sizeof(*route));
     while (*pattern != '\0' || *path != '\0') {
@@ -829,7 +1191,7 @@ static int job_route_match_shape(const struct job_path_shape *shape, const char 
     }
     if (route->job_id == NULL)
         goto mismatch;
-    route->shape = shape;
+    route->api = api;
     return 0;
 
 mismatch:
@@ -837,27 +1199,21 @@ mismatch:
     return -1;
 }
 
-static int job_route_match(const char *path, struct job_route *route)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(job_path_shapes) / sizeof(job_path_shapes[0]); i++) {
-        if (job_route_match_shape(&job_path_shapes[i], path, route) == 0)
-            return 0;
-    }
-    return -1;
-}
-
-/* The job body for this route as of now; NULL when out of memory. */
+/*
+ * The job body for this route as of now; NULL when out of memory.  Sets
+ * *status_name (if not NULL) to the job's state, for the log.
+ */
 static cJSON *job_body_now(const struct job_route *route, const struct sim_job *job, const char *shown_job_id,
-                           int omit_status)
+                           int omit_status, const char **status_name)
 {
     struct job_snapshot snap;
 
-    job_snapshot_take(job, route->project_id ? route->project_id : "", shown_job_id, &snap);
+    job_snapshot_take(route->api, job, route->project_id ? route->project_id : "", shown_job_id, &snap);
+    if (status_name != NULL)
+        *status_name = snap.status_name;
     if (omit_status)
         snap.status_name = NULL;
-    return route->shape->build_body(&snap);
+    return route->api->build_body(&snap);
 }
 
 /*
@@ -1312,7 +1668,7 @@ static int status_fault_body(const struct fault *fault, const struct job_route *
                                                       fault->message ? fault->message : "The request is throttled."));
     case SHAPE_TEXT: return reply_set_text(reply, "text/plain", "upstream says no");
     case SHAPE_EMPTY: return 0;
-    case SHAPE_JSON: return reply_set_json(reply, job_body_now(route, job, job->job_id, 0));
+    case SHAPE_JSON: return reply_set_json(reply, job_body_now(route, job, job->job_id, 0, NULL));
     }
     return -1;
 }
@@ -1321,10 +1677,10 @@ static int status_fault_body(const struct fault *fault, const struct job_route *
 static int job_reply_normal(const struct job_route *route, const struct sim_job *job, struct sim_reply *reply,
                             char *outcome, size_t outcome_len)
 {
-    cJSON *body = job_body_now(route, job, job->job_id, 0);
-    const cJSON *status = cJSON_GetObjectItemCaseSensitive(body, "status");
+    const char *status_name = NULL;
+    cJSON *body = job_body_now(route, job, job->job_id, 0, &status_name);
 
-    snprintf(outcome, outcome_len, "200 %s", cJSON_IsString(status) ? status->valuestring : "");
+    snprintf(outcome, outcome_len, "200 %s", status_name != NULL ? status_name : "");
     return reply_set_json(reply, body);
 }
 
@@ -1351,11 +1707,11 @@ static int job_reply_faulty(const struct job_route *route, const struct sim_job 
     case FAULT_NOTOBJECT: rc = reply_set_json(reply, cJSON_Parse("[1,2,3]")); break;
     case FAULT_WRONGID:
         if ((other_id = job_id_altered(job->job_id)) != NULL)
-            rc = reply_set_json(reply, job_body_now(route, job, other_id, 0));
+            rc = reply_set_json(reply, job_body_now(route, job, other_id, 0, NULL));
         break;
-    case FAULT_NOSTATUS: rc = reply_set_json(reply, job_body_now(route, job, job->job_id, 1)); break;
+    case FAULT_NOSTATUS: rc = reply_set_json(reply, job_body_now(route, job, job->job_id, 1, NULL)); break;
     case FAULT_OVERSIZED:
-        body = job_body_now(route, job, job->job_id, 0);
+        body = job_body_now(route, job, job->job_id, 0, NULL);
         if (body != NULL && json_pad_to_size(body, (size_t)fault->size) == 0) {
             rc = reply_set_json(reply, body);
             body = NULL; /* consumed */
@@ -1366,7 +1722,7 @@ static int job_reply_faulty(const struct job_route *route, const struct sim_job 
          * Announce the whole body, send its first half, then close: the
          * client sees the connection end with bytes still owed.
          */
-        if (reply_set_json(reply, job_body_now(route, job, job->job_id, 0)) != 0)
+        if (reply_set_json(reply, job_body_now(route, job, job->job_id, 0, NULL)) != 0)
             break;
         reply->announced_length = (long long)evbuffer_get_length(reply->body);
         reply->close_connection = 1;
@@ -1489,33 +1845,85 @@ static cJSON *control_ok_json(void)
     return json;
 }
 
+/* Is "text" a state name jobsim can show: [A-Za-z_]{1,32}? */
+static int init_state_valid(const char *text)
+{
+    size_t length = strlen(text);
+    size_t i;
+
+    if (length == 0 || length > MAX_INIT_STATE_LENGTH)
+        return 0;
+    for (i = 0; i < length; i++) {
+        if (!isalpha((unsigned char)text[i]) && text[i] != '_')
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * final=SUCCESS|FAIL, in any case, or the API's own name for either (cce:
+ * Success, Failed).  Returns -1 for anything else.
+ */
+static int final_phase_parse(const struct job_api *api, const char *text, enum job_phase *out)
+{
+    if (evutil_ascii_strcasecmp(text, "SUCCESS") == 0 ||
+        evutil_ascii_strcasecmp(text, api->phase_names[JOB_SUCCESS]) == 0) {
+        *out = JOB_SUCCESS;
+        return 0;
+    }
+    if (evutil_ascii_strcasecmp(text, "FAIL") == 0 || evutil_ascii_strcasecmp(text, api->phase_names[JOB_FAIL]) == 0) {
+        *out = JOB_FAIL;
+        return 0;
+    }
+    return -1;
+}
+
 static int control_define_job(struct control_call *call, cJSON **answer)
 {
     struct sim *sim = call->sim;
-    long long init_ms = sim->default_init_ms;
-    long long running_ms = sim->default_running_ms;
-    enum job_phase final_phase = JOB_SUCCESS;
+    const struct job_api *api = sim->api;
+    struct job_timeline timeline = sim->default_timeline;
+    long long init_ms = timeline.init_ms;
+    long long running_ms = timeline.running_ms;
+    long long sub_jobs = timeline.sub_jobs;
+    long long sub_lag_ms = timeline.sub_lag_ms;
     const char *final_name = evhttp_find_header(call->params, "final");
+    const char *init_state = evhttp_find_header(call->params, "init_state");
+    char *err = call->error;
+    size_t errlen = sizeof(call->error);
     struct sim_job *job;
 
-    if (params_check(call->params, "init_ms running_ms final", "", call->error, sizeof(call->error)) != 0 ||
-        param_integer(call->params, "init_ms", 0, MAX_TIMELINE_MS, &init_ms, call->error, sizeof(call->error)) != 0 ||
-        param_integer(call->params, "running_ms", 0, MAX_TIMELINE_MS, &running_ms, call->error, sizeof(call->error)) !=
-            0)
+    if (params_check(call->params, "init_ms running_ms final sub_jobs sub_lag_ms init_state", "", err, errlen) != 0 ||
+        param_integer(call->params, "init_ms", 0, MAX_TIMELINE_MS, &init_ms, err, errlen) != 0 ||
+        param_integer(call->params, "running_ms", 0, MAX_TIMELINE_MS, &running_ms, err, errlen) != 0 ||
+        param_integer(call->params, "sub_jobs", 0, MAX_SUB_JOBS, &sub_jobs, err, errlen) != 0 ||
+        param_integer(call->params, "sub_lag_ms", 0, MAX_TIMELINE_MS, &sub_lag_ms, err, errlen) != 0)
         return HTTP_BADREQUEST;
-    if (final_name != NULL) {
-        if (evutil_ascii_strcasecmp(final_name, "FAIL") == 0) {
-            final_phase = JOB_FAIL;
-        } else if (evutil_ascii_strcasecmp(final_name, "SUCCESS") != 0) {
-            set_error(call->error, sizeof(call->error), "final must be SUCCESS or FAIL");
+    if (final_name != NULL && final_phase_parse(api, final_name, &timeline.final_phase) != 0) {
+        set_error(err, errlen, "final must be SUCCESS or FAIL");
+        return HTTP_BADREQUEST;
+    }
+    if (sub_jobs > 0 && api->sub_jobs.job_type == NULL) {
+        set_error(err, errlen, "the %s API has no sub-jobs: sub_jobs must be 0", api->name);
+        return HTTP_BADREQUEST;
+    }
+    if (init_state != NULL) {
+        if (!init_state_valid(init_state)) {
+            set_error(err, errlen, "init_state must be 1 to %d letters or underscores", MAX_INIT_STATE_LENGTH);
             return HTTP_BADREQUEST;
         }
+        snprintf(timeline.init_state, sizeof(timeline.init_state), "%s", init_state);
     }
+    timeline.init_ms = init_ms;
+    timeline.running_ms = running_ms;
+    timeline.sub_jobs = (int)sub_jobs;
+    timeline.sub_lag_ms = sub_lag_ms;
+
     if ((job = job_find_or_create(sim, call->id)) == NULL) {
-        set_error(call->error, sizeof(call->error), "out of memory");
+        set_error(err, errlen, "out of memory");
         return HTTP_INTERNAL;
     }
-    job_restart(job, init_ms, running_ms, final_phase);
+    job_restart(job, &timeline);
     *answer = control_ok_json();
     return HTTP_OK;
 }
@@ -1687,7 +2095,7 @@ static void sim_on_request(struct evhttp_request *req, void *arg)
 
     if (strncmp(path, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0) {
         control_request_handle(sim, req, path, query, outcome, sizeof(outcome));
-    } else if (job_route_match(path, &route) == 0) {
+    } else if (job_route_match(sim->api, path, &route) == 0) {
         job_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
         job_route_clear(&route);
     } else {
@@ -1763,6 +2171,7 @@ struct sim_options {
     uint16_t listen_port;
     const char *tls_cert;
     const char *tls_key;
+    const struct job_api *api;
     long long init_ms;
     long long running_ms;
     int quiet;
@@ -1770,16 +2179,20 @@ struct sim_options {
 
 static void usage(FILE *out)
 {
+    char names[128];
+
+    job_api_names(names, sizeof(names));
     fprintf(out,
             "usage: jobsim [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]\n"
-            "              [--init-ms N] [--running-ms N] [--quiet]\n"
+            "              [--api NAME] [--init-ms N] [--running-ms N] [--quiet]\n"
             "  --listen HOST:PORT  address to serve (default " DEFAULT_LISTEN "; port 0: any free port)\n"
             "  --tls-cert FILE     PEM certificate chain: serve HTTPS only\n"
             "  --tls-key FILE      PEM private key for --tls-cert\n"
-            "  --init-ms N         how long a new job stays INIT (default %d)\n"
-            "  --running-ms N      then how long it stays RUNNING (default %d)\n"
+            "  --api NAME          the job API to play: %s (default " DEFAULT_API ")\n"
+            "  --init-ms N         how long a new job stays in its init state (default %d)\n"
+            "  --running-ms N      then how long it runs (default %d)\n"
             "  --quiet             do not log each request on stderr\n",
-            DEFAULT_INIT_MS, DEFAULT_RUNNING_MS);
+            names, DEFAULT_INIT_MS, DEFAULT_RUNNING_MS);
 }
 
 /* "HOST:PORT" or "[IPV6]:PORT". */
@@ -1811,6 +2224,7 @@ static int parse_options(int argc, char **argv, struct sim_options *opts)
         {"listen", required_argument, NULL, 'l'},
         {"tls-cert", required_argument, NULL, 'c'},
         {"tls-key", required_argument, NULL, 'k'},
+        {"api", required_argument, NULL, 'a'},
         {"init-ms", required_argument, NULL, 'i'},
         {"running-ms", required_argument, NULL, 'r'},
         {"quiet", no_argument, NULL, 'q'},
@@ -1822,6 +2236,7 @@ static int parse_options(int argc, char **argv, struct sim_options *opts)
     memset(opts, 0, sizeof(*opts));
     opts->init_ms = DEFAULT_INIT_MS;
     opts->running_ms = DEFAULT_RUNNING_MS;
+    opts->api = job_api_lookup(DEFAULT_API);
     parse_listen(DEFAULT_LISTEN, opts);
 
     while ((option = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
@@ -1834,6 +2249,15 @@ static int parse_options(int argc, char **argv, struct sim_options *opts)
             break;
         case 'c': opts->tls_cert = optarg; break;
         case 'k': opts->tls_key = optarg; break;
+        case 'a':
+            if ((opts->api = job_api_lookup(optarg)) == NULL) {
+                char names[128];
+
+                job_api_names(names, sizeof(names));
+                fprintf(stderr, "jobsim: --api wants one of: %s; got '%s'\n", names, optarg);
+                return -1;
+            }
+            break;
         case 'i':
         case 'r':
             if (parse_integer(optarg, 0, MAX_TIMELINE_MS, option == 'i' ? &opts->init_ms : &opts->running_ms) != 0) {
@@ -1897,8 +2321,11 @@ int main(int argc, char **argv)
     TAILQ_INIT(&sim.faults);
     TAILQ_INIT(&sim.parked);
     sim.quiet = opts.quiet;
-    sim.default_init_ms = opts.init_ms;
-    sim.default_running_ms = opts.running_ms;
+    sim.api = opts.api;
+    sim.default_timeline.init_ms = opts.init_ms;
+    sim.default_timeline.running_ms = opts.running_ms;
+    sim.default_timeline.final_phase = JOB_SUCCESS;
+    sim.default_timeline.sub_jobs = opts.api->sub_jobs.default_count;
 
     if ((sim.base = event_base_new()) == NULL) {
         fprintf(stderr, "jobsim: cannot create the event loop\n");
@@ -1941,6 +2368,7 @@ int main(int argc, char **argv)
     printf("jobsim listening on %s://%s%s%s:%u\n", sim.tls ? "https" : "http", is_ipv6 ? "[" : "", opts.listen_host,
            is_ipv6 ? "]" : "", bound_port(bound));
     fflush(stdout);
+    sim_log(&sim, "playing the %s job API: GET %s", sim.api->name, sim.api->pattern);
 
     if (event_base_dispatch(sim.base) == 0)
         rc = 0;

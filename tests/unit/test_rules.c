@@ -198,7 +198,7 @@ static int check_matches(const struct ruleset *rs, const struct match_case *case
     for (size_t i = 0; i < n; i++) {
         const struct rule *r = (const struct rule *)1;
         struct route_match m;
-        enum route_result got = ruleset_match(rs, cases[i].path, &r, &m);
+        enum route_result got = ruleset_match(rs, NULL, cases[i].path, &r, &m);
         const char *name = r ? r->name : NULL;
         int ok = got == cases[i].want && (cases[i].rule ? (name && strcmp(name, cases[i].rule) == 0) : name == NULL);
         if (!ok) {
@@ -228,7 +228,7 @@ static void test_shipped_rule_match(void **state)
 
     const struct rule *r = NULL;
     struct route_match m;
-    assert_int_equal(ruleset_match(rs, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
+    assert_int_equal(ruleset_match(rs, NULL, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
     assert_int_equal(m.nvalues, 2);
     assert_string_equal(m.values[r->identity_param], JID);
     assert_string_equal(m.values[0], PID);
@@ -527,7 +527,7 @@ static void test_refcount(void **state)
     /* Still usable by the holder of the other reference. */
     const struct rule *r;
     struct route_match m;
-    assert_int_equal(ruleset_match(rs, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
+    assert_int_equal(ruleset_match(rs, NULL, "/v1.0/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
     ruleset_unref(rs); /* freed here: ASan reports a use or a leak */
     ruleset_unref(NULL);
 }
