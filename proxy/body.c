@@ -12,6 +12,7 @@ struct body *body_new(const char *data, size_t len, int64_t stored_at_ms, int te
     b->stored_at_ms = stored_at_ms;
     b->terminal = terminal;
     b->status = 200;
+    b->expires_at_ms = 0;
     b->len = len;
     memcpy(b->data, data, len);
     b->data[len] = '\0';

@@ -14,9 +14,10 @@
 
 struct body {
     unsigned refs;
-    int64_t stored_at_ms; /* wall clock when jobgate received it from upstream: Age counts from here */
-    int terminal;         /* the job was in a terminal state */
-    int status;           /* 200 for a job; 404 for a remembered "no such job" (negative caching) */
+    int64_t stored_at_ms;  /* wall clock when jobgate received it from upstream: Age counts from here */
+    int terminal;          /* the job was in a terminal state */
+    int status;            /* 200 for a job; 404 for a remembered "no such job" (negative caching) */
+    int64_t expires_at_ms; /* wall clock when a cached copy goes stale; 0: never (set by cache_put) */
     size_t len;
     char data[]; /* len bytes, NUL-terminated for convenience */
 };

@@ -1,7 +1,10 @@
 /*
- * cache: where job answers are kept between polls. One interface over two
- * stores: Redis (shared by every jobgate instance, survives restarts) or the
- * embedded in-process store (`--redis none`).
+ * cache: where job answers are kept between polls. Two tiers behind one
+ * interface: an in-process store in front (bounded in bytes, LRU; a hit
+ * costs no I/O) and, when configured, Redis behind it (shared by every
+ * jobgate instance, survives restarts). `--redis none`: the in-process
+ * store alone. A Redis hit fills the in-process store for what remains of
+ * the entry's life.
  *
  * Policy, whatever the store: a terminal answer is kept without expiry (or
  * its rule's terminal TTL), a still-changing one for its short TTL, and a
@@ -49,8 +52,9 @@ struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, 
 
 void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg);
 
-/* Store `b` (the cache takes what references it needs). ttl_ms < 0: no
- * expiry; ttl_ms == 0: not stored. Fire and forget: failures are counted. */
+/* Store `b` (the cache takes what references it needs) in every tier, and
+ * set b->expires_at_ms. ttl_ms < 0: no expiry; ttl_ms == 0: not stored. Fire
+ * and forget: failures are counted. */
 void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms);
 
 struct cache_health {
@@ -60,7 +64,7 @@ struct cache_health {
     uint64_t errors;   /* Redis command errors and corrupt entries */
     uint64_t timeouts; /* lookups that ran past the budget */
     uint64_t reconnects;
-    size_t entries; /* embedded store only */
+    size_t entries; /* in the in-process tier */
     size_t bytes;
 };
 void cache_health(const struct cache *c, struct cache_health *out);

@@ -273,7 +273,7 @@ static void on_command_done(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-/* Decode "JG1 <stored_at_ms> <terminal>[ <status>]\n<body>". NULL if it is not that. */
+/* Decode "JG1 <stored_at_ms> <terminal>[ <status>[ <expires_at_ms>]]\n<body>". NULL if it is not that. */
 static struct body *decode_value(const char *v, size_t len)
 {
     const char *nl = memchr(v, '\n', len);
@@ -285,14 +285,16 @@ static struct body *decode_value(const char *v, size_t len)
         return NULL;
     memcpy(head, v, hlen);
     head[hlen] = '\0';
-    int64_t stored_at;
+    int64_t stored_at, expires_at = 0;
     int terminal, status = 200;
-    int fields = sscanf(head, "JG1 %" SCNd64 " %d %d", &stored_at, &terminal, &status);
-    if (fields < 2 || (terminal != 0 && terminal != 1) || (status != 200 && status != 404))
+    int fields = sscanf(head, "JG1 %" SCNd64 " %d %d %" SCNd64, &stored_at, &terminal, &status, &expires_at);
+    if (fields < 2 || (terminal != 0 && terminal != 1) || (status != 200 && status != 404) || expires_at < 0)
         return NULL;
     struct body *b = body_new(nl + 1, len - hlen - 1, stored_at, terminal);
-    if (b)
+    if (b) {
         b->status = status;
+        b->expires_at_ms = expires_at;
+    }
     return b;
 }
 
@@ -386,7 +388,8 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
     if (r->state != REDIS_UP || !r->ctx || r->pending >= r->max_pending)
         return;
     char head[64];
-    int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d\n", b->stored_at_ms, b->terminal ? 1 : 0, b->status);
+    int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d %" PRId64 "\n", b->stored_at_ms, b->terminal ? 1 : 0,
+                        b->status, b->expires_at_ms);
     size_t vlen = (size_t)hlen + b->len;
     char *value = malloc(vlen);
     if (!value)

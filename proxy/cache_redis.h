@@ -12,8 +12,9 @@
  * Layout in Redis: KEY:t holds a terminal answer, KEY:p a still-changing one
  * (with PX). A lookup reads both with one MGET and prefers KEY:t, so a late
  * still-changing answer can never hide a terminal one. Values are
- * "JG1 <stored_at_ms> <terminal> <status>\n<body>" (status 200, or 404 for
- * a remembered "no such job", kept under KEY:p).
+ * "JG1 <stored_at_ms> <terminal> <status> <expires_at_ms>\n<body>" (status
+ * 200, or 404 for a remembered "no such job", kept under KEY:p; expires_at 0
+ * for never), so that the in-process tier knows how long a copy may live.
  */
 #ifndef JOBGATE_CACHE_REDIS_H
 #define JOBGATE_CACHE_REDIS_H

@@ -90,7 +90,8 @@ int route_template_param_index(const struct route_template *t, const char *name)
  * regcomp copies the operand of every repetition ("a+" twice, "a{1,50}" fifty
  * times), so stacked repetitions grow its tree exponentially ("a++++..."
  * needs gigabytes). This estimates the size of that tree from the pattern's
- * structure alone and refuses patterns beyond a bound no real id needs. */
+ * structure alone and refuses patterns beyond a bound no real id needs
+ * (hex32 is 33, uuid 41), and refuses a repetition of a repetition. */
 #define PATTERN_MAX_LEN   256
 #define PATTERN_MAX_SIZE  20000L
 #define PATTERN_MAX_DEPTH 16
@@ -101,8 +102,14 @@ static int pattern_size_ok(const char *p)
     int depth = 0;
     long size = 0; /* size of the current sequence */
     long last = 0; /* size of its last atom, which a repetition copies */
+    int after_repetition = 0;
     while (*p) {
         char c = *p++;
+        int repetition = c == '*' || c == '+' || c == '?' || c == '{';
+        /* "a++", "a*{2}": undefined in POSIX, and what makes glibc's tree explode. */
+        if (repetition && after_repetition)
+            return 0;
+        after_repetition = repetition;
         if (c == '\\' && *p) {
             p++;
             last = 1;
@@ -141,15 +148,20 @@ static int pattern_size_ok(const char *p)
             if (c == '{') {
                 char *end;
                 long m = strtol(p, &end, 10), n = m;
+                if (m < 0 || m > PATTERN_MAX_SIZE)
+                    return 0;
                 if (*end == ',')
                     n = end[1] == '}' ? m + 1 : strtol(end + 1, &end, 10);
+                if (n < 0 || n > PATTERN_MAX_SIZE)
+                    return 0;
                 copies = (n > m ? n : m) + 1;
                 while (*p && *p != '}')
                     p++;
                 if (*p)
                     p++;
             }
-            if (copies < 1 || copies > PATTERN_MAX_SIZE)
+            /* Both stay at most PATTERN_MAX_SIZE, so the products below cannot overflow. */
+            if (copies < 1 || copies > PATTERN_MAX_SIZE || last > PATTERN_MAX_SIZE / copies)
                 return 0;
             size += last * (copies - 1);
             last *= copies;

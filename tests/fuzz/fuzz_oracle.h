@@ -24,81 +24,17 @@
     } while (0)
 
 /*
- * FUZZ_SKIP_KNOWN=1 steps around the bugs of proxy/ this fuzzing has found
- * and that are not fixed yet (README.md, "Known bugs"), so that a run can
- * look for others:
- *  - the anchoring check below is off (a pattern with an unmatched ')'
- *    escapes route.c's "^(...)$" wrapping);
- *  - a pattern that glibc's regcomp() would expand to an exponential number
- *    of nodes ("a+++++++++++++++++++++++": each '+' doubles the tree; so does
- *    each {m,n} m-fold) is refused as if regcomp() had run out of memory.
- */
-static inline int fuzz_skip_known(void)
-{
-    static int skip = -1;
-    if (skip < 0) {
-        const char *v = getenv("FUZZ_SKIP_KNOWN");
-        skip = v && *v && strcmp(v, "0") != 0;
-    }
-    return skip;
-}
-
-/* An upper bound of how many times glibc copies the atoms of `p` (the
- * product of every repetition's copies, nested or not). */
-static inline double fuzz_regex_copies(const char *p)
-{
-    double copies = 1;
-    for (; *p && copies < 1e12; p++) {
-        if (*p == '\\' && p[1]) {
-            p++;
-        } else if (*p == '[') { /* a bracket expression: no operators inside */
-            const char *q = p + 1;
-            if (*q == '^')
-                q++;
-            if (*q == ']')
-                q++;
-            for (; *q && *q != ']'; q++)
-                if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=')) {
-                    const char *end = strstr(q + 2, q[1] == ':' ? ":]" : q[1] == '.' ? ".]" : "=]");
-                    q = end ? end + 1 : q;
-                }
-            p = *q ? q : q - 1;
-        } else if (*p == '+') {
-            copies *= 2;
-        } else if (*p == '{') {
-            char *end;
-            unsigned long m = strtoul(p + 1, &end, 10), n = m;
-            if (*end == ',')
-                n = strtoul(end + 1, &end, 10);
-            copies *= (double)((m > n ? m : n) + 1);
-        }
-    }
-    return copies;
-}
-
-int __real_regcomp(regex_t *re, const char *pattern, int flags);
-int __wrap_regcomp(regex_t *re, const char *pattern, int flags);
-
-/* Every regcomp() of the target (the run script links with -Wl,--wrap=regcomp). */
-int __wrap_regcomp(regex_t *re, const char *pattern, int flags)
-{
-    if (fuzz_skip_known() && fuzz_regex_copies(pattern) > 200000)
-        return REG_ESPACE;
-    return __real_regcomp(re, pattern, flags);
-}
-
-/*
- * Does `value` as a whole match `pattern` (a POSIX ERE)? Computed without
- * wrapping the pattern: POSIX regexec finds the leftmost-longest match, so
- * the value matches as a whole exactly when that match is [0, strlen).
- * Returns 1 or 0, or -1 when this check does not apply: the pattern does not
- * compile on its own, or it has a backslash (back-references are numbered
- * differently once route.c wraps the pattern in a group), or FUZZ_SKIP_KNOWN
- * is set.
+ * Does `value` as a whole match `pattern` (a POSIX ERE)? POSIX regexec finds
+ * the leftmost match and, from there, the longest: the value matches as a
+ * whole exactly when that match is [0, strlen). This does not depend on how
+ * route.c anchors a pattern (wrapping it as "^(...)$" lets a pattern with an
+ * unmatched ')' escape the anchors). Returns 1 or 0, or -1 when the check
+ * does not apply: the pattern does not compile, or it has a backslash (a
+ * back-reference's number depends on the groups an implementation adds).
  */
 static inline int fuzz_whole_match(const char *pattern, const char *value)
 {
-    if (fuzz_skip_known() || strchr(pattern, '\\'))
+    if (strchr(pattern, '\\'))
         return -1;
     regex_t re;
     if (regcomp(&re, pattern, REG_EXTENDED) != 0)

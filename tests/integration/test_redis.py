@@ -53,8 +53,9 @@ def redis_killed_mid_run_and_restarted(env):
     redis.stop()
     time.sleep(0.5)
     wait_until(lambda: cache_state(gate) != "up", 5, "jobgate to see Redis down")
-    r = gate.get(path(job))
-    eq((r.status, r.header("x-cache")), (200, "BYPASS"), "answered from upstream while Redis is down")
+    eq(gate.get(path(job)).header("x-cache"), "HIT", "a finished job is still served from the in-process tier")
+    r = gate.get(path(hex32()))
+    eq((r.status, r.header("x-cache")), (200, "BYPASS"), "a new job is answered from upstream while Redis is down")
     health = gate.get("/healthz", token=None).json()
     eq(health["status"], "degraded", "health status")
 
@@ -64,8 +65,11 @@ def redis_killed_mid_run_and_restarted(env):
     for t in threads:
         t.join()
     check(answers and set(answers) == {200}, "answers during the outage: %s" % sorted(set(answers)))
-    eq(gate.get(path(job)).header("x-cache"), "MISS", "refilled after restart")
-    eq(gate.get(path(job)).header("x-cache"), "HIT", "caching resumed without restarting jobgate")
+    fresh = hex32()
+    eq(gate.get(path(fresh)).header("x-cache"), "MISS", "a new job after the restart")
+    key = "jobgate:elb-v1:%s:%s:t" % (PROJECT, fresh)
+    wait_until(lambda: redis.cli("EXISTS", key) == "1", 5, "the answer stored in the new Redis")
+    eq(gate.get(path(fresh)).header("x-cache"), "HIT", "caching resumed without restarting jobgate")
     metrics = gate.get("/metrics", token=None).body.decode()
     check("jobgate_redis_reconnects_total 0" not in metrics, "reconnects counted")
 
@@ -103,8 +107,9 @@ def redis_absent_at_start(env):
         eq((r.status, r.header("x-cache")), (200, "BYPASS"), "without Redis")
         later.start()
         wait_until(lambda: cache_state(gate) == "up", 10, "reconnect")
-        gate.get(path(job))
-        eq(gate.get(path(job)).header("x-cache"), "HIT", "cached once Redis is there")
+        fresh = hex32()
+        gate.get(path(fresh))
+        eq(later.cli("EXISTS", "jobgate:elb-v1:%s:%s:t" % (PROJECT, fresh)), "1", "stored in Redis once it is there")
     finally:
         gate.stop()
         later.stop()

@@ -43,6 +43,7 @@
 
 /* Every file in data/rules-bad/, each one test. */
 #define BAD_RULE_FILES(X)             \
+    X("add-header-bad-name.yaml")     \
     X("bad-duration.yaml")            \
     X("bad-name.yaml")                \
     X("bad-path-brace.yaml")          \
@@ -54,13 +55,17 @@
     X("bad-timeout.yaml")             \
     X("bad-url.yaml")                 \
     X("class-twice.yaml")             \
+    X("codes-twice.yaml")             \
+    X("drop-unknown-header.yaml")     \
     X("duplicate-key-top.yaml")       \
-    X("empty.yaml")                   \
     X("empty-terminal.yaml")          \
+    X("empty.yaml")                   \
+    X("errors-file-missing.yaml")     \
     X("fault-missing.yaml")           \
     X("fault-status-429.yaml")        \
     X("fault-twice.yaml")             \
     X("fault-unknown.yaml")           \
+    X("host-with-port.yaml")          \
     X("identity-param.yaml")          \
     X("invalid-request-200.yaml")     \
     X("methods-post.yaml")            \
@@ -75,6 +80,8 @@
     X("no-5xx.yaml")                  \
     X("not-a-mapping.yaml")           \
     X("param-without-pattern.yaml")   \
+    X("pattern-range-inverted.yaml")  \
+    X("pattern-too-complex.yaml")     \
     X("pattern-unknown-param.yaml")   \
     X("retry-after-range.yaml")       \
     X("status-200.yaml")              \
@@ -87,6 +94,9 @@
     X("status-out-of-range.yaml")     \
     X("status-twice.yaml")            \
     X("status-word.yaml")             \
+    X("sub-jobs-no-state.yaml")       \
+    X("terminal-no-success.yaml")     \
+    X("terminal-twice.yaml")          \
     X("unknown-key-cache.yaml")       \
     X("unknown-key-error-entry.yaml") \
     X("unknown-key-errors.yaml")      \
@@ -95,8 +105,8 @@
     X("unknown-key-route.yaml")       \
     X("unknown-key-top.yaml")         \
     X("unknown-key-upstream.yaml")    \
+    X("upstream-path-param.yaml")     \
     X("yaml-syntax.yaml")
-
 #define AS_NAME(f) f,
 static const char *const bad_rule_files[] = {BAD_RULE_FILES(AS_NAME)};
 #define NBAD (sizeof(bad_rule_files) / sizeof(bad_rule_files[0]))
