@@ -99,9 +99,12 @@ int route_template_param_index(const struct route_template *t, const char *name)
 static int pattern_size_ok(const char *p)
 {
     long outer[PATTERN_MAX_DEPTH]; /* size of the sequence around each open group */
+    int outer_open[PATTERN_MAX_DEPTH];
     int depth = 0;
-    long size = 0; /* size of the current sequence */
-    long last = 0; /* size of its last atom, which a repetition copies */
+    long size = 0;      /* size of the current sequence */
+    long last = 0;      /* size of its last atom, which a repetition copies */
+    int open_ended = 0; /* the current sequence holds a *, + or {m,} */
+    int last_open = 0;  /* ... and so does its last atom (a group) */
     int after_repetition = 0;
     while (*p) {
         char c = *p++;
@@ -110,6 +113,8 @@ static int pattern_size_ok(const char *p)
         if (repetition && after_repetition)
             return 0;
         after_repetition = repetition;
+        if (c != '*' && c != '+' && c != '?' && c != '{')
+            last_open = 0;
         if (c == '\\' && *p) {
             p++;
             last = 1;
@@ -136,22 +141,37 @@ static int pattern_size_ok(const char *p)
         } else if (c == '(') {
             if (depth == PATTERN_MAX_DEPTH)
                 return 0;
+            outer_open[depth] = open_ended;
             outer[depth++] = size;
             size = 0;
             last = 0;
+            open_ended = 0;
             continue;
         } else if (c == ')' && depth > 0) {
             last = size + 1;
+            last_open = open_ended;
             size = outer[--depth];
+            open_ended = outer_open[depth] | last_open;
+            size += last;
+            if (size > PATTERN_MAX_SIZE)
+                return 0;
+            continue;
         } else if (c == '*' || c == '+' || c == '?' || c == '{') {
+            /* Repeating a group that is itself open-ended ("(.*){300}") makes
+             * glibc's regcomp take minutes computing closures. */
+            if (last_open)
+                return 0;
             long copies = 2;
             if (c == '{') {
                 char *end;
                 long m = strtol(p, &end, 10), n = m;
                 if (m < 0 || m > PATTERN_MAX_SIZE)
                     return 0;
-                if (*end == ',')
+                if (*end == ',') {
+                    if (end[1] == '}')
+                        open_ended = 1;
                     n = end[1] == '}' ? m + 1 : strtol(end + 1, &end, 10);
+                }
                 if (n < 0 || n > PATTERN_MAX_SIZE)
                     return 0;
                 copies = (n > m ? n : m) + 1;
@@ -165,6 +185,8 @@ static int pattern_size_ok(const char *p)
                 return 0;
             size += last * (copies - 1);
             last *= copies;
+            if (c == '*' || c == '+')
+                open_ended = 1;
         } else if (c == '|') {
             last = 0;
             size += 1;

@@ -545,10 +545,10 @@ static int load_error_statuses(struct yconf *y, yaml_node_t *n, yaml_node_t *par
         struct errmap_entry *slot = NULL;
         if (key && strlen(key) == 3 && key[0] >= '1' && key[0] <= '5' && !strcmp(key + 1, "xx")) {
             slot = &map->klass[key[0] - '0'];
-        } else if (key) {
-            char *end;
-            long s = strtol(key, &end, 10);
-            if (!*end && s >= 100 && s <= 599)
+        } else if (key && strlen(key) == 3 && strspn(key, "0123456789") == 3) {
+            /* Exactly three digits: "+404" or " 404" would be a second name for 404. */
+            long s = strtol(key, NULL, 10);
+            if (s >= 100 && s <= 599)
                 slot = &map->exact[s];
         }
         if (!slot) {
@@ -556,7 +556,7 @@ static int load_error_statuses(struct yconf *y, yaml_node_t *n, yaml_node_t *par
             rc = -1;
             continue;
         }
-        if (key_given_before(y, n, p, key)) {
+        if (key_given_before(y, n, p, key) || slot->set) {
             yconf_error(y, k, d, "status '%s' is mapped twice", key);
             rc = -1;
             continue;

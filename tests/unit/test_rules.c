@@ -88,6 +88,7 @@
     X("status-429.yaml")              \
     X("status-key-600.yaml")          \
     X("status-key-bad.yaml")          \
+    X("status-alias.yaml")            \
     X("status-leak.yaml")             \
     X("status-mapping-429.yaml")      \
     X("status-not-mapping.yaml")      \
