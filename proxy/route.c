@@ -91,9 +91,10 @@ int route_template_param_index(const struct route_template *t, const char *name)
  * times), so stacked repetitions grow its tree exponentially ("a++++..."
  * needs gigabytes). This estimates the size of that tree from the pattern's
  * structure alone and refuses patterns beyond a bound no real id needs
- * (hex32 is 33, uuid 41), and refuses a repetition of a repetition. */
+ * (hex32 is 33, uuid 41, {chars, min, max} at most 256; glibc needs memory
+ * quadratic in this size), and refuses a repetition of a repetition. */
 #define PATTERN_MAX_LEN   256
-#define PATTERN_MAX_SIZE  20000L
+#define PATTERN_MAX_SIZE  512L
 #define PATTERN_MAX_DEPTH 16
 
 static int pattern_size_ok(const char *p)

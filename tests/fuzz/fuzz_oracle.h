@@ -24,6 +24,49 @@
     } while (0)
 
 /*
+ * FUZZ_SKIP_KNOWN=1 steps around the bugs in proxy/ that this fuzzing found
+ * and that are not fixed yet (README.md, "Found so far"), so that a run can
+ * look for others. For now that is one bug: a large interval such as
+ * "[0-9a-f]{1,6000}" passes route.c's size bound, but glibc's regcomp()
+ * needs hundreds of MB for it. With the variable set, regcomp() refuses any
+ * pattern with an interval bound above 255 (rules.c's own {chars, min, max}
+ * stops there), as if it had run out of memory. The run script links both
+ * targets with -Wl,--wrap=regcomp.
+ */
+static inline int fuzz_skip_known(void)
+{
+    static int skip = -1;
+    if (skip < 0) {
+        const char *v = getenv("FUZZ_SKIP_KNOWN");
+        skip = v && *v && strcmp(v, "0") != 0;
+    }
+    return skip;
+}
+
+static inline int fuzz_known_costly_pattern(const char *p)
+{
+    for (; *p; p++) {
+        if (*p != '{' && *p != ',')
+            continue;
+        char *end;
+        unsigned long n = strtoul(p + 1, &end, 10);
+        if (end > p + 1 && n > 255)
+            return 1;
+    }
+    return 0;
+}
+
+int __real_regcomp(regex_t *re, const char *pattern, int flags);
+int __wrap_regcomp(regex_t *re, const char *pattern, int flags);
+
+int __wrap_regcomp(regex_t *re, const char *pattern, int flags)
+{
+    if (fuzz_skip_known() && fuzz_known_costly_pattern(pattern))
+        return REG_ESPACE;
+    return __real_regcomp(re, pattern, flags);
+}
+
+/*
  * Does `value` as a whole match `pattern` (a POSIX ERE)? POSIX regexec finds
  * the leftmost match and, from there, the longest: the value matches as a
  * whole exactly when that match is [0, strlen). This does not depend on how
