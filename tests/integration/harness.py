@@ -329,6 +329,24 @@ class Jobgate:
         return rc
 
 
+def stop_all(env):
+    """Teardown for a test file: stop every jobgate, simulator and Redis in
+    `env` (values, or dicts of them), jobgates first, each checked for a
+    clean exit."""
+    found = []
+    for value in (env or {}).values():
+        found.extend(value.values() if isinstance(value, dict) else [value])
+    for kind in (Jobgate, Sim, Redis):
+        for proc in found:
+            if isinstance(proc, kind):
+                proc.stop()
+
+
+def seed_path(project, job):
+    """The seed API's job path (classic ELB)."""
+    return "/v1.0/%s/jobs/%s" % (project, job)
+
+
 # ----------------------------------------------------------------------- TAP
 
 _tests = []

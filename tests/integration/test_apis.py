@@ -7,7 +7,7 @@ import tempfile
 import time
 import uuid
 
-from harness import (SRCDIR, Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, test,
+from harness import (Jobgate, Redis, SRCDIR, Sim, assert_documented_error, check, eq, hex32, run, stop_all, test,
                      wait_until)
 
 PROJECT = hex32()
@@ -45,13 +45,7 @@ def setup():
     return env
 
 
-def teardown(env):
-    if env.get("gate"):
-        env["gate"].stop()
-    for sim in env.get("sims", {}).values():
-        sim.stop()
-    if env.get("redis"):
-        env["redis"].stop()
+teardown = stop_all
 
 
 def front(name, job):

@@ -8,8 +8,8 @@ import tempfile
 import threading
 import time
 
-from harness import (JOBGATE_BIN, SEED_RULE, SRCDIR, Jobgate, Sim, check, eq, free_port, hex32, request, run, test,
-                     wait_port)
+from harness import (JOBGATE_BIN, Jobgate, SEED_RULE, SRCDIR, Sim, check, eq, free_port, hex32, request, run,
+                     stop_all, test, wait_port)
 
 PROJECT = hex32()
 
@@ -20,9 +20,7 @@ def setup():
     return env
 
 
-def teardown(env):
-    if env.get("sim"):
-        env["sim"].stop()
+teardown = stop_all
 
 
 def jobgate(*args, timeout=20):

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import (DOCUMENTED, Jobgate, Redis, Sim, assert_documented_error, check, eq, free_port, hex32,
-                     rule_file, run, test)
+                     rule_file, run, seed_path, stop_all, test)
 
 PROJECT = hex32()
 
@@ -22,14 +22,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("gate", "sim", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 def assert_not_cached(env, job):

@@ -4,7 +4,7 @@ and how many requests reach upstream (before and after a restart)."""
 import threading
 import time
 
-from harness import TOKEN, Jobgate, Redis, Sim, check, eq, hex32, run, test, wait_until
+from harness import Jobgate, Redis, Sim, TOKEN, check, eq, hex32, run, seed_path, test, wait_until
 
 PROJECT = hex32()
 ORDER = {"INIT": 0, "RUNNING": 1, "SUCCESS": 2, "FAIL": 2}
@@ -30,7 +30,7 @@ def teardown(env):
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 @test

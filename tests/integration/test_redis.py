@@ -4,7 +4,8 @@
 import threading
 import time
 
-from harness import Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, test, wait_until
+from harness import (Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path, stop_all,
+                     test, wait_until)
 
 PROJECT = hex32()
 
@@ -17,14 +18,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("gate", "sim", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 def cache_state(gate):

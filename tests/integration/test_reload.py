@@ -7,7 +7,7 @@ import tempfile
 import threading
 import time
 
-from harness import Jobgate, Redis, Sim, check, eq, hex32, rule_file, run, test, wait_until
+from harness import Jobgate, Redis, Sim, check, eq, hex32, rule_file, run, seed_path, stop_all, test, wait_until
 
 PROJECT = hex32()
 
@@ -21,14 +21,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("gate", "sim", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 def generation(sim):

@@ -6,8 +6,8 @@ counts prove which requests reached upstream.
 """
 import socket
 
-from harness import (DOCUMENTED, TOKEN, Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, request,
-                     run, test, wait_until)
+from harness import (DOCUMENTED, Jobgate, Redis, Sim, TOKEN, assert_documented_error, check, eq, hex32, request,
+                     run, stop_all, test, wait_until)
 
 PROJECT = hex32()
 
@@ -20,13 +20,7 @@ def setup():
     return env
 
 
-def teardown(env):
-    if env.get("gate"):
-        env["gate"].stop()
-    if env.get("sim"):
-        env["sim"].stop()
-    if env.get("redis"):
-        env["redis"].stop()
+teardown = stop_all
 
 
 def path(job, project=PROJECT):

@@ -5,7 +5,8 @@ error codes mapped whatever the status."""
 import tempfile
 import time
 
-from harness import Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, rule_file, run, test
+from harness import (Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, rule_file, run, seed_path,
+                     stop_all, test)
 
 PROJECT = hex32()
 
@@ -33,14 +34,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("gate", "east", "west", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 @test

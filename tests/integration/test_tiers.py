@@ -5,7 +5,7 @@ copy lives there only for what remains of its TTL."""
 import re
 import time
 
-from harness import Jobgate, Redis, Sim, eq, hex32, run, test, wait_until
+from harness import Jobgate, Redis, Sim, eq, hex32, run, seed_path, stop_all, test, wait_until
 
 PROJECT = hex32()
 
@@ -18,14 +18,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("gate", "sim", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 def redis_reads(redis):

@@ -6,7 +6,8 @@ import os
 import subprocess
 import tempfile
 
-from harness import OPENSSL, Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, test
+from harness import (Jobgate, OPENSSL, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path,
+                     stop_all, test)
 
 PROJECT = hex32()
 
@@ -38,14 +39,11 @@ def setup():
     return env
 
 
-def teardown(env):
-    for name in ("sim", "redis"):
-        if env.get(name):
-            env[name].stop()
+teardown = stop_all
 
 
 def path(job):
-    return "/v1.0/%s/jobs/%s" % (PROJECT, job)
+    return seed_path(PROJECT, job)
 
 
 @test
