@@ -336,10 +336,16 @@ def stop_all(env):
     found = []
     for value in (env or {}).values():
         found.extend(value.values() if isinstance(value, dict) else [value])
+    failure = None
     for kind in (Jobgate, Sim, Redis):
         for proc in found:
             if isinstance(proc, kind):
-                proc.stop()
+                try:
+                    proc.stop()
+                except Exception as e:  # stop the others anyway, then report the first
+                    failure = failure or e
+    if failure:
+        raise failure
 
 
 def seed_path(project, job):
