@@ -60,6 +60,15 @@ static void on_redis_result(enum cache_status status, struct body *b, void *arg)
         int64_t ttl = remaining_ms(b);
         if (ttl != 0)
             cache_mem_put(f->c->mem, f->key, b, ttl);
+    } else {
+        /* While Redis was asked, an upstream answer for this key may have been
+         * stored (every store goes to the in-process tier at once): a miss
+         * that predates it must not cost another upstream call. */
+        struct body *fresh = cache_mem_get(f->c->mem, f->key);
+        if (fresh) {
+            status = CACHE_HIT;
+            b = fresh;
+        }
     }
     f->cb(status, b, f->arg);
     free(f);

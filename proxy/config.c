@@ -1,6 +1,5 @@
 #include <errno.h>
 #include <glob.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,7 +112,7 @@ static int add_rule_file(struct config *c, const char *path)
 }
 
 /* Each entry is a file or a glob, relative to the config file's folder. */
-static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, const char *dir, struct conf_diag *d)
+static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, struct conf_diag *d)
 {
     if (!list)
         return 0;
@@ -134,10 +133,7 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
             continue;
         }
         char full[4096];
-        if (pattern[0] == '/')
-            snprintf(full, sizeof(full), "%s", pattern);
-        else
-            snprintf(full, sizeof(full), "%s/%s", dir, pattern);
+        yconf_resolve_path(y->path, pattern, full, sizeof(full));
         glob_t g;
         int grc = glob(full, GLOB_ERR, NULL, &g);
         if (grc == GLOB_NOMATCH || grc == GLOB_ABORTED) {
@@ -201,9 +197,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc = -1;
     }
 
-    char *dup = strdup(path);
-    rc |= load_rule_list(c, &y, yconf_get(&y, root, "rules"), dirname(dup), d);
-    free(dup);
+    rc |= load_rule_list(c, &y, yconf_get(&y, root, "rules"), d);
 
     yaml_node_t *cache = yconf_get(&y, root, "cache");
     if (cache) {

@@ -40,7 +40,6 @@ struct job_request {
     enum cache_outcome outcome;
     int in_lookup;
     int64_t started_us;
-    int64_t lookup_started_us;
     char request_id[REQUEST_ID_MAX + 1];
     char key[KEY_MAX];
     TAILQ_ENTRY(job_request) live_link;
@@ -61,19 +60,6 @@ struct flight {
     struct job_request_list waiters;
 };
 
-/* An answer fetched moments ago, kept for cache lookups that were already
- * out when it arrived: their MISS predates it, and without this each of them
- * would start another upstream call for the same key. Kept for one lookup
- * window (no lookup is out longer), oldest first on a FIFO. */
-struct recent_answer {
-    struct keymap_item item;
-    struct body *body;
-    int64_t completed_us;
-    TAILQ_ENTRY(recent_answer) link;
-    char key[];
-};
-TAILQ_HEAD(recent_list, recent_answer);
-
 struct gateway {
     struct ruleset *rules;
     struct cache *cache;
@@ -83,9 +69,6 @@ struct gateway {
     char *upstream_url;
     char *upstream_token;
     struct keymap flights;
-    struct keymap recent;
-    struct recent_list recent_fifo;
-    int64_t recent_window_us;
     struct job_request_list live;
     struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
     size_t in_flight;
@@ -169,54 +152,6 @@ static void answer_job(struct job_request *jr, struct body *b, int hit)
     job_request_done(jr, b->status);
 }
 
-/* --------------------------------------------------------- recent answers */
-
-static void recent_drop(struct gateway *gw, struct recent_answer *ra)
-{
-    keymap_remove(&gw->recent, &ra->item);
-    TAILQ_REMOVE(&gw->recent_fifo, ra, link);
-    body_unref(ra->body);
-    free(ra);
-}
-
-static void recent_expire(struct gateway *gw, int64_t now_us)
-{
-    struct recent_answer *ra;
-    while ((ra = TAILQ_FIRST(&gw->recent_fifo)) != NULL && ra->completed_us + gw->recent_window_us < now_us)
-        recent_drop(gw, ra);
-}
-
-static void recent_remember(struct gateway *gw, const char *key, struct body *b)
-{
-    int64_t now = clock_mono_us();
-    recent_expire(gw, now);
-    struct recent_answer *old = (struct recent_answer *)keymap_get(&gw->recent, key);
-    if (old)
-        recent_drop(gw, old);
-    size_t len = strlen(key);
-    struct recent_answer *ra = malloc(sizeof(*ra) + len + 1);
-    if (!ra)
-        return;
-    memcpy(ra->key, key, len + 1);
-    ra->item.key = ra->key;
-    ra->body = body_ref(b);
-    ra->completed_us = now;
-    if (keymap_put(&gw->recent, &ra->item) < 0) {
-        body_unref(ra->body);
-        free(ra);
-        return;
-    }
-    TAILQ_INSERT_TAIL(&gw->recent_fifo, ra, link);
-}
-
-/* The answer for `key` that arrived after `since_us`, or NULL. */
-static struct body *recent_since(struct gateway *gw, const char *key, int64_t since_us)
-{
-    recent_expire(gw, clock_mono_us());
-    struct recent_answer *ra = (struct recent_answer *)keymap_get(&gw->recent, key);
-    return (ra && ra->completed_us >= since_us) ? ra->body : NULL;
-}
-
 /* --------------------------------------------------------------- upstream */
 
 static void flight_free(struct flight *f)
@@ -240,7 +175,6 @@ static struct body *remember_not_found(struct flight *f, const struct client_err
         return NULL;
     b->status = 404;
     cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms);
-    recent_remember(f->gw, f->key, b);
     return b;
 }
 
@@ -279,8 +213,6 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
     }
     int64_t ttl_ms = terminal ? rule->terminal_ttl_ms : rule->pending_ttl_ms;
     cache_put(f->gw->cache, f->key, b, ttl_ms);
-    if (ttl_ms != 0)
-        recent_remember(f->gw, f->key, b);
     log_debug("upstream 200 for key %s: state %s (%s)", f->key, state, job_class_name(cls));
     return b;
 }
@@ -399,11 +331,6 @@ static void on_cache_result(enum cache_status status, struct body *b, void *arg)
     case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;
     case CACHE_UNAVAILABLE: jr->outcome = OUTCOME_BYPASS; break;
     }
-    struct body *fresh = recent_since(jr->gw, jr->key, jr->lookup_started_us);
-    if (fresh) {
-        answer_job(jr, fresh, 0);
-        return;
-    }
     join_flight(jr);
 }
 
@@ -520,7 +447,6 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req)
         return;
     }
     jr->in_lookup = 1;
-    jr->lookup_started_us = clock_mono_us();
     cache_get(gw->cache, jr->key, on_cache_result, jr); /* may answer before it returns */
 }
 
@@ -545,7 +471,6 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
-    gw->recent_window_us = conf->lookup_window_ms * 1000;
 }
 
 struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
@@ -559,7 +484,6 @@ struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct u
     gw->upstream = upstream;
     gw->metrics = metrics;
     apply_conf(gw, conf);
-    TAILQ_INIT(&gw->recent_fifo);
     TAILQ_INIT(&gw->live);
     TAILQ_INIT(&gw->orphans);
     return gw;
@@ -644,8 +568,6 @@ void gateway_free(struct gateway *gw)
         free(jr);
     }
     keymap_clear(&gw->flights, free_flight_item);
-    while (!TAILQ_EMPTY(&gw->recent_fifo))
-        recent_drop(gw, TAILQ_FIRST(&gw->recent_fifo));
     ruleset_unref(gw->rules);
     free(gw->key_prefix);
     free(gw->upstream_url);

@@ -25,7 +25,6 @@ struct gateway_conf {
     const char *key_prefix;
     const char *upstream_url;   /* overrides every rule's upstream url when set */
     const char *upstream_token; /* sent instead of the client's X-Auth-Token when set; secret */
-    int64_t lookup_window_ms;   /* longest a cache lookup can be out (the Redis budget) */
 };
 
 /* The gateway borrows cache, upstream and metrics (the caller frees them

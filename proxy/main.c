@@ -147,10 +147,8 @@ static void on_idle(void *arg)
 
 static struct gateway_conf gateway_conf_of(const struct config *cfg)
 {
-    return (struct gateway_conf){.key_prefix = cfg->key_prefix,
-                                 .upstream_url = cfg->upstream_url,
-                                 .upstream_token = cfg->upstream_token,
-                                 .lookup_window_ms = 2 * cfg->cache.redis_budget_ms};
+    return (struct gateway_conf){
+        .key_prefix = cfg->key_prefix, .upstream_url = cfg->upstream_url, .upstream_token = cfg->upstream_token};
 }
 
 static int str_differs(const char *a, const char *b)

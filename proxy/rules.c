@@ -724,13 +724,7 @@ static int load_errors_section(struct yconf *y, yaml_node_t *n, struct rule *r, 
     if (!file)
         return load_errors(y, n, r, d);
     char path[4096];
-    if (file[0] == '/') {
-        snprintf(path, sizeof(path), "%s", file);
-    } else {
-        const char *slash = strrchr(y->path, '/');
-        int dirlen = slash ? (int)(slash - y->path) : 1;
-        snprintf(path, sizeof(path), "%.*s/%s", dirlen, slash ? y->path : ".", file);
-    }
+    yconf_resolve_path(y->path, file, path, sizeof(path));
     struct yconf shared;
     int rc = yconf_load(&shared, path, d);
     if (rc == 0 && !yconf_root(&shared)) {

@@ -59,6 +59,17 @@ void conf_diag_print(const struct conf_diag *d, FILE *out)
         fprintf(out, "%s\n", d->lines[i]);
 }
 
+void yconf_resolve_path(const char *base_file, const char *rel, char *out, size_t outlen)
+{
+    const char *slash = strrchr(base_file, '/');
+    if (rel[0] == '/')
+        snprintf(out, outlen, "%s", rel);
+    else if (!slash)
+        snprintf(out, outlen, "%s", rel);
+    else
+        snprintf(out, outlen, "%.*s/%s", (int)(slash - base_file), base_file, rel);
+}
+
 static int load_parser(struct yconf *y, yaml_parser_t *parser, struct conf_diag *d)
 {
     if (!yaml_parser_load(parser, &y->doc)) {

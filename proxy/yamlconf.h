@@ -33,6 +33,11 @@ void conf_diag_add(struct conf_diag *d, const char *file, size_t line, size_t co
     __attribute__((format(printf, 5, 6)));
 void conf_diag_print(const struct conf_diag *d, FILE *out);
 
+/* Write into `out` the path `rel` names when written in the file `base_file`:
+ * an absolute `rel` as it is, else relative to base_file's folder (files name
+ * their neighbours: rule files, shared error maps). */
+void yconf_resolve_path(const char *base_file, const char *rel, char *out, size_t outlen);
+
 /* One parsed YAML file. */
 struct yconf {
     char *path;
