@@ -30,6 +30,8 @@ void config_defaults(struct config *c)
     c->upstream.max_body_bytes = 1024 * 1024;
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
+    c->coalesce_max_waiters = 10000;
+    c->coalesce_max_wait_ms = 15000;
     c->client_timeout_ms = 30000;
     c->max_header_bytes = 8192;
     c->shutdown_timeout_ms = 10000;
@@ -154,8 +156,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
-    static const char *const top_keys[] = {"listen", "log_level",        "rules", "cache", "upstream",
-                                           "client", "shutdown_timeout", NULL};
+    static const char *const top_keys[] = {"listen",   "log_level",        "rules", "cache", "upstream", "client",
+                                           "coalesce", "shutdown_timeout", NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -168,6 +170,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
                                                 "max_body", "max_connections", NULL};
     static const char *const client_keys[] = {"timeout", "max_header_bytes", NULL};
+    static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
     config_set_str(&c->file, path);
     if (yconf_load(&y, path, d) < 0) {
@@ -252,6 +255,15 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
             rc = -1;
         rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &c->client_timeout_ms, d);
         rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
+    }
+    yaml_node_t *coalesce = yconf_get(&y, root, "coalesce");
+    if (coalesce) {
+        if (yconf_check_map(&y, coalesce, "coalesce", coalesce_keys, d) < 0)
+            rc = -1;
+        long waiters = (long)c->coalesce_max_waiters;
+        rc |= yconf_get_long(&y, coalesce, "max_waiters", 1, 10000000, &waiters, d);
+        c->coalesce_max_waiters = (size_t)waiters;
+        rc |= yconf_get_ms(&y, coalesce, "max_wait", 10, 3600000, 0, &c->coalesce_max_wait_ms, d);
     }
     rc |= yconf_get_ms(&y, root, "shutdown_timeout", 0, 3600000, 0, &c->shutdown_timeout_ms, d);
 

@@ -33,6 +33,9 @@ struct config {
     char *upstream_url;   /* overrides every rule's upstream url when set */
     char *upstream_token; /* secret: sent as X-Auth-Token instead of the client's */
 
+    size_t coalesce_max_waiters; /* requests one key's upstream call may hold */
+    int64_t coalesce_max_wait_ms;
+
     int64_t client_timeout_ms;
     size_t max_header_bytes;
     int64_t shutdown_timeout_ms;

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <cjson/cJSON.h>
 #include <event2/keyvalq_struct.h>
@@ -37,6 +39,8 @@ struct job_request {
     const struct rule *rule;
     struct route_match match;
     struct flight *flight;
+    struct event *gone_watch; /* while waiting on a flight: fires when the client hangs up */
+    int64_t wait_deadline_us; /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     int in_lookup;
     int64_t started_us;
@@ -57,10 +61,13 @@ struct flight {
     const struct rule *rule;
     struct upstream_call *call;
     char expected_id[ROUTE_MAX_PATH + 1];
-    struct job_request_list waiters;
+    struct job_request_list waiters; /* in arrival order, hence in deadline order */
+    size_t nwaiters;
+    struct event *wait_timer; /* armed for the first waiter's deadline */
 };
 
 struct gateway {
+    struct event_base *base;
     struct ruleset *rules;
     struct cache *cache;
     struct upstream *upstream;
@@ -68,6 +75,9 @@ struct gateway {
     char *key_prefix;
     char *upstream_url;
     char *upstream_token;
+    size_t max_waiters;
+    int64_t max_wait_ms;
+    int watch_hangups; /* the loop can tell a peer's close apart from data (EV_CLOSED) */
     struct keymap flights;
     struct job_request_list live;
     struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
@@ -119,12 +129,10 @@ static struct reply_meta meta_of(const struct job_request *jr)
         .request_id = jr->request_id, .outcome = jr->outcome, .age_s = -1, .close_connection = jr->gw->draining};
 }
 
-/* The request has been answered: count it and let it go. */
-static void job_request_done(struct job_request *jr, int status)
+/* The request is over (answered, or its client gone): let it go. */
+static void job_request_release(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
-    metrics_count_request(gw->metrics, jr->rule ? jr->rule->name : "none", status, jr->outcome,
-                          clock_mono_us() - jr->started_us);
     jr->req = NULL;
     gw->in_flight--;
     TAILQ_REMOVE(&gw->live, jr, live_link);
@@ -132,6 +140,14 @@ static void job_request_done(struct job_request *jr, int status)
     free(jr);
     if (gw->draining && gw->in_flight == 0 && gw->on_idle)
         gw->on_idle(gw->on_idle_arg);
+}
+
+/* The request has been answered: count it and let it go. */
+static void job_request_done(struct job_request *jr, int status)
+{
+    metrics_count_request(jr->gw->metrics, jr->rule ? jr->rule->name : "none", status, jr->outcome,
+                          clock_mono_us() - jr->started_us);
+    job_request_release(jr);
 }
 
 static void answer_error(struct job_request *jr, const struct client_error *e)
@@ -152,11 +168,101 @@ static void answer_job(struct job_request *jr, struct body *b, int hit)
     job_request_done(jr, b->status);
 }
 
+/* ---------------------------------------------------------------- waiters */
+
+static void arm_wait_timer(struct flight *f)
+{
+    struct job_request *first = TAILQ_FIRST(&f->waiters);
+    if (!first || !f->wait_timer)
+        return;
+    int64_t us = first->wait_deadline_us - clock_mono_us();
+    if (us < 0)
+        us = 0;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    evtimer_add(f->wait_timer, &tv);
+}
+
+/* Take `jr` off its flight's waiters (it is being answered, or is gone). */
+static void waiter_unlink(struct job_request *jr)
+{
+    struct flight *f = jr->flight;
+    if (!f)
+        return;
+    int was_first = TAILQ_FIRST(&f->waiters) == jr;
+    TAILQ_REMOVE(&f->waiters, jr, wait_link);
+    f->nwaiters--;
+    jr->flight = NULL;
+    if (jr->gone_watch) {
+        event_free(jr->gone_watch);
+        jr->gone_watch = NULL;
+    }
+    if (was_first && f->wait_timer) {
+        evtimer_del(f->wait_timer);
+        arm_wait_timer(f);
+    }
+}
+
+/* The client hung up while its request waited for upstream: forget it at
+ * once (it is never written to) and close our side. The upstream call goes
+ * on: its answer is cached for the next poller. evhttp 2.1 does not read a
+ * connection while a request on it is being served, so it would only notice
+ * when the answer failed to write; this event watches for the peer's FIN. */
+static void on_client_gone(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct job_request *jr = arg;
+    struct gateway *gw = jr->gw;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(jr->req);
+    waiter_unlink(jr);
+    metrics_count_event(gw->metrics, EVENT_WAITER_GONE);
+    log_debug("request %s: client closed its connection while waiting for upstream", jr->request_id);
+    job_request_release(jr);
+    if (evcon)
+        evhttp_connection_free(evcon); /* frees the request too */
+}
+
+static void watch_for_hangup(struct job_request *jr)
+{
+    struct gateway *gw = jr->gw;
+    struct evhttp_connection *evcon = gw->watch_hangups ? evhttp_request_get_connection(jr->req) : NULL;
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return;
+    jr->gone_watch = event_new(gw->base, fd, EV_CLOSED, on_client_gone, jr);
+    if (jr->gone_watch && event_add(jr->gone_watch, NULL) < 0) {
+        event_free(jr->gone_watch);
+        jr->gone_watch = NULL;
+    }
+}
+
+static void answer_error(struct job_request *jr, const struct client_error *e);
+
+/* Waiters past coalesce.max_wait are answered 504; the call goes on for the rest. */
+static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct flight *f = arg;
+    int64_t now = clock_mono_us();
+    struct job_request *jr;
+    while ((jr = TAILQ_FIRST(&f->waiters)) != NULL && jr->wait_deadline_us <= now) {
+        waiter_unlink(jr);
+        metrics_count_event(f->gw->metrics, EVENT_WAITER_TIMEOUT);
+        struct client_error err;
+        errmap_from_fault(&jr->rule->errors, FAULT_TIMEOUT, &err);
+        answer_error(jr, &err);
+    }
+}
+
 /* --------------------------------------------------------------- upstream */
 
 static void flight_free(struct flight *f)
 {
     keymap_remove(&f->gw->flights, &f->item);
+    if (f->wait_timer)
+        event_free(f->wait_timer);
     ruleset_unref(f->rules);
     free(f);
 }
@@ -228,8 +334,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     struct body *b = judge_answer(f, resp, &err);
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
-        TAILQ_REMOVE(&f->waiters, jr, wait_link);
-        jr->flight = NULL;
+        waiter_unlink(jr);
         if (b)
             answer_job(jr, b, 0);
         else
@@ -260,6 +365,12 @@ static struct flight *flight_start(struct job_request *jr)
     f->rules = ruleset_ref(jr->rules);
     f->rule = rule;
     TAILQ_INIT(&f->waiters);
+    f->wait_timer = evtimer_new(gw->base, on_wait_timer, f);
+    if (!f->wait_timer) {
+        ruleset_unref(f->rules);
+        free(f);
+        return NULL;
+    }
     if (rule->identity_param >= 0)
         snprintf(f->expected_id, sizeof(f->expected_id), "%s", jr->match.values[rule->identity_param]);
 
@@ -270,6 +381,7 @@ static struct flight *flight_start(struct job_request *jr)
     int n = snprintf(url, sizeof(url), "%s", base);
     if (n < 0 || (size_t)n >= sizeof(url) ||
         rule_upstream_path(rule, &jr->match, url + n, sizeof(url) - (size_t)n) < 0) {
+        event_free(f->wait_timer);
         ruleset_unref(f->rules);
         free(f);
         return NULL;
@@ -289,6 +401,7 @@ static struct flight *flight_start(struct job_request *jr)
     if (!f->call || keymap_put(&gw->flights, &f->item) < 0) {
         if (f->call)
             upstream_cancel(gw->upstream, f->call);
+        event_free(f->wait_timer);
         ruleset_unref(f->rules);
         free(f);
         return NULL;
@@ -302,14 +415,26 @@ static void join_flight(struct job_request *jr)
     struct flight *f = (struct flight *)keymap_get(&gw->flights, jr->key);
     if (!f)
         f = flight_start(jr);
+    struct client_error err;
     if (!f) {
-        struct client_error err;
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
         answer_error(jr, &err);
         return;
     }
+    if (f->nwaiters >= gw->max_waiters) {
+        /* A bound on what one key can hold: memory, and the burst its answer releases. */
+        metrics_count_event(gw->metrics, EVENT_WAITER_OVERFLOW);
+        client_error_set(&err, 503, "JG.TOO_MANY_WAITERS", "too many requests are waiting for this job; retry");
+        err.retry_after = 1;
+        answer_error(jr, &err);
+        return;
+    }
     jr->flight = f;
+    jr->wait_deadline_us = clock_mono_us() + gw->max_wait_ms * 1000;
     TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
+    if (++f->nwaiters == 1)
+        arm_wait_timer(f);
+    watch_for_hangup(jr);
 }
 
 /* ------------------------------------------------------------------ cache */
@@ -469,16 +594,20 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->key_prefix = strdup(conf->key_prefix ? conf->key_prefix : "");
     gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
     gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
+    gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
+    gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
 }
 
-struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
-                            struct metrics *metrics, const struct gateway_conf *conf)
+struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, struct cache *cache,
+                            struct upstream *upstream, struct metrics *metrics, const struct gateway_conf *conf)
 {
     struct gateway *gw = calloc(1, sizeof(*gw));
     if (!gw)
         return NULL;
+    gw->base = base;
+    gw->watch_hangups = (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) != 0;
     gw->rules = ruleset_ref(rules);
     gw->cache = cache;
     gw->upstream = upstream;
@@ -521,8 +650,7 @@ void gateway_abort_all(struct gateway *gw)
         next = TAILQ_NEXT(jr, live_link);
         if (jr->flight) {
             struct flight *f = jr->flight;
-            TAILQ_REMOVE(&f->waiters, jr, wait_link);
-            jr->flight = NULL;
+            waiter_unlink(jr);
             if (TAILQ_EMPTY(&f->waiters)) {
                 upstream_cancel(gw->upstream, f->call);
                 flight_free(f);
@@ -549,6 +677,8 @@ void gateway_abort_all(struct gateway *gw)
 static void free_flight_item(struct keymap_item *item)
 {
     struct flight *f = (struct flight *)item;
+    if (f->wait_timer)
+        event_free(f->wait_timer);
     ruleset_unref(f->rules);
     free(f);
 }
@@ -560,6 +690,8 @@ void gateway_free(struct gateway *gw)
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&gw->live)) != NULL) {
         TAILQ_REMOVE(&gw->live, jr, live_link);
+        if (jr->gone_watch)
+            event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
         free(jr);
     }

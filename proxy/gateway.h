@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 struct evhttp_request;
+struct event_base;
 struct ruleset;
 struct cache;
 struct upstream;
@@ -25,13 +26,15 @@ struct gateway_conf {
     const char *key_prefix;
     const char *upstream_url;   /* overrides every rule's upstream url when set */
     const char *upstream_token; /* sent instead of the client's X-Auth-Token when set; secret */
+    size_t max_waiters;         /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
+    int64_t max_wait_ms;        /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };
 
 /* The gateway borrows cache, upstream and metrics (the caller frees them
  * after gateway_free) and takes a reference to `rules`. Strings in `conf`
  * are copied. */
-struct gateway *gateway_new(struct ruleset *rules, struct cache *cache, struct upstream *upstream,
-                            struct metrics *metrics, const struct gateway_conf *conf);
+struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, struct cache *cache,
+                            struct upstream *upstream, struct metrics *metrics, const struct gateway_conf *conf);
 
 /* Switch to a new ruleset and settings (SIGHUP). Requests already received
  * finish under the ruleset they started with; new ones use `rules`. */

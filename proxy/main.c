@@ -147,8 +147,11 @@ static void on_idle(void *arg)
 
 static struct gateway_conf gateway_conf_of(const struct config *cfg)
 {
-    return (struct gateway_conf){
-        .key_prefix = cfg->key_prefix, .upstream_url = cfg->upstream_url, .upstream_token = cfg->upstream_token};
+    return (struct gateway_conf){.key_prefix = cfg->key_prefix,
+                                 .upstream_url = cfg->upstream_url,
+                                 .upstream_token = cfg->upstream_token,
+                                 .max_waiters = cfg->coalesce_max_waiters,
+                                 .max_wait_ms = cfg->coalesce_max_wait_ms};
 }
 
 static int str_differs(const char *a, const char *b)
@@ -289,7 +292,7 @@ int main(int argc, char **argv)
         goto out;
     }
     struct gateway_conf gconf = gateway_conf_of(cfg);
-    d.gateway = gateway_new(rules, cache, upstream, metrics, &gconf);
+    d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &gconf);
     if (!d.gateway) {
         log_error("out of memory");
         goto out;

@@ -35,12 +35,25 @@ struct metrics {
     size_t nroutes;
     struct histogram request_latency;
     struct histogram upstream_latency;
+    uint64_t events[EVENT__COUNT];
 };
 
 const char *cache_outcome_name(enum cache_outcome o)
 {
-    static const char *const names[OUTCOME__COUNT] = {"HIT", "MISS", "BYPASS"};
+    static const char *const names[OUTCOME__COUNT] = {"HIT", "MISS", "BYPASS", "STALE"};
     return (o >= 0 && o < OUTCOME__COUNT) ? names[o] : "BYPASS";
+}
+
+const char *metrics_event_name(enum metrics_event e)
+{
+    static const char *const names[EVENT__COUNT] = {"waiter_gone", "waiter_overflow", "waiter_timeout"};
+    return (e >= 0 && e < EVENT__COUNT) ? names[e] : "unknown";
+}
+
+void metrics_count_event(struct metrics *m, enum metrics_event e)
+{
+    if (e >= 0 && e < EVENT__COUNT)
+        m->events[e]++;
 }
 
 struct metrics *metrics_new(void)
@@ -156,6 +169,12 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                 evbuffer_add_printf(out, "jobgate_upstream_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
                                     r->name, fault_name((enum upstream_fault)f), r->upstream_fault[f]);
     }
+
+    evbuffer_add_printf(out, "# HELP jobgate_events_total Requests that ended other than by an answer, or were "
+                             "refused before waiting.\n# TYPE jobgate_events_total counter\n");
+    for (int e = 0; e < EVENT__COUNT; e++)
+        evbuffer_add_printf(out, "jobgate_events_total{event=\"%s\"} %" PRIu64 "\n",
+                            metrics_event_name((enum metrics_event)e), m->events[e]);
 
     render_histogram(&m->request_latency, "jobgate_request_duration_seconds", "Time from request to answer.", out);
     render_histogram(&m->upstream_latency, "jobgate_upstream_duration_seconds", "Time of upstream calls.", out);

@@ -14,12 +14,24 @@ struct evbuffer;
 struct cache_health;
 
 /* What the cache did for one answer: the X-Cache header's value. */
-enum cache_outcome { OUTCOME_HIT, OUTCOME_MISS, OUTCOME_BYPASS, OUTCOME__COUNT };
+enum cache_outcome { OUTCOME_HIT, OUTCOME_MISS, OUTCOME_BYPASS, OUTCOME_STALE, OUTCOME__COUNT };
 const char *cache_outcome_name(enum cache_outcome o);
+
+/* Things that happen to requests besides being answered, counted in
+ * jobgate_events_total{event="..."}. */
+enum metrics_event {
+    EVENT_WAITER_GONE,     /* a client closed its connection while waiting for upstream */
+    EVENT_WAITER_OVERFLOW, /* a key already had the most waiters allowed: answered 503 */
+    EVENT_WAITER_TIMEOUT,  /* waited longer than coalesce.max_wait: answered 504 */
+    EVENT__COUNT
+};
+const char *metrics_event_name(enum metrics_event e);
 
 struct metrics;
 
 struct metrics *metrics_new(void);
+
+void metrics_count_event(struct metrics *m, enum metrics_event e);
 
 /* One answered request. `route` is a rule name or "none". */
 void metrics_count_request(struct metrics *m, const char *route, int status, enum cache_outcome outcome,
