@@ -76,6 +76,20 @@ int config_set_redis(struct config *c, const char *value, char *err, size_t errl
     return 0;
 }
 
+int config_set_workers(struct config *c, const char *value)
+{
+    if (strcmp(value, "auto") == 0) {
+        c->workers = 0;
+        return 0;
+    }
+    char *end;
+    long n = strtol(value, &end, 10);
+    if (end == value || *end || n < 1 || n > 256)
+        return -1;
+    c->workers = (int)n;
+    return 0;
+}
+
 /* Read a secret from a file: first line, trailing newline dropped. */
 static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *path, char **out, struct conf_diag *d)
 {
@@ -156,8 +170,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
-    static const char *const top_keys[] = {"listen",   "log_level",        "rules", "cache", "upstream", "client",
-                                           "coalesce", "shutdown_timeout", NULL};
+    static const char *const top_keys[] = {"listen",   "log_level",        "rules",   "cache", "upstream", "client",
+                                           "coalesce", "shutdown_timeout", "workers", NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -255,6 +269,11 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
             rc = -1;
         rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &c->client_timeout_ms, d);
         rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
+    }
+    yaml_node_t *workers = yconf_get(&y, root, "workers");
+    if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
+        yconf_error(&y, workers, d, "'workers' must be auto or a number from 1 to 256");
+        rc = -1;
     }
     yaml_node_t *coalesce = yconf_get(&y, root, "coalesce");
     if (coalesce) {

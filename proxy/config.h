@@ -39,6 +39,7 @@ struct config {
     int64_t client_timeout_ms;
     size_t max_header_bytes;
     int64_t shutdown_timeout_ms;
+    int workers; /* worker processes; 0: auto */
 };
 
 /* Fill `c` with the defaults. */
@@ -52,6 +53,9 @@ int config_parse_listen(const char *text, char **host, int *port);
 
 /* Apply a --redis value: "none", redis://..., unix:... Returns 0, or -1 with err. */
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen);
+
+/* Apply a --workers value: "auto" or 1..256. Returns 0 or -1. */
+int config_set_workers(struct config *c, const char *value);
 
 /* Set a string member (copy; replaces any previous value). */
 void config_set_str(char **field, const char *value);

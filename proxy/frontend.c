@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 
@@ -8,6 +9,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 
 #include "cache.h"
 #include "frontend.h"
@@ -45,6 +48,7 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", h.up ? "ok" : "degraded");
     cJSON_AddStringToObject(o, "version", PACKAGE_VERSION);
+    cJSON_AddNumberToObject(o, "pid", (double)getpid()); /* which worker answered */
     cJSON *c = cJSON_AddObjectToObject(o, "cache");
     cJSON_AddStringToObject(c, "backend", h.backend);
     cJSON_AddStringToObject(c, "state", h.state);
@@ -94,6 +98,32 @@ static void on_request(struct evhttp_request *req, void *arg)
         serve_metrics(fe, req, &meta);
 }
 
+/* The listening socket. With reuse_port each worker process binds its own
+ * on the same address (SO_REUSEPORT) and the kernel spreads connections
+ * over them; a plain bind otherwise, so that a second jobgate on the same
+ * port is refused rather than silently sharing it. */
+static struct evhttp_bound_socket *bind_listener(struct event_base *base, struct evhttp *http,
+                                                 const struct frontend_conf *conf)
+{
+    if (!conf->reuse_port)
+        return evhttp_bind_socket_with_handle(http, conf->host, (ev_uint16_t)conf->port);
+    char text[300];
+    snprintf(text, sizeof(text), strchr(conf->host, ':') ? "[%s]:%d" : "%s:%d", conf->host, conf->port);
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (evutil_parse_sockaddr_port(text, (struct sockaddr *)&ss, &sl) < 0)
+        return NULL;
+    struct evconnlistener *l = evconnlistener_new_bind(
+        base, NULL, NULL, LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, sl);
+    if (!l)
+        return NULL;
+    struct evhttp_bound_socket *bound = evhttp_bind_listener(http, l);
+    if (!bound)
+        evconnlistener_free(l);
+    return bound;
+}
+
 struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf, struct gateway *gw,
                               struct cache *cache, struct metrics *metrics, char *err, size_t errlen)
 {
@@ -124,7 +154,7 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     evhttp_set_default_content_type(fe->http, "application/json;charset=UTF-8");
     evhttp_set_gencb(fe->http, on_request, fe);
 
-    fe->bound = evhttp_bind_socket_with_handle(fe->http, conf->host, (ev_uint16_t)conf->port);
+    fe->bound = bind_listener(base, fe->http, conf);
     if (!fe->bound) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not this host's?)", conf->host, conf->port);
         evhttp_free(fe->http);

@@ -20,6 +20,7 @@ struct frontend_conf {
     int port;                  /* 0: any free port (see frontend_port) */
     int64_t client_timeout_ms; /* read/write timeout of a client connection */
     size_t max_header_bytes;
+    int reuse_port; /* one of several worker processes on this address (SO_REUSEPORT) */
 };
 
 /* Bind and start serving. Returns NULL with a message on failure. The

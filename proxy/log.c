@@ -7,11 +7,17 @@
 #include "log.h"
 
 static enum log_level current_level = LOG_LEVEL_INFO;
+static char process_tag[16]; /* "w2 " in worker 2, empty in a single process */
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void log_set_level(enum log_level level)
 {
     current_level = level;
+}
+
+void log_set_worker(int index)
+{
+    snprintf(process_tag, sizeof(process_tag), "w%d ", index);
 }
 
 enum log_level log_get_level(void)
@@ -48,5 +54,5 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s.%03dZ [%s] %s\n", stamp, (int)(tv.tv_usec / 1000), level_names[level], line);
+    fprintf(stderr, "%s.%03dZ [%s] %s%s\n", stamp, (int)(tv.tv_usec / 1000), level_names[level], process_tag, line);
 }

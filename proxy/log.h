@@ -13,6 +13,9 @@ enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBU
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 
+/* Tag every later line with "wINDEX " (in a worker process). */
+void log_set_worker(int index);
+
 /* Parse "error", "warn", "info" or "debug". Returns 0, or -1 if unknown. */
 int log_level_parse(const char *name, enum log_level *out);
 

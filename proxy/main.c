@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "rules.h"
 #include "upstream.h"
+#include "workers.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/jobgate/jobgate.yaml"
 
@@ -31,6 +32,7 @@ struct options {
     const char *listen;
     const char *upstream;
     const char *redis;
+    const char *workers;
 };
 
 /* Everything the running daemon holds, for the signal handlers and teardown. */
@@ -44,16 +46,28 @@ struct daemon {
     int stopping;
 };
 
+/* What main hands to each worker. */
+struct boot {
+    const struct options *opts;
+    struct config *cfg;
+    struct ruleset *rules;
+    int reuse_port;
+};
+
+static int run_daemon(int index, void *arg);
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--upstream URL] [--redis URL|none]\n"
-                 "               [--version] [--help]\n"
+                 "               [--workers N|auto] [--version] [--help]\n"
                  "\n"
                  "  -c, --config FILE    configuration file (default " DEFAULT_CONFIG ")\n"
                  "  -t, --test           check the configuration and rules, print FILE:LINE:COL: errors, exit 0 or 1\n"
                  "      --listen H:P     address to serve clients on (overrides 'listen')\n"
                  "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
                  "      --redis URL      redis://HOST:PORT[/DB], unix:PATH, or none for the embedded cache\n"
+                 "      --workers N      worker processes (overrides 'workers'; auto: one per core with Redis,\n"
+                 "                       one with the embedded cache)\n"
                  "  -v, --version        print the version\n"
                  "  -h, --help           print this help\n"
                  "\n"
@@ -63,13 +77,14 @@ static void usage(FILE *out)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS };
+    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_WORKERS };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"redis", required_argument, NULL, OPT_REDIS},
+        {"workers", required_argument, NULL, OPT_WORKERS},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -82,6 +97,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_LISTEN: o->listen = optarg; break;
         case OPT_UPSTREAM: o->upstream = optarg; break;
         case OPT_REDIS: o->redis = optarg; break;
+        case OPT_WORKERS: o->workers = optarg; break;
         case 'v': printf("jobgate %s\n", PACKAGE_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
@@ -110,6 +126,10 @@ static int load_config(const struct options *o, struct config *cfg, struct conf_
     }
     if (o->redis && config_set_redis(cfg, o->redis, err, sizeof(err)) < 0) {
         conf_diag_add(d, "--redis", 0, 0, "%s", err);
+        rc = -1;
+    }
+    if (o->workers && config_set_workers(cfg, o->workers) < 0) {
+        conf_diag_add(d, "--workers", 0, 0, "'%s' is not a number of workers (1-256) or auto", o->workers);
         rc = -1;
     }
     if (o->upstream) {
@@ -266,8 +286,38 @@ int main(int argc, char **argv)
         log_error("cannot initialise libcurl");
         return 1;
     }
+    int nworkers = cfg->workers;
+    if (nworkers == 0) /* auto */
+        nworkers = cfg->cache.redis_url ? workers_default_count() : 1;
+    else if (nworkers > 1 && !cfg->cache.redis_url)
+        log_warn("%d workers on the embedded cache: each keeps its own cache and calls upstream on its own; "
+                 "give them Redis to share answers",
+                 nworkers);
+    if (nworkers > 1 && cfg->listen_port == 0) {
+        log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
+        nworkers = 1;
+    }
+    struct boot boot = {.opts = &opts, .cfg = cfg, .rules = rules, .reuse_port = nworkers > 1};
+    int exit_code = nworkers > 1 ? workers_run(nworkers, run_daemon, &boot) : run_daemon(0, &boot);
+    if (nworkers > 1) {
+        ruleset_unref(rules);
+        config_free(cfg);
+        free(cfg);
+    }
+    curl_global_cleanup();
+    return exit_code;
+}
 
-    struct daemon d = {.opts = &opts, .cfg = cfg};
+/* One worker: the whole daemon on its own event loop. Takes ownership of
+ * boot->cfg and boot->rules (a worker process has its own copies). */
+static int run_daemon(int index, void *arg)
+{
+    struct boot *boot = arg;
+    struct config *cfg = boot->cfg;
+    struct ruleset *rules = boot->rules;
+    struct daemon d = {.opts = boot->opts, .cfg = cfg};
+    if (boot->reuse_port)
+        log_set_worker(index);
     struct cache *cache = NULL;
     struct upstream *upstream = NULL;
     struct metrics *metrics = NULL;
@@ -300,7 +350,8 @@ int main(int argc, char **argv)
     struct frontend_conf fconf = {.host = cfg->listen_host,
                                   .port = cfg->listen_port,
                                   .client_timeout_ms = cfg->client_timeout_ms,
-                                  .max_header_bytes = cfg->max_header_bytes};
+                                  .max_header_bytes = cfg->max_header_bytes,
+                                  .reuse_port = boot->reuse_port};
     d.frontend = frontend_new(d.base, &fconf, d.gateway, cache, metrics, err, sizeof(err));
     if (!d.frontend) {
         log_error("%s", err);
@@ -318,9 +369,10 @@ int main(int argc, char **argv)
 
     struct cache_health h;
     cache_health(cache, &h);
-    log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION, cfg->listen_host,
-             frontend_port(d.frontend), rules->count, h.backend, cfg->cache.redis_url ? " " : "",
-             cfg->cache.redis_url ? cfg->cache.redis_url : "");
+    if (!boot->reuse_port || index == 0)
+        log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION,
+                 cfg->listen_host, frontend_port(d.frontend), rules->count, h.backend, cfg->cache.redis_url ? " " : "",
+                 cfg->cache.redis_url ? cfg->cache.redis_url : "");
     ruleset_unref(rules); /* the gateway holds its own reference */
     rules = NULL;
     event_base_dispatch(d.base);
@@ -347,6 +399,5 @@ out:
     ruleset_unref(rules);
     config_free(d.cfg);
     free(d.cfg);
-    curl_global_cleanup();
     return exit_code;
 }

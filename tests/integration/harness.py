@@ -283,9 +283,12 @@ class Jobgate:
             upstream += "  url: %s\n" % self.upstream
         if self.ca_file:
             upstream += "  ca_file: %s\n" % self.ca_file
-        return ("listen: 127.0.0.1:%d\nlog_level: debug\nrules: [%s]\ncache:\n  redis: %s\n"
+        # One worker unless a test asks for more: counts read from /metrics are per worker.
+        workers = "" if "workers:" in self.extra_config else "workers: 1\n"
+        return ("listen: 127.0.0.1:%d\nlog_level: debug\n%srules: [%s]\ncache:\n  redis: %s\n"
                 "upstream:\n%sshutdown_timeout: 5s\n%s"
-                % (self.port, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n", self.extra_config))
+                % (self.port, workers, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n",
+                   self.extra_config))
 
     def start(self, wait=True):
         self.config = os.path.join(self.tmp, "jobgate.yaml")
