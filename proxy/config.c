@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -16,8 +17,13 @@ void config_set_str(char **field, const char *value)
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
-    config_set_str(&c->listen_host, "127.0.0.1");
-    c->listen_port = 8080;
+    c->listeners = calloc(1, sizeof(*c->listeners));
+    if (c->listeners) {
+        c->nlisteners = 1;
+        config_set_str(&c->listeners[0].host, "127.0.0.1");
+        c->listeners[0].port = 8080;
+        c->listeners[0].client_auth = 1;
+    }
     c->log_level = LOG_LEVEL_INFO;
     c->cache.redis_url = strdup("redis://127.0.0.1:6379");
     c->cache.redis_budget_ms = 50;
@@ -33,7 +39,12 @@ void config_defaults(struct config *c)
     c->coalesce_max_waiters = 10000;
     c->coalesce_max_wait_ms = 15000;
     c->client_timeout_ms = 30000;
+    c->header_timeout_ms = 10000;
+    c->keepalive_timeout_ms = 60000;
+    c->max_connections = 16384;
+    c->max_requests_per_connection = 10000;
     c->max_header_bytes = 8192;
+    c->max_uri_bytes = 4096;
     c->shutdown_timeout_ms = 10000;
 }
 
@@ -62,6 +73,85 @@ int config_parse_listen(const char *text, char **host, int *port)
     config_set_str(host, h);
     *port = (int)p;
     return 0;
+}
+
+int config_set_listen(struct config *c, const char *text)
+{
+    if (!c->nlisteners)
+        return -1;
+    return config_parse_listen(text, &c->listeners[0].host, &c->listeners[0].port);
+}
+
+static void free_listeners(struct config *c)
+{
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        free(c->listeners[i].host);
+        free(c->listeners[i].tls_cert);
+        free(c->listeners[i].tls_key);
+    }
+    free(c->listeners);
+    c->listeners = NULL;
+    c->nlisteners = 0;
+}
+
+/* 'listeners': a list of {listen, tls: {cert, key}, client_auth}. Replaces
+ * the default listener. TLS files are checked here so that -t reports them;
+ * the frontend loads them. */
+static int load_listeners(struct config *c, struct yconf *y, yaml_node_t *list, struct conf_diag *d)
+{
+    static const char *const listener_keys[] = {"listen", "tls", "client_auth", NULL};
+    static const char *const tls_keys[] = {"cert", "key", NULL};
+    if (list->type != YAML_SEQUENCE_NODE || yconf_seq_len(list) == 0) {
+        yconf_error(y, list, d, "'listeners' must be a non-empty list of {listen, tls, client_auth}");
+        return -1;
+    }
+    free_listeners(c);
+    c->listeners = calloc(yconf_seq_len(list), sizeof(*c->listeners));
+    if (!c->listeners)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < yconf_seq_len(list); i++) {
+        yaml_node_t *item = yconf_seq_item(y, list, i);
+        struct listener_conf *lc = &c->listeners[c->nlisteners++];
+        lc->client_auth = 1;
+        if (yconf_check_map(y, item, "a listener", listener_keys, d) < 0) {
+            rc = -1;
+            continue;
+        }
+        yaml_node_t *listen = yconf_get(y, item, "listen");
+        if (!listen || !yconf_scalar(listen) || config_parse_listen(yconf_scalar(listen), &lc->host, &lc->port) < 0) {
+            yconf_error(y, listen ? listen : item, d, "a listener needs 'listen: HOST:PORT'");
+            rc = -1;
+        }
+        rc |= yconf_get_bool(y, item, "client_auth", &lc->client_auth, d);
+        yaml_node_t *tls = yconf_get(y, item, "tls");
+        if (!tls)
+            continue;
+        if (yconf_check_map(y, tls, "tls", tls_keys, d) < 0) {
+            rc = -1;
+            continue;
+        }
+        rc |= yconf_get_str(y, tls, "cert", &lc->tls_cert, d);
+        rc |= yconf_get_str(y, tls, "key", &lc->tls_key, d);
+        if (!lc->tls_cert || !lc->tls_key) {
+            yconf_error(y, tls, d, "'tls' needs both 'cert' and 'key' (PEM files)");
+            rc = -1;
+            continue;
+        }
+        char full[4096];
+        const char *what[2] = {"cert", "key"};
+        char **files[2] = {&lc->tls_cert, &lc->tls_key};
+        for (int k = 0; k < 2; k++) {
+            yconf_resolve_path(y->path, *files[k], full, sizeof(full));
+            config_set_str(files[k], full);
+            if (access(full, R_OK) != 0) {
+                yconf_error(y, yconf_get(y, tls, what[k]), d, "cannot read TLS %s '%s': %s", what[k], full,
+                            strerror(errno));
+                rc = -1;
+            }
+        }
+    }
+    return rc;
 }
 
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen)
@@ -170,8 +260,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
-    static const char *const top_keys[] = {"listen",   "log_level",        "rules",   "cache", "upstream", "client",
-                                           "coalesce", "shutdown_timeout", "workers", NULL};
+    static const char *const top_keys[] = {"listen", "listeners", "log_level",        "rules",   "cache", "upstream",
+                                           "client", "coalesce",  "shutdown_timeout", "workers", NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -183,7 +273,14 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              NULL};
     static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
                                                 "max_body", "max_connections", NULL};
-    static const char *const client_keys[] = {"timeout", "max_header_bytes", NULL};
+    static const char *const client_keys[] = {"timeout",
+                                              "header_timeout",
+                                              "keepalive_timeout",
+                                              "max_connections",
+                                              "max_requests_per_connection",
+                                              "max_header_bytes",
+                                              "max_uri_bytes",
+                                              NULL};
     static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
     config_set_str(&c->file, path);
@@ -203,8 +300,13 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     }
 
     yaml_node_t *listen = yconf_get(&y, root, "listen");
-    if (listen &&
-        (!yconf_scalar(listen) || config_parse_listen(yconf_scalar(listen), &c->listen_host, &c->listen_port) < 0)) {
+    yaml_node_t *listeners = yconf_get(&y, root, "listeners");
+    if (listen && listeners) {
+        yconf_error(&y, listeners, d, "give either 'listen' (one plain listener) or 'listeners', not both");
+        rc = -1;
+    } else if (listeners) {
+        rc |= load_listeners(c, &y, listeners, d);
+    } else if (listen && (!yconf_scalar(listen) || config_set_listen(c, yconf_scalar(listen)) < 0)) {
         yconf_error(&y, listen, d, "'listen' must be HOST:PORT, such as 127.0.0.1:8080");
         rc = -1;
     }
@@ -268,7 +370,15 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         if (yconf_check_map(&y, client, "client", client_keys, d) < 0)
             rc = -1;
         rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &c->client_timeout_ms, d);
+        rc |= yconf_get_ms(&y, client, "header_timeout", 100, 3600000, 0, &c->header_timeout_ms, d);
+        rc |= yconf_get_ms(&y, client, "keepalive_timeout", 100, 3600000, 0, &c->keepalive_timeout_ms, d);
+        long conns = (long)c->max_connections, reqs = (long)c->max_requests_per_connection;
+        rc |= yconf_get_long(&y, client, "max_connections", 1, 1000000, &conns, d);
+        rc |= yconf_get_long(&y, client, "max_requests_per_connection", 1, 100000000, &reqs, d);
+        c->max_connections = (size_t)conns;
+        c->max_requests_per_connection = (unsigned)reqs;
         rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
+        rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &c->max_uri_bytes, d);
     }
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
@@ -293,7 +403,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
 void config_free(struct config *c)
 {
     free(c->file);
-    free(c->listen_host);
+    free_listeners(c);
     for (size_t i = 0; i < c->nrule_files; i++)
         free(c->rule_files[i]);
     free(c->rule_files);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "cache.h"
+#include "frontend.h"
 #include "log.h"
 #include "upstream.h"
 #include "yamlconf.h"
@@ -19,8 +20,8 @@
 struct config {
     char *file; /* the file loaded, NULL if none */
 
-    char *listen_host;
-    int listen_port;
+    struct listener_conf *listeners; /* at least one: 'listen' or 'listeners' */
+    size_t nlisteners;
     enum log_level log_level;
 
     char **rule_files; /* resolved: globs expanded, relative to the config file */
@@ -37,7 +38,12 @@ struct config {
     int64_t coalesce_max_wait_ms;
 
     int64_t client_timeout_ms;
+    int64_t header_timeout_ms;
+    int64_t keepalive_timeout_ms;
+    size_t max_connections;
+    unsigned max_requests_per_connection;
     size_t max_header_bytes;
+    size_t max_uri_bytes;
     int64_t shutdown_timeout_ms;
     int workers; /* worker processes; 0: auto */
 };
@@ -50,6 +56,9 @@ int config_load(struct config *c, const char *path, struct conf_diag *d);
 
 /* Parse "HOST:PORT" (or "[v6]:PORT"). Returns 0 or -1. */
 int config_parse_listen(const char *text, char **host, int *port);
+
+/* Apply a --listen value to the first listener. Returns 0 or -1. */
+int config_set_listen(struct config *c, const char *text);
 
 /* Apply a --redis value: "none", redis://..., unix:... Returns 0, or -1 with err. */
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen);

@@ -1,7 +1,21 @@
 /*
  * frontend: the HTTP side clients talk to (libevent evhttp). It owns the
- * listening socket, answers the admin endpoints itself (GET /healthz,
- * GET /metrics) and hands every other request to the gateway.
+ * listening sockets (plain or TLS), answers the admin endpoints itself
+ * (GET /healthz, GET /metrics) and hands every other request to the gateway.
+ *
+ * It also enforces the limits that protect jobgate from hostile or broken
+ * clients, each answered from the documented table or by closing, logged
+ * and counted (jobgate_events_total):
+ *   - max_connections: at the bound the listeners stop accepting (new
+ *     clients wait in the kernel's backlog) until a connection closes;
+ *   - header_timeout: a request must arrive whole within this long of its
+ *     first byte (slowloris), else the connection is closed;
+ *   - keepalive_timeout: an idle kept-alive connection is closed;
+ *   - max_requests_per_connection: the last answer says Connection: close;
+ *   - max_header_bytes / max_uri_bytes: 400 from the table. (evhttp itself
+ *     answers 413 beyond a hard cap of 4x these, which bounds the memory a
+ *     connection can take; that answer is outside the table.)
+ *   - request bodies: refused by the gateway with 400.
  */
 #ifndef JOBGATE_FRONTEND_H
 #define JOBGATE_FRONTEND_H
@@ -15,21 +29,42 @@ struct cache;
 struct metrics;
 struct frontend;
 
-struct frontend_conf {
-    const char *host;
-    int port;                  /* 0: any free port (see frontend_port) */
-    int64_t client_timeout_ms; /* read/write timeout of a client connection */
-    size_t max_header_bytes;
-    int reuse_port; /* one of several worker processes on this address (SO_REUSEPORT) */
+struct listener_conf {
+    char *host;
+    int port;       /* 0: any free port (see frontend_port) */
+    char *tls_cert; /* PEM certificate chain and key: HTTPS; both NULL: plain HTTP */
+    char *tls_key;
+    int client_auth; /* 1: requests need a client key (when a keys file is configured) */
 };
 
-/* Bind and start serving. Returns NULL with a message on failure. The
- * frontend borrows gateway, cache and metrics. */
+struct frontend_conf {
+    const struct listener_conf *listeners;
+    size_t nlisteners;
+    int64_t client_timeout_ms; /* read/write inactivity timeout of a connection */
+    int64_t header_timeout_ms;
+    int64_t keepalive_timeout_ms;
+    size_t max_connections;
+    unsigned max_requests_per_connection;
+    size_t max_header_bytes;
+    size_t max_uri_bytes;
+    int reuse_port; /* one of several worker processes on these addresses (SO_REUSEPORT) */
+};
+
+/* Bind every listener and start serving. Returns NULL with a message on
+ * failure. The frontend borrows gateway, cache and metrics. */
 struct frontend *frontend_new(struct event_base *base, const struct frontend_conf *conf, struct gateway *gw,
                               struct cache *cache, struct metrics *metrics, char *err, size_t errlen);
 
-/* The port actually bound. */
-int frontend_port(const struct frontend *fe);
+/* The port actually bound by listener `i`. */
+int frontend_port(const struct frontend *fe, size_t i);
+
+/* SIGHUP: read every TLS listener's certificate and key again. A listener
+ * whose new files do not load keeps its old ones (the error is logged).
+ * New connections use the new certificate; open ones keep theirs. */
+void frontend_reload_tls(struct frontend *fe, const struct listener_conf *listeners, size_t n);
+
+/* Open client connections. */
+size_t frontend_connections(const struct frontend *fe);
 
 /* Stop accepting new connections; open ones are served until closed. */
 void frontend_stop_accepting(struct frontend *fe);

@@ -506,8 +506,9 @@ static int build_key(const struct gateway *gw, const struct rule *rule, const st
     return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
 }
 
-void gateway_handle(struct gateway *gw, struct evhttp_request *req)
+void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth)
 {
+    (void)client_auth; /* client keys: not yet */
     struct job_request *jr = calloc(1, sizeof(*jr));
     if (!jr) {
         evhttp_send_error(req, 503, "Service Unavailable");

@@ -40,8 +40,9 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
  * finish under the ruleset they started with; new ones use `rules`. */
 void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct gateway_conf *conf);
 
-/* Answer `req` (anything but the admin endpoints). */
-void gateway_handle(struct gateway *gw, struct evhttp_request *req);
+/* Answer `req` (anything but the admin endpoints). `client_auth`: the
+ * listener requires a client key (when the gateway has a keys file). */
+void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth);
 
 /* Requests received and not yet answered. */
 size_t gateway_in_flight(const struct gateway *gw);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -120,7 +121,7 @@ static int load_config(const struct options *o, struct config *cfg, struct conf_
     if (config_load(cfg, file, d) < 0)
         rc = -1;
     char err[256];
-    if (o->listen && config_parse_listen(o->listen, &cfg->listen_host, &cfg->listen_port) < 0) {
+    if (o->listen && config_set_listen(cfg, o->listen) < 0) {
         conf_diag_add(d, "--listen", 0, 0, "'%s' is not HOST:PORT", o->listen);
         rc = -1;
     }
@@ -140,6 +141,22 @@ static int load_config(const struct options *o, struct config *cfg, struct conf_
         config_set_str(&cfg->upstream_url, o->upstream);
     }
     return rc;
+}
+
+/* Each client connection takes a file descriptor (two while its request
+ * waits on upstream): make room for max_connections, within the hard limit. */
+static void raise_fd_limit(size_t max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = (rlim_t)max_connections + 1024;
+    if (rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+        log_warn("open files limit is %llu: fewer than client.max_connections (%zu) connections can be served",
+                 (unsigned long long)rl.rlim_cur, max_connections);
 }
 
 /* Answers are queued, not yet written, when the last request is done:
@@ -182,9 +199,19 @@ static int str_differs(const char *a, const char *b)
 /* Say which changed settings only a restart applies (they keep their old values). */
 static void warn_restart_only(const struct config *cur, const struct config *next)
 {
-    if (str_differs(cur->listen_host, next->listen_host) || cur->listen_port != next->listen_port ||
-        cur->client_timeout_ms != next->client_timeout_ms || cur->max_header_bytes != next->max_header_bytes)
-        log_warn("reload: listener settings changed; they take effect at the next restart");
+    int listeners_differ = cur->nlisteners != next->nlisteners;
+    for (size_t i = 0; !listeners_differ && i < cur->nlisteners; i++) {
+        const struct listener_conf *a = &cur->listeners[i], *b = &next->listeners[i];
+        listeners_differ = str_differs(a->host, b->host) || a->port != b->port || a->client_auth != b->client_auth ||
+                           (a->tls_cert == NULL) != (b->tls_cert == NULL);
+    }
+    if (listeners_differ || cur->client_timeout_ms != next->client_timeout_ms ||
+        cur->header_timeout_ms != next->header_timeout_ms || cur->keepalive_timeout_ms != next->keepalive_timeout_ms ||
+        cur->max_connections != next->max_connections ||
+        cur->max_requests_per_connection != next->max_requests_per_connection ||
+        cur->max_header_bytes != next->max_header_bytes || cur->max_uri_bytes != next->max_uri_bytes)
+        log_warn("reload: listener or client settings changed; they take effect at the next restart "
+                 "(TLS certificates are reloaded now)");
     if (str_differs(cur->cache.redis_url, next->cache.redis_url) ||
         cur->cache.redis_budget_ms != next->cache.redis_budget_ms ||
         cur->cache.memory_max_bytes != next->cache.memory_max_bytes)
@@ -223,6 +250,7 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     warn_restart_only(d->cfg, next);
     struct gateway_conf gconf = gateway_conf_of(next);
     gateway_reconfigure(d->gateway, rules, &gconf);
+    frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
     log_set_level(next->log_level);
     log_info("reloaded %s: %zu rule(s)", next->file, rules->count);
     ruleset_unref(rules); /* the gateway holds its own reference */
@@ -293,7 +321,10 @@ int main(int argc, char **argv)
         log_warn("%d workers on the embedded cache: each keeps its own cache and calls upstream on its own; "
                  "give them Redis to share answers",
                  nworkers);
-    if (nworkers > 1 && cfg->listen_port == 0) {
+    int any_port = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        any_port |= cfg->listeners[i].port == 0;
+    if (nworkers > 1 && any_port) {
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
     }
@@ -347,10 +378,16 @@ static int run_daemon(int index, void *arg)
         log_error("out of memory");
         goto out;
     }
-    struct frontend_conf fconf = {.host = cfg->listen_host,
-                                  .port = cfg->listen_port,
+    raise_fd_limit(cfg->max_connections);
+    struct frontend_conf fconf = {.listeners = cfg->listeners,
+                                  .nlisteners = cfg->nlisteners,
                                   .client_timeout_ms = cfg->client_timeout_ms,
+                                  .header_timeout_ms = cfg->header_timeout_ms,
+                                  .keepalive_timeout_ms = cfg->keepalive_timeout_ms,
+                                  .max_connections = cfg->max_connections,
+                                  .max_requests_per_connection = cfg->max_requests_per_connection,
                                   .max_header_bytes = cfg->max_header_bytes,
+                                  .max_uri_bytes = cfg->max_uri_bytes,
                                   .reuse_port = boot->reuse_port};
     d.frontend = frontend_new(d.base, &fconf, d.gateway, cache, metrics, err, sizeof(err));
     if (!d.frontend) {
@@ -369,10 +406,14 @@ static int run_daemon(int index, void *arg)
 
     struct cache_health h;
     cache_health(cache, &h);
-    if (!boot->reuse_port || index == 0)
-        log_info("jobgate %s listening on http://%s:%d with %zu rule(s); cache: %s%s%s", PACKAGE_VERSION,
-                 cfg->listen_host, frontend_port(d.frontend), rules->count, h.backend, cfg->cache.redis_url ? " " : "",
+    if (!boot->reuse_port || index == 0) {
+        for (size_t i = 0; i < cfg->nlisteners; i++)
+            log_info("jobgate %s listening on %s://%s:%d%s", PACKAGE_VERSION,
+                     cfg->listeners[i].tls_cert ? "https" : "http", cfg->listeners[i].host,
+                     frontend_port(d.frontend, i), cfg->listeners[i].client_auth ? "" : " (no client authentication)");
+        log_info("%zu rule(s); cache: %s%s%s", rules->count, h.backend, cfg->cache.redis_url ? " " : "",
                  cfg->cache.redis_url ? cfg->cache.redis_url : "");
+    }
     ruleset_unref(rules); /* the gateway holds its own reference */
     rules = NULL;
     event_base_dispatch(d.base);

@@ -18,7 +18,7 @@ def setup():
     env["redis"] = Redis().start()
     env["sim"] = Sim(init_ms=0, running_ms=0).start()
     env["gate"] = Jobgate(env["sim"].url, redis=env["redis"],
-                          extra_config="coalesce:\n  max_waiters: 6\n  max_wait: 800ms\n").start()
+                          extra_config="coalesce:\n  max_waiters: 6\n  max_wait: 2500ms\n").start()
     return env
 
 
@@ -121,10 +121,10 @@ def a_client_that_hangs_up_is_unlinked_at_once(env):
 
 @test
 def a_waiter_past_max_wait_gets_504_and_the_answer_is_still_cached(env):
-    """upstream answers after 2 s, max_wait is 800 ms: 3 waiters get 504; the answer is cached when it comes"""
+    """upstream answers after 3.5 s, max_wait is 2.5 s: 3 waiters get 504; the answer is cached when it comes"""
     gate, sim = env["gate"], env["sim"]
     job = hex32()
-    sim.fault(job=job, kind="delay", delay_ms=2000)
+    sim.fault(job=job, kind="delay", delay_ms=3500)
     before = event_count(gate, "waiter_timeout")
     answers = burst(gate, job, 3)
     eq([r.status for r in answers], [504] * 3, "statuses")

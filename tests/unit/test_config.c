@@ -30,39 +30,45 @@
 #include "yamlconf.h"
 #include "unit_support.h"
 
-#define BAD_CONFIG_FILES(X)        \
-    X("bad-duration.yaml")         \
-    X("bad-listen.yaml")           \
-    X("bad-listen-port.yaml")      \
-    X("bad-log-level.yaml")        \
-    X("bad-max-body.yaml")         \
-    X("bad-shutdown-timeout.yaml") \
-    X("bad-size.yaml")             \
-    X("cache-not-mapping.yaml")    \
-    X("client-timeout-short.yaml") \
-    X("duplicate-key-top.yaml")    \
-    X("duration-too-long.yaml")    \
-    X("max-connections-zero.yaml") \
-    X("max-pending-word.yaml")     \
-    X("not-a-mapping.yaml")        \
-    X("redis-bad-db.yaml")         \
-    X("redis-bad-port.yaml")       \
-    X("redis-not-scalar.yaml")     \
-    X("redis-password.yaml")       \
-    X("redis-scheme.yaml")         \
-    X("redis-unix-relative.yaml")  \
-    X("redis-user-password.yaml")  \
-    X("rules-empty-entry.yaml")    \
-    X("rules-no-match.yaml")       \
-    X("rules-not-list.yaml")       \
-    X("size-too-small.yaml")       \
-    X("token-both.yaml")           \
-    X("token-env-unset.yaml")      \
-    X("token-file-missing.yaml")   \
-    X("unknown-key-cache.yaml")    \
-    X("unknown-key-client.yaml")   \
-    X("unknown-key-top.yaml")      \
-    X("unknown-key-upstream.yaml") \
+#define BAD_CONFIG_FILES(X)             \
+    X("bad-duration.yaml")              \
+    X("bad-listen.yaml")                \
+    X("bad-listen-port.yaml")           \
+    X("bad-log-level.yaml")             \
+    X("bad-max-body.yaml")              \
+    X("bad-shutdown-timeout.yaml")      \
+    X("bad-size.yaml")                  \
+    X("cache-not-mapping.yaml")         \
+    X("client-timeout-short.yaml")      \
+    X("coalesce-unknown.yaml")          \
+    X("duplicate-key-top.yaml")         \
+    X("duration-too-long.yaml")         \
+    X("listen-and-listeners.yaml")      \
+    X("listener-no-listen.yaml")        \
+    X("listener-tls-missing-cert.yaml") \
+    X("listener-tls-no-key.yaml")       \
+    X("max-connections-zero.yaml")      \
+    X("max-pending-word.yaml")          \
+    X("not-a-mapping.yaml")             \
+    X("redis-bad-db.yaml")              \
+    X("redis-bad-port.yaml")            \
+    X("redis-not-scalar.yaml")          \
+    X("redis-password.yaml")            \
+    X("redis-scheme.yaml")              \
+    X("redis-unix-relative.yaml")       \
+    X("redis-user-password.yaml")       \
+    X("rules-empty-entry.yaml")         \
+    X("rules-no-match.yaml")            \
+    X("rules-not-list.yaml")            \
+    X("size-too-small.yaml")            \
+    X("token-both.yaml")                \
+    X("token-env-unset.yaml")           \
+    X("token-file-missing.yaml")        \
+    X("unknown-key-cache.yaml")         \
+    X("unknown-key-client.yaml")        \
+    X("unknown-key-top.yaml")           \
+    X("unknown-key-upstream.yaml")      \
+    X("workers-zero.yaml")              \
     X("yaml-syntax.yaml")
 
 #define AS_NAME(f) f,
@@ -167,8 +173,14 @@ static void assert_string_or_null(const char *got, const char *want)
  */
 static void assert_config_values(const struct config *got, const struct config *want)
 {
-    assert_string_or_null(got->listen_host, want->listen_host);
-    assert_int_equal(got->listen_port, want->listen_port);
+    assert_int_equal(got->nlisteners, want->nlisteners);
+    for (size_t i = 0; i < got->nlisteners && i < want->nlisteners; i++) {
+        assert_string_or_null(got->listeners[i].host, want->listeners[i].host);
+        assert_int_equal(got->listeners[i].port, want->listeners[i].port);
+        assert_int_equal(got->listeners[i].client_auth, want->listeners[i].client_auth);
+        assert_string_or_null(got->listeners[i].tls_cert, want->listeners[i].tls_cert);
+        assert_string_or_null(got->listeners[i].tls_key, want->listeners[i].tls_key);
+    }
     assert_int_equal(got->log_level, want->log_level);
     assert_string_or_null(got->cache.redis_url, want->cache.redis_url);
     assert_int_equal(got->cache.redis_budget_ms, want->cache.redis_budget_ms);
@@ -184,7 +196,15 @@ static void assert_config_values(const struct config *got, const struct config *
     assert_int_equal(got->upstream.max_body_bytes, want->upstream.max_body_bytes);
     assert_int_equal(got->upstream.max_connections, want->upstream.max_connections);
     assert_int_equal(got->client_timeout_ms, want->client_timeout_ms);
+    assert_int_equal(got->header_timeout_ms, want->header_timeout_ms);
+    assert_int_equal(got->keepalive_timeout_ms, want->keepalive_timeout_ms);
+    assert_int_equal(got->max_connections, want->max_connections);
+    assert_int_equal(got->max_requests_per_connection, want->max_requests_per_connection);
     assert_int_equal(got->max_header_bytes, want->max_header_bytes);
+    assert_int_equal(got->max_uri_bytes, want->max_uri_bytes);
+    assert_int_equal(got->coalesce_max_waiters, want->coalesce_max_waiters);
+    assert_int_equal(got->coalesce_max_wait_ms, want->coalesce_max_wait_ms);
+    assert_int_equal(got->workers, want->workers);
     assert_int_equal(got->shutdown_timeout_ms, want->shutdown_timeout_ms);
 }
 
@@ -193,9 +213,10 @@ static void assert_config_values(const struct config *got, const struct config *
 static void test_defaults(void **state)
 {
     /* The documented defaults; a NULL string is unset. */
+    static struct listener_conf plain = {.host = "127.0.0.1", .port = 8080, .client_auth = 1};
     static const struct config documented = {
-        .listen_host = "127.0.0.1",
-        .listen_port = 8080,
+        .listeners = &plain,
+        .nlisteners = 1,
         .log_level = LOG_LEVEL_INFO,
         .cache =
             {
@@ -210,7 +231,15 @@ static void test_defaults(void **state)
         .key_prefix = "jobgate:",
         .upstream = {.max_body_bytes = 1024 * 1024, .max_connections = 64},
         .client_timeout_ms = 30000,
+        .header_timeout_ms = 10000,
+        .keepalive_timeout_ms = 60000,
+        .max_connections = 16384,
+        .max_requests_per_connection = 10000,
         .max_header_bytes = 8192,
+        .max_uri_bytes = 4096,
+        .coalesce_max_waiters = 10000,
+        .coalesce_max_wait_ms = 15000,
+        .workers = 0,
         .shutdown_timeout_ms = 10000,
     };
     struct config c;
@@ -267,9 +296,13 @@ static void test_shipped_conf_shows_the_defaults(void **state)
 static void test_full_config(void **state)
 {
     /* Every value of tests/unit/data/config/full.yaml. */
+    static struct listener_conf listeners[] = {
+        {.host = "::1", .port = 9090, .client_auth = 1},
+        {.host = "127.0.0.1", .port = 9091, .client_auth = 0},
+    };
     static const struct config full = {
-        .listen_host = "::1",
-        .listen_port = 9090,
+        .listeners = listeners,
+        .nlisteners = 2,
         .log_level = LOG_LEVEL_DEBUG,
         .cache =
             {
@@ -291,7 +324,15 @@ static void test_full_config(void **state)
                 .max_connections = 8,
             },
         .client_timeout_ms = 60000,
+        .header_timeout_ms = 5000,
+        .keepalive_timeout_ms = 20000,
+        .max_connections = 500,
+        .max_requests_per_connection = 100,
         .max_header_bytes = 16 * 1024,
+        .max_uri_bytes = 2048,
+        .coalesce_max_waiters = 50,
+        .coalesce_max_wait_ms = 3000,
+        .workers = 3,
         .shutdown_timeout_ms = 2000,
     };
     char path[4096], rules_d[4096];
@@ -335,8 +376,9 @@ static void test_partial_file_keeps_defaults(void **state)
     struct conf_diag d;
     assert_int_equal(load_text(&c, "listen: 0.0.0.0:9000\ncache:\n  redis: none\n", &d), 0);
     assert_int_equal(d.count, 0);
-    assert_string_equal(c.listen_host, "0.0.0.0");
-    assert_int_equal(c.listen_port, 9000);
+    assert_int_equal(c.nlisteners, 1);
+    assert_string_equal(c.listeners[0].host, "0.0.0.0");
+    assert_int_equal(c.listeners[0].port, 9000);
     assert_null(c.cache.redis_url);
     /* Everything else as config_defaults left it. */
     assert_int_equal(c.log_level, LOG_LEVEL_INFO);
