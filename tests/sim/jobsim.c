@@ -119,7 +119,48 @@
  *                         "peer":"ADDR:PORT","headers":{name as sent: value}};
  *                         404 if none. The peer's port tells whether a client
  *                         reused its connection (keep-alive).
- *   POST   /_sim/reset    forget all jobs, faults, counts and last request
+ *   POST   /_sim/reset    forget all jobs, faults, counts and last request;
+ *                         authentication back to mode none, its counters zeroed
+ *   POST   /_sim/auth     JSON body: how job requests must authenticate (below);
+ *                         replaces the previous mode, forgets issued tokens and
+ *                         zeroes the counters.  Unknown members are refused (400).
+ *   GET    /_sim/auth     {"mode","iam_calls","sig_ok","sig_bad","rejected",
+ *                         "last_authorization_seen","issued_tokens",
+ *                         "last_rejection"}: iam_calls counts POST
+ *                         /v3/auth/tokens in iam mode; sig_ok and sig_bad the
+ *                         AK/SK checks; rejected every job request refused;
+ *                         last_authorization_seen whether the latest job
+ *                         request carried an Authorization header (any mode)
+ *   POST   /_sim/auth/expire  every token issued so far expires now
+ *
+ * Upstream authentication (POST /_sim/auth), checked on every job request
+ * before faults apply; a refused request is still counted in /_sim/stats
+ * and recorded for /_sim/last.  Refusals use the API gateway's flat shape,
+ * {"error_msg","error_code","request_id"}.
+ *   {"mode":"none"}   the default: nothing is checked
+ *   {"mode":"aksk","ak":AK,"sk":SK}
+ *          Authorization must be "SDK-HMAC-SHA256 Access=AK,
+ *          SignedHeaders=..., Signature=HEX", valid over the request as
+ *          received (method, raw path and query, and each header listed in
+ *          SignedHeaders, which must include host and x-sdk-date), computed
+ *          here independently of jobgate's signer; X-Sdk-Date within 15
+ *          minutes of now; X-Project-Id, when sent, equal to the path's
+ *          project.  Else 401 APIGW.0301.
+ *   {"mode":"iam","user":U,"password":P,"domain":D[,"token_ttl_s":86400]
+ *    [,"iam_delay_ms":0]}
+ *          POST /v3/auth/tokens with Keystone's password body (methods
+ *          ["password"], user name, password and domain name, a project
+ *          scope by name or id) answers 201 with X-Subject-Token and
+ *          {"token":{"expires_at","issued_at","methods","project","user"}},
+ *          iam_delay_ms late; the wrong account gets 401 and a malformed
+ *          body 400, in Keystone's {"error":{"code","message","title"}}.
+ *          Job requests need X-Auth-Token equal to a token issued: unknown
+ *          or missing 401 APIGW.0301, expired 401 APIGW.0307 ("The token
+ *          must be updated.").  In other modes /v3/auth/tokens is unknown.
+ *   {"mode":"tokens","tokens":{"TOKEN":["PROJECT" or "*",...],...}}
+ *          Job requests need one of these X-Auth-Tokens (else 401
+ *          APIGW.0301), listed for the path's project or "*" (else 403
+ *          APIGW.0302).
  *
  * Shape of the code: one event loop; requests come in through a single
  * evhttp callback (sim_on_request) that routes to the job API or the control
@@ -155,11 +196,14 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #define JSON_CONTENT_TYPE "application/json;charset=UTF-8"
 #define CONTROL_PREFIX    "/_sim/"
+#define IAM_TOKENS_PATH   "/v3/auth/tokens"
 
 #define DEFAULT_LISTEN     "127.0.0.1:9090"
 #define DEFAULT_INIT_MS    1000
@@ -178,6 +222,9 @@
 #define OVERSIZED_MAX_SIZE     (64LL * 1024 * 1024)
 #define MAX_SUB_JOBS           100
 #define MAX_INIT_STATE_LENGTH  32
+#define MAX_TOKEN_TTL_S        (366LL * 24 * 3600)
+#define MAX_ISSUED_TOKENS      10000
+#define SDK_DATE_MAX_SKEW_S    (15 * 60) /* the API gateway's tolerance for X-Sdk-Date */
 
 /* ------------------------------------------------------------------------ */
 /* Data model                                                               */
@@ -319,6 +366,45 @@ struct fault {
     long long size;
 };
 
+/* How job requests must authenticate (POST /_sim/auth). */
+enum auth_mode { AUTH_NONE, AUTH_AKSK, AUTH_IAM, AUTH_TOKENS };
+
+static const char *const auth_mode_names[] = {
+    [AUTH_NONE] = "none",
+    [AUTH_AKSK] = "aksk",
+    [AUTH_IAM] = "iam",
+    [AUTH_TOKENS] = "tokens",
+};
+
+/* A token handed out by POST /v3/auth/tokens (iam mode). */
+struct issued_token {
+    TAILQ_ENTRY(issued_token) link;
+    char value[69];    /* "sim-" and 64 hex digits */
+    time_t expires_at; /* wall clock */
+    int revoked;       /* POST /_sim/auth/expire: expired before its time */
+};
+
+/*
+ * The authentication the simulator asks of job requests, and what it saw.
+ * Every string is owned; a mode's settings are NULL in the other modes.
+ */
+struct sim_auth {
+    enum auth_mode mode;
+    char *ak, *sk;                                      /* aksk */
+    char *user, *password, *domain;                     /* iam: the one account IAM knows */
+    long long token_ttl_s;                              /* iam: life of an issued token */
+    long long iam_delay_ms;                             /* iam: how late IAM answers */
+    TAILQ_HEAD(issued_token_list, issued_token) issued; /* iam, oldest first */
+    size_t issued_count;
+    cJSON *tokens; /* tokens: {"TOKEN":["PROJECT"|"*",...],...} */
+
+    uint64_t iam_calls;          /* POST /v3/auth/tokens received in iam mode */
+    uint64_t sig_ok, sig_bad;    /* aksk: signatures checked and found good or bad */
+    uint64_t rejected;           /* job requests refused, any mode */
+    int last_authorization_seen; /* did the latest job request carry Authorization? */
+    char last_rejection[256];    /* why the latest refused request was refused */
+};
+
 /* An answer ready to send; see reply_send(). */
 struct sim_reply {
     int status;
@@ -366,6 +452,7 @@ struct sim {
     TAILQ_HEAD(fault_list, fault) faults;
     cJSON *last_request; /* owned; NULL until a job request arrives */
     TAILQ_HEAD(parked_list, parked_request) parked;
+    struct sim_auth auth;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1608,6 +1695,832 @@ static int park_request(struct sim *sim, struct evhttp_request *req, enum park_a
 }
 
 /* ------------------------------------------------------------------------ */
+/* Upstream authentication                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The checks the real API gateway makes before a job request reaches the
+ * service, written here independently of jobgate's own signer
+ * (proxy/aksk.c), so that the two must agree for a signed request to pass:
+ * another decoder (evhttp's), another HMAC interface (EVP_DigestSign), and
+ * the request as received rather than as meant.
+ */
+
+static void auth_tokens_forget(struct sim_auth *auth)
+{
+    struct issued_token *token;
+
+    while ((token = TAILQ_FIRST(&auth->issued)) != NULL) {
+        TAILQ_REMOVE(&auth->issued, token, link);
+        OPENSSL_cleanse(token->value, sizeof(token->value));
+        free(token);
+    }
+    auth->issued_count = 0;
+}
+
+/* Forget the mode's settings and issued tokens (mode none); keep counters. */
+static void auth_settings_clear(struct sim_auth *auth)
+{
+    auth_tokens_forget(auth);
+    if (auth->sk != NULL)
+        OPENSSL_cleanse(auth->sk, strlen(auth->sk));
+    if (auth->password != NULL)
+        OPENSSL_cleanse(auth->password, strlen(auth->password));
+    free(auth->ak);
+    free(auth->sk);
+    free(auth->user);
+    free(auth->password);
+    free(auth->domain);
+    cJSON_Delete(auth->tokens);
+    auth->ak = auth->sk = auth->user = auth->password = auth->domain = NULL;
+    auth->tokens = NULL;
+    auth->mode = AUTH_NONE;
+}
+
+static void auth_counters_clear(struct sim_auth *auth)
+{
+    auth->iam_calls = auth->sig_ok = auth->sig_bad = auth->rejected = 0;
+    auth->last_authorization_seen = 0;
+    auth->last_rejection[0] = '\0';
+}
+
+/* Refuse any member of "object" not named in "accepted" (space-separated). */
+static int json_members_check(const cJSON *object, const char *accepted, char *err, size_t errlen)
+{
+    const cJSON *member;
+
+    cJSON_ArrayForEach(member, object)
+    {
+        if (!word_in_list(accepted, member->string)) {
+            set_error(err, errlen, "unknown member '%s' (accepted: %s)", member->string, accepted);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Copy the required non-empty string member "key" of "object" into *out. */
+static int json_required_string(const cJSON *object, const char *key, char **out, char *err, size_t errlen)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+
+    if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
+        set_error(err, errlen, "%s must be a non-empty string", key);
+        return -1;
+    }
+    if ((*out = strdup(item->valuestring)) == NULL) {
+        set_error(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Read the optional integer member "key" into *out (left alone if absent). */
+static int json_optional_integer(const cJSON *object, const char *key, long long min, long long max, long long *out,
+                                 char *err, size_t errlen)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsNumber(item) || item->valuedouble < (double)min || item->valuedouble > (double)max ||
+        item->valuedouble != (double)(long long)item->valuedouble) {
+        set_error(err, errlen, "%s must be an integer from %lld to %lld", key, min, max);
+        return -1;
+    }
+    *out = (long long)item->valuedouble;
+    return 0;
+}
+
+/* tokens: {"TOKEN":["PROJECT" or "*", ...], ...}, every string non-empty. */
+static int auth_tokens_valid(const cJSON *tokens, char *err, size_t errlen)
+{
+    const cJSON *token, *project;
+
+    if (!cJSON_IsObject(tokens)) {
+        set_error(err, errlen, "tokens must be an object {\"TOKEN\":[\"PROJECT\" or \"*\",...]}");
+        return 0;
+    }
+    cJSON_ArrayForEach(token, tokens)
+    {
+        if (token->string[0] == '\0' || !cJSON_IsArray(token)) {
+            set_error(err, errlen, "each token must be non-empty and map to an array of projects");
+            return 0;
+        }
+        cJSON_ArrayForEach(project, token)
+        {
+            if (!cJSON_IsString(project) || project->valuestring[0] == '\0') {
+                set_error(err, errlen, "the projects of a token must be non-empty strings");
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/*
+ * POST /_sim/auth: read the JSON body into "next" (zeroed by the caller).
+ * Returns 0, or -1 with "err" set and "next" partly filled (to be cleared).
+ */
+static int auth_settings_parse(const char *text, struct sim_auth *next, char *err, size_t errlen)
+{
+    cJSON *json = cJSON_Parse(text);
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(json, "mode");
+    size_t i;
+    int rc = -1;
+
+    if (!cJSON_IsObject(json)) {
+        set_error(err, errlen, "the body must be a JSON object with a mode");
+        goto out;
+    }
+    for (i = 0; i < sizeof(auth_mode_names) / sizeof(auth_mode_names[0]); i++) {
+        if (cJSON_IsString(mode) && strcmp(mode->valuestring, auth_mode_names[i]) == 0)
+            break;
+    }
+    if (i == sizeof(auth_mode_names) / sizeof(auth_mode_names[0])) {
+        set_error(err, errlen, "mode must be one of: none aksk iam tokens");
+        goto out;
+    }
+    next->mode = (enum auth_mode)i;
+    next->token_ttl_s = 86400;
+    switch (next->mode) {
+    case AUTH_NONE:
+        if (json_members_check(json, "mode", err, errlen) != 0)
+            goto out;
+        break;
+    case AUTH_AKSK:
+        if (json_members_check(json, "mode ak sk", err, errlen) != 0 ||
+            json_required_string(json, "ak", &next->ak, err, errlen) != 0 ||
+            json_required_string(json, "sk", &next->sk, err, errlen) != 0)
+            goto out;
+        break;
+    case AUTH_IAM:
+        if (json_members_check(json, "mode user password domain token_ttl_s iam_delay_ms", err, errlen) != 0 ||
+            json_required_string(json, "user", &next->user, err, errlen) != 0 ||
+            json_required_string(json, "password", &next->password, err, errlen) != 0 ||
+            json_required_string(json, "domain", &next->domain, err, errlen) != 0 ||
+            json_optional_integer(json, "token_ttl_s", 0, MAX_TOKEN_TTL_S, &next->token_ttl_s, err, errlen) != 0 ||
+            json_optional_integer(json, "iam_delay_ms", 0, MAX_DELAY_MS, &next->iam_delay_ms, err, errlen) != 0)
+            goto out;
+        break;
+    case AUTH_TOKENS:
+        if (json_members_check(json, "mode tokens", err, errlen) != 0 ||
+            !auth_tokens_valid(cJSON_GetObjectItemCaseSensitive(json, "tokens"), err, errlen))
+            goto out;
+        if ((next->tokens = cJSON_DetachItemFromObjectCaseSensitive(json, "tokens")) == NULL) {
+            set_error(err, errlen, "out of memory");
+            goto out;
+        }
+        break;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(json);
+    return rc;
+}
+
+/* Why a job request was refused: the API gateway's status and code. */
+struct auth_refusal {
+    int status;
+    const char *code;
+    char message[200];
+};
+
+static int auth_refuse(struct auth_refusal *refusal, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fill "refusal"; returns -1 so that a check can end with it. */
+static int auth_refuse(struct auth_refusal *refusal, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    refusal->status = status;
+    refusal->code = code;
+    va_start(ap, fmt);
+    vsnprintf(refusal->message, sizeof(refusal->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- AK/SK: the canonical request, rebuilt from what was received ---- */
+
+/* Append "n" bytes, every one but A-Za-z0-9_-~. written %XX (uppercase). */
+static void sig_append_encoded(struct evbuffer *out, const char *bytes, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)bytes[i];
+
+        if (c < 0x80 && (isalnum(c) || c == '_' || c == '-' || c == '~' || c == '.'))
+            evbuffer_add(out, &bytes[i], 1);
+        else
+            evbuffer_add_printf(out, "%%%02X", c);
+    }
+}
+
+/* Append the "n" bytes at "text" percent-decoded (evhttp's decoder: a bad
+ * escape stays as it is), then encoded again.  -1 when out of memory. */
+static int sig_append_reencoded(struct evbuffer *out, const char *text, size_t n)
+{
+    char *raw = strndup(text, n);
+    char *decoded = raw != NULL ? evhttp_uridecode(raw, 0, &n) : NULL;
+
+    free(raw);
+    if (decoded == NULL)
+        return -1;
+    sig_append_encoded(out, decoded, n);
+    free(decoded);
+    return 0;
+}
+
+/* The path, segment by segment, ending in '/'. */
+static int sig_canonical_uri(struct evbuffer *out, const char *path)
+{
+    const char *segment = path;
+    const char *slash;
+
+    for (;;) {
+        slash = strchr(segment, '/');
+        if (sig_append_reencoded(out, segment, slash ? (size_t)(slash - segment) : strlen(segment)) != 0)
+            return -1;
+        if (slash == NULL)
+            break;
+        evbuffer_add(out, "/", 1);
+        segment = slash + 1;
+    }
+    /* Only an empty last segment leaves the encoded path ending in '/'. */
+    if (path[0] == '\0' || path[strlen(path) - 1] != '/')
+        evbuffer_add(out, "/", 1);
+    return 0;
+}
+
+/* A decoded query pair; both owned (free()). */
+struct sig_pair {
+    char *key, *value;
+    size_t key_len, value_len;
+};
+
+static int sig_bytes_order(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    size_t common = a_len < b_len ? a_len : b_len;
+    int order = common > 0 ? memcmp(a, b, common) : 0;
+
+    if (order != 0)
+        return order;
+    return (a_len > b_len) - (a_len < b_len);
+}
+
+static int sig_pair_order(const void *a, const void *b)
+{
+    const struct sig_pair *x = a, *y = b;
+    int order = sig_bytes_order(x->key, x->key_len, y->key, y->key_len);
+
+    return order != 0 ? order : sig_bytes_order(x->value, x->value_len, y->value, y->value_len);
+}
+
+/* The query's pairs decoded, sorted by key then value, encoded again. */
+static int sig_canonical_query(struct evbuffer *out, const char *query)
+{
+    struct sig_pair *pairs = NULL;
+    size_t count = 0, i;
+    char *copy = query != NULL ? strdup(query) : NULL;
+    char *rest = copy, *pair;
+    int rc = -1;
+
+    if (query == NULL)
+        return 0;
+    if (copy == NULL)
+        return -1;
+    /* At most one pair per '&' and one more. */
+    for (i = 1, pair = copy; *pair != '\0'; pair++)
+        i += *pair == '&';
+    if ((pairs = calloc(i, sizeof(*pairs))) == NULL)
+        goto out;
+    while ((pair = strsep(&rest, "&")) != NULL) {
+        char *equals = strchr(pair, '=');
+        const char *value = "";
+
+        if (equals != NULL) {
+            *equals = '\0';
+            value = equals + 1;
+        }
+        if (pair[0] == '\0') /* no key: left out, as the SDKs do */
+            continue;
+        pairs[count].key = evhttp_uridecode(pair, 0, &pairs[count].key_len);
+        pairs[count].value = evhttp_uridecode(value, 0, &pairs[count].value_len);
+        count++;
+        if (pairs[count - 1].key == NULL || pairs[count - 1].value == NULL)
+            goto out;
+    }
+    if (count > 0)
+        qsort(pairs, count, sizeof(*pairs), sig_pair_order);
+    for (i = 0; i < count; i++) {
+        if (i > 0)
+            evbuffer_add(out, "&", 1);
+        sig_append_encoded(out, pairs[i].key, pairs[i].key_len);
+        evbuffer_add(out, "=", 1);
+        sig_append_encoded(out, pairs[i].value, pairs[i].value_len);
+    }
+    rc = 0;
+out:
+    for (i = 0; pairs != NULL && i < count; i++) {
+        free(pairs[i].key);
+        free(pairs[i].value);
+    }
+    free(pairs);
+    free(copy);
+    return rc;
+}
+
+/* "value" without its leading and trailing blanks: *start and *length. */
+static void sig_trim(const char *value, const char **start, size_t *length)
+{
+    size_t n = strlen(value);
+
+    while (n > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        n--;
+    }
+    while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+        n--;
+    *start = value;
+    *length = n;
+}
+
+/* Lowercase hex of SHA-256 over the "n" bytes at "data". */
+static int sig_sha256_hex(const void *data, size_t n, char out[65])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, n > 0 ? data : "", n) == 1 && EVP_DigestFinal_ex(ctx, digest, &digest_len) == 1 &&
+             digest_len == 32;
+    unsigned int i;
+
+    EVP_MD_CTX_free(ctx);
+    for (i = 0; ok && i < digest_len; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    return ok ? 0 : -1;
+}
+
+/* Lowercase hex of HMAC-SHA256(key, message), through EVP_DigestSign. */
+static int sig_hmac_sha256_hex(const char *key, const void *message, size_t n, char out[65])
+{
+    EVP_PKEY *pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_HMAC, NULL, (const unsigned char *)key, strlen(key));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    size_t mac_len = sizeof(mac), i;
+    int ok = pkey != NULL && ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestSignUpdate(ctx, message, n) == 1 && EVP_DigestSignFinal(ctx, mac, &mac_len) == 1 &&
+             mac_len == 32;
+
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    for (i = 0; ok && i < mac_len; i++)
+        snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    OPENSSL_cleanse(mac, sizeof(mac));
+    return ok ? 0 : -1;
+}
+
+/* Is "text" an X-Sdk-Date (YYYYMMDDTHHMMSSZ, a real instant)?  Sets *when. */
+static int sig_parse_date(const char *text, time_t *when)
+{
+    struct tm tm;
+    char again[32];
+    const char *end;
+
+    memset(&tm, 0, sizeof(tm));
+    if (text == NULL || strlen(text) != 16 || (end = strptime(text, "%Y%m%dT%H%M%SZ", &tm)) == NULL || *end != '\0')
+        return -1;
+    *when = timegm(&tm);
+    /* strptime lets "20061399..." through to timegm, which would roll over. */
+    if (strftime(again, sizeof(again), "%Y%m%dT%H%M%SZ", &tm) == 0 || strcmp(again, text) != 0)
+        return -1;
+    return 0;
+}
+
+/* The parts of "Authorization: SDK-HMAC-SHA256 Access=.., SignedHeaders=..,
+ * Signature=..", pointing into "copy" (owned). */
+struct sig_authorization {
+    char *copy;
+    const char *access, *signed_headers, *signature;
+};
+
+static int sig_authorization_parse(const char *value, struct sig_authorization *a)
+{
+    static const char scheme[] = "SDK-HMAC-SHA256 ";
+    char *rest, *part;
+
+    memset(a, 0, sizeof(*a));
+    if (strncmp(value, scheme, strlen(scheme)) != 0 || (a->copy = strdup(value + strlen(scheme))) == NULL)
+        return -1;
+    rest = a->copy;
+    while ((part = strsep(&rest, ",")) != NULL) {
+        const char **slot = NULL;
+        char *equals;
+
+        part += strspn(part, " ");
+        if ((equals = strchr(part, '=')) == NULL)
+            return -1;
+        *equals = '\0';
+        if (strcmp(part, "Access") == 0)
+            slot = &a->access;
+        else if (strcmp(part, "SignedHeaders") == 0)
+            slot = &a->signed_headers;
+        else if (strcmp(part, "Signature") == 0)
+            slot = &a->signature;
+        if (slot == NULL || *slot != NULL)
+            return -1;
+        *slot = equals + 1;
+    }
+    return a->access != NULL && a->signed_headers != NULL && a->signature != NULL ? 0 : -1;
+}
+
+/*
+ * Check the AK/SK signature of "req" (on the job path "route") the way the
+ * API gateway does.  Returns 0, or -1 with "refusal" filled.
+ */
+static int auth_check_signature(const struct sim_auth *auth, struct evhttp_request *req, const struct job_route *route,
+                                const char *path, const char *query, struct auth_refusal *refusal)
+{
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+    const char *authorization = evhttp_find_header(headers, "Authorization");
+    const char *sdk_date = evhttp_find_header(headers, "X-Sdk-Date");
+    const char *project_id = evhttp_find_header(headers, "X-Project-Id");
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct evbuffer *canonical = evbuffer_new();
+    struct sig_authorization parsed = {0};
+    char *names = NULL, *rest, *name;
+    const char *previous = "";
+    int has_host = 0, has_date = 0;
+    char body_hash[65], request_hash[65], expected[65];
+    char *to_sign = NULL;
+    time_t when;
+    int rc = -1;
+
+    if (canonical == NULL) {
+        auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend is out of memory");
+        goto out;
+    }
+    if (authorization == NULL) {
+        auth_refuse(refusal, 401, "APIGW.0301", "Incorrect app authentication information: no Authorization header");
+        goto out;
+    }
+    if (sig_authorization_parse(authorization, &parsed) != 0) {
+        auth_refuse(refusal, 401, "APIGW.0301",
+                    "Incorrect app authentication information: Authorization is not "
+                    "'SDK-HMAC-SHA256 Access=.., SignedHeaders=.., Signature=..'");
+        goto out;
+    }
+    if (strcmp(parsed.access, auth->ak) != 0) {
+        auth_refuse(refusal, 401, "APIGW.0301", "Incorrect app authentication information: unknown access key");
+        goto out;
+    }
+    if (sig_parse_date(sdk_date, &when) != 0) {
+        auth_refuse(refusal, 401, "APIGW.0301",
+                    "Incorrect app authentication information: X-Sdk-Date missing or not YYYYMMDDTHHMMSSZ");
+        goto out;
+    }
+    if (llabs((long long)(time(NULL) - when)) > SDK_DATE_MAX_SKEW_S) {
+        auth_refuse(refusal, 401, "APIGW.0301",
+                    "Incorrect app authentication information: X-Sdk-Date is more than 15 minutes from now");
+        goto out;
+    }
+    if (project_id != NULL && (route->project_id == NULL || strcmp(project_id, route->project_id) != 0)) {
+        auth_refuse(refusal, 401, "APIGW.0301",
+                    "Incorrect app authentication information: X-Project-Id differs from the path's project");
+        goto out;
+    }
+
+    /* METHOD, URI, QUERY */
+    evbuffer_add_printf(canonical, "%s\n", method_name(evhttp_request_get_command(req)));
+    if (sig_canonical_uri(canonical, path) != 0 || evbuffer_add(canonical, "\n", 1) != 0 ||
+        sig_canonical_query(canonical, query) != 0 || evbuffer_add(canonical, "\n", 1) != 0) {
+        auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend is out of memory");
+        goto out;
+    }
+    /* HEADERS, in the order SignedHeaders lists them: lowercase, sorted, each once. */
+    if ((names = strdup(parsed.signed_headers)) == NULL) {
+        auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend is out of memory");
+        goto out;
+    }
+    rest = names;
+    while ((name = strsep(&rest, ";")) != NULL) {
+        const char *value = evhttp_find_header(headers, name), *start, *c;
+        size_t length;
+
+        for (c = name; *c != '\0' && !isupper((unsigned char)*c); c++)
+            ;
+        if (name[0] == '\0' || *c != '\0' || strcmp(previous, name) >= 0) {
+            auth_refuse(refusal, 401, "APIGW.0301",
+                        "Incorrect app authentication information: SignedHeaders must be lowercase names, "
+                        "sorted, each once");
+            goto out;
+        }
+        if (value == NULL) {
+            auth_refuse(refusal, 401, "APIGW.0301",
+                        "Incorrect app authentication information: signed header %.64s is not in the request", name);
+            goto out;
+        }
+        has_host |= strcmp(name, "host") == 0;
+        has_date |= strcmp(name, "x-sdk-date") == 0;
+        sig_trim(value, &start, &length);
+        evbuffer_add_printf(canonical, "%s:%.*s\n", name, (int)length, start);
+        previous = name;
+    }
+    if (!has_host || !has_date) {
+        auth_refuse(refusal, 401, "APIGW.0301",
+                    "Incorrect app authentication information: SignedHeaders must include host and x-sdk-date");
+        goto out;
+    }
+    /* SIGNED_HEADERS, hex(sha256(body)) */
+    if (sig_sha256_hex(evbuffer_pullup(body, -1), evbuffer_get_length(body), body_hash) != 0) {
+        auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend could not hash");
+        goto out;
+    }
+    evbuffer_add_printf(canonical, "\n%s\n%s", parsed.signed_headers, body_hash);
+
+    if (sig_sha256_hex(evbuffer_pullup(canonical, -1), evbuffer_get_length(canonical), request_hash) != 0 ||
+        asprintf(&to_sign, "SDK-HMAC-SHA256\n%s\n%s", sdk_date, request_hash) < 0 ||
+        sig_hmac_sha256_hex(auth->sk, to_sign, strlen(to_sign), expected) != 0) {
+        to_sign = NULL;
+        auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend could not sign");
+        goto out;
+    }
+    if (strlen(parsed.signature) != 64 || CRYPTO_memcmp(parsed.signature, expected, 64) != 0) {
+        auth_refuse(refusal, 401, "APIGW.0301", "Incorrect app authentication information: verify aksk signature fail");
+        goto out;
+    }
+    rc = 0;
+out:
+    OPENSSL_cleanse(expected, sizeof(expected));
+    if (canonical != NULL)
+        evbuffer_free(canonical);
+    free(parsed.copy);
+    free(names);
+    free(to_sign);
+    return rc;
+}
+
+/* ---- IAM tokens and fixed tokens ---- */
+
+static const struct issued_token *auth_issued_find(const struct sim_auth *auth, const char *value)
+{
+    const struct issued_token *token;
+
+    TAILQ_FOREACH(token, &auth->issued, link)
+    {
+        if (strcmp(token->value, value) == 0)
+            return token;
+    }
+    return NULL;
+}
+
+static int auth_check_iam_token(const struct sim_auth *auth, const char *token_value, struct auth_refusal *refusal)
+{
+    const struct issued_token *token = token_value != NULL ? auth_issued_find(auth, token_value) : NULL;
+
+    if (token == NULL)
+        return auth_refuse(refusal, 401, "APIGW.0301",
+                           "Incorrect IAM authentication information: the token is missing or unknown");
+    if (token->revoked || time(NULL) >= token->expires_at)
+        return auth_refuse(refusal, 401, "APIGW.0307", "The token must be updated.");
+    return 0;
+}
+
+static int auth_check_fixed_token(const struct sim_auth *auth, const char *token_value, const char *project_id,
+                                  struct auth_refusal *refusal)
+{
+    const cJSON *projects = token_value != NULL ? cJSON_GetObjectItemCaseSensitive(auth->tokens, token_value) : NULL;
+    const cJSON *project;
+
+    if (projects == NULL)
+        return auth_refuse(refusal, 401, "APIGW.0301",
+                           "Incorrect IAM authentication information: the token is missing or unknown");
+    cJSON_ArrayForEach(project, projects)
+    {
+        if (strcmp(project->valuestring, "*") == 0 ||
+            (project_id != NULL && strcmp(project->valuestring, project_id) == 0))
+            return 0;
+    }
+    return auth_refuse(refusal, 403, "APIGW.0302", "The IAM user is not authorized to access the API.");
+}
+
+/*
+ * May this job request through?  Counts what it sees; returns 0, or -1 with
+ * "refusal" filled (the caller answers with it).
+ */
+static int auth_check_job_request(struct sim *sim, struct evhttp_request *req, const struct job_route *route,
+                                  const char *path, const char *query, struct auth_refusal *refusal)
+{
+    struct sim_auth *auth = &sim->auth;
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+    const char *token = evhttp_find_header(headers, "X-Auth-Token");
+    int rc = 0;
+
+    auth->last_authorization_seen = evhttp_find_header(headers, "Authorization") != NULL;
+    switch (auth->mode) {
+    case AUTH_NONE: return 0;
+    case AUTH_AKSK:
+        rc = auth_check_signature(auth, req, route, path, query, refusal);
+        if (rc == 0)
+            auth->sig_ok++;
+        else
+            auth->sig_bad++;
+        break;
+    case AUTH_IAM: rc = auth_check_iam_token(auth, token, refusal); break;
+    case AUTH_TOKENS: rc = auth_check_fixed_token(auth, token, route->project_id, refusal); break;
+    }
+    if (rc != 0) {
+        auth->rejected++;
+        snprintf(auth->last_rejection, sizeof(auth->last_rejection), "%s %s", refusal->code, refusal->message);
+    }
+    return rc;
+}
+
+/* Keystone's error shape, which IAM keeps: {"error":{"code","message","title"}}. */
+static cJSON *iam_error_json(int status, const char *title, const char *message)
+{
+    cJSON *json = cJSON_CreateObject();
+    cJSON *error = cJSON_AddObjectToObject(json, "error");
+
+    cJSON_AddNumberToObject(error, "code", status);
+    cJSON_AddStringToObject(error, "message", message);
+    cJSON_AddStringToObject(error, "title", title);
+    return json;
+}
+
+static void iam_time(time_t when, char out[40])
+{
+    struct tm tm;
+
+    gmtime_r(&when, &tm);
+    strftime(out, 40, "%Y-%m-%dT%H:%M:%S.000000Z", &tm);
+}
+
+/* The string at "path" (dot-separated member names) inside "json", or NULL. */
+static const char *json_string_at(const cJSON *json, const char *path)
+{
+    char copy[128], *rest = copy, *name;
+    const cJSON *item = json;
+
+    snprintf(copy, sizeof(copy), "%s", path);
+    while (item != NULL && (name = strsep(&rest, ".")) != NULL)
+        item = cJSON_GetObjectItemCaseSensitive(item, name);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+/* Does the password body name the password method? */
+static int iam_methods_include_password(const cJSON *body)
+{
+    const cJSON *methods = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "auth"), "identity"), "methods");
+    const cJSON *method;
+
+    cJSON_ArrayForEach(method, methods)
+    {
+        if (cJSON_IsString(method) && strcmp(method->valuestring, "password") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A new token for the IAM account, living token_ttl_s; NULL when out of memory. */
+static struct issued_token *iam_token_issue(struct sim_auth *auth)
+{
+    static const char hex[] = "0123456789abcdef";
+    struct issued_token *token = calloc(1, sizeof(*token));
+    unsigned char bytes[32];
+    size_t i;
+
+    if (token == NULL)
+        return NULL;
+    evutil_secure_rng_get_bytes(bytes, sizeof(bytes));
+    memcpy(token->value, "sim-", 4);
+    for (i = 0; i < sizeof(bytes); i++) {
+        token->value[4 + 2 * i] = hex[bytes[i] >> 4];
+        token->value[5 + 2 * i] = hex[bytes[i] & 0xf];
+    }
+    token->value[4 + 2 * sizeof(bytes)] = '\0';
+    token->expires_at = time(NULL) + (time_t)auth->token_ttl_s;
+    if (auth->issued_count == MAX_ISSUED_TOKENS) { /* the oldest goes */
+        struct issued_token *oldest = TAILQ_FIRST(&auth->issued);
+
+        TAILQ_REMOVE(&auth->issued, oldest, link);
+        free(oldest);
+        auth->issued_count--;
+    }
+    TAILQ_INSERT_TAIL(&auth->issued, token, link);
+    auth->issued_count++;
+    return token;
+}
+
+/*
+ * Build IAM's answer to a password body into "reply": 201 with a new
+ * token (its value added to "out_headers" as X-Subject-Token), 400 for a
+ * body of the wrong shape, 401 for the wrong account.
+ */
+static int iam_reply(struct sim *sim, struct evhttp_request *req, struct sim_reply *reply)
+{
+    struct sim_auth *auth = &sim->auth;
+    struct evbuffer *input = evhttp_request_get_input_buffer(req);
+    size_t length = evbuffer_get_length(input);
+    char *text = malloc(length + 1);
+    cJSON *body = NULL, *answer = NULL, *token_json, *project;
+    const char *user, *password, *domain, *project_name, *project_id;
+    struct issued_token *token;
+    char issued_at[40], expires_at[40];
+    int rc = -1;
+
+    if (text == NULL)
+        return -1;
+    evbuffer_copyout(input, text, length);
+    text[length] = '\0';
+    body = cJSON_Parse(text);
+    free(text);
+    user = json_string_at(body, "auth.identity.password.user.name");
+    password = json_string_at(body, "auth.identity.password.user.password");
+    domain = json_string_at(body, "auth.identity.password.user.domain.name");
+    project_name = json_string_at(body, "auth.scope.project.name");
+    project_id = json_string_at(body, "auth.scope.project.id");
+
+    if (!iam_methods_include_password(body) || user == NULL || password == NULL || domain == NULL ||
+        (project_name == NULL && project_id == NULL)) {
+        reply->status = HTTP_BADREQUEST;
+        answer = iam_error_json(400, "Bad Request",
+                                "The request body must name the password method, the user's name, password and "
+                                "domain, and a project scope");
+    } else if (strcmp(user, auth->user) != 0 || strcmp(domain, auth->domain) != 0 ||
+               strlen(password) != strlen(auth->password) ||
+               CRYPTO_memcmp(password, auth->password, strlen(password)) != 0) {
+        reply->status = 401;
+        answer = iam_error_json(401, "Unauthorized", "The username or password is wrong.");
+    } else if ((token = iam_token_issue(auth)) != NULL) {
+        reply->status = 201;
+        answer = cJSON_CreateObject();
+        token_json = cJSON_AddObjectToObject(answer, "token");
+        iam_time(time(NULL), issued_at);
+        iam_time(token->expires_at, expires_at);
+        cJSON_AddStringToObject(token_json, "expires_at", expires_at);
+        cJSON_AddStringToObject(token_json, "issued_at", issued_at);
+        cJSON_AddItemToObject(token_json, "methods", cJSON_CreateStringArray((const char *[]){"password"}, 1));
+        project = cJSON_AddObjectToObject(token_json, "project");
+        if (project_name != NULL)
+            cJSON_AddStringToObject(project, "name", project_name);
+        if (project_id != NULL)
+            cJSON_AddStringToObject(project, "id", project_id);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(token_json, "user"), "domain"), "name",
+                                domain);
+        cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(token_json, "user"), "name", user);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Subject-Token", token->value);
+    }
+    if (answer != NULL)
+        rc = reply_set_json(reply, answer); /* consumes answer */
+    cJSON_Delete(body);
+    return rc;
+}
+
+/*
+ * POST /v3/auth/tokens: IAM, played in iam mode only (elsewhere the path
+ * is unknown).  Answers at once, or iam_delay_ms later through a parked
+ * request.
+ */
+static void iam_request_handle(struct sim *sim, struct evhttp_request *req, char *outcome, size_t outcome_len)
+{
+    struct sim_reply reply;
+
+    if (sim->auth.mode != AUTH_IAM) {
+        answer_api_not_found(req, outcome, outcome_len);
+        return;
+    }
+    sim->auth.iam_calls++;
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        answer_json(req, HTTP_BADMETHOD, iam_error_json(405, "Method Not Allowed", "Use POST."), outcome, outcome_len);
+        return;
+    }
+    if (reply_init(&reply, HTTP_OK) != 0 || iam_reply(sim, req, &reply) != 0) {
+        reply_release(&reply);
+        answer_internal_error(req, outcome, outcome_len);
+        return;
+    }
+    snprintf(outcome, outcome_len, "%d iam", reply.status);
+    if (sim->auth.iam_delay_ms > 0) {
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " after %lld ms", sim->auth.iam_delay_ms);
+        if (park_request(sim, req, PARK_SEND_LATER, sim->auth.iam_delay_ms, &reply) != 0) {
+            reply_release(&reply);
+            answer_internal_error(req, outcome, outcome_len);
+            return;
+        }
+    } else {
+        reply_send(req, &reply);
+    }
+    reply_release(&reply);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Job API                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -1796,6 +2709,8 @@ static void job_request_handle(struct sim *sim, struct evhttp_request *req, cons
     struct sim_job *job = job_find_or_create(sim, route->job_id);
     struct fault *fault;
 
+    struct auth_refusal refusal;
+
     sim->total_job_requests++;
     record_last_request(sim, req, path, query);
     if (job == NULL) {
@@ -1803,6 +2718,13 @@ static void job_request_handle(struct sim *sim, struct evhttp_request *req, cons
         return;
     }
     job->requests++;
+
+    /* The gateway authenticates before anything reaches the service. */
+    if (auth_check_job_request(sim, req, route, path, query, &refusal) != 0) {
+        answer_json(req, refusal.status, apigw_error_json(refusal.code, refusal.message), outcome, outcome_len);
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " %s", refusal.code);
+        return;
+    }
 
     if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
@@ -1826,9 +2748,10 @@ static void job_request_handle(struct sim *sim, struct evhttp_request *req, cons
 
 struct control_call {
     struct sim *sim;
-    const char *id;           /* the {job_id} of /_sim/jobs/{job_id} */
-    struct evkeyvalq *params; /* decoded query parameters */
-    char error[256];          /* why the call failed, for the answer */
+    struct evhttp_request *req; /* for the handlers that read a body */
+    const char *id;             /* the {job_id} of /_sim/jobs/{job_id} */
+    struct evkeyvalq *params;   /* decoded query parameters */
+    char error[256];            /* why the call failed, for the answer */
 };
 
 /*
@@ -1981,7 +2904,78 @@ static int control_reset(struct control_call *call, cJSON **answer)
     faults_clear(sim);
     cJSON_Delete(sim->last_request);
     sim->last_request = NULL;
+    auth_settings_clear(&sim->auth);
+    auth_counters_clear(&sim->auth);
     *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+/*
+ * POST /_sim/auth: a JSON body sets the mode and its settings, replacing
+ * the previous ones (issued tokens are forgotten) and zeroing the counters.
+ */
+static int control_auth_set(struct control_call *call, cJSON **answer)
+{
+    struct sim_auth *auth = &call->sim->auth;
+    struct evbuffer *input = evhttp_request_get_input_buffer(call->req);
+    size_t length = evbuffer_get_length(input);
+    struct sim_auth next;
+    char *text;
+
+    memset(&next, 0, sizeof(next));
+    TAILQ_INIT(&next.issued);
+    if (params_check(call->params, "", "", call->error, sizeof(call->error)) != 0)
+        return HTTP_BADREQUEST;
+    if ((text = malloc(length + 1)) == NULL) {
+        set_error(call->error, sizeof(call->error), "out of memory");
+        return HTTP_INTERNAL;
+    }
+    evbuffer_copyout(input, text, length);
+    text[length] = '\0';
+    if (auth_settings_parse(text, &next, call->error, sizeof(call->error)) != 0) {
+        OPENSSL_cleanse(text, length);
+        free(text);
+        auth_settings_clear(&next);
+        return HTTP_BADREQUEST;
+    }
+    OPENSSL_cleanse(text, length); /* it held the SK or the password */
+    free(text);
+    auth_settings_clear(auth);
+    *auth = next;
+    TAILQ_INIT(&auth->issued); /* "next" had none; its head pointed into itself */
+    auth_counters_clear(auth);
+    *answer = control_ok_json();
+    return HTTP_OK;
+}
+
+/* GET /_sim/auth: the mode and what the checks saw (never a secret). */
+static int control_auth_get(struct control_call *call, cJSON **answer)
+{
+    const struct sim_auth *auth = &call->sim->auth;
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddStringToObject(*answer, "mode", auth_mode_names[auth->mode]);
+    cJSON_AddNumberToObject(*answer, "iam_calls", (double)auth->iam_calls);
+    cJSON_AddNumberToObject(*answer, "sig_ok", (double)auth->sig_ok);
+    cJSON_AddNumberToObject(*answer, "sig_bad", (double)auth->sig_bad);
+    cJSON_AddNumberToObject(*answer, "rejected", (double)auth->rejected);
+    cJSON_AddBoolToObject(*answer, "last_authorization_seen", auth->last_authorization_seen);
+    cJSON_AddNumberToObject(*answer, "issued_tokens", (double)auth->issued_count);
+    cJSON_AddStringToObject(*answer, "last_rejection", auth->last_rejection);
+    return HTTP_OK;
+}
+
+/* POST /_sim/auth/expire: every token issued so far expires now. */
+static int control_auth_expire(struct control_call *call, cJSON **answer)
+{
+    struct issued_token *token;
+
+    TAILQ_FOREACH(token, &call->sim->auth.issued, link)
+    {
+        token->revoked = 1;
+    }
+    *answer = control_ok_json();
+    cJSON_AddNumberToObject(*answer, "expired", (double)call->sim->auth.issued_count);
     return HTTP_OK;
 }
 
@@ -1999,6 +2993,9 @@ static const struct control_route control_routes[] = {
     {EVHTTP_REQ_GET, "/_sim/stats", 0, control_stats},
     {EVHTTP_REQ_GET, "/_sim/last", 0, control_last},
     {EVHTTP_REQ_POST, "/_sim/reset", 0, control_reset},
+    {EVHTTP_REQ_POST, "/_sim/auth", 0, control_auth_set},
+    {EVHTTP_REQ_GET, "/_sim/auth", 0, control_auth_get},
+    {EVHTTP_REQ_POST, "/_sim/auth/expire", 0, control_auth_expire},
 };
 
 /* Does "path" name this route's resource?  Sets *id for takes_id routes. */
@@ -2029,6 +3026,7 @@ static void control_request_handle(struct sim *sim, struct evhttp_request *req, 
 
     memset(&call, 0, sizeof(call));
     call.sim = sim;
+    call.req = req;
     call.params = &params;
     TAILQ_INIT(&params);
     for (i = 0; i < sizeof(control_routes) / sizeof(control_routes[0]); i++) {
@@ -2095,6 +3093,8 @@ static void sim_on_request(struct evhttp_request *req, void *arg)
 
     if (strncmp(path, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0) {
         control_request_handle(sim, req, path, query, outcome, sizeof(outcome));
+    } else if (strcmp(path, IAM_TOKENS_PATH) == 0) {
+        iam_request_handle(sim, req, outcome, sizeof(outcome));
     } else if (job_route_match(sim->api, path, &route) == 0) {
         job_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
         job_route_clear(&route);
@@ -2155,6 +3155,7 @@ static void sim_free(struct sim *sim)
     jobs_clear(sim);
     faults_clear(sim);
     cJSON_Delete(sim->last_request);
+    auth_settings_clear(&sim->auth);
     if (sim->tls != NULL)
         SSL_CTX_free(sim->tls);
     if (sim->base != NULL)
@@ -2320,6 +3321,7 @@ int main(int argc, char **argv)
     TAILQ_INIT(&sim.jobs);
     TAILQ_INIT(&sim.faults);
     TAILQ_INIT(&sim.parked);
+    TAILQ_INIT(&sim.auth.issued);
     sim.quiet = opts.quiet;
     sim.api = opts.api;
     sim.default_timeline.init_ms = opts.init_ms;
