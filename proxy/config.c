@@ -260,8 +260,9 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
-    static const char *const top_keys[] = {"listen", "listeners", "log_level",        "rules",   "cache", "upstream",
-                                           "client", "coalesce",  "shutdown_timeout", "workers", NULL};
+    static const char *const top_keys[] = {
+        "listen", "listeners", "log_level",        "rules",   "cache",       "upstream",
+        "client", "coalesce",  "shutdown_timeout", "workers", "client_keys", NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -317,6 +318,17 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     }
 
     rc |= load_rule_list(c, &y, yconf_get(&y, root, "rules"), d);
+    yaml_node_t *keys = yconf_get(&y, root, "client_keys");
+    if (keys) {
+        char full[4096];
+        if (!yconf_scalar(keys) || !*yconf_scalar(keys)) {
+            yconf_error(&y, keys, d, "'client_keys' is the path of a keys file (see conf/keys.yaml)");
+            rc = -1;
+        } else {
+            yconf_resolve_path(y.path, yconf_scalar(keys), full, sizeof(full));
+            config_set_str(&c->client_keys_file, full);
+        }
+    }
 
     yaml_node_t *cache = yconf_get(&y, root, "cache");
     if (cache) {
@@ -403,6 +415,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
 void config_free(struct config *c)
 {
     free(c->file);
+    free(c->client_keys_file);
     free_listeners(c);
     for (size_t i = 0; i < c->nrule_files; i++)
         free(c->rule_files[i]);

@@ -24,6 +24,8 @@ struct config {
     size_t nlisteners;
     enum log_level log_level;
 
+    char *client_keys_file; /* resolved; NULL: no client authentication */
+
     char **rule_files; /* resolved: globs expanded, relative to the config file */
     size_t nrule_files;
 

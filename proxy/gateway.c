@@ -14,6 +14,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cache.h"
+#include "clientkeys.h"
 #include "clock.h"
 #include "gateway.h"
 #include "keymap.h"
@@ -34,8 +35,10 @@ struct flight;
  * when it is aborted stays allocated until that lookup calls back. */
 struct job_request {
     struct gateway *gw;
-    struct evhttp_request *req; /* NULL once answered */
-    struct ruleset *rules;      /* the reference this request holds */
+    struct evhttp_request *req;  /* NULL once answered */
+    struct ruleset *rules;       /* the reference this request holds */
+    struct clientkeys *keys;     /* the key set it was checked against (a reference), or NULL */
+    const struct client *client; /* who asked (owned by `keys`), NULL when not authenticated */
     const struct rule *rule;
     struct route_match match;
     struct flight *flight;
@@ -75,6 +78,7 @@ struct gateway {
     char *key_prefix;
     char *upstream_url;
     char *upstream_token;
+    struct clientkeys *client_keys;
     size_t max_waiters;
     int64_t max_wait_ms;
     int watch_hangups; /* the loop can tell a peer's close apart from data (EV_CLOSED) */
@@ -137,6 +141,7 @@ static void job_request_release(struct job_request *jr)
     gw->in_flight--;
     TAILQ_REMOVE(&gw->live, jr, live_link);
     ruleset_unref(jr->rules);
+    clientkeys_unref(jr->keys);
     free(jr);
     if (gw->draining && gw->in_flight == 0 && gw->on_idle)
         gw->on_idle(gw->on_idle_arg);
@@ -506,9 +511,35 @@ static int build_key(const struct gateway *gw, const struct rule *rule, const st
     return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
 }
 
+/* Client authentication and grants, decided before any cache lookup or
+ * upstream call. Returns 0, or -1 with `err` set (401 or 403). With no rule
+ * (an unknown path) only the key is checked, so that a stranger learns
+ * nothing of the routes. */
+static int client_allowed(struct job_request *jr, struct evhttp_request *req, struct client_error *err)
+{
+    const char *key = NULL;
+    enum clientkeys_credential cred = clientkeys_presented(evhttp_request_get_input_headers(req), &key);
+    if (cred != CLIENTKEYS_CRED_PRESENT) {
+        client_error_set(err, 401, "JG.UNAUTHENTICATED", clientkeys_credential_message(cred));
+        return -1;
+    }
+    const struct rule *rule = jr->rule;
+    const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
+    enum clientkeys_verdict v = rule ? clientkeys_check(jr->keys, key, project, rule->name, &jr->client)
+                                     : clientkeys_check(jr->keys, key, NULL, NULL, &jr->client);
+    if (v == CLIENTKEYS_UNAUTHENTICATED) {
+        client_error_set(err, 401, "JG.UNAUTHENTICATED", "the API key is not known to this gateway");
+        return -1;
+    }
+    if (v == CLIENTKEYS_FORBIDDEN && rule) {
+        client_error_set(err, 403, "JG.FORBIDDEN", "this API key is not granted this project or route");
+        return -1;
+    }
+    return 0;
+}
+
 void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth)
 {
-    (void)client_auth; /* client keys: not yet */
     struct job_request *jr = calloc(1, sizeof(*jr));
     if (!jr) {
         evhttp_send_error(req, 503, "Service Unavailable");
@@ -517,6 +548,7 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
     jr->gw = gw;
     jr->req = req;
     jr->rules = ruleset_ref(gw->rules);
+    jr->keys = client_auth && gw->client_keys ? clientkeys_ref(gw->client_keys) : NULL;
     jr->started_us = clock_mono_us();
     jr->outcome = OUTCOME_BYPASS;
     TAILQ_INSERT_TAIL(&gw->live, jr, live_link);
@@ -540,6 +572,12 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
 
     const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
     enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
+    if (found != ROUTE_MATCH)
+        jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (jr->keys && client_allowed(jr, req, &err) < 0) {
+        answer_error(jr, &err);
+        return;
+    }
     if (found == ROUTE_NO_MATCH) {
         client_error_set(&err, 404, "JG.NO_ROUTE", "no job-status route has this path");
         answer_error(jr, &err);
@@ -595,6 +633,8 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->key_prefix = strdup(conf->key_prefix ? conf->key_prefix : "");
     gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
     gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
+    clientkeys_unref(gw->client_keys); /* requests in flight hold their own references */
+    gw->client_keys = conf->client_keys ? clientkeys_ref(conf->client_keys) : NULL;
     gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
@@ -668,6 +708,8 @@ void gateway_abort_all(struct gateway *gw)
             TAILQ_REMOVE(&gw->live, jr, live_link);
             ruleset_unref(jr->rules);
             jr->rules = NULL;
+            clientkeys_unref(jr->keys);
+            jr->keys = NULL;
             TAILQ_INSERT_TAIL(&gw->orphans, jr, live_link);
             continue;
         }
@@ -694,6 +736,7 @@ void gateway_free(struct gateway *gw)
         if (jr->gone_watch)
             event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
+        clientkeys_unref(jr->keys);
         free(jr);
     }
     while ((jr = TAILQ_FIRST(&gw->orphans)) != NULL) {
@@ -702,6 +745,7 @@ void gateway_free(struct gateway *gw)
     }
     keymap_clear(&gw->flights, free_flight_item);
     ruleset_unref(gw->rules);
+    clientkeys_unref(gw->client_keys);
     free(gw->key_prefix);
     free(gw->upstream_url);
     free_secret(gw->upstream_token);

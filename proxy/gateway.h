@@ -20,14 +20,16 @@ struct ruleset;
 struct cache;
 struct upstream;
 struct metrics;
+struct clientkeys;
 struct gateway;
 
 struct gateway_conf {
     const char *key_prefix;
-    const char *upstream_url;   /* overrides every rule's upstream url when set */
-    const char *upstream_token; /* sent instead of the client's X-Auth-Token when set; secret */
-    size_t max_waiters;         /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
-    int64_t max_wait_ms;        /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
+    const char *upstream_url;       /* overrides every rule's upstream url when set */
+    const char *upstream_token;     /* sent instead of the client's X-Auth-Token when set; secret */
+    struct clientkeys *client_keys; /* NULL: no client authentication; the gateway takes a reference */
+    size_t max_waiters;             /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
+    int64_t max_wait_ms;            /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };
 
 /* The gateway borrows cache, upstream and metrics (the caller frees them

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "cache.h"
+#include "clientkeys.h"
 #include "config.h"
 #include "frontend.h"
 #include "gateway.h"
@@ -52,6 +53,7 @@ struct boot {
     const struct options *opts;
     struct config *cfg;
     struct ruleset *rules;
+    struct clientkeys *keys;
     int reuse_port;
 };
 
@@ -67,6 +69,7 @@ static void usage(FILE *out)
                  "      --listen H:P     address to serve clients on (overrides 'listen')\n"
                  "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
                  "      --redis URL      redis://HOST:PORT[/DB], unix:PATH, or none for the embedded cache\n"
+                 "      --hash-key       read a client key on standard input, print its key_sha256 for the keys file\n"
                  "      --workers N      worker processes (overrides 'workers'; auto: one per core with Redis,\n"
                  "                       one with the embedded cache)\n"
                  "  -v, --version        print the version\n"
@@ -76,9 +79,30 @@ static void usage(FILE *out)
                  "         SIGHUP reloads the configuration and rules (a bad set is refused, the old one kept).\n");
 }
 
+/* --hash-key: read a client key from standard input (never from the command
+ * line, where ps and shell history would keep it) and print its key_sha256. */
+static int hash_key_from_stdin(void)
+{
+    char key[CLIENTKEYS_KEY_MAX + 2];
+    char hex[65];
+    if (!fgets(key, sizeof(key), stdin)) {
+        fprintf(stderr, "jobgate: --hash-key reads the key from standard input\n");
+        return 1;
+    }
+    key[strcspn(key, "\r\n")] = '\0';
+    int rc = clientkeys_hash_hex(key, hex);
+    explicit_bzero(key, sizeof(key));
+    if (rc < 0) {
+        fprintf(stderr, "jobgate: a key is 1 to %d visible ASCII characters, no spaces\n", CLIENTKEYS_KEY_MAX);
+        return 1;
+    }
+    printf("%s\n", hex);
+    return 0;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_WORKERS };
+    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_WORKERS, OPT_HASH_KEY };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
@@ -86,6 +110,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"redis", required_argument, NULL, OPT_REDIS},
         {"workers", required_argument, NULL, OPT_WORKERS},
+        {"hash-key", no_argument, NULL, OPT_HASH_KEY},
         {"version", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -99,6 +124,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_UPSTREAM: o->upstream = optarg; break;
         case OPT_REDIS: o->redis = optarg; break;
         case OPT_WORKERS: o->workers = optarg; break;
+        case OPT_HASH_KEY: exit(hash_key_from_stdin());
         case 'v': printf("jobgate %s\n", PACKAGE_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
@@ -182,9 +208,30 @@ static void on_idle(void *arg)
     event_base_loopexit(d->base, &flush_grace);
 }
 
-static struct gateway_conf gateway_conf_of(const struct config *cfg)
+/* The policy files a configuration names: every rule file and the client
+ * keys file. Returns 0 with both loaded (*keys NULL when no keys file is
+ * configured), or -1 with every problem in `d` and nothing loaded. */
+static int load_policy(const struct config *cfg, struct ruleset **rules, struct clientkeys **keys, struct conf_diag *d)
+{
+    *rules = ruleset_load(cfg->rule_files, cfg->nrule_files, d);
+    *keys = cfg->client_keys_file ? clientkeys_load(cfg->client_keys_file, d) : NULL;
+    int ok = *rules && (!cfg->client_keys_file || *keys);
+    if (ok && *keys && clientkeys_check_rules(*keys, *rules, d) < 0)
+        ok = 0;
+    if (!ok) {
+        ruleset_unref(*rules);
+        clientkeys_unref(*keys);
+        *rules = NULL;
+        *keys = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clientkeys *keys)
 {
     return (struct gateway_conf){.key_prefix = cfg->key_prefix,
+                                 .client_keys = keys,
                                  .upstream_url = cfg->upstream_url,
                                  .upstream_token = cfg->upstream_token,
                                  .max_waiters = cfg->coalesce_max_waiters,
@@ -236,8 +283,11 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     struct conf_diag diag;
     conf_diag_init(&diag);
     int rc = load_config(d->opts, next, &diag);
-    struct ruleset *rules = rc == 0 ? ruleset_load(next->rule_files, next->nrule_files, &diag) : NULL;
-    if (!rules) {
+    struct ruleset *rules = NULL;
+    struct clientkeys *keys = NULL;
+    if (rc == 0)
+        rc = load_policy(next, &rules, &keys, &diag);
+    if (rc < 0) {
         for (size_t i = 0; i < diag.count; i++)
             log_error("reload: %s", diag.lines[i]);
         log_error("reload failed with %zu error(s): keeping the running configuration and rules", diag.count);
@@ -248,12 +298,13 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     conf_diag_free(&diag);
     warn_restart_only(d->cfg, next);
-    struct gateway_conf gconf = gateway_conf_of(next);
+    struct gateway_conf gconf = gateway_conf_of(next, keys);
     gateway_reconfigure(d->gateway, rules, &gconf);
     frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
     log_set_level(next->log_level);
-    log_info("reloaded %s: %zu rule(s)", next->file, rules->count);
-    ruleset_unref(rules); /* the gateway holds its own reference */
+    log_info("reloaded %s: %zu rule(s), %zu client key(s)", next->file, rules->count, clientkeys_count(keys));
+    ruleset_unref(rules); /* the gateway holds its own references */
+    clientkeys_unref(keys);
     /* The cache and upstream modules keep what they copied at start-up. */
     config_free(d->cfg);
     free(d->cfg);
@@ -290,8 +341,9 @@ int main(int argc, char **argv)
     struct conf_diag diag;
     conf_diag_init(&diag);
     int rc = load_config(&opts, cfg, &diag);
-    struct ruleset *rules = ruleset_load(cfg->rule_files, cfg->nrule_files, &diag);
-    if (!rules)
+    struct ruleset *rules = NULL;
+    struct clientkeys *keys = NULL;
+    if (load_policy(cfg, &rules, &keys, &diag) < 0)
         rc = -1;
     if (opts.test_only || rc < 0) {
         conf_diag_print(&diag, stderr);
@@ -302,6 +354,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "jobgate: configuration %s has %zu error(s)\n", file, diag.count);
         conf_diag_free(&diag);
         ruleset_unref(rules);
+        clientkeys_unref(keys);
         config_free(cfg);
         free(cfg);
         return rc == 0 ? 0 : 1;
@@ -328,10 +381,11 @@ int main(int argc, char **argv)
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
     }
-    struct boot boot = {.opts = &opts, .cfg = cfg, .rules = rules, .reuse_port = nworkers > 1};
+    struct boot boot = {.opts = &opts, .cfg = cfg, .rules = rules, .keys = keys, .reuse_port = nworkers > 1};
     int exit_code = nworkers > 1 ? workers_run(nworkers, run_daemon, &boot) : run_daemon(0, &boot);
     if (nworkers > 1) {
         ruleset_unref(rules);
+        clientkeys_unref(keys);
         config_free(cfg);
         free(cfg);
     }
@@ -346,6 +400,7 @@ static int run_daemon(int index, void *arg)
     struct boot *boot = arg;
     struct config *cfg = boot->cfg;
     struct ruleset *rules = boot->rules;
+    struct clientkeys *keys = boot->keys;
     struct daemon d = {.opts = boot->opts, .cfg = cfg};
     if (boot->reuse_port)
         log_set_worker(index);
@@ -372,7 +427,7 @@ static int run_daemon(int index, void *arg)
         log_error("upstream: %s", upstream ? "out of memory" : err);
         goto out;
     }
-    struct gateway_conf gconf = gateway_conf_of(cfg);
+    struct gateway_conf gconf = gateway_conf_of(cfg, keys);
     d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &gconf);
     if (!d.gateway) {
         log_error("out of memory");
@@ -414,8 +469,10 @@ static int run_daemon(int index, void *arg)
         log_info("%zu rule(s); cache: %s%s%s", rules->count, h.backend, cfg->cache.redis_url ? " " : "",
                  cfg->cache.redis_url ? cfg->cache.redis_url : "");
     }
-    ruleset_unref(rules); /* the gateway holds its own reference */
+    ruleset_unref(rules); /* the gateway holds its own references */
     rules = NULL;
+    clientkeys_unref(keys);
+    keys = NULL;
     event_base_dispatch(d.base);
     log_info("stopped");
     exit_code = 0;
@@ -438,6 +495,7 @@ out:
     if (d.base)
         event_base_free(d.base);
     ruleset_unref(rules);
+    clientkeys_unref(keys);
     config_free(d.cfg);
     free(d.cfg);
     return exit_code;

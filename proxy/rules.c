@@ -166,6 +166,9 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
             rc = -1;
         }
     }
+    /* By convention {project_id} names the cloud project: what client keys
+     * grant, what IAM tokens are scoped to, what X-Project-Id carries. */
+    r->project_param = route_template_param_index(&r->route, "project_id");
 
     yaml_node_t *host = yconf_get(y, n, "host");
     if (host) {
@@ -754,6 +757,7 @@ static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
     struct rule *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    r->project_param = -1;
     r->file = strdup(y->path);
     r->line = root->start_mark.line + 1;
     int rc = 0;

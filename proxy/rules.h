@@ -48,6 +48,7 @@ struct rule {
     int64_t timeout_ms;
     struct classify_spec job;
     int identity_param;      /* route parameter the body must name, -1: none */
+    int project_param;       /* the route's {project_id}, -1: none */
     int64_t terminal_ttl_ms; /* YCONF_FOREVER: no expiry */
     int64_t pending_ttl_ms;
     int64_t not_found_ttl_ms; /* negative caching of an upstream 404; 0: off */

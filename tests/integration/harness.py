@@ -285,9 +285,11 @@ class Jobgate:
             upstream += "  ca_file: %s\n" % self.ca_file
         # One worker unless a test asks for more: counts read from /metrics are per worker.
         workers = "" if "workers:" in self.extra_config else "workers: 1\n"
-        return ("listen: 127.0.0.1:%d\nlog_level: debug\n%srules: [%s]\ncache:\n  redis: %s\n"
+        # A test that lists its own listeners puts self.port among them.
+        listen = "" if "listeners:" in self.extra_config else "listen: 127.0.0.1:%d\n" % self.port
+        return ("%slog_level: debug\n%srules: [%s]\ncache:\n  redis: %s\n"
                 "upstream:\n%sshutdown_timeout: 5s\n%s"
-                % (self.port, workers, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n",
+                % (listen, workers, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n",
                    self.extra_config))
 
     def start(self, wait=True):
