@@ -302,7 +302,8 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     gateway_reconfigure(d->gateway, rules, &gconf);
     frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
     log_set_level(next->log_level);
-    log_info("reloaded %s: %zu rule(s), %zu client key(s)", next->file, rules->count, clientkeys_count(keys));
+    log_info("reloaded %s: %zu rule(s), %zu client key(s)", next->file, rules->count,
+             keys ? clientkeys_count(keys) : 0);
     ruleset_unref(rules); /* the gateway holds its own references */
     clientkeys_unref(keys);
     /* The cache and upstream modules keep what they copied at start-up. */
