@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "reply.h"
 #include "rules.h"
+#include "tokengrant.h"
 #include "upstream.h"
 
 #define KEY_MAX        1400
@@ -49,6 +50,7 @@ struct job_request {
     int64_t started_us;
     char request_id[REQUEST_ID_MAX + 1];
     char key[KEY_MAX];
+    char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
     TAILQ_ENTRY(job_request) live_link;
     TAILQ_ENTRY(job_request) wait_link;
 };
@@ -57,8 +59,11 @@ TAILQ_HEAD(job_request_list, job_request);
 /* One upstream call for a key, shared by every request that missed on it
  * meanwhile: a burst of pollers costs the upstream one request. */
 struct flight {
-    struct keymap_item item; /* item.key == key */
-    char key[KEY_MAX];
+    struct keymap_item item;                             /* item.key == flight_key */
+    char key[KEY_MAX];                                   /* the cache key */
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE]; /* pass-through: one call per key and token */
+    char token_hash[TOKENGRANT_HASH_SIZE];
+    char project[ROUTE_MAX_PATH + 1];
     struct gateway *gw;
     struct ruleset *rules;
     const struct rule *rule;
@@ -79,6 +84,8 @@ struct gateway {
     char *upstream_url;
     char *upstream_token;
     struct clientkeys *client_keys;
+    struct tokengrant *token_grants; /* pass-through mode only */
+    int64_t passthrough_window_ms;
     size_t max_waiters;
     int64_t max_wait_ms;
     int watch_hangups; /* the loop can tell a peer's close apart from data (EV_CLOSED) */
@@ -259,6 +266,9 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
         errmap_from_fault(&jr->rule->errors, FAULT_TIMEOUT, &err);
         answer_error(jr, &err);
     }
+    /* libevent's clock may run a little behind ours: a timer can fire just
+     * before the deadline it was set for. Set it again for what is left. */
+    arm_wait_timer(f);
 }
 
 /* --------------------------------------------------------------- upstream */
@@ -335,6 +345,13 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     f->call = NULL;
     metrics_count_upstream(gw->metrics, f->rule->name, resp->status, resp->fault, resp->elapsed_us);
 
+    if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
+        /* The cloud has judged this token for this project. A 404 passed its authentication too. */
+        if (resp->status == 200 || resp->status == 404)
+            tokengrant_accepted(gw->token_grants, f->token_hash, f->project, clock_mono_us() / 1000);
+        else if (resp->status == 401 || resp->status == 403)
+            tokengrant_refused(gw->token_grants, f->token_hash, f->project);
+    }
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
     struct job_request *jr;
@@ -357,6 +374,14 @@ static const char *upstream_token_for(const struct gateway *gw, struct evhttp_re
     return evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
 }
 
+/* Requests share an upstream call when they ask for the same key, and in
+ * pass-through mode present the same token: another token must be judged
+ * by the cloud itself. */
+static void flight_key_of(const struct job_request *jr, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s%s", jr->key, jr->token_hash[0] ? "#" : "", jr->token_hash);
+}
+
 static struct flight *flight_start(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
@@ -366,7 +391,11 @@ static struct flight *flight_start(struct job_request *jr)
         return NULL;
     f->gw = gw;
     memcpy(f->key, jr->key, sizeof(f->key));
-    f->item.key = f->key;
+    flight_key_of(jr, f->flight_key, sizeof(f->flight_key));
+    f->item.key = f->flight_key;
+    memcpy(f->token_hash, jr->token_hash, sizeof(f->token_hash));
+    if (rule->project_param >= 0)
+        snprintf(f->project, sizeof(f->project), "%s", jr->match.values[rule->project_param]);
     f->rules = ruleset_ref(jr->rules);
     f->rule = rule;
     TAILQ_INIT(&f->waiters);
@@ -417,7 +446,9 @@ static struct flight *flight_start(struct job_request *jr)
 static void join_flight(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
-    struct flight *f = (struct flight *)keymap_get(&gw->flights, jr->key);
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
+    flight_key_of(jr, flight_key, sizeof(flight_key));
+    struct flight *f = (struct flight *)keymap_get(&gw->flights, flight_key);
     if (!f)
         f = flight_start(jr);
     struct client_error err;
@@ -444,6 +475,17 @@ static void join_flight(struct job_request *jr)
 
 /* ------------------------------------------------------------------ cache */
 
+/* In pass-through mode a cached answer goes only to a token the cloud
+ * accepted for this project within the window. */
+static int token_may_read(const struct job_request *jr)
+{
+    const struct gateway *gw = jr->gw;
+    if (!jr->token_hash[0] || !gw->token_grants)
+        return 1;
+    const char *project = jr->rule->project_param >= 0 ? jr->match.values[jr->rule->project_param] : "";
+    return tokengrant_valid(gw->token_grants, jr->token_hash, project, clock_mono_us() / 1000);
+}
+
 static void on_cache_result(enum cache_status status, struct body *b, void *arg)
 {
     struct job_request *jr = arg;
@@ -455,9 +497,13 @@ static void on_cache_result(enum cache_status status, struct body *b, void *arg)
     }
     switch (status) {
     case CACHE_HIT:
-        jr->outcome = OUTCOME_HIT;
-        answer_job(jr, b, 1);
-        return;
+        if (token_may_read(jr)) {
+            jr->outcome = OUTCOME_HIT;
+            answer_job(jr, b, 1);
+            return;
+        }
+        jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
+        break;
     case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;
     case CACHE_UNAVAILABLE: jr->outcome = OUTCOME_BYPASS; break;
     }
@@ -601,10 +647,13 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
         answer_error(jr, &err);
         return;
     }
-    if (!gw->upstream_token && !evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token")) {
-        client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
-        answer_error(jr, &err);
-        return;
+    if (!gw->upstream_token) { /* pass-through: the client's own token goes upstream */
+        const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
+        if (!token || !*token || tokengrant_hash(token, jr->token_hash) < 0) {
+            client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
+            answer_error(jr, &err);
+            return;
+        }
     }
     if (build_key(gw, rule, &jr->match, jr->key, sizeof(jr->key)) < 0) {
         answer_error(jr, &rule->invalid_request);
@@ -636,6 +685,12 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     clientkeys_unref(gw->client_keys); /* requests in flight hold their own references */
     gw->client_keys = conf->client_keys ? clientkeys_ref(conf->client_keys) : NULL;
     gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
+    int64_t window_ms = conf->passthrough_window_ms > 0 ? conf->passthrough_window_ms : 300000;
+    if (!gw->token_grants || gw->passthrough_window_ms != window_ms) {
+        tokengrant_free(gw->token_grants); /* a new window forgets what the old one knew */
+        gw->token_grants = tokengrant_new(100000, window_ms);
+        gw->passthrough_window_ms = window_ms;
+    }
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
@@ -746,6 +801,7 @@ void gateway_free(struct gateway *gw)
     keymap_clear(&gw->flights, free_flight_item);
     ruleset_unref(gw->rules);
     clientkeys_unref(gw->client_keys);
+    tokengrant_free(gw->token_grants);
     free(gw->key_prefix);
     free(gw->upstream_url);
     free_secret(gw->upstream_token);

@@ -28,6 +28,8 @@ struct gateway_conf {
     const char *upstream_url;       /* overrides every rule's upstream url when set */
     const char *upstream_token;     /* sent instead of the client's X-Auth-Token when set; secret */
     struct clientkeys *client_keys; /* NULL: no client authentication; the gateway takes a reference */
+    int64_t passthrough_window_ms;  /* pass-through: how long upstream's acceptance of a token lets it
+                                       read cached answers for that project (0: 5 min) */
     size_t max_waiters;             /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;            /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };

@@ -259,7 +259,8 @@ def rule_file(tmpdir, name="elb-v1.yaml", **replace):
 class Jobgate:
     """proxy/jobgate with an inline configuration."""
 
-    def __init__(self, upstream, redis=None, rules=None, extra_config="", args=None, port=None, ca_file=None):
+    def __init__(self, upstream, redis=None, rules=None, extra_config="", args=None, port=None, ca_file=None,
+                 upstream_token=None):
         self.port = port or free_port()
         self.tmp = tempfile.mkdtemp(prefix="jg-gate-")
         self.rules = rules or [SEED_RULE]
@@ -267,6 +268,8 @@ class Jobgate:
         self.upstream = upstream
         self.extra_config = extra_config
         self.ca_file = ca_file
+        # jobgate's own cloud token (token mode); None: pass-through of the client's X-Auth-Token
+        self.upstream_token = upstream_token
         self.args = args or []
         self.proc = None
         self.log_path = os.path.join(self.tmp, "jobgate.log")
@@ -283,6 +286,11 @@ class Jobgate:
             upstream += "  url: %s\n" % self.upstream
         if self.ca_file:
             upstream += "  ca_file: %s\n" % self.ca_file
+        if self.upstream_token:
+            token_path = os.path.join(self.tmp, "upstream-token")
+            with os.fdopen(os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(self.upstream_token + "\n")
+            upstream += "  token_file: %s\n" % token_path
         # One worker unless a test asks for more: counts read from /metrics are per worker.
         workers = "" if "workers:" in self.extra_config else "workers: 1\n"
         # A test that lists its own listeners puts self.port among them.

@@ -14,7 +14,7 @@ def setup():
     env = {}
     env["redis"] = Redis().start()
     env["sim"] = Sim(init_ms=600, running_ms=900).start()
-    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"]).start()
+    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], upstream_token="cloud-token").start()
     return env
 
 
@@ -125,7 +125,7 @@ def success_cached_for_good_also_after_restart(env):
     eq(sim.count(job), 1, "upstream requests after 20 hits")
 
     gate.stop()
-    env["gate"] = gate = Jobgate(sim.url, redis=redis, port=gate.port).start()
+    env["gate"] = gate = Jobgate(sim.url, redis=redis, port=gate.port, upstream_token="cloud-token").start()
     time.sleep(0.3)  # let the Redis connection come up
     wait_until(lambda: gate.get("/healthz", token=None).json()["cache"]["state"] == "up", 5, "redis up")
     r = gate.get(path(job))

@@ -14,7 +14,7 @@ def setup():
     env = {}
     env["redis"] = Redis().start()
     env["sim"] = Sim(init_ms=0, running_ms=0).start()
-    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"]).start()
+    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], upstream_token="cloud-token").start()
     return env
 
 
@@ -33,7 +33,7 @@ def redis_reads(redis):
 
 def restart(env):
     env["gate"].stop()
-    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], port=env["gate"].port).start()
+    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], port=env["gate"].port, upstream_token="cloud-token").start()
     wait_until(lambda: env["gate"].get("/healthz", token=None).json()["cache"]["state"] == "up", 10, "redis up")
     return env["gate"]
 

@@ -16,7 +16,7 @@ def setup():
     env = {}
     env["redis"] = Redis().start()
     env["sim"] = Sim(init_ms=0, running_ms=0).start()
-    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], extra_config="workers: 3\n").start()
+    env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], extra_config="workers: 3\n", upstream_token="cloud-token").start()
     return env
 
 
