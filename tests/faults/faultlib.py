@@ -92,6 +92,7 @@ class Load:
         self._thread = None
         self._next = 0
         self._in_flight = 0
+        self._turns = 0  # loop turns done
         self._lock = threading.Lock()
 
     # -- control (from the scenario's thread)
@@ -114,7 +115,10 @@ class Load:
         """Stop sending, wait for the requests in flight (at most `wait` s), then stop."""
         self.stop_sending()
         deadline = time.monotonic() + (wait if wait is not None else self.timeout + 1)
-        while time.monotonic() < deadline and self.in_flight():
+        # Two whole loop turns after stop_sending: the in-flight count then
+        # covers any request a turn that began before it had just sent.
+        turn = self._turns
+        while time.monotonic() < deadline and (self._turns < turn + 2 or self.in_flight()):
             time.sleep(0.02)
         self._stop = True
         self._thread.join(10)
@@ -244,6 +248,7 @@ class Load:
                         if self._send(sel, c, now):
                             next_send = max(next_send + interval, now - 0.1)
             self._in_flight = sum(1 for c in conns if c.req is not None)
+            self._turns += 1
             wait = max(0.0, min(next_send - now, 0.01)) if sending else 0.01
             for key, ev in sel.select(wait):
                 c = key.data
