@@ -36,6 +36,7 @@ void config_defaults(struct config *c)
     c->upstream.max_body_bytes = 1024 * 1024;
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
+    guard_conf_defaults(&c->upstream_limits);
     c->coalesce_max_waiters = 10000;
     c->coalesce_max_wait_ms = 15000;
     c->client_timeout_ms = 30000;
@@ -154,6 +155,63 @@ static int load_listeners(struct config *c, struct yconf *y, yaml_node_t *list, 
     return rc;
 }
 
+/* Read a positive number (rates may be fractional). */
+static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double min, double *out, struct conf_diag *d)
+{
+    yaml_node_t *n = yconf_get(y, map, key);
+    if (!n)
+        return 0;
+    const char *text = yconf_scalar(n);
+    char *end = NULL;
+    double v = text ? strtod(text, &end) : 0;
+    if (!text || end == text || *end || !(v >= min) || v > GUARD_RATE_MAX) {
+        yconf_error(y, n, d, "'%s' must be a number of requests per second, at least %g", key, min);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
+ * away from a failing upstream (guard.h explains each default). */
+static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *m, struct conf_diag *d)
+{
+    static const char *const keys[] = {"rate",
+                                       "burst",
+                                       "project_rate",
+                                       "project_burst",
+                                       "throttle_backoff",
+                                       "breaker_threshold",
+                                       "breaker_cooldown",
+                                       "breaker_max_cooldown",
+                                       "breaker_counts_5xx",
+                                       NULL};
+    if (!m)
+        return 0;
+    if (yconf_check_map(y, m, "upstream_limits", keys, d) < 0)
+        return -1;
+    struct guard_conf *g = &c->upstream_limits;
+    int rc = 0;
+    rc |= get_rate(y, m, "rate", GUARD_RATE_MIN, &g->rate, d);
+    rc |= get_rate(y, m, "burst", 1, &g->burst, d);
+    rc |= get_rate(y, m, "project_rate", 0, &g->project_rate, d);
+    rc |= get_rate(y, m, "project_burst", 1, &g->project_burst, d);
+    rc |= yconf_get_ms(y, m, "throttle_backoff", 100, 300000, 0, &g->throttle_ms, d);
+    g->throttle_jitter_ms = g->throttle_ms / 3; /* spreads jobgates that were throttled together */
+    long threshold = (long)g->breaker_threshold;
+    rc |= yconf_get_long(y, m, "breaker_threshold", 1, 1000, &threshold, d);
+    g->breaker_threshold = (unsigned)threshold;
+    rc |= yconf_get_ms(y, m, "breaker_cooldown", 100, 3600000, 0, &g->breaker_cooldown_ms, d);
+    rc |= yconf_get_ms(y, m, "breaker_max_cooldown", 100, 3600000, 0, &g->breaker_max_ms, d);
+    rc |= yconf_get_bool(y, m, "breaker_counts_5xx", &g->breaker_count_5xx, d);
+    char err[256];
+    if (rc == 0 && guard_conf_check(g, err, sizeof(err)) < 0) {
+        yconf_error(y, m, d, "upstream_limits: %s", err);
+        rc = -1;
+    }
+    return rc;
+}
+
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen)
 {
     if (strcmp(value, "none") == 0) {
@@ -261,8 +319,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
-        "listen", "listeners", "log_level",        "rules",   "cache",       "upstream",
-        "client", "coalesce",  "shutdown_timeout", "workers", "client_keys", NULL};
+        "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
+        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -392,6 +450,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
         rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &c->max_uri_bytes, d);
     }
+    rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
         yconf_error(&y, workers, d, "'workers' must be auto or a number from 1 to 256");

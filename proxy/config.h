@@ -13,6 +13,7 @@
 
 #include "cache.h"
 #include "frontend.h"
+#include "guard.h"
 #include "log.h"
 #include "upstream.h"
 #include "yamlconf.h"
@@ -35,6 +36,8 @@ struct config {
     struct upstream_conf upstream;
     char *upstream_url;   /* overrides every rule's upstream url when set */
     char *upstream_token; /* secret: sent as X-Auth-Token instead of the client's */
+
+    struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
 
     size_t coalesce_max_waiters; /* requests one key's upstream call may hold */
     int64_t coalesce_max_wait_ms;

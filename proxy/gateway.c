@@ -17,6 +17,7 @@
 #include "clientkeys.h"
 #include "clock.h"
 #include "gateway.h"
+#include "guard.h"
 #include "keymap.h"
 #include "log.h"
 #include "metrics.h"
@@ -64,14 +65,27 @@ struct flight {
     char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE]; /* pass-through: one call per key and token */
     char token_hash[TOKENGRANT_HASH_SIZE];
     char project[ROUTE_MAX_PATH + 1];
+    char request_id[REQUEST_ID_MAX + 1]; /* of the request that started it: sent upstream */
     struct gateway *gw;
     struct ruleset *rules;
     const struct rule *rule;
     struct upstream_call *call;
     char expected_id[ROUTE_MAX_PATH + 1];
+    struct upstream_guard *guard; /* of this flight's upstream */
+    int admitted;                 /* the guard let the call go: its end must be reported */
+    char url[URL_MAX];
+    char client_token[4096];         /* pass-through: the token sent upstream (secret; wiped when freed) */
     struct job_request_list waiters; /* in arrival order, hence in deadline order */
     size_t nwaiters;
     struct event *wait_timer; /* armed for the first waiter's deadline */
+};
+
+/* The protections of one upstream (by base URL): rate limit, 429 backoff,
+ * circuit breaker. */
+struct upstream_guard {
+    struct keymap_item item; /* key: base URL */
+    char *base_url;
+    struct guard *g;
 };
 
 struct gateway {
@@ -90,6 +104,8 @@ struct gateway {
     int64_t max_wait_ms;
     int watch_hangups; /* the loop can tell a peer's close apart from data (EV_CLOSED) */
     struct keymap flights;
+    struct keymap guards;         /* struct upstream_guard by base URL */
+    struct guard_conf guard_conf; /* for guards made from now on */
     struct job_request_list live;
     struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
     size_t in_flight;
@@ -275,6 +291,9 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
 
 static void flight_free(struct flight *f)
 {
+    if (f->admitted)
+        guard_result(f->guard->g, clock_mono_us() / 1000, GUARD_ABANDONED);
+    explicit_bzero(f->client_token, sizeof(f->client_token));
     keymap_remove(&f->gw->flights, &f->item);
     if (f->wait_timer)
         event_free(f->wait_timer);
@@ -338,12 +357,44 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
     return b;
 }
 
+/* Tell the upstream's guard how the call it admitted ended. */
+static void report_to_guard(struct flight *f, const struct upstream_response *resp)
+{
+    int64_t now = clock_mono_us() / 1000;
+    f->admitted = 0;
+    if (resp->fault == FAULT_NONE && resp->status == 429) {
+        guard_throttled(f->guard->g, now, resp->retry_after > 0 ? (int)resp->retry_after : 0);
+        log_warn("upstream %s throttles (429): no calls to it for a while", f->guard->base_url);
+        return;
+    }
+    enum guard_outcome o = GUARD_SUCCESS;
+    if (resp->fault != FAULT_NONE && resp->fault != FAULT_BAD_BODY && resp->fault != FAULT_WRONG_JOB &&
+        resp->fault != FAULT_OVERSIZED)
+        o = GUARD_TRANSPORT_FAILURE; /* a body it did send, however wrong, proves it alive */
+    else if (resp->fault == FAULT_NONE && resp->status >= 500)
+        o = GUARD_UPSTREAM_5XX;
+    guard_result(f->guard->g, now, o);
+}
+
+/* Answer every waiter of `f` with `err` (no upstream answer to share) and
+ * free the flight. */
+static void flight_fail(struct flight *f, const struct client_error *err)
+{
+    struct job_request *jr;
+    while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
+        waiter_unlink(jr);
+        answer_error(jr, err);
+    }
+    flight_free(f);
+}
+
 static void on_upstream_done(const struct upstream_response *resp, void *arg)
 {
     struct flight *f = arg;
     struct gateway *gw = f->gw;
     f->call = NULL;
     metrics_count_upstream(gw->metrics, f->rule->name, resp->status, resp->fault, resp->elapsed_us);
+    report_to_guard(f, resp);
 
     if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
         /* The cloud has judged this token for this project. A 404 passed its authentication too. */
@@ -372,6 +423,50 @@ static const char *upstream_token_for(const struct gateway *gw, struct evhttp_re
     if (gw->upstream_token)
         return gw->upstream_token;
     return evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
+}
+
+/* The guard of the upstream at `base_url`, made on first use. */
+static struct upstream_guard *guard_of(struct gateway *gw, const char *base_url)
+{
+    struct upstream_guard *ug = (struct upstream_guard *)keymap_get(&gw->guards, base_url);
+    if (ug)
+        return ug;
+    char err[256];
+    ug = calloc(1, sizeof(*ug));
+    if (!ug || !(ug->base_url = strdup(base_url)) || !(ug->g = guard_new(&gw->guard_conf, err, sizeof(err)))) {
+        if (ug)
+            free(ug->base_url);
+        free(ug);
+        return NULL;
+    }
+    ug->item.key = ug->base_url;
+    if (keymap_put(&gw->guards, &ug->item) < 0) {
+        guard_free(ug->g);
+        free(ug->base_url);
+        free(ug);
+        return NULL;
+    }
+    return ug;
+}
+
+/* The answer for a call the guard refused: 503 with Retry-After, from the
+ * table, never an upstream error the client would not retry. */
+static void refusal_error(struct guard_verdict v, struct client_error *err)
+{
+    switch (v.refusal) {
+    case GUARD_THROTTLED:
+        client_error_set(err, 503, "JG.UPSTREAM_THROTTLED", "the cloud API is throttling jobgate; retry later");
+        break;
+    case GUARD_CIRCUIT_OPEN:
+        client_error_set(err, 503, "JG.UPSTREAM_UNAVAILABLE",
+                         "the cloud API is failing; jobgate waits before trying it again");
+        break;
+    default:
+        client_error_set(err, 503, "JG.UPSTREAM_RATE_LIMITED",
+                         "jobgate's rate limit for the cloud API is reached; retry later");
+        break;
+    }
+    err->retry_after = v.retry_after_s > 0 ? v.retry_after_s : 1;
 }
 
 /* Requests share an upstream call when they ask for the same key, and in
@@ -410,31 +505,17 @@ static struct flight *flight_start(struct job_request *jr)
 
     /* The upstream path is the route with its validated values: nothing else
      * of the client's request (query string, extra headers) goes upstream. */
-    char url[URL_MAX];
     const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
-    int n = snprintf(url, sizeof(url), "%s", base);
-    if (n < 0 || (size_t)n >= sizeof(url) ||
-        rule_upstream_path(rule, &jr->match, url + n, sizeof(url) - (size_t)n) < 0) {
-        event_free(f->wait_timer);
-        ruleset_unref(f->rules);
-        free(f);
-        return NULL;
-    }
-    struct upstream_request ureq = {
-        .url = url,
-        .request_id = jr->request_id,
-        .auth_token = upstream_token_for(gw, jr->req),
-        .connect_timeout_ms = rule->connect_timeout_ms,
-        .timeout_ms = rule->timeout_ms,
-        .add_headers = rule->add_headers,
-        .nadd_headers = rule->nadd_headers,
-        .drop_headers = rule->drop_headers,
-        .ndrop_headers = rule->ndrop_headers,
-    };
-    f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f);
-    if (!f->call || keymap_put(&gw->flights, &f->item) < 0) {
-        if (f->call)
-            upstream_cancel(gw->upstream, f->call);
+    int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    const char *token = upstream_token_for(gw, jr->req);
+    if (token)
+        snprintf(f->client_token, sizeof(f->client_token), "%s", token);
+    snprintf(f->request_id, sizeof(f->request_id), "%s", jr->request_id);
+    f->guard = guard_of(gw, base);
+    if (n < 0 || (size_t)n >= sizeof(f->url) || !f->guard ||
+        rule_upstream_path(rule, &jr->match, f->url + n, sizeof(f->url) - (size_t)n) < 0 ||
+        keymap_put(&gw->flights, &f->item) < 0) {
+        explicit_bzero(f->client_token, sizeof(f->client_token));
         event_free(f->wait_timer);
         ruleset_unref(f->rules);
         free(f);
@@ -443,14 +524,54 @@ static struct flight *flight_start(struct job_request *jr)
     return f;
 }
 
+/* Send the flight's call upstream, if the upstream's guard lets it go. On
+ * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
+ * 503 with Retry-After and the flight ends. */
+static void flight_go(struct flight *f)
+{
+    struct gateway *gw = f->gw;
+    const struct rule *rule = f->rule;
+    struct guard_verdict v = guard_admit(f->guard->g, f->project[0] ? f->project : NULL, clock_mono_us() / 1000);
+    if (v.refusal != GUARD_ADMITTED) {
+        struct client_error err;
+        refusal_error(v, &err);
+        metrics_count_event(gw->metrics, v.refusal == GUARD_RATE_LIMITED ? EVENT_UPSTREAM_RATE_LIMITED
+                                         : v.refusal == GUARD_THROTTLED  ? EVENT_UPSTREAM_THROTTLED
+                                                                         : EVENT_UPSTREAM_CIRCUIT_OPEN);
+        log_info("not calling %s for key %s: %s (retry after %d s)", f->guard->base_url, f->key,
+                 guard_refusal_name(v.refusal), v.retry_after_s);
+        flight_fail(f, &err);
+        return;
+    }
+    f->admitted = 1;
+    struct upstream_request ureq = {
+        .url = f->url,
+        .request_id = f->request_id,
+        .auth_token = f->client_token[0] ? f->client_token : NULL,
+        .connect_timeout_ms = rule->connect_timeout_ms,
+        .timeout_ms = rule->timeout_ms,
+        .add_headers = rule->add_headers,
+        .nadd_headers = rule->nadd_headers,
+        .drop_headers = rule->drop_headers,
+        .ndrop_headers = rule->ndrop_headers,
+    };
+    f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f);
+    if (!f->call) {
+        struct client_error err;
+        errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
+        flight_fail(f, &err);
+    }
+}
+
 static void join_flight(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
     char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
     flight_key_of(jr, flight_key, sizeof(flight_key));
     struct flight *f = (struct flight *)keymap_get(&gw->flights, flight_key);
-    if (!f)
-        f = flight_start(jr);
+    int started = 0;
+    if (!f && (f = flight_start(jr)) != NULL)
+        started = 1;
     struct client_error err;
     if (!f) {
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
@@ -471,6 +592,8 @@ static void join_flight(struct job_request *jr)
     if (++f->nwaiters == 1)
         arm_wait_timer(f);
     watch_for_hangup(jr);
+    if (started)
+        flight_go(f); /* may answer jr at once (refused by the guard) */
 }
 
 /* ------------------------------------------------------------------ cache */
@@ -665,6 +788,14 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
 
 /* ------------------------------------------------------------- lifecycle */
 
+static void free_guard_item(struct keymap_item *item)
+{
+    struct upstream_guard *ug = (struct upstream_guard *)item;
+    guard_free(ug->g);
+    free(ug->base_url);
+    free(ug);
+}
+
 static void free_secret(char *s)
 {
     if (s) {
@@ -685,6 +816,20 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     clientkeys_unref(gw->client_keys); /* requests in flight hold their own references */
     gw->client_keys = conf->client_keys ? clientkeys_ref(conf->client_keys) : NULL;
     gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
+    /* New limits apply to upstreams seen from now on and, for those already
+     * guarded, after their state (bucket, backoff, circuit) is dropped: a
+     * reload must not reset a circuit that protects a failing upstream, so
+     * the guards are kept when the limits did not change. */
+    struct guard_conf gc;
+    memset(&gc, 0, sizeof(gc)); /* compared bytewise below: no stray padding */
+    if (conf->guard)
+        memcpy(&gc, conf->guard, sizeof(gc));
+    else
+        guard_conf_defaults(&gc);
+    if (memcmp(&gc, &gw->guard_conf, sizeof(gc)) != 0) {
+        gw->guard_conf = gc;
+        keymap_clear(&gw->guards, free_guard_item);
+    }
     int64_t window_ms = conf->passthrough_window_ms > 0 ? conf->passthrough_window_ms : 300000;
     if (!gw->token_grants || gw->passthrough_window_ms != window_ms) {
         tokengrant_free(gw->token_grants); /* a new window forgets what the old one knew */
@@ -748,7 +893,8 @@ void gateway_abort_all(struct gateway *gw)
             struct flight *f = jr->flight;
             waiter_unlink(jr);
             if (TAILQ_EMPTY(&f->waiters)) {
-                upstream_cancel(gw->upstream, f->call);
+                if (f->call)
+                    upstream_cancel(gw->upstream, f->call);
                 flight_free(f);
             }
         }
@@ -799,6 +945,7 @@ void gateway_free(struct gateway *gw)
         free(jr);
     }
     keymap_clear(&gw->flights, free_flight_item);
+    keymap_clear(&gw->guards, free_guard_item);
     ruleset_unref(gw->rules);
     clientkeys_unref(gw->client_keys);
     tokengrant_free(gw->token_grants);

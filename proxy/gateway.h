@@ -21,6 +21,7 @@ struct cache;
 struct upstream;
 struct metrics;
 struct clientkeys;
+struct guard_conf;
 struct gateway;
 
 struct gateway_conf {
@@ -30,6 +31,7 @@ struct gateway_conf {
     struct clientkeys *client_keys; /* NULL: no client authentication; the gateway takes a reference */
     int64_t passthrough_window_ms;  /* pass-through: how long upstream's acceptance of a token lets it
                                        read cached answers for that project (0: 5 min) */
+    const struct guard_conf *guard; /* limits of each upstream (copied); NULL: the defaults */
     size_t max_waiters;             /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;            /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };

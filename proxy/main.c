@@ -232,6 +232,7 @@ static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clie
 {
     return (struct gateway_conf){.key_prefix = cfg->key_prefix,
                                  .client_keys = keys,
+                                 .guard = &cfg->upstream_limits,
                                  .upstream_url = cfg->upstream_url,
                                  .upstream_token = cfg->upstream_token,
                                  .max_waiters = cfg->coalesce_max_waiters,

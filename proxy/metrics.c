@@ -46,9 +46,10 @@ const char *cache_outcome_name(enum cache_outcome o)
 
 const char *metrics_event_name(enum metrics_event e)
 {
-    static const char *const names[EVENT__COUNT] = {"waiter_gone",      "waiter_overflow", "waiter_timeout",
-                                                    "accept_paused",    "header_timeout",  "keepalive_timeout",
-                                                    "request_too_large"};
+    static const char *const names[EVENT__COUNT] = {
+        "waiter_gone",        "waiter_overflow",      "waiter_timeout",    "accept_paused",
+        "header_timeout",     "keepalive_timeout",    "request_too_large", "upstream_rate_limited",
+        "upstream_throttled", "upstream_circuit_open"};
     return (e >= 0 && e < EVENT__COUNT) ? names[e] : "unknown";
 }
 

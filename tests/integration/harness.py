@@ -293,6 +293,10 @@ class Jobgate:
             upstream += "  token_file: %s\n" % token_path
         # One worker unless a test asks for more: counts read from /metrics are per worker.
         workers = "" if "workers:" in self.extra_config else "workers: 1\n"
+        # Upstream protection out of the way unless a test sets its own: most tests
+        # provoke upstream faults on purpose and count every call they cause.
+        if "upstream_limits:" not in self.extra_config:
+            workers += "upstream_limits:\n  rate: 100000\n  burst: 100000\n  breaker_threshold: 1000\n"
         # A test that lists its own listeners puts self.port among them.
         listen = "" if "listeners:" in self.extra_config else "listen: 127.0.0.1:%d\n" % self.port
         return ("%slog_level: debug\n%srules: [%s]\ncache:\n  redis: %s\n"
