@@ -13,10 +13,16 @@ struct body *body_new(const char *data, size_t len, int64_t stored_at_ms, int te
     b->terminal = terminal;
     b->status = 200;
     b->expires_at_ms = 0;
+    b->stale_until_ms = 0;
     b->len = len;
     memcpy(b->data, data, len);
     b->data[len] = '\0';
     return b;
+}
+
+int body_fresh(const struct body *b, int64_t now_ms)
+{
+    return b->expires_at_ms == 0 || b->expires_at_ms > now_ms;
 }
 
 struct body *body_ref(struct body *b)

@@ -1,26 +1,35 @@
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "cache.h"
 #include "cache_mem.h"
 #include "cache_redis.h"
 #include "clock.h"
 
+/* Something cache.c waits for from Redis: a lookup (to fill the in-process
+ * tier from), a lease, or a wait. On the cache's list until it calls back or
+ * is cancelled, so that cache_free can drop it. */
+struct cache_pending {
+    struct cache *c;
+    struct redis_op *op; /* leases and waits: what cache_cancel forgets */
+    cache_get_cb get_cb; /* lookups and waits */
+    cache_lease_cb lease_cb;
+    void *arg;
+    TAILQ_ENTRY(cache_pending) link;
+    char key[];
+};
+TAILQ_HEAD(cache_pending_list, cache_pending);
+
 /* Two tiers: the in-process store always (alone with `--redis none`), Redis
  * behind it when configured. A terminal answer never changes, so the
  * in-process copy needs no invalidation; a changing one lives there only for
- * what remains of its TTL, so tiers never disagree beyond what the TTL allows. */
+ * what remains of its TTL and stale window, so tiers never disagree beyond
+ * what those allow. */
 struct cache {
     struct cache_mem *mem;
     struct cache_redis *redis;
-};
-
-/* A Redis lookup on its way: what to fill and whom to tell. */
-struct cache_fill {
-    struct cache *c;
-    cache_get_cb cb;
-    void *arg;
-    char key[];
+    struct cache_pending_list pending;
 };
 
 struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, char *err, size_t errlen)
@@ -28,6 +37,7 @@ struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, 
     struct cache *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    TAILQ_INIT(&c->pending);
     c->mem = cache_mem_new(conf->memory_max_bytes);
     if (!c->mem) {
         free(c);
@@ -44,65 +54,168 @@ struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, 
     return c;
 }
 
-/* Milliseconds `b` has left to live, -1 for ever, 0 if none (or unknown). */
-static int64_t remaining_ms(const struct body *b)
+/* A new pending record for `key`, on the cache's list; NULL if out of memory. */
+static struct cache_pending *pending_new(struct cache *c, const char *key)
 {
-    if (b->expires_at_ms == 0)
-        return b->terminal ? -1 : 0; /* an entry from before expiry times were stored: terminal only */
-    int64_t left = b->expires_at_ms - clock_wall_ms();
-    return left > 0 ? left : 0;
+    size_t len = strlen(key);
+    struct cache_pending *p = calloc(1, sizeof(*p) + len + 1);
+    if (!p)
+        return NULL;
+    p->c = c;
+    memcpy(p->key, key, len + 1);
+    TAILQ_INSERT_TAIL(&c->pending, p, link);
+    return p;
+}
+
+static void pending_free(struct cache_pending *p)
+{
+    TAILQ_REMOVE(&p->c->pending, p, link);
+    free(p);
+}
+
+/* Keep a copy read from Redis in the in-process tier for what remains of
+ * its fresh life and of its stale window, both counted from the times the
+ * entry carries (cache_mem_put keeps a newer copy already there). */
+static void fill_mem(struct cache *c, const char *key, struct body *b)
+{
+    if (b->expires_at_ms == 0) { /* without expiry; or an old entry that did not say: terminal only */
+        if (b->terminal)
+            cache_mem_put(c->mem, key, b, -1, 0);
+        return;
+    }
+    int64_t now = clock_wall_ms();
+    int64_t fresh_ms = b->expires_at_ms > now ? b->expires_at_ms - now : 0;
+    int64_t stale_from = b->expires_at_ms > now ? b->expires_at_ms : now;
+    int64_t stale_ms = b->stale_until_ms > stale_from ? b->stale_until_ms - stale_from : 0;
+    cache_mem_put(c->mem, key, b, fresh_ms, stale_ms);
 }
 
 static void on_redis_result(enum cache_status status, struct body *b, void *arg)
 {
-    struct cache_fill *f = arg;
-    if (status == CACHE_HIT) {
-        int64_t ttl = remaining_ms(b);
-        if (ttl != 0)
-            cache_mem_put(f->c->mem, f->key, b, ttl);
-    } else {
-        /* While Redis was asked, an upstream answer for this key may have been
-         * stored (every store goes to the in-process tier at once): a miss
-         * that predates it must not cost another upstream call. */
-        struct body *fresh = cache_mem_get(f->c->mem, f->key);
-        if (fresh) {
-            status = CACHE_HIT;
-            b = fresh;
-        }
+    struct cache_pending *p = arg;
+    struct cache *c = p->c;
+    if (b)
+        fill_mem(c, p->key, b);
+    /* While Redis was asked, an upstream answer for this key may have been
+     * stored (every store goes to the in-process tier at once): a miss or a
+     * stale copy that predates it must not cost another upstream call. And
+     * with Redis down, a stale copy in process is still a stale copy. */
+    int stale;
+    struct body *mine = cache_mem_get(c->mem, p->key, &stale);
+    if (mine) {
+        status = stale ? CACHE_STALE : CACHE_HIT;
+        b = mine;
     }
-    f->cb(status, b, f->arg);
-    free(f);
+    cache_get_cb cb = p->get_cb;
+    void *cb_arg = p->arg;
+    pending_free(p);
+    cb(status, b, cb_arg);
 }
 
 void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg)
 {
-    struct body *b = cache_mem_get(c->mem, key);
-    if (b || !c->redis) {
-        cb(b ? CACHE_HIT : CACHE_MISS, b, arg);
+    int stale;
+    struct body *b = cache_mem_get(c->mem, key, &stale);
+    if ((b && !stale) || !c->redis) {
+        cb(!b ? CACHE_MISS : stale ? CACHE_STALE : CACHE_HIT, b, arg);
         return;
     }
-    size_t len = strlen(key);
-    struct cache_fill *f = malloc(sizeof(*f) + len + 1);
-    if (!f) {
-        cb(CACHE_UNAVAILABLE, NULL, arg);
+    struct cache_pending *p = pending_new(c, key);
+    if (!p) {
+        cb(b ? CACHE_STALE : CACHE_UNAVAILABLE, b, arg);
         return;
     }
-    f->c = c;
-    f->cb = cb;
-    f->arg = arg;
-    memcpy(f->key, key, len + 1);
-    cache_redis_get(c->redis, key, on_redis_result, f);
+    p->get_cb = cb;
+    p->arg = arg;
+    cache_redis_get(c->redis, key, on_redis_result, p);
 }
 
-void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms)
+void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms)
 {
-    if (ttl_ms == 0)
+    if (ttl_ms == 0) {
+        if (c->redis)
+            cache_redis_settle(c->redis, key, 0); /* nothing stored: waiters go upstream */
         return;
+    }
+    if (ttl_ms < 0 || b->terminal || stale_ms < 0)
+        stale_ms = 0; /* a terminal answer never goes stale */
     b->expires_at_ms = ttl_ms < 0 ? 0 : clock_wall_ms() + ttl_ms;
-    cache_mem_put(c->mem, key, b, ttl_ms);
-    if (c->redis)
-        cache_redis_put(c->redis, key, b, ttl_ms);
+    b->stale_until_ms = stale_ms > 0 ? b->expires_at_ms + stale_ms : 0;
+    cache_mem_put(c->mem, key, b, ttl_ms, stale_ms);
+    if (c->redis) {
+        cache_redis_put(c->redis, key, b, ttl_ms < 0 ? -1 : ttl_ms + stale_ms);
+        cache_redis_settle(c->redis, key, 1);
+    }
 }
+
+/* ------------------------------------------------------ leases and waits */
+
+static void on_lease_result(enum cache_lease_status status, void *arg)
+{
+    struct cache_pending *p = arg;
+    cache_lease_cb cb = p->lease_cb;
+    void *cb_arg = p->arg;
+    pending_free(p);
+    cb(status, cb_arg);
+}
+
+struct cache_pending *cache_lease(struct cache *c, const char *key, int64_t lease_ms, cache_lease_cb cb, void *arg)
+{
+    struct cache_pending *p = c->redis ? pending_new(c, key) : NULL;
+    if (p) {
+        p->lease_cb = cb;
+        p->arg = arg;
+        p->op = cache_redis_lease(c->redis, key, lease_ms, on_lease_result, p);
+        if (p->op)
+            return p;
+        pending_free(p);
+    }
+    cb(CACHE_LEASE_UNAVAILABLE, arg);
+    return NULL;
+}
+
+static void on_wait_result(enum cache_status status, struct body *b, void *arg)
+{
+    struct cache_pending *p = arg;
+    if (status == CACHE_HIT)
+        fill_mem(p->c, p->key, b);
+    cache_get_cb cb = p->get_cb;
+    void *cb_arg = p->arg;
+    pending_free(p);
+    cb(status, b, cb_arg);
+}
+
+struct cache_pending *cache_wait(struct cache *c, const char *key, int64_t timeout_ms, cache_get_cb cb, void *arg)
+{
+    struct cache_pending *p = c->redis ? pending_new(c, key) : NULL;
+    if (p) {
+        p->get_cb = cb;
+        p->arg = arg;
+        p->op = cache_redis_wait(c->redis, key, timeout_ms, on_wait_result, p);
+        if (p->op)
+            return p;
+        pending_free(p);
+    }
+    cb(CACHE_UNAVAILABLE, NULL, arg);
+    return NULL;
+}
+
+void cache_cancel(struct cache *c, struct cache_pending *p)
+{
+    if (!p)
+        return;
+    if (p->op)
+        cache_redis_cancel(c->redis, p->op);
+    pending_free(p);
+}
+
+void cache_lease_release(struct cache *c, const char *key)
+{
+    if (c->redis)
+        cache_redis_settle(c->redis, key, 0);
+}
+
+/* ------------------------------------------------------------- the rest */
 
 void cache_health(const struct cache *c, struct cache_health *out)
 {
@@ -111,7 +224,7 @@ void cache_health(const struct cache *c, struct cache_health *out)
     if (c->redis)
         cache_redis_health(c->redis, out);
     else
-        *out = (struct cache_health){.backend = "memory", .state = "up", .up = 1};
+        *out = (struct cache_health){.backend = "memory", .state = "up", .up = 1, .coalescing = "none"};
     out->entries = s.entries;
     out->bytes = s.bytes;
 }
@@ -120,7 +233,10 @@ void cache_free(struct cache *c)
 {
     if (!c)
         return;
-    cache_redis_free(c->redis);
+    cache_redis_free(c->redis); /* calls back no one */
+    struct cache_pending *p;
+    while ((p = TAILQ_FIRST(&c->pending)) != NULL)
+        pending_free(p);
     cache_mem_free(c->mem);
     free(c);
 }

@@ -7,9 +7,21 @@
  * the entry's life.
  *
  * Policy, whatever the store: a terminal answer is kept without expiry (or
- * its rule's terminal TTL), a still-changing one for its short TTL, and a
- * terminal entry is never replaced by a still-changing one. Keys are built by
- * the caller from the rule name and the validated route parameters only.
+ * its rule's terminal TTL) and is never stale; a still-changing one is fresh
+ * for its short TTL, then kept stale for the stale window given at store time
+ * (served only when upstream fails); a terminal entry is never replaced by a
+ * still-changing one. Keys are built by the caller from the rule name and the
+ * validated route parameters only.
+ *
+ * Coalescing across processes (every jobgate sharing one Redis): before
+ * calling upstream a process takes the key's lease (cache_lease); the others
+ * find it held and cache_wait for the answer its holder stores with
+ * cache_put. Waiters learn of it by Redis pub/sub where the Redis tier allows
+ * it, else by short polling (twemproxy has no pub/sub). Without Redis, or
+ * with Redis down, there is no lease: every process calls upstream itself.
+ *
+ * Every callback below runs on the event loop's thread; it may call any
+ * cache function except cache_free.
  */
 #ifndef JOBGATE_CACHE_H
 #define JOBGATE_CACHE_H
@@ -21,6 +33,14 @@
 
 struct event_base;
 struct cache;
+struct cache_pending;
+
+/* How a cache_wait learns that the answer it waits for was stored. */
+enum cache_notify {
+    CACHE_NOTIFY_AUTO = 0, /* pub/sub if a SUBSCRIBE succeeds on its own connection, else polling */
+    CACHE_NOTIFY_PUBSUB,   /* pub/sub (polling only while the subscriber connection is down) */
+    CACHE_NOTIFY_POLL,     /* polling only: every command then passes twemproxy (no PUBLISH/SUBSCRIBE) */
+};
 
 struct cache_conf {
     char *redis_url;         /* redis://HOST:PORT[/DB], unix:PATH, or NULL for the embedded store */
@@ -30,18 +50,31 @@ struct cache_conf {
     int64_t redis_reconnect_max_ms;
     size_t redis_max_pending; /* commands in flight before Redis counts as unavailable */
     size_t memory_max_bytes;  /* bound of the embedded store */
+    enum cache_notify redis_notify;
+    int64_t redis_poll_interval_ms; /* a polling cache_wait's period; 0: 20 ms */
 };
 
 enum cache_status {
-    CACHE_HIT,
-    CACHE_MISS,
+    CACHE_HIT,         /* a fresh answer (or a terminal one) */
+    CACHE_MISS,        /* nothing usable: go upstream */
     CACHE_UNAVAILABLE, /* store down, slow beyond the budget, or erring: go upstream (BYPASS) */
+    CACHE_STALE,       /* only a copy past its TTL: go upstream, answer from it if upstream fails */
 };
 
-/* Called exactly once per cache_get. `b` is borrowed (valid during the call;
- * body_ref it to keep it) and non-NULL only for CACHE_HIT. May be called
- * before cache_get returns (embedded store) or later, from the event loop. */
+/* Called exactly once per cache_get (and per cache_wait not cancelled). `b`
+ * is borrowed (valid during the call; body_ref it to keep it), non-NULL for
+ * CACHE_HIT and CACHE_STALE only. May be called before cache_get returns
+ * (in-process tier) or later, from the event loop. */
 typedef void (*cache_get_cb)(enum cache_status status, struct body *b, void *arg);
+
+enum cache_lease_status {
+    CACHE_LEASE_ACQUIRED,    /* this process calls upstream, then cache_put or cache_lease_release */
+    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream: cache_wait for its answer */
+    CACHE_LEASE_UNAVAILABLE, /* no Redis, Redis down, erring or over budget: call upstream yourself */
+};
+
+/* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
+typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
 
 /* Parse and check a Redis URL. Returns 0, or -1 with a message. */
 int cache_redis_url_check(const char *url, char *err, size_t errlen);
@@ -50,26 +83,59 @@ int cache_redis_url_check(const char *url, char *err, size_t errlen);
  * An unreachable Redis is not an error: it is retried in the background. */
 struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, char *err, size_t errlen);
 
+/* Look `key` up: HIT (fresh), STALE (only a stale copy), MISS, or
+ * UNAVAILABLE (Redis down or erring, and no copy in process). An error reply
+ * from Redis is never reported as a MISS. */
 void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg);
 
 /* Store `b` (the cache takes what references it needs) in every tier, and
- * set b->expires_at_ms. ttl_ms < 0: no expiry; ttl_ms == 0: not stored. Fire
- * and forget: failures are counted. */
-void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms);
+ * set b->expires_at_ms (end of its fresh life) and b->stale_until_ms. ttl_ms
+ * < 0: no expiry; ttl_ms == 0: not stored. A still-changing `b` is kept
+ * stale_ms longer (Redis: PX ttl+stale); a terminal one never goes stale.
+ * Then releases the key's lease if this cache holds it and wakes the waiters
+ * (PUBLISH, in pub/sub mode), whether or not `b` was stored. Fire and forget:
+ * failures are counted. */
+void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms);
+
+/* Ask for the key's lease for `lease_ms` (SET KEY:l TOKEN NX PX). `cb` tells
+ * the outcome, within the Redis budget. Returns a handle for cache_cancel,
+ * valid until `cb` has been called; NULL when `cb` was already called
+ * (before cache_lease returned). */
+struct cache_pending *cache_lease(struct cache *c, const char *key, int64_t lease_ms, cache_lease_cb cb, void *arg);
+
+/* Wait, at most timeout_ms, for another process's answer for `key`. `cb`
+ * gets CACHE_HIT with the answer (it also fills the in-process tier), or,
+ * without a body, CACHE_MISS when the lease went away with no answer stored
+ * (its holder failed or died) or the time ran out, CACHE_UNAVAILABLE when
+ * Redis went down or erred: in both cases call upstream yourself. Returns a
+ * handle as cache_lease does. */
+struct cache_pending *cache_wait(struct cache *c, const char *key, int64_t timeout_ms, cache_get_cb cb, void *arg);
+
+/* Forget a pending cache_lease or cache_wait: its callback will not be
+ * called. A lease acquired after the cancel is released at once. */
+void cache_cancel(struct cache *c, struct cache_pending *p);
+
+/* The holder got no answer to store (an upstream error): release the
+ * lease, if this cache holds it, so that waiters elsewhere go upstream now
+ * rather than at the lease's expiry. */
+void cache_lease_release(struct cache *c, const char *key);
 
 struct cache_health {
     const char *backend; /* "redis" or "memory" */
     const char *state;   /* "up", "connecting", "down" */
     int up;
-    uint64_t errors;   /* Redis command errors and corrupt entries */
-    uint64_t timeouts; /* lookups that ran past the budget */
+    const char *coalescing; /* across processes: "pubsub", "poll", or "none" (no Redis, or Redis down) */
+    uint64_t errors;        /* Redis command errors and error replies, corrupt entries */
+    uint64_t timeouts;      /* lookups that ran past the budget */
     uint64_t reconnects;
-    size_t entries; /* in the in-process tier */
+    char last_error[96]; /* the last Redis error, e.g. "OOM on SET" ("" if none); never a secret nor data */
+    size_t entries;      /* in the in-process tier */
     size_t bytes;
 };
 void cache_health(const struct cache *c, struct cache_health *out);
 
-/* Frees everything; pending lookups are dropped without their callbacks. */
+/* Frees everything; pending lookups, leases and waits are dropped without
+ * their callbacks. Not to be called from a cache callback. */
 void cache_free(struct cache *c);
 
 #endif

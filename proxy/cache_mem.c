@@ -9,7 +9,8 @@
 struct mem_entry {
     struct keymap_item item;    /* item.key points at key[] */
     struct body *body;          /* one reference owned by the entry */
-    int64_t expires_us;         /* monotonic; 0: never */
+    int64_t fresh_until_us;     /* monotonic; 0: never stale */
+    int64_t expires_us;         /* monotonic end of the stale window; 0: never */
     size_t cost;                /* bytes charged against max_bytes */
     TAILQ_ENTRY(mem_entry) lru; /* head: most recently used */
     char key[];
@@ -44,16 +45,19 @@ static void entry_drop(struct cache_mem *c, struct mem_entry *e)
     free(e);
 }
 
-struct body *cache_mem_get(struct cache_mem *c, const char *key)
+struct body *cache_mem_get(struct cache_mem *c, const char *key, int *stale)
 {
+    *stale = 0;
     struct keymap_item *item = keymap_get(&c->index, key);
     if (!item)
         return NULL;
     struct mem_entry *e = (struct mem_entry *)item;
-    if (e->expires_us && e->expires_us <= clock_mono_us()) {
+    int64_t now = clock_mono_us();
+    if (e->expires_us && e->expires_us <= now) {
         entry_drop(c, e);
         return NULL;
     }
+    *stale = e->fresh_until_us && e->fresh_until_us <= now;
     if (TAILQ_FIRST(&c->lru) != e) {
         TAILQ_REMOVE(&c->lru, e, lru);
         TAILQ_INSERT_HEAD(&c->lru, e, lru);
@@ -61,8 +65,19 @@ struct body *cache_mem_get(struct cache_mem *c, const char *key)
     return e->body;
 }
 
-void cache_mem_put(struct cache_mem *c, const char *key, struct body *b, int64_t ttl_ms)
+/* Does the entry already there win against `b`? A terminal answer never
+ * changes; among answers of the same kind, the one received later is newer. */
+static int entry_wins(const struct mem_entry *old, const struct body *b)
 {
+    if (old->body->terminal != b->terminal)
+        return old->body->terminal;
+    return old->body->stored_at_ms > b->stored_at_ms;
+}
+
+void cache_mem_put(struct cache_mem *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms)
+{
+    if (ttl_ms >= 0 && ttl_ms + (stale_ms > 0 ? stale_ms : 0) == 0)
+        return;
     size_t keylen = strlen(key);
     /* Charge what the entry really holds: body, key and bookkeeping. */
     size_t cost = sizeof(struct mem_entry) + keylen + 1 + sizeof(struct body) + b->len + 1 + 64;
@@ -72,8 +87,7 @@ void cache_mem_put(struct cache_mem *c, const char *key, struct body *b, int64_t
     struct keymap_item *old = keymap_get(&c->index, key);
     if (old) {
         struct mem_entry *oe = (struct mem_entry *)old;
-        /* A terminal answer never changes: a late still-changing one must not replace it. */
-        if (oe->body->terminal && !b->terminal)
+        if (entry_wins(oe, b))
             return;
         entry_drop(c, oe);
     }
@@ -88,7 +102,9 @@ void cache_mem_put(struct cache_mem *c, const char *key, struct body *b, int64_t
     memcpy(e->key, key, keylen + 1);
     e->item.key = e->key;
     e->body = body_ref(b);
-    e->expires_us = ttl_ms < 0 ? 0 : clock_mono_us() + ttl_ms * 1000;
+    int64_t now = clock_mono_us();
+    e->fresh_until_us = ttl_ms < 0 ? 0 : now + ttl_ms * 1000;
+    e->expires_us = ttl_ms < 0 ? 0 : e->fresh_until_us + (stale_ms > 0 ? stale_ms : 0) * 1000;
     e->cost = cost;
     if (keymap_put(&c->index, &e->item) < 0) {
         body_unref(e->body);

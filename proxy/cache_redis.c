@@ -1,7 +1,10 @@
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -10,9 +13,19 @@
 
 #include "cache_redis.h"
 #include "clock.h"
+#include "keymap.h"
 #include "log.h"
 
+#define NOTIFY_CHANNEL      "jobgate:answers"
+#define POLL_INTERVAL_MS    20
+#define PUBSUB_CHECK_FACTOR 5 /* pub/sub mode: a wait re-reads only to see a lease expire */
+#define LEASE_TOKEN_MAX     48
+
+/* Compare-and-delete: release the lease only if it is still ours. */
+#define RELEASE_SCRIPT "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+enum link_role { LINK_DATA, LINK_SUB };
 
 struct redis_target {
     char host[256];
@@ -21,6 +34,27 @@ struct redis_target {
     int db;
 };
 
+/* One connection to Redis: the data one (every command) or the subscriber
+ * (SUBSCRIBE only, in pub/sub mode). Each reconnects on its own. */
+struct redis_link {
+    struct cache_redis *r;
+    enum link_role role;
+    redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it */
+    enum redis_state state;
+    int64_t backoff_ms;
+    struct event *connect_timer;   /* connect attempt timeout */
+    struct event *reconnect_timer; /* next attempt */
+};
+
+/* A lease this cache acquired and has not released yet. */
+struct held_lease {
+    struct keymap_item item; /* item.key == key */
+    char token[LEASE_TOKEN_MAX];
+    char key[];
+};
+
+TAILQ_HEAD(redis_op_list, redis_op);
+
 struct cache_redis {
     struct event_base *base;
     struct redis_target target;
@@ -28,19 +62,29 @@ struct cache_redis {
     int64_t connect_timeout_ms;
     int64_t reconnect_min_ms;
     int64_t reconnect_max_ms;
+    int64_t poll_interval_ms;
     size_t max_pending;
+    enum cache_notify notify;
 
-    redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it */
-    enum redis_state state;
-    int closing; /* cache_redis_free is running: callbacks only clean up */
-    int64_t backoff_ms;
-    struct event *connect_timer;   /* connect attempt timeout */
-    struct event *reconnect_timer; /* next attempt */
-    size_t pending;                /* commands sent, reply not yet seen */
+    struct redis_link data;
+    struct redis_link sub;
+    enum redis_state state; /* of the data link: what lookups depend on */
+    int closing;            /* cache_redis_free is running: callbacks only clean up */
+    size_t pending;         /* data-link commands sent, reply not yet seen */
+
+    int subscribed;       /* the subscriber's SUBSCRIBE is confirmed: waits are told of stores */
+    int pubsub_seen;      /* a SUBSCRIBE succeeded once: this Redis takes PUBLISH */
+    int pubsub_refused;   /* auto mode: a SUBSCRIBE was refused (twemproxy): poll from now on */
+    int eval_refused;     /* EVAL refused (scripting off): release leases with a plain DEL */
+    char instance_id[17]; /* random: lease tokens differ across processes and restarts */
+    uint64_t lease_counter;
+    struct keymap held;         /* struct held_lease by key */
+    struct redis_op_list waits; /* waits not finished */
 
     uint64_t errors;
     uint64_t timeouts;
     uint64_t reconnects;
+    char last_error[96];
 };
 
 /* One lookup. Lives until hiredis has called back for it (a reply, or NULL
@@ -53,7 +97,28 @@ struct redis_lookup {
     int answered;
 };
 
-static void connect_now(struct cache_redis *r);
+/* A lease request or a wait. Like a lookup it lives until hiredis has
+ * called back for every command sent for it (replies_out), even once
+ * finished (answered or cancelled). */
+struct redis_op {
+    struct cache_redis *r;
+    int is_wait;
+    cache_lease_cb lease_cb; /* lease */
+    cache_get_cb get_cb;     /* wait */
+    void *arg;
+    struct event *timer;    /* lease: the budget; wait: the next check */
+    struct event *deadline; /* wait: its time limit */
+    int replies_out;
+    int finished;                    /* answered or cancelled: never calls back again */
+    int cancelled;                   /* lease: release it if it is granted after all */
+    int check_again;                 /* wait: told of a store while a check was out */
+    TAILQ_ENTRY(redis_op) wait_link; /* on r->waits until finished */
+    char token[LEASE_TOKEN_MAX];
+    char key[];
+};
+
+static void connect_now(struct redis_link *link);
+static void fail_waits(struct cache_redis *r);
 
 /* ------------------------------------------------------------ the URL */
 
@@ -143,71 +208,160 @@ static const char *target_name(const struct cache_redis *r, char *buf, size_t le
     return buf;
 }
 
-/* ------------------------------------------------------- the connection */
-
-static void schedule_reconnect(struct cache_redis *r)
+static struct timeval tv_of_ms(int64_t ms)
 {
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+}
+
+/* ------------------------------------------------------------- errors */
+
+/*
+ * Count an error reply from Redis to `command` and keep it as the last
+ * error. Only the reply's code (its first word: OOM, READONLY, LOADING...)
+ * goes to the health report; the log gets the whole text, which never holds
+ * a secret (jobgate sends Redis none). READONLY (we reached a replica) and
+ * MASTERDOWN (the replica lost its master) mean a failover may have moved
+ * the master: reconnect, which finds it when the address follows it.
+ */
+static void note_error_reply(struct cache_redis *r, const char *command, const redisReply *rep)
+{
+    char code[32];
+    size_t n = 0;
+    while (n < sizeof(code) - 1 && rep->str[n] >= 'A' && rep->str[n] <= 'Z') {
+        code[n] = rep->str[n];
+        n++;
+    }
+    code[n] = '\0';
+    r->errors++;
+    snprintf(r->last_error, sizeof(r->last_error), "%s on %s", n ? code : "error", command);
+    log_warn("redis: %s failed: %.200s", command, rep->str);
+    if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0) && r->state == REDIS_UP && r->data.ctx) {
+        log_warn("redis: %s: a failover may have happened; reconnecting", code);
+        r->state = REDIS_CONNECTING; /* no commands until the new connection is up */
+        r->data.state = REDIS_CONNECTING;
+        redisAsyncDisconnect(r->data.ctx); /* the disconnect callback schedules the reconnect */
+    }
+}
+
+static void note_transport_error(struct cache_redis *r, const char *what, const char *detail)
+{
+    snprintf(r->last_error, sizeof(r->last_error), "%s%s%.60s", what, detail && *detail ? ": " : "",
+             detail ? detail : "");
+}
+
+/* ------------------------------------------------------- the connections */
+
+static void schedule_reconnect(struct redis_link *link)
+{
+    struct cache_redis *r = link->r;
     if (r->closing)
         return;
-    r->state = REDIS_DOWN;
-    struct timeval tv = {(time_t)(r->backoff_ms / 1000), (suseconds_t)((r->backoff_ms % 1000) * 1000)};
-    evtimer_add(r->reconnect_timer, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : r->backoff_ms * 2;
+    link->state = REDIS_DOWN;
+    if (link->role == LINK_DATA)
+        r->state = REDIS_DOWN;
+    struct timeval tv = tv_of_ms(link->backoff_ms);
+    evtimer_add(link->reconnect_timer, &tv);
+    link->backoff_ms = link->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : link->backoff_ms * 2;
+}
+
+/* Does this cache run a subscriber connection? */
+static int wants_subscriber(const struct cache_redis *r)
+{
+    return r->notify != CACHE_NOTIFY_POLL && !r->pubsub_refused;
+}
+
+/* May a store PUBLISH? Only where a SUBSCRIBE worked (or the operator says
+ * pub/sub): through twemproxy a PUBLISH would cost the connection. */
+static int may_publish(const struct cache_redis *r)
+{
+    return r->notify == CACHE_NOTIFY_PUBSUB || (r->notify == CACHE_NOTIFY_AUTO && r->pubsub_seen && !r->pubsub_refused);
 }
 
 /* hiredis frees the context when this returns. */
 static void on_connect(const redisAsyncContext *ac, int status)
 {
-    struct cache_redis *r = ac->data;
+    struct redis_link *link = ac->data;
+    struct cache_redis *r = link->r;
     char name[300];
-    evtimer_del(r->connect_timer);
+    evtimer_del(link->connect_timer);
     if (status != REDIS_OK) {
-        if (r->state != REDIS_DOWN && r->backoff_ms <= r->reconnect_min_ms)
-            log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
-                     target_name(r, name, sizeof(name)), ac->errstr);
-        r->ctx = NULL;
-        schedule_reconnect(r);
+        if (link->role == LINK_DATA) {
+            if (link->state != REDIS_DOWN && link->backoff_ms <= r->reconnect_min_ms)
+                log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
+                         target_name(r, name, sizeof(name)), ac->errstr);
+            note_transport_error(r, "cannot connect", ac->errstr);
+        }
+        link->ctx = NULL;
+        schedule_reconnect(link);
         return;
     }
-    log_info("redis %s: connected", target_name(r, name, sizeof(name)));
-    r->state = REDIS_UP;
-    r->backoff_ms = r->reconnect_min_ms;
+    link->state = REDIS_UP;
+    if (link->role == LINK_DATA) {
+        log_info("redis %s: connected", target_name(r, name, sizeof(name)));
+        r->state = REDIS_UP;
+        link->backoff_ms = r->reconnect_min_ms;
+    }
 }
 
 /* hiredis frees the context when this returns. */
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-    struct cache_redis *r = ac->data;
+    struct redis_link *link = ac->data;
+    struct cache_redis *r = link->r;
     char name[300];
-    r->ctx = NULL;
+    int was_up = link->state == REDIS_UP;
+    link->ctx = NULL;
     if (r->closing)
         return;
+    if (link->role == LINK_SUB) {
+        int was_subscribed = r->subscribed;
+        r->subscribed = 0;
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO) {
+            /* Connected, then SUBSCRIBE was answered with an error or a
+             * closed connection: a proxy without pub/sub (twemproxy). */
+            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", target_name(r, name, sizeof(name)),
+                     status == REDIS_OK ? "connection closed" : ac->errstr);
+            r->pubsub_refused = 1;
+            link->state = REDIS_DOWN;
+            return;
+        }
+        if (was_subscribed)
+            log_warn("redis %s: subscriber connection lost; waits poll until it is back",
+                     target_name(r, name, sizeof(name)));
+        schedule_reconnect(link);
+        return;
+    }
     log_warn("redis %s: connection lost%s%s; reconnecting", target_name(r, name, sizeof(name)),
              status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
+    if (status != REDIS_OK)
+        note_transport_error(r, "connection lost", ac->errstr);
     r->reconnects++;
-    schedule_reconnect(r);
+    schedule_reconnect(link);
+    fail_waits(r); /* nothing can tell them of a store now: they go upstream */
 }
 
 /* The connect attempt took too long (a black-holed address): give it up. */
 static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct cache_redis *r = arg;
+    struct redis_link *link = arg;
+    struct cache_redis *r = link->r;
     char name[300];
-    if (r->state != REDIS_CONNECTING || !r->ctx)
+    if (link->state != REDIS_CONNECTING || !link->ctx)
         return;
-    log_warn("redis %s: connect timed out", target_name(r, name, sizeof(name)));
-    redisAsyncContext *ac = r->ctx;
-    r->ctx = NULL;
+    if (link->role == LINK_DATA) {
+        log_warn("redis %s: connect timed out", target_name(r, name, sizeof(name)));
+        note_transport_error(r, "connect timed out", NULL);
+    }
+    redisAsyncContext *ac = link->ctx;
+    link->ctx = NULL;
     redisAsyncFree(ac); /* not connected yet: no disconnect callback; pending lookups get NULL replies */
-    schedule_reconnect(r);
+    schedule_reconnect(link);
 }
 
 static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 {
     connect_now(arg);
 }
-
-static void on_command_done(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* SELECT must succeed: otherwise every entry would land in database 0. */
 static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
@@ -218,82 +372,161 @@ static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->closing || !rep)
         return;
     if (rep->type == REDIS_REPLY_ERROR) {
-        r->errors++;
-        log_error("redis: SELECT %d failed: %s; disconnecting", r->target.db, rep->str);
+        note_error_reply(r, "SELECT", rep);
+        log_error("redis: SELECT %d failed; disconnecting", r->target.db);
         r->state = REDIS_CONNECTING; /* no lookups until a reconnect succeeds */
+        r->data.state = REDIS_CONNECTING;
         redisAsyncDisconnect(ac);
     }
 }
 
-static void connect_now(struct cache_redis *r)
+static void wake_waits(struct cache_redis *r, const char *key, size_t len);
+
+/* Everything the subscriber connection hears: the SUBSCRIBE confirmation,
+ * then one message per store (its payload is the key). */
+static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
+    struct cache_redis *r = privdata;
+    redisReply *rep = reply;
     char name[300];
+    if (!rep || r->closing || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        if (!r->pubsub_seen)
+            log_info("redis %s: subscribed to %s; waits are told of stores", target_name(r, name, sizeof(name)),
+                     NOTIFY_CHANNEL);
+        r->subscribed = 1;
+        r->pubsub_seen = 1;
+        r->sub.backoff_ms = r->reconnect_min_ms;
+    } else if (strcmp(rep->element[0]->str, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+        wake_waits(r, rep->element[2]->str, rep->element[2]->len);
+    }
+}
+
+static void connect_now(struct redis_link *link)
+{
+    struct cache_redis *r = link->r;
+    char name[300];
+    if (link->role == LINK_SUB && !wants_subscriber(r))
+        return;
     redisAsyncContext *ac = r->target.unix_path[0] ? redisAsyncConnectUnix(r->target.unix_path)
                                                    : redisAsyncConnect(r->target.host, r->target.port);
     if (!ac) {
         log_error("redis %s: out of memory", target_name(r, name, sizeof(name)));
-        schedule_reconnect(r);
+        schedule_reconnect(link);
         return;
     }
     if (ac->err) {
-        log_warn("redis %s: cannot connect: %s", target_name(r, name, sizeof(name)), ac->errstr);
+        if (link->role == LINK_DATA) {
+            log_warn("redis %s: cannot connect: %s", target_name(r, name, sizeof(name)), ac->errstr);
+            note_transport_error(r, "cannot connect", ac->errstr);
+        }
         redisAsyncFree(ac);
-        schedule_reconnect(r);
+        schedule_reconnect(link);
         return;
     }
-    ac->data = r;
+    ac->data = link;
     redisLibeventAttach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    r->ctx = ac;
-    r->state = REDIS_CONNECTING;
-    if (r->target.db) {
-        /* Queued now, sent first once connected: it precedes every lookup. */
-        if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
-            r->pending++;
+    link->ctx = ac;
+    link->state = REDIS_CONNECTING;
+    if (link->role == LINK_DATA) {
+        r->state = REDIS_CONNECTING;
+        if (r->target.db) {
+            /* Queued now, sent first once connected: it precedes every lookup. */
+            if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
+                r->pending++;
+        }
+    } else {
+        /* Pub/sub ignores the database: no SELECT on this connection. */
+        redisAsyncCommand(ac, on_subscriber_reply, r, "SUBSCRIBE %s", NOTIFY_CHANNEL);
     }
-    struct timeval tv = {(time_t)(r->connect_timeout_ms / 1000), (suseconds_t)((r->connect_timeout_ms % 1000) * 1000)};
-    evtimer_add(r->connect_timer, &tv);
+    struct timeval tv = tv_of_ms(r->connect_timeout_ms);
+    evtimer_add(link->connect_timer, &tv);
 }
 
-/* ------------------------------------------------------------- commands */
-
-/* A SET or SELECT finished: only failures matter. */
-static void on_command_done(redisAsyncContext *ac, void *reply, void *privdata)
+/* Can the data connection take one more command now? */
+static int data_ready(const struct cache_redis *r)
 {
-    struct cache_redis *r = privdata;
-    redisReply *rep = reply;
+    return r->state == REDIS_UP && r->data.ctx && r->pending < r->max_pending;
+}
+
+/* ------------------------------------------------------- fire and forget */
+
+/* A command whose reply only matters when it is an error. */
+static void command_done(struct cache_redis *r, redisReply *rep, const char *command)
+{
     r->pending--;
     if (r->closing)
         return;
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        r->errors++;
-        if (rep)
-            log_warn("redis: command failed: %s", rep->str);
-    }
+    if (!rep)
+        r->errors++; /* the connection went away: counted there */
+    else if (rep->type == REDIS_REPLY_ERROR)
+        note_error_reply(r, command, rep);
 }
 
-/* Decode "JG1 <stored_at_ms> <terminal>[ <status>[ <expires_at_ms>]]\n<body>". NULL if it is not that. */
+static void on_set_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    command_done(privdata, reply, "SET");
+}
+
+static void on_del_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    command_done(privdata, reply, "DEL");
+}
+
+static void on_publish_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    command_done(privdata, reply, "PUBLISH");
+}
+
+/* ------------------------------------------------------------- lookups */
+
+/* Decode "JG1 <stored_at_ms> <terminal>[ <status>[ <expires_at_ms>[ <stale_until_ms>]]]\n<body>".
+ * NULL if it is not that. */
 static struct body *decode_value(const char *v, size_t len)
 {
     const char *nl = memchr(v, '\n', len);
     if (!nl || len < 4 || memcmp(v, "JG1 ", 4) != 0)
         return NULL;
-    char head[64];
+    char head[96];
     size_t hlen = (size_t)(nl - v);
     if (hlen >= sizeof(head))
         return NULL;
     memcpy(head, v, hlen);
     head[hlen] = '\0';
-    int64_t stored_at, expires_at = 0;
+    int64_t stored_at, expires_at = 0, stale_until = 0;
     int terminal, status = 200;
-    int fields = sscanf(head, "JG1 %" SCNd64 " %d %d %" SCNd64, &stored_at, &terminal, &status, &expires_at);
-    if (fields < 2 || (terminal != 0 && terminal != 1) || (status != 200 && status != 404) || expires_at < 0)
+    int fields = sscanf(head, "JG1 %" SCNd64 " %d %d %" SCNd64 " %" SCNd64, &stored_at, &terminal, &status, &expires_at,
+                        &stale_until);
+    if (fields < 2 || (terminal != 0 && terminal != 1) || (status != 200 && status != 404) || expires_at < 0 ||
+        stale_until < 0)
         return NULL;
     struct body *b = body_new(nl + 1, len - hlen - 1, stored_at, terminal);
     if (b) {
         b->status = status;
         b->expires_at_ms = expires_at;
+        b->stale_until_ms = stale_until;
+    }
+    return b;
+}
+
+/* The answer among `n` MGET elements (KEY:t first, preferred), a new
+ * reference, or NULL. Entries not in jobgate's format are counted, skipped. */
+static struct body *decode_answer(struct cache_redis *r, redisReply **elements, size_t n)
+{
+    struct body *b = NULL;
+    for (size_t i = 0; i < n && !b; i++) {
+        redisReply *e = elements[i];
+        if (e->type != REDIS_REPLY_STRING)
+            continue;
+        b = decode_value(e->str, e->len);
+        if (!b) {
+            r->errors++;
+            log_warn("redis: ignoring an entry that is not jobgate's format");
+        }
     }
     return b;
 }
@@ -324,25 +557,18 @@ static void on_lookup_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
-        r->errors++;
+        /* An error reply (LOADING, ...) is not a miss: a miss may be cached over. */
         if (rep && rep->type == REDIS_REPLY_ERROR)
-            log_warn("redis: lookup failed: %s", rep->str);
+            note_error_reply(r, "MGET", rep);
+        else
+            r->errors++;
         lookup_answer(l, CACHE_UNAVAILABLE, NULL);
         lookup_free(l);
         return;
     }
-    struct body *b = NULL;
-    for (size_t i = 0; i < 2 && !b; i++) { /* [0] is KEY:t, preferred */
-        redisReply *e = rep->element[i];
-        if (e->type != REDIS_REPLY_STRING)
-            continue;
-        b = decode_value(e->str, e->len);
-        if (!b) {
-            r->errors++;
-            log_warn("redis: ignoring an entry that is not jobgate's format");
-        }
-    }
-    lookup_answer(l, b ? CACHE_HIT : CACHE_MISS, b);
+    struct body *b = decode_answer(r, rep->element, 2);
+    enum cache_status status = !b ? CACHE_MISS : body_fresh(b, clock_wall_ms()) ? CACHE_HIT : CACHE_STALE;
+    lookup_answer(l, status, b);
     body_unref(b);
     lookup_free(l);
 }
@@ -357,7 +583,7 @@ static void on_lookup_budget(evutil_socket_t fd, short what, void *arg)
 
 void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, void *arg)
 {
-    if (r->state != REDIS_UP || !r->ctx || r->pending >= r->max_pending) {
+    if (!data_ready(r)) {
         cb(CACHE_UNAVAILABLE, NULL, arg);
         return;
     }
@@ -370,7 +596,8 @@ void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, vo
     l->cb = cb;
     l->arg = arg;
     l->budget_timer = evtimer_new(r->base, on_lookup_budget, l);
-    if (!l->budget_timer || redisAsyncCommand(r->ctx, on_lookup_reply, l, "MGET %s:t %s:p", key, key) != REDIS_OK) {
+    if (!l->budget_timer ||
+        redisAsyncCommand(r->data.ctx, on_lookup_reply, l, "MGET %s:t %s:p", key, key) != REDIS_OK) {
         r->errors++;
         if (l->budget_timer)
             event_free(l->budget_timer);
@@ -379,17 +606,19 @@ void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, vo
         return;
     }
     r->pending++;
-    struct timeval tv = {(time_t)(r->budget_ms / 1000), (suseconds_t)((r->budget_ms % 1000) * 1000)};
+    struct timeval tv = tv_of_ms(r->budget_ms);
     evtimer_add(l->budget_timer, &tv);
 }
 
-void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t ttl_ms)
+/* -------------------------------------------------------------- stores */
+
+void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms)
 {
-    if (r->state != REDIS_UP || !r->ctx || r->pending >= r->max_pending)
+    if (!data_ready(r))
         return;
-    char head[64];
-    int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d %" PRId64 "\n", b->stored_at_ms, b->terminal ? 1 : 0,
-                        b->status, b->expires_at_ms);
+    char head[96];
+    int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d %" PRId64 " %" PRId64 "\n", b->stored_at_ms,
+                        b->terminal ? 1 : 0, b->status, b->expires_at_ms, b->stale_until_ms);
     size_t vlen = (size_t)hlen + b->len;
     char *value = malloc(vlen);
     if (!value)
@@ -398,11 +627,11 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
     memcpy(value + hlen, b->data, b->len);
     const char *suffix = b->terminal ? "t" : "p";
     int rc;
-    if (ttl_ms < 0)
-        rc = redisAsyncCommand(r->ctx, on_command_done, r, "SET %s:%s %b", key, suffix, value, vlen);
+    if (px_ms < 0)
+        rc = redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b", key, suffix, value, vlen);
     else
         rc =
-            redisAsyncCommand(r->ctx, on_command_done, r, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen, ttl_ms);
+            redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen, px_ms);
     free(value);
     if (rc == REDIS_OK)
         r->pending++;
@@ -410,15 +639,393 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
         r->errors++;
 }
 
+/* --------------------------------------------------------------- leases */
+
+/* A lease release on its way: the key, to fall back to DEL if EVAL is refused. */
+struct redis_release {
+    struct cache_redis *r;
+    char key[];
+};
+
+static void send_del_lease(struct cache_redis *r, const char *key)
+{
+    if (data_ready(r) && redisAsyncCommand(r->data.ctx, on_del_done, r, "DEL %s:l", key) == REDIS_OK)
+        r->pending++;
+}
+
+static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_release *rel = privdata;
+    struct cache_redis *r = rel->r;
+    redisReply *rep = reply;
+    r->pending--;
+    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR) {
+        note_error_reply(r, "EVAL", rep);
+        /* Scripting refused (disabled, or a proxy without it): DEL instead,
+         * from now on. Its risk: deleting a lease another process took after
+         * ours expired, which costs one more upstream call, never a wrong answer. */
+        if (strncmp(rep->str, "ERR", 3) == 0 || strncmp(rep->str, "NOSCRIPT", 8) == 0 ||
+            strncmp(rep->str, "NOPERM", 6) == 0) {
+            if (!r->eval_refused)
+                log_warn("redis: EVAL refused; leases are released with DEL from now on");
+            r->eval_refused = 1;
+            send_del_lease(r, rel->key);
+        }
+    } else if (!r->closing && !rep) {
+        r->errors++;
+    }
+    free(rel);
+}
+
+/* Release the lease on `key` if this cache holds it. Returns 1 if it did. */
+static int release_held(struct cache_redis *r, const char *key)
+{
+    struct held_lease *h = (struct held_lease *)keymap_get(&r->held, key);
+    if (!h)
+        return 0;
+    if (r->eval_refused) {
+        send_del_lease(r, key);
+    } else if (data_ready(r)) {
+        size_t len = strlen(key);
+        struct redis_release *rel = malloc(sizeof(*rel) + len + 1);
+        if (rel) {
+            rel->r = r;
+            memcpy(rel->key, key, len + 1);
+            if (redisAsyncCommand(r->data.ctx, on_release_reply, rel, "EVAL %s 1 %s:l %s", RELEASE_SCRIPT, key,
+                                  h->token) == REDIS_OK)
+                r->pending++;
+            else
+                free(rel);
+        }
+    }
+    /* Forgotten even when Redis is down: the lease then ends at its expiry. */
+    keymap_remove(&r->held, &h->item);
+    free(h);
+    return 1;
+}
+
+void cache_redis_settle(struct cache_redis *r, const char *key, int stored)
+{
+    int released = release_held(r, key);
+    if ((stored || released) && may_publish(r) && data_ready(r) &&
+        redisAsyncCommand(r->data.ctx, on_publish_done, r, "PUBLISH %s %s", NOTIFY_CHANNEL, key) == REDIS_OK)
+        r->pending++;
+}
+
+static void held_add(struct cache_redis *r, const char *key, const char *token)
+{
+    size_t len = strlen(key);
+    struct held_lease *h = malloc(sizeof(*h) + len + 1);
+    if (!h)
+        return; /* not released by us then: it ends at its expiry */
+    memcpy(h->key, key, len + 1);
+    h->item.key = h->key;
+    snprintf(h->token, sizeof(h->token), "%s", token);
+    struct held_lease *old = (struct held_lease *)keymap_get(&r->held, key);
+    if (old) { /* an older lease of ours that expired: this token replaced it */
+        keymap_remove(&r->held, &old->item);
+        free(old);
+    }
+    if (keymap_put(&r->held, &h->item) < 0)
+        free(h);
+}
+
+static void op_free(struct redis_op *op)
+{
+    if (op->timer)
+        event_free(op->timer);
+    if (op->deadline)
+        event_free(op->deadline);
+    free(op);
+}
+
+/* Free `op` if it is finished and hiredis owes it no reply. */
+static void op_maybe_free(struct redis_op *op)
+{
+    if (op->finished && op->replies_out == 0)
+        op_free(op);
+}
+
+static void lease_answer(struct redis_op *op, enum cache_lease_status status)
+{
+    if (op->finished)
+        return;
+    op->finished = 1;
+    evtimer_del(op->timer);
+    op->lease_cb(status, op->arg);
+}
+
+static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct cache_redis *r = op->r;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing) {
+        op_free(op);
+        return;
+    }
+    if (rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0) {
+        /* Granted, perhaps after the budget ran out: kept, so that cache_put
+         * releases it; if the caller cancelled, nobody will: release now. */
+        held_add(r, op->key, op->token);
+        if (op->cancelled)
+            release_held(r, op->key);
+        lease_answer(op, CACHE_LEASE_ACQUIRED);
+    } else if (rep && rep->type == REDIS_REPLY_NIL) {
+        lease_answer(op, CACHE_LEASE_HELD);
+    } else {
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            note_error_reply(r, "SET NX", rep);
+        else
+            r->errors++;
+        lease_answer(op, CACHE_LEASE_UNAVAILABLE);
+    }
+    op_maybe_free(op);
+}
+
+static void on_lease_budget(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_op *op = arg;
+    op->r->timeouts++;
+    lease_answer(op, CACHE_LEASE_UNAVAILABLE);
+    /* Stays allocated until hiredis calls back for it. */
+}
+
+static struct redis_op *op_new(struct cache_redis *r, const char *key)
+{
+    size_t len = strlen(key);
+    struct redis_op *op = calloc(1, sizeof(*op) + len + 1);
+    if (!op)
+        return NULL;
+    op->r = r;
+    memcpy(op->key, key, len + 1);
+    return op;
+}
+
+struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, int64_t lease_ms, cache_lease_cb cb,
+                                   void *arg)
+{
+    if (!data_ready(r) || lease_ms <= 0)
+        return NULL;
+    struct redis_op *op = op_new(r, key);
+    if (!op)
+        return NULL;
+    op->lease_cb = cb;
+    op->arg = arg;
+    snprintf(op->token, sizeof(op->token), "%s-%" PRIx64, r->instance_id, ++r->lease_counter);
+    op->timer = evtimer_new(r->base, on_lease_budget, op);
+    if (!op->timer || redisAsyncCommand(r->data.ctx, on_lease_reply, op, "SET %s:l %s NX PX %" PRId64, key, op->token,
+                                        lease_ms) != REDIS_OK) {
+        r->errors++;
+        op_free(op);
+        return NULL;
+    }
+    r->pending++;
+    op->replies_out++;
+    struct timeval tv = tv_of_ms(r->budget_ms);
+    evtimer_add(op->timer, &tv);
+    return op;
+}
+
+/* ---------------------------------------------------------------- waits */
+
+/* Finish a wait with `status`, then free it if hiredis owes it nothing: the
+ * caller must not touch `op` afterwards. */
+static void wait_finish(struct redis_op *op, enum cache_status status, struct body *b)
+{
+    if (!op->finished) {
+        op->finished = 1;
+        TAILQ_REMOVE(&op->r->waits, op, wait_link);
+        evtimer_del(op->timer);
+        evtimer_del(op->deadline);
+        op->get_cb(status, b, op->arg);
+    }
+    op_maybe_free(op);
+}
+
+static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void wait_schedule(struct redis_op *op, int64_t ms)
+{
+    struct timeval tv = tv_of_ms(ms);
+    evtimer_add(op->timer, &tv);
+}
+
+/* Read the key's answer and lease now (one check out at a time). Never
+ * calls back: a check that cannot be sent is retried from the timer, which
+ * finishes the wait if Redis is down. */
+static void wait_check(struct redis_op *op)
+{
+    struct cache_redis *r = op->r;
+    if (op->replies_out) {
+        op->check_again = 1;
+        return;
+    }
+    if (data_ready(r) && redisAsyncCommand(r->data.ctx, on_check_reply, op, "MGET %s:t %s:p %s:l", op->key, op->key,
+                                           op->key) == REDIS_OK) {
+        r->pending++;
+        op->replies_out++;
+        evtimer_del(op->timer);
+        return;
+    }
+    wait_schedule(op, r->state == REDIS_UP ? r->poll_interval_ms : 0);
+}
+
+static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct cache_redis *r = op->r;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing || op->finished) {
+        op_maybe_free(op);
+        return;
+    }
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            note_error_reply(r, "MGET", rep);
+        else
+            r->errors++;
+        wait_finish(op, CACHE_UNAVAILABLE, NULL);
+        return;
+    }
+    struct body *b = decode_answer(r, rep->element, 2);
+    if (b && body_fresh(b, clock_wall_ms())) {
+        wait_finish(op, CACHE_HIT, b);
+        body_unref(b);
+        return;
+    }
+    body_unref(b); /* a stale copy: not the answer waited for */
+    if (rep->element[2]->type == REDIS_REPLY_NIL) {
+        /* No lease and no fresh answer: its holder failed or died. */
+        wait_finish(op, CACHE_MISS, NULL);
+        return;
+    }
+    if (op->check_again) {
+        op->check_again = 0;
+        wait_check(op);
+        return;
+    }
+    wait_schedule(op, r->subscribed ? r->poll_interval_ms * PUBSUB_CHECK_FACTOR : r->poll_interval_ms);
+}
+
+static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_op *op = arg;
+    if (op->r->state != REDIS_UP) {
+        wait_finish(op, CACHE_UNAVAILABLE, NULL);
+        return;
+    }
+    wait_check(op);
+}
+
+static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    wait_finish(arg, CACHE_MISS, NULL); /* the holder is slow: go yourself */
+}
+
+/* A store of `key` was published: every wait on it checks now. The list is
+ * walked linearly: waits are few (one per key per process at most, as the
+ * gateway coalesces in process) and stores are rate-limited by upstream. */
+static void wake_waits(struct cache_redis *r, const char *key, size_t len)
+{
+    struct redis_op *op;
+    TAILQ_FOREACH(op, &r->waits, wait_link)
+    {
+        if (strlen(op->key) == len && memcmp(op->key, key, len) == 0)
+            wait_check(op); /* never calls back: the list stays as it is */
+    }
+}
+
+/* The data connection is gone: every wait goes upstream. A callback may
+ * cancel other waits, so the list is re-read after each. */
+static void fail_waits(struct cache_redis *r)
+{
+    struct redis_op *op;
+    while ((op = TAILQ_FIRST(&r->waits)) != NULL)
+        wait_finish(op, CACHE_UNAVAILABLE, NULL);
+}
+
+struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, int64_t timeout_ms, cache_get_cb cb,
+                                  void *arg)
+{
+    if (r->state != REDIS_UP || !r->data.ctx)
+        return NULL;
+    struct redis_op *op = op_new(r, key);
+    if (!op)
+        return NULL;
+    op->is_wait = 1;
+    op->get_cb = cb;
+    op->arg = arg;
+    op->timer = evtimer_new(r->base, on_wait_timer, op);
+    op->deadline = evtimer_new(r->base, on_wait_deadline, op);
+    if (!op->timer || !op->deadline) {
+        op_free(op);
+        return NULL;
+    }
+    TAILQ_INSERT_TAIL(&r->waits, op, wait_link);
+    struct timeval tv = tv_of_ms(timeout_ms > 0 ? timeout_ms : 0);
+    evtimer_add(op->deadline, &tv);
+    wait_check(op); /* the answer may be there already */
+    return op;
+}
+
+void cache_redis_cancel(struct cache_redis *r, struct redis_op *op)
+{
+    if (op->finished)
+        return;
+    op->finished = 1;
+    op->cancelled = 1;
+    evtimer_del(op->timer);
+    if (op->is_wait) {
+        evtimer_del(op->deadline);
+        TAILQ_REMOVE(&r->waits, op, wait_link);
+    }
+    op_maybe_free(op);
+}
+
+/* --------------------------------------------------------------- health */
+
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out)
 {
     static const char *const names[] = {[REDIS_DOWN] = "down", [REDIS_CONNECTING] = "connecting", [REDIS_UP] = "up"};
     *out = (struct cache_health){.backend = "redis",
                                  .state = names[r->state],
                                  .up = r->state == REDIS_UP,
+                                 .coalescing = r->state != REDIS_UP ? "none"
+                                               : r->subscribed      ? "pubsub"
+                                                                    : "poll",
                                  .errors = r->errors,
                                  .timeouts = r->timeouts,
                                  .reconnects = r->reconnects};
+    snprintf(out->last_error, sizeof(out->last_error), "%s", r->last_error);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+/* 64 random bits in hex: what tells this cache's lease tokens from others'. */
+static void make_instance_id(struct cache_redis *r)
+{
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+        v = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)r;
+    if (fd >= 0)
+        close(fd);
+    snprintf(r->instance_id, sizeof(r->instance_id), "%016" PRIx64, v);
+}
+
+static int link_init(struct cache_redis *r, struct redis_link *link, enum link_role role)
+{
+    link->r = r;
+    link->role = role;
+    link->backoff_ms = r->reconnect_min_ms;
+    link->connect_timer = evtimer_new(r->base, on_connect_timeout, link);
+    link->reconnect_timer = evtimer_new(r->base, on_reconnect_timer, link);
+    return link->connect_timer && link->reconnect_timer ? 0 : -1;
 }
 
 struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_conf *conf, char *err, size_t errlen)
@@ -438,16 +1045,36 @@ struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_
     r->reconnect_min_ms = conf->redis_reconnect_min_ms;
     r->reconnect_max_ms = conf->redis_reconnect_max_ms;
     r->max_pending = conf->redis_max_pending;
-    r->backoff_ms = r->reconnect_min_ms;
-    r->connect_timer = evtimer_new(base, on_connect_timeout, r);
-    r->reconnect_timer = evtimer_new(base, on_reconnect_timer, r);
-    if (!r->connect_timer || !r->reconnect_timer) {
+    r->notify = conf->redis_notify;
+    r->poll_interval_ms = conf->redis_poll_interval_ms > 0 ? conf->redis_poll_interval_ms : POLL_INTERVAL_MS;
+    TAILQ_INIT(&r->waits);
+    make_instance_id(r);
+    if (link_init(r, &r->data, LINK_DATA) < 0 || link_init(r, &r->sub, LINK_SUB) < 0) {
         snprintf(err, errlen, "out of memory");
         cache_redis_free(r);
         return NULL;
     }
-    connect_now(r);
+    connect_now(&r->data);
+    connect_now(&r->sub);
     return r;
+}
+
+static void link_close(struct redis_link *link)
+{
+    if (link->ctx) {
+        redisAsyncContext *ac = link->ctx;
+        link->ctx = NULL;
+        redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
+    }
+    if (link->connect_timer)
+        event_free(link->connect_timer);
+    if (link->reconnect_timer)
+        event_free(link->reconnect_timer);
+}
+
+static void free_held(struct keymap_item *item)
+{
+    free(item);
 }
 
 void cache_redis_free(struct cache_redis *r)
@@ -455,14 +1082,11 @@ void cache_redis_free(struct cache_redis *r)
     if (!r)
         return;
     r->closing = 1;
-    if (r->ctx) {
-        redisAsyncContext *ac = r->ctx;
-        r->ctx = NULL;
-        redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
-    }
-    if (r->connect_timer)
-        event_free(r->connect_timer);
-    if (r->reconnect_timer)
-        event_free(r->reconnect_timer);
+    struct redis_op *op;
+    while ((op = TAILQ_FIRST(&r->waits)) != NULL)
+        cache_redis_cancel(r, op); /* freed now, or by their NULL replies below */
+    link_close(&r->data);
+    link_close(&r->sub);
+    keymap_clear(&r->held, free_held);
     free(r);
 }

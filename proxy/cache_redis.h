@@ -10,11 +10,28 @@
  * reconnection runs on a timer with exponential backoff.
  *
  * Layout in Redis: KEY:t holds a terminal answer, KEY:p a still-changing one
- * (with PX). A lookup reads both with one MGET and prefers KEY:t, so a late
- * still-changing answer can never hide a terminal one. Values are
- * "JG1 <stored_at_ms> <terminal> <status> <expires_at_ms>\n<body>" (status
- * 200, or 404 for a remembered "no such job", kept under KEY:p; expires_at 0
- * for never), so that the in-process tier knows how long a copy may live.
+ * (with PX: its TTL plus its stale window), KEY:l the lease of the process
+ * calling upstream for KEY (its owner token, with PX). A lookup reads KEY:t
+ * and KEY:p with one MGET and prefers KEY:t, so a late still-changing answer
+ * can never hide a terminal one. Values are "JG1 <stored_at_ms> <terminal>
+ * <status> <expires_at_ms> <stale_until_ms>\n<body>" (status 200, or 404 for
+ * a remembered "no such job", kept under KEY:p; 0 for never), so that a
+ * reader knows a fresh copy from a stale one and how long the in-process tier
+ * may keep it. Older values with fewer fields are still read.
+ *
+ * Waits: a dedicated subscriber connection SUBSCRIBEs to the one channel
+ * "jobgate:answers"; a store PUBLISHes the key there (pub/sub mode). Each
+ * wait re-reads MGET KEY:t KEY:p KEY:l when told, and on a timer: every poll
+ * interval in poll mode, five times slower in pub/sub mode (only to see a
+ * lease expire, which publishes nothing). One channel rather than one per
+ * key: stores are bounded by the upstream's rate limit, so every process
+ * hearing of every store costs little, and no SUBSCRIBE/UNSUBSCRIBE churn.
+ * In poll mode every command passes twemproxy: MGET, SET, DEL, EVAL with one
+ * key (and SELECT only for a database other than 0, which twemproxy refuses).
+ *
+ * Error replies are counted and kept (code and command only) as the last
+ * error; READONLY and MASTERDOWN mean a failover may have moved the master:
+ * the data connection is closed and reopened.
  */
 #ifndef JOBGATE_CACHE_REDIS_H
 #define JOBGATE_CACHE_REDIS_H
@@ -22,10 +39,32 @@
 #include "cache.h"
 
 struct cache_redis;
+struct redis_op; /* a pending lease or wait */
 
 struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_conf *conf, char *err, size_t errlen);
+
+/* Reports HIT (fresh), STALE, MISS or UNAVAILABLE, as cache_get. */
 void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, void *arg);
-void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t ttl_ms);
+
+/* SET the entry for px_ms (< 0: no expiry). Fire and forget. */
+void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms);
+
+/* The key's upstream call is over: release its lease if this cache holds it,
+ * and PUBLISH the key (pub/sub mode) if `stored` or a lease was released. */
+void cache_redis_settle(struct cache_redis *r, const char *key, int stored);
+
+/* Start a lease or a wait (contracts in cache.h). Returns NULL, without
+ * calling `cb`, when it cannot start (Redis down, over its budget, no
+ * memory): the caller answers UNAVAILABLE itself. Never calls `cb` before
+ * returning. */
+struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, int64_t lease_ms, cache_lease_cb cb,
+                                   void *arg);
+struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, int64_t timeout_ms, cache_get_cb cb,
+                                  void *arg);
+
+/* Forget `op` (its callback not called); frees it once hiredis is done with it. */
+void cache_redis_cancel(struct cache_redis *r, struct redis_op *op);
+
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out);
 void cache_redis_free(struct cache_redis *r);
 

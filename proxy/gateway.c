@@ -314,7 +314,7 @@ static struct body *remember_not_found(struct flight *f, const struct client_err
     if (!b)
         return NULL;
     b->status = 404;
-    cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms);
+    cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms, 0);
     return b;
 }
 
@@ -352,7 +352,7 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
         return NULL;
     }
     int64_t ttl_ms = terminal ? rule->terminal_ttl_ms : rule->pending_ttl_ms;
-    cache_put(f->gw->cache, f->key, b, ttl_ms);
+    cache_put(f->gw->cache, f->key, b, ttl_ms, 0);
     log_debug("upstream 200 for key %s: state %s (%s)", f->key, state, job_class_name(cls));
     return b;
 }
@@ -627,7 +627,8 @@ static void on_cache_result(enum cache_status status, struct body *b, void *arg)
         }
         jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
         break;
-    case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;
+    case CACHE_MISS:
+    case CACHE_STALE: /* no stale window is stored yet: go upstream as on a miss */ jr->outcome = OUTCOME_MISS; break;
     case CACHE_UNAVAILABLE: jr->outcome = OUTCOME_BYPASS; break;
     }
     join_flight(jr);

@@ -1,0 +1,797 @@
+/*
+ * Unit tests for cache (proxy/cache.h is the contract): fresh, stale and
+ * missing entries in both tiers, terminal answers, the lease and the wait
+ * that coalesce upstream calls across processes (pub/sub and polling), and
+ * a misbehaving Redis (killed, out of memory, a read-only replica, a proxy
+ * without pub/sub).
+ *
+ * Everything runs against real redis-server processes ($REDIS_SERVER, set by
+ * 'make check') on free loopback ports, on a real event loop. Two `struct
+ * cache` in this one process stand for two jobgate processes sharing Redis.
+ * TTLs are milliseconds long; the tests wait well past each boundary and
+ * assert what the cache reports, never how long it took.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "body.h"
+#include "cache.h"
+#include "cache_mem.h"
+#include "clock.h"
+
+#define MAX_WAIT_MS 5000 /* longest any expected callback may take */
+
+/* ------------------------------------------------------- redis-server */
+
+struct redis_server {
+    pid_t pid;
+    int port;
+    char dir[64];
+};
+
+/* Every server started, so that the group teardown stops those a failed
+ * test left running. */
+static struct redis_server *started[8];
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* A synchronous command to the server on `port` (the test's own view of
+ * Redis); the reply is the caller's to free, NULL if it cannot be reached. */
+static redisReply *redis_cmd(int port, const char *fmt, ...)
+{
+    struct timeval tv = {1, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (!rc || rc->err) {
+        redisFree(rc);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *rep = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    redisFree(rc);
+    return rep;
+}
+
+/* An integer reply (EXISTS, PTTL, ...), or -100 on anything else. */
+static long long redis_int(int port, const char *fmt, const char *arg)
+{
+    redisReply *rep = redis_cmd(port, fmt, arg);
+    long long v = rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -100;
+    freeReplyObject(rep);
+    return v;
+}
+
+/* The number after `field:` in INFO `section`, or -1. */
+static long long redis_info(int port, const char *section, const char *field)
+{
+    redisReply *rep = redis_cmd(port, "INFO %s", section);
+    long long v = -1;
+    if (rep && rep->type == REDIS_REPLY_STRING) {
+        char *at = strstr(rep->str, field);
+        if (at)
+            v = strtoll(at + strlen(field), NULL, 10);
+    }
+    freeReplyObject(rep);
+    return v;
+}
+
+/* CONFIG SET `name` `value`, which must succeed. */
+static void redis_config_set(int port, const char *name, const char *value)
+{
+    redisReply *rep = redis_cmd(port, "CONFIG SET %s %s", name, value);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Start a redis-server with the extra arguments `extra` (NULL-terminated). */
+static void redis_start(struct redis_server *s, const char *const *extra)
+{
+    const char *bin = getenv("REDIS_SERVER");
+    if (!bin || !*bin)
+        skip();
+    s->port = free_port();
+    snprintf(s->dir, sizeof(s->dir), "/tmp/jg-cache-test-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    char port[16];
+    snprintf(port, sizeof(port), "%d", s->port);
+    const char *argv[32] = {bin,  "--port", port,   "--bind",     "127.0.0.1", "--save", "", "--appendonly",
+                            "no", "--dir",  s->dir, "--loglevel", "warning",   NULL};
+    size_t n = 13;
+    for (size_t i = 0; extra && extra[i] && n < 31; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    for (size_t i = 0; s->pid > 0 && i < sizeof(started) / sizeof(started[0]); i++)
+        if (!started[i] || started[i] == s) {
+            started[i] = s;
+            break;
+        }
+    if (s->pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        redisReply *rep = redis_cmd(s->port, "PING");
+        int up = rep && rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+        if (up)
+            return;
+        sleep_ms(10);
+    }
+    fail_msg("redis-server on port %d did not answer", s->port);
+}
+
+static void redis_kill(struct redis_server *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
+        if (system(cmd) != 0)
+            print_error("could not remove %s\n", s->dir);
+    }
+}
+
+/* ------------------------------------------------------- the event loop */
+
+static struct event_base *base;
+
+/* Run the loop for `ms` milliseconds. */
+static void run_for(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+/* Run the loop until *flag is set or MAX_WAIT_MS pass. Returns *flag. */
+static int run_until(const int *flag)
+{
+    for (int waited = 0; !*flag && waited < MAX_WAIT_MS; waited += 5)
+        run_for(5);
+    return *flag;
+}
+
+/* What a callback reported. */
+struct got {
+    int calls;
+    enum cache_status status;
+    int has_body;
+    char body[64];
+    int lease_calls;
+    enum cache_lease_status lease;
+};
+
+static void on_get(enum cache_status status, struct body *b, void *arg)
+{
+    struct got *g = arg;
+    g->calls++;
+    g->status = status;
+    g->has_body = b != NULL;
+    snprintf(g->body, sizeof(g->body), "%s", b ? b->data : "");
+}
+
+static void on_lease(enum cache_lease_status status, void *arg)
+{
+    struct got *g = arg;
+    g->lease_calls++;
+    g->lease = status;
+}
+
+/* Look `key` up and run the loop until the answer. A MISS or UNAVAILABLE
+ * never carries a body, whatever the test. */
+static struct got get(struct cache *c, const char *key)
+{
+    struct got g = {0};
+    cache_get(c, key, on_get, &g);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.calls, 1);
+    if (g.status == CACHE_MISS || g.status == CACHE_UNAVAILABLE)
+        assert_false(g.has_body);
+    else
+        assert_true(g.has_body);
+    return g;
+}
+
+static enum cache_lease_status lease(struct cache *c, const char *key, int64_t lease_ms)
+{
+    struct got g = {0};
+    cache_lease(c, key, lease_ms, on_lease, &g);
+    assert_true(run_until(&g.lease_calls));
+    assert_int_equal(g.lease_calls, 1);
+    return g.lease;
+}
+
+static void put(struct cache *c, const char *key, const char *text, int terminal, int64_t ttl_ms, int64_t stale_ms)
+{
+    struct body *b = body_new(text, strlen(text), clock_wall_ms(), terminal);
+    assert_non_null(b);
+    cache_put(c, key, b, ttl_ms, stale_ms);
+    body_unref(b);
+}
+
+/* A cache on Redis at `port` (0: none), up (and subscribed, in pub/sub
+ * mode) before it is returned unless `expect_up` is 0. */
+static struct cache *cache_on(int port, enum cache_notify notify, int expect_up)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    struct cache_conf conf = {
+        .redis_url = port ? url : NULL,
+        .redis_budget_ms = 500, /* generous: the sanitizers slow everything down */
+        .redis_connect_timeout_ms = 500,
+        .redis_reconnect_min_ms = 20,
+        .redis_reconnect_max_ms = 200,
+        .redis_max_pending = 1000,
+        .memory_max_bytes = 1 << 20,
+        .redis_notify = notify,
+        .redis_poll_interval_ms = 20,
+    };
+    char err[256] = "";
+    struct cache *c = cache_new(base, &conf, err, sizeof(err));
+    if (!c)
+        fail_msg("cache_new: %s", err);
+    for (int waited = 0; expect_up && waited < MAX_WAIT_MS; waited += 5) {
+        struct cache_health h;
+        cache_health(c, &h);
+        if (h.up && (notify != CACHE_NOTIFY_PUBSUB || strcmp(h.coalescing, "pubsub") == 0))
+            return c;
+        run_for(5);
+    }
+    if (expect_up)
+        fail_msg("the cache on port %d did not come up", port);
+    return c;
+}
+
+static struct cache_health health(struct cache *c)
+{
+    struct cache_health h;
+    cache_health(c, &h);
+    return h;
+}
+
+/* A key no other test uses. */
+static const char *new_key(char *buf, size_t len)
+{
+    static int n;
+    snprintf(buf, len, "test:%d:%d", (int)getpid(), ++n);
+    return buf;
+}
+
+/* The shared server most tests use. */
+static struct redis_server shared;
+
+static int group_setup(void **state)
+{
+    base = event_base_new();
+    return base ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    for (size_t i = 0; i < sizeof(started) / sizeof(started[0]); i++)
+        if (started[i])
+            redis_kill(started[i]);
+    event_base_free(base);
+    return 0;
+}
+
+static int shared_port(void)
+{
+    if (!shared.pid)
+        redis_start(&shared, NULL);
+    return shared.port;
+}
+
+/* ------------------------------------------------------- fresh and stale */
+
+static void test_memory_fresh_stale_miss(void **state)
+{
+    struct cache *c = cache_on(0, CACHE_NOTIFY_AUTO, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(get(c, key).status, CACHE_MISS);
+    put(c, key, "RUNNING", 0, 100, 400);
+    struct got g = get(c, key);
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+    sleep_ms(200); /* past the TTL, within the stale window */
+    g = get(c, key);
+    assert_int_equal(g.status, CACHE_STALE);
+    assert_string_equal(g.body, "RUNNING");
+    sleep_ms(500); /* past both */
+    assert_int_equal(get(c, key).status, CACHE_MISS);
+    assert_string_equal(health(c).coalescing, "none");
+    cache_free(c);
+}
+
+static void test_redis_fresh_stale_miss(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    char key[64], pkey[80];
+    new_key(key, sizeof(key));
+    snprintf(pkey, sizeof(pkey), "%s:p", key);
+    put(a, key, "RUNNING", 0, 150, 600);
+    run_for(50); /* the SET reaches Redis */
+    long long pttl = redis_int(port, "PTTL %s", pkey);
+    assert_true(pttl > 150);                         /* lives TTL + stale window in Redis */
+    assert_int_equal(get(b, key).status, CACHE_HIT); /* from Redis; fills b's in-process tier */
+    sleep_ms(250);
+    struct got g = get(b, key); /* b's in-process copy, stale now */
+    assert_int_equal(g.status, CACHE_STALE);
+    assert_string_equal(g.body, "RUNNING");
+    struct cache *c = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    g = get(c, key); /* nothing in process: Redis's copy, stale */
+    assert_int_equal(g.status, CACHE_STALE);
+    assert_string_equal(g.body, "RUNNING");
+    sleep_ms(700);
+    assert_int_equal(get(b, key).status, CACHE_MISS);
+    assert_int_equal(get(c, key).status, CACHE_MISS);
+    assert_int_equal(redis_int(port, "EXISTS %s", pkey), 0);
+    cache_free(a);
+    cache_free(b);
+    cache_free(c);
+}
+
+static void test_terminal_never_stale_nor_replaced(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    put(a, key, "SUCCESS", 1, -1, 100);
+    put(a, key, "RUNNING", 0, 50, 100); /* late, still changing: must not win */
+    run_for(50);
+    sleep_ms(200);
+    struct got g = get(a, key);
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "SUCCESS");
+    struct cache *b = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    g = get(b, key); /* Redis: KEY:t preferred */
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "SUCCESS");
+    cache_free(a);
+    cache_free(b);
+}
+
+static void test_stale_never_hides_fresher(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    put(a, key, "INIT", 0, 50, 5000);
+    sleep_ms(100); /* a's copy is stale */
+    put(b, key, "RUNNING", 0, 5000, 0);
+    run_for(50);
+    struct got g = get(a, key); /* stale in process, fresh in Redis */
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+    g = get(a, key);
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+
+    /* The in-process tier itself: an older copy never replaces a newer one. */
+    struct cache_mem *m = cache_mem_new(1 << 20);
+    struct body *older = body_new("INIT", 4, clock_wall_ms() - 1000, 0);
+    struct body *newer = body_new("RUNNING", 7, clock_wall_ms(), 0);
+    cache_mem_put(m, "k", newer, 1000, 0);
+    cache_mem_put(m, "k", older, 0, 1000);
+    int stale;
+    struct body *kept = cache_mem_get(m, "k", &stale);
+    assert_non_null(kept);
+    assert_string_equal(kept->data, "RUNNING");
+    assert_false(stale);
+    body_unref(older);
+    body_unref(newer);
+    cache_mem_free(m);
+    cache_free(a);
+    cache_free(b);
+}
+
+static void test_redis_down_serves_in_process_copies(void **state)
+{
+    struct cache *c = cache_on(free_port(), CACHE_NOTIFY_AUTO, 0); /* nobody listens there */
+    char key[64], other[64];
+    new_key(key, sizeof(key));
+    new_key(other, sizeof(other));
+    put(c, key, "RUNNING", 0, 100, 2000);
+    assert_int_equal(get(c, key).status, CACHE_HIT);
+    sleep_ms(200);
+    struct got g = get(c, key);
+    assert_int_equal(g.status, CACHE_STALE);
+    assert_string_equal(g.body, "RUNNING");
+    assert_int_equal(get(c, other).status, CACHE_UNAVAILABLE);
+    run_for(100); /* a connect attempt fails */
+    struct got l = {0};
+    assert_null(cache_lease(c, key, 1000, on_lease, &l)); /* answered at once */
+    assert_int_equal(l.lease_calls, 1);
+    assert_int_equal(l.lease, CACHE_LEASE_UNAVAILABLE);
+    struct cache_health h = health(c);
+    assert_false(h.up);
+    assert_string_equal(h.coalescing, "none");
+    assert_true(strncmp(h.last_error, "cannot connect", 14) == 0);
+    cache_free(c);
+}
+
+/* ------------------------------------------------------ leases and waits */
+
+/* a leases, b finds it held and waits; a's store wakes b with the answer. */
+static void lease_then_wait_woken_by_put(enum cache_notify notify)
+{
+    int port = shared_port();
+    long long published = redis_info(port, "commandstats", "cmdstat_publish:calls=");
+    struct cache *a = cache_on(port, notify, 1);
+    struct cache *b = cache_on(port, notify, 1);
+    for (int waited = 0; notify == CACHE_NOTIFY_AUTO && waited < MAX_WAIT_MS; waited += 5) {
+        if (strcmp(health(a).coalescing, "pubsub") == 0 && strcmp(health(b).coalescing, "pubsub") == 0)
+            break; /* auto: both subscribed, as Redis has pub/sub */
+        run_for(5);
+    }
+    assert_string_equal(health(a).coalescing, notify == CACHE_NOTIFY_POLL ? "poll" : "pubsub");
+    assert_string_equal(health(b).coalescing, notify == CACHE_NOTIFY_POLL ? "poll" : "pubsub");
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1);
+    assert_int_equal(lease(b, key, 5000), CACHE_LEASE_HELD);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    run_for(100);
+    assert_int_equal(g.calls, 0); /* still held, nothing stored */
+    put(a, key, "SUCCESS", 1, -1, 0);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "SUCCESS");
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* released by the store */
+    struct got again = get(b, key);                          /* the wait filled b's in-process tier */
+    assert_int_equal(again.status, CACHE_HIT);
+    long long now_published = redis_info(port, "commandstats", "cmdstat_publish:calls=");
+    if (notify == CACHE_NOTIFY_POLL)
+        assert_true(now_published == published); /* twemproxy-safe: no PUBLISH at all */
+    else
+        assert_true(now_published > published && now_published > 0);
+    assert_int_equal(health(a).errors, 0);
+    assert_int_equal(health(b).errors, 0);
+    cache_free(a);
+    cache_free(b);
+}
+
+static void test_wait_woken_by_put_pubsub(void **state)
+{
+    lease_then_wait_woken_by_put(CACHE_NOTIFY_PUBSUB);
+}
+
+static void test_wait_woken_by_put_poll(void **state)
+{
+    lease_then_wait_woken_by_put(CACHE_NOTIFY_POLL);
+}
+
+static void test_wait_woken_by_put_auto(void **state)
+{
+    lease_then_wait_woken_by_put(CACHE_NOTIFY_AUTO);
+}
+
+/* The holder dies: its lease expires, and the waiter is told to go itself. */
+static void lease_expiry_wakes_waiter(enum cache_notify notify)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, notify, 1);
+    struct cache *b = cache_on(port, notify, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 150), CACHE_LEASE_ACQUIRED);
+    cache_free(a); /* as if it died */
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_MISS);
+    assert_false(g.has_body);
+    assert_int_equal(lease(b, key, 1000), CACHE_LEASE_ACQUIRED); /* b's turn */
+    cache_lease_release(b, key);
+    cache_free(b);
+}
+
+static void test_lease_expiry_wakes_waiter_pubsub(void **state)
+{
+    lease_expiry_wakes_waiter(CACHE_NOTIFY_PUBSUB);
+}
+
+static void test_lease_expiry_wakes_waiter_poll(void **state)
+{
+    lease_expiry_wakes_waiter(CACHE_NOTIFY_POLL);
+}
+
+/* The holder got an error: its release sends the waiter upstream. */
+static void test_release_wakes_waiter(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, 60000, on_get, &g));
+    run_for(50);
+    cache_lease_release(a, key);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_MISS);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0);
+    cache_free(a);
+    cache_free(b);
+}
+
+/* A lease that is not ours is left alone by our store (compare-and-delete). */
+static void test_store_keeps_anothers_lease(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 100), CACHE_LEASE_ACQUIRED);
+    sleep_ms(200);                                                /* a's lease expired... */
+    assert_int_equal(lease(b, key, 60000), CACHE_LEASE_ACQUIRED); /* ...and b took the key */
+    put(a, key, "RUNNING", 0, 1000, 0);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1); /* b's lease survives */
+    cache_lease_release(b, key);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0);
+    cache_free(a);
+    cache_free(b);
+}
+
+static void test_wait_times_out(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, 150, on_get, &g));
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_MISS);
+    cache_lease_release(a, key);
+    cache_free(a);
+    cache_free(b);
+}
+
+static void test_cancel(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+
+    /* A cancelled lease: no callback, and granted all the same, it is released. */
+    struct got l = {0};
+    struct cache_pending *p = cache_lease(a, key, 60000, on_lease, &l);
+    assert_non_null(p);
+    cache_cancel(a, p);
+    run_for(200);
+    assert_int_equal(l.lease_calls, 0);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0);
+
+    /* A cancelled wait: no callback when the answer comes, nor at its deadline. */
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    struct got g = {0};
+    p = cache_wait(b, key, 300, on_get, &g);
+    assert_non_null(p);
+    run_for(50);
+    cache_cancel(b, p);
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(500);
+    assert_int_equal(g.calls, 0);
+
+    /* cache_free drops what is pending, without callbacks (ASan: without leaks). */
+    char other[64];
+    new_key(other, sizeof(other));
+    assert_int_equal(lease(a, other, 60000), CACHE_LEASE_ACQUIRED);
+    assert_non_null(cache_wait(b, other, 60000, on_get, &g));
+    assert_non_null(cache_lease(b, other, 60000, on_lease, &l));
+    cache_get(b, other, on_get, &g);
+    cache_free(b);
+    run_for(100);
+    assert_int_equal(g.calls, 0);
+    assert_int_equal(l.lease_calls, 0);
+    cache_lease_release(a, other);
+    cache_free(a);
+}
+
+static void test_redis_killed_mid_wait(void **state)
+{
+    static struct redis_server s; /* static: the group teardown may stop it */
+    redis_start(&s, NULL);
+    struct cache *a = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, 60000, on_get, &g));
+    run_for(100);
+    assert_int_equal(g.calls, 0);
+    redis_kill(&s);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.status, CACHE_UNAVAILABLE);
+    assert_false(g.has_body);
+    struct cache_health h = health(b);
+    assert_false(h.up);
+    assert_string_equal(h.coalescing, "none");
+    assert_true(h.reconnects >= 1);
+    put(a, key, "SUCCESS", 1, -1, 0); /* Redis gone: in process only, nothing breaks */
+    assert_int_equal(get(a, key).status, CACHE_HIT);
+    cache_free(a);
+    cache_free(b);
+}
+
+/* ---------------------------------------------------- misbehaving Redis */
+
+static void test_oom_on_set(void **state)
+{
+    static struct redis_server s; /* static: the group teardown may stop it */
+    redis_start(&s, NULL);
+    struct cache *a = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    redis_config_set(s.port, "maxmemory-policy", "noeviction");
+    redis_config_set(s.port, "maxmemory", "1");
+    char key[64];
+    new_key(key, sizeof(key));
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    struct cache_health h = health(a);
+    assert_true(h.errors >= 1);
+    assert_string_equal(h.last_error, "OOM on SET");
+    assert_true(h.up);                                              /* an OOM is no reason to reconnect */
+    assert_int_equal(get(a, key).status, CACHE_HIT);                /* in process */
+    assert_int_equal(get(b, key).status, CACHE_MISS);               /* reads still work; nothing was stored */
+    assert_int_equal(lease(b, key, 1000), CACHE_LEASE_UNAVAILABLE); /* SET NX refused too */
+    assert_string_equal(health(b).last_error, "OOM on SET NX");
+    redis_config_set(s.port, "maxmemory", "0");
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    assert_int_equal(get(b, key).status, CACHE_HIT);
+    cache_free(a);
+    cache_free(b);
+    redis_kill(&s);
+}
+
+static void test_readonly_replica(void **state)
+{
+    int master = shared_port();
+    char port[16];
+    snprintf(port, sizeof(port), "%d", master);
+    const char *const replica_args[] = {"--replicaof", "127.0.0.1", port, NULL};
+    static struct redis_server replica;
+    redis_start(&replica, replica_args);
+    struct cache *c = cache_on(replica.port, CACHE_NOTIFY_AUTO, 1);
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(get(c, key).status, CACHE_MISS); /* a replica answers reads */
+    put(c, key, "SUCCESS", 1, -1, 0);
+    for (int waited = 0; health(c).reconnects == 0 && waited < MAX_WAIT_MS; waited += 5)
+        run_for(5);
+    struct cache_health h = health(c);
+    assert_true(h.errors >= 1);
+    assert_string_equal(h.last_error, "READONLY on SET");
+    assert_true(h.reconnects >= 1); /* a failover may have happened */
+    for (int waited = 0; !health(c).up && waited < MAX_WAIT_MS; waited += 5)
+        run_for(5);
+    assert_true(health(c).up); /* and it came back */
+    cache_free(c);
+    redis_kill(&replica);
+}
+
+/* A Redis (or a proxy) without pub/sub: auto mode polls, and never retries
+ * SUBSCRIBE nor sends PUBLISH. */
+static void test_auto_without_pubsub_polls(void **state)
+{
+    const char *const args[] = {"--rename-command", "SUBSCRIBE", "", "--rename-command", "PUBLISH", "", NULL};
+    static struct redis_server s; /* static: the group teardown may stop it */
+    redis_start(&s, args);
+    struct cache *a = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    run_for(300); /* the SUBSCRIBE probes are refused */
+    long long connections = redis_info(s.port, "stats", "total_connections_received:");
+    run_for(500);
+    /* Only this test's own INFO connection is new: no subscriber retries. */
+    assert_int_equal(redis_info(s.port, "stats", "total_connections_received:"), connections + 1);
+    assert_string_equal(health(b).coalescing, "poll");
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
+    assert_int_equal(lease(b, key, 5000), CACHE_LEASE_HELD);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    put(a, key, "RUNNING", 0, 5000, 0);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+    assert_int_equal(health(a).errors, 0); /* no PUBLISH was tried */
+    cache_free(a);
+    cache_free(b);
+    redis_kill(&s);
+}
+
+int main(void)
+{
+    /* clang-format off */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_fresh_stale_miss),
+        cmocka_unit_test(test_redis_fresh_stale_miss),
+        cmocka_unit_test(test_terminal_never_stale_nor_replaced),
+        cmocka_unit_test(test_stale_never_hides_fresher),
+        cmocka_unit_test(test_redis_down_serves_in_process_copies),
+        cmocka_unit_test(test_wait_woken_by_put_pubsub),
+        cmocka_unit_test(test_wait_woken_by_put_poll),
+        cmocka_unit_test(test_wait_woken_by_put_auto),
+        cmocka_unit_test(test_lease_expiry_wakes_waiter_pubsub),
+        cmocka_unit_test(test_lease_expiry_wakes_waiter_poll),
+        cmocka_unit_test(test_release_wakes_waiter),
+        cmocka_unit_test(test_store_keeps_anothers_lease),
+        cmocka_unit_test(test_wait_times_out),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_redis_killed_mid_wait),
+        cmocka_unit_test(test_oom_on_set),
+        cmocka_unit_test(test_readonly_replica),
+        cmocka_unit_test(test_auto_without_pubsub_polls),
+    };
+    /* clang-format on */
+    return cmocka_run_group_tests_name("cache", tests, group_setup, group_teardown);
+}
