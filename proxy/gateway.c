@@ -41,6 +41,7 @@ struct job_request {
     struct ruleset *rules;       /* the reference this request holds */
     struct clientkeys *keys;     /* the key set it was checked against (a reference), or NULL */
     const struct client *client; /* who asked (owned by `keys`), NULL when not authenticated */
+    struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
     const struct rule *rule;
     struct route_match match;
     struct flight *flight;
@@ -71,8 +72,12 @@ struct flight {
     const struct rule *rule;
     struct upstream_call *call;
     char expected_id[ROUTE_MAX_PATH + 1];
-    struct upstream_guard *guard; /* of this flight's upstream */
-    int admitted;                 /* the guard let the call go: its end must be reported */
+    struct upstream_guard *guard;  /* of this flight's upstream */
+    struct body *stale;            /* the last still-changing answer, past its TTL (a reference), or NULL */
+    struct cache_pending *pending; /* the shared lease asked for, or the wait for its holder's answer */
+    int lease_held;                /* this process holds the key's lease: store or release it */
+    int stored;                    /* an answer was stored (which releases the lease) */
+    int admitted;                  /* the guard let the call go: its end must be reported */
     char url[URL_MAX];
     char client_token[4096];         /* pass-through: the token sent upstream (secret; wiped when freed) */
     struct job_request_list waiters; /* in arrival order, hence in deadline order */
@@ -165,6 +170,7 @@ static void job_request_release(struct job_request *jr)
     TAILQ_REMOVE(&gw->live, jr, live_link);
     ruleset_unref(jr->rules);
     clientkeys_unref(jr->keys);
+    body_unref(jr->stale);
     free(jr);
     if (gw->draining && gw->in_flight == 0 && gw->on_idle)
         gw->on_idle(gw->on_idle_arg);
@@ -266,6 +272,7 @@ static void watch_for_hangup(struct job_request *jr)
 }
 
 static void answer_error(struct job_request *jr, const struct client_error *e);
+static void answer_stale(struct job_request *jr, struct body *b);
 
 /* Waiters past coalesce.max_wait are answered 504; the call goes on for the rest. */
 static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
@@ -278,6 +285,10 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL && jr->wait_deadline_us <= now) {
         waiter_unlink(jr);
         metrics_count_event(f->gw->metrics, EVENT_WAITER_TIMEOUT);
+        if (f->stale) {
+            answer_stale(jr, f->stale);
+            continue;
+        }
         struct client_error err;
         errmap_from_fault(&jr->rule->errors, FAULT_TIMEOUT, &err);
         answer_error(jr, &err);
@@ -287,12 +298,25 @@ static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
     arm_wait_timer(f);
 }
 
+/* Upstream failed, throttled or was held back: answer with the last known
+ * state of the job rather than an error, saying so (X-Cache: STALE, Age). */
+static void answer_stale(struct job_request *jr, struct body *b)
+{
+    jr->outcome = OUTCOME_STALE;
+    answer_job(jr, b, 1);
+}
+
 /* --------------------------------------------------------------- upstream */
 
 static void flight_free(struct flight *f)
 {
     if (f->admitted)
         guard_result(f->guard->g, clock_mono_us() / 1000, GUARD_ABANDONED);
+    if (f->pending)
+        cache_cancel(f->gw->cache, f->pending);
+    if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
+        cache_lease_release(f->gw->cache, f->key);
+    body_unref(f->stale);
     explicit_bzero(f->client_token, sizeof(f->client_token));
     keymap_remove(&f->gw->flights, &f->item);
     if (f->wait_timer)
@@ -315,6 +339,7 @@ static struct body *remember_not_found(struct flight *f, const struct client_err
         return NULL;
     b->status = 404;
     cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms, 0);
+    f->stored = 1;
     return b;
 }
 
@@ -352,7 +377,8 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
         return NULL;
     }
     int64_t ttl_ms = terminal ? rule->terminal_ttl_ms : rule->pending_ttl_ms;
-    cache_put(f->gw->cache, f->key, b, ttl_ms, 0);
+    cache_put(f->gw->cache, f->key, b, ttl_ms, terminal ? 0 : rule->stale_ttl_ms);
+    f->stored = 1;
     log_debug("upstream 200 for key %s: state %s (%s)", f->key, state, job_class_name(cls));
     return b;
 }
@@ -376,14 +402,21 @@ static void report_to_guard(struct flight *f, const struct upstream_response *re
     guard_result(f->guard->g, now, o);
 }
 
-/* Answer every waiter of `f` with `err` (no upstream answer to share) and
- * free the flight. */
-static void flight_fail(struct flight *f, const struct client_error *err)
+/* No upstream answer to share: answer every waiter of `f` with the stale
+ * copy when there is one and `stale_ok` (upstream failed rather than
+ * judged), else with `err`; then free the flight. */
+static void flight_fail(struct flight *f, const struct client_error *err, int stale_ok)
 {
     struct job_request *jr;
+    if (stale_ok && f->stale)
+        log_info("serving key %s stale (age %llds): %s", f->key,
+                 (long long)((clock_wall_ms() - f->stale->stored_at_ms) / 1000), err->code);
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
         waiter_unlink(jr);
-        answer_error(jr, err);
+        if (stale_ok && f->stale)
+            answer_stale(jr, f->stale);
+        else
+            answer_error(jr, err);
     }
     flight_free(f);
 }
@@ -405,13 +438,16 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     }
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
+    if (!b) {
+        /* A failing upstream, not a verdict on the job or the token: the stale copy may stand in. */
+        int failed = resp->fault != FAULT_NONE || resp->status >= 500 || resp->status == 429;
+        flight_fail(f, &err, failed);
+        return;
+    }
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
         waiter_unlink(jr);
-        if (b)
-            answer_job(jr, b, 0);
-        else
-            answer_error(jr, &err);
+        answer_job(jr, b, 0);
     }
     body_unref(b);
     flight_free(f);
@@ -526,8 +562,8 @@ static struct flight *flight_start(struct job_request *jr)
 
 /* Send the flight's call upstream, if the upstream's guard lets it go. On
  * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
- * 503 with Retry-After and the flight ends. */
-static void flight_go(struct flight *f)
+ * from the stale copy, or 503 with Retry-After, and the flight ends. */
+static void flight_call(struct flight *f)
 {
     struct gateway *gw = f->gw;
     const struct rule *rule = f->rule;
@@ -540,7 +576,7 @@ static void flight_go(struct flight *f)
                                                                          : EVENT_UPSTREAM_CIRCUIT_OPEN);
         log_info("not calling %s for key %s: %s (retry after %d s)", f->guard->base_url, f->key,
                  guard_refusal_name(v.refusal), v.retry_after_s);
-        flight_fail(f, &err);
+        flight_fail(f, &err, 1);
         return;
     }
     f->admitted = 1;
@@ -559,8 +595,59 @@ static void flight_go(struct flight *f)
     if (!f->call) {
         struct client_error err;
         errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
-        flight_fail(f, &err);
+        flight_fail(f, &err, 1);
     }
+}
+
+/* The holder of the lease stored its answer (HIT), or went away without
+ * one (MISS: lease expired or released), or the wait ran out. */
+static void on_leased_answer(enum cache_status status, struct body *b, void *arg)
+{
+    struct flight *f = arg;
+    f->pending = NULL;
+    if (status != CACHE_HIT) {
+        flight_call(f); /* nobody else got it: call upstream ourselves */
+        return;
+    }
+    metrics_count_event(f->gw->metrics, EVENT_SHARED_ANSWER);
+    struct job_request *jr;
+    while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
+        waiter_unlink(jr);
+        answer_job(jr, b, 0);
+    }
+    flight_free(f);
+}
+
+static void on_lease(enum cache_lease_status status, void *arg)
+{
+    struct flight *f = arg;
+    f->pending = NULL;
+    if (status == CACHE_LEASE_HELD) {
+        /* Another process or instance is calling upstream for this key: wait
+         * for the answer it stores, at most as long as its call may take. */
+        int64_t bound = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
+        struct cache_pending *p = cache_wait(f->gw->cache, f->key, bound, on_leased_answer, f);
+        if (p) /* else it has called back already, and f may be gone */
+            f->pending = p;
+        return;
+    }
+    f->lease_held = status == CACHE_LEASE_ACQUIRED;
+    flight_call(f);
+}
+
+/* Start the flight's call. With a shared cache, first take the key's lease,
+ * so that one process of all those sharing the cache calls upstream. Not in
+ * pass-through mode: there each token must be judged by the cloud itself. */
+static void flight_go(struct flight *f)
+{
+    if (f->token_hash[0]) {
+        flight_call(f);
+        return;
+    }
+    int64_t lease_ms = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
+    struct cache_pending *p = cache_lease(f->gw->cache, f->key, lease_ms, on_lease, f);
+    if (p) /* else it has called back already, and f may be gone */
+        f->pending = p;
 }
 
 static void join_flight(struct job_request *jr)
@@ -587,6 +674,8 @@ static void join_flight(struct job_request *jr)
         return;
     }
     jr->flight = f;
+    if (jr->stale && !f->stale)
+        f->stale = body_ref(jr->stale);
     jr->wait_deadline_us = clock_mono_us() + gw->max_wait_ms * 1000;
     TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
     if (++f->nwaiters == 1)
@@ -627,8 +716,14 @@ static void on_cache_result(enum cache_status status, struct body *b, void *arg)
         }
         jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
         break;
-    case CACHE_MISS:
-    case CACHE_STALE: /* no stale window is stored yet: go upstream as on a miss */ jr->outcome = OUTCOME_MISS; break;
+    case CACHE_STALE:
+        /* Go upstream as on a miss; keep the copy for if upstream fails
+         * (never for a token the cloud has not accepted). */
+        if (token_may_read(jr))
+            jr->stale = body_ref(b);
+        jr->outcome = OUTCOME_MISS;
+        break;
+    case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;
     case CACHE_UNAVAILABLE: jr->outcome = OUTCOME_BYPASS; break;
     }
     join_flight(jr);
@@ -922,6 +1017,7 @@ void gateway_abort_all(struct gateway *gw)
 static void free_flight_item(struct keymap_item *item)
 {
     struct flight *f = (struct flight *)item;
+    body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
     if (f->wait_timer)
         event_free(f->wait_timer);
     ruleset_unref(f->rules);

@@ -30,6 +30,7 @@ enum metrics_event {
     EVENT_UPSTREAM_RATE_LIMITED, /* a call held back by the upstream's rate limit */
     EVENT_UPSTREAM_THROTTLED,    /* a call held back while backing off after a 429 */
     EVENT_UPSTREAM_CIRCUIT_OPEN, /* a call held back while the upstream's circuit is open */
+    EVENT_SHARED_ANSWER,         /* a miss answered by another process's upstream call (the lease) */
     EVENT__COUNT
 };
 const char *metrics_event_name(enum metrics_event e);

@@ -459,9 +459,10 @@ static int load_job(struct yconf *y, yaml_node_t *n, const struct rule *route_ru
 
 static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"terminal_ttl", "pending_ttl", "not_found_ttl", NULL};
+    static const char *const keys[] = {"terminal_ttl", "pending_ttl", "not_found_ttl", "stale_ttl", NULL};
     r->terminal_ttl_ms = YCONF_FOREVER;
     r->pending_ttl_ms = 2000;
+    r->stale_ttl_ms = 600000;
     if (!n)
         return 0;
     if (yconf_check_map(y, n, "cache", keys, d) < 0)
@@ -472,6 +473,9 @@ static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
     rc |= yconf_get_ms(y, n, "pending_ttl", 0, 3600000, 0, &r->pending_ttl_ms, d);
     /* Off by default: a job created a moment ago may not be visible upstream yet. */
     rc |= yconf_get_ms(y, n, "not_found_ttl", 0, 3600000, 0, &r->not_found_ttl_ms, d);
+    /* How long past its TTL a still-changing answer is kept, to be served
+     * (X-Cache: STALE) only when upstream fails, throttles or is held back. */
+    rc |= yconf_get_ms(y, n, "stale_ttl", 0, 7 * 86400000LL, 0, &r->stale_ttl_ms, d);
     return rc ? -1 : 0;
 }
 

@@ -46,6 +46,9 @@ BREAKER_COOLDOWN_S = 5
 # Longest a client connection may take to send its request headers before
 # jobgate closes it (the slowloris row's bound).
 HEADER_DEADLINE_S = 10
+# the seed rule's cache settings (lua-free-rules/elb-v1.yaml)
+PENDING_TTL_MS = 2000
+STALE_TTL_MS = 600000
 KEY_PREFIX = "jobgate:"
 RULE = "elb-v1"
 TERMINAL = {"SUCCESS", "FAIL"}
@@ -487,6 +490,7 @@ def check_cache(ctx):
                 raise ValueError
             stored_at, terminal = int(fields[1]), fields[2] == "1"
             status = int(fields[3]) if len(fields) > 3 else 200
+            expires_at = int(fields[4]) if len(fields) > 4 else 0
             doc = json.loads(body)
         except (ValueError, IndexError):
             wrong.append("%s: not jobgate's entry format: %r" % (key, raw[:80]))
@@ -506,9 +510,12 @@ def check_cache(ctx):
             if state not in job.states_between(at - 300, at + 300):
                 wrong.append("%s: %r stored %d ms in, when the job was %s" % (key, state, at,
                                                                             sorted(job.states_between(at, at))))
+            # fresh for the rule's 2 s TTL, then kept for its stale window (serve-stale)
             pttl = redis_command(ctx.redis.port, "PTTL", key)
-            if pttl is not None and (pttl < 0 or pttl > 2000):
+            if pttl is not None and (pttl < 0 or pttl > PENDING_TTL_MS + STALE_TTL_MS):
                 wrong.append("%s: changing entry with PTTL %r" % (key, pttl))
+            elif not 0 < expires_at - stored_at <= PENDING_TTL_MS + 100:  # stamped a moment before stored
+                wrong.append("%s: changing entry fresh for %d ms" % (key, expires_at - stored_at))
     # the simulator's word on the finished jobs (asked last: these requests count upstream)
     for key in redis_keys(ctx.redis.port, KEY_PREFIX + "*:t"):
         _, project, job_id, _ = key[len(KEY_PREFIX):].split(":")

@@ -111,7 +111,10 @@ def sub_jobs_keep_a_job_open(env):
         eq(state_of(name, r.json()), success, "%s parent state" % name)
         eq(redis.cli("EXISTS", key(name, job, "t")), "0", "%s: not terminal while sub-jobs run" % name)
         pttl = int(redis.cli("PTTL", key(name, job, "p")))
-        check(0 < pttl <= 2000, "%s pending PTTL %d" % (name, pttl))
+        check(0 < pttl <= 602000, "%s pending PTTL %d" % (name, pttl))
+        head = redis.cli("GET", key(name, job, "p")).split("\n")[0].split(" ")  # JG1 stored_at terminal status expires_at
+        stored_at, expires_at = head[1], head[4]
+        check(0 < int(expires_at) - int(stored_at) <= 2100, "%s: fresh for at most the 2 s TTL" % name)
 
 
 @test

@@ -80,13 +80,17 @@ def concurrent_pollers_see_states_in_order(env):
 
 @test
 def terminal_entry_never_expires_pending_one_does(env):
-    """Redis TTL is -1 for a terminal entry and at most the rule's 2 s for a pending one"""
+    """Redis TTL is -1 for a terminal entry; a pending one is fresh for the rule's 2 s, then kept 10 min as stale"""
     gate, sim, redis = env["gate"], env["sim"], env["redis"]
     job = hex32()
     sim.define_job(job, init_ms=0, running_ms=60000)
     eq(gate.get(path(job)).json()["status"], "RUNNING", "state")
-    pttl = int(redis.cli("PTTL", "jobgate:elb-v1:%s:%s:p" % (PROJECT, job)))
-    check(0 < pttl <= 2000, "pending PTTL %d" % pttl)
+    pending = "jobgate:elb-v1:%s:%s:p" % (PROJECT, job)
+    pttl = int(redis.cli("PTTL", pending))
+    check(600000 < pttl <= 602000, "pending PTTL %d: 2 s fresh + 10 min stale window" % pttl)
+    head = redis.cli("GET", pending).split("\n")[0].split(" ")  # JG1 stored_at terminal status expires_at ...
+    stored_at, expires_at = head[1], head[4]
+    check(0 < int(expires_at) - int(stored_at) <= 2100, "fresh for at most 2 s: %s" % redis.cli("GET", pending)[:60])
     eq(redis.cli("EXISTS", "jobgate:elb-v1:%s:%s:t" % (PROJECT, job)), "0", "no terminal entry yet")
 
     done = hex32()
