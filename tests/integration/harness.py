@@ -8,11 +8,18 @@ the automake test driver counts every test.
 
 Paths come from the environment set by `make check` (JOBGATE_BIN,
 JOBSIM_BIN, JOBGATE_SRCDIR, REDIS_SERVER, OPENSSL_BIN); nothing is mocked.
+
+`make valgrind` (tests/valgrind/run) also sets JOBGATE_WRAPPER, a command put
+in front of every jobgate the harness starts (valgrind memcheck, exiting 99
+on an error), and JOBGATE_TIME_SCALE, a factor on the harness's waits for
+jobgate to start and to exit.
 """
 import http.client
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -30,6 +37,9 @@ REDIS_SERVER = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or
 REDIS_CLI = shutil.which("redis-cli") or "redis-cli"
 OPENSSL = os.environ.get("OPENSSL_BIN") or shutil.which("openssl") or "openssl"
 SEED_RULE = os.path.join(SRCDIR, "lua-free-rules", "elb-v1.yaml")
+JOBGATE_WRAPPER = shlex.split(os.environ.get("JOBGATE_WRAPPER", ""))
+TIME_SCALE = float(os.environ.get("JOBGATE_TIME_SCALE") or 1)
+WRAPPER_ERROR_EXIT = 99  # valgrind --error-exitcode in tests/valgrind/run
 
 # The documented status table: nothing else may reach a client.
 DOCUMENTED = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504}
@@ -309,11 +319,25 @@ class Jobgate:
         with open(self.config, "w") as f:
             f.write(self.config_text())
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([JOBGATE_BIN, "-c", self.config] + self.args,
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(jobgate_command("-c", self.config, *self.args), stdout=self.log, stderr=self.log)
         if wait:
-            wait_port(self.port, proc=self.proc)
+            wait_port(self.port, timeout=10.0 * TIME_SCALE, proc=self.proc)
+            if JOBGATE_WRAPPER and isinstance(self.redis, Redis) and self.redis.proc and self.redis.proc.poll() is None:
+                self.wait_cache_up(10.0 * TIME_SCALE)
         return self
+
+    def wait_cache_up(self, timeout):
+        """Under JOBGATE_WRAPPER start-up takes longer than listening: give
+        jobgate up to `timeout` s to connect to its Redis (/healthz "ok"), as
+        it does at once when it runs natively. Never fails: the test decides."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.get("/healthz", timeout=timeout).json().get("status") == "ok":
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
 
     def get(self, path, **kw):
         return request(self.port, path, **kw)
@@ -332,18 +356,35 @@ class Jobgate:
         else:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                rc = self.proc.wait(15)
+                rc = self.proc.wait(15 * TIME_SCALE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 rc = self.proc.wait()
-                raise TestFailure("jobgate did not exit within 15s of SIGTERM")
+                raise TestFailure("jobgate did not exit within %.0fs of SIGTERM" % (15 * TIME_SCALE))
         self.log.close()
         log = self.log_text()
         for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
             check(marker not in log, "sanitizer report in jobgate's log:\n" + log[-4000:])
+        check_wrapper_report(rc, log)
         if expect_rc is not None:
             check(rc == expect_rc, "jobgate exited with %r, expected %r; log tail:\n%s" % (rc, expect_rc, log[-2000:]))
         return rc
+
+
+def jobgate_command(*args):
+    """The command line that runs jobgate with `args`, under JOBGATE_WRAPPER if set."""
+    return JOBGATE_WRAPPER + [JOBGATE_BIN] + list(args)
+
+
+def check_wrapper_report(rc, log):
+    """Under JOBGATE_WRAPPER (valgrind memcheck), fail on what it reported in
+    jobgate's log: an error exit, errors, or definitely lost bytes."""
+    if not JOBGATE_WRAPPER:
+        return
+    lost = [int(n.replace(",", "")) for n in re.findall(r"definitely lost: ([0-9,]+) bytes", log)]
+    errors = [int(n.replace(",", "")) for n in re.findall(r"ERROR SUMMARY: ([0-9,]+) errors", log)]
+    check(rc != WRAPPER_ERROR_EXIT and not any(lost) and not any(errors),
+          "%s reported errors or leaks (exit %r):\n%s" % (JOBGATE_WRAPPER[0], rc, log[-6000:]))
 
 
 def stop_all(env):
