@@ -91,10 +91,8 @@ static int project_id_ok(const char *id)
     return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == n;
 }
 
-static void answer_ok(struct credentials *c, credentials_ready_cb cb, void *arg, char *const *headers, size_t n,
-                      uint64_t token_id)
+static void answer_ok(credentials_ready_cb cb, void *arg, char *const *headers, size_t n, uint64_t token_id)
 {
-    (void)c;
     struct credentials_result r = {.status = CREDENTIALS_OK, .headers = headers, .nheaders = n, .token_id = token_id};
     cb(&r, arg);
 }
@@ -291,7 +289,7 @@ static void answer_waiters(struct cred_project *p, uint64_t round, const char *h
         void *arg = w->arg;
         free(w);
         if (line)
-            answer_ok(c, cb, arg, &line, 1, token_id);
+            answer_ok(cb, arg, &line, 1, token_id);
         else
             answer_failed(c, cb, arg, reason);
     }
@@ -519,7 +517,7 @@ static void get_aksk(struct credentials *c, const char *project_id, const char *
             goto done;
         }
     }
-    answer_ok(c, cb, arg, lines, n, 0);
+    answer_ok(cb, arg, lines, n, 0);
 done:
     for (size_t i = 0; i < n; i++)
         free_secret(lines[i]);
@@ -534,8 +532,8 @@ struct credentials_wait *credentials_get(struct credentials *c, const char *proj
         return NULL;
     }
     switch (c->conf.mode) {
-    case CRED_PASSTHROUGH: answer_ok(c, cb, arg, NULL, 0, 0); return NULL;
-    case CRED_TOKEN: answer_ok(c, cb, arg, &c->token_header, 1, 0); return NULL;
+    case CRED_PASSTHROUGH: answer_ok(cb, arg, NULL, 0, 0); return NULL;
+    case CRED_TOKEN: answer_ok(cb, arg, &c->token_header, 1, 0); return NULL;
     case CRED_AKSK: get_aksk(c, project_id, method, url, cb, arg); return NULL;
     case CRED_IAM: break;
     }
@@ -558,7 +556,7 @@ struct credentials_wait *credentials_get(struct credentials *c, const char *proj
         if (p->header) {
             char *line = strdup(p->header); /* a callback may drop the token */
             if (line)
-                answer_ok(c, cb, arg, &line, 1, p->token_id);
+                answer_ok(cb, arg, &line, 1, p->token_id);
             else
                 answer_failed(c, cb, arg, "out of memory");
             free_secret(line);
