@@ -37,6 +37,7 @@ void config_defaults(struct config *c)
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
     guard_conf_defaults(&c->upstream_limits);
+    credentials_conf_defaults(&c->credentials);
     c->coalesce_max_waiters = 10000;
     c->coalesce_max_wait_ms = 15000;
     c->client_timeout_ms = 30000;
@@ -238,31 +239,181 @@ int config_set_workers(struct config *c, const char *value)
     return 0;
 }
 
-/* Read a secret from a file: first line, trailing newline dropped. */
-static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *path, char **out, struct conf_diag *d)
+/* Wipe and free a secret string; NULL is fine. */
+static void free_secret(char **s)
+{
+    if (*s) {
+        memset(*s, 0, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
+/* Read a secret (`what`: "token", "password", "sk") from a file: first line,
+ * trailing newline dropped. */
+static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what, const char *path, char **out,
+                            struct conf_diag *d)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        yconf_error(y, node, d, "cannot read token file '%s': %s", path, strerror(errno));
+        yconf_error(y, node, d, "cannot read %s file '%s': %s", what, path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
-        log_warn("%s:%zu: token file '%s' is readable by everyone: chmod o-r it", y->path,
-                 (size_t)node->start_mark.line + 1, path);
+        log_warn("%s:%zu: %s file '%s' is readable by everyone: chmod o-r it", y->path,
+                 (size_t)node->start_mark.line + 1, what, path);
     char buf[8192];
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
     buf[strcspn(buf, "\r\n")] = '\0';
     if (!buf[0]) {
-        yconf_error(y, node, d, "token file '%s' is empty", path);
+        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
         return -1;
     }
-    free(*out);
+    free_secret(out);
     *out = strdup(buf);
     memset(buf, 0, sizeof(buf));
     return 0;
+}
+
+/*
+ * A secret named in `map` by WHAT_file (a file) or WHAT_env (an environment
+ * variable), such as token_file / token_env. Returns 0 when neither is given
+ * (*out unchanged) or the secret was read into *out; -1 with a diagnostic.
+ */
+static int read_secret(struct yconf *y, yaml_node_t *map, const char *what, char **out, struct conf_diag *d)
+{
+    char file_key[32], env_key[32];
+    snprintf(file_key, sizeof(file_key), "%s_file", what);
+    snprintf(env_key, sizeof(env_key), "%s_env", what);
+    yaml_node_t *file = yconf_get(y, map, file_key);
+    yaml_node_t *env = yconf_get(y, map, env_key);
+    if (file && env) {
+        yconf_error(y, env, d, "give either %s or %s, not both", file_key, env_key);
+        return -1;
+    }
+    yaml_node_t *node = file ? file : env;
+    if (!node)
+        return 0;
+    const char *name = yconf_scalar(node);
+    if (!name || !*name) {
+        yconf_error(y, node, d, "'%s' must be a %s", file ? file_key : env_key, file ? "file name" : "variable name");
+        return -1;
+    }
+    if (file)
+        return read_secret_file(y, node, what, name, out, d);
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        yconf_error(y, node, d, "environment variable '%s' (%s) is not set", name, env_key);
+        return -1;
+    }
+    free_secret(out);
+    *out = strdup(v);
+    return 0;
+}
+
+/* upstream.auth: how jobgate proves who it is upstream (credentials.h). */
+static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struct conf_diag *d)
+{
+    static const char *const auth_keys[] = {
+        "mode",           "token_file",  "token_env", "iam_url",   "user", "domain",  "password_file", "password_env",
+        "refresh_before", "iam_timeout", "retry_min", "retry_max", "ak",   "sk_file", "sk_env",        NULL};
+    /* Which mode each key belongs to ("mode" belongs to all). */
+    static const struct {
+        const char *key;
+        enum credentials_mode mode;
+    } owner[] = {
+        {"token_file", CRED_TOKEN}, {"token_env", CRED_TOKEN},    {"iam_url", CRED_IAM},
+        {"user", CRED_IAM},         {"domain", CRED_IAM},         {"password_file", CRED_IAM},
+        {"password_env", CRED_IAM}, {"refresh_before", CRED_IAM}, {"iam_timeout", CRED_IAM},
+        {"retry_min", CRED_IAM},    {"retry_max", CRED_IAM},      {"ak", CRED_AKSK},
+        {"sk_file", CRED_AKSK},     {"sk_env", CRED_AKSK},
+    };
+    struct credentials_conf *k = &c->credentials;
+    int rc = yconf_check_map(y, auth, "upstream.auth", auth_keys, d);
+    if (rc < 0 && auth->type != YAML_MAPPING_NODE)
+        return -1;
+    yaml_node_t *mode = yconf_get(y, auth, "mode");
+    if (mode && (!yconf_scalar(mode) || credentials_mode_parse(yconf_scalar(mode), &k->mode) < 0)) {
+        yconf_error(y, mode, d, "'mode' must be passthrough, token, iam or aksk");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(owner) / sizeof(owner[0]); i++) {
+        yaml_node_t *node = yconf_get(y, auth, owner[i].key);
+        if (node && owner[i].mode != k->mode) {
+            yconf_error(y, node, d, "'%s' belongs to mode %s, and this is mode %s", owner[i].key,
+                        credentials_mode_name(owner[i].mode), credentials_mode_name(k->mode));
+            rc = -1;
+        }
+    }
+    if (rc < 0)
+        return -1;
+
+    switch (k->mode) {
+    case CRED_PASSTHROUGH: break;
+    case CRED_TOKEN:
+        if (read_secret(y, auth, "token", &k->token, d) < 0)
+            return -1;
+        if (!k->token) {
+            yconf_error(y, auth, d, "mode token needs token_file or token_env");
+            return -1;
+        }
+        config_set_str(&c->upstream_token, k->token);
+        break;
+    case CRED_IAM: {
+        rc |= yconf_get_str(y, auth, "iam_url", &k->iam_url, d);
+        rc |= yconf_get_str(y, auth, "user", &k->user, d);
+        rc |= yconf_get_str(y, auth, "domain", &k->domain, d);
+        rc |= read_secret(y, auth, "password", &k->password, d);
+        rc |= yconf_get_ms(y, auth, "refresh_before", 0, 23 * 3600 * 1000, 0, &k->refresh_before_ms, d);
+        rc |= yconf_get_ms(y, auth, "iam_timeout", 100, 120000, 0, &k->iam_timeout_ms, d);
+        rc |= yconf_get_ms(y, auth, "retry_min", 10, 3600000, 0, &k->retry_min_ms, d);
+        rc |= yconf_get_ms(y, auth, "retry_max", 10, 3600000, 0, &k->retry_max_ms, d);
+        if (rc < 0)
+            return -1;
+        const char *missing = !k->iam_url    ? "iam_url"
+                              : !k->user     ? "user"
+                              : !k->domain   ? "domain"
+                              : !k->password ? "password_file or password_env"
+                                             : NULL;
+        if (missing) {
+            yconf_error(y, auth, d, "mode iam needs %s", missing);
+            return -1;
+        }
+        if (strncmp(k->iam_url, "https://", 8) != 0 && strncmp(k->iam_url, "http://", 7) != 0) {
+            yconf_error(y, yconf_get(y, auth, "iam_url"), d,
+                        "'iam_url' must be an http(s) URL, such as https://iam.eu-west-0.myhuaweicloud.com");
+            rc = -1;
+        }
+        if (!*k->user || !*k->domain) {
+            yconf_error(y, yconf_get(y, auth, *k->user ? "domain" : "user"), d, "'%s' must not be empty",
+                        *k->user ? "domain" : "user");
+            rc = -1;
+        }
+        if (k->retry_max_ms < k->retry_min_ms) {
+            yconf_error(y, yconf_get(y, auth, "retry_max"), d, "'retry_max' must not be below 'retry_min'");
+            rc = -1;
+        }
+        break;
+    }
+    case CRED_AKSK:
+        rc |= yconf_get_str(y, auth, "ak", &k->ak, d);
+        rc |= read_secret(y, auth, "sk", &k->sk, d);
+        if (rc < 0)
+            return -1;
+        if (!k->ak || !k->sk) {
+            yconf_error(y, auth, d, "mode aksk needs %s", !k->ak ? "ak" : "sk_file or sk_env");
+            return -1;
+        }
+        if (!*k->ak || strpbrk(k->ak, " \t,=")) {
+            yconf_error(y, yconf_get(y, auth, "ak"), d, "'ak' must be an access key: no blank, comma or '='");
+            rc = -1;
+        }
+        break;
+    }
+    return rc;
 }
 
 static int add_rule_file(struct config *c, const char *path)
@@ -331,7 +482,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "key_prefix",
                                              NULL};
     static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
-                                                "max_body", "max_connections", NULL};
+                                                "max_body", "max_connections", "auth",       NULL};
     static const char *const client_keys[] = {"timeout",
                                               "header_timeout",
                                               "keepalive_timeout",
@@ -417,20 +568,21 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
         rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
         rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
-        yaml_node_t *tf = yconf_get(&y, up, "token_file");
-        yaml_node_t *te = yconf_get(&y, up, "token_env");
-        if (tf && te) {
-            yconf_error(&y, te, d, "give either token_file or token_env, not both");
+        /* upstream.token_file / token_env: mode token, from before upstream.auth. */
+        yaml_node_t *auth = yconf_get(&y, up, "auth");
+        yaml_node_t *old =
+            yconf_get(&y, up, "token_file") ? yconf_get(&y, up, "token_file") : yconf_get(&y, up, "token_env");
+        if (auth && old) {
+            yconf_error(&y, old, d, "give the upstream credentials in 'auth' or as token_file/token_env, not both");
             rc = -1;
-        } else if (tf && yconf_scalar(tf)) {
-            rc |= read_secret_file(&y, tf, yconf_scalar(tf), &c->upstream_token, d);
-        } else if (te && yconf_scalar(te)) {
-            const char *v = getenv(yconf_scalar(te));
-            if (!v || !*v) {
-                yconf_error(&y, te, d, "environment variable '%s' (token_env) is not set", yconf_scalar(te));
+        } else if (auth) {
+            rc |= load_auth(c, &y, auth, d);
+        } else if (old) {
+            if (read_secret(&y, up, "token", &c->upstream_token, d) < 0) {
                 rc = -1;
             } else {
-                config_set_str(&c->upstream_token, v);
+                c->credentials.mode = CRED_TOKEN;
+                config_set_str(&c->credentials.token, c->upstream_token);
             }
         }
     }
@@ -484,9 +636,7 @@ void config_free(struct config *c)
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
     free(c->upstream_url);
-    if (c->upstream_token) {
-        memset(c->upstream_token, 0, strlen(c->upstream_token));
-        free(c->upstream_token);
-    }
+    free_secret(&c->upstream_token);
+    credentials_conf_free(&c->credentials);
     memset(c, 0, sizeof(*c));
 }

@@ -2,8 +2,9 @@
  * config: jobgate's configuration file (YAML, conf/jobgate.yaml documents
  * every key) and the command-line flags that override it.
  *
- * Secrets never sit in the file itself: the upstream token is read from a
- * file or an environment variable named there.
+ * Secrets never sit in the file itself: the upstream token, the IAM
+ * password and the secret key are read from a file or an environment
+ * variable named there.
  */
 #ifndef JOBGATE_CONFIG_H
 #define JOBGATE_CONFIG_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 
 #include "cache.h"
+#include "credentials.h"
 #include "frontend.h"
 #include "guard.h"
 #include "log.h"
@@ -36,6 +38,10 @@ struct config {
     struct upstream_conf upstream;
     char *upstream_url;   /* overrides every rule's upstream url when set */
     char *upstream_token; /* secret: sent as X-Auth-Token instead of the client's */
+    /* How jobgate proves who it is upstream (upstream.auth; upstream.token_file
+     * and token_env are mode token). In mode token, upstream_token holds the
+     * same token, for the gateway's sake. */
+    struct credentials_conf credentials;
 
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
 

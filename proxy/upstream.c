@@ -22,6 +22,10 @@ struct upstream_call {
     size_t cap;
     int oversized;
     long retry_after;
+    char *post_body; /* our copy of a POST body (a secret, wiped when freed) */
+    size_t post_len;
+    char *capture_name; /* the response header to capture, NULL: none */
+    char *captured;     /* its value (a secret, wiped when freed) */
     int64_t started_us;
     char error[CURL_ERROR_SIZE];
     LIST_ENTRY(upstream_call) link;
@@ -144,13 +148,48 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* Overwrite and free a string that may hold a secret. */
+static void free_secret(char *s)
+{
+    if (s) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
+/* Keep the value of the header line `data` (`n` bytes, "Name: value\r\n")
+ * when it is the one the caller asked for. */
+static void capture(struct upstream_call *c, const char *data, size_t n)
+{
+    size_t name_len = strlen(c->capture_name);
+    if (n <= name_len || data[name_len] != ':' || strncasecmp(data, c->capture_name, name_len) != 0)
+        return;
+    const char *v = data + name_len + 1, *end = data + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    char *value = malloc((size_t)(end - v) + 1);
+    if (!value)
+        return; /* reported as absent */
+    memcpy(value, v, (size_t)(end - v));
+    value[end - v] = '\0';
+    free_secret(c->captured);
+    c->captured = value;
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
     size_t n = size * nmemb;
     /* A new status line (after a 1xx) starts a new header set. */
-    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         c->retry_after = -1;
+        free_secret(c->captured);
+        c->captured = NULL;
+    }
+    if (c->capture_name)
+        capture(c, data, n);
     if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
         char buf[32];
         size_t vlen = n - 12 < sizeof(buf) - 1 ? n - 12 : sizeof(buf) - 1;
@@ -195,14 +234,34 @@ static enum upstream_fault fault_of(CURLcode rc, const struct upstream_call *c)
     }
 }
 
+/* The header lines may carry a token or a signature: wiped, then freed. */
+static void free_headers(struct upstream_call *c)
+{
+    for (struct curl_slist *h = c->headers; h; h = h->next)
+        memset(h->data, 0, strlen(h->data));
+    curl_slist_free_all(c->headers);
+    c->headers = NULL;
+}
+
+static void free_call_secrets(struct upstream_call *c)
+{
+    if (c->post_body) {
+        memset(c->post_body, 0, c->post_len);
+        free(c->post_body);
+    }
+    free(c->capture_name);
+    free_secret(c->captured);
+}
+
 static void call_free(struct upstream_call *c)
 {
     LIST_REMOVE(c, link);
     c->u->in_flight--;
     curl_multi_remove_handle(c->u->multi, c->easy);
     curl_easy_cleanup(c->easy);
-    curl_slist_free_all(c->headers);
+    free_headers(c);
     free(c->body);
+    free_call_secrets(c);
     free(c);
 }
 
@@ -225,6 +284,7 @@ static void finish(struct upstream_call *c, CURLcode rc)
         }
         resp.body = c->body ? c->body : "";
         resp.len = c->len;
+        resp.captured = c->captured;
     }
     upstream_done_cb cb = c->cb;
     void *arg = c->arg;
@@ -256,9 +316,37 @@ static int dropped(const struct upstream_request *req, const char *name)
     return 0;
 }
 
+/* Append the header line "NAME: VALUE" to `h` through a heap copy (a value
+ * may be long, and a secret) that is wiped once libcurl has copied it. */
+static struct curl_slist *append_header(struct curl_slist *h, const char *name, const char *value)
+{
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *line = malloc(n);
+    if (!line)
+        return h;
+    snprintf(line, n, "%s: %s", name, value);
+    h = curl_slist_append(h, line);
+    memset(line, 0, n);
+    free(line);
+    return h;
+}
+
+/* Abandon a call that upstream_fetch could not start. */
+static void fetch_fail(struct upstream_call *c)
+{
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    free_headers(c);
+    free_call_secrets(c);
+    free(c);
+}
+
 struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
                                      void *arg)
 {
+    int post = req->method && strcmp(req->method, "POST") == 0;
+    if (req->method && !post && strcmp(req->method, "GET") != 0)
+        return NULL;
     struct upstream_call *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -272,6 +360,22 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         free(c);
         return NULL;
     }
+    if (req->capture_header && !(c->capture_name = strdup(req->capture_header))) {
+        fetch_fail(c);
+        return NULL;
+    }
+    if (post) {
+        /* Our own copy: libcurl reads the body while the transfer runs. */
+        c->post_len = req->body_len;
+        c->post_body = malloc(c->post_len + 1);
+        if (!c->post_body) {
+            fetch_fail(c);
+            return NULL;
+        }
+        if (c->post_len)
+            memcpy(c->post_body, req->body, c->post_len);
+        c->post_body[c->post_len] = '\0';
+    }
     char line[512];
     struct curl_slist *h = NULL;
     /* "Accept:" with no value stops libcurl from sending its own default. */
@@ -282,22 +386,27 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     }
     for (size_t i = 0; i < req->nadd_headers; i++)
         h = curl_slist_append(h, req->add_headers[i]);
-    if (req->auth_token && !dropped(req, "X-Auth-Token")) {
-        /* Built on the heap and wiped after use: a token may be long, and is a secret. */
-        size_t n = strlen(req->auth_token) + 16;
-        char *hdr = malloc(n);
-        if (hdr) {
-            snprintf(hdr, n, "X-Auth-Token: %s", req->auth_token);
-            h = curl_slist_append(h, hdr);
-            memset(hdr, 0, n);
-            free(hdr);
-        }
+    for (size_t i = 0; i < req->nauth_headers; i++)
+        h = curl_slist_append(h, req->auth_headers[i]);
+    /* Built on the heap and wiped after use: a token may be long, and is a secret. */
+    if (req->auth_token && !dropped(req, "X-Auth-Token"))
+        h = append_header(h, "X-Auth-Token", req->auth_token);
+    if (post) {
+        /* "Name:" with no value stops libcurl from sending its own: no
+         * form-encoded type, no "Expect: 100-continue" round trip. */
+        h = req->content_type ? append_header(h, "Content-Type", req->content_type)
+                              : curl_slist_append(h, "Content-Type:");
+        h = curl_slist_append(h, "Expect:");
     }
     c->headers = h;
 
     CURL *e = c->easy;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    if (post) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->post_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->post_body);
+    }
     if (!dropped(req, "User-Agent"))
         curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
@@ -325,9 +434,7 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
         LIST_REMOVE(c, link);
         u->in_flight--;
-        curl_easy_cleanup(e);
-        curl_slist_free_all(c->headers);
-        free(c);
+        fetch_fail(c);
         return NULL;
     }
     return c;

@@ -4,8 +4,13 @@
  * blocking call. Connections are kept alive and reused (libcurl's connection
  * cache); TLS peers are always verified.
  *
- * The module knows nothing of jobs: it sends a GET and reports either an HTTP
- * status with its body or a transport fault.
+ * The module knows nothing of jobs: it sends a GET (or a POST with a body:
+ * jobgate's own IAM token requests) and reports either an HTTP status with
+ * its body or a transport fault.
+ *
+ * Secrets: the token, the credential header lines, the request body and the
+ * captured response header are never logged, and the module's copies of
+ * them are wiped before they are freed.
  */
 #ifndef JOBGATE_UPSTREAM_H
 #define JOBGATE_UPSTREAM_H
@@ -26,16 +31,25 @@ struct upstream_conf {
     char *user_agent;
 };
 
+/* Everything borrowed only for the duration of upstream_fetch: the module
+ * copies what it keeps. */
 struct upstream_request {
+    const char *method; /* "GET" (also when NULL) or "POST" */
     const char *url;
     const char *request_id; /* sent as X-Request-Id */
     const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
-    char *const *add_headers; /* "Name: value" lines sent as well */
+    char *const *add_headers; /* "Name: value" lines sent as well (a rule's) */
     size_t nadd_headers;
+    char *const *auth_headers; /* more "Name: value" lines, secret (credentials_get's): never logged */
+    size_t nauth_headers;
     char *const *drop_headers; /* default headers not to send: X-Request-Id, Accept, User-Agent, X-Auth-Token */
     size_t ndrop_headers;
+    const void *body; /* POST: the body (may hold a secret), `body_len` bytes; NULL for none */
+    size_t body_len;
+    const char *content_type;   /* POST: its Content-Type; NULL: none sent */
+    const char *capture_header; /* report this response header's value in `captured`; NULL: none */
 };
 
 struct upstream_response {
@@ -46,6 +60,11 @@ struct upstream_response {
     size_t len;
     long retry_after; /* seconds from a Retry-After header, -1 if none */
     int64_t elapsed_us;
+    /* The value of the request's capture_header (blanks around it removed;
+     * the last one if it came more than once), NULL if absent or not asked.
+     * Owned by the module, valid during the callback; may be a secret (IAM's
+     * X-Subject-Token): never log it. */
+    const char *captured;
 };
 
 /* Called once per upstream_fetch, from the event loop, never from inside
@@ -55,7 +74,7 @@ typedef void (*upstream_done_cb)(const struct upstream_response *resp, void *arg
 /* The upstream keeps its own copy of `conf`. */
 struct upstream *upstream_new(struct event_base *base, const struct upstream_conf *conf, char *err, size_t errlen);
 
-/* Start a GET. Returns a handle for upstream_cancel, or NULL if it could not
+/* Start a GET or a POST. Returns a handle for upstream_cancel, or NULL if it could not
  * start (then the callback is never called). */
 struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
                                      void *arg);

@@ -30,45 +30,60 @@
 #include "yamlconf.h"
 #include "unit_support.h"
 
-#define BAD_CONFIG_FILES(X)             \
-    X("bad-duration.yaml")              \
-    X("bad-listen.yaml")                \
-    X("bad-listen-port.yaml")           \
-    X("bad-log-level.yaml")             \
-    X("bad-max-body.yaml")              \
-    X("bad-shutdown-timeout.yaml")      \
-    X("bad-size.yaml")                  \
-    X("cache-not-mapping.yaml")         \
-    X("client-timeout-short.yaml")      \
-    X("coalesce-unknown.yaml")          \
-    X("duplicate-key-top.yaml")         \
-    X("duration-too-long.yaml")         \
-    X("listen-and-listeners.yaml")      \
-    X("listener-no-listen.yaml")        \
-    X("listener-tls-missing-cert.yaml") \
-    X("listener-tls-no-key.yaml")       \
-    X("max-connections-zero.yaml")      \
-    X("max-pending-word.yaml")          \
-    X("not-a-mapping.yaml")             \
-    X("redis-bad-db.yaml")              \
-    X("redis-bad-port.yaml")            \
-    X("redis-not-scalar.yaml")          \
-    X("redis-password.yaml")            \
-    X("redis-scheme.yaml")              \
-    X("redis-unix-relative.yaml")       \
-    X("redis-user-password.yaml")       \
-    X("rules-empty-entry.yaml")         \
-    X("rules-no-match.yaml")            \
-    X("rules-not-list.yaml")            \
-    X("size-too-small.yaml")            \
-    X("token-both.yaml")                \
-    X("token-env-unset.yaml")           \
-    X("token-file-missing.yaml")        \
-    X("unknown-key-cache.yaml")         \
-    X("unknown-key-client.yaml")        \
-    X("unknown-key-top.yaml")           \
-    X("unknown-key-upstream.yaml")      \
-    X("workers-zero.yaml")              \
+#define BAD_CONFIG_FILES(X)              \
+    X("auth-aksk-bad-ak.yaml")           \
+    X("auth-aksk-no-sk.yaml")            \
+    X("auth-and-token-file.yaml")        \
+    X("auth-iam-no-password.yaml")       \
+    X("auth-iam-no-user.yaml")           \
+    X("auth-iam-url-not-http.yaml")      \
+    X("auth-key-of-another-mode.yaml")   \
+    X("auth-mode-unknown.yaml")          \
+    X("auth-not-mapping.yaml")           \
+    X("auth-password-both.yaml")         \
+    X("auth-password-env-unset.yaml")    \
+    X("auth-password-file-missing.yaml") \
+    X("auth-retry-max-below-min.yaml")   \
+    X("auth-token-no-source.yaml")       \
+    X("auth-unknown-key.yaml")           \
+    X("bad-duration.yaml")               \
+    X("bad-listen.yaml")                 \
+    X("bad-listen-port.yaml")            \
+    X("bad-log-level.yaml")              \
+    X("bad-max-body.yaml")               \
+    X("bad-shutdown-timeout.yaml")       \
+    X("bad-size.yaml")                   \
+    X("cache-not-mapping.yaml")          \
+    X("client-timeout-short.yaml")       \
+    X("coalesce-unknown.yaml")           \
+    X("duplicate-key-top.yaml")          \
+    X("duration-too-long.yaml")          \
+    X("listen-and-listeners.yaml")       \
+    X("listener-no-listen.yaml")         \
+    X("listener-tls-missing-cert.yaml")  \
+    X("listener-tls-no-key.yaml")        \
+    X("max-connections-zero.yaml")       \
+    X("max-pending-word.yaml")           \
+    X("not-a-mapping.yaml")              \
+    X("redis-bad-db.yaml")               \
+    X("redis-bad-port.yaml")             \
+    X("redis-not-scalar.yaml")           \
+    X("redis-password.yaml")             \
+    X("redis-scheme.yaml")               \
+    X("redis-unix-relative.yaml")        \
+    X("redis-user-password.yaml")        \
+    X("rules-empty-entry.yaml")          \
+    X("rules-no-match.yaml")             \
+    X("rules-not-list.yaml")             \
+    X("size-too-small.yaml")             \
+    X("token-both.yaml")                 \
+    X("token-env-unset.yaml")            \
+    X("token-file-missing.yaml")         \
+    X("unknown-key-cache.yaml")          \
+    X("unknown-key-client.yaml")         \
+    X("unknown-key-top.yaml")            \
+    X("unknown-key-upstream.yaml")       \
+    X("workers-zero.yaml")               \
     X("yaml-syntax.yaml")
 
 #define AS_NAME(f) f,
@@ -724,6 +739,126 @@ static void test_token_file(void **state)
     rm_tree(dir);
 }
 
+/* ------------------------------------------------------- upstream.auth */
+
+/* The old token keys are mode token; with no credentials at all, passthrough. */
+static void test_auth_default_and_old_token_keys(void **state)
+{
+    struct config c;
+    struct conf_diag d;
+    config_defaults(&c);
+    assert_int_equal(c.credentials.mode, CRED_PASSTHROUGH);
+    assert_int_equal(c.credentials.refresh_before_ms, 3600 * 1000);
+    assert_int_equal(c.credentials.iam_timeout_ms, 10000);
+    assert_int_equal(c.credentials.retry_min_ms, 1000);
+    assert_int_equal(c.credentials.retry_max_ms, 60000);
+    config_free(&c);
+
+    assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "tok-old-way", 1), 0);
+    assert_int_equal(load_text(&c, "upstream:\n  token_env: JOBGATE_TEST_TOKEN\n", &d), 0);
+    assert_int_equal(c.credentials.mode, CRED_TOKEN);
+    assert_string_equal(c.credentials.token, "tok-old-way");
+    assert_string_equal(c.upstream_token, "tok-old-way");
+    conf_diag_free(&d);
+    config_free(&c);
+
+    assert_int_equal(load_text(&c, "upstream:\n  auth:\n    mode: token\n    token_env: JOBGATE_TEST_TOKEN\n", &d), 0);
+    assert_int_equal(c.credentials.mode, CRED_TOKEN);
+    assert_string_equal(c.credentials.token, "tok-old-way");
+    assert_string_equal(c.upstream_token, "tok-old-way"); /* the gateway still reads this one */
+    conf_diag_free(&d);
+    config_free(&c);
+    unsetenv("JOBGATE_TEST_TOKEN");
+
+    assert_int_equal(load_text(&c, "upstream:\n  auth:\n    mode: passthrough\n", &d), 0);
+    assert_int_equal(c.credentials.mode, CRED_PASSTHROUGH);
+    assert_null(c.upstream_token);
+    conf_diag_free(&d);
+    config_free(&c);
+}
+
+static void test_auth_iam(void **state)
+{
+    char *dir = make_tmpdir();
+    char pw[4096], text[8192];
+    struct config c;
+    struct conf_diag d;
+    write_file(dir, "iam-password", "pa ss\"word\n", 0600, pw, sizeof(pw));
+    snprintf(text, sizeof(text),
+             "upstream:\n"
+             "  auth:\n"
+             "    mode: iam\n"
+             "    iam_url: https://iam.eu-west-0.myhuaweicloud.com\n"
+             "    user: svc-jobgate\n"
+             "    domain: mydomain\n"
+             "    password_file: %s\n"
+             "    refresh_before: 30m\n"
+             "    iam_timeout: 5s\n"
+             "    retry_min: 250ms\n"
+             "    retry_max: 2m\n",
+             pw);
+    int rc = load_text(&c, text, &d);
+    unit_print_diags(&d);
+    assert_int_equal(rc, 0);
+    assert_int_equal(c.credentials.mode, CRED_IAM);
+    assert_string_equal(c.credentials.iam_url, "https://iam.eu-west-0.myhuaweicloud.com");
+    assert_string_equal(c.credentials.user, "svc-jobgate");
+    assert_string_equal(c.credentials.domain, "mydomain");
+    assert_string_equal(c.credentials.password, "pa ss\"word");
+    assert_int_equal(c.credentials.refresh_before_ms, 30 * 60 * 1000);
+    assert_int_equal(c.credentials.iam_timeout_ms, 5000);
+    assert_int_equal(c.credentials.retry_min_ms, 250);
+    assert_int_equal(c.credentials.retry_max_ms, 120000);
+    assert_null(c.upstream_token); /* not a static token: the gateway must ask the credentials */
+    conf_diag_free(&d);
+    config_free(&c);
+    rm_tree(dir);
+}
+
+static void test_auth_aksk(void **state)
+{
+    struct config c;
+    struct conf_diag d;
+    assert_int_equal(setenv("JOBGATE_TEST_SK", "sk-from-env", 1), 0);
+    assert_int_equal(
+        load_text(&c, "upstream:\n  auth:\n    mode: aksk\n    ak: AKIDEXAMPLE\n    sk_env: JOBGATE_TEST_SK\n", &d), 0);
+    assert_int_equal(c.credentials.mode, CRED_AKSK);
+    assert_string_equal(c.credentials.ak, "AKIDEXAMPLE");
+    assert_string_equal(c.credentials.sk, "sk-from-env");
+    assert_null(c.upstream_token);
+    conf_diag_free(&d);
+    config_free(&c);
+    unsetenv("JOBGATE_TEST_SK");
+}
+
+/* A diagnostic names the variable or the file, never the secret in it. */
+static void test_auth_diagnostics_hold_no_secret(void **state)
+{
+    static const char *const texts[] = {
+        "upstream:\n  auth:\n    mode: iam\n    iam_url: iam.example\n    user: u\n    domain: d\n"
+        "    password_env: JOBGATE_TEST_SECRET\n",
+        "upstream:\n  auth:\n    mode: iam\n    iam_url: https://iam.example\n    user: u\n    domain: d\n"
+        "    password_env: JOBGATE_TEST_SECRET\n    retry_min: 1m\n    retry_max: 1s\n",
+        "upstream:\n  auth:\n    mode: aksk\n    ak: 'A K'\n    sk_env: JOBGATE_TEST_SECRET\n",
+        "upstream:\n  auth:\n    mode: token\n    token_env: JOBGATE_TEST_SECRET\n    ak: AK\n",
+    };
+    int failed = 0;
+    assert_int_equal(setenv("JOBGATE_TEST_SECRET", "s3cret-value", 1), 0);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        struct config c;
+        struct conf_diag d;
+        UNIT_EXPECT(failed, load_text(&c, texts[i], &d) == -1, "case %zu was accepted", i);
+        UNIT_EXPECT(failed, d.count > 0, "case %zu: no diagnostic", i);
+        for (size_t k = 0; k < d.count; k++)
+            UNIT_EXPECT(failed, strstr(d.lines[k], "s3cret") == NULL, "the diagnostic shows the secret: %s",
+                        d.lines[k]);
+        conf_diag_free(&d);
+        config_free(&c);
+    }
+    unsetenv("JOBGATE_TEST_SECRET");
+    assert_int_equal(failed, 0);
+}
+
 /* ----------------------------------------------------- durations, sizes */
 
 struct ms_case {
@@ -903,6 +1038,10 @@ int main(void)
         cmocka_unit_test(test_redis_refusal_does_not_echo_password),
         cmocka_unit_test(test_token_env),
         cmocka_unit_test(test_token_file),
+        cmocka_unit_test(test_auth_default_and_old_token_keys),
+        cmocka_unit_test(test_auth_iam),
+        cmocka_unit_test(test_auth_aksk),
+        cmocka_unit_test(test_auth_diagnostics_hold_no_secret),
         cmocka_unit_test(test_parse_durations),
         cmocka_unit_test(test_parse_duration_nan),
         cmocka_unit_test(test_parse_sizes),
