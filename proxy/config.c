@@ -38,6 +38,7 @@ void config_defaults(struct config *c)
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
     guard_conf_defaults(&c->upstream_limits);
     credentials_conf_defaults(&c->credentials);
+    c->passthrough_window_ms = 300000;
     c->coalesce_max_waiters = 10000;
     c->coalesce_max_wait_ms = 15000;
     c->client_timeout_ms = 30000;
@@ -318,8 +319,9 @@ static int read_secret(struct yconf *y, yaml_node_t *map, const char *what, char
 static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struct conf_diag *d)
 {
     static const char *const auth_keys[] = {
-        "mode",           "token_file",  "token_env", "iam_url",   "user", "domain",  "password_file", "password_env",
-        "refresh_before", "iam_timeout", "retry_min", "retry_max", "ak",   "sk_file", "sk_env",        NULL};
+        "mode",         "token_file",         "token_env",   "iam_url",   "user",      "domain", "password_file",
+        "password_env", "refresh_before",     "iam_timeout", "retry_min", "retry_max", "ak",     "sk_file",
+        "sk_env",       "passthrough_window", NULL};
     /* Which mode each key belongs to ("mode" belongs to all). */
     static const struct {
         const char *key;
@@ -329,7 +331,7 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
         {"user", CRED_IAM},         {"domain", CRED_IAM},         {"password_file", CRED_IAM},
         {"password_env", CRED_IAM}, {"refresh_before", CRED_IAM}, {"iam_timeout", CRED_IAM},
         {"retry_min", CRED_IAM},    {"retry_max", CRED_IAM},      {"ak", CRED_AKSK},
-        {"sk_file", CRED_AKSK},     {"sk_env", CRED_AKSK},
+        {"sk_file", CRED_AKSK},     {"sk_env", CRED_AKSK},        {"passthrough_window", CRED_PASSTHROUGH},
     };
     struct credentials_conf *k = &c->credentials;
     int rc = yconf_check_map(y, auth, "upstream.auth", auth_keys, d);
@@ -352,7 +354,11 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
         return -1;
 
     switch (k->mode) {
-    case CRED_PASSTHROUGH: break;
+    case CRED_PASSTHROUGH:
+        /* How long the cloud's acceptance of a client token lets it read cached answers. */
+        if (yconf_get_ms(y, auth, "passthrough_window", 1000, 86400000, 0, &c->passthrough_window_ms, d) < 0)
+            return -1;
+        break;
     case CRED_TOKEN:
         if (read_secret(y, auth, "token", &k->token, d) < 0)
             return -1;

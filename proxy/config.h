@@ -42,6 +42,7 @@ struct config {
      * and token_env are mode token). In mode token, upstream_token holds the
      * same token, for the gateway's sake. */
     struct credentials_conf credentials;
+    int64_t passthrough_window_ms; /* mode passthrough: see gateway_conf */
 
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
 

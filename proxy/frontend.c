@@ -21,6 +21,7 @@
 
 #include "cache.h"
 #include "clock.h"
+#include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
 #include "log.h"
@@ -237,6 +238,22 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
     cJSON_AddStringToObject(c, "state", h.state);
     cJSON_AddNumberToObject(c, "errors", (double)h.errors);
     cJSON_AddNumberToObject(c, "timeouts", (double)h.timeouts);
+    cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");
+    if (h.last_error[0])
+        cJSON_AddStringToObject(c, "last_error", h.last_error);
+    struct credentials *creds = gateway_credentials(fe->gw);
+    if (creds) {
+        struct credentials_stats cs;
+        credentials_stats(creds, &cs);
+        cJSON *u = cJSON_AddObjectToObject(o, "upstream_auth");
+        cJSON_AddStringToObject(u, "mode", credentials_mode_name(credentials_mode(creds)));
+        if (credentials_mode(creds) == CRED_IAM) {
+            cJSON_AddBoolToObject(u, "iam_ok", cs.iam_ok);
+            cJSON_AddNumberToObject(u, "tokens_held", (double)cs.tokens_held);
+            if (!cs.iam_ok)
+                cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
+        }
+    }
     cJSON_AddNumberToObject(o, "in_flight", (double)gateway_in_flight(fe->gw));
     cJSON_AddNumberToObject(o, "connections", (double)fe->nconns);
     char *text = cJSON_PrintUnformatted(o);
@@ -255,6 +272,19 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
         return;
     }
     metrics_render(fe->metrics, &h, gateway_in_flight(fe->gw), buf);
+    struct credentials *creds = gateway_credentials(fe->gw);
+    if (creds) {
+        struct credentials_stats cs;
+        credentials_stats(creds, &cs);
+        evbuffer_add_printf(buf,
+                            "# HELP jobgate_iam_calls_total IAM token requests sent.\n"
+                            "# TYPE jobgate_iam_calls_total counter\njobgate_iam_calls_total %llu\n"
+                            "# HELP jobgate_iam_failures_total IAM token requests that gave no token.\n"
+                            "# TYPE jobgate_iam_failures_total counter\njobgate_iam_failures_total %llu\n"
+                            "# HELP jobgate_iam_tokens Projects jobgate holds an IAM token for.\n"
+                            "# TYPE jobgate_iam_tokens gauge\njobgate_iam_tokens %zu\n",
+                            (unsigned long long)cs.iam_calls, (unsigned long long)cs.iam_failures, cs.tokens_held);
+    }
     evbuffer_add_printf(buf,
                         "# HELP jobgate_client_connections Open client connections.\n"
                         "# TYPE jobgate_client_connections gauge\njobgate_client_connections %zu\n",

@@ -16,6 +16,7 @@
 #include "cache.h"
 #include "clientkeys.h"
 #include "clock.h"
+#include "credentials.h"
 #include "gateway.h"
 #include "guard.h"
 #include "keymap.h"
@@ -72,12 +73,15 @@ struct flight {
     const struct rule *rule;
     struct upstream_call *call;
     char expected_id[ROUTE_MAX_PATH + 1];
-    struct upstream_guard *guard;  /* of this flight's upstream */
-    struct body *stale;            /* the last still-changing answer, past its TTL (a reference), or NULL */
-    struct cache_pending *pending; /* the shared lease asked for, or the wait for its holder's answer */
-    int lease_held;                /* this process holds the key's lease: store or release it */
-    int stored;                    /* an answer was stored (which releases the lease) */
-    int admitted;                  /* the guard let the call go: its end must be reported */
+    struct upstream_guard *guard;       /* of this flight's upstream */
+    struct body *stale;                 /* the last still-changing answer, past its TTL (a reference), or NULL */
+    struct cache_pending *pending;      /* the shared lease asked for, or the wait for its holder's answer */
+    int lease_held;                     /* this process holds the key's lease: store or release it */
+    struct credentials_wait *cred_wait; /* jobgate's credentials being fetched (IAM) */
+    uint64_t token_id;                  /* the IAM token sent, for credentials_token_rejected */
+    int renewed;                        /* the call was sent again after the cloud refused an expired token */
+    int stored;                         /* an answer was stored (which releases the lease) */
+    int admitted;                       /* the guard let the call go: its end must be reported */
     char url[URL_MAX];
     char client_token[4096];         /* pass-through: the token sent upstream (secret; wiped when freed) */
     struct job_request_list waiters; /* in arrival order, hence in deadline order */
@@ -103,6 +107,7 @@ struct gateway {
     char *upstream_url;
     char *upstream_token;
     struct clientkeys *client_keys;
+    struct credentials *credentials; /* borrowed; NULL: pass-through unless upstream_token */
     struct tokengrant *token_grants; /* pass-through mode only */
     int64_t passthrough_window_ms;
     size_t max_waiters;
@@ -314,6 +319,8 @@ static void flight_free(struct flight *f)
         guard_result(f->guard->g, clock_mono_us() / 1000, GUARD_ABANDONED);
     if (f->pending)
         cache_cancel(f->gw->cache, f->pending);
+    if (f->cred_wait)
+        credentials_cancel(f->cred_wait);
     if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
         cache_lease_release(f->gw->cache, f->key);
     body_unref(f->stale);
@@ -421,6 +428,8 @@ static void flight_fail(struct flight *f, const struct client_error *err, int st
     flight_free(f);
 }
 
+static void flight_call(struct flight *f);
+
 static void on_upstream_done(const struct upstream_response *resp, void *arg)
 {
     struct flight *f = arg;
@@ -438,6 +447,18 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     }
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
+    if (!b && resp->fault == FAULT_NONE && resp->status == 401 && gw->credentials && f->token_id &&
+        strcmp(err.code, "APIGW.0307") == 0) {
+        /* jobgate's IAM token expired early (credentials changed): get a new one
+         * and ask once more; the client cannot fix jobgate's token. */
+        credentials_token_rejected(gw->credentials, f->project[0] ? f->project : NULL, f->token_id);
+        if (!f->renewed) {
+            f->renewed = 1;
+            log_info("upstream refused jobgate's token for key %s as expired: renewing it", f->key);
+            flight_call(f);
+            return;
+        }
+    }
     if (!b) {
         /* A failing upstream, not a verdict on the job or the token: the stale copy may stand in. */
         int failed = resp->fault != FAULT_NONE || resp->status >= 500 || resp->status == 429;
@@ -456,9 +477,19 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
 /* The token sent upstream: jobgate's own when configured, else the client's. */
 static const char *upstream_token_for(const struct gateway *gw, struct evhttp_request *req)
 {
+    if (gw->credentials)
+        return credentials_mode(gw->credentials) == CRED_PASSTHROUGH
+                   ? evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token")
+                   : NULL;
     if (gw->upstream_token)
         return gw->upstream_token;
     return evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
+}
+
+/* Is the client's own X-Auth-Token what goes upstream? */
+static int pass_through(const struct gateway *gw)
+{
+    return gw->credentials ? credentials_mode(gw->credentials) == CRED_PASSTHROUGH : gw->upstream_token == NULL;
 }
 
 /* The guard of the upstream at `base_url`, made on first use. */
@@ -563,7 +594,7 @@ static struct flight *flight_start(struct job_request *jr)
 /* Send the flight's call upstream, if the upstream's guard lets it go. On
  * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
  * from the stale copy, or 503 with Retry-After, and the flight ends. */
-static void flight_call(struct flight *f)
+static void flight_send(struct flight *f, char *const *auth_headers, size_t nauth_headers)
 {
     struct gateway *gw = f->gw;
     const struct rule *rule = f->rule;
@@ -584,6 +615,8 @@ static void flight_call(struct flight *f)
         .url = f->url,
         .request_id = f->request_id,
         .auth_token = f->client_token[0] ? f->client_token : NULL,
+        .auth_headers = auth_headers,
+        .nauth_headers = nauth_headers,
         .connect_timeout_ms = rule->connect_timeout_ms,
         .timeout_ms = rule->timeout_ms,
         .add_headers = rule->add_headers,
@@ -597,6 +630,39 @@ static void flight_call(struct flight *f)
         errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
         flight_fail(f, &err, 1);
     }
+}
+
+static void on_credentials(const struct credentials_result *r, void *arg)
+{
+    struct flight *f = arg;
+    f->cred_wait = NULL;
+    if (r->status != CREDENTIALS_OK) {
+        /* jobgate cannot prove who it is: the cloud is not asked, the client may retry later. */
+        log_warn("no upstream credentials for key %s: %s", f->key, r->reason ? r->reason : "unknown");
+        struct client_error err;
+        client_error_set(&err, 503, "JG.NO_CREDENTIALS",
+                         "jobgate cannot authenticate to the cloud API now; retry later");
+        err.retry_after = 5;
+        flight_fail(f, &err, 1);
+        return;
+    }
+    f->token_id = r->token_id;
+    flight_send(f, r->headers, r->nheaders);
+}
+
+/* Call upstream with jobgate's own credentials when it holds them (which may
+ * first need a token from IAM), else with the client's token. */
+static void flight_call(struct flight *f)
+{
+    struct credentials *c = f->gw->credentials;
+    if (!c || credentials_mode(c) == CRED_PASSTHROUGH) {
+        flight_send(f, NULL, 0);
+        return;
+    }
+    struct credentials_wait *w =
+        credentials_get(c, f->project[0] ? f->project : NULL, "GET", f->url, on_credentials, f);
+    if (w) /* else it has called back already, and f may be gone */
+        f->cred_wait = w;
 }
 
 /* The holder of the lease stored its answer (HIT), or went away without
@@ -866,7 +932,7 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
         answer_error(jr, &err);
         return;
     }
-    if (!gw->upstream_token) { /* pass-through: the client's own token goes upstream */
+    if (pass_through(gw)) { /* the client's own token goes upstream */
         const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
         if (!token || !*token || tokengrant_hash(token, jr->token_hash) < 0) {
             client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
@@ -909,6 +975,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->key_prefix = strdup(conf->key_prefix ? conf->key_prefix : "");
     gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
     gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
+    gw->credentials = conf->credentials;
     clientkeys_unref(gw->client_keys); /* requests in flight hold their own references */
     gw->client_keys = conf->client_keys ? clientkeys_ref(conf->client_keys) : NULL;
     gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
@@ -961,6 +1028,11 @@ void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct
     gw->rules = ruleset_ref(rules);
     ruleset_unref(old); /* requests and upstream calls still using it hold their own references */
     apply_conf(gw, conf);
+}
+
+struct credentials *gateway_credentials(const struct gateway *gw)
+{
+    return gw->credentials;
 }
 
 size_t gateway_in_flight(const struct gateway *gw)

@@ -21,19 +21,21 @@ struct cache;
 struct upstream;
 struct metrics;
 struct clientkeys;
+struct credentials;
 struct guard_conf;
 struct gateway;
 
 struct gateway_conf {
     const char *key_prefix;
-    const char *upstream_url;       /* overrides every rule's upstream url when set */
-    const char *upstream_token;     /* sent instead of the client's X-Auth-Token when set; secret */
-    struct clientkeys *client_keys; /* NULL: no client authentication; the gateway takes a reference */
-    int64_t passthrough_window_ms;  /* pass-through: how long upstream's acceptance of a token lets it
-                                       read cached answers for that project (0: 5 min) */
-    const struct guard_conf *guard; /* limits of each upstream (copied); NULL: the defaults */
-    size_t max_waiters;             /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
-    int64_t max_wait_ms;            /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
+    const char *upstream_url;        /* overrides every rule's upstream url when set */
+    const char *upstream_token;      /* sent instead of the client's X-Auth-Token when set; secret */
+    struct clientkeys *client_keys;  /* NULL: no client authentication; the gateway takes a reference */
+    struct credentials *credentials; /* jobgate's own cloud credentials (borrowed); NULL: as upstream_token says */
+    int64_t passthrough_window_ms;   /* pass-through: how long upstream's acceptance of a token lets it
+                                        read cached answers for that project (0: 5 min) */
+    const struct guard_conf *guard;  /* limits of each upstream (copied); NULL: the defaults */
+    size_t max_waiters;              /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
+    int64_t max_wait_ms;             /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };
 
 /* The gateway borrows cache, upstream and metrics (the caller frees them
@@ -49,6 +51,9 @@ void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct
 /* Answer `req` (anything but the admin endpoints). `client_auth`: the
  * listener requires a client key (when the gateway has a keys file). */
 void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth);
+
+/* jobgate's cloud credentials (NULL when none were given). */
+struct credentials *gateway_credentials(const struct gateway *gw);
 
 /* Requests received and not yet answered. */
 size_t gateway_in_flight(const struct gateway *gw);

@@ -18,6 +18,7 @@
 #include "cache.h"
 #include "clientkeys.h"
 #include "config.h"
+#include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
 #include "log.h"
@@ -44,6 +45,7 @@ struct daemon {
     struct event_base *base;
     struct frontend *frontend;
     struct gateway *gateway;
+    struct credentials *credentials; /* jobgate's cloud credentials: set at start, kept across reloads */
     struct event *deadline;
     int stopping;
 };
@@ -228,10 +230,13 @@ static int load_policy(const struct config *cfg, struct ruleset **rules, struct 
     return 0;
 }
 
-static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clientkeys *keys)
+static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clientkeys *keys,
+                                           struct credentials *credentials)
 {
     return (struct gateway_conf){.key_prefix = cfg->key_prefix,
                                  .client_keys = keys,
+                                 .credentials = credentials,
+                                 .passthrough_window_ms = cfg->passthrough_window_ms,
                                  .guard = &cfg->upstream_limits,
                                  .upstream_url = cfg->upstream_url,
                                  .upstream_token = cfg->upstream_token,
@@ -268,6 +273,11 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
         cur->upstream.max_body_bytes != next->upstream.max_body_bytes ||
         cur->upstream.max_connections != next->upstream.max_connections)
         log_warn("reload: upstream connection settings changed; they take effect at the next restart");
+    const struct credentials_conf *ca = &cur->credentials, *cb = &next->credentials;
+    if (ca->mode != cb->mode || str_differs(ca->token, cb->token) || str_differs(ca->iam_url, cb->iam_url) ||
+        str_differs(ca->user, cb->user) || str_differs(ca->domain, cb->domain) ||
+        str_differs(ca->password, cb->password) || str_differs(ca->ak, cb->ak) || str_differs(ca->sk, cb->sk))
+        log_warn("reload: upstream.auth changed; jobgate keeps its current cloud credentials until the next restart");
 }
 
 /* SIGHUP: load the configuration and every rule file again, and switch to
@@ -299,7 +309,7 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     conf_diag_free(&diag);
     warn_restart_only(d->cfg, next);
-    struct gateway_conf gconf = gateway_conf_of(next, keys);
+    struct gateway_conf gconf = gateway_conf_of(next, keys, d->credentials);
     gateway_reconfigure(d->gateway, rules, &gconf);
     frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
     log_set_level(next->log_level);
@@ -429,7 +439,12 @@ static int run_daemon(int index, void *arg)
         log_error("upstream: %s", upstream ? "out of memory" : err);
         goto out;
     }
-    struct gateway_conf gconf = gateway_conf_of(cfg, keys);
+    d.credentials = credentials_new(upstream, &cfg->credentials, err, sizeof(err));
+    if (!d.credentials) {
+        log_error("upstream credentials: %s", err);
+        goto out;
+    }
+    struct gateway_conf gconf = gateway_conf_of(cfg, keys, d.credentials);
     d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &gconf);
     if (!d.gateway) {
         log_error("out of memory");
@@ -482,6 +497,7 @@ static int run_daemon(int index, void *arg)
 out:
     /* Callbacks first: nothing may call into the gateway once it is freed. */
     cache_free(cache);
+    credentials_free(d.credentials); /* uses the upstream for IAM calls */
     upstream_free(upstream);
     gateway_free(d.gateway);
     frontend_free(d.frontend);

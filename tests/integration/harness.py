@@ -280,6 +280,7 @@ class Jobgate:
         self.ca_file = ca_file
         # jobgate's own cloud token (token mode); None: pass-through of the client's X-Auth-Token
         self.upstream_token = upstream_token
+        self.upstream_auth = None
         self.args = args or []
         self.proc = None
         self.log_path = os.path.join(self.tmp, "jobgate.log")
@@ -296,6 +297,8 @@ class Jobgate:
             upstream += "  url: %s\n" % self.upstream
         if self.ca_file:
             upstream += "  ca_file: %s\n" % self.ca_file
+        if self.upstream_auth:  # YAML lines for upstream.auth, already indented by 4
+            upstream += "  auth:\n" + self.upstream_auth
         if self.upstream_token:
             token_path = os.path.join(self.tmp, "upstream-token")
             with os.fdopen(os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
