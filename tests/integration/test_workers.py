@@ -5,6 +5,7 @@ that dies is restarted; SIGHUP reaches every worker; SIGTERM stops them all
 and the supervisor exits 0."""
 import os
 import signal
+import threading
 import time
 
 from harness import Jobgate, Redis, Sim, check, eq, hex32, run, seed_path, stop_all, test, wait_until
@@ -53,6 +54,31 @@ def every_worker_serves_jobs_from_the_shared_cache(env):
         r = gate.get(seed_path(PROJECT, job))
         eq((r.status, r.header("x-cache")), (200, "HIT"), "later answers")
     eq(sim.count(job), 1, "upstream requests")
+
+
+@test
+def workers_missing_one_job_at_once_make_one_upstream_call(env):
+    """30 concurrent misses on one slow job, spread over 3 workers: one upstream call (the Redis lease), 30 answers"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    sim.fault(job=job, kind="delay", delay_ms=800)
+    answers = [None] * 30
+    pids = set()
+
+    def one(i):
+        answers[i] = gate.get(seed_path(PROJECT, job), timeout=20)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):  # meanwhile, which workers take connections
+        pids.add(gate.get("/healthz", token=None).json()["pid"])
+    for t in threads:
+        t.join()
+    eq(sorted(r.status for r in answers), [200] * 30, "statuses")
+    check(len(pids) >= 2, "the load reached several workers: %r" % pids)
+    eq(sim.count(job), 1, "upstream requests")
+    eq(gate.get("/healthz", token=None).json()["cache"]["coalescing"], "pubsub", "across workers by pub/sub")
 
 
 @test
