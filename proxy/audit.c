@@ -397,11 +397,9 @@ static void drain(struct audit *a, size_t mark, int reopen_first, struct drain_r
     write_range(a, a->out.len, res);
 }
 
-/* Under mu: fold one drain into the shared state. Returns a message to log
- * after unlocking (a change of state), or NULL. */
-static const char *report(struct audit *a, const struct drain_result *res, char *msg, size_t msglen)
+/* Under mu: fold one drain into the shared state. */
+static void report(struct audit *a, const struct drain_result *res)
 {
-    int was_ok = !a->sink_failed && !a->overflowing;
     a->held = a->out.len - a->out_off;
     a->written += res->lines;
     if (res->reopen_errno) {
@@ -417,17 +415,26 @@ static const char *report(struct audit *a, const struct drain_result *res, char 
     if (a->held == 0)
         a->overflowing = 0;
     publish_state(a);
+}
 
-    int is_ok = !a->sink_failed && !a->overflowing;
-    if (was_ok && !is_ok)
+/*
+ * Under mu: a message for the error log when the log's state changed since
+ * the last one (`*logged_ok` tracks it: one line per change, not one per
+ * tick), or when a reopen first fails. Returns msg, or NULL.
+ */
+static const char *state_change(struct audit *a, int *logged_ok, int first_reopen_failure, char *msg, size_t msglen)
+{
+    int ok = !a->sink_failed && !a->overflowing;
+    if (*logged_ok && !ok)
         snprintf(msg, msglen, "audit log failing (%s): keeping up to %zu bytes, %" PRIu64 " records dropped so far",
-                 a->sink_failed ? a->last_error : "buffer full", a->max_buffered, a->dropped);
-    else if (!was_ok && is_ok)
-        snprintf(msg, msglen, "audit log %s writable again; %" PRIu64 " records dropped so far", a->path, a->dropped);
-    else if (res->reopen_errno)
-        snprintf(msg, msglen, "audit log: %s (still writing to the previous file)", a->last_error);
+                 a->sink_failed ? a->last_error : "writes too slow, buffer full", a->max_buffered, a->dropped);
+    else if (!*logged_ok && ok)
+        snprintf(msg, msglen, "audit log %s is written again; %" PRIu64 " records dropped so far", a->path, a->dropped);
+    else if (first_reopen_failure)
+        snprintf(msg, msglen, "audit log: %s (still writing to the previous file; retried every tick)", a->last_error);
     else
         return NULL;
+    *logged_ok = ok;
     return msg;
 }
 
@@ -453,6 +460,7 @@ static void *writer_main(void *arg)
 {
     struct audit *a = arg;
     int reopen_due = 0; /* a reopen failed: try again on the next tick */
+    int logged_ok = 1;  /* the state the error log last heard of */
     struct timespec tick;
     timespec_after_ms(&tick, a->flush_ms);
 
@@ -473,11 +481,13 @@ static void *writer_main(void *arg)
         struct drain_result res = {0};
         if (a->out_off < a->out.len || mark != NO_MARK || reopen_first)
             drain(a, mark, reopen_first, &res);
+        int first_reopen_failure = res.reopen_errno != 0 && !reopen_due;
         reopen_due = res.reopen_errno != 0;
 
         char msg[320], why[sizeof(a->last_error)];
         pthread_mutex_lock(&a->mu);
-        const char *say = report(a, &res, msg, sizeof(msg));
+        report(a, &res);
+        const char *say = state_change(a, &logged_ok, first_reopen_failure, msg, sizeof(msg));
         uint64_t lost = stopping ? lines_left(a) : 0;
         if (lost) {
             a->dropped += lost;
