@@ -686,6 +686,58 @@ static void test_reopen_after_rename(void **state)
     tmp_remove(dir);
 }
 
+/* A reopen that fails (the folder is gone) keeps the old file: nothing is
+ * lost, the log stays ok (even fail-closed), the failure is counted, and the
+ * reopen is retried on every tick until the folder is back. */
+static void test_reopen_fails_then_succeeds(void **state)
+{
+    (void)state;
+    char dir[512], sub[600], path[700], old[600];
+    tmp_make(dir, sizeof(dir));
+    path_in(sub, sizeof(sub), dir, "sub");
+    path_in(path, sizeof(path), sub, "audit.log");
+    path_in(old, sizeof(old), dir, "old.log");
+    assert_int_equal(mkdir(sub, 0700), 0);
+
+    struct audit *a = open_or_fail(path, 1, 0, 50);
+    for (long i = 0; i < 100; i++)
+        assert_int_equal(write_sample(a, i), 0);
+    assert_int_equal(rename(path, old), 0);
+    assert_int_equal(rmdir(sub), 0);
+    audit_reopen(a);
+    for (long i = 100; i < 200; i++)
+        assert_int_equal(write_sample(a, i), 0);
+    sleep_ms(300);
+
+    struct audit_health h;
+    audit_health(a, &h);
+    assert_true(h.ok);
+    assert_true(h.write_errors >= 2); /* the reopen, and at least one retry */
+    assert_int_equal(h.written, 200);
+    assert_int_equal(h.buffered, 0);
+    assert_non_null(strstr(h.last_error, "reopen"));
+    assert_non_null(strstr(h.last_error, "No such file or directory"));
+    assert_false(audit_blocks_requests(a));
+    assert_file_holds(old, 0, 200);
+
+    /* The folder is back: the next tick opens the path. */
+    assert_int_equal(mkdir(sub, 0700), 0);
+    struct stat st;
+    for (int waited = 0; stat(path, &st) != 0; waited += 20) {
+        if (waited > 3000)
+            fail_msg("%s not reopened after 3 s", path);
+        sleep_ms(20);
+    }
+    for (long i = 200; i < 300; i++)
+        assert_int_equal(write_sample(a, i), 0);
+    audit_close(a);
+    assert_file_holds(old, 0, 200);
+    assert_file_holds(path, 200, 100);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(sub), 0);
+    tmp_remove(dir);
+}
+
 static int has_write_errors(const struct audit_health *h)
 {
     return !h->ok && h->write_errors > 0;
@@ -759,6 +811,9 @@ static void check_failing_sink(int fail_closed)
     assert_int_equal(h.dropped, refused);
     assert_false(audit_blocks_requests(a));
     assert_file_holds(path, 0, kept);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size <= MAX); /* what was kept during the failure stayed under the bound */
 
     /* New records go through as before. */
     for (int i = 0; i < 100; i++)
@@ -844,12 +899,19 @@ static void test_open_refuses(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hundred_thousand_lines),    cmocka_unit_test(test_concurrent_writers),
-        cmocka_unit_test(test_hostile_strings),           cmocka_unit_test(test_time_and_empty_fields),
-        cmocka_unit_test(test_write_does_not_touch_disk), cmocka_unit_test(test_flush_within_interval),
-        cmocka_unit_test(test_threshold_flushes_early),   cmocka_unit_test(test_reopen_after_rename),
-        cmocka_unit_test(test_failing_sink_fail_open),    cmocka_unit_test(test_failing_sink_fail_closed),
-        cmocka_unit_test(test_close_while_failing),       cmocka_unit_test(test_open_refuses),
+        cmocka_unit_test(test_hundred_thousand_lines),
+        cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_hostile_strings),
+        cmocka_unit_test(test_time_and_empty_fields),
+        cmocka_unit_test(test_write_does_not_touch_disk),
+        cmocka_unit_test(test_flush_within_interval),
+        cmocka_unit_test(test_threshold_flushes_early),
+        cmocka_unit_test(test_reopen_after_rename),
+        cmocka_unit_test(test_reopen_fails_then_succeeds),
+        cmocka_unit_test(test_failing_sink_fail_open),
+        cmocka_unit_test(test_failing_sink_fail_closed),
+        cmocka_unit_test(test_close_while_failing),
+        cmocka_unit_test(test_open_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
