@@ -46,10 +46,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Settings: audit_open refuses a bound under AUDIT_MIN_BUFFERED and an
+ * interval outside 1 ms .. AUDIT_MAX_FLUSH_MS. The default interval keeps a
+ * line in memory at most a second. */
 #define AUDIT_DEFAULT_MAX_BUFFERED ((size_t)8 * 1024 * 1024)
+#define AUDIT_MIN_BUFFERED         ((size_t)64 * 1024)
 #define AUDIT_DEFAULT_FLUSH_MS     1000
 #define AUDIT_MAX_FLUSH_MS         60000
-#define AUDIT_MIN_BUFFERED         ((size_t)64 * 1024)
 /* Longest string field kept, in bytes of the record (a path is cut there). */
 #define AUDIT_FIELD_MAX 16384
 
@@ -104,7 +107,7 @@ int audit_write(struct audit *a, const struct audit_record *r);
 void audit_reopen(struct audit *a);
 
 struct audit_health {
-    int ok;                /* the last write succeeded and nothing was dropped since */
+    int ok;                /* the last write succeeded, and no record was dropped since the buffer last emptied */
     int fail_closed;       /* the configured policy */
     uint64_t written;      /* lines written to the sink */
     uint64_t dropped;      /* records refused by audit_write */
