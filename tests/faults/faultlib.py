@@ -390,6 +390,10 @@ class Context:
         self.conns = conns
         self.njobs = jobs
         self.upstream_timeout = upstream_timeout
+        # The shipped protections, said explicitly: the integration harness
+        # loosens them for tests that provoke upstream faults on purpose.
+        if "upstream_limits:" not in extra_config:
+            extra_config = "upstream_limits:\n  rate: 100\n  burst: 20\n  breaker_threshold: 5\n" + extra_config
         self.extra_config = extra_config
         self.sim = self.redis = self.gate = self.load = None
         self.dead_redis = []
