@@ -157,6 +157,48 @@ static int load_listeners(struct config *c, struct yconf *y, yaml_node_t *list, 
     return rc;
 }
 
+/* 'audit': where the one-line-per-request audit log goes, and what happens
+ * when it cannot be written (audit.h). */
+static int load_audit(struct config *c, struct yconf *y, yaml_node_t *m, struct conf_diag *d)
+{
+    static const char *const keys[] = {"file", "on_failure", "buffer", "flush_interval", NULL};
+    if (!m)
+        return 0;
+    if (yconf_check_map(y, m, "audit", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    char *file = NULL;
+    rc |= yconf_get_str(y, m, "file", &file, d);
+    if (!file || !*file) {
+        yconf_error(y, m, d, "'audit' needs 'file': the audit log's path, or - for standard error");
+        free(file);
+        return -1;
+    }
+    char full[4096];
+    if (strcmp(file, "-") == 0)
+        snprintf(full, sizeof(full), "-");
+    else
+        yconf_resolve_path(y->path, file, full, sizeof(full));
+    free(file);
+    free((char *)c->audit.path);
+    c->audit.path = strdup(full);
+    yaml_node_t *policy = yconf_get(y, m, "on_failure");
+    if (policy) {
+        const char *v = yconf_scalar(policy);
+        if (v && strcmp(v, "continue") == 0) {
+            c->audit.fail_closed = 0;
+        } else if (v && strcmp(v, "refuse") == 0) {
+            c->audit.fail_closed = 1;
+        } else {
+            yconf_error(y, policy, d, "'on_failure' must be continue (answer, count lost lines) or refuse (503)");
+            rc = -1;
+        }
+    }
+    rc |= yconf_get_bytes(y, m, "buffer", AUDIT_MIN_BUFFERED, (size_t)1 << 32, &c->audit.max_buffered_bytes, d);
+    rc |= yconf_get_ms(y, m, "flush_interval", 1, AUDIT_MAX_FLUSH_MS, 0, &c->audit.flush_interval_ms, d);
+    return rc;
+}
+
 /* Read a positive number (rates may be fractional). */
 static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double min, double *out, struct conf_diag *d)
 {
@@ -477,7 +519,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
         "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
-        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", NULL};
+        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit",    NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -609,6 +651,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &c->max_uri_bytes, d);
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
+    rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
         yconf_error(&y, workers, d, "'workers' must be auto or a number from 1 to 256");
@@ -633,6 +676,7 @@ void config_free(struct config *c)
 {
     free(c->file);
     free(c->client_keys_file);
+    free((char *)c->audit.path);
     free_listeners(c);
     for (size_t i = 0; i < c->nrule_files; i++)
         free(c->rule_files[i]);

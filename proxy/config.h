@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "cache.h"
 #include "credentials.h"
 #include "frontend.h"
@@ -43,6 +44,8 @@ struct config {
      * same token, for the gateway's sake. */
     struct credentials_conf credentials;
     int64_t passthrough_window_ms; /* mode passthrough: see gateway_conf */
+
+    struct audit_conf audit; /* audit.path NULL: no audit log */
 
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
 

@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "audit.h"
 #include "cache.h"
 #include "clock.h"
 #include "credentials.h"
@@ -254,6 +255,21 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
                 cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
         }
     }
+    struct audit *audit = gateway_audit(fe->gw);
+    if (audit) {
+        struct audit_health ah;
+        audit_health(audit, &ah);
+        cJSON *a = cJSON_AddObjectToObject(o, "audit");
+        cJSON_AddBoolToObject(a, "ok", ah.ok);
+        cJSON_AddStringToObject(a, "on_failure", ah.fail_closed ? "refuse" : "continue");
+        cJSON_AddNumberToObject(a, "written", (double)ah.written);
+        cJSON_AddNumberToObject(a, "dropped", (double)ah.dropped);
+        cJSON_AddNumberToObject(a, "buffered_bytes", (double)ah.buffered);
+        if (ah.last_error[0])
+            cJSON_AddStringToObject(a, "last_error", ah.last_error);
+        if (!ah.ok)
+            cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
+    }
     cJSON_AddNumberToObject(o, "in_flight", (double)gateway_in_flight(fe->gw));
     cJSON_AddNumberToObject(o, "connections", (double)fe->nconns);
     char *text = cJSON_PrintUnformatted(o);
@@ -285,6 +301,22 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
                             "# TYPE jobgate_iam_tokens gauge\njobgate_iam_tokens %zu\n",
                             (unsigned long long)cs.iam_calls, (unsigned long long)cs.iam_failures, cs.tokens_held);
     }
+    struct audit *audit = gateway_audit(fe->gw);
+    if (audit) {
+        struct audit_health ah;
+        audit_health(audit, &ah);
+        evbuffer_add_printf(buf,
+                            "# HELP jobgate_audit_ok Whether the audit log is being written (1) or failing (0).\n"
+                            "# TYPE jobgate_audit_ok gauge\njobgate_audit_ok %d\n"
+                            "# HELP jobgate_audit_lines_total Audit lines written.\n"
+                            "# TYPE jobgate_audit_lines_total counter\njobgate_audit_lines_total %llu\n"
+                            "# HELP jobgate_audit_dropped_total Audit lines lost (sink failing).\n"
+                            "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
+                            "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
+                            "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
+                            ah.ok, (unsigned long long)ah.written, (unsigned long long)ah.dropped,
+                            (unsigned long long)ah.write_errors);
+    }
     evbuffer_add_printf(buf,
                         "# HELP jobgate_client_connections Open client connections.\n"
                         "# TYPE jobgate_client_connections gauge\njobgate_client_connections %zu\n",
@@ -292,26 +324,6 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
     size_t len = evbuffer_get_length(buf);
     reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", (const char *)evbuffer_pullup(buf, -1), len, meta);
     evbuffer_free(buf);
-}
-
-/* The request line and headers within the configured bounds? Returns 0, or
- * -1 with `err` set (400: 413, 414 and 431 are not in the documented table). */
-static int request_size_ok(const struct frontend *fe, struct evhttp_request *req, struct client_error *err)
-{
-    const char *uri = evhttp_request_get_uri(req);
-    if (uri && strlen(uri) > fe->conf.max_uri_bytes) {
-        client_error_set(err, 400, "JG.URI_TOO_LONG", "the request URI is longer than this server accepts");
-        return -1;
-    }
-    size_t bytes = 0;
-    struct evkeyval *h;
-    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
-    bytes += strlen(h->key) + strlen(h->value) + 4;
-    if (bytes > fe->conf.max_header_bytes) {
-        client_error_set(err, 400, "JG.HEADERS_TOO_LARGE", "the request headers are larger than this server accepts");
-        return -1;
-    }
-    return 0;
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -332,20 +344,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     int is_health = path && strcmp(path, "/healthz") == 0;
     int is_metrics = path && strcmp(path, "/metrics") == 0;
-    struct client_error err;
-    if (!is_health && !is_metrics && request_size_ok(fe, req, &err) == 0) {
+    if (!is_health && !is_metrics) {
         gateway_handle(fe->gw, req, l->client_auth);
         return;
     }
     char request_id[40];
     gateway_new_request_id(request_id, sizeof(request_id));
     struct reply_meta meta = {.request_id = request_id, .outcome = OUTCOME_BYPASS, .age_s = -1};
-    if (!is_health && !is_metrics) {
-        metrics_count_event(fe->metrics, EVENT_REQUEST_TOO_LARGE);
-        log_info("request %s refused: %s", request_id, err.message);
-        reply_error(req, &err, &meta);
-        return;
-    }
     if (!admin_method_ok(req, &meta))
         return;
     if (is_health)

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <event2/keyvalq_struct.h>
 
+#include "audit.h"
 #include "cache.h"
 #include "clientkeys.h"
 #include "clock.h"
@@ -51,6 +52,10 @@ struct job_request {
     enum cache_outcome outcome;
     int in_lookup;
     int64_t started_us;
+    int64_t started_wall_ms;
+    int upstream_status; /* of the upstream call that answered it, 0: none */
+    int64_t upstream_us; /* its duration, -1: none */
+    int denied;          /* refused by client authentication (401/403) */
     char request_id[REQUEST_ID_MAX + 1];
     char key[KEY_MAX];
     char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
@@ -108,6 +113,9 @@ struct gateway {
     char *upstream_token;
     struct clientkeys *client_keys;
     struct credentials *credentials; /* borrowed; NULL: pass-through unless upstream_token */
+    struct audit *audit;             /* borrowed; NULL: no audit log */
+    size_t max_uri_bytes;
+    size_t max_header_bytes;
     struct tokengrant *token_grants; /* pass-through mode only */
     int64_t passthrough_window_ms;
     size_t max_waiters;
@@ -189,9 +197,74 @@ static void job_request_done(struct job_request *jr, int status)
     job_request_release(jr);
 }
 
+/* The request's parameter named `name`, or NULL. */
+static const char *param_value(const struct job_request *jr, int index)
+{
+    return jr->rule && index >= 0 && (size_t)index < jr->match.nvalues ? jr->match.values[index] : NULL;
+}
+
+/* One line in the audit log for `jr`, answered `status` with `bytes` of
+ * body (status 0: never answered, the client went away). Called before the
+ * reply hands the request back to evhttp. */
+static void audit_request(struct job_request *jr, int status, uint64_t bytes)
+{
+    struct gateway *gw = jr->gw;
+    if (!gw->audit)
+        return;
+    struct evhttp_request *req = jr->req;
+    struct evhttp_connection *evcon = req ? evhttp_request_get_connection(req) : NULL;
+    char source[80] = "";
+    if (evcon) {
+        char *addr = NULL;
+        ev_uint16_t port = 0;
+        evhttp_connection_get_peer(evcon, &addr, &port);
+        snprintf(source, sizeof(source), strchr(addr ? addr : "", ':') ? "[%s]:%u" : "%s:%u", addr ? addr : "",
+                 (unsigned)port);
+    }
+    const struct evhttp_uri *uri = req ? evhttp_request_get_evhttp_uri(req) : NULL;
+    const char *method = "OTHER";
+    switch (req ? evhttp_request_get_command(req) : EVHTTP_REQ_GET) {
+    case EVHTTP_REQ_GET: method = "GET"; break;
+    case EVHTTP_REQ_HEAD: method = "HEAD"; break;
+    case EVHTTP_REQ_POST: method = "POST"; break;
+    case EVHTTP_REQ_PUT: method = "PUT"; break;
+    case EVHTTP_REQ_DELETE: method = "DELETE"; break;
+    default: break;
+    }
+    const char *job = NULL;
+    if (jr->rule)
+        job = param_value(jr, jr->rule->identity_param >= 0 ? jr->rule->identity_param
+                                                            : route_template_param_index(&jr->rule->route, "job_id"));
+    struct audit_record r = {
+        .wall_ms = jr->started_wall_ms,
+        .request_id = jr->request_id,
+        .client = jr->client ? jr->client->name : NULL,
+        .source = source[0] ? source : NULL,
+        .method = method,
+        .path = uri ? evhttp_uri_get_path(uri) : NULL,
+        .project_id = jr->rule ? param_value(jr, jr->rule->project_param) : NULL,
+        .job_id = job,
+        .cache = status == 0  ? "CLIENT_GONE"
+                 : jr->denied ? "DENIED"
+                              : cache_outcome_name(jr->outcome),
+        .upstream_status = jr->upstream_status,
+        .upstream_us = jr->upstream_us,
+        .status = status,
+        .bytes_sent = bytes,
+    };
+    if (audit_write(gw->audit, &r) < 0)
+        metrics_count_event(gw->metrics, EVENT_AUDIT_DROPPED);
+}
+
 static void answer_error(struct job_request *jr, const struct client_error *e)
 {
     struct reply_meta meta = meta_of(jr);
+    if (jr->gw->audit) {
+        char *text = client_error_render(e, jr->request_id);
+        int head = evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD;
+        audit_request(jr, e->status, text && !head ? strlen(text) : 0);
+        cJSON_free(text);
+    }
     reply_error(jr->req, e, &meta);
     job_request_done(jr, e->status);
 }
@@ -199,6 +272,7 @@ static void answer_error(struct job_request *jr, const struct client_error *e)
 static void answer_job(struct job_request *jr, struct body *b, int hit)
 {
     struct reply_meta meta = meta_of(jr);
+    audit_request(jr, b->status, evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD ? 0 : b->len);
     if (hit) {
         int64_t age_ms = clock_wall_ms() - b->stored_at_ms;
         meta.age_s = age_ms > 0 ? age_ms / 1000 : 0;
@@ -256,6 +330,7 @@ static void on_client_gone(evutil_socket_t fd, short what, void *arg)
     waiter_unlink(jr);
     metrics_count_event(gw->metrics, EVENT_WAITER_GONE);
     log_debug("request %s: client closed its connection while waiting for upstream", jr->request_id);
+    audit_request(jr, 0, 0);
     job_request_release(jr);
     if (evcon)
         evhttp_connection_free(evcon); /* frees the request too */
@@ -459,6 +534,12 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
             return;
         }
     }
+    struct job_request *w;
+    TAILQ_FOREACH(w, &f->waiters, wait_link)
+    { /* for the audit log: the call that answered them */
+        w->upstream_status = resp->fault == FAULT_NONE ? resp->status : 0;
+        w->upstream_us = resp->elapsed_us;
+    }
     if (!b) {
         /* A failing upstream, not a verdict on the job or the token: the stale copy may stand in. */
         int failed = resp->fault != FAULT_NONE || resp->status >= 500 || resp->status == 429;
@@ -468,6 +549,8 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
         waiter_unlink(jr);
+        jr->upstream_status = resp->status;
+        jr->upstream_us = resp->elapsed_us;
         answer_job(jr, b, 0);
     }
     body_unref(b);
@@ -797,6 +880,26 @@ static void on_cache_result(enum cache_status status, struct body *b, void *arg)
 
 /* ------------------------------------------------------------- the entry */
 
+/* The request line and headers within the configured bounds? Returns 0, or
+ * -1 with `err` set (400: 413, 414 and 431 are not in the documented table). */
+static int request_size_ok(const struct gateway *gw, struct evhttp_request *req, struct client_error *err)
+{
+    const char *uri = evhttp_request_get_uri(req);
+    if (gw->max_uri_bytes && uri && strlen(uri) > gw->max_uri_bytes) {
+        client_error_set(err, 400, "JG.URI_TOO_LONG", "the request URI is longer than this server accepts");
+        return -1;
+    }
+    size_t bytes = 0;
+    struct evkeyval *h;
+    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
+    bytes += strlen(h->key) + strlen(h->value) + 4;
+    if (gw->max_header_bytes && bytes > gw->max_header_bytes) {
+        client_error_set(err, 400, "JG.HEADERS_TOO_LARGE", "the request headers are larger than this server accepts");
+        return -1;
+    }
+    return 0;
+}
+
 /* Checks that need no rule's help. Returns 0, or -1 with `err` set. */
 static int request_acceptable(struct evhttp_request *req, struct client_error *err)
 {
@@ -881,6 +984,8 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
     jr->rules = ruleset_ref(gw->rules);
     jr->keys = client_auth && gw->client_keys ? clientkeys_ref(gw->client_keys) : NULL;
     jr->started_us = clock_mono_us();
+    jr->started_wall_ms = clock_wall_ms();
+    jr->upstream_us = -1;
     jr->outcome = OUTCOME_BYPASS;
     TAILQ_INSERT_TAIL(&gw->live, jr, live_link);
     gw->in_flight++;
@@ -900,12 +1005,27 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
         answer_error(jr, &err);
         return;
     }
+    if (request_size_ok(gw, req, &err) < 0) {
+        metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
+        log_info("request %s refused: %s", jr->request_id, err.message);
+        answer_error(jr, &err);
+        return;
+    }
+    if (gw->audit && audit_blocks_requests(gw->audit)) {
+        /* Fail-closed: no answer leaves without its audit line. */
+        client_error_set(&err, 503, "JG.AUDIT_UNAVAILABLE", "the audit log cannot be written; retry later");
+        err.retry_after = 5;
+        answer_error(jr, &err);
+        return;
+    }
 
     const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
     enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
     if (found != ROUTE_MATCH)
         jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
     if (jr->keys && client_allowed(jr, req, &err) < 0) {
+        jr->denied = 1;
+        metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
         answer_error(jr, &err);
         return;
     }
@@ -976,6 +1096,9 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->upstream_url = conf->upstream_url ? strdup(conf->upstream_url) : NULL;
     gw->upstream_token = conf->upstream_token ? strdup(conf->upstream_token) : NULL;
     gw->credentials = conf->credentials;
+    gw->audit = conf->audit;
+    gw->max_uri_bytes = conf->max_uri_bytes;
+    gw->max_header_bytes = conf->max_header_bytes;
     clientkeys_unref(gw->client_keys); /* requests in flight hold their own references */
     gw->client_keys = conf->client_keys ? clientkeys_ref(conf->client_keys) : NULL;
     gw->max_waiters = conf->max_waiters ? conf->max_waiters : 10000;
@@ -1030,6 +1153,11 @@ void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct
     apply_conf(gw, conf);
 }
 
+struct audit *gateway_audit(const struct gateway *gw)
+{
+    return gw->audit;
+}
+
 struct credentials *gateway_credentials(const struct gateway *gw)
 {
     return gw->credentials;
@@ -1069,6 +1197,7 @@ void gateway_abort_all(struct gateway *gw)
         if (jr->in_lookup) {
             /* The lookup still holds jr: answer now, free when it calls back. */
             struct reply_meta meta = meta_of(jr);
+            audit_request(jr, 503, 0);
             reply_error(jr->req, &err, &meta);
             metrics_count_request(gw->metrics, jr->rule ? jr->rule->name : "none", 503, jr->outcome,
                                   clock_mono_us() - jr->started_us);

@@ -20,6 +20,7 @@ struct ruleset;
 struct cache;
 struct upstream;
 struct metrics;
+struct audit;
 struct clientkeys;
 struct credentials;
 struct guard_conf;
@@ -34,6 +35,9 @@ struct gateway_conf {
     int64_t passthrough_window_ms;   /* pass-through: how long upstream's acceptance of a token lets it
                                         read cached answers for that project (0: 5 min) */
     const struct guard_conf *guard;  /* limits of each upstream (copied); NULL: the defaults */
+    struct audit *audit;             /* one line per answered request (borrowed); NULL: none */
+    size_t max_uri_bytes;            /* longer request URIs: 400 (0: no bound) */
+    size_t max_header_bytes;         /* larger request headers: 400 (0: no bound) */
     size_t max_waiters;              /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;             /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
 };
@@ -51,6 +55,9 @@ void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct
 /* Answer `req` (anything but the admin endpoints). `client_auth`: the
  * listener requires a client key (when the gateway has a keys file). */
 void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth);
+
+/* The audit log (NULL when none is configured). */
+struct audit *gateway_audit(const struct gateway *gw);
 
 /* jobgate's cloud credentials (NULL when none were given). */
 struct credentials *gateway_credentials(const struct gateway *gw);

@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "audit.h"
 #include "cache.h"
 #include "clientkeys.h"
 #include "config.h"
@@ -46,6 +47,7 @@ struct daemon {
     struct frontend *frontend;
     struct gateway *gateway;
     struct credentials *credentials; /* jobgate's cloud credentials: set at start, kept across reloads */
+    struct audit *audit;             /* opened at start, reopened on SIGUSR1 */
     struct event *deadline;
     int stopping;
 };
@@ -231,9 +233,12 @@ static int load_policy(const struct config *cfg, struct ruleset **rules, struct 
 }
 
 static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clientkeys *keys,
-                                           struct credentials *credentials)
+                                           struct credentials *credentials, struct audit *audit)
 {
     return (struct gateway_conf){.key_prefix = cfg->key_prefix,
+                                 .audit = audit,
+                                 .max_uri_bytes = cfg->max_uri_bytes,
+                                 .max_header_bytes = cfg->max_header_bytes,
                                  .client_keys = keys,
                                  .credentials = credentials,
                                  .passthrough_window_ms = cfg->passthrough_window_ms,
@@ -309,7 +314,7 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     conf_diag_free(&diag);
     warn_restart_only(d->cfg, next);
-    struct gateway_conf gconf = gateway_conf_of(next, keys, d->credentials);
+    struct gateway_conf gconf = gateway_conf_of(next, keys, d->credentials, d->audit);
     gateway_reconfigure(d->gateway, rules, &gconf);
     frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
     log_set_level(next->log_level);
@@ -321,6 +326,16 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     config_free(d->cfg);
     free(d->cfg);
     d->cfg = next;
+}
+
+/* SIGUSR1: logrotate has moved the audit log; write a new one at its path. */
+static void on_reopen_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+    if (d->audit) {
+        audit_reopen(d->audit);
+        log_info("audit log: reopening %s", d->cfg->audit.path);
+    }
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -419,7 +434,7 @@ static int run_daemon(int index, void *arg)
     struct cache *cache = NULL;
     struct upstream *upstream = NULL;
     struct metrics *metrics = NULL;
-    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *sigusr1 = NULL;
     char err[512];
     int exit_code = 1;
 
@@ -444,7 +459,11 @@ static int run_daemon(int index, void *arg)
         log_error("upstream credentials: %s", err);
         goto out;
     }
-    struct gateway_conf gconf = gateway_conf_of(cfg, keys, d.credentials);
+    if (cfg->audit.path && !(d.audit = audit_open(&cfg->audit, err, sizeof(err)))) {
+        log_error("audit log: %s", err);
+        goto out;
+    }
+    struct gateway_conf gconf = gateway_conf_of(cfg, keys, d.credentials, d.audit);
     d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &gconf);
     if (!d.gateway) {
         log_error("out of memory");
@@ -470,8 +489,10 @@ static int run_daemon(int index, void *arg)
     sigterm = evsignal_new(d.base, SIGTERM, on_stop_signal, &d);
     sigint = evsignal_new(d.base, SIGINT, on_stop_signal, &d);
     sighup = evsignal_new(d.base, SIGHUP, on_reload_signal, &d);
+    sigusr1 = evsignal_new(d.base, SIGUSR1, on_reopen_signal, &d);
     if (!d.deadline || !sigterm || !sigint || !sighup || evsignal_add(sigterm, NULL) < 0 ||
-        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0) {
+        evsignal_add(sigint, NULL) < 0 || evsignal_add(sighup, NULL) < 0 || !sigusr1 ||
+        evsignal_add(sigusr1, NULL) < 0) {
         log_error("cannot set up signal handling");
         goto out;
     }
@@ -508,6 +529,9 @@ out:
         event_free(sigint);
     if (sighup)
         event_free(sighup);
+    if (sigusr1)
+        event_free(sigusr1);
+    audit_close(d.audit); /* every request has been answered and written by now */
     if (d.deadline)
         event_free(d.deadline);
     if (d.base)

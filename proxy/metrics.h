@@ -20,17 +20,20 @@ const char *cache_outcome_name(enum cache_outcome o);
 /* Things that happen to requests besides being answered, counted in
  * jobgate_events_total{event="..."}. */
 enum metrics_event {
-    EVENT_WAITER_GONE,           /* a client closed its connection while waiting for upstream */
-    EVENT_WAITER_OVERFLOW,       /* a key already had the most waiters allowed: answered 503 */
-    EVENT_WAITER_TIMEOUT,        /* waited longer than coalesce.max_wait: answered 504 */
-    EVENT_ACCEPT_PAUSED,         /* at client.max_connections: listeners paused */
-    EVENT_HEADER_TIMEOUT,        /* no whole request within client.header_timeout: closed */
-    EVENT_KEEPALIVE_TIMEOUT,     /* idle past client.keepalive_timeout: closed */
-    EVENT_REQUEST_TOO_LARGE,     /* URI or headers beyond their bounds: answered 400 */
-    EVENT_UPSTREAM_RATE_LIMITED, /* a call held back by the upstream's rate limit */
-    EVENT_UPSTREAM_THROTTLED,    /* a call held back while backing off after a 429 */
-    EVENT_UPSTREAM_CIRCUIT_OPEN, /* a call held back while the upstream's circuit is open */
-    EVENT_SHARED_ANSWER,         /* a miss answered by another process's upstream call (the lease) */
+    EVENT_WAITER_GONE,            /* a client closed its connection while waiting for upstream */
+    EVENT_WAITER_OVERFLOW,        /* a key already had the most waiters allowed: answered 503 */
+    EVENT_WAITER_TIMEOUT,         /* waited longer than coalesce.max_wait: answered 504 */
+    EVENT_ACCEPT_PAUSED,          /* at client.max_connections: listeners paused */
+    EVENT_HEADER_TIMEOUT,         /* no whole request within client.header_timeout: closed */
+    EVENT_KEEPALIVE_TIMEOUT,      /* idle past client.keepalive_timeout: closed */
+    EVENT_REQUEST_TOO_LARGE,      /* URI or headers beyond their bounds: answered 400 */
+    EVENT_UPSTREAM_RATE_LIMITED,  /* a call held back by the upstream's rate limit */
+    EVENT_UPSTREAM_THROTTLED,     /* a call held back while backing off after a 429 */
+    EVENT_UPSTREAM_CIRCUIT_OPEN,  /* a call held back while the upstream's circuit is open */
+    EVENT_SHARED_ANSWER,          /* a miss answered by another process's upstream call (the lease) */
+    EVENT_CLIENT_UNAUTHENTICATED, /* no client key, or an unknown one: 401 */
+    EVENT_CLIENT_FORBIDDEN,       /* a client key asking outside its grants: 403 */
+    EVENT_AUDIT_DROPPED,          /* an audit line that could not be kept */
     EVENT__COUNT
 };
 const char *metrics_event_name(enum metrics_event e);
