@@ -37,6 +37,7 @@ void config_defaults(struct config *c)
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
     guard_conf_defaults(&c->upstream_limits);
+    c->rate_queue_ms = 2000;
     credentials_conf_defaults(&c->credentials);
     c->passthrough_window_ms = 300000;
     c->coalesce_max_waiters = 10000;
@@ -229,6 +230,7 @@ static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *
                                        "breaker_cooldown",
                                        "breaker_max_cooldown",
                                        "breaker_counts_5xx",
+                                       "queue",
                                        NULL};
     if (!m)
         return 0;
@@ -248,6 +250,7 @@ static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *
     rc |= yconf_get_ms(y, m, "breaker_cooldown", 100, 3600000, 0, &g->breaker_cooldown_ms, d);
     rc |= yconf_get_ms(y, m, "breaker_max_cooldown", 100, 3600000, 0, &g->breaker_max_ms, d);
     rc |= yconf_get_bool(y, m, "breaker_counts_5xx", &g->breaker_count_5xx, d);
+    rc |= yconf_get_ms(y, m, "queue", 0, 60000, 0, &c->rate_queue_ms, d);
     char err[256];
     if (rc == 0 && guard_conf_check(g, err, sizeof(err)) < 0) {
         yconf_error(y, m, d, "upstream_limits: %s", err);

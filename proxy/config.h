@@ -48,6 +48,7 @@ struct config {
     struct audit_conf audit; /* audit.path NULL: no audit log */
 
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
+    int64_t rate_queue_ms;             /* upstream_limits.queue: wait for a token before 503 */
 
     size_t coalesce_max_waiters; /* requests one key's upstream call may hold */
     int64_t coalesce_max_wait_ms;

@@ -85,6 +85,8 @@ struct flight {
     struct credentials_wait *cred_wait; /* jobgate's credentials being fetched (IAM) */
     uint64_t token_id;                  /* the IAM token sent, for credentials_token_rejected */
     int renewed;                        /* the call was sent again after the cloud refused an expired token */
+    struct event *admit_timer;          /* waiting for a token of the upstream's rate limit */
+    int64_t queued_until_ms;            /* give up waiting for a token after this (monotonic) */
     int stored;                         /* an answer was stored (which releases the lease) */
     int admitted;                       /* the guard let the call go: its end must be reported */
     char url[URL_MAX];
@@ -124,6 +126,7 @@ struct gateway {
     struct keymap flights;
     struct keymap guards;         /* struct upstream_guard by base URL */
     struct guard_conf guard_conf; /* for guards made from now on */
+    int64_t rate_queue_ms;        /* how long a call may wait for a rate-limit token */
     struct job_request_list live;
     struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
     size_t in_flight;
@@ -396,6 +399,8 @@ static void flight_free(struct flight *f)
         cache_cancel(f->gw->cache, f->pending);
     if (f->cred_wait)
         credentials_cancel(f->cred_wait);
+    if (f->admit_timer)
+        event_free(f->admit_timer);
     if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
         cache_lease_release(f->gw->cache, f->key);
     body_unref(f->stale);
@@ -677,11 +682,42 @@ static struct flight *flight_start(struct job_request *jr)
 /* Send the flight's call upstream, if the upstream's guard lets it go. On
  * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
  * from the stale copy, or 503 with Retry-After, and the flight ends. */
+
+static void on_admit_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flight_call(arg); /* credentials again (cheap unless IAM must be asked), then the guard */
+}
+
+/* The rate limit has no token now but will within `wait_ms`: wait for it
+ * (at most rate_queue_ms from the first refusal) rather than fail the
+ * waiters; many SDKs give up on the first error, even a retryable one.
+ * Returns 1 if the flight now waits. */
+static int queue_for_token(struct flight *f, int64_t now_ms, int64_t wait_ms)
+{
+    struct gateway *gw = f->gw;
+    if (gw->rate_queue_ms <= 0)
+        return 0;
+    if (!f->queued_until_ms)
+        f->queued_until_ms = now_ms + gw->rate_queue_ms;
+    if (now_ms + wait_ms > f->queued_until_ms)
+        return 0;
+    if (!f->admit_timer && !(f->admit_timer = evtimer_new(gw->base, on_admit_timer, f)))
+        return 0;
+    struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)((wait_ms % 1000) * 1000 + 500)};
+    evtimer_add(f->admit_timer, &tv);
+    return 1;
+}
+
 static void flight_send(struct flight *f, char *const *auth_headers, size_t nauth_headers)
 {
     struct gateway *gw = f->gw;
     const struct rule *rule = f->rule;
-    struct guard_verdict v = guard_admit(f->guard->g, f->project[0] ? f->project : NULL, clock_mono_us() / 1000);
+    int64_t now_ms = clock_mono_us() / 1000;
+    struct guard_verdict v = guard_admit(f->guard->g, f->project[0] ? f->project : NULL, now_ms);
+    if (v.refusal == GUARD_RATE_LIMITED && queue_for_token(f, now_ms, v.wait_ms))
+        return; /* as nginx's limit_req with a burst: delayed, not refused */
     if (v.refusal != GUARD_ADMITTED) {
         struct client_error err;
         refusal_error(v, &err);
@@ -1112,6 +1148,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
         memcpy(&gc, conf->guard, sizeof(gc));
     else
         guard_conf_defaults(&gc);
+    gw->rate_queue_ms = conf->rate_queue_ms;
     if (memcmp(&gc, &gw->guard_conf, sizeof(gc)) != 0) {
         gw->guard_conf = gc;
         keymap_clear(&gw->guards, free_guard_item);

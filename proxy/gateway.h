@@ -35,6 +35,7 @@ struct gateway_conf {
     int64_t passthrough_window_ms;   /* pass-through: how long upstream's acceptance of a token lets it
                                         read cached answers for that project (0: 5 min) */
     const struct guard_conf *guard;  /* limits of each upstream (copied); NULL: the defaults */
+    int64_t rate_queue_ms;           /* a call over the rate limit waits this long for a token before 503 */
     struct audit *audit;             /* one line per answered request (borrowed); NULL: none */
     size_t max_uri_bytes;            /* longer request URIs: 400 (0: no bound) */
     size_t max_header_bytes;         /* larger request headers: 400 (0: no bound) */

@@ -243,6 +243,7 @@ static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clie
                                  .credentials = credentials,
                                  .passthrough_window_ms = cfg->passthrough_window_ms,
                                  .guard = &cfg->upstream_limits,
+                                 .rate_queue_ms = cfg->rate_queue_ms,
                                  .upstream_url = cfg->upstream_url,
                                  .upstream_token = cfg->upstream_token,
                                  .max_waiters = cfg->coalesce_max_waiters,

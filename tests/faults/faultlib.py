@@ -541,17 +541,29 @@ def account_bound(ctx):
     return ACCOUNT_RATE * seconds, "%d/s account limit x %d s" % (ACCOUNT_RATE, seconds)
 
 
+def calls_between(ctx, t0, t1):
+    """Upstream requests between two moments, from the load's samples of /_sim/stats."""
+    before = max((c for t, c in ctx.samples if t <= t0), default=ctx.samples[0][1])
+    after = min((c for t, c in ctx.samples if t >= t1), default=ctx.samples[-1][1])
+    return after - before
+
+
 def breaker_bound(ctx):
-    seconds = ctx.ended - ctx.started
-    openings = 1 + math.ceil(seconds / BREAKER_COOLDOWN_S)
+    """While every call fails: the threshold, plus what was already in flight, per opening.
+    Counted over the fault window only (before and after it upstream is healthy)."""
+    t0, t1 = ctx.fault_window
+    openings = 1 + math.ceil((t1 - t0) / BREAKER_COOLDOWN_S)
     n = (BREAKER_THRESHOLD + ctx.conns) * openings
-    return n, "breaker: (%d failures + %d in flight) x %d openings" % (BREAKER_THRESHOLD, ctx.conns, openings)
+    return (n, "during the fault: breaker (%d failures + %d in flight) x %d openings"
+            % (BREAKER_THRESHOLD, ctx.conns, openings), calls_between(ctx, t0, t1))
 
 
 def backoff_bound(ctx, retry_after):
-    seconds = ctx.ended - ctx.started
-    windows = 1 + math.ceil(seconds / retry_after)
-    return ctx.conns * windows, "429 backoff: %d in flight x %d Retry-After windows" % (ctx.conns, windows)
+    """While upstream throttles: what was in flight, per Retry-After window (fault window only)."""
+    t0, t1 = ctx.fault_window
+    windows = 1 + math.ceil((t1 - t0) / retry_after)
+    return (ctx.conns * windows, "during the fault: 429 backoff, %d in flight x %d Retry-After windows"
+            % (ctx.conns, windows), calls_between(ctx, t0, t1))
 
 
 def steady(ctx, seconds):
@@ -587,8 +599,10 @@ def upstream_fault(kind, **params):
     def scenario(ctx, d):
         steady(ctx, d * 0.2)
         ctx.sim.fault(kind=kind, **params)
+        start = time.monotonic()
         steady(ctx, d * 0.6)
         ctx.sim.clear_faults()
+        ctx.fault_window = (start, time.monotonic())
         steady(ctx, d * 0.2)
     return scenario
 
@@ -753,7 +767,10 @@ def run_scenario(name, duration=12.0, rate=400.0, conns=16):
             check(ctx)
         row["upstream"] = ctx.sim.total()
         row["peak"] = ctx.peak_upstream_rate()
-        row["allowed"], row["allowed_why"] = bound(ctx)
+        bounded = bound(ctx)
+        row["allowed"], row["allowed_why"] = bounded[0], bounded[1]
+        if len(bounded) > 2:  # the bound is on part of the run: compare that part
+            row["upstream"] = bounded[2]
         wrong = check_cache(ctx)
         ctx.notes.append("%d cache entries checked" % ctx.checked_entries)
     except Exception as e:  # noqa: BLE001 - a broken scenario is a FAIL row, not a crash

@@ -53,9 +53,9 @@ def burst(gate, paths):
 
 @test
 def the_rate_limit_holds_calls_back(env):
-    """rate 2/s, burst 5: 20 concurrent misses on 20 jobs cost at most 6 upstream calls; the rest get 503 + Retry-After"""
+    """rate 2/s, burst 5, no queue: 20 concurrent misses on 20 jobs cost at most 6 upstream calls; the rest get 503 + Retry-After"""
     sim = env["sim"]
-    gate = gate_with(env, "gate", "  rate: 2\n  burst: 5\n")
+    gate = gate_with(env, "gate", "  rate: 2\n  burst: 5\n  queue: 0s\n")
     before = sim.total()
     answers = burst(gate, [path(hex32()) for _ in range(20)])
     calls = sim.total() - before
@@ -68,6 +68,21 @@ def the_rate_limit_holds_calls_back(env):
         assert_documented_error(r)
         eq(r.json()["code"], "JG.UPSTREAM_RATE_LIMITED", "code")
         check(int(r.header("retry-after")) >= 1, "Retry-After")
+
+
+@test
+def over_the_rate_a_call_waits_its_turn(env):
+    """rate 10/s, burst 5, queue 2 s: 15 concurrent misses are all answered 200, at no more than the rate"""
+    sim = env["sim"]
+    gate = gate_with(env, "gate", "  rate: 10\n  burst: 5\n  queue: 2s\n")
+    before = sim.total()
+    started = time.monotonic()
+    answers = burst(gate, [path(hex32()) for _ in range(15)])
+    elapsed = time.monotonic() - started
+    eq(sorted(r.status for r in answers), [200] * 15, "statuses")
+    eq(sim.total() - before, 15, "upstream calls")
+    # 5 at once, then 10 more at 10/s: the last cannot leave before ~1 s
+    check(elapsed >= 0.8, "the rate held: 15 calls in %.2f s" % elapsed)
 
 
 @test
