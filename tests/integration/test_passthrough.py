@@ -5,6 +5,7 @@ the cloud accepted that same token for that project; any other token is sent
 upstream for the cloud to judge, and a refused token never sees the cached
 body. Tokens are kept only as hashes: none appears in logs or in Redis."""
 import json
+import time
 import urllib.request
 
 from harness import Jobgate, Redis, Sim, check, eq, hex32, run, seed_path, stop_all, test
@@ -67,6 +68,24 @@ def a_refused_token_never_sees_the_cached_answer(env):
     r = get(gate, job, "tokA", project=P2)
     eq(r.status, 403, "tokA on another project")
     sim_auth(sim, {"mode": "none"})
+
+
+@test
+def the_acceptance_lasts_the_window(env):
+    """passthrough_window 1 s: a token's hits need no upstream call within it; after it, one call judges it again"""
+    sim = env["sim"]
+    sim_auth(sim, {"mode": "none"})
+    gate = Jobgate(sim.url, redis=env["redis"])
+    gate.upstream_auth = "    mode: passthrough\n    passthrough_window: 1s\n"
+    env["window_gate"] = gate.start()
+    job = hex32()
+    eq(get(gate, job, "token-W").header("x-cache"), "MISS", "first")
+    eq(get(gate, job, "token-W").header("x-cache"), "HIT", "within the window")
+    eq(sim.count(job), 1, "upstream calls within the window")
+    time.sleep(1.2)
+    eq(get(gate, job, "token-W").header("x-cache"), "MISS", "after the window: judged upstream again")
+    eq(sim.count(job), 2, "upstream calls after the window")
+    eq(get(gate, job, "token-W").header("x-cache"), "HIT", "accepted again")
 
 
 @test
