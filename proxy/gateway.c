@@ -565,6 +565,8 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
 /* The token sent upstream: jobgate's own when configured, else the client's. */
 static const char *upstream_token_for(const struct gateway *gw, struct evhttp_request *req)
 {
+    if (gw->credentials && credentials_mode(gw->credentials) == CRED_TOKEN)
+        return gw->upstream_token; /* as the configuration says now: a reload picks up a rotated token */
     if (gw->credentials)
         return credentials_mode(gw->credentials) == CRED_PASSTHROUGH
                    ? evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token")
@@ -774,7 +776,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
 static void flight_call(struct flight *f)
 {
     struct credentials *c = f->gw->credentials;
-    if (!c || credentials_mode(c) == CRED_PASSTHROUGH) {
+    if (!c || credentials_mode(c) == CRED_PASSTHROUGH || credentials_mode(c) == CRED_TOKEN) {
         flight_send(f, NULL, 0);
         return;
     }
@@ -1256,6 +1258,9 @@ static void free_flight_item(struct keymap_item *item)
 {
     struct flight *f = (struct flight *)item;
     body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
+    if (f->admit_timer)
+        event_free(f->admit_timer);
+    explicit_bzero(f->client_token, sizeof(f->client_token));
     if (f->wait_timer)
         event_free(f->wait_timer);
     ruleset_unref(f->rules);

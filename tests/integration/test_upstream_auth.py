@@ -7,6 +7,7 @@ modes the client's X-Auth-Token / Authorization never go upstream, and no
 secret reaches jobgate's log or an answer."""
 import json
 import os
+import signal
 import threading
 import urllib.request
 
@@ -128,6 +129,24 @@ def aksk_requests_are_signed_and_verified(env):
     check(sent.get("authorization", "").startswith("SDK-HMAC-SHA256 Access=AKJOBGATE"), "signed: %r" % sent)
     eq(sent.get("x-project-id"), P1, "X-Project-Id")
     check("x-auth-token" not in sent, "no X-Auth-Token upstream")
+
+
+@test
+def a_rotated_token_file_is_picked_up_on_sighup(env):
+    """token mode: the token file is rewritten and SIGHUP sent; the next upstream call carries the new token"""
+    sim = env["aksk_sim"]
+    sim_auth(sim, {"mode": "none"})
+    gate = Jobgate(sim.url, redis=None, upstream_token="first-token")
+    env["token_gate"] = gate.start()
+    gate.get(seed_path(P1, hex32()), token=CLIENT_TOKEN)
+    eq({k.lower(): v for k, v in sim.last()["headers"].items()}.get("x-auth-token"), "first-token", "before")
+    with open(os.path.join(gate.tmp, "upstream-token"), "w") as f:
+        f.write("second-token\n")
+    os.kill(gate.proc.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded" in gate.log_text(), 5, "the reload")
+    gate.get(seed_path(P1, hex32()), token=CLIENT_TOKEN)
+    eq({k.lower(): v for k, v in sim.last()["headers"].items()}.get("x-auth-token"), "second-token", "after")
+    sim_auth(sim, {"mode": "aksk", "ak": "AKJOBGATE", "sk": SK})
 
 
 @test
