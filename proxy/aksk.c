@@ -88,17 +88,6 @@ static int is_unreserved(unsigned char c)
            c == '~' || c == '.';
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Decode the `n` bytes at `in` into a new buffer (*out, caller frees;
  * *outlen bytes, NUL-terminated, possibly holding NULs). Returns 0, or -1
@@ -116,9 +105,11 @@ static int percent_decode(const char *in, size_t n, char **out, size_t *outlen)
             decoded[k++] = in[i];
             continue;
         }
-        if (i + 2 >= n || hex_value(in[i + 1]) < 0 || hex_value(in[i + 2]) < 0)
+        if (i + 2 >= n || OPENSSL_hexchar2int((unsigned char)in[i + 1]) < 0 ||
+            OPENSSL_hexchar2int((unsigned char)in[i + 2]) < 0)
             goto bad;
-        decoded[k++] = (char)(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+        decoded[k++] =
+            (char)(OPENSSL_hexchar2int((unsigned char)in[i + 1]) * 16 + OPENSSL_hexchar2int((unsigned char)in[i + 2]));
         i += 2;
     }
     decoded[k] = '\0';

@@ -60,17 +60,6 @@ static int valid_key(const char *s)
     return len > 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* SHA-256 of `len` bytes at `data` into `out`. Returns 0 or -1. */
 static int sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
 {
@@ -207,7 +196,7 @@ static int load_hash(struct yconf *y, yaml_node_t *n, struct client_entry *e, st
     size_t len = strlen(text);
     int bad_digit = 0;
     for (size_t i = 0; i < len; i++)
-        if (hex_value(text[i]) < 0)
+        if (OPENSSL_hexchar2int((unsigned char)text[i]) < 0)
             bad_digit = 1;
     if (len != 2 * SHA256_LEN || bad_digit) {
         yconf_error(y, n, d,
@@ -217,7 +206,8 @@ static int load_hash(struct yconf *y, yaml_node_t *n, struct client_entry *e, st
         return -1;
     }
     for (size_t i = 0; i < SHA256_LEN; i++)
-        e->key_sha256[i] = (unsigned char)(hex_value(text[2 * i]) << 4 | hex_value(text[2 * i + 1]));
+        e->key_sha256[i] = (unsigned char)(OPENSSL_hexchar2int((unsigned char)text[2 * i]) << 4 |
+                                           OPENSSL_hexchar2int((unsigned char)text[2 * i + 1]));
     e->hash_line = n->start_mark.line + 1;
     return 0;
 }

@@ -280,9 +280,9 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
         cur->upstream.max_connections != next->upstream.max_connections)
         log_warn("reload: upstream connection settings changed; they take effect at the next restart");
     const struct credentials_conf *ca = &cur->credentials, *cb = &next->credentials;
-    if (ca->mode != cb->mode || str_differs(ca->iam_url, cb->iam_url) ||
-        str_differs(ca->user, cb->user) || str_differs(ca->domain, cb->domain) ||
-        str_differs(ca->password, cb->password) || str_differs(ca->ak, cb->ak) || str_differs(ca->sk, cb->sk))
+    if (ca->mode != cb->mode || str_differs(ca->iam_url, cb->iam_url) || str_differs(ca->user, cb->user) ||
+        str_differs(ca->domain, cb->domain) || str_differs(ca->password, cb->password) || str_differs(ca->ak, cb->ak) ||
+        str_differs(ca->sk, cb->sk))
         log_warn("reload: upstream.auth changed; jobgate keeps its current cloud credentials until the next restart");
 }
 

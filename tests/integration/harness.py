@@ -409,6 +409,22 @@ def stop_all(env):
         raise failure
 
 
+def concurrent_get(gate, paths, **kw):
+    """GET every path at once, one thread and connection each; the responses in order."""
+    import threading
+    out = [None] * len(paths)
+
+    def one(i):
+        out[i] = gate.get(paths[i], **kw)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(paths))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
 def seed_path(project, job):
     """The seed API's job path (classic ELB)."""
     return "/v1.0/%s/jobs/%s" % (project, job)

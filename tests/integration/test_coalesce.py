@@ -6,9 +6,9 @@ is answered 504 after coalesce.max_wait while the call goes on and its answer
 is cached. Every assertion is a count, never a timing."""
 import re
 import socket
-import threading
 
-from harness import Jobgate, Redis, Sim, check, eq, hex32, request, run, seed_path, stop_all, test, wait_until
+from harness import (Jobgate, Redis, Sim, check, concurrent_get, eq, hex32, request, run, seed_path, stop_all, test,
+                     wait_until)
 
 PROJECT = hex32()
 
@@ -38,17 +38,7 @@ def event_count(gate, name):
 
 def burst(gate, job, n):
     """n concurrent requests for one job; returns their responses."""
-    results = [None] * n
-
-    def one(i):
-        results[i] = gate.get(path(job), timeout=20)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    return concurrent_get(gate, [path(job)] * n, timeout=20)
 
 
 def raw_request(gate, job):

@@ -6,11 +6,10 @@ fast, no call), then one probe closes it. When upstream fails, throttles or
 is held back, the last still-changing answer is served (X-Cache: STALE, Age);
 never for a job that was never seen, never in place of a 401/404. Counts
 are asserted, not timings."""
-import threading
 import time
 
-from harness import (Jobgate, Sim, assert_documented_error, check, eq, hex32, run, seed_path, stop_all, test,
-                     wait_until)
+from harness import (Jobgate, Sim, assert_documented_error, check, concurrent_get, eq, hex32, run, seed_path, stop_all,
+                     test, wait_until)
 
 PROJECT = hex32()
 
@@ -38,17 +37,7 @@ def path(job):
 
 
 def burst(gate, paths):
-    out = [None] * len(paths)
-
-    def one(i):
-        out[i] = gate.get(paths[i], timeout=20)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(paths))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+    return concurrent_get(gate, paths, timeout=20)
 
 
 @test

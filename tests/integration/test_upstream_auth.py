@@ -8,10 +8,9 @@ secret reaches jobgate's log or an answer."""
 import json
 import os
 import signal
-import threading
 import urllib.request
 
-from harness import Jobgate, Sim, check, eq, hex32, run, seed_path, stop_all, test, wait_until
+from harness import Jobgate, concurrent_get, Sim, check, eq, hex32, run, seed_path, stop_all, test, wait_until
 
 P1, P2 = hex32(), hex32()
 PASSWORD = "iam-secret-pw-42"
@@ -56,17 +55,7 @@ teardown = stop_all
 
 
 def burst(gate, paths):
-    out = [None] * len(paths)
-
-    def one(i):
-        out[i] = gate.get(paths[i], token=CLIENT_TOKEN, timeout=20)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(paths))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+    return concurrent_get(gate, paths, token=CLIENT_TOKEN, timeout=20)
 
 
 @test
