@@ -312,6 +312,9 @@ class Jobgate:
             workers += "upstream_limits:\n  rate: 100000\n  burst: 100000\n  breaker_threshold: 1000\n"
         # A test that lists its own listeners puts self.port among them.
         listen = "" if "listeners:" in self.extra_config else "listen: 127.0.0.1:%d\n" % self.port
+        # Under valgrind (TIME_SCALE > 1) a Redis reply takes far longer than the 50 ms budget.
+        if TIME_SCALE > 1:
+            redis += "\n  redis_budget: %dms" % int(50 * TIME_SCALE)
         return ("%slog_level: debug\n%srules: [%s]\ncache:\n  redis: %s\n"
                 "upstream:\n%sshutdown_timeout: 5s\n%s"
                 % (listen, workers, ", ".join(self.rules), redis, upstream or "  max_body: 1MiB\n",

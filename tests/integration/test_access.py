@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 
-from harness import (JOBGATE_BIN, Jobgate, Sim, check, eq, free_port, hex32, request, run, stop_all, test,
+from harness import (JOBGATE_BIN, wait_port, Jobgate, Sim, check, eq, free_port, hex32, request, run, stop_all, test,
                      wait_until)
 
 P1, P2, P3 = hex32(), hex32(), hex32()
@@ -69,6 +69,7 @@ def setup():
                          "  - listen: 127.0.0.1:%d\n    client_auth: false\n"
                          % (env["keys_path"], gate.port, env["trusted_port"]))
     env["gate"] = gate.start()
+    wait_port(env["trusted_port"], proc=gate.proc)  # the second listener
     return env
 
 

@@ -10,7 +10,8 @@ import ssl
 import subprocess
 import tempfile
 
-from harness import Jobgate, OPENSSL, Sim, check, eq, free_port, hex32, request, run, seed_path, stop_all, test, wait_until
+from harness import (OPENSSL, Jobgate, Sim, check, eq, free_port, hex32, request, run, seed_path, stop_all, test,
+                     wait_port, wait_until)
 
 PROJECT = hex32()
 
@@ -43,6 +44,7 @@ def setup():
     gate.extra_config = ("listeners:\n  - listen: 127.0.0.1:%d\n  - listen: 127.0.0.1:%d\n"
                          "    tls: { cert: %s/live.pem, key: %s/live.key }\n" % (gate.port, env["tls_port"], d, d))
     env["gate"] = gate.start()
+    wait_port(env["tls_port"], proc=gate.proc)  # the second listener
     return env
 
 
