@@ -43,7 +43,8 @@ enum cache_notify {
 };
 
 struct cache_conf {
-    char *redis_url;         /* redis://HOST:PORT[/DB], unix:PATH, or NULL for the embedded store */
+    char *redis_url;         /* redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH,
+                              * or NULL for the embedded store */
     int64_t redis_budget_ms; /* longest a request waits for Redis before going upstream */
     int64_t redis_connect_timeout_ms;
     int64_t redis_reconnect_min_ms;
@@ -129,6 +130,8 @@ struct cache_health {
     uint64_t timeouts;      /* lookups that ran past the budget */
     uint64_t reconnects;
     char last_error[96]; /* the last Redis error, e.g. "OOM on SET" ("" if none); never a secret nor data */
+    char endpoint[300];  /* the Redis in use: HOST:PORT or unix:PATH; sentinel://: the master they named
+                          * ("" until they have); "" without Redis. Never a password (none is accepted) */
     size_t entries;      /* in the in-process tier */
     size_t bytes;
 };

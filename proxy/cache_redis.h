@@ -32,6 +32,20 @@
  * Error replies are counted and kept (code and command only) as the last
  * error; READONLY and MASTERDOWN mean a failover may have moved the master:
  * the data connection is closed and reopened.
+ *
+ * The data connection counts as up only once its handshake is answered:
+ * SELECT (a database other than 0) and, with Sentinel, ROLE saying
+ * "master". Before that a command could run in database 0 or on a replica.
+ *
+ * Sentinel (sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]): each time the
+ * data connection (re)connects, the sentinels are asked in order, each
+ * within the connect timeout, SENTINEL get-master-addr-by-name MASTER, and
+ * the data and subscriber connections go to the address the first one
+ * gives. A third connection SUBSCRIBEs to +switch-master on one sentinel
+ * (the next one when it fails) and moves both at once when a failover names
+ * a new master. Disconnects, READONLY and a ROLE other than master all lead
+ * back to asking the sentinels. Meanwhile Redis is unavailable: lookups
+ * answer UNAVAILABLE and requests go upstream, as in any Redis outage.
  */
 #ifndef JOBGATE_CACHE_REDIS_H
 #define JOBGATE_CACHE_REDIS_H
