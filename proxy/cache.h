@@ -77,6 +77,9 @@ enum cache_lease_status {
 /* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
 typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
 
+/* "auto", "pubsub" or "poll" (cache.redis_notify). Returns 0, or -1 for another word. */
+int cache_notify_parse(const char *word, enum cache_notify *out);
+
 /* Parse and check a Redis URL. Returns 0, or -1 with a message. */
 int cache_redis_url_check(const char *url, char *err, size_t errlen);
 
