@@ -156,8 +156,7 @@ void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms,
     b->stale_until_ms = stale_ms > 0 ? b->expires_at_ms + stale_ms : 0;
     cache_mem_put(c->mem, key, b, ttl_ms, stale_ms);
     if (c->redis) {
-        cache_redis_put(c->redis, key, b, ttl_ms < 0 ? -1 : ttl_ms + stale_ms);
-        cache_redis_settle(c->redis, key, 1);
+        cache_redis_put(c->redis, key, b, ttl_ms < 0 ? -1 : ttl_ms + stale_ms); /* settles the key once stored */
     }
 }
 

@@ -912,9 +912,25 @@ static void command_done(struct cache_redis *r, redisReply *rep, const char *com
         note_error_reply(r, command, rep);
 }
 
-static void on_set_done(redisAsyncContext *ac, void *reply, void *privdata)
+/* A store on its way: the key, settled once Redis has answered the SET. */
+struct redis_store {
+    struct cache_redis *r;
+    char key[];
+};
+
+/* The lease is released (and the store published) only now: behind
+ * twemproxy KEY:p and KEY:l may live on different servers, and a release
+ * sent with the SET could land first; a waiter would then see neither lease
+ * nor answer and call upstream itself. */
+static void on_store_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    command_done(privdata, reply, "SET");
+    struct redis_store *st = privdata;
+    struct cache_redis *r = st->r;
+    redisReply *rep = reply;
+    command_done(r, rep, "SET");
+    if (!r->closing)
+        cache_redis_settle(r, st->key, rep && rep->type != REDIS_REPLY_ERROR);
+    free(st);
 }
 
 static void on_del_done(redisAsyncContext *ac, void *reply, void *privdata)
@@ -1059,29 +1075,41 @@ void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, vo
 
 void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms)
 {
-    if (!data_ready(r))
+    size_t klen = strlen(key);
+    struct redis_store *st = data_ready(r) ? malloc(sizeof(*st) + klen + 1) : NULL;
+    if (!st) {
+        cache_redis_settle(r, key, 0);
         return;
+    }
+    st->r = r;
+    memcpy(st->key, key, klen + 1);
     char head[96];
     int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d %" PRId64 " %" PRId64 "\n", b->stored_at_ms,
                         b->terminal ? 1 : 0, b->status, b->expires_at_ms, b->stale_until_ms);
     size_t vlen = (size_t)hlen + b->len;
     char *value = malloc(vlen);
-    if (!value)
+    if (!value) {
+        free(st);
+        cache_redis_settle(r, key, 0);
         return;
+    }
     memcpy(value, head, (size_t)hlen);
     memcpy(value + hlen, b->data, b->len);
     const char *suffix = b->terminal ? "t" : "p";
     int rc;
     if (px_ms < 0)
-        rc = redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b", key, suffix, value, vlen);
+        rc = redisAsyncCommand(r->data.ctx, on_store_done, st, "SET %s:%s %b", key, suffix, value, vlen);
     else
-        rc =
-            redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen, px_ms);
+        rc = redisAsyncCommand(r->data.ctx, on_store_done, st, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen,
+                               px_ms);
     free(value);
-    if (rc == REDIS_OK)
+    if (rc == REDIS_OK) {
         r->pending++;
-    else
+    } else {
         r->errors++;
+        free(st);
+        cache_redis_settle(r, key, 0);
+    }
 }
 
 /* --------------------------------------------------------------- leases */

@@ -60,7 +60,10 @@ struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_
 /* Reports HIT (fresh), STALE, MISS or UNAVAILABLE, as cache_get. */
 void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, void *arg);
 
-/* SET the entry for px_ms (< 0: no expiry). Fire and forget. */
+/* SET the entry for px_ms (< 0: no expiry), then, once Redis has answered
+ * (or at once when it cannot be sent), cache_redis_settle the key: the lease
+ * is never released before the answer is there to be read, even when the
+ * two keys live on different servers behind twemproxy. Fire and forget. */
 void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms);
 
 /* The key's upstream call is over: release its lease if this cache holds it,
