@@ -70,7 +70,8 @@ typedef void (*cache_get_cb)(enum cache_status status, struct body *b, void *arg
 
 enum cache_lease_status {
     CACHE_LEASE_ACQUIRED,    /* this process calls upstream, then cache_put or cache_lease_release */
-    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream: cache_wait for its answer */
+    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream, or just stored its answer:
+                              * cache_wait for it */
     CACHE_LEASE_UNAVAILABLE, /* no Redis, Redis down, erring or over budget: call upstream yourself */
 };
 

@@ -1228,6 +1228,8 @@ static void lease_answer(struct redis_op *op, enum cache_lease_status status)
     op->lease_cb(status, op->arg);
 }
 
+static int lease_recheck(struct redis_op *op);
+
 static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_op *op = privdata;
@@ -1245,6 +1247,8 @@ static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
         held_add(r, op->key, op->token);
         if (op->cancelled)
             release_held(r, op->key);
+        else if (!op->finished && lease_recheck(op))
+            return; /* answered once the answer is re-read */
         lease_answer(op, CACHE_LEASE_ACQUIRED);
     } else if (rep && rep->type == REDIS_REPLY_NIL) {
         lease_answer(op, CACHE_LEASE_HELD);
@@ -1256,6 +1260,49 @@ static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
         lease_answer(op, CACHE_LEASE_UNAVAILABLE);
     }
     op_maybe_free(op);
+}
+
+/* The lease was granted: is a fresh answer there already? Then it was
+ * stored, and its lease released, between the caller's lookup and our SET NX
+ * (a whole upstream call can fit there): give the lease back and answer
+ * HELD, so that the caller's cache_wait finds that answer at once instead of
+ * calling upstream again. A release is sent only after its store was
+ * acknowledged (on_store_done), so this read sees that store. */
+static void on_lease_recheck(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct cache_redis *r = op->r;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing) {
+        op_free(op);
+        return;
+    }
+    struct body *b = NULL;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2)
+        b = decode_answer(r, rep->element, 2);
+    else if (rep && rep->type == REDIS_REPLY_ERROR)
+        note_error_reply(r, "MGET", rep);
+    int fresh = b && body_fresh(b, clock_wall_ms());
+    body_unref(b);
+    if (fresh || op->cancelled)
+        cache_redis_settle(r, op->key, 0); /* releases it, and tells waiters in pub/sub mode */
+    lease_answer(op, fresh ? CACHE_LEASE_HELD : CACHE_LEASE_ACQUIRED);
+    op_maybe_free(op);
+}
+
+/* Send the re-read of a granted lease's key. Returns 0 if it cannot be sent
+ * (the lease then counts as acquired at once). */
+static int lease_recheck(struct redis_op *op)
+{
+    struct cache_redis *r = op->r;
+    if (!data_ready(r) ||
+        redisAsyncCommand(r->data.ctx, on_lease_recheck, op, "MGET %s:t %s:p", op->key, op->key) != REDIS_OK)
+        return 0;
+    r->pending++;
+    op->replies_out++;
+    return 1;
 }
 
 static void on_lease_budget(evutil_socket_t fd, short what, void *arg)

@@ -592,6 +592,41 @@ static void test_store_keeps_anothers_lease(void **state)
     cache_free(b);
 }
 
+/* Another process stored its answer (and released its lease) between our
+ * lookup and our lease: the lease is given back and reported HELD, and the
+ * wait finds that answer, rather than a second upstream call. A stale copy
+ * does not count: that lease is kept. */
+static void test_lease_after_a_store_is_held(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    put(a, key, "RUNNING", 0, 5000, 0);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* released once stored */
+    assert_int_equal(lease(b, key, 60000), CACHE_LEASE_HELD);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* given back */
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    put(a, key, "RUNNING", 0, 1, 60000); /* fresh for 1 ms, then stale */
+    run_for(50);
+    assert_int_equal(lease(b, key, 60000), CACHE_LEASE_ACQUIRED);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1);
+    cache_free(a);
+    cache_free(b);
+}
+
 static void test_wait_times_out(void **state)
 {
     int port = shared_port();
@@ -785,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_lease_expiry_wakes_waiter_poll),
         cmocka_unit_test(test_release_wakes_waiter),
         cmocka_unit_test(test_store_keeps_anothers_lease),
+        cmocka_unit_test(test_lease_after_a_store_is_held),
         cmocka_unit_test(test_wait_times_out),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_redis_killed_mid_wait),
