@@ -479,9 +479,11 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (link->role == LINK_SUB) {
         int was_subscribed = r->subscribed;
         r->subscribed = 0;
-        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO) {
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r)) {
             /* Connected, then SUBSCRIBE was answered with an error or a
-             * closed connection: a proxy without pub/sub (twemproxy). */
+             * closed connection: a proxy without pub/sub (twemproxy). Not
+             * with Sentinel, never behind twemproxy: there it is a master
+             * that died before it confirmed, and a new one is coming. */
             log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", link_name(link, name, sizeof(name)),
                      status == REDIS_OK ? "connection closed" : ac->errstr);
             r->pubsub_refused = 1;
