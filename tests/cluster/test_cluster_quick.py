@@ -23,7 +23,8 @@ def passes(report):
 @test
 def twemproxy():
     """3 jobgate on nutcracker and 3 redis-server: one upstream call per job state window"""
-    passes(clusterlib.twemproxy(clients=30, jobs=10, interval=0.1, tail_s=1.0))
+    # A 250 ms Redis budget: make check runs tests in parallel, under sanitizers.
+    passes(clusterlib.twemproxy(clients=30, jobs=10, interval=0.1, tail_s=1.0, redis_budget="250ms"))
 
 
 @test
