@@ -54,6 +54,19 @@ struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, 
     return c;
 }
 
+int cache_notify_parse(const char *word, enum cache_notify *out)
+{
+    static const char *const names[] = {
+        [CACHE_NOTIFY_AUTO] = "auto", [CACHE_NOTIFY_PUBSUB] = "pubsub", [CACHE_NOTIFY_POLL] = "poll"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(word, names[i]) == 0) {
+            *out = (enum cache_notify)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 /* A new pending record for `key`, on the cache's list; NULL if out of memory. */
 static struct cache_pending *pending_new(struct cache *c, const char *key)
 {
@@ -143,8 +156,7 @@ void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms,
     b->stale_until_ms = stale_ms > 0 ? b->expires_at_ms + stale_ms : 0;
     cache_mem_put(c->mem, key, b, ttl_ms, stale_ms);
     if (c->redis) {
-        cache_redis_put(c->redis, key, b, ttl_ms < 0 ? -1 : ttl_ms + stale_ms);
-        cache_redis_settle(c->redis, key, 1);
+        cache_redis_put(c->redis, key, b, ttl_ms < 0 ? -1 : ttl_ms + stale_ms); /* settles the key once stored */
     }
 }
 

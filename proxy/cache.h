@@ -43,7 +43,8 @@ enum cache_notify {
 };
 
 struct cache_conf {
-    char *redis_url;         /* redis://HOST:PORT[/DB], unix:PATH, or NULL for the embedded store */
+    char *redis_url;         /* redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH,
+                              * or NULL for the embedded store */
     int64_t redis_budget_ms; /* longest a request waits for Redis before going upstream */
     int64_t redis_connect_timeout_ms;
     int64_t redis_reconnect_min_ms;
@@ -69,12 +70,16 @@ typedef void (*cache_get_cb)(enum cache_status status, struct body *b, void *arg
 
 enum cache_lease_status {
     CACHE_LEASE_ACQUIRED,    /* this process calls upstream, then cache_put or cache_lease_release */
-    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream: cache_wait for its answer */
+    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream, or just stored its answer:
+                              * cache_wait for it */
     CACHE_LEASE_UNAVAILABLE, /* no Redis, Redis down, erring or over budget: call upstream yourself */
 };
 
 /* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
 typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
+
+/* "auto", "pubsub" or "poll" (cache.redis_notify). Returns 0, or -1 for another word. */
+int cache_notify_parse(const char *word, enum cache_notify *out);
 
 /* Parse and check a Redis URL. Returns 0, or -1 with a message. */
 int cache_redis_url_check(const char *url, char *err, size_t errlen);
@@ -129,6 +134,8 @@ struct cache_health {
     uint64_t timeouts;      /* lookups that ran past the budget */
     uint64_t reconnects;
     char last_error[96]; /* the last Redis error, e.g. "OOM on SET" ("" if none); never a secret nor data */
+    char endpoint[300];  /* the Redis in use: HOST:PORT or unix:PATH; sentinel://: the master they named
+                          * ("" until they have); "" without Redis. Never a password (none is accepted) */
     size_t entries;      /* in the in-process tier */
     size_t bytes;
 };

@@ -25,25 +25,55 @@
 #define RELEASE_SCRIPT "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
-enum link_role { LINK_DATA, LINK_SUB };
+enum link_role { LINK_DATA, LINK_SUB, LINK_WATCH };
 
-struct redis_target {
+#define SENTINELS_MAX       8
+#define SENTINEL_PORT       26379
+#define SWITCH_MASTER_EVENT "+switch-master"
+
+struct redis_addr {
     char host[256];
     int port;
-    char unix_path[256]; /* non-empty: a Unix socket */
-    int db;
 };
 
-/* One connection to Redis: the data one (every command) or the subscriber
- * (SUBSCRIBE only, in pub/sub mode). Each reconnects on its own. */
+/* What the URL names. redis:// and unix: name the server; sentinel:// names
+ * the sentinels to ask and the master's name, and `addr` is then the
+ * master's address as they last gave it (empty until they have). */
+struct redis_target {
+    struct redis_addr addr;
+    char unix_path[256]; /* non-empty: a Unix socket */
+    int db;
+    struct redis_addr sentinels[SENTINELS_MAX];
+    int nsentinels; /* > 0: sentinel:// */
+    char master_name[128];
+};
+
+/* One connection: the data one (every command), the subscriber (SUBSCRIBE
+ * only, in pub/sub mode), or the sentinel watch (SUBSCRIBE +switch-master
+ * on one sentinel, sentinel:// only). Each reconnects on its own. */
 struct redis_link {
     struct cache_redis *r;
     enum link_role role;
-    redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it */
+    redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it. A
+                             * callback for another context (one this link
+                             * let go of) is ignored. */
+    struct redis_addr at;   /* where ctx goes (TCP) */
     enum redis_state state;
+    int connected;     /* data: TCP up, handshake (SELECT, ROLE) perhaps not yet answered */
+    int handshake_out; /* data: SELECT/ROLE replies awaited before the link is up */
     int64_t backoff_ms;
-    struct event *connect_timer;   /* connect attempt timeout */
+    struct event *connect_timer;   /* connect attempt timeout (data: until the handshake is answered) */
     struct event *reconnect_timer; /* next attempt */
+};
+
+/* Asking the sentinels, one after the other, where the master is: one
+ * short-lived connection at a time. */
+struct sentinel_query {
+    int running;
+    int index;              /* the sentinel asked now */
+    uint64_t epoch;         /* r->master_epoch when asked: a +switch-master since makes the answer old */
+    redisAsyncContext *ctx; /* NULL between attempts */
+    struct event *timer;    /* this attempt's limit (the connect timeout) */
 };
 
 /* A lease this cache acquired and has not released yet. */
@@ -68,9 +98,14 @@ struct cache_redis {
 
     struct redis_link data;
     struct redis_link sub;
-    enum redis_state state; /* of the data link: what lookups depend on */
-    int closing;            /* cache_redis_free is running: callbacks only clean up */
-    size_t pending;         /* data-link commands sent, reply not yet seen */
+    struct redis_link watch;     /* sentinel:// only */
+    int watch_index;             /* the sentinel the watch uses (the next one after a failure) */
+    struct sentinel_query query; /* sentinel:// only */
+    int master_known;            /* sentinel://: target.addr holds the master's address */
+    uint64_t master_epoch;       /* bumped by each +switch-master */
+    enum redis_state state;      /* of the data link: what lookups depend on */
+    int closing;                 /* cache_redis_free is running: callbacks only clean up */
+    size_t pending;              /* data-link commands sent, reply not yet seen */
 
     int subscribed;       /* the subscriber's SUBSCRIBE is confirmed: waits are told of stores */
     int pubsub_seen;      /* a SUBSCRIBE succeeded once: this Redis takes PUBLISH */
@@ -119,8 +154,107 @@ struct redis_op {
 
 static void connect_now(struct redis_link *link);
 static void fail_waits(struct cache_redis *r);
+static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 /* ------------------------------------------------------------ the URL */
+
+#define URL_FORMS "redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH or none"
+
+/* Parse HOST[:PORT] (HOST may be [IPv6]) at `s`; the host ends at ':' or at
+ * one of `stops`. Returns where parsing stopped, or NULL with a message. */
+static const char *parse_host_port(const char *url, const char *s, const char *stops, int default_port,
+                                   struct redis_addr *a, char *err, size_t errlen)
+{
+    const char *host_end;
+    const char *rest;
+    if (s[0] == '[') { /* [::1]:6379 */
+        host_end = strchr(s, ']');
+        if (!host_end) {
+            snprintf(err, errlen, "redis url '%s': unclosed '['", url);
+            return NULL;
+        }
+        s++;
+        rest = host_end + 1;
+    } else {
+        host_end = s;
+        while (*host_end && *host_end != ':' && !strchr(stops, *host_end))
+            host_end++;
+        rest = host_end;
+    }
+    size_t hlen = (size_t)(host_end - s);
+    if (hlen == 0 || hlen >= sizeof(a->host)) {
+        snprintf(err, errlen, "redis url '%s': bad host", url);
+        return NULL;
+    }
+    memcpy(a->host, s, hlen);
+    a->host[hlen] = '\0';
+    a->port = default_port;
+    if (*rest == ':') {
+        char *end;
+        long port = strtol(rest + 1, &end, 10);
+        if (end == rest + 1 || port < 1 || port > 65535) {
+            snprintf(err, errlen, "redis url '%s': bad port", url);
+            return NULL;
+        }
+        a->port = (int)port;
+        rest = end;
+    }
+    return rest;
+}
+
+/* Parse the optional "/DB" that ends a URL. */
+static int parse_db(const char *url, const char *rest, struct redis_target *t, char *err, size_t errlen)
+{
+    if (*rest == '/' && rest[1]) {
+        char *end;
+        long db = strtol(rest + 1, &end, 10);
+        if (end == rest + 1 || *end || db < 0 || db > 1000000) {
+            snprintf(err, errlen, "redis url '%s': bad database number", url);
+            return -1;
+        }
+        t->db = (int)db;
+    } else if (*rest && strcmp(rest, "/") != 0) {
+        snprintf(err, errlen, "redis url '%s': unexpected '%s'", url, rest);
+        return -1;
+    }
+    return 0;
+}
+
+/* sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], from after the scheme. */
+static int parse_sentinel_url(const char *url, const char *s, struct redis_target *t, char *err, size_t errlen)
+{
+    for (;;) {
+        if (t->nsentinels == SENTINELS_MAX) {
+            snprintf(err, errlen, "redis url '%s': at most %d sentinels", url, SENTINELS_MAX);
+            return -1;
+        }
+        s = parse_host_port(url, s, ",/", SENTINEL_PORT, &t->sentinels[t->nsentinels], err, errlen);
+        if (!s)
+            return -1;
+        t->nsentinels++;
+        if (*s != ',')
+            break;
+        s++;
+    }
+    size_t nlen = *s == '/' ? strcspn(s + 1, "/") : 0;
+    if (nlen == 0) {
+        snprintf(err, errlen, "redis url '%s': no master name (sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB])", url);
+        return -1;
+    }
+    s++;
+    for (size_t i = 0; i < nlen; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '-' || ch == '_') ||
+            nlen >= sizeof(t->master_name)) {
+            snprintf(err, errlen, "redis url '%s': bad master name (letters, digits, '.', '-', '_')", url);
+            return -1;
+        }
+    }
+    memcpy(t->master_name, s, nlen);
+    t->master_name[nlen] = '\0';
+    return parse_db(url, s + nlen, t, err, errlen);
+}
 
 static int parse_url(const char *url, struct redis_target *t, char *err, size_t errlen)
 {
@@ -142,55 +276,16 @@ static int parse_url(const char *url, struct redis_target *t, char *err, size_t 
         snprintf(t->unix_path, sizeof(t->unix_path), "%s", path);
         return 0;
     }
+    if (strncmp(url, "sentinel://", 11) == 0)
+        return parse_sentinel_url(url, url + 11, t, err, errlen);
     if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "redis url '%s' must be redis://HOST:PORT[/DB], unix:PATH or none", url);
+        snprintf(err, errlen, "redis url '%s' must be " URL_FORMS, url);
         return -1;
     }
-    const char *h = url + 8;
-    const char *host_end;
-    const char *rest;
-    if (h[0] == '[') { /* [::1]:6379 */
-        host_end = strchr(h, ']');
-        if (!host_end) {
-            snprintf(err, errlen, "redis url '%s': unclosed '['", url);
-            return -1;
-        }
-        h++;
-        rest = host_end + 1;
-    } else {
-        host_end = h + strcspn(h, ":/");
-        rest = host_end;
-    }
-    size_t hlen = (size_t)(host_end - h);
-    if (hlen == 0 || hlen >= sizeof(t->host)) {
-        snprintf(err, errlen, "redis url '%s': bad host", url);
+    const char *rest = parse_host_port(url, url + 8, "/,", 6379, &t->addr, err, errlen);
+    if (!rest)
         return -1;
-    }
-    memcpy(t->host, h, hlen);
-    t->port = 6379;
-    if (*rest == ':') {
-        char *end;
-        long port = strtol(rest + 1, &end, 10);
-        if (end == rest + 1 || port < 1 || port > 65535) {
-            snprintf(err, errlen, "redis url '%s': bad port", url);
-            return -1;
-        }
-        t->port = (int)port;
-        rest = end;
-    }
-    if (*rest == '/' && rest[1]) {
-        char *end;
-        long db = strtol(rest + 1, &end, 10);
-        if (end == rest + 1 || *end || db < 0 || db > 1000000) {
-            snprintf(err, errlen, "redis url '%s': bad database number", url);
-            return -1;
-        }
-        t->db = (int)db;
-    } else if (*rest && strcmp(rest, "/") != 0) {
-        snprintf(err, errlen, "redis url '%s': unexpected '%s'", url, rest);
-        return -1;
-    }
-    return 0;
+    return parse_db(url, rest, t, err, errlen);
 }
 
 int cache_redis_url_check(const char *url, char *err, size_t errlen)
@@ -199,12 +294,29 @@ int cache_redis_url_check(const char *url, char *err, size_t errlen)
     return parse_url(url, &t, err, errlen);
 }
 
+static int is_sentinel(const struct cache_redis *r)
+{
+    return r->target.nsentinels > 0;
+}
+
+/* The address in use, for logs and /healthz: "" while the sentinels have
+ * not named the master yet. */
 static const char *target_name(const struct cache_redis *r, char *buf, size_t len)
 {
     if (r->target.unix_path[0])
         snprintf(buf, len, "unix:%s", r->target.unix_path);
+    else if (is_sentinel(r) && !r->master_known)
+        snprintf(buf, len, "%s", "");
+    else if (strchr(r->target.addr.host, ':'))
+        snprintf(buf, len, "[%s]:%d", r->target.addr.host, r->target.addr.port);
     else
-        snprintf(buf, len, "%s:%d", r->target.host, r->target.port);
+        snprintf(buf, len, "%s:%d", r->target.addr.host, r->target.addr.port);
+    return buf;
+}
+
+static const char *addr_name(const struct redis_addr *a, char *buf, size_t len)
+{
+    snprintf(buf, len, strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host, a->port);
     return buf;
 }
 
@@ -251,12 +363,22 @@ static void note_transport_error(struct cache_redis *r, const char *what, const 
 
 /* ------------------------------------------------------- the connections */
 
+static const char *link_name(const struct redis_link *link, char *buf, size_t len)
+{
+    if (link->role != LINK_WATCH && link->r->target.unix_path[0])
+        snprintf(buf, len, "unix:%s", link->r->target.unix_path);
+    else
+        addr_name(&link->at, buf, len);
+    return buf;
+}
+
 static void schedule_reconnect(struct redis_link *link)
 {
     struct cache_redis *r = link->r;
     if (r->closing)
         return;
     link->state = REDIS_DOWN;
+    link->connected = 0;
     if (link->role == LINK_DATA)
         r->state = REDIS_DOWN;
     struct timeval tv = tv_of_ms(link->backoff_ms);
@@ -277,30 +399,63 @@ static int may_publish(const struct cache_redis *r)
     return r->notify == CACHE_NOTIFY_PUBSUB || (r->notify == CACHE_NOTIFY_AUTO && r->pubsub_seen && !r->pubsub_refused);
 }
 
+/* The data link's handshake is answered (or it had none): commands may go. */
+static void data_up(struct cache_redis *r)
+{
+    struct redis_link *link = &r->data;
+    char name[300];
+    evtimer_del(link->connect_timer);
+    link->state = REDIS_UP;
+    r->state = REDIS_UP;
+    link->backoff_ms = r->reconnect_min_ms;
+    if (is_sentinel(r))
+        log_info("redis %s: connected to the master of %s (database %d)", link_name(link, name, sizeof(name)),
+                 r->target.master_name, r->target.db);
+    else
+        log_info("redis %s: connected (database %d)", link_name(link, name, sizeof(name)), r->target.db);
+}
+
+/* One handshake reply came back as hoped. */
+static void handshake_step(struct cache_redis *r)
+{
+    if (--r->data.handshake_out == 0 && r->data.connected)
+        data_up(r);
+}
+
 /* hiredis frees the context when this returns. */
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_link *link = ac->data;
     struct cache_redis *r = link->r;
     char name[300];
-    evtimer_del(link->connect_timer);
+    if (ac != link->ctx)
+        return; /* a connection this link let go of */
     if (status != REDIS_OK) {
+        evtimer_del(link->connect_timer);
         if (link->role == LINK_DATA) {
-            if (link->state != REDIS_DOWN && link->backoff_ms <= r->reconnect_min_ms)
+            if (link->backoff_ms <= r->reconnect_min_ms)
                 log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
-                         target_name(r, name, sizeof(name)), ac->errstr);
+                         link_name(link, name, sizeof(name)), ac->errstr);
             note_transport_error(r, "cannot connect", ac->errstr);
+        } else if (link->role == LINK_WATCH) {
+            log_debug("sentinel %s: cannot connect: %s", link_name(link, name, sizeof(name)), ac->errstr);
+            r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
         }
         link->ctx = NULL;
         schedule_reconnect(link);
         return;
     }
-    link->state = REDIS_UP;
     if (link->role == LINK_DATA) {
-        log_info("redis %s: connected", target_name(r, name, sizeof(name)));
-        r->state = REDIS_UP;
-        link->backoff_ms = r->reconnect_min_ms;
+        /* Up only once SELECT and ROLE are answered: until then a command
+         * could run in database 0, or on a replica. The connect timer keeps
+         * running for them. */
+        link->connected = 1;
+        if (link->handshake_out == 0)
+            data_up(r);
+        return;
     }
+    evtimer_del(link->connect_timer);
+    link->state = REDIS_UP;
 }
 
 /* hiredis frees the context when this returns. */
@@ -309,17 +464,27 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     struct redis_link *link = ac->data;
     struct cache_redis *r = link->r;
     char name[300];
+    if (ac != link->ctx || r->closing)
+        return; /* a connection this link let go of */
     int was_up = link->state == REDIS_UP;
     link->ctx = NULL;
-    if (r->closing)
+    if (link->role == LINK_WATCH) {
+        if (was_up)
+            log_warn("sentinel %s: connection lost; watching for failovers from another sentinel",
+                     link_name(link, name, sizeof(name)));
+        r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+        schedule_reconnect(link);
         return;
+    }
     if (link->role == LINK_SUB) {
         int was_subscribed = r->subscribed;
         r->subscribed = 0;
-        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO) {
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r)) {
             /* Connected, then SUBSCRIBE was answered with an error or a
-             * closed connection: a proxy without pub/sub (twemproxy). */
-            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", target_name(r, name, sizeof(name)),
+             * closed connection: a proxy without pub/sub (twemproxy). Not
+             * with Sentinel, never behind twemproxy: there it is a master
+             * that died before it confirmed, and a new one is coming. */
+            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", link_name(link, name, sizeof(name)),
                      status == REDIS_OK ? "connection closed" : ac->errstr);
             r->pubsub_refused = 1;
             link->state = REDIS_DOWN;
@@ -327,20 +492,21 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         }
         if (was_subscribed)
             log_warn("redis %s: subscriber connection lost; waits poll until it is back",
-                     target_name(r, name, sizeof(name)));
+                     link_name(link, name, sizeof(name)));
         schedule_reconnect(link);
         return;
     }
-    log_warn("redis %s: connection lost%s%s; reconnecting", target_name(r, name, sizeof(name)),
+    log_warn("redis %s: connection lost%s%s; reconnecting", link_name(link, name, sizeof(name)),
              status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
     if (status != REDIS_OK)
         note_transport_error(r, "connection lost", ac->errstr);
     r->reconnects++;
-    schedule_reconnect(link);
-    fail_waits(r); /* nothing can tell them of a store now: they go upstream */
+    schedule_reconnect(link); /* sentinel://: the sentinels are asked again first */
+    fail_waits(r);            /* nothing can tell them of a store now: they go upstream */
 }
 
-/* The connect attempt took too long (a black-holed address): give it up. */
+/* The connect attempt (data: or its handshake) took too long (a
+ * black-holed address): give it up. */
 static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_link *link = arg;
@@ -349,12 +515,14 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     if (link->state != REDIS_CONNECTING || !link->ctx)
         return;
     if (link->role == LINK_DATA) {
-        log_warn("redis %s: connect timed out", target_name(r, name, sizeof(name)));
+        log_warn("redis %s: connect timed out", link_name(link, name, sizeof(name)));
         note_transport_error(r, "connect timed out", NULL);
+    } else if (link->role == LINK_WATCH) {
+        r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
     }
     redisAsyncContext *ac = link->ctx;
     link->ctx = NULL;
-    redisAsyncFree(ac); /* not connected yet: no disconnect callback; pending lookups get NULL replies */
+    redisAsyncFree(ac); /* pending commands get NULL replies; its callbacks ignore it from now on */
     schedule_reconnect(link);
 }
 
@@ -369,15 +537,41 @@ static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
     struct cache_redis *r = privdata;
     redisReply *rep = reply;
     r->pending--;
-    if (r->closing || !rep)
+    if (r->closing || !rep || ac != r->data.ctx)
         return;
     if (rep->type == REDIS_REPLY_ERROR) {
         note_error_reply(r, "SELECT", rep);
         log_error("redis: SELECT %d failed; disconnecting", r->target.db);
-        r->state = REDIS_CONNECTING; /* no lookups until a reconnect succeeds */
-        r->data.state = REDIS_CONNECTING;
-        redisAsyncDisconnect(ac);
+        redisAsyncDisconnect(ac); /* still connecting: no lookup has used it */
+        return;
     }
+    handshake_step(r);
+}
+
+/* sentinel://: the address the sentinels gave must be the master's (a
+ * demoted master answers "slave"); otherwise they are asked again. */
+static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cache_redis *r = privdata;
+    redisReply *rep = reply;
+    char name[300];
+    r->pending--;
+    if (r->closing || !rep || ac != r->data.ctx)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(rep->element[0]->str, "master") == 0) {
+        handshake_step(r);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        note_error_reply(r, "ROLE", rep);
+    } else {
+        r->errors++;
+        snprintf(r->last_error, sizeof(r->last_error), "not a master");
+    }
+    log_warn("redis %s: not the master of %s; asking the sentinels again", link_name(&r->data, name, sizeof(name)),
+             r->target.master_name);
+    redisAsyncDisconnect(ac);
 }
 
 static void wake_waits(struct cache_redis *r, const char *key, size_t len);
@@ -394,7 +588,7 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privda
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
         if (!r->pubsub_seen)
-            log_info("redis %s: subscribed to %s; waits are told of stores", target_name(r, name, sizeof(name)),
+            log_info("redis %s: subscribed to %s; waits are told of stores", link_name(&r->sub, name, sizeof(name)),
                      NOTIFY_CHANNEL);
         r->subscribed = 1;
         r->pubsub_seen = 1;
@@ -404,22 +598,22 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privda
     }
 }
 
-static void connect_now(struct redis_link *link)
+static void link_connect(struct redis_link *link)
 {
     struct cache_redis *r = link->r;
     char name[300];
-    if (link->role == LINK_SUB && !wants_subscriber(r))
-        return;
-    redisAsyncContext *ac = r->target.unix_path[0] ? redisAsyncConnectUnix(r->target.unix_path)
-                                                   : redisAsyncConnect(r->target.host, r->target.port);
+    link->at = link->role == LINK_WATCH ? r->target.sentinels[r->watch_index] : r->target.addr;
+    redisAsyncContext *ac = link->role != LINK_WATCH && r->target.unix_path[0]
+                                ? redisAsyncConnectUnix(r->target.unix_path)
+                                : redisAsyncConnect(link->at.host, link->at.port);
     if (!ac) {
-        log_error("redis %s: out of memory", target_name(r, name, sizeof(name)));
+        log_error("redis %s: out of memory", link_name(link, name, sizeof(name)));
         schedule_reconnect(link);
         return;
     }
     if (ac->err) {
         if (link->role == LINK_DATA) {
-            log_warn("redis %s: cannot connect: %s", target_name(r, name, sizeof(name)), ac->errstr);
+            log_warn("redis %s: cannot connect: %s", link_name(link, name, sizeof(name)), ac->errstr);
             note_transport_error(r, "cannot connect", ac->errstr);
         }
         redisAsyncFree(ac);
@@ -432,19 +626,272 @@ static void connect_now(struct redis_link *link)
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     link->ctx = ac;
     link->state = REDIS_CONNECTING;
+    link->connected = 0;
+    link->handshake_out = 0;
     if (link->role == LINK_DATA) {
         r->state = REDIS_CONNECTING;
+        /* Queued now, sent first once connected, answered before the link
+         * counts as up. One that cannot be queued is never answered: the
+         * connect timer then gives the connection up. */
         if (r->target.db) {
-            /* Queued now, sent first once connected: it precedes every lookup. */
+            link->handshake_out++;
             if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
                 r->pending++;
         }
-    } else {
+        if (is_sentinel(r)) {
+            link->handshake_out++;
+            if (redisAsyncCommand(ac, on_role_done, r, "ROLE") == REDIS_OK)
+                r->pending++;
+        }
+    } else if (link->role == LINK_SUB) {
         /* Pub/sub ignores the database: no SELECT on this connection. */
         redisAsyncCommand(ac, on_subscriber_reply, r, "SUBSCRIBE %s", NOTIFY_CHANNEL);
+    } else {
+        redisAsyncCommand(ac, on_watch_reply, r, "SUBSCRIBE %s", SWITCH_MASTER_EVENT);
     }
     struct timeval tv = tv_of_ms(r->connect_timeout_ms);
     evtimer_add(link->connect_timer, &tv);
+}
+
+/* Let go of the link's connection at once (the master moved): its pending
+ * commands get NULL replies, its callbacks ignore it from now on. */
+static void link_drop(struct redis_link *link)
+{
+    struct cache_redis *r = link->r;
+    redisAsyncContext *ac = link->ctx;
+    int was_up = link->state == REDIS_UP;
+    link->ctx = NULL;
+    link->state = REDIS_DOWN;
+    link->connected = 0;
+    evtimer_del(link->connect_timer);
+    if (link->role == LINK_SUB)
+        r->subscribed = 0;
+    if (link->role == LINK_DATA) {
+        r->state = REDIS_DOWN;
+        if (was_up)
+            r->reconnects++;
+    }
+    redisAsyncFree(ac);
+    if (link->role == LINK_DATA)
+        fail_waits(r);
+}
+
+/* Point the link at the master's address: kept if it is connected or
+ * connecting there already, else (re)connected now. */
+static void link_follow(struct redis_link *link)
+{
+    const struct redis_addr *a = &link->r->target.addr;
+    int same = strcmp(link->at.host, a->host) == 0 && link->at.port == a->port;
+    if (link->ctx && same)
+        return;
+    if (link->ctx)
+        link_drop(link);
+    if (!same)
+        link->backoff_ms = link->r->reconnect_min_ms;
+    evtimer_del(link->reconnect_timer);
+    link_connect(link);
+}
+
+/* ---------------------------------------------------- sentinel:// only */
+
+/* The sentinels name `a` the master (`why`: how we learnt it): the data
+ * and subscriber connections go there. */
+static void set_master(struct cache_redis *r, const struct redis_addr *a, const char *why)
+{
+    char name[300];
+    if (!r->master_known || strcmp(a->host, r->target.addr.host) != 0 || a->port != r->target.addr.port)
+        log_info("sentinel: the master of %s is %s (%s)", r->target.master_name, addr_name(a, name, sizeof(name)), why);
+    r->target.addr = *a;
+    r->master_known = 1;
+    link_follow(&r->data);
+    if (wants_subscriber(r))
+        link_follow(&r->sub);
+}
+
+/* What the watch hears: the SUBSCRIBE confirmation, then one message per
+ * failover, "MASTER OLDIP OLDPORT NEWIP NEWPORT". */
+static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cache_redis *r = privdata;
+    redisReply *rep = reply;
+    char name[300];
+    if (!rep || r->closing || ac != r->watch.ctx || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        log_info("sentinel %s: watching for failovers (%s)", link_name(&r->watch, name, sizeof(name)),
+                 SWITCH_MASTER_EVENT);
+        r->watch.backoff_ms = r->reconnect_min_ms;
+        return;
+    }
+    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    char master[128];
+    struct redis_addr a;
+    if (sscanf(rep->element[2]->str, "%127s %*s %*s %255s %d", master, a.host, &a.port) != 3 ||
+        strcmp(master, r->target.master_name) != 0 || a.port < 1 || a.port > 65535)
+        return;        /* another master's failover, or not the documented form */
+    r->master_epoch++; /* a query still out would bring the old address */
+    set_master(r, &a, SWITCH_MASTER_EVENT);
+}
+
+static void query_attempt(struct cache_redis *r);
+
+/* The sentinel asked could not name the master (`why`): ask the next; when
+ * none could, try again on the data connection's backoff. */
+static void query_next(struct cache_redis *r, const char *why)
+{
+    struct sentinel_query *q = &r->query;
+    char name[300];
+    log_debug("sentinel %s: %s", addr_name(&r->target.sentinels[q->index], name, sizeof(name)), why);
+    if (++q->index < r->target.nsentinels) {
+        query_attempt(r);
+        return;
+    }
+    q->running = 0;
+    if (q->epoch != r->master_epoch)
+        return; /* a +switch-master named it meanwhile */
+    if (r->data.backoff_ms <= r->reconnect_min_ms)
+        log_warn("sentinel: no sentinel named the master of %s (last: %s); retrying with backoff, requests go "
+                 "upstream meanwhile",
+                 r->target.master_name, why);
+    note_transport_error(r, "no sentinel named the master", why);
+    schedule_reconnect(&r->data);
+}
+
+static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cache_redis *r = privdata;
+    struct sentinel_query *q = &r->query;
+    redisReply *rep = reply;
+    if (r->closing || ac != q->ctx)
+        return;
+    evtimer_del(q->timer);
+    q->ctx = NULL;
+    if (!rep) {
+        query_next(r, "connection lost");
+        return;
+    }
+    redisAsyncDisconnect(ac); /* once this returns; its callbacks ignore it from now on */
+    struct redis_addr a;
+    char *end = NULL;
+    long port = 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0 &&
+        rep->element[0]->len < sizeof(a.host))
+        port = strtol(rep->element[1]->str, &end, 10);
+    if (port < 1 || port > 65535 || !end || *end) {
+        char why[160];
+        if (rep->type == REDIS_REPLY_NIL)
+            snprintf(why, sizeof(why), "does not know master %s", r->target.master_name);
+        else if (rep->type == REDIS_REPLY_ERROR)
+            snprintf(why, sizeof(why), "%.150s", rep->str);
+        else
+            snprintf(why, sizeof(why), "unexpected reply");
+        query_next(r, why);
+        return;
+    }
+    q->running = 0;
+    if (q->epoch != r->master_epoch)
+        return; /* a +switch-master named a newer master meanwhile */
+    memcpy(a.host, rep->element[0]->str, rep->element[0]->len + 1);
+    a.port = (int)port;
+    set_master(r, &a, "named by the sentinels");
+}
+
+/* hiredis frees the context when this returns. */
+static void on_query_connect(const redisAsyncContext *ac, int status)
+{
+    struct cache_redis *r = ac->data;
+    if (r->closing || ac != r->query.ctx || status == REDIS_OK)
+        return;
+    evtimer_del(r->query.timer);
+    r->query.ctx = NULL;
+    query_next(r, ac->errstr);
+}
+
+/* hiredis frees the context when this returns. */
+static void on_query_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct cache_redis *r = ac->data;
+    if (r->closing || ac != r->query.ctx)
+        return;
+    evtimer_del(r->query.timer);
+    r->query.ctx = NULL;
+    query_next(r, "connection lost");
+}
+
+static void on_query_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct cache_redis *r = arg;
+    redisAsyncContext *ac = r->query.ctx;
+    if (!ac)
+        return;
+    r->query.ctx = NULL;
+    redisAsyncFree(ac); /* its callbacks ignore it from now on */
+    query_next(r, "timed out");
+}
+
+/* Ask sentinel number query.index, within the connect timeout. */
+static void query_attempt(struct cache_redis *r)
+{
+    struct sentinel_query *q = &r->query;
+    const struct redis_addr *s = &r->target.sentinels[q->index];
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (!ac || ac->err) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        query_next(r, why);
+        return;
+    }
+    ac->data = r;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_query_connect);
+    redisAsyncSetDisconnectCallback(ac, on_query_disconnect);
+    q->ctx = ac;
+    if (redisAsyncCommand(ac, on_query_reply, r, "SENTINEL get-master-addr-by-name %s", r->target.master_name) !=
+        REDIS_OK) {
+        q->ctx = NULL;
+        redisAsyncFree(ac);
+        query_next(r, "cannot send");
+        return;
+    }
+    struct timeval tv = tv_of_ms(r->connect_timeout_ms);
+    evtimer_add(q->timer, &tv);
+}
+
+/* Ask the sentinels, in order, where the master is; set_master then
+ * connects there. Lookups meanwhile find Redis unavailable. */
+static void resolve_start(struct cache_redis *r)
+{
+    struct sentinel_query *q = &r->query;
+    if (q->running)
+        return;
+    q->running = 1;
+    q->index = 0;
+    q->epoch = r->master_epoch;
+    r->state = REDIS_CONNECTING;
+    r->data.state = REDIS_CONNECTING;
+    query_attempt(r);
+}
+
+/* (Re)connect `link`. sentinel://: the data connection first asks the
+ * sentinels (a failover may have moved the master); the subscriber waits
+ * until they have named one. */
+static void connect_now(struct redis_link *link)
+{
+    struct cache_redis *r = link->r;
+    if (link->role == LINK_SUB && !wants_subscriber(r))
+        return;
+    if (is_sentinel(r) && link->role == LINK_DATA) {
+        resolve_start(r);
+        return;
+    }
+    if (is_sentinel(r) && link->role == LINK_SUB && !r->master_known)
+        return;
+    link_connect(link);
 }
 
 /* Can the data connection take one more command now? */
@@ -467,9 +914,25 @@ static void command_done(struct cache_redis *r, redisReply *rep, const char *com
         note_error_reply(r, command, rep);
 }
 
-static void on_set_done(redisAsyncContext *ac, void *reply, void *privdata)
+/* A store on its way: the key, settled once Redis has answered the SET. */
+struct redis_store {
+    struct cache_redis *r;
+    char key[];
+};
+
+/* The lease is released (and the store published) only now: behind
+ * twemproxy KEY:p and KEY:l may live on different servers, and a release
+ * sent with the SET could land first; a waiter would then see neither lease
+ * nor answer and call upstream itself. */
+static void on_store_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    command_done(privdata, reply, "SET");
+    struct redis_store *st = privdata;
+    struct cache_redis *r = st->r;
+    redisReply *rep = reply;
+    command_done(r, rep, "SET");
+    if (!r->closing)
+        cache_redis_settle(r, st->key, rep && rep->type != REDIS_REPLY_ERROR);
+    free(st);
 }
 
 static void on_del_done(redisAsyncContext *ac, void *reply, void *privdata)
@@ -614,29 +1077,41 @@ void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, vo
 
 void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms)
 {
-    if (!data_ready(r))
+    size_t klen = strlen(key);
+    struct redis_store *st = data_ready(r) ? malloc(sizeof(*st) + klen + 1) : NULL;
+    if (!st) {
+        cache_redis_settle(r, key, 0);
         return;
+    }
+    st->r = r;
+    memcpy(st->key, key, klen + 1);
     char head[96];
     int hlen = snprintf(head, sizeof(head), "JG1 %" PRId64 " %d %d %" PRId64 " %" PRId64 "\n", b->stored_at_ms,
                         b->terminal ? 1 : 0, b->status, b->expires_at_ms, b->stale_until_ms);
     size_t vlen = (size_t)hlen + b->len;
     char *value = malloc(vlen);
-    if (!value)
+    if (!value) {
+        free(st);
+        cache_redis_settle(r, key, 0);
         return;
+    }
     memcpy(value, head, (size_t)hlen);
     memcpy(value + hlen, b->data, b->len);
     const char *suffix = b->terminal ? "t" : "p";
     int rc;
     if (px_ms < 0)
-        rc = redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b", key, suffix, value, vlen);
+        rc = redisAsyncCommand(r->data.ctx, on_store_done, st, "SET %s:%s %b", key, suffix, value, vlen);
     else
-        rc =
-            redisAsyncCommand(r->data.ctx, on_set_done, r, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen, px_ms);
+        rc = redisAsyncCommand(r->data.ctx, on_store_done, st, "SET %s:%s %b PX %" PRId64, key, suffix, value, vlen,
+                               px_ms);
     free(value);
-    if (rc == REDIS_OK)
+    if (rc == REDIS_OK) {
         r->pending++;
-    else
+    } else {
         r->errors++;
+        free(st);
+        cache_redis_settle(r, key, 0);
+    }
 }
 
 /* --------------------------------------------------------------- leases */
@@ -755,6 +1230,8 @@ static void lease_answer(struct redis_op *op, enum cache_lease_status status)
     op->lease_cb(status, op->arg);
 }
 
+static int lease_recheck(struct redis_op *op);
+
 static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_op *op = privdata;
@@ -772,6 +1249,8 @@ static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
         held_add(r, op->key, op->token);
         if (op->cancelled)
             release_held(r, op->key);
+        else if (!op->finished && lease_recheck(op))
+            return; /* answered once the answer is re-read */
         lease_answer(op, CACHE_LEASE_ACQUIRED);
     } else if (rep && rep->type == REDIS_REPLY_NIL) {
         lease_answer(op, CACHE_LEASE_HELD);
@@ -783,6 +1262,49 @@ static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
         lease_answer(op, CACHE_LEASE_UNAVAILABLE);
     }
     op_maybe_free(op);
+}
+
+/* The lease was granted: is a fresh answer there already? Then it was
+ * stored, and its lease released, between the caller's lookup and our SET NX
+ * (a whole upstream call can fit there): give the lease back and answer
+ * HELD, so that the caller's cache_wait finds that answer at once instead of
+ * calling upstream again. A release is sent only after its store was
+ * acknowledged (on_store_done), so this read sees that store. */
+static void on_lease_recheck(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct cache_redis *r = op->r;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing) {
+        op_free(op);
+        return;
+    }
+    struct body *b = NULL;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2)
+        b = decode_answer(r, rep->element, 2);
+    else if (rep && rep->type == REDIS_REPLY_ERROR)
+        note_error_reply(r, "MGET", rep);
+    int fresh = b && body_fresh(b, clock_wall_ms());
+    body_unref(b);
+    if (fresh || op->cancelled)
+        cache_redis_settle(r, op->key, 0); /* releases it, and tells waiters in pub/sub mode */
+    lease_answer(op, fresh ? CACHE_LEASE_HELD : CACHE_LEASE_ACQUIRED);
+    op_maybe_free(op);
+}
+
+/* Send the re-read of a granted lease's key. Returns 0 if it cannot be sent
+ * (the lease then counts as acquired at once). */
+static int lease_recheck(struct redis_op *op)
+{
+    struct cache_redis *r = op->r;
+    if (!data_ready(r) ||
+        redisAsyncCommand(r->data.ctx, on_lease_recheck, op, "MGET %s:t %s:p", op->key, op->key) != REDIS_OK)
+        return 0;
+    r->pending++;
+    op->replies_out++;
+    return 1;
 }
 
 static void on_lease_budget(evutil_socket_t fd, short what, void *arg)
@@ -1002,6 +1524,7 @@ void cache_redis_health(const struct cache_redis *r, struct cache_health *out)
                                  .timeouts = r->timeouts,
                                  .reconnects = r->reconnects};
     snprintf(out->last_error, sizeof(out->last_error), "%s", r->last_error);
+    target_name(r, out->endpoint, sizeof(out->endpoint));
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1049,13 +1572,17 @@ struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_
     r->poll_interval_ms = conf->redis_poll_interval_ms > 0 ? conf->redis_poll_interval_ms : POLL_INTERVAL_MS;
     TAILQ_INIT(&r->waits);
     make_instance_id(r);
-    if (link_init(r, &r->data, LINK_DATA) < 0 || link_init(r, &r->sub, LINK_SUB) < 0) {
+    r->query.timer = evtimer_new(base, on_query_timeout, r);
+    if (link_init(r, &r->data, LINK_DATA) < 0 || link_init(r, &r->sub, LINK_SUB) < 0 ||
+        link_init(r, &r->watch, LINK_WATCH) < 0 || !r->query.timer) {
         snprintf(err, errlen, "out of memory");
         cache_redis_free(r);
         return NULL;
     }
-    connect_now(&r->data);
+    connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */
     connect_now(&r->sub);
+    if (is_sentinel(r))
+        connect_now(&r->watch);
     return r;
 }
 
@@ -1087,6 +1614,14 @@ void cache_redis_free(struct cache_redis *r)
         cache_redis_cancel(r, op); /* freed now, or by their NULL replies below */
     link_close(&r->data);
     link_close(&r->sub);
+    link_close(&r->watch);
+    if (r->query.ctx) {
+        redisAsyncContext *ac = r->query.ctx;
+        r->query.ctx = NULL;
+        redisAsyncFree(ac);
+    }
+    if (r->query.timer)
+        event_free(r->query.timer);
     keymap_clear(&r->held, free_held);
     free(r);
 }

@@ -32,6 +32,20 @@
  * Error replies are counted and kept (code and command only) as the last
  * error; READONLY and MASTERDOWN mean a failover may have moved the master:
  * the data connection is closed and reopened.
+ *
+ * The data connection counts as up only once its handshake is answered:
+ * SELECT (a database other than 0) and, with Sentinel, ROLE saying
+ * "master". Before that a command could run in database 0 or on a replica.
+ *
+ * Sentinel (sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]): each time the
+ * data connection (re)connects, the sentinels are asked in order, each
+ * within the connect timeout, SENTINEL get-master-addr-by-name MASTER, and
+ * the data and subscriber connections go to the address the first one
+ * gives. A third connection SUBSCRIBEs to +switch-master on one sentinel
+ * (the next one when it fails) and moves both at once when a failover names
+ * a new master. Disconnects, READONLY and a ROLE other than master all lead
+ * back to asking the sentinels. Meanwhile Redis is unavailable: lookups
+ * answer UNAVAILABLE and requests go upstream, as in any Redis outage.
  */
 #ifndef JOBGATE_CACHE_REDIS_H
 #define JOBGATE_CACHE_REDIS_H
@@ -46,7 +60,10 @@ struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_
 /* Reports HIT (fresh), STALE, MISS or UNAVAILABLE, as cache_get. */
 void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, void *arg);
 
-/* SET the entry for px_ms (< 0: no expiry). Fire and forget. */
+/* SET the entry for px_ms (< 0: no expiry), then, once Redis has answered
+ * (or at once when it cannot be sent), cache_redis_settle the key: the lease
+ * is never released before the answer is there to be read, even when the
+ * two keys live on different servers behind twemproxy. Fire and forget. */
 void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms);
 
 /* The key's upstream call is over: release its lease if this cache holds it,

@@ -529,6 +529,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "redis_reconnect_min",
                                              "redis_reconnect_max",
                                              "redis_max_pending",
+                                             "redis_notify",
                                              "memory_max",
                                              "key_prefix",
                                              NULL};
@@ -598,6 +599,11 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         yaml_node_t *redis = yconf_get(&y, cache, "redis");
         if (redis && (!yconf_scalar(redis) || config_set_redis(c, yconf_scalar(redis), err, sizeof(err)) < 0)) {
             yconf_error(&y, redis, d, "%s", yconf_scalar(redis) ? err : "'redis' must be a URL or none");
+            rc = -1;
+        }
+        yaml_node_t *notify = yconf_get(&y, cache, "redis_notify");
+        if (notify && (!yconf_scalar(notify) || cache_notify_parse(yconf_scalar(notify), &c->cache.redis_notify) < 0)) {
+            yconf_error(&y, notify, d, "'redis_notify' must be auto, pubsub or poll");
             rc = -1;
         }
         long pending = (long)c->cache.redis_max_pending;

@@ -237,6 +237,8 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
     cJSON *c = cJSON_AddObjectToObject(o, "cache");
     cJSON_AddStringToObject(c, "backend", h.backend);
     cJSON_AddStringToObject(c, "state", h.state);
+    if (h.endpoint[0])
+        cJSON_AddStringToObject(c, "endpoint", h.endpoint);
     cJSON_AddNumberToObject(c, "errors", (double)h.errors);
     cJSON_AddNumberToObject(c, "timeouts", (double)h.timeouts);
     cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");

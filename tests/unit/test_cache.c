@@ -3,7 +3,8 @@
  * missing entries in both tiers, terminal answers, the lease and the wait
  * that coalesce upstream calls across processes (pub/sub and polling), and
  * a misbehaving Redis (killed, out of memory, a read-only replica, a proxy
- * without pub/sub).
+ * without pub/sub), and Redis Sentinel (the sentinels asked in order, an
+ * unknown master, a failover followed).
  *
  * Everything runs against real redis-server processes ($REDIS_SERVER, set by
  * 'make check') on free loopback ports, on a real event loop. Two `struct
@@ -49,7 +50,7 @@ struct redis_server {
 
 /* Every server started, so that the group teardown stops those a failed
  * test left running. */
-static struct redis_server *started[8];
+static struct redis_server *started[16];
 
 static int free_port(void)
 {
@@ -161,6 +162,50 @@ static void redis_start(struct redis_server *s, const char *const *extra)
     fail_msg("redis-server on port %d did not answer", s->port);
 }
 
+/* Start a Redis Sentinel (redis-server --sentinel) watching the master on
+ * `master_port` as "mymaster", quorum 1: it alone decides a failover. */
+static void sentinel_start(struct redis_server *s, int master_port)
+{
+    const char *bin = getenv("REDIS_SERVER");
+    if (!bin || !*bin)
+        skip();
+    s->port = free_port();
+    snprintf(s->dir, sizeof(s->dir), "/tmp/jg-cache-test-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    char conf[128];
+    snprintf(conf, sizeof(conf), "%s/sentinel.conf", s->dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 1\n"
+            "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
+            s->port, s->dir, master_port);
+    fclose(f);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    for (size_t i = 0; s->pid > 0 && i < sizeof(started) / sizeof(started[0]); i++)
+        if (!started[i] || started[i] == s) {
+            started[i] = s;
+            break;
+        }
+    if (s->pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(bin, bin, conf, "--sentinel", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        redisReply *rep = redis_cmd(s->port, "PING");
+        int up = rep && rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+        if (up)
+            return;
+        sleep_ms(10);
+    }
+    fail_msg("sentinel on port %d did not answer", s->port);
+}
+
 static void redis_kill(struct redis_server *s)
 {
     if (s->pid > 0) {
@@ -254,12 +299,10 @@ static void put(struct cache *c, const char *key, const char *text, int terminal
 
 /* A cache on Redis at `port` (0: none), up (and subscribed, in pub/sub
  * mode) before it is returned unless `expect_up` is 0. */
-static struct cache *cache_on(int port, enum cache_notify notify, int expect_up)
+static struct cache *cache_on_url(const char *url, enum cache_notify notify, int expect_up)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     struct cache_conf conf = {
-        .redis_url = port ? url : NULL,
+        .redis_url = (char *)url,
         .redis_budget_ms = 500, /* generous: the sanitizers slow everything down */
         .redis_connect_timeout_ms = 500,
         .redis_reconnect_min_ms = 20,
@@ -281,8 +324,15 @@ static struct cache *cache_on(int port, enum cache_notify notify, int expect_up)
         run_for(5);
     }
     if (expect_up)
-        fail_msg("the cache on port %d did not come up", port);
+        fail_msg("the cache on %s did not come up", url);
     return c;
+}
+
+static struct cache *cache_on(int port, enum cache_notify notify, int expect_up)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    return cache_on_url(port ? url : NULL, notify, expect_up);
 }
 
 static struct cache_health health(struct cache *c)
@@ -592,6 +642,41 @@ static void test_store_keeps_anothers_lease(void **state)
     cache_free(b);
 }
 
+/* Another process stored its answer (and released its lease) between our
+ * lookup and our lease: the lease is given back and reported HELD, and the
+ * wait finds that answer, rather than a second upstream call. A stale copy
+ * does not count: that lease is kept. */
+static void test_lease_after_a_store_is_held(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    put(a, key, "RUNNING", 0, 5000, 0);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* released once stored */
+    assert_int_equal(lease(b, key, 60000), CACHE_LEASE_HELD);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* given back */
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "RUNNING");
+
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    put(a, key, "RUNNING", 0, 1, 60000); /* fresh for 1 ms, then stale */
+    run_for(50);
+    assert_int_equal(lease(b, key, 60000), CACHE_LEASE_ACQUIRED);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1);
+    cache_free(a);
+    cache_free(b);
+}
+
 static void test_wait_times_out(void **state)
 {
     int port = shared_port();
@@ -769,6 +854,109 @@ static void test_auto_without_pubsub_polls(void **state)
     redis_kill(&s);
 }
 
+/* ------------------------------------------------------------ Sentinel */
+
+/* The sentinels are asked in order: a dead one is skipped, the next names
+ * the master, and the cache works there (/healthz's endpoint says where). */
+static void test_sentinel_names_the_master(void **state)
+{
+    static struct redis_server master, sentinel;
+    redis_start(&master, NULL);
+    sentinel_start(&sentinel, master.port);
+    char url[128], endpoint[64];
+    snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d,127.0.0.1:%d/mymaster/2", free_port(), sentinel.port);
+    struct cache *c = cache_on_url(url, CACHE_NOTIFY_AUTO, 1);
+    snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", master.port);
+    assert_string_equal(health(c).endpoint, endpoint);
+    char key[64];
+    new_key(key, sizeof(key));
+    put(c, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    struct cache *other = cache_on(master.port, CACHE_NOTIFY_POLL, 1); /* database 0 */
+    assert_int_equal(get(other, key).status, CACHE_MISS);
+    cache_free(other);
+    struct got g = get(c, key);
+    assert_int_equal(g.status, CACHE_HIT);
+    cache_free(c);
+    c = cache_on_url(url, CACHE_NOTIFY_POLL, 1); /* a new process: only Redis has it */
+    assert_int_equal(get(c, key).status, CACHE_HIT);
+    cache_free(c);
+    redis_kill(&sentinel);
+    redis_kill(&master);
+}
+
+/* No sentinel knows the master: Redis counts as down, lookups are
+ * UNAVAILABLE (requests go upstream), the health report says why. */
+static void test_sentinel_unknown_master(void **state)
+{
+    static struct redis_server master, sentinel;
+    redis_start(&master, NULL);
+    sentinel_start(&sentinel, master.port);
+    char url[128];
+    snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d/othermaster", sentinel.port);
+    struct cache *c = cache_on_url(url, CACHE_NOTIFY_AUTO, 0);
+    run_for(300);
+    struct cache_health h = health(c);
+    assert_false(h.up);
+    assert_string_equal(h.endpoint, "");
+    assert_non_null(strstr(h.last_error, "no sentinel named the master"));
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(get(c, key).status, CACHE_UNAVAILABLE);
+    cache_free(c);
+    redis_kill(&sentinel);
+    redis_kill(&master);
+}
+
+/* SENTINEL FAILOVER promotes the replica: +switch-master moves the cache
+ * there, and what it stores lands on the new master. */
+static void test_sentinel_follows_a_failover(void **state)
+{
+    static struct redis_server master, replica, sentinel;
+    redis_start(&master, NULL);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", master.port);
+    const char *const replica_args[] = {"--replicaof", "127.0.0.1", port, NULL};
+    redis_start(&replica, replica_args);
+    for (int waited = 0; redis_info(replica.port, "replication", "master_link_status:up") < 0 && waited < 5000;
+         waited += 50)
+        sleep_ms(50);
+    sentinel_start(&sentinel, master.port);
+    char url[128], endpoint[64];
+    snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d/mymaster", sentinel.port);
+    struct cache *c = cache_on_url(url, CACHE_NOTIFY_PUBSUB, 1);
+    snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", master.port);
+    assert_string_equal(health(c).endpoint, endpoint);
+    /* The sentinel must know the replica before it can fail over to it. */
+    redisReply *rep = NULL;
+    for (int waited = 0; waited < MAX_WAIT_MS * 2; waited += 100) {
+        freeReplyObject(rep);
+        rep = redis_cmd(sentinel.port, "SENTINEL FAILOVER mymaster");
+        if (rep && rep->type == REDIS_REPLY_STATUS)
+            break;
+        run_for(100);
+    }
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", replica.port);
+    for (int waited = 0; waited < MAX_WAIT_MS * 2 && !(health(c).up && strcmp(health(c).endpoint, endpoint) == 0);
+         waited += 10)
+        run_for(10);
+    assert_string_equal(health(c).endpoint, endpoint);
+    assert_true(health(c).up);
+    char key[64], tkey[80];
+    new_key(key, sizeof(key));
+    snprintf(tkey, sizeof(tkey), "%s:t", key);
+    put(c, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    assert_int_equal(redis_int(replica.port, "EXISTS %s", tkey), 1);
+    cache_free(c);
+    redis_kill(&sentinel);
+    redis_kill(&replica);
+    redis_kill(&master);
+}
+
 int main(void)
 {
     /* clang-format off */
@@ -785,12 +973,16 @@ int main(void)
         cmocka_unit_test(test_lease_expiry_wakes_waiter_poll),
         cmocka_unit_test(test_release_wakes_waiter),
         cmocka_unit_test(test_store_keeps_anothers_lease),
+        cmocka_unit_test(test_lease_after_a_store_is_held),
         cmocka_unit_test(test_wait_times_out),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_redis_killed_mid_wait),
         cmocka_unit_test(test_oom_on_set),
         cmocka_unit_test(test_readonly_replica),
         cmocka_unit_test(test_auto_without_pubsub_polls),
+        cmocka_unit_test(test_sentinel_names_the_master),
+        cmocka_unit_test(test_sentinel_unknown_master),
+        cmocka_unit_test(test_sentinel_follows_a_failover),
     };
     /* clang-format on */
     return cmocka_run_group_tests_name("cache", tests, group_setup, group_teardown);

@@ -67,6 +67,8 @@
     X("not-a-mapping.yaml")              \
     X("redis-bad-db.yaml")               \
     X("redis-bad-port.yaml")             \
+    X("redis-notify-word.yaml")          \
+    X("redis-sentinel-no-master.yaml")   \
     X("redis-not-scalar.yaml")           \
     X("redis-password.yaml")             \
     X("redis-scheme.yaml")               \
@@ -203,6 +205,7 @@ static void assert_config_values(const struct config *got, const struct config *
     assert_int_equal(got->cache.redis_reconnect_min_ms, want->cache.redis_reconnect_min_ms);
     assert_int_equal(got->cache.redis_reconnect_max_ms, want->cache.redis_reconnect_max_ms);
     assert_int_equal(got->cache.redis_max_pending, want->cache.redis_max_pending);
+    assert_int_equal(got->cache.redis_notify, want->cache.redis_notify);
     assert_int_equal(got->cache.memory_max_bytes, want->cache.memory_max_bytes);
     assert_string_or_null(got->key_prefix, want->key_prefix);
     assert_string_or_null(got->upstream_url, want->upstream_url);
@@ -327,6 +330,7 @@ static void test_full_config(void **state)
                 .redis_reconnect_min_ms = 50,
                 .redis_reconnect_max_ms = 60000,
                 .redis_max_pending = 500,
+                .redis_notify = CACHE_NOTIFY_POLL,
                 .memory_max_bytes = 256 * 1024 * 1024,
             },
         .key_prefix = "jg-test:",

@@ -1,0 +1,717 @@
+"""tests/cluster's machinery: several jobgate instances on one shared Redis
+tier, on loopback, with real processes only.
+
+Two topologies, each a scenario that yields a small markdown table:
+
+  - twemproxy: three redis-servers behind nutcracker (fnv1a_64, ketama,
+    auto_eject_hosts false), three jobgate instances pointed at nutcracker
+    with cache.redis_notify: poll, and many clients polling jobs through
+    their lifecycle. Asserted: each job's upstream calls (counted from the
+    simulator's own request log, which names the state it answered) are
+    exactly one once it turned terminal and at most duration/TTL + 1 before;
+    every client sees the states in order; nutcracker refused nothing.
+  - sentinel: a master, a replica and three sentinels, two jobgate
+    instances on sentinel://, a steady load, then kill -9 of the master.
+    Asserted: no answer outside the documented table, no connection error,
+    and caching resumes on the new master (a job fetched through one
+    instance is a HIT through the other, and its key is on the new master).
+
+Every process is started here or by tests/integration/harness.py; the exact
+configurations are those tests/cluster/README.md shows.
+"""
+import collections
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import harness  # noqa: E402
+from harness import (DOCUMENTED, JOBSIM_BIN, REDIS_CLI, REDIS_SERVER, TOKEN, Jobgate, Redis, Sim,  # noqa: E402
+                     TestFailure, free_port, hex32, request, seed_path, wait_port, wait_until)
+
+SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+NUTCRACKER = os.environ.get("NUTCRACKER") or shutil.which("nutcracker", path=SBIN_PATH)
+REDIS_SENTINEL = os.environ.get("REDIS_SENTINEL") or shutil.which("redis-sentinel")
+
+# jobgate holds the cloud credentials (token mode): answers are shared across
+# instances. In pass-through mode each client token is judged upstream first.
+CLOUD_TOKEN = "cloud-token"
+MASTER_NAME = "jobgate-cache"
+KEY_PREFIX = "jobgate:"
+RULE = "elb-v1"
+PENDING_TTL_S = 2.0  # the seed rule's pending_ttl (lua-free-rules/elb-v1.yaml)
+STATE_RANK = {"INIT": 0, "RUNNING": 1, "SUCCESS": 2, "FAIL": 2}
+TERMINAL = {"SUCCESS", "FAIL"}
+
+
+def missing_tools():
+    """The programs a scenario needs that are not installed (Debian:
+    apt-get install nutcracker redis-sentinel)."""
+    return [name for name, path in (("nutcracker", NUTCRACKER), ("redis-sentinel", REDIS_SENTINEL)) if not path]
+
+
+# ------------------------------------------------------------ processes
+
+
+class RedisNode(Redis):
+    """A redis-server as the harness starts one, plus `extra` arguments
+    (--replicaof ...)."""
+
+    def __init__(self, extra=()):
+        super().__init__()
+        self.extra = [str(a) for a in extra]
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"] + self.extra,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc)
+        wait_until(lambda: self.cli("PING") == "PONG", 5, "redis PING")
+        return self
+
+    def info_field(self, section, field):
+        for line in self.cli("INFO", section).splitlines():
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+        return None
+
+    def jobgate_keys(self):
+        return [k for k in self.cli("--scan", "--pattern", KEY_PREFIX + "*").splitlines() if k]
+
+
+class Nutcracker:
+    """twemproxy in front of `servers` (RedisNode), one pool named jobgate."""
+
+    def __init__(self, servers):
+        self.servers = servers
+        self.port = free_port()
+        self.stats_port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="jg-nutcracker-")
+        self.conf = os.path.join(self.dir, "nutcracker.yml")
+        self.log_path = os.path.join(self.dir, "nutcracker.log")
+        self.proc = None
+
+    def config_text(self):
+        return ("jobgate:\n"
+                "  listen: 127.0.0.1:%d\n"
+                "  hash: fnv1a_64\n"
+                "  distribution: ketama\n"
+                "  redis: true\n"
+                "  auto_eject_hosts: false\n"
+                "  timeout: 1000\n"
+                "  servers:\n" % self.port
+                + "".join("    - 127.0.0.1:%d:1 redis%d\n" % (s.port, i + 1) for i, s in enumerate(self.servers)))
+
+    def start(self):
+        with open(self.conf, "w") as f:
+            f.write(self.config_text())
+        test = subprocess.run([NUTCRACKER, "-t", "-c", self.conf], capture_output=True, timeout=10)
+        if test.returncode != 0:
+            raise TestFailure("nutcracker -t refused its configuration: %r" % (test.stdout + test.stderr))
+        # -v 6: nutcracker logs every command it refuses ("parsed unsupported command").
+        self.proc = subprocess.Popen([NUTCRACKER, "-c", self.conf, "-o", self.log_path, "-v", "6", "-a", "127.0.0.1",
+                                      "-s", str(self.stats_port), "-i", "500"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stats(self):
+        """The pool's counters (aggregated every 500 ms)."""
+        with socket.create_connection(("127.0.0.1", self.stats_port), timeout=5) as s:
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data.decode())["jobgate"]
+
+    def refusals(self):
+        """Log lines where nutcracker refused or failed a client's command."""
+        with open(self.log_path, errors="replace") as f:
+            return [line.rstrip() for line in f
+                    if re.search(r"unsupported command|parsed bad req|bad req|req .* error", line)]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Sentinel:
+    """A Redis Sentinel watching the master at `master_port` as MASTER_NAME."""
+
+    def __init__(self, master_port, quorum=2, down_after_ms=1000, failover_timeout_ms=3000):
+        self.port = free_port()
+        self.master_port = master_port
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.dir = tempfile.mkdtemp(prefix="jg-sentinel-")
+        self.conf = os.path.join(self.dir, "sentinel.conf")  # sentinel rewrites it: must be writable
+        self.log_path = os.path.join(self.dir, "sentinel.log")
+        self.proc = None
+
+    def config_text(self):
+        return ("port %d\n"
+                "bind 127.0.0.1\n"
+                "daemonize no\n"
+                "dir %s\n"
+                "sentinel monitor %s 127.0.0.1 %d %d\n"
+                "sentinel down-after-milliseconds %s %d\n"
+                "sentinel failover-timeout %s %d\n"
+                "sentinel parallel-syncs %s 1\n"
+                % (self.port, self.dir, MASTER_NAME, self.master_port, self.quorum, MASTER_NAME,
+                   self.down_after_ms, MASTER_NAME, self.failover_timeout_ms, MASTER_NAME))
+
+    def start(self):
+        with open(self.conf, "w") as f:
+            f.write(self.config_text())
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([REDIS_SENTINEL, self.conf], stdout=log, stderr=log)
+        log.close()
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def cli(self, *args):
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--raw"] + [str(a) for a in args],
+                             capture_output=True, timeout=10)
+        return out.stdout.decode("utf-8", "replace").strip()
+
+    def master_port_named(self):
+        lines = self.cli("SENTINEL", "get-master-addr-by-name", MASTER_NAME).splitlines()
+        return int(lines[1]) if len(lines) == 2 and lines[1].isdigit() else None
+
+    def master_info(self):
+        flat = self.cli("SENTINEL", "master", MASTER_NAME).splitlines()
+        return dict(zip(flat[0::2], flat[1::2]))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LoggingSim(Sim):
+    """The simulator with its request log on: one line per job request,
+    naming the state it answered, so that upstream calls can be counted
+    per job and per state."""
+
+    ANSWER = re.compile(r"^jobsim: GET /v1\.0/[0-9a-f]+/jobs/([0-9a-f]+) -> (\d+) (\S+)")
+
+    def start(self):
+        args = [JOBSIM_BIN, "--listen", "127.0.0.1:%d" % self.port, "--init-ms", str(self.init_ms),
+                "--running-ms", str(self.running_ms)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def answers(self):
+        """{job: Counter(state: upstream calls answered with it)}"""
+        out = collections.defaultdict(collections.Counter)
+        with open(self.log.name, errors="replace") as f:
+            for line in f:
+                m = self.ANSWER.match(line)
+                if m:
+                    out[m.group(1)][m.group(3) if m.group(2) == "200" else m.group(2)] += 1
+        return out
+
+
+class ClusterJobgate(Jobgate):
+    """A jobgate instance of the cluster: holds the cloud credentials (token
+    mode) and takes extra `cache:` lines (cache.redis_notify)."""
+
+    def __init__(self, upstream, redis, cache_extra="", **kw):
+        super().__init__(upstream, redis=redis, upstream_token=CLOUD_TOKEN, **kw)
+        self.cache_extra = cache_extra
+
+    def config_text(self):
+        text = super().config_text()
+        line = "  redis: %s\n" % self.redis
+        return text.replace(line, line + self.cache_extra, 1)
+
+    def cache_health(self):
+        return self.get("/healthz", token=None).json()["cache"]
+
+
+# ----------------------------------------------------------------- load
+
+
+class Client:
+    __slots__ = ("port", "path", "sock", "out", "inbuf", "sent_at", "next_at", "connected", "answers")
+
+    def __init__(self, port, path, first_at):
+        self.port = port
+        self.path = path
+        self.sock = None
+        self.out = b""
+        self.inbuf = b""
+        self.sent_at = None  # the request in flight, if any
+        self.next_at = first_at
+        self.connected = False
+        self.answers = []  # (sent_at, status, job state or None, X-Cache)
+
+
+class Pollers:
+    """Clients, each on its own keep-alive connection to `port`, polling
+    `path` every `interval` s (closed loop: one request in flight at most).
+    Every request sent ends as exactly one answer or one connection error."""
+
+    def __init__(self, targets, interval, timeout=10.0):
+        now = time.monotonic()
+        # Spread the first requests over one interval.
+        self.clients = [Client(port, path, now + interval * i / max(1, len(targets)))
+                        for i, (port, path) in enumerate(targets)]
+        self.interval = interval
+        self.timeout = timeout
+        self.errors = collections.Counter()
+        self._sending = True
+        self._stop = False
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop sending, let the requests in flight finish, then stop."""
+        self._sending = False
+        deadline = time.monotonic() + self.timeout + 1
+        while time.monotonic() < deadline and any(c.sent_at is not None for c in self.clients):
+            time.sleep(0.02)
+        time.sleep(0.05)
+        self._stop = True
+        self._thread.join(10)
+
+    def statuses(self):
+        return collections.Counter(a[1] for c in self.clients for a in c.answers)
+
+    def x_cache(self):
+        return collections.Counter(a[3] for c in self.clients for a in c.answers)
+
+    def requests(self):
+        return sum(len(c.answers) for c in self.clients) + sum(self.errors.values())
+
+    def _fail(self, sel, c, kind):
+        if c.sent_at is not None:
+            self.errors[kind] += 1
+            c.sent_at = None
+        self._close(sel, c)
+        c.next_at = time.monotonic() + 0.05
+
+    def _close(self, sel, c):
+        if c.sock is not None:
+            try:
+                sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+            c.sock.close()
+        c.sock = None
+        c.connected = False
+        c.out = b""
+        c.inbuf = b""
+
+    def _send(self, sel, c, now):
+        if c.sock is None:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                s.connect(("127.0.0.1", c.port))
+            except BlockingIOError:
+                pass
+            except OSError:
+                s.close()
+                self.errors["connect"] += 1
+                c.next_at = now + 0.05
+                return
+            c.sock = s
+            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+        c.out = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Auth-Token: %s\r\n\r\n"
+                 % (c.path, c.port, TOKEN)).encode()
+        c.sent_at = now
+        c.next_at = now + self.interval
+        sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+
+    @staticmethod
+    def _parse(buf):
+        """A whole answer at the start of `buf`: (status, headers, body, bytes used), else None."""
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = buf[:end].decode("latin-1").split("\r\n")
+        parts = head[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+            raise ValueError("bad status line %r" % head[0])
+        headers = {}
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" not in headers:
+            raise ValueError("no Content-Length")
+        n = int(headers["content-length"])
+        if len(buf) < end + 4 + n:
+            return None
+        return int(parts[1]), headers, buf[end + 4:end + 4 + n], end + 4 + n
+
+    def _answer(self, sel, c):
+        try:
+            parsed = self._parse(c.inbuf)
+        except ValueError:
+            self._fail(sel, c, "garbage")
+            return
+        if parsed is None:
+            return
+        status, headers, body, used = parsed
+        if c.sent_at is None:
+            self._fail(sel, c, "unasked-answer")
+            return
+        state = None
+        if status == 200:
+            try:
+                state = json.loads(body).get("status")
+            except ValueError:
+                state = "?"
+        c.answers.append((c.sent_at, status, state, headers.get("x-cache", "")))
+        c.sent_at = None
+        c.inbuf = c.inbuf[used:]
+        if headers.get("connection", "").lower() == "close":
+            self._close(sel, c)
+
+    def _loop(self):
+        sel = selectors.DefaultSelector()
+        while not self._stop:
+            now = time.monotonic()
+            wake = now + 0.01
+            for c in self.clients:
+                if c.sent_at is not None:
+                    if now - c.sent_at > self.timeout:
+                        self._fail(sel, c, "timeout")
+                elif self._sending and c.next_at <= now:
+                    self._send(sel, c, now)
+                elif self._sending:
+                    wake = min(wake, c.next_at)
+            for key, ev in sel.select(max(0.0, wake - time.monotonic())):
+                c = key.data
+                if c.sock is None or key.fileobj is not c.sock:
+                    continue
+                if ev & selectors.EVENT_WRITE:
+                    if not c.connected:
+                        if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                            self._fail(sel, c, "connect")
+                            continue
+                        c.connected = True
+                    if c.out:
+                        try:
+                            c.out = c.out[c.sock.send(c.out):]
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            self._fail(sel, c, "write")
+                            continue
+                    if not c.out:
+                        sel.modify(c.sock, selectors.EVENT_READ, c)
+                if ev & selectors.EVENT_READ:
+                    try:
+                        data = c.sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        self._fail(sel, c, "reset")
+                        continue
+                    if not data:
+                        if c.sent_at is not None:
+                            self._fail(sel, c, "eof")
+                        else:
+                            self._close(sel, c)  # an idle keep-alive connection closed: fine
+                        continue
+                    c.inbuf += data
+                    self._answer(sel, c)
+        for c in self.clients:
+            if c.sent_at is not None:
+                self.errors["unfinished"] += 1
+            self._close(sel, c)
+        sel.close()
+
+
+def out_of_order(answers):
+    """Does this client's sequence of states ever go back (RUNNING to INIT,
+    away from a terminal state)?"""
+    best = -1
+    last_terminal = None
+    for _, status, state, _ in answers:
+        if status != 200 or state not in STATE_RANK:
+            continue
+        rank = STATE_RANK[state]
+        if rank < best or (last_terminal and state != last_terminal):
+            return True
+        best = max(best, rank)
+        if state in TERMINAL:
+            last_terminal = state
+    return False
+
+
+# ------------------------------------------------------------ the report
+
+
+class Report:
+    """A scenario's measures: (name, value, bound) rows, the failed ones kept."""
+
+    def __init__(self, scenario, topology):
+        self.scenario = scenario
+        self.topology = topology
+        self.rows = []
+        self.failures = []
+
+    def add(self, name, value, bound="", ok=True):
+        self.rows.append((name, value, bound, ok))
+        if not ok:
+            self.failures.append("%s: %s (bound %s)" % (name, value, bound))
+
+    def fail(self, what):
+        self.failures.append(what)
+
+    @property
+    def passed(self):
+        return not self.failures
+
+    def markdown(self):
+        out = ["**%s** (%s): %s" % (self.scenario, self.topology, "PASS" if self.passed else "FAIL"), "",
+               "| measure | value | bound | |", "|---|---:|---|---|"]
+        for name, value, bound, ok in self.rows:
+            out.append("| %s | %s | %s | %s |" % (name, value, bound, "ok" if ok else "**FAIL**"))
+        for f in self.failures:
+            if not any(f.startswith(r[0] + ":") for r in self.rows):
+                out.append("| %s | | | **FAIL** |" % f.replace("|", "/"))
+        return "\n".join(out) + "\n"
+
+
+def stop_quietly(procs, report):
+    """Stop everything (jobgates first, each checked for a clean exit)."""
+    for kind in (Jobgate, Sim, Nutcracker, Sentinel, Redis):
+        for p in procs:
+            if isinstance(p, kind):
+                try:
+                    p.stop()
+                except Exception as e:  # the others still stop; the report says which failed
+                    report.fail("%s did not stop cleanly: %s" % (type(p).__name__, str(e).splitlines()[0][:300]))
+
+
+def x_cache_text(counter):
+    return ", ".join("%s %d" % (k or "(none)", n) for k, n in counter.most_common())
+
+
+def job_path(project, job):
+    return seed_path(project, job)
+
+
+# ---------------------------------------------------- the twemproxy scenario
+
+
+def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, running_ms=2000, tail_s=2.0,
+              redis_budget=None):
+    """`clients` clients spread over `instances` jobgates on 3 redis-servers
+    behind nutcracker (poll mode) poll `jobs` jobs through their lifecycle,
+    then `tail_s` more once each job's answer could have expired.
+    `redis_budget`: cache.redis_budget (default 50ms); a lookup past it goes
+    upstream by design, beyond the bound, so a busy test machine may want
+    more."""
+    report = Report("twemproxy", "%d jobgate, nutcracker, 3 redis-server; %d clients, %d jobs"
+                    % (instances, clients, jobs))
+    procs = []
+    try:
+        shards = [RedisNode().start() for _ in range(3)]
+        procs += shards
+        nut = Nutcracker(shards).start()
+        procs.append(nut)
+        sim = LoggingSim(init_ms=init_ms, running_ms=running_ms).start()
+        procs.append(sim)
+        url = "redis://127.0.0.1:%d" % nut.port
+        extra = "  redis_notify: poll\n" + ("  redis_budget: %s\n" % redis_budget if redis_budget else "")
+        gates = [ClusterJobgate(sim.url, url, cache_extra=extra).start() for _ in range(instances)]
+        procs += gates
+        for g in gates:
+            wait_until(lambda: g.cache_health()["state"] == "up", 10, "jobgate up on nutcracker")
+            h = g.cache_health()
+            if h["coalescing"] != "poll" or h.get("endpoint") != "127.0.0.1:%d" % nut.port:
+                report.fail("jobgate's cache health on nutcracker: %r" % h)
+
+        project = hex32()
+        job_ids = [hex32() for _ in range(jobs)]
+        for j in job_ids:
+            sim.define_job(j, init_ms=init_ms, running_ms=running_ms)
+        lifecycle_s = (init_ms + running_ms) / 1000.0
+        targets = [(gates[i % instances].port, job_path(project, job_ids[i % jobs])) for i in range(clients)]
+        load = Pollers(targets, interval).start()
+        started = time.monotonic()
+        time.sleep(lifecycle_s + PENDING_TTL_S + tail_s)
+        load.stop()
+        elapsed = time.monotonic() - started
+        time.sleep(0.6)  # nutcracker's stats are aggregated every 500 ms
+
+        answers = sim.answers()
+        pending = [sum(n for s, n in answers[j].items() if s not in TERMINAL) for j in job_ids]
+        after = [sum(n for s, n in answers[j].items() if s in TERMINAL) for j in job_ids]
+        statuses = load.statuses()
+        undocumented = sum(n for s, n in statuses.items() if s not in DOCUMENTED)
+        saw_final = sum(1 for c in load.clients if any(a[2] in TERMINAL for a in c.answers))
+        disordered = sum(1 for c in load.clients if out_of_order(c.answers))
+        bound = lifecycle_s / PENDING_TTL_S + 1
+        stats = nut.stats()
+        refusals = nut.refusals()
+        keys = [len(s.jobgate_keys()) for s in shards]
+        xc = load.x_cache()
+
+        report.add("client requests", load.requests(), "")
+        report.add("client requests/s", "%.0f" % (load.requests() / elapsed), "")
+        report.add("X-Cache", x_cache_text(xc), "")
+        redis_timeouts = sum(g.cache_health()["timeouts"] for g in gates)
+        report.add("Redis lookups over the budget (all instances)", redis_timeouts, "")
+        report.add("answers outside the documented table", undocumented, "0", undocumented == 0)
+        report.add("non-200 answers", sum(n for s, n in statuses.items() if s != 200), "0",
+                   all(s == 200 for s in statuses))
+        report.add("connection errors", sum(load.errors.values()), "0", not load.errors)
+        report.add("clients that saw the final state", "%d/%d" % (saw_final, clients), "all", saw_final == clients)
+        report.add("clients that saw states out of order", disordered, "0", disordered == 0)
+        report.add("upstream calls, all jobs", sum(pending) + sum(after), "")
+        report.add("upstream calls per job once terminal (min-max)", "%d-%d" % (min(after), max(after)), "exactly 1",
+                   min(after) == 1 and max(after) == 1)
+        report.add("upstream calls per job before (max)", max(pending),
+                   "<= %.1f (%.0f s / %.0f s TTL + 1)" % (bound, lifecycle_s, PENDING_TTL_S), max(pending) <= bound)
+        report.add("entries per shard", " / ".join(str(k) for k in keys), "each > 0", all(k > 0 for k in keys))
+        report.add("nutcracker client_err / forward_error", "%d / %d" % (stats["client_err"], stats["forward_error"]),
+                   "0 / 0", stats["client_err"] == 0 and stats["forward_error"] == 0)
+        report.add("commands nutcracker refused (its log)", len(refusals), "0", not refusals)
+        for line in refusals[:3]:
+            report.fail("nutcracker: " + line)
+        if redis_timeouts and max(pending) > bound:
+            report.fail("%d Redis lookups ran past the budget (a busy machine?): those requests went upstream by "
+                        "design" % redis_timeouts)
+    except Exception as e:
+        report.fail("%s: %s" % (type(e).__name__, e))
+    finally:
+        stop_quietly(procs, report)
+    return report
+
+
+# ----------------------------------------------------- the sentinel scenario
+
+
+def sentinel(instances=2, clients=40, jobs=40, interval=0.1, settle_s=2.0, after_s=3.0, recover_within_s=30.0):
+    """A master, a replica and three sentinels; `instances` jobgates on
+    sentinel://; `clients` clients polling `jobs` jobs (half of them never
+    finish, so that they keep going to Redis and upstream); kill -9 of the
+    master after `settle_s`; measured until caching resumes on the new
+    master, then `after_s` more of load."""
+    report = Report("sentinel", "%d jobgate, 1 master + 1 replica, 3 sentinels; %d clients, kill -9 of the master"
+                    % (instances, clients))
+    procs = []
+    try:
+        master = RedisNode().start()
+        procs.append(master)
+        replica = RedisNode(["--replicaof", "127.0.0.1", master.port]).start()
+        procs.append(replica)
+        wait_until(lambda: replica.info_field("replication", "master_link_status") == "up", 10, "replica in sync")
+        sentinels = [Sentinel(master.port) for _ in range(3)]
+        procs += sentinels
+        for s in sentinels:
+            s.start()
+
+        def sentinels_ready():
+            infos = [s.master_info() for s in sentinels]
+            return all(i.get("num-other-sentinels") == "2" and i.get("num-slaves") == "1" for i in infos)
+
+        wait_until(sentinels_ready, 20, "sentinels know each other and the replica")
+        sim = LoggingSim().start()
+        procs.append(sim)
+        url = "sentinel://%s/%s" % (",".join("127.0.0.1:%d" % s.port for s in sentinels), MASTER_NAME)
+        gates = [ClusterJobgate(sim.url, url).start() for _ in range(instances)]
+        procs += gates
+        for g in gates:
+            wait_until(lambda: g.cache_health()["state"] == "up", 10, "jobgate up on the master")
+            endpoint = g.cache_health().get("endpoint")
+            if endpoint != "127.0.0.1:%d" % master.port:
+                report.fail("endpoint before the failover: %r, expected the master's" % endpoint)
+
+        project = hex32()
+        job_ids = [hex32() for _ in range(jobs)]
+        for i, j in enumerate(job_ids):  # half of them stay pending: their answers keep expiring
+            sim.define_job(j, init_ms=600000 if i % 2 else 1000, running_ms=2000)
+        targets = [(gates[i % instances].port, job_path(project, job_ids[i % jobs])) for i in range(clients)]
+        load = Pollers(targets, interval).start()
+        time.sleep(settle_s)
+
+        killed = time.monotonic()
+        master.kill()
+        new_master = "127.0.0.1:%d" % replica.port
+        switched = resumed = None
+        probes = 0
+        while time.monotonic() - killed < recover_within_s and resumed is None:
+            now = time.monotonic()
+            if switched is None and all(g.cache_health().get("endpoint") == new_master for g in gates):
+                switched = now
+            job = hex32()
+            first = request(gates[0].port, job_path(project, job))
+            second = request(gates[-1].port, job_path(project, job))
+            probes += 1
+            key = "%s%s:%s:%s:p" % (KEY_PREFIX, RULE, project, job)
+            if (first.status == 200 and second.header("x-cache") == "HIT" and replica.cli("EXISTS", key) == "1"):
+                resumed = time.monotonic()
+                switched = switched or resumed
+                break
+            time.sleep(0.1)
+        time.sleep(after_s)
+        load.stop()
+
+        statuses = load.statuses()
+        undocumented = sum(n for s, n in statuses.items() if s not in DOCUMENTED)
+        xc = load.x_cache()
+        named = [s.master_port_named() for s in sentinels]
+        report.add("client requests", load.requests(), "")
+        report.add("X-Cache", x_cache_text(xc), "")
+        report.add("failed requests (answers outside the documented table)", undocumented, "0", undocumented == 0)
+        report.add("connection errors", sum(load.errors.values()), "0", not load.errors)
+        report.add("non-200 answers", sum(n for s, n in statuses.items() if s != 200), "")
+        report.add("sentinels naming the replica as master", "%d/3" % named.count(replica.port), "3/3",
+                   named.count(replica.port) == 3)
+        report.add("kill -9 to every jobgate on the new master (s)",
+                   "%.2f" % (switched - killed) if switched else "never", "< %.0f" % recover_within_s, bool(switched))
+        report.add("kill -9 to caching resumed (s)", "%.2f" % (resumed - killed) if resumed else "never",
+                   "< %.0f" % recover_within_s, bool(resumed))
+        report.add("probes until then", probes, "")
+        for g in gates:
+            h = g.cache_health()
+            report.add("jobgate :%d cache state, endpoint" % g.port, "%s, %s" % (h["state"], h.get("endpoint")),
+                       "up, " + new_master, h["state"] == "up" and h.get("endpoint") == new_master)
+    except Exception as e:
+        report.fail("%s: %s" % (type(e).__name__, e))
+    finally:
+        stop_quietly(procs, report)
+    return report
+
+
+SCENARIOS = {
+    "twemproxy": twemproxy,
+    "sentinel": sentinel,
+}
