@@ -539,23 +539,23 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
             return;
         }
     }
+    /* For the audit log: the call that answered them. */
     struct job_request *w;
     TAILQ_FOREACH(w, &f->waiters, wait_link)
-    { /* for the audit log: the call that answered them */
+    {
         w->upstream_status = resp->fault == FAULT_NONE ? resp->status : 0;
         w->upstream_us = resp->elapsed_us;
     }
     if (!b) {
-        /* A failing upstream, not a verdict on the job or the token: the stale copy may stand in. */
-        int failed = resp->fault != FAULT_NONE || resp->status >= 500 || resp->status == 429;
+        /* A failing upstream (a transport fault, a 5xx or 429, a 200 that is no
+         * usable job), not a verdict on the job or the token: the stale copy may stand in. */
+        int failed = resp->fault != FAULT_NONE || resp->status >= 500 || resp->status == 429 || resp->status == 200;
         flight_fail(f, &err, failed);
         return;
     }
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&f->waiters)) != NULL) {
         waiter_unlink(jr);
-        jr->upstream_status = resp->status;
-        jr->upstream_us = resp->elapsed_us;
         answer_job(jr, b, 0);
     }
     body_unref(b);

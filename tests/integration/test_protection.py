@@ -127,6 +127,8 @@ def a_failing_upstream_is_covered_by_the_stale_copy(env):
     eq(r.body, first.body, "the stale copy is the last answer")
     sim.fault(job=job, kind="reset", count=5)
     eq(gate.get(path(job)).header("x-cache"), "STALE", "also on a transport failure")
+    sim.fault(job=job, kind="nonjson", count=5)
+    eq(gate.get(path(job)).header("x-cache"), "STALE", "also on a 200 that is no job")
 
 
 @test
