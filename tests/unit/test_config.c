@@ -31,6 +31,8 @@
 #include "unit_support.h"
 
 #define BAD_CONFIG_FILES(X)              \
+    X("audit-bad-policy.yaml")           \
+    X("audit-no-file.yaml")              \
     X("auth-aksk-bad-ak.yaml")           \
     X("auth-aksk-no-sk.yaml")            \
     X("auth-and-token-file.yaml")        \
@@ -47,8 +49,8 @@
     X("auth-token-no-source.yaml")       \
     X("auth-unknown-key.yaml")           \
     X("bad-duration.yaml")               \
-    X("bad-listen.yaml")                 \
     X("bad-listen-port.yaml")            \
+    X("bad-listen.yaml")                 \
     X("bad-log-level.yaml")              \
     X("bad-max-body.yaml")               \
     X("bad-shutdown-timeout.yaml")       \
@@ -58,6 +60,8 @@
     X("coalesce-unknown.yaml")           \
     X("duplicate-key-top.yaml")          \
     X("duration-too-long.yaml")          \
+    X("limits-rate-zero.yaml")           \
+    X("limits-unknown-key.yaml")         \
     X("listen-and-listeners.yaml")       \
     X("listener-no-listen.yaml")         \
     X("listener-tls-missing-cert.yaml")  \
@@ -67,11 +71,11 @@
     X("not-a-mapping.yaml")              \
     X("redis-bad-db.yaml")               \
     X("redis-bad-port.yaml")             \
-    X("redis-notify-word.yaml")          \
-    X("redis-sentinel-no-master.yaml")   \
     X("redis-not-scalar.yaml")           \
+    X("redis-notify-word.yaml")          \
     X("redis-password.yaml")             \
     X("redis-scheme.yaml")               \
+    X("redis-sentinel-no-master.yaml")   \
     X("redis-unix-relative.yaml")        \
     X("redis-user-password.yaml")        \
     X("rules-empty-entry.yaml")          \
@@ -87,7 +91,6 @@
     X("unknown-key-upstream.yaml")       \
     X("workers-zero.yaml")               \
     X("yaml-syntax.yaml")
-
 #define AS_NAME(f) f,
 static const char *const bad_config_files[] = {BAD_CONFIG_FILES(AS_NAME)};
 #define NBAD (sizeof(bad_config_files) / sizeof(bad_config_files[0]))
