@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,6 @@ struct job_request {
     const struct client *client; /* who asked (owned by `keys`), NULL when not authenticated */
     struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
     const struct rule *rule;
-    struct route_match match;
     struct flight *flight;
     struct event *gone_watch; /* while waiting on a flight: fires when the client hangs up */
     int64_t wait_deadline_us; /* while waiting on a flight: answered 504 after this */
@@ -56,11 +56,14 @@ struct job_request {
     int upstream_status; /* of the upstream call that answered it, 0: none */
     int64_t upstream_us; /* its duration, -1: none */
     int denied;          /* refused by client authentication (401/403) */
-    char request_id[REQUEST_ID_MAX + 1];
-    char key[KEY_MAX];
-    char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
     TAILQ_ENTRY(job_request) live_link;
     TAILQ_ENTRY(job_request) wait_link;
+    /* The buffers last: a request is reset up to here (job_request_new),
+     * and they are always written before they are read. */
+    char request_id[REQUEST_ID_MAX + 1];
+    char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
+    char key[KEY_MAX];
+    struct route_match match;
 };
 TAILQ_HEAD(job_request_list, job_request);
 
@@ -105,6 +108,8 @@ struct upstream_guard {
 };
 
 struct gateway {
+    struct job_request *spare[64]; /* released requests kept for reuse: a hit allocates nothing */
+    size_t nspare;
     struct event_base *base;
     struct ruleset *rules;
     struct cache *cache;
@@ -152,8 +157,17 @@ void gateway_new_request_id(char *buf, size_t len)
             close(fd);
     }
     /* Unique per process and counter; the random part keeps them unique across restarts and workers. */
-    uint64_t n = ++request_id_counter;
-    snprintf(buf, len, "%016" PRIx64 "%016" PRIx64, request_id_seed[0], request_id_seed[1] ^ n);
+    uint64_t half[2] = {request_id_seed[0], request_id_seed[1] ^ ++request_id_counter};
+    static const char hex[] = "0123456789abcdef";
+    if (len < 33) {
+        if (len)
+            buf[0] = '\0';
+        return;
+    }
+    for (int h = 0; h < 2; h++) /* by hand: snprintf cost more than the rest of a hit's bookkeeping */
+        for (int i = 0; i < 16; i++)
+            buf[h * 16 + i] = hex[(half[h] >> (60 - 4 * i)) & 15];
+    buf[32] = '\0';
 }
 
 /* A client's X-Request-Id is kept when it is safe to echo in headers and logs. */
@@ -187,7 +201,10 @@ static void job_request_release(struct job_request *jr)
     ruleset_unref(jr->rules);
     clientkeys_unref(jr->keys);
     body_unref(jr->stale);
-    free(jr);
+    if (gw->nspare < sizeof(gw->spare) / sizeof(gw->spare[0]))
+        gw->spare[gw->nspare++] = jr;
+    else
+        free(jr);
     if (gw->draining && gw->in_flight == 0 && gw->on_idle)
         gw->on_idle(gw->on_idle_arg);
 }
@@ -977,10 +994,23 @@ static const char *allow_header(struct evhttp_request *req, unsigned methods)
 static int build_key(const struct gateway *gw, const struct rule *rule, const struct route_match *m, char *out,
                      size_t outlen)
 {
-    int n = snprintf(out, outlen, "%s%s", gw->key_prefix, rule->name);
-    for (size_t i = 0; i < rule->route.nparams && n >= 0 && (size_t)n < outlen; i++)
-        n += snprintf(out + n, outlen - (size_t)n, ":%s", m->values[i]);
-    return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
+    const char *pieces[2 + ROUTE_MAX_PARAMS];
+    size_t np = 0, used = 0;
+    pieces[np++] = gw->key_prefix;
+    pieces[np++] = rule->name;
+    for (size_t i = 0; i < rule->route.nparams; i++)
+        pieces[np++] = m->values[i];
+    for (size_t i = 0; i < np; i++) { /* memcpy, not snprintf: this runs on every hit */
+        size_t len = strlen(pieces[i]);
+        if (used + len + 2 > outlen)
+            return -1;
+        if (i >= 2)
+            out[used++] = ':';
+        memcpy(out + used, pieces[i], len);
+        used += len;
+    }
+    out[used] = '\0';
+    return 0;
 }
 
 /* Client authentication and grants, decided before any cache lookup or
@@ -1010,9 +1040,23 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
     return 0;
 }
 
+/* A request record, from the spare list when there is one. Not calloc: the
+ * buffers at its end are a few KB, always written before they are read;
+ * everything before them starts zeroed. */
+static struct job_request *job_request_new(struct gateway *gw)
+{
+    struct job_request *jr = gw->nspare ? gw->spare[--gw->nspare] : malloc(sizeof(*jr));
+    if (!jr)
+        return NULL;
+    memset(jr, 0, offsetof(struct job_request, request_id));
+    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = '\0';
+    jr->match.nvalues = 0; /* read by the audit log even when no route matched */
+    return jr;
+}
+
 void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_auth)
 {
-    struct job_request *jr = calloc(1, sizeof(*jr));
+    struct job_request *jr = job_request_new(gw);
     if (!jr) {
         evhttp_send_error(req, 503, "Service Unavailable");
         return;
@@ -1092,7 +1136,7 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
     }
     if (pass_through(gw)) { /* the client's own token goes upstream */
         const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
-        if (!token || !*token || tokengrant_hash(token, jr->token_hash) < 0) {
+        if (!token || !*token || tokengrant_hash(gw->token_grants, token, jr->token_hash) < 0) {
             client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
             answer_error(jr, &err);
             return;
@@ -1284,6 +1328,8 @@ void gateway_free(struct gateway *gw)
         TAILQ_REMOVE(&gw->orphans, jr, live_link);
         free(jr);
     }
+    while (gw->nspare)
+        free(gw->spare[--gw->nspare]);
     keymap_clear(&gw->flights, free_flight_item);
     keymap_clear(&gw->guards, free_guard_item);
     ruleset_unref(gw->rules);

@@ -440,7 +440,15 @@ static int run_daemon(int index, void *arg)
     char err[512];
     int exit_code = 1;
 
-    d.base = event_base_new();
+    /* The changelist batches a request's read-off / write-on / write-off /
+     * read-on into one epoll_ctl where it can: half the syscalls of a hit.
+     * (Safe while no socket is dup()ed, which neither we, libcurl nor hiredis do.) */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg)
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    d.base = ecfg ? event_base_new_with_config(ecfg) : NULL;
+    if (ecfg)
+        event_config_free(ecfg);
     if (!d.base) {
         log_error("cannot create the event loop");
         goto out;

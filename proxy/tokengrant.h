@@ -25,7 +25,7 @@ struct tokengrant;
 struct tokengrant *tokengrant_new(size_t max_entries, int64_t window_ms);
 
 /* Hash `token` into `out` (what every other call takes). Returns 0 or -1. */
-int tokengrant_hash(const char *token, char out[TOKENGRANT_HASH_SIZE]);
+int tokengrant_hash(const struct tokengrant *t, const char *token, char out[TOKENGRANT_HASH_SIZE]);
 
 /* Upstream just accepted the token with hash `hash` for `project` (now_ms: monotonic). */
 void tokengrant_accepted(struct tokengrant *t, const char *hash, const char *project, int64_t now_ms);
