@@ -1,7 +1,9 @@
 /*
  * reply: writing answers to clients. Every answer is JSON with
  * `Content-Type: application/json;charset=UTF-8`, an `X-Request-Id` and an
- * `X-Cache`; hits carry `Age`. A HEAD gets the same headers, no body.
+ * `X-Cache`; hits carry `Age`. A HEAD gets the same headers, no body. Every
+ * answer also carries `Date` and `Content-Length`, set here: a cache hit is
+ * mostly the cost of writing its headers, and evhttp's own are dearer.
  *
  * Each function sends the reply, which hands the request back to evhttp
  * (the caller must not touch `req` afterwards).

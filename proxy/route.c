@@ -1,3 +1,4 @@
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,161 @@ static int pattern_size_ok(const char *p)
     return 1;
 }
 
+/* Class tables: what a bracket expression or a literal byte allows. Only a
+ * plain subset of POSIX syntax is taken, whose meaning does not depend on the
+ * locale or on glibc's reading of corner cases; anything else ("[^...]",
+ * "[[:alpha:]]", a backslash, ".", groups, "*", "+", "?", "|", anchors) is
+ * left to regexec. */
+static void class_add(struct route_class_item *it, unsigned char c)
+{
+    it->set[c >> 6] |= (uint64_t)1 << (c & 63);
+}
+
+static int class_has(const struct route_class_item *it, unsigned char c)
+{
+    return (int)((it->set[c >> 6] >> (c & 63)) & 1);
+}
+
+/* A byte that means itself both outside and inside brackets. */
+static int plain_byte(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-_~:@!,;=%&'\"<>#/`", c));
+}
+
+/* Both ends of a range of one kind (digits, lower case, upper case), so that
+ * the range is the same bytes in every locale. */
+static int range_ok(char a, char b)
+{
+    if (a > b)
+        return 0;
+    return (a >= '0' && b <= '9') || (a >= 'a' && b <= 'z') || (a >= 'A' && b <= 'Z');
+}
+
+/* Parse the bracket expression after '[' at *pp into `it`. Returns 0 with *pp
+ * past the ']', or -1 when it is not one we take. */
+static int parse_bracket(const char **pp, struct route_class_item *it)
+{
+    const char *p = *pp;
+    if (*p == '^' || *p == ']')
+        return -1;
+    int first = 1;
+    while (*p != ']') {
+        char c = *p;
+        if (!plain_byte(c) && c != '.')
+            return -1;
+        if (c == '-' && !first && p[1] != ']')
+            return -1; /* a '-' in the middle, not part of a range */
+        if (c != '-' && p[1] == '-' && p[2] != ']') {
+            char d = p[2];
+            if (!range_ok(c, d))
+                return -1;
+            for (int b = c; b <= d; b++)
+                class_add(it, (unsigned char)b);
+            p += 3;
+        } else {
+            class_add(it, (unsigned char)c);
+            p++;
+        }
+        first = 0;
+    }
+    *pp = p + 1;
+    return 0;
+}
+
+/* "{m}", "{m,n}" or "{m,}" at *pp. Returns 0, or -1 for anything else. */
+static int parse_interval(const char **pp, size_t *min, size_t *max)
+{
+    const char *p = *pp + 1;
+    char *end;
+    if (*p < '0' || *p > '9')
+        return -1;
+    unsigned long m = strtoul(p, &end, 10), n = m;
+    p = end;
+    if (*p == ',') {
+        p++;
+        if (*p == '}') {
+            n = SIZE_MAX;
+        } else {
+            if (*p < '0' || *p > '9')
+                return -1;
+            n = strtoul(p, &end, 10);
+            p = end;
+        }
+    }
+    if (*p != '}' || m > PATTERN_MAX_SIZE || (n != SIZE_MAX && (n > PATTERN_MAX_SIZE || n < m)))
+        return -1;
+    *min = m;
+    *max = n;
+    *pp = p + 1;
+    return 0;
+}
+
+/* Compile `pattern` into `cls`, or leave cls->nitems 0 when it is not a
+ * sequence of classes with counts of which at most one varies. */
+static void class_compile(struct route_class *cls, const char *pattern)
+{
+    struct route_class c;
+    memset(&c, 0, sizeof(c));
+    c.var = -1;
+    const char *p = pattern;
+    while (*p) {
+        if (c.nitems == ROUTE_CLASS_MAX_ITEMS)
+            return;
+        struct route_class_item *it = &c.items[c.nitems];
+        if (*p == '[') {
+            p++;
+            if (parse_bracket(&p, it) < 0)
+                return;
+        } else if (plain_byte(*p)) {
+            class_add(it, (unsigned char)*p++);
+        } else {
+            return;
+        }
+        it->min = it->max = 1;
+        if (*p == '{' && parse_interval(&p, &it->min, &it->max) < 0)
+            return;
+        if (it->min != it->max) {
+            if (c.var >= 0)
+                return;
+            c.var = (int)c.nitems;
+        } else {
+            c.fixed_len += it->min;
+        }
+        c.nitems++;
+    }
+    if (c.nitems > 0)
+        *cls = c;
+}
+
+/* Does the class table accept all of `v` (`len` bytes)? Each item's count is
+ * known from the length: the fixed ones take theirs, the variable one the rest. */
+static int class_match(const struct route_class *cls, const char *v, size_t len)
+{
+    size_t var_len = 0;
+    if (len < cls->fixed_len)
+        return 0;
+    if (cls->var < 0) {
+        if (len != cls->fixed_len)
+            return 0;
+    } else {
+        var_len = len - cls->fixed_len;
+        const struct route_class_item *it = &cls->items[cls->var];
+        if (var_len < it->min || var_len > it->max)
+            return 0;
+    }
+    const unsigned char *p = (const unsigned char *)v;
+    for (size_t i = 0; i < cls->nitems; i++) {
+        const struct route_class_item *it = &cls->items[i];
+        size_t n = (int)i == cls->var ? var_len : it->min;
+        for (size_t j = 0; j < n; j++)
+            if (!class_has(it, p[j]))
+                return 0;
+        p += n;
+    }
+    return 1;
+}
+
 int route_template_set_pattern(struct route_template *t, const char *name, const char *pattern, char *err,
                                size_t errlen)
 {
@@ -234,16 +390,29 @@ int route_template_set_pattern(struct route_template *t, const char *name, const
     param->re = re;
     param->compiled = 1;
     param->pattern = strdup(pattern);
+    memset(&param->cls, 0, sizeof(param->cls));
+    class_compile(&param->cls, pattern);
     return 0;
 }
 
 /* Does `re` match all of `value`? POSIX regexec finds the leftmost match and,
  * from there, the longest: a match of the whole value exists exactly when
  * that one starts at 0 and ends at the end. */
-static int whole_match(const regex_t *re, const char *value)
+static int whole_match(const regex_t *re, const char *value, size_t len)
 {
     regmatch_t m;
-    return regexec(re, value, 1, &m, 0) == 0 && m.rm_so == 0 && (size_t)m.rm_eo == strlen(value);
+    return regexec(re, value, 1, &m, 0) == 0 && m.rm_so == 0 && (size_t)m.rm_eo == len;
+}
+
+static int param_accepts(const struct route_param *param, const char *v, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (!param->compiled)
+        return 1;
+    if (param->cls.nitems)
+        return class_match(&param->cls, v, len);
+    return whole_match(&param->re, v, len);
 }
 
 enum route_result route_template_match(const struct route_template *t, const char *path, struct route_match *m,
@@ -256,11 +425,13 @@ enum route_result route_template_match(const struct route_template *t, const cha
     m->nvalues = t->nparams;
 
     /* Split in place; each segment must exist and literals must be equal. */
-    char *p = m->buf;
+    size_t value_len[ROUTE_MAX_PARAMS];
+    char *p = m->buf, *end = m->buf + len - 1;
     for (size_t i = 0; i < t->nsegs; i++) {
         if (!p)
             return ROUTE_NO_MATCH;
-        char *slash = strchr(p, '/');
+        char *slash = memchr(p, '/', (size_t)(end - p));
+        size_t seglen = slash ? (size_t)(slash - p) : (size_t)(end - p);
         if (slash)
             *slash = '\0';
         const struct route_segment *seg = &t->segs[i];
@@ -269,6 +440,7 @@ enum route_result route_template_match(const struct route_template *t, const cha
                 return ROUTE_NO_MATCH;
         } else {
             m->values[seg->param] = p;
+            value_len[seg->param] = seglen;
         }
         p = slash ? slash + 1 : NULL;
     }
@@ -276,10 +448,7 @@ enum route_result route_template_match(const struct route_template *t, const cha
         return ROUTE_NO_MATCH;
 
     for (size_t i = 0; i < t->nparams; i++) {
-        const struct route_param *param = &t->params[i];
-        const char *v = m->values[i];
-        int ok = v[0] != '\0' && (!param->compiled || whole_match(&param->re, v));
-        if (!ok) {
+        if (!param_accepts(&t->params[i], m->values[i], value_len[i])) {
             if (bad_param)
                 *bad_param = (int)i;
             return ROUTE_BAD_PARAM;

@@ -636,6 +636,7 @@ def cmd_render(args):
 SERVER_NAMES = {
     "jobgate-redis": "jobgate (Redis backend)",
     "jobgate-mem": "jobgate --redis none (in-process)",
+    "jobgate-redis-w2": "jobgate (Redis backend), 2 workers",
     "jobgate-redis-cold": "jobgate (Redis, in-process tier cold at start)",
     "jobgate-redis-tiny": "jobgate (Redis, in-process tier 64 KiB)",
     "nginx-cache": "nginx proxy_cache",
