@@ -12,9 +12,10 @@
  *     first byte (slowloris), else the connection is closed;
  *   - keepalive_timeout: an idle kept-alive connection is closed;
  *   - max_requests_per_connection: the last answer says Connection: close;
- *   - max_header_bytes / max_uri_bytes: 400 from the table. (evhttp itself
- *     answers 413 beyond a hard cap of 4x these, which bounds the memory a
- *     connection can take; that answer is outside the table.)
+ *   - max_header_bytes / max_uri_bytes: evhttp is told 4x these as its hard
+ *     cap (beyond it evhttp answers 413 itself, outside the table), which
+ *     bounds the memory a connection can take; the bounds proper are checked
+ *     by the gateway (400 from the table, audited like any answer).
  *   - request bodies: refused by the gateway with 400.
  */
 #ifndef JOBGATE_FRONTEND_H
