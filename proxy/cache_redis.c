@@ -1455,8 +1455,7 @@ static void on_wait_deadline(evutil_socket_t fd, short what, void *arg)
 static void wake_waits(struct cache_redis *r, const char *key, size_t len)
 {
     struct redis_op *op;
-    TAILQ_FOREACH(op, &r->waits, wait_link)
-    {
+    TAILQ_FOREACH (op, &r->waits, wait_link) {
         if (strlen(op->key) == len && memcmp(op->key, key, len) == 0)
             wait_check(op); /* never calls back: the list stays as it is */
     }

@@ -558,8 +558,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     }
     /* For the audit log: the call that answered them. */
     struct job_request *w;
-    TAILQ_FOREACH(w, &f->waiters, wait_link)
-    {
+    TAILQ_FOREACH (w, &f->waiters, wait_link) {
         w->upstream_status = resp->fault == FAULT_NONE ? resp->status : 0;
         w->upstream_us = resp->elapsed_us;
     }
@@ -946,8 +945,8 @@ static int request_size_ok(const struct gateway *gw, struct evhttp_request *req,
     }
     size_t bytes = 0;
     struct evkeyval *h;
-    TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
-    bytes += strlen(h->key) + strlen(h->value) + 4;
+    TAILQ_FOREACH (h, evhttp_request_get_input_headers(req), next)
+        bytes += strlen(h->key) + strlen(h->value) + 4;
     if (gw->max_header_bytes && bytes > gw->max_header_bytes) {
         client_error_set(err, 400, "JG.HEADERS_TOO_LARGE", "the request headers are larger than this server accepts");
         return -1;

@@ -603,8 +603,7 @@ static int params_check(const struct evkeyvalq *params, const char *accepted, co
 {
     const struct evkeyval *param;
 
-    TAILQ_FOREACH(param, params, next)
-    {
+    TAILQ_FOREACH (param, params, next) {
         if (word_in_list(accepted, param->key) || word_in_list(also_accepted, param->key))
             continue;
         set_error(err, errlen, "unknown parameter '%s' (accepted: %s%s%s)", param->key, accepted,
@@ -1385,8 +1384,7 @@ static struct fault *fault_find_for(struct sim *sim, const char *job_id)
 {
     struct fault *fault, *for_every_job = NULL;
 
-    TAILQ_FOREACH(fault, &sim->faults, link)
-    {
+    TAILQ_FOREACH (fault, &sim->faults, link) {
         if (fault->job_id == NULL)
             for_every_job = fault;
         else if (strcmp(fault->job_id, job_id) == 0)
@@ -1544,8 +1542,7 @@ static void fault_install(struct sim *sim, struct fault *fault)
 {
     struct fault *old;
 
-    TAILQ_FOREACH(old, &sim->faults, link)
-    {
+    TAILQ_FOREACH (old, &sim->faults, link) {
         if ((old->job_id == NULL && fault->job_id == NULL) ||
             (old->job_id != NULL && fault->job_id != NULL && strcmp(old->job_id, fault->job_id) == 0)) {
             TAILQ_REMOVE(&sim->faults, old, link);
@@ -2270,8 +2267,7 @@ static const struct issued_token *auth_issued_find(const struct sim_auth *auth, 
 {
     const struct issued_token *token;
 
-    TAILQ_FOREACH(token, &auth->issued, link)
-    {
+    TAILQ_FOREACH (token, &auth->issued, link) {
         if (strcmp(token->value, value) == 0)
             return token;
     }
@@ -2547,8 +2543,7 @@ static void record_last_request(struct sim *sim, struct evhttp_request *req, con
         cJSON_AddStringToObject(last, "peer", peer);
     }
     headers = cJSON_AddObjectToObject(last, "headers");
-    TAILQ_FOREACH(header, evhttp_request_get_input_headers(req), next)
-    {
+    TAILQ_FOREACH (header, evhttp_request_get_input_headers(req), next) {
         cJSON *seen = cJSON_GetObjectItemCaseSensitive(headers, header->key);
         char *joined;
 
@@ -2877,8 +2872,7 @@ static int control_stats(struct control_call *call, cJSON **answer)
     *answer = cJSON_CreateObject();
     cJSON_AddNumberToObject(*answer, "total", (double)call->sim->total_job_requests);
     jobs = cJSON_AddObjectToObject(*answer, "jobs");
-    TAILQ_FOREACH(job, &call->sim->jobs, link)
-    {
+    TAILQ_FOREACH (job, &call->sim->jobs, link) {
         /* Jobs only defined through the control API were never asked for. */
         if (job->requests > 0)
             cJSON_AddNumberToObject(jobs, job->job_id, (double)job->requests);
@@ -2970,8 +2964,7 @@ static int control_auth_expire(struct control_call *call, cJSON **answer)
 {
     struct issued_token *token;
 
-    TAILQ_FOREACH(token, &call->sim->auth.issued, link)
-    {
+    TAILQ_FOREACH (token, &call->sim->auth.issued, link) {
         token->revoked = 1;
     }
     *answer = control_ok_json();
