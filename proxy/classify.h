@@ -6,6 +6,14 @@
  *
  * Any state not listed as terminal is still changing, whatever it is called:
  * an unknown state must never be cached forever.
+ *
+ * A body is cached only if every JSON parser reads it the same way: cJSON
+ * takes the first of two equal keys, most client parsers the last, and Go's
+ * matches keys regardless of case. So a body whose state, identity or
+ * sub-job path names a key twice on its way (case-insensitively), or that
+ * holds a NUL (raw or \u0000), is JOB_AMBIGUOUS: jobgate answers it as a bad
+ * upstream body, and a client never polls forever on a terminal answer that
+ * its own parser reads as still changing.
  */
 #ifndef JOBGATE_CLASSIFY_H
 #define JOBGATE_CLASSIFY_H
@@ -25,13 +33,15 @@ struct classify_spec {
 };
 
 enum job_class {
-    JOB_TERMINAL, /* a job object in a terminal state: cache without expiry */
-    JOB_PENDING,  /* a job object still changing: cache for the short TTL */
-    JOB_NOT_JOB,  /* not a JSON object, or no state string where the rule says */
-    JOB_OTHER_JOB /* a job object naming another job than the one asked for */
+    JOB_TERMINAL,  /* a job object in a terminal state: cache without expiry */
+    JOB_PENDING,   /* a job object still changing: cache for the short TTL */
+    JOB_NOT_JOB,   /* not a JSON object, or no state string where the rule says */
+    JOB_OTHER_JOB, /* a job object naming another job than the one asked for */
+    JOB_AMBIGUOUS  /* a body that parsers may read differently: never cached, never served */
 };
 
-/* Classify `body`. `expected_id` is the request's value of the identity
+/* Classify `body`. Checked in this order: ambiguity (JOB_AMBIGUOUS), shape
+ * (JOB_NOT_JOB), identity (JOB_OTHER_JOB), then state. `expected_id` is the request's value of the identity
  * parameter (ignored when the spec has no identity check). The state found,
  * if any, is copied to `state` (truncated to statelen).
  *

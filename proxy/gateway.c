@@ -467,10 +467,10 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
     }
     char state[64];
     enum job_class cls = classify_body(&rule->job, resp->body, resp->len, f->expected_id, state, sizeof(state));
-    if (cls == JOB_NOT_JOB || cls == JOB_OTHER_JOB) {
-        enum upstream_fault fault = cls == JOB_NOT_JOB ? FAULT_BAD_BODY : FAULT_WRONG_JOB;
-        log_warn("upstream 200 for rule %s, key %s is %s: not cached", rule->name, f->key,
-                 cls == JOB_NOT_JOB ? "not a job object" : "about another job");
+    if (cls != JOB_TERMINAL && cls != JOB_PENDING) {
+        /* Not a job, another job, or a body parsers read differently: a bad body, never cached. */
+        enum upstream_fault fault = cls == JOB_OTHER_JOB ? FAULT_WRONG_JOB : FAULT_BAD_BODY;
+        log_warn("upstream 200 for rule %s, key %s is %s: not cached", rule->name, f->key, job_class_name(cls));
         errmap_from_fault(&rule->errors, fault, err);
         return NULL;
     }

@@ -14,7 +14,9 @@
  *    contract in classify.h (the body is one JSON object with only
  *    whitespace around it; the state is the string at the rule's state path;
  *    the identity field must equal the request's id; a job is terminal only
- *    when its state and every sub-job's state are terminal values);
+ *    when its state and every sub-job's state are terminal values; a body
+ *    holding a NUL, raw or escaped, or naming a key of the state, identity or
+ *    sub-job paths twice (in any case) on the way, is ambiguous);
  *  - the state is NUL-terminated inside its buffer, is the body's state
  *    truncated to the buffer, and nothing past the buffer is written;
  *  - when the body has no backslash (no JSON escapes), a non-empty state
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -102,13 +105,67 @@ static int reference_failed(const struct classify_spec *spec, const char *state)
     return 0;
 }
 
+/* An escaped NUL: "\\u0000" preceded by an even run of backslashes (so the
+ * backslash before the u is not itself escaped). */
+static int reference_has_nul(const char *body, size_t len)
+{
+    if (memchr(body, '\0', len))
+        return 1;
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (memcmp(body + i, "\\u0000", 6) != 0)
+            continue;
+        size_t run = 0;
+        while (run < i && body[i - 1 - run] == '\\')
+            run++;
+        if (run % 2 == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Ambiguous when the first and the last member matching a step, ignoring
+ * case, are not the same member. */
+static int reference_path_ambiguous(const struct jsonpath *p, const cJSON *item)
+{
+    for (size_t i = 0; i < p->nparts && cJSON_IsObject(item); i++) {
+        const cJSON *first = NULL, *last = NULL;
+        for (const cJSON *c = item->child; c; c = c->next)
+            if (c->string && strcasecmp(c->string, p->parts[i]) == 0) {
+                if (!first)
+                    first = c;
+                last = c;
+            }
+        if (first != last)
+            return 1;
+        item = cJSON_GetObjectItemCaseSensitive(item, p->parts[i]);
+    }
+    return 0;
+}
+
+static int reference_ambiguous(const struct classify_spec *spec, const cJSON *root)
+{
+    if (reference_path_ambiguous(&spec->state, root) || reference_path_ambiguous(&spec->identity, root) ||
+        reference_path_ambiguous(&spec->sub_jobs, root))
+        return 1;
+    const cJSON *list = reference_get(&spec->sub_jobs, root);
+    if (cJSON_IsArray(list))
+        for (const cJSON *sub = list->child; sub; sub = sub->next)
+            if (reference_path_ambiguous(&spec->sub_state, sub))
+                return 1;
+    return 0;
+}
+
 /* classify.h's contract, plainly. *state_out: the body's state, or NULL. */
-static enum job_class reference_classify(const struct classify_spec *spec, const cJSON *root, const char *expected_id,
-                                         const char **state_out)
+static enum job_class reference_classify(const struct classify_spec *spec, const cJSON *root, int has_nul,
+                                         const char *expected_id, const char **state_out)
 {
     *state_out = NULL;
+    if (has_nul)
+        return JOB_AMBIGUOUS;
     if (!cJSON_IsObject(root))
         return JOB_NOT_JOB;
+    if (reference_ambiguous(spec, root))
+        return JOB_AMBIGUOUS;
     const char *state = reference_string(&spec->state, root);
     if (!state)
         return JOB_NOT_JOB;
@@ -138,7 +195,7 @@ static enum job_class reference_classify(const struct classify_spec *spec, const
 /* ---------------------------------------------------------------- checks */
 
 static void classify_one(const struct rule *r, const char *body, size_t len, const cJSON *root, int no_escapes,
-                         const char *expected_id, size_t statelen)
+                         int has_nul, const char *expected_id, size_t statelen)
 {
     unsigned char buf[64 + GUARD], again[64 + GUARD];
     memset(buf, CANARY, sizeof(buf));
@@ -149,8 +206,8 @@ static void classify_one(const struct rule *r, const char *body, size_t len, con
     enum job_class c2 = classify_body(&r->job, body, len, expected_id, (char *)again, statelen);
     const char *id = expected_id ? expected_id : "(none)";
 
-    FUZZ_CHECK(c == JOB_TERMINAL || c == JOB_PENDING || c == JOB_NOT_JOB || c == JOB_OTHER_JOB, "rule '%s': class %d",
-               r->name, (int)c);
+    FUZZ_CHECK(c == JOB_TERMINAL || c == JOB_PENDING || c == JOB_NOT_JOB || c == JOB_OTHER_JOB || c == JOB_AMBIGUOUS,
+               "rule '%s': class %d", r->name, (int)c);
     FUZZ_CHECK(c == c2 && memcmp(buf, again, sizeof(buf)) == 0, "rule '%s', id %s: classified %s, then %s", r->name, id,
                job_class_name(c), job_class_name(c2));
     for (size_t i = statelen; i < sizeof(buf); i++)
@@ -161,7 +218,7 @@ static void classify_one(const struct rule *r, const char *body, size_t len, con
                statelen);
 
     const char *want_state;
-    enum job_class want = reference_classify(&r->job, root, expected_id, &want_state);
+    enum job_class want = reference_classify(&r->job, root, has_nul, expected_id, &want_state);
     FUZZ_CHECK(c == want, "rule '%s', id %s: class %s, the contract says %s", r->name, id, job_class_name(c),
                job_class_name(want));
 
@@ -195,11 +252,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, data, size);
     cJSON *root = reference_parse(body, size);
     int no_escapes = memchr(body, '\\', size) == NULL;
+    int has_nul = reference_has_nul(body, size);
 
     for (size_t k = 0; k < shipped->count; k++)
         for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
             for (size_t j = 0; j < sizeof(statelens) / sizeof(statelens[0]); j++)
-                classify_one(shipped->rules[k], body, size, root, no_escapes, ids[i], statelens[j]);
+                classify_one(shipped->rules[k], body, size, root, no_escapes, has_nul, ids[i], statelens[j]);
 
     cJSON_Delete(root);
     free(body);

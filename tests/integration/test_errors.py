@@ -195,5 +195,48 @@ def faults_for_all_jobs_at_once(env):
         eq(assert_documented_error(r)["code"], "APIGW.0601", "code")
 
 
+# Upstream 200 bodies that two JSON parsers read two ways. cJSON (jobgate)
+# takes the first of two equal keys, most clients the last: a terminal answer
+# cached from such a body would make those clients poll forever.
+AMBIGUOUS = [
+    ("status twice", '{"status":"SUCCESS","job_id":"%(job)s","status":"RUNNING"}'),
+    ("status twice, other case", '{"status":"SUCCESS","Status":"RUNNING","job_id":"%(job)s"}'),
+    ("job_id twice", '{"status":"SUCCESS","job_id":"%(job)s","job_id":"%(other)s"}'),
+    ("escaped NUL in the state", '{"status":"SUCCESS\\u0000RUNNING","job_id":"%(job)s"}'),
+    ("escaped NUL in the job_id", '{"status":"SUCCESS","job_id":"%(job)s\\u0000x"}'),
+]
+
+
+@test
+def ambiguous_upstream_bodies_are_bad_bodies(env):
+    """duplicated status/job_id, NUL in a value: 502 JG.UPSTREAM_BAD_BODY, never cached, stale copy served"""
+    from urllib.parse import quote
+    gate, sim = env["gate"], env["sim"]
+    problems = []
+    for what, body in AMBIGUOUS:
+        job = hex32()
+        sim.fault(job, kind="rawbody", body=quote(body % {"job": job, "other": hex32()}, safe=""))
+        r = gate.get(path(job))
+        sim.clear_faults()
+        try:
+            eq(r.status, 502, what + " status")
+            eq(assert_documented_error(r, what)["code"], "JG.UPSTREAM_BAD_BODY", what + " code")
+            assert_not_cached(env, job)
+        except AssertionError as e:
+            problems.append(str(e))
+    check(not problems, "\n".join(problems))
+    # A job with a still-changing copy past its TTL keeps getting that copy.
+    job = hex32()
+    sim.define_job(job, init_ms=0, running_ms=600000)
+    first = gate.get(path(job))
+    eq(first.json()["status"], "RUNNING", "first answer")
+    time.sleep(2.3)
+    sim.fault(job, kind="rawbody", body=quote(AMBIGUOUS[0][1] % {"job": job}, safe=""))
+    r = gate.get(path(job))
+    sim.clear_faults()
+    eq((r.status, r.header("x-cache")), (200, "STALE"), "the stale copy, not the ambiguous body")
+    eq(r.body, first.body, "the stale copy is the last good answer")
+
+
 if __name__ == "__main__":
     run(setup, teardown)

@@ -112,6 +112,9 @@
  *                       (default 4 MiB) through a top-level "padding" string
  *            truncated  200 announcing the whole body's Content-Length but
  *                       sending half of it, then closing the connection
+ *            rawbody    body=TEXT (percent-encoded): 200 with exactly these
+ *                       bytes as application/json (duplicate keys, escaped
+ *                       NULs, invalid UTF-8: bodies parsers disagree on)
  *          Unknown kinds or parameters and bad values are refused with 400.
  *   DELETE /_sim/faults   clear every fault
  *   GET    /_sim/stats    {"total":N,"jobs":{"<job_id>":N,...}}
@@ -320,6 +323,7 @@ enum fault_kind {
     FAULT_NOSTATUS,
     FAULT_OVERSIZED,
     FAULT_TRUNCATED,
+    FAULT_RAWBODY,
 };
 
 struct fault_kind_info {
@@ -339,6 +343,7 @@ static const struct fault_kind_info fault_kinds[] = {
     {"nostatus", FAULT_NOSTATUS, ""},
     {"oversized", FAULT_OVERSIZED, "size"},
     {"truncated", FAULT_TRUNCATED, ""},
+    {"rawbody", FAULT_RAWBODY, "body"},
 };
 
 /* Body of a status fault's answer. */
@@ -364,6 +369,8 @@ struct fault {
     long long delay_ms;
     /* kind=oversized */
     long long size;
+    /* kind=rawbody */
+    char *body; /* owned */
 };
 
 /* How job requests must authenticate (POST /_sim/auth). */
@@ -1366,6 +1373,7 @@ static void fault_free(struct fault *fault)
     free(fault->reason);
     free(fault->code);
     free(fault->message);
+    free(fault->body);
     free(fault);
 }
 
@@ -1490,7 +1498,7 @@ static struct fault *fault_from_params(const struct evkeyvalq *params, char *err
     if (kind == NULL) {
         set_error(err, errlen,
                   "kind must be one of: status delay hang "
-                  "reset nonjson notobject wrongid nostatus oversized truncated");
+                  "reset nonjson notobject wrongid nostatus oversized truncated rawbody");
         return NULL;
     }
     if (job == NULL || job[0] == '\0') {
@@ -1524,6 +1532,14 @@ static struct fault *fault_from_params(const struct evkeyvalq *params, char *err
         break;
     case FAULT_OVERSIZED:
         if (param_integer(params, "size", 0, OVERSIZED_MAX_SIZE, &fault->size, err, errlen) != 0)
+            goto fail;
+        break;
+    case FAULT_RAWBODY:
+        if (evhttp_find_header(params, "body") == NULL) {
+            set_error(err, errlen, "kind=rawbody needs body=TEXT");
+            goto fail;
+        }
+        if (param_string(params, "body", &fault->body, err, errlen) != 0)
             goto fail;
         break;
     default: break;
@@ -2613,6 +2629,7 @@ static int job_reply_faulty(const struct job_route *route, const struct sim_job 
         break;
     case FAULT_NONJSON: rc = reply_set_text(reply, "text/html", "<html><body>gateway error</body></html>"); break;
     case FAULT_NOTOBJECT: rc = reply_set_json(reply, cJSON_Parse("[1,2,3]")); break;
+    case FAULT_RAWBODY: rc = reply_set_text(reply, "application/json;charset=UTF-8", fault->body); break;
     case FAULT_WRONGID:
         if ((other_id = job_id_altered(job->job_id)) != NULL)
             rc = reply_set_json(reply, job_body_now(route, job, other_id, 0, NULL));

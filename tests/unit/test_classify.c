@@ -225,6 +225,58 @@ static void test_nested_paths(void **state)
     assert_int_equal(run_cases(*state, cases, sizeof(cases) / sizeof(cases[0])), 0);
 }
 
+/* Bodies that two parsers may read two ways: never cached (issue: a duplicated
+ * "status" was cached as terminal forever, while clients reading the last key
+ * polled on). */
+static void test_ambiguous_bodies(void **state)
+{
+    static const struct body_case cases[] = {
+        {"status twice, terminal first", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"status\":\"RUNNING\"}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"status twice, same value", "{\"status\":\"SUCCESS\",\"status\":\"SUCCESS\",\"job_id\":\"" JID "\"}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"status twice in another case", "{\"status\":\"SUCCESS\",\"STATUS\":\"RUNNING\",\"job_id\":\"" JID "\"}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"job_id twice", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"job_id\":\"" OTHER "\"}", JID, JOB_AMBIGUOUS,
+         ""},
+        {"an escaped NUL in the state", "{\"status\":\"SUCCESS\\u0000RUNNING\",\"job_id\":\"" JID "\"}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"an escaped NUL in the job_id", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\\u0000x\"}", JID, JOB_AMBIGUOUS,
+         ""},
+        {"an escaped NUL anywhere", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"x\":\"\\u0000\"}", JID,
+         JOB_AMBIGUOUS, ""},
+        /* Not NULs, not duplicates: served as before. */
+        {"an escaped backslash before u0000 is text",
+         "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"x\":\"\\\\u0000\"}", JID, JOB_TERMINAL, "SUCCESS"},
+        {"other keys may repeat", "{\"status\":\"RUNNING\",\"job_id\":\"" JID "\",\"x\":1,\"x\":2}", JID, JOB_PENDING,
+         "RUNNING"},
+        {"a key that only starts like status", "{\"status\":\"SUCCESS\",\"statuses\":[],\"job_id\":\"" JID "\"}", JID,
+         JOB_TERMINAL, "SUCCESS"},
+    };
+    assert_int_equal(run_cases(*state, cases, sizeof(cases) / sizeof(cases[0])), 0);
+
+    /* A raw NUL inside the body: never read as the text before it. */
+    static const char raw[] = "{\"status\":\"SUCCESS\0RUNNING\",\"job_id\":\"" JID "\"}";
+    char st[32];
+    assert_int_equal(classify_body(*state, raw, sizeof(raw) - 1, JID, st, sizeof(st)), JOB_AMBIGUOUS);
+}
+
+static void test_ambiguous_nested(void **state)
+{
+    static const struct body_case cases[] = {
+        {"job twice", "{\"job\":{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\"},\"job\":{\"status\":\"RUNNING\"}}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"job.status twice", "{\"job\":{\"status\":\"SUCCESS\",\"status\":\"RUNNING\",\"job_id\":\"" JID "\"}}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"job.job_id twice", "{\"job\":{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"job_id\":\"" JID "\"}}", JID,
+         JOB_AMBIGUOUS, ""},
+        {"a top-level status beside job is not on the path",
+         "{\"status\":\"x\",\"status\":\"y\",\"job\":{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\"}}", JID,
+         JOB_TERMINAL, "SUCCESS"},
+    };
+    assert_int_equal(run_cases(*state, cases, sizeof(cases) / sizeof(cases[0])), 0);
+}
+
 static void test_cce_shape_without_identity(void **state)
 {
     /* CCE: status.phase in Initializing | Running | Failed | Success, no identity check. */
@@ -322,6 +374,7 @@ static void test_job_class_names(void **state)
     assert_string_equal(job_class_name(JOB_PENDING), "pending");
     assert_string_equal(job_class_name(JOB_NOT_JOB), "not_job");
     assert_string_equal(job_class_name(JOB_OTHER_JOB), "other_job");
+    assert_string_equal(job_class_name(JOB_AMBIGUOUS), "ambiguous");
     assert_non_null(job_class_name((enum job_class)42));
 }
 
@@ -400,6 +453,8 @@ int main(void)
         ELB_TEST(test_trailing_whitespace_is_fine),
         ELB_TEST(test_len_is_honoured),
         NESTED_TEST(test_nested_paths),
+        ELB_TEST(test_ambiguous_bodies),
+        NESTED_TEST(test_ambiguous_nested),
         cmocka_unit_test(test_cce_shape_without_identity),
         ELB_TEST(test_state_copy_is_bounded),
         ELB_TEST(test_long_state),

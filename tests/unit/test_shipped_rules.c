@@ -145,6 +145,15 @@ static void bodies_classify_per_api(void **state)
          JOB_PENDING, 0}, /* a sub-job without a state is not done */
         {"ecs", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"entities\":{\"sub_jobs\":\"oops\"}}", JOB_PENDING, 0},
         {"ecs", "{\"status\":\"SUCCESS\",\"job_id\":\"" JID "\",\"entities\":{}}", JOB_TERMINAL, 0},
+        /* A sub-job's state, or the sub-job list, named twice: parsers disagree, never cached */
+        {"ecs",
+         "{\"status\":\"SUCCESS\",\"job_id\":\"" JID
+         "\",\"entities\":{\"sub_jobs\":[{\"status\":\"SUCCESS\",\"status\":\"RUNNING\"}]}}",
+         JOB_AMBIGUOUS, 0},
+        {"ecs",
+         "{\"status\":\"SUCCESS\",\"job_id\":\"" JID
+         "\",\"entities\":{\"sub_jobs\":[],\"sub_jobs\":[{\"status\":\"RUNNING\"}]}}",
+         JOB_AMBIGUOUS, 0},
         {"bms", "{\"status\":\"FAIL\",\"job_id\":\"" JID "\",\"entities\":{\"sub_jobs\":[{\"status\":\"FAIL\"}]}}",
          JOB_TERMINAL, 1},
         /* EVS: WAITING_EXECUTE and LISTENING are still changing */
