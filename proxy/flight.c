@@ -310,7 +310,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
     if (!b && resp->fault == FAULT_NONE && resp->status == 401 && gw->credentials && f->token_id &&
-        strcmp(err.code, "APIGW.0307") == 0) {
+        rule_token_expired(f->rule, err.code)) {
         /* jobgate's IAM token expired early (credentials changed): get a new one
          * and ask once more; the client cannot fix jobgate's token. */
         credentials_token_rejected(gw->credentials, f->project[0] ? f->project : NULL, f->token_id);
