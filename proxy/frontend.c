@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
+#include "reqid.h"
 
 /* How often open connections are checked for the header and keep-alive
  * timeouts and for having been closed by evhttp. */
@@ -351,7 +352,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     char request_id[40];
-    gateway_new_request_id(request_id, sizeof(request_id));
+    reqid_new(request_id, sizeof(request_id));
     struct reply_meta meta = {.request_id = request_id, .outcome = OUTCOME_BYPASS, .age_s = -1};
     if (!admin_method_ok(req, &meta))
         return;

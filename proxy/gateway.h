@@ -7,6 +7,12 @@
  *
  * Lower layers (cache, upstream) report through callbacks; this module never
  * blocks. A request holds a reference to the ruleset it started with.
+ *
+ * Along a request's path: request.c (intake, checks, cache key and lookup),
+ * flight.c (the shared upstream call), callpolicy.c (whether a call may go,
+ * and the answers when it may not), gateway.c (answering, the audit record,
+ * settings, drain and shutdown); request.h is their shared internals,
+ * reqid.h the request ids.
  */
 #ifndef JOBGATE_GATEWAY_H
 #define JOBGATE_GATEWAY_H
@@ -76,8 +82,5 @@ void gateway_abort_all(struct gateway *gw);
 /* Free the gateway's own state. Call after cache_free and upstream_free, so
  * that no callback can arrive for a request it frees. */
 void gateway_free(struct gateway *gw);
-
-/* Generate a request id into buf (at least 33 bytes). */
-void gateway_new_request_id(char *buf, size_t len);
 
 #endif

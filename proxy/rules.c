@@ -22,6 +22,9 @@ static void rule_free(struct rule *r)
     for (size_t i = 0; i < r->ndrop_headers; i++)
         free(r->drop_headers[i]);
     free(r->drop_headers);
+    for (size_t i = 0; i < r->ntoken_expired_codes; i++)
+        free(r->token_expired_codes[i]);
+    free(r->token_expired_codes);
     classify_spec_free(&r->job);
     errmap_free(&r->errors);
     free(r);
@@ -293,9 +296,44 @@ static int load_upstream_headers(struct yconf *y, yaml_node_t *n, struct rule *r
     return rc;
 }
 
+/* upstream.token_expired_codes: the upstream error codes that say jobgate's
+ * own token expired (renewed, and the call sent once more); when absent,
+ * Huawei's [APIGW.0307]. */
+static int load_token_expired_codes(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    size_t count = n && n->type == YAML_SEQUENCE_NODE ? yconf_seq_len(n) : 1;
+    if (!(r->token_expired_codes = calloc(count ? count : 1, sizeof(char *))))
+        return -1;
+    if (!n) {
+        if (!(r->token_expired_codes[0] = strdup("APIGW.0307")))
+            return -1;
+        r->ntoken_expired_codes = 1;
+        return 0;
+    }
+    if (n->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, n, d, "'token_expired_codes' must be a list of upstream error codes, such as [APIGW.0307]");
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        const char *code = yconf_scalar(item);
+        if (!code || !*code || strlen(code) >= ERRMAP_CODE_MAX || strpbrk(code, " \t")) {
+            yconf_error(y, item, d, "an error code is a word such as APIGW.0307");
+            rc = -1;
+            continue;
+        }
+        if (!(r->token_expired_codes[r->ntoken_expired_codes] = strdup(code)))
+            return -1;
+        r->ntoken_expired_codes++;
+    }
+    return rc;
+}
+
 static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"url", "path", "headers", "connect_timeout", "timeout", NULL};
+    static const char *const keys[] = {"url", "path", "headers", "connect_timeout", "timeout", "token_expired_codes",
+                                       NULL};
     r->connect_timeout_ms = 3000;
     r->timeout_ms = 10000;
     if (!n) {
@@ -310,6 +348,7 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
     rc |= yconf_get_ms(y, n, "timeout", 1, 3600000, 0, &r->timeout_ms, d);
     rc |= load_upstream_path(y, yconf_get(y, n, "path"), r, d);
     rc |= load_upstream_headers(y, yconf_get(y, n, "headers"), r, d);
+    rc |= load_token_expired_codes(y, yconf_get(y, n, "token_expired_codes"), r, d);
     if (!r->upstream_url) {
         yconf_error(y, n, d, "upstream needs 'url', such as https://elb.eu-west-0.myhuaweicloud.com");
         return -1;
@@ -894,6 +933,14 @@ static int host_matches(const struct rule *r, const char *host)
     if (host[0] == '[') /* an IPv6 literal: the port follows the ']' */
         len = strcspn(host, "]") + 1;
     return strlen(r->host) == len && strncasecmp(r->host, host, len) == 0;
+}
+
+int rule_token_expired(const struct rule *r, const char *code)
+{
+    for (size_t i = 0; i < r->ntoken_expired_codes; i++)
+        if (strcmp(r->token_expired_codes[i], code) == 0)
+            return 1;
+    return 0;
 }
 
 int rule_upstream_path(const struct rule *r, const struct route_match *m, char *out, size_t outlen)

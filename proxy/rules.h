@@ -46,6 +46,8 @@ struct rule {
     size_t ndrop_headers;
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
+    char **token_expired_codes; /* upstream error codes that say jobgate's own token expired */
+    size_t ntoken_expired_codes;
     struct classify_spec job;
     int identity_param;      /* route parameter the body must name, -1: none */
     int project_param;       /* the route's {project_id}, -1: none */
@@ -75,6 +77,11 @@ void ruleset_unref(struct ruleset *rs);
 
 /* The upstream path for a matched request. Returns its length, or -1 if it does not fit. */
 int rule_upstream_path(const struct rule *r, const struct route_match *m, char *out, size_t outlen);
+
+/* Is `code` (an answer's error code, from upstream's body) one of the
+ * rule's upstream.token_expired_codes: jobgate's own token expired, so the
+ * gateway renews it and calls once more? */
+int rule_token_expired(const struct rule *r, const char *code);
 
 /* Find the rule for `host` (the request's Host header, may be NULL) and
  * `path`. ROUTE_MATCH: *rule_out and *m are set.

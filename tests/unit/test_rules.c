@@ -98,6 +98,7 @@
     X("sub-jobs-no-state.yaml")       \
     X("terminal-no-success.yaml")     \
     X("terminal-twice.yaml")          \
+    X("token-expired-not-list.yaml")  \
     X("unknown-key-cache.yaml")       \
     X("unknown-key-error-entry.yaml") \
     X("unknown-key-errors.yaml")      \
@@ -269,6 +270,59 @@ static void test_minimal_rule_defaults(void **state)
     assert_int_equal(r->errors.fault[FAULT_INTERNAL].status, 503);
     assert_int_equal(r->errors.klass[4].status, 400);
     ruleset_unref(rs);
+}
+
+/* upstream.token_expired_codes: which upstream error codes make jobgate
+ * renew its own token and call once more. */
+static void test_token_expired_codes(void **state)
+{
+    /* Absent: Huawei's APIGW.0307, as before the key existed. */
+    struct ruleset *rs = load_ok(1, "rules/minimal.yaml", NULL, NULL);
+    const struct rule *r = rs->rules[0];
+    assert_int_equal(r->ntoken_expired_codes, 1);
+    assert_true(rule_token_expired(r, "APIGW.0307"));
+    assert_false(rule_token_expired(r, "APIGW.0301"));
+    assert_false(rule_token_expired(r, ""));
+    ruleset_unref(rs);
+
+    char path[4096];
+    unit_data_path(path, sizeof(path), "rules/minimal.yaml");
+    char *text = unit_read_file(path);
+    assert_non_null(text);
+    char *at = strstr(text, "job:\n");
+    assert_non_null(at);
+    struct {
+        const char *line; /* put before job: (line 11) */
+        const char *yes, *no;
+        const char *error; /* the one diagnostic expected, or NULL */
+    } cases[] = {
+        {"  token_expired_codes: [APIGW.0307, \"IAM.0002\"]\n", "IAM.0002", "APIGW.0301", NULL},
+        {"  token_expired_codes: []\n", NULL, "APIGW.0307", NULL}, /* never renew */
+        {"  token_expired_codes: APIGW.0307\n", NULL, NULL,
+         "inline:11:24: 'token_expired_codes' must be a list of upstream error codes, such as [APIGW.0307]"},
+        {"  token_expired_codes: [APIGW.0307, \"\"]\n", NULL, NULL,
+         "inline:11:37: an error code is a word such as APIGW.0307"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char yaml[4096];
+        snprintf(yaml, sizeof(yaml), "%.*s%s%s", (int)(at - text), text, cases[i].line, at);
+        struct conf_diag d;
+        conf_diag_init(&d);
+        rs = ruleset_load_string("inline", yaml, &d);
+        int ok = cases[i].error
+                     ? !rs && d.count == 1 && strcmp(d.lines[0], cases[i].error) == 0
+                     : rs && d.count == 0 && (!cases[i].yes || rule_token_expired(rs->rules[0], cases[i].yes)) &&
+                           !rule_token_expired(rs->rules[0], cases[i].no);
+        if (!ok)
+            unit_print_diags(&d);
+        ruleset_unref(rs);
+        conf_diag_free(&d);
+        if (!ok) {
+            free(text);
+            fail_msg("case %zu (%s): want %s", i, cases[i].line, cases[i].error ? cases[i].error : "it loaded");
+        }
+    }
+    free(text);
 }
 
 static void test_elb_v3_rule(void **state)
@@ -553,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_shipped_rule_loads),
         cmocka_unit_test(test_shipped_rule_match),
         cmocka_unit_test(test_minimal_rule_defaults),
+        cmocka_unit_test(test_token_expired_codes),
         cmocka_unit_test(test_elb_v3_rule),
         cmocka_unit_test(test_several_rules_dispatch),
         cmocka_unit_test(test_load_string),

@@ -1,0 +1,622 @@
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <cjson/cJSON.h>
+
+#include "cache.h"
+#include "callpolicy.h"
+#include "clock.h"
+#include "credentials.h"
+#include "flight.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "rules.h"
+#include "upstream.h"
+
+#define URL_MAX 2200
+
+struct flight {
+    struct keymap_item item;                             /* item.key == flight_key */
+    enum flight_state state;                             /* see flight.h */
+    char key[KEY_MAX];                                   /* the cache key */
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE]; /* pass-through: one call per key and token */
+    char token_hash[TOKENGRANT_HASH_SIZE];
+    char project[ROUTE_MAX_PATH + 1];
+    char request_id[REQID_MAX + 1]; /* of the request that started it: sent upstream */
+    struct gateway *gw;
+    struct ruleset *rules;
+    const struct rule *rule;
+    char expected_id[ROUTE_MAX_PATH + 1];
+    struct callpolicy_upstream *up; /* this flight's upstream and its guard */
+    struct body *stale;             /* the last still-changing answer, past its TTL (a reference), or NULL */
+    /* The handle of what the state waits for (NULL while its callback runs,
+     * or when the callback came before the ask returned): */
+    struct cache_pending *pending;      /* LEASE, WAIT_HOLDER */
+    struct credentials_wait *cred_wait; /* CREDENTIALS */
+    struct event *admit_timer;          /* ADMISSION_QUEUE (kept once made) */
+    struct upstream_call *call;         /* CALLING */
+    int lease_held;                     /* this process holds the key's lease: store or release it */
+    int stored;                         /* an answer was stored (which releases the lease) */
+    uint64_t token_id;                  /* the IAM token sent, for credentials_token_rejected */
+    int renewed;                        /* the call was sent again after the cloud refused an expired token */
+    int64_t queued_until_ms;            /* give up waiting for a rate-limit token after this (monotonic) */
+    char url[URL_MAX];
+    char client_token[4096];         /* pass-through: the token sent upstream (secret; wiped when freed) */
+    struct job_request_list waiters; /* in arrival order, hence in deadline order */
+    size_t nwaiters;
+    struct event *wait_timer; /* armed for the first waiter's deadline */
+};
+
+/* What the waiters of a flight are answered with. */
+struct flight_answer {
+    struct body *body;                    /* the job (borrowed), or NULL: */
+    const struct client_error *err;       /*   this error, */
+    int stale_ok;                         /*   or the stale copy when there is one and this is set */
+    const struct upstream_response *resp; /* the call that answered them (for the audit log), or NULL */
+};
+
+static void flight_call(struct flight *f);
+
+/* ---------------------------------------------------------------- waiters */
+
+static void arm_wait_timer(struct flight *f)
+{
+    struct job_request *first = TAILQ_FIRST(&f->waiters);
+    if (!first || !f->wait_timer)
+        return;
+    int64_t us = first->wait_deadline_us - clock_mono_us();
+    if (us < 0)
+        us = 0;
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    evtimer_add(f->wait_timer, &tv);
+}
+
+/* Take `jr` off its flight's waiters (it is being answered, or is gone). */
+static void waiter_unlink(struct job_request *jr)
+{
+    struct flight *f = jr->flight;
+    if (!f)
+        return;
+    int was_first = TAILQ_FIRST(&f->waiters) == jr;
+    TAILQ_REMOVE(&f->waiters, jr, wait_link);
+    f->nwaiters--;
+    jr->flight = NULL;
+    if (jr->gone_watch) {
+        event_free(jr->gone_watch);
+        jr->gone_watch = NULL;
+    }
+    if (was_first && f->wait_timer) {
+        evtimer_del(f->wait_timer);
+        arm_wait_timer(f);
+    }
+}
+
+/* Take `jr` off the waiters and answer it with `a`. */
+static void answer_waiter(struct flight *f, struct job_request *jr, const struct flight_answer *a)
+{
+    waiter_unlink(jr);
+    if (a->resp) {
+        jr->upstream_status = a->resp->fault == FAULT_NONE ? a->resp->status : 0;
+        jr->upstream_us = a->resp->elapsed_us;
+    }
+    if (a->body)
+        request_answer_job(jr, a->body, 0);
+    else if (a->stale_ok && f->stale)
+        request_answer_stale(jr, f->stale);
+    else
+        request_answer_error(jr, a->err);
+}
+
+/* The client hung up while its request waited for upstream: forget it at
+ * once (it is never written to) and close our side. The upstream call goes
+ * on: its answer is cached for the next poller. evhttp 2.1 does not read a
+ * connection while a request on it is being served, so it would only notice
+ * when the answer failed to write; this event watches for the peer's FIN. */
+static void on_client_gone(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct job_request *jr = arg;
+    struct gateway *gw = jr->gw;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(jr->req);
+    waiter_unlink(jr);
+    metrics_count_event(gw->metrics, EVENT_WAITER_GONE);
+    log_debug("request %s: client closed its connection while waiting for upstream", jr->request_id);
+    request_forget(jr);
+    if (evcon)
+        evhttp_connection_free(evcon); /* frees the request too */
+}
+
+static void watch_for_hangup(struct job_request *jr)
+{
+    struct gateway *gw = jr->gw;
+    struct evhttp_connection *evcon = gw->watch_hangups ? evhttp_request_get_connection(jr->req) : NULL;
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return;
+    jr->gone_watch = event_new(gw->base, fd, EV_CLOSED, on_client_gone, jr);
+    if (jr->gone_watch && event_add(jr->gone_watch, NULL) < 0) {
+        event_free(jr->gone_watch);
+        jr->gone_watch = NULL;
+    }
+}
+
+/* Waiters past coalesce.max_wait are answered 504 (or stale); the call goes
+ * on for the rest. */
+static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct flight *f = arg;
+    int64_t now = clock_mono_us();
+    struct job_request *jr;
+    while ((jr = TAILQ_FIRST(&f->waiters)) != NULL && jr->wait_deadline_us <= now) {
+        metrics_count_event(f->gw->metrics, EVENT_WAITER_TIMEOUT);
+        struct client_error err;
+        errmap_from_fault(&jr->rule->errors, FAULT_TIMEOUT, &err);
+        answer_waiter(f, jr, &(struct flight_answer){.err = &err, .stale_ok = 1});
+    }
+    /* libevent's clock may run a little behind ours: a timer can fire just
+     * before the deadline it was set for. Set it again for what is left. */
+    arm_wait_timer(f);
+}
+
+/* ------------------------------------------------------------- the end */
+
+/* Free `f` in whatever state it is, dropping what that state waits for. */
+static void flight_free(struct flight *f)
+{
+    struct gateway *gw = f->gw;
+    switch (f->state) {
+    case FLIGHT_LEASE:
+    case FLIGHT_WAIT_HOLDER:
+        if (f->pending)
+            cache_cancel(gw->cache, f->pending);
+        break;
+    case FLIGHT_CREDENTIALS:
+        if (f->cred_wait)
+            credentials_cancel(f->cred_wait);
+        break;
+    case FLIGHT_CALLING: /* shutdown: the guard learns nothing of this call */
+        if (f->call)
+            upstream_cancel(gw->upstream, f->call);
+        callpolicy_abandoned(f->up);
+        break;
+    case FLIGHT_NEW:
+    case FLIGHT_ADMISSION_QUEUE: /* the timer goes below */
+    case FLIGHT_DONE: break;
+    }
+    if (f->admit_timer)
+        event_free(f->admit_timer);
+    if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
+        cache_lease_release(gw->cache, f->key);
+    body_unref(f->stale);
+    explicit_bzero(f->client_token, sizeof(f->client_token));
+    keymap_remove(&gw->flights, &f->item);
+    if (f->wait_timer)
+        event_free(f->wait_timer);
+    ruleset_unref(f->rules);
+    free(f);
+}
+
+/* DONE: answer every waiter left with `a`, then free the flight. The one
+ * place where a flight's waiters are answered together. */
+static void flight_answer_all(struct flight *f, const struct flight_answer *a)
+{
+    assert(f->state != FLIGHT_DONE);
+    f->state = FLIGHT_DONE;
+    if (!a->body && a->stale_ok && f->stale)
+        log_info("serving key %s stale (age %llds): %s", f->key,
+                 (long long)((clock_wall_ms() - f->stale->stored_at_ms) / 1000), a->err->code);
+    struct job_request *jr;
+    while ((jr = TAILQ_FIRST(&f->waiters)) != NULL)
+        answer_waiter(f, jr, a);
+    flight_free(f);
+}
+
+/* No upstream answer to share: answer every waiter with the stale copy when
+ * there is one and `stale_ok` (upstream failed rather than judged), else
+ * with `err`. */
+static void flight_fail(struct flight *f, const struct client_error *err, int stale_ok)
+{
+    flight_answer_all(f, &(struct flight_answer){.err = err, .stale_ok = stale_ok});
+}
+
+/* ------------------------------------------------------- the answer */
+
+/* Negative caching: keep the 404 answer (without a request id) for the
+ * rule's not_found_ttl, so pollers of a job that does not exist stop
+ * costing an upstream call each. */
+static struct body *remember_not_found(struct flight *f, const struct client_error *err)
+{
+    char *text = client_error_render(err, NULL);
+    if (!text)
+        return NULL;
+    struct body *b = body_new(text, strlen(text), clock_wall_ms(), 0);
+    cJSON_free(text);
+    if (!b)
+        return NULL;
+    b->status = 404;
+    cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms, 0);
+    f->stored = 1;
+    return b;
+}
+
+/* Turn the upstream's answer into a job body to cache (or a remembered 404), or an error. */
+static struct body *judge_answer(struct flight *f, const struct upstream_response *resp, struct client_error *err)
+{
+    const struct rule *rule = f->rule;
+    if (resp->fault != FAULT_NONE) {
+        log_warn("upstream %s for rule %s, key %s: %s", fault_name(resp->fault), rule->name, f->key,
+                 resp->fault_detail);
+        errmap_from_fault(&rule->errors, resp->fault, err);
+        return NULL;
+    }
+    if (resp->status != 200) {
+        errmap_from_upstream(&rule->errors, resp->status, resp->body, resp->len, err);
+        log_info("upstream answered %d for rule %s, key %s: sent %d %s", resp->status, rule->name, f->key, err->status,
+                 err->code);
+        if (resp->status == 404 && err->status == 404 && rule->not_found_ttl_ms > 0)
+            return remember_not_found(f, err);
+        return NULL;
+    }
+    char state[64];
+    enum job_class cls = classify_body(&rule->job, resp->body, resp->len, f->expected_id, state, sizeof(state));
+    if (cls != JOB_TERMINAL && cls != JOB_PENDING) {
+        /* Not a job, another job, or a body parsers read differently: a bad body, never cached. */
+        enum upstream_fault fault = cls == JOB_OTHER_JOB ? FAULT_WRONG_JOB : FAULT_BAD_BODY;
+        log_warn("upstream 200 for rule %s, key %s is %s: not cached", rule->name, f->key, job_class_name(cls));
+        errmap_from_fault(&rule->errors, fault, err);
+        return NULL;
+    }
+    int terminal = cls == JOB_TERMINAL;
+    struct body *b = body_new(resp->body, resp->len, clock_wall_ms(), terminal);
+    if (!b) {
+        errmap_from_fault(&rule->errors, FAULT_INTERNAL, err);
+        return NULL;
+    }
+    int64_t ttl_ms = terminal ? rule->terminal_ttl_ms : rule->pending_ttl_ms;
+    cache_put(f->gw->cache, f->key, b, ttl_ms, terminal ? 0 : rule->stale_ttl_ms);
+    f->stored = 1;
+    log_debug("upstream 200 for key %s: state %s (%s)", f->key, state, job_class_name(cls));
+    return b;
+}
+
+/* CALLING -> [call] (renewal) or DONE. */
+static void on_upstream_done(const struct upstream_response *resp, void *arg)
+{
+    struct flight *f = arg;
+    struct gateway *gw = f->gw;
+    assert(f->state == FLIGHT_CALLING);
+    f->call = NULL;
+    metrics_count_upstream(gw->metrics, f->rule->name, resp->status, resp->fault, resp->elapsed_us);
+    callpolicy_report(f->up, resp);
+
+    if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
+        /* The cloud has judged this token for this project. A 404 passed its authentication too. */
+        if (resp->status == 200 || resp->status == 404)
+            tokengrant_accepted(gw->token_grants, f->token_hash, f->project, clock_mono_us() / 1000);
+        else if (resp->status == 401 || resp->status == 403)
+            tokengrant_refused(gw->token_grants, f->token_hash, f->project);
+    }
+    struct client_error err;
+    struct body *b = judge_answer(f, resp, &err);
+    if (!b && resp->fault == FAULT_NONE && resp->status == 401 && gw->credentials && f->token_id &&
+        rule_token_expired(f->rule, err.code)) {
+        /* jobgate's IAM token expired early (credentials changed): get a new one
+         * and ask once more; the client cannot fix jobgate's token. */
+        credentials_token_rejected(gw->credentials, f->project[0] ? f->project : NULL, f->token_id);
+        if (!f->renewed) {
+            f->renewed = 1;
+            log_info("upstream refused jobgate's token for key %s as expired: renewing it", f->key);
+            flight_call(f);
+            return;
+        }
+    }
+    /* Without a job: a failing upstream may have the stale copy stand in. */
+    int stale_ok = !b && callpolicy_stale_may_answer(resp);
+    flight_answer_all(f, &(struct flight_answer){.body = b, .err = &err, .stale_ok = stale_ok, .resp = resp});
+    body_unref(b);
+}
+
+/* ------------------------------------------------------------- the call */
+
+/* ADMISSION_QUEUE -> [call]: credentials again (cheap unless IAM must be
+ * asked), then the guard. */
+static void on_admit_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct flight *f = arg;
+    assert(f->state == FLIGHT_ADMISSION_QUEUE);
+    flight_call(f);
+}
+
+/* Wait `wait_ms` for a rate-limit token. Returns 0, or -1 (no timer). */
+static int queue_for_token(struct flight *f, int64_t wait_ms)
+{
+    if (!f->admit_timer && !(f->admit_timer = evtimer_new(f->gw->base, on_admit_timer, f)))
+        return -1;
+    struct timeval tv = {(time_t)(wait_ms / 1000), (suseconds_t)((wait_ms % 1000) * 1000 + 500)};
+    evtimer_add(f->admit_timer, &tv);
+    f->state = FLIGHT_ADMISSION_QUEUE;
+    return 0;
+}
+
+/* [admit]: send the flight's call upstream, if the upstream's guard lets it
+ * go (-> CALLING). Over the rate limit it may wait (-> ADMISSION_QUEUE); on
+ * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
+ * from the stale copy, or 503 with Retry-After (-> DONE). */
+static void flight_send(struct flight *f, char *const *auth_headers, size_t nauth_headers)
+{
+    struct gateway *gw = f->gw;
+    const struct rule *rule = f->rule;
+    struct callpolicy_verdict v =
+        callpolicy_admit(gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms);
+    if (v.admission == CALLPOLICY_QUEUE && queue_for_token(f, v.wait_ms) == 0)
+        return;
+    if (v.admission != CALLPOLICY_GO) {
+        struct client_error err;
+        callpolicy_refusal(gw->policy, f->up, &v, f->key, &err);
+        flight_fail(f, &err, 1);
+        return;
+    }
+    struct upstream_request ureq = {
+        .url = f->url,
+        .request_id = f->request_id,
+        .auth_token = f->client_token[0] ? f->client_token : NULL,
+        .auth_headers = auth_headers,
+        .nauth_headers = nauth_headers,
+        .connect_timeout_ms = rule->connect_timeout_ms,
+        .timeout_ms = rule->timeout_ms,
+        .add_headers = rule->add_headers,
+        .nadd_headers = rule->nadd_headers,
+        .drop_headers = rule->drop_headers,
+        .ndrop_headers = rule->ndrop_headers,
+    };
+    f->state = FLIGHT_CALLING;
+    f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f); /* never calls back from inside */
+    if (!f->call) {
+        callpolicy_abandoned(f->up);
+        struct client_error err;
+        errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
+        flight_fail(f, &err, 1);
+    }
+}
+
+/* CREDENTIALS -> [admit], or DONE when jobgate has none. */
+static void on_credentials(const struct credentials_result *r, void *arg)
+{
+    struct flight *f = arg;
+    assert(f->state == FLIGHT_CREDENTIALS);
+    f->cred_wait = NULL;
+    if (r->status != CREDENTIALS_OK) {
+        /* jobgate cannot prove who it is: the cloud is not asked, the client may retry later. */
+        log_warn("no upstream credentials for key %s: %s", f->key, r->reason ? r->reason : "unknown");
+        struct client_error err;
+        callpolicy_no_credentials(&err);
+        flight_fail(f, &err, 1);
+        return;
+    }
+    f->token_id = r->token_id;
+    flight_send(f, r->headers, r->nheaders);
+}
+
+/* [call]: call upstream with jobgate's own credentials when it holds them
+ * (which may first need a token from IAM: -> CREDENTIALS), else with the
+ * client's token (-> [admit]). */
+static void flight_call(struct flight *f)
+{
+    assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
+           f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
+    struct credentials *c = f->gw->credentials;
+    if (!c || credentials_mode(c) == CRED_PASSTHROUGH || credentials_mode(c) == CRED_TOKEN) {
+        flight_send(f, NULL, 0);
+        return;
+    }
+    f->state = FLIGHT_CREDENTIALS;
+    struct credentials_wait *w =
+        credentials_get(c, f->project[0] ? f->project : NULL, "GET", f->url, on_credentials, f);
+    if (w) /* else it has called back already, and f may be gone */
+        f->cred_wait = w;
+}
+
+/* ------------------------------------------------------------ the lease */
+
+/* WAIT_HOLDER: the holder of the lease stored its answer (HIT: -> DONE), or
+ * went away without one (MISS: lease expired or released), or the wait ran
+ * out, or Redis failed (-> [call]). */
+static void on_leased_answer(enum cache_status status, struct body *b, void *arg)
+{
+    struct flight *f = arg;
+    assert(f->state == FLIGHT_WAIT_HOLDER);
+    f->pending = NULL;
+    if (status != CACHE_HIT) {
+        flight_call(f); /* nobody else got it: call upstream ourselves */
+        return;
+    }
+    metrics_count_event(f->gw->metrics, EVENT_SHARED_ANSWER);
+    flight_answer_all(f, &(struct flight_answer){.body = b});
+}
+
+/* LEASE -> WAIT_HOLDER, or [call]. */
+static void on_lease(enum cache_lease_status status, void *arg)
+{
+    struct flight *f = arg;
+    assert(f->state == FLIGHT_LEASE);
+    f->pending = NULL;
+    if (status == CACHE_LEASE_HELD) {
+        /* Another process or instance is calling upstream for this key: wait
+         * for the answer it stores, at most as long as its call may take. */
+        int64_t bound = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
+        f->state = FLIGHT_WAIT_HOLDER;
+        struct cache_pending *p = cache_wait(f->gw->cache, f->key, bound, on_leased_answer, f);
+        if (p) /* else it has called back already, and f may be gone */
+            f->pending = p;
+        return;
+    }
+    f->lease_held = status == CACHE_LEASE_ACQUIRED;
+    flight_call(f);
+}
+
+/* NEW -> LEASE, or [call]. With a shared cache, first take the key's lease,
+ * so that one process of all those sharing the cache calls upstream. Not in
+ * pass-through mode: there each token must be judged by the cloud itself. */
+static void flight_go(struct flight *f)
+{
+    assert(f->state == FLIGHT_NEW);
+    if (f->token_hash[0]) {
+        flight_call(f);
+        return;
+    }
+    int64_t lease_ms = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
+    f->state = FLIGHT_LEASE;
+    struct cache_pending *p = cache_lease(f->gw->cache, f->key, lease_ms, on_lease, f);
+    if (p) /* else it has called back already, and f may be gone */
+        f->pending = p;
+}
+
+/* ------------------------------------------------------------- the start */
+
+/* The token sent upstream: jobgate's own when configured, else the client's. */
+static const char *upstream_token_for(const struct gateway *gw, struct evhttp_request *req)
+{
+    if (gw->credentials && credentials_mode(gw->credentials) == CRED_TOKEN)
+        return gw->upstream_token; /* as the configuration says now: a reload picks up a rotated token */
+    if (gw->credentials)
+        return credentials_mode(gw->credentials) == CRED_PASSTHROUGH
+                   ? evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token")
+                   : NULL;
+    if (gw->upstream_token)
+        return gw->upstream_token;
+    return evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
+}
+
+/* Requests share an upstream call when they ask for the same key, and in
+ * pass-through mode present the same token: another token must be judged
+ * by the cloud itself. */
+static void flight_key_of(const struct job_request *jr, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s%s", jr->key, jr->token_hash[0] ? "#" : "", jr->token_hash);
+}
+
+/* A NEW flight for `jr`'s key, indexed; NULL when out of memory or the
+ * upstream URL does not fit. */
+static struct flight *flight_start(struct job_request *jr)
+{
+    struct gateway *gw = jr->gw;
+    const struct rule *rule = jr->rule;
+    struct flight *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->state = FLIGHT_NEW;
+    f->gw = gw;
+    memcpy(f->key, jr->key, sizeof(f->key));
+    flight_key_of(jr, f->flight_key, sizeof(f->flight_key));
+    f->item.key = f->flight_key;
+    memcpy(f->token_hash, jr->token_hash, sizeof(f->token_hash));
+    if (rule->project_param >= 0)
+        snprintf(f->project, sizeof(f->project), "%s", jr->match.values[rule->project_param]);
+    f->rules = ruleset_ref(jr->rules);
+    f->rule = rule;
+    TAILQ_INIT(&f->waiters);
+    f->wait_timer = evtimer_new(gw->base, on_wait_timer, f);
+    if (!f->wait_timer) {
+        ruleset_unref(f->rules);
+        free(f);
+        return NULL;
+    }
+    if (rule->identity_param >= 0)
+        snprintf(f->expected_id, sizeof(f->expected_id), "%s", jr->match.values[rule->identity_param]);
+
+    /* The upstream path is the route with its validated values: nothing else
+     * of the client's request (query string, extra headers) goes upstream. */
+    const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
+    int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    const char *token = upstream_token_for(gw, jr->req);
+    if (token)
+        snprintf(f->client_token, sizeof(f->client_token), "%s", token);
+    snprintf(f->request_id, sizeof(f->request_id), "%s", jr->request_id);
+    f->up = callpolicy_upstream(gw->policy, base);
+    if (n < 0 || (size_t)n >= sizeof(f->url) || !f->up ||
+        rule_upstream_path(rule, &jr->match, f->url + n, sizeof(f->url) - (size_t)n) < 0 ||
+        keymap_put(&gw->flights, &f->item) < 0) {
+        explicit_bzero(f->client_token, sizeof(f->client_token));
+        event_free(f->wait_timer);
+        ruleset_unref(f->rules);
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void flight_join(struct job_request *jr)
+{
+    struct gateway *gw = jr->gw;
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
+    flight_key_of(jr, flight_key, sizeof(flight_key));
+    struct flight *f = (struct flight *)keymap_get(&gw->flights, flight_key);
+    int started = 0;
+    if (!f && (f = flight_start(jr)) != NULL)
+        started = 1;
+    struct client_error err;
+    if (!f) {
+        errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (f->nwaiters >= gw->max_waiters) {
+        /* A bound on what one key can hold: memory, and the burst its answer releases. */
+        metrics_count_event(gw->metrics, EVENT_WAITER_OVERFLOW);
+        client_error_set(&err, 503, "JG.TOO_MANY_WAITERS", "too many requests are waiting for this job; retry");
+        err.retry_after = 1;
+        request_answer_error(jr, &err);
+        return;
+    }
+    jr->flight = f;
+    if (jr->stale && !f->stale)
+        f->stale = body_ref(jr->stale);
+    jr->wait_deadline_us = clock_mono_us() + gw->max_wait_ms * 1000;
+    TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
+    if (++f->nwaiters == 1)
+        arm_wait_timer(f);
+    watch_for_hangup(jr);
+    if (started)
+        flight_go(f); /* may answer jr at once (refused by the guard) */
+}
+
+void flight_leave(struct job_request *jr)
+{
+    struct flight *f = jr->flight;
+    if (!f)
+        return;
+    waiter_unlink(jr);
+    if (TAILQ_EMPTY(&f->waiters))
+        flight_free(f);
+}
+
+static void free_flight_item(struct keymap_item *item)
+{
+    struct flight *f = (struct flight *)item;
+    body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
+    if (f->admit_timer)
+        event_free(f->admit_timer);
+    explicit_bzero(f->client_token, sizeof(f->client_token));
+    if (f->wait_timer)
+        event_free(f->wait_timer);
+    ruleset_unref(f->rules);
+    free(f);
+}
+
+void flight_free_all(struct gateway *gw)
+{
+    keymap_clear(&gw->flights, free_flight_item);
+}

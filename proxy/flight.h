@@ -1,0 +1,78 @@
+/*
+ * flight: one upstream call for a key, shared by every request that missed
+ * on it meanwhile (its waiters): a burst of pollers costs the upstream one
+ * request. In pass-through mode requests share a flight only when they
+ * present the same token, since another token must be judged by the cloud
+ * itself.
+ *
+ * The life of a flight (the state is `enum flight_state`; every transition
+ * asserts the state it leaves):
+ *
+ *   NEW ---------------> LEASE ----------------> WAIT_HOLDER ------> DONE
+ *    |   shared cache     |   another process     |   its answer
+ *    |                    |   holds the lease     |   stored
+ *    | pass-through       | acquired, or no       | lease gone,
+ *    | (own token)        | shared cache          | no answer
+ *    v                    v                       v
+ *   [call] <------------------------------------------------------------+
+ *    |  \                                                               |
+ *    |   \ IAM token to fetch                                           |
+ *    |    v                                                             |
+ *    |   CREDENTIALS ----------- none ------------------------> DONE    |
+ *    |    | got them                                                    |
+ *    v    v                                                             |
+ *   [admit] ---------------- refused -------------------------> DONE    |
+ *    |  \                                                               |
+ *    |   \ over the rate limit                                          |
+ *    |    v                                                             |
+ *    |   ADMISSION_QUEUE ---- its timer: ask again ---------------------+
+ *    | admitted                                                         |
+ *    v                                                                  |
+ *   CALLING ---------------- the answer ----------------------> DONE    |
+ *    |                                                                  |
+ *    +---------------------- 401: jobgate's token expired (once) -------+
+ *
+ * NEW is made by flight_join for the key's first waiter. [call] and [admit]
+ * are steps, not states: they pass on at once. Whatever the state, a waiter
+ * may leave meanwhile: at its deadline (answered 504, or stale), or when its
+ * client hangs up; the call goes on for the others, and its answer is cached
+ * for the next poller. DONE answers every waiter left, from one place
+ * (flight_answer_all in flight.c), and frees the flight. A shutdown
+ * (flight_leave) may free a flight in any state.
+ *
+ * Callbacks (cache, credentials, upstream, timers) run on the event loop's
+ * thread. The cache's and the credentials' may run before the call that
+ * asked for them returns: the state is set before asking, and the handle
+ * kept only when the ask returns one.
+ */
+#ifndef JOBGATE_FLIGHT_H
+#define JOBGATE_FLIGHT_H
+
+struct job_request;
+struct gateway;
+
+enum flight_state {
+    FLIGHT_NEW,             /* made; its first waiter is being added */
+    FLIGHT_LEASE,           /* asking the shared cache for the key's lease */
+    FLIGHT_WAIT_HOLDER,     /* another process holds the lease: waiting for the answer it stores */
+    FLIGHT_CREDENTIALS,     /* waiting for jobgate's own credentials (a token from IAM) */
+    FLIGHT_ADMISSION_QUEUE, /* over the upstream's rate limit: waiting for a token */
+    FLIGHT_CALLING,         /* the upstream call is out */
+    FLIGHT_DONE,            /* the waiters are answered; the flight is being freed */
+};
+
+/* `jr` missed on its key (jr->key, jr->outcome set; jr->stale, a copy to
+ * fall back on, or NULL): wait for the key's flight, starting one when none
+ * is out. `jr` may be answered before this returns (no memory, too many
+ * waiters, the call refused at once): the caller must not touch it after. */
+void flight_join(struct job_request *jr);
+
+/* Shutdown: `jr` stops waiting on its flight, unanswered (the caller
+ * answers it). A flight left with no waiter is cancelled and freed. */
+void flight_leave(struct job_request *jr);
+
+/* Free every flight of `gw`, with no callback and no answer. Only from
+ * gateway_free, after cache_free and upstream_free. */
+void flight_free_all(struct gateway *gw);
+
+#endif

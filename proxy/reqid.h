@@ -1,0 +1,26 @@
+/*
+ * reqid: the request id every answer carries (X-Request-Id), sent upstream
+ * and written to the logs and the audit log.
+ *
+ * A client's own id is kept when reqid_acceptable says it is safe to echo
+ * in headers and logs; otherwise reqid_new makes one: 32 hex digits, unique
+ * per process (a counter) and across restarts and workers (a random seed
+ * read once from /dev/urandom). No allocation, no syscall after the first
+ * call: it runs on every cache hit.
+ */
+#ifndef JOBGATE_REQID_H
+#define JOBGATE_REQID_H
+
+#include <stddef.h>
+
+/* Longest id kept from a client, in bytes (a made one is 32). */
+#define REQID_MAX 64
+
+/* Write a new id into `buf` (at least 33 bytes; shorter: "" when len > 0). */
+void reqid_new(char *buf, size_t len);
+
+/* May the client's id be echoed: 1 to REQID_MAX bytes of letters, digits
+ * and - _ . : only. */
+int reqid_acceptable(const char *id);
+
+#endif

@@ -1,0 +1,288 @@
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "audit.h"
+#include "cache.h"
+#include "clientkeys.h"
+#include "clock.h"
+#include "credentials.h"
+#include "flight.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "rules.h"
+#include "tokengrant.h"
+
+/* Is the client's own X-Auth-Token what goes upstream? */
+int request_pass_through(const struct gateway *gw)
+{
+    return gw->credentials ? credentials_mode(gw->credentials) == CRED_PASSTHROUGH : gw->upstream_token == NULL;
+}
+
+/* ------------------------------------------------------------------ cache */
+
+/* In pass-through mode a cached answer goes only to a token the cloud
+ * accepted for this project within the window. */
+static int token_may_read(const struct job_request *jr)
+{
+    const struct gateway *gw = jr->gw;
+    if (!jr->token_hash[0] || !gw->token_grants)
+        return 1;
+    const char *project = jr->rule->project_param >= 0 ? jr->match.values[jr->rule->project_param] : "";
+    return tokengrant_valid(gw->token_grants, jr->token_hash, project, clock_mono_us() / 1000);
+}
+
+static void on_cache_result(enum cache_status status, struct body *b, void *arg)
+{
+    struct job_request *jr = arg;
+    jr->in_lookup = 0;
+    if (!jr->req) { /* answered by gateway_abort_all while the lookup was out */
+        TAILQ_REMOVE(&jr->gw->orphans, jr, live_link);
+        free(jr);
+        return;
+    }
+    switch (status) {
+    case CACHE_HIT:
+        if (token_may_read(jr)) {
+            jr->outcome = OUTCOME_HIT;
+            request_answer_job(jr, b, 1);
+            return;
+        }
+        jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
+        break;
+    case CACHE_STALE:
+        /* Go upstream as on a miss; keep the copy for if upstream fails
+         * (never for a token the cloud has not accepted). */
+        if (token_may_read(jr))
+            jr->stale = body_ref(b);
+        jr->outcome = OUTCOME_MISS;
+        break;
+    case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;
+    case CACHE_UNAVAILABLE: jr->outcome = OUTCOME_BYPASS; break;
+    }
+    flight_join(jr);
+}
+
+/* ------------------------------------------------------------- the entry */
+
+/* The request line and headers within the configured bounds? Returns 0, or
+ * -1 with `err` set (400: 413, 414 and 431 are not in the documented table). */
+static int request_size_ok(const struct gateway *gw, struct evhttp_request *req, struct client_error *err)
+{
+    const char *uri = evhttp_request_get_uri(req);
+    if (gw->max_uri_bytes && uri && strlen(uri) > gw->max_uri_bytes) {
+        client_error_set(err, 400, "JG.URI_TOO_LONG", "the request URI is longer than this server accepts");
+        return -1;
+    }
+    size_t bytes = 0;
+    struct evkeyval *h;
+    TAILQ_FOREACH (h, evhttp_request_get_input_headers(req), next)
+        bytes += strlen(h->key) + strlen(h->value) + 4;
+    if (gw->max_header_bytes && bytes > gw->max_header_bytes) {
+        client_error_set(err, 400, "JG.HEADERS_TOO_LARGE", "the request headers are larger than this server accepts");
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks that need no rule's help. Returns 0, or -1 with `err` set. */
+static int request_acceptable(struct evhttp_request *req, struct client_error *err)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > 0 || evhttp_find_header(in, "Transfer-Encoding") ||
+        (evhttp_find_header(in, "Content-Length") && strcmp(evhttp_find_header(in, "Content-Length"), "0") != 0)) {
+        client_error_set(err, 400, "JG.BODY_REFUSED", "a job-status request has no body");
+        return -1;
+    }
+    return 0;
+}
+
+static unsigned method_bit(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return RULE_METHOD_GET;
+    case EVHTTP_REQ_HEAD: return RULE_METHOD_HEAD;
+    default: return 0;
+    }
+}
+
+/* Set the Allow header; returns its value (static storage). */
+static const char *allow_header(struct evhttp_request *req, unsigned methods)
+{
+    static char allow[32];
+    allow[0] = '\0';
+    if (methods & RULE_METHOD_GET)
+        strcat(allow, "GET");
+    if (methods & RULE_METHOD_HEAD)
+        strcat(allow, allow[0] ? ", HEAD" : "HEAD");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    return allow;
+}
+
+/* The cache key: prefix, rule name and the validated parameter values, in
+ * route order. Nothing else a client sends can vary it. */
+static int build_key(const struct gateway *gw, const struct rule *rule, const struct route_match *m, char *out,
+                     size_t outlen)
+{
+    const char *pieces[2 + ROUTE_MAX_PARAMS];
+    size_t np = 0, used = 0;
+    pieces[np++] = gw->key_prefix;
+    pieces[np++] = rule->name;
+    for (size_t i = 0; i < rule->route.nparams; i++)
+        pieces[np++] = m->values[i];
+    for (size_t i = 0; i < np; i++) { /* memcpy, not snprintf: this runs on every hit */
+        size_t len = strlen(pieces[i]);
+        if (used + len + 2 > outlen)
+            return -1;
+        if (i >= 2)
+            out[used++] = ':';
+        memcpy(out + used, pieces[i], len);
+        used += len;
+    }
+    out[used] = '\0';
+    return 0;
+}
+
+/* Client authentication and grants, decided before any cache lookup or
+ * upstream call. Returns 0, or -1 with `err` set (401 or 403). With no rule
+ * (an unknown path) only the key is checked, so that a stranger learns
+ * nothing of the routes. */
+static int client_allowed(struct job_request *jr, struct evhttp_request *req, struct client_error *err)
+{
+    const char *key = NULL;
+    enum clientkeys_credential cred = clientkeys_presented(evhttp_request_get_input_headers(req), &key);
+    if (cred != CLIENTKEYS_CRED_PRESENT) {
+        client_error_set(err, 401, "JG.UNAUTHENTICATED", clientkeys_credential_message(cred));
+        return -1;
+    }
+    const struct rule *rule = jr->rule;
+    const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
+    enum clientkeys_verdict v = rule ? clientkeys_check(jr->keys, key, project, rule->name, &jr->client)
+                                     : clientkeys_check(jr->keys, key, NULL, NULL, &jr->client);
+    if (v == CLIENTKEYS_UNAUTHENTICATED) {
+        client_error_set(err, 401, "JG.UNAUTHENTICATED", "the API key is not known to this gateway");
+        return -1;
+    }
+    if (v == CLIENTKEYS_FORBIDDEN && rule) {
+        client_error_set(err, 403, "JG.FORBIDDEN", "this API key is not granted this project or route");
+        return -1;
+    }
+    return 0;
+}
+
+/* A request record, from the spare list when there is one. Not calloc: the
+ * buffers at its end are a few KB, always written before they are read;
+ * everything before them starts zeroed. */
+static struct job_request *job_request_new(struct gateway *gw)
+{
+    struct job_request *jr = gw->nspare ? gw->spare[--gw->nspare] : malloc(sizeof(*jr));
+    if (!jr)
+        return NULL;
+    memset(jr, 0, offsetof(struct job_request, request_id));
+    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = '\0';
+    jr->match.nvalues = 0; /* read by the audit log even when no route matched */
+    return jr;
+}
+
+void request_intake(struct gateway *gw, struct evhttp_request *req, int client_auth)
+{
+    struct job_request *jr = job_request_new(gw);
+    if (!jr) {
+        evhttp_send_error(req, 503, "Service Unavailable");
+        return;
+    }
+    jr->gw = gw;
+    jr->req = req;
+    jr->rules = ruleset_ref(gw->rules);
+    jr->keys = client_auth && gw->client_keys ? clientkeys_ref(gw->client_keys) : NULL;
+    jr->started_us = clock_mono_us();
+    jr->started_wall_ms = clock_wall_ms();
+    jr->upstream_us = -1;
+    jr->outcome = OUTCOME_BYPASS;
+    TAILQ_INSERT_TAIL(&gw->live, jr, live_link);
+    gw->in_flight++;
+
+    const char *client_id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (client_id && reqid_acceptable(client_id))
+        snprintf(jr->request_id, sizeof(jr->request_id), "%s", client_id);
+    else
+        reqid_new(jr->request_id, sizeof(jr->request_id));
+
+    struct client_error err;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    if (!path || !*path) {
+        client_error_set(&err, 400, "JG.BAD_URI", "the request URI cannot be parsed");
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (request_size_ok(gw, req, &err) < 0) {
+        metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
+        log_info("request %s refused: %s", jr->request_id, err.message);
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (gw->audit && audit_blocks_requests(gw->audit)) {
+        /* Fail-closed: no answer leaves without its audit line. */
+        client_error_set(&err, 503, "JG.AUDIT_UNAVAILABLE", "the audit log cannot be written; retry later");
+        err.retry_after = 5;
+        request_answer_error(jr, &err);
+        return;
+    }
+
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
+    if (found != ROUTE_MATCH)
+        jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (jr->keys && client_allowed(jr, req, &err) < 0) {
+        jr->denied = 1;
+        metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (found == ROUTE_NO_MATCH) {
+        client_error_set(&err, 404, "JG.NO_ROUTE", "no job-status route has this path");
+        request_answer_error(jr, &err);
+        return;
+    }
+    const struct rule *rule = jr->rule;
+    unsigned bit = method_bit(evhttp_request_get_command(req));
+    if (!(bit & rule->methods)) {
+        const char *allowed = allow_header(req, rule->methods);
+        char message[64];
+        snprintf(message, sizeof(message), "this route answers %s only", allowed);
+        client_error_set(&err, 405, "JG.METHOD_NOT_ALLOWED", message);
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (found == ROUTE_BAD_PARAM || (rule->query == RULE_QUERY_REJECT && query && *query)) {
+        request_answer_error(jr, &rule->invalid_request);
+        return;
+    }
+    if (request_acceptable(req, &err) < 0) {
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (request_pass_through(gw)) { /* the client's own token goes upstream */
+        const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
+        if (!token || !*token || tokengrant_hash(gw->token_grants, token, jr->token_hash) < 0) {
+            client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
+            request_answer_error(jr, &err);
+            return;
+        }
+    }
+    if (build_key(gw, rule, &jr->match, jr->key, sizeof(jr->key)) < 0) {
+        request_answer_error(jr, &rule->invalid_request);
+        return;
+    }
+    jr->in_lookup = 1;
+    cache_get(gw->cache, jr->key, on_cache_result, jr); /* may answer before it returns */
+}
