@@ -6,6 +6,7 @@
 #include "cache_mem.h"
 #include "cache_redis.h"
 #include "clock.h"
+#include "redis_url.h"
 
 /* Something cache.c waits for from Redis: a lookup (to fill the in-process
  * tier from), a lease, or a wait. On the cache's list until it calls back or
@@ -65,6 +66,12 @@ int cache_notify_parse(const char *word, enum cache_notify *out)
         }
     }
     return -1;
+}
+
+int cache_redis_url_check(const char *url, char *err, size_t errlen)
+{
+    struct redis_target t;
+    return redis_url_parse(url, &t, err, errlen);
 }
 
 /* A new pending record for `key`, on the cache's list; NULL if out of memory. */

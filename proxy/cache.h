@@ -30,53 +30,11 @@
 #include <stdint.h>
 
 #include "body.h"
+#include "cache_types.h"
 
 struct event_base;
 struct cache;
 struct cache_pending;
-
-/* How a cache_wait learns that the answer it waits for was stored. */
-enum cache_notify {
-    CACHE_NOTIFY_AUTO = 0, /* pub/sub if a SUBSCRIBE succeeds on its own connection, else polling */
-    CACHE_NOTIFY_PUBSUB,   /* pub/sub (polling only while the subscriber connection is down) */
-    CACHE_NOTIFY_POLL,     /* polling only: every command then passes twemproxy (no PUBLISH/SUBSCRIBE) */
-};
-
-struct cache_conf {
-    char *redis_url;         /* redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH,
-                              * or NULL for the embedded store */
-    int64_t redis_budget_ms; /* longest a request waits for Redis before going upstream */
-    int64_t redis_connect_timeout_ms;
-    int64_t redis_reconnect_min_ms;
-    int64_t redis_reconnect_max_ms;
-    size_t redis_max_pending; /* commands in flight before Redis counts as unavailable */
-    size_t memory_max_bytes;  /* bound of the embedded store */
-    enum cache_notify redis_notify;
-    int64_t redis_poll_interval_ms; /* a polling cache_wait's period; 0: 20 ms */
-};
-
-enum cache_status {
-    CACHE_HIT,         /* a fresh answer (or a terminal one) */
-    CACHE_MISS,        /* nothing usable: go upstream */
-    CACHE_UNAVAILABLE, /* store down, slow beyond the budget, or erring: go upstream (BYPASS) */
-    CACHE_STALE,       /* only a copy past its TTL: go upstream, answer from it if upstream fails */
-};
-
-/* Called exactly once per cache_get (and per cache_wait not cancelled). `b`
- * is borrowed (valid during the call; body_ref it to keep it), non-NULL for
- * CACHE_HIT and CACHE_STALE only. May be called before cache_get returns
- * (in-process tier) or later, from the event loop. */
-typedef void (*cache_get_cb)(enum cache_status status, struct body *b, void *arg);
-
-enum cache_lease_status {
-    CACHE_LEASE_ACQUIRED,    /* this process calls upstream, then cache_put or cache_lease_release */
-    CACHE_LEASE_HELD,        /* another process (or cache) calls upstream, or just stored its answer:
-                              * cache_wait for it */
-    CACHE_LEASE_UNAVAILABLE, /* no Redis, Redis down, erring or over budget: call upstream yourself */
-};
-
-/* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
-typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
 
 /* "auto", "pubsub" or "poll" (cache.redis_notify). Returns 0, or -1 for another word. */
 int cache_notify_parse(const char *word, enum cache_notify *out);
@@ -125,20 +83,6 @@ void cache_cancel(struct cache *c, struct cache_pending *p);
  * rather than at the lease's expiry. */
 void cache_lease_release(struct cache *c, const char *key);
 
-struct cache_health {
-    const char *backend; /* "redis" or "memory" */
-    const char *state;   /* "up", "connecting", "down" */
-    int up;
-    const char *coalescing; /* across processes: "pubsub", "poll", or "none" (no Redis, or Redis down) */
-    uint64_t errors;        /* Redis command errors and error replies, corrupt entries */
-    uint64_t timeouts;      /* lookups that ran past the budget */
-    uint64_t reconnects;
-    char last_error[96]; /* the last Redis error, e.g. "OOM on SET" ("" if none); never a secret nor data */
-    char endpoint[300];  /* the Redis in use: HOST:PORT or unix:PATH; sentinel://: the master they named
-                          * ("" until they have); "" without Redis. Never a password (none is accepted) */
-    size_t entries;      /* in the in-process tier */
-    size_t bytes;
-};
 void cache_health(const struct cache *c, struct cache_health *out);
 
 /* Frees everything; pending lookups, leases and waits are dropped without

@@ -1,56 +1,33 @@
 /*
- * cache_redis: the Redis store behind cache.h, on hiredis's async API and
- * its libevent adapter (the daemon's one event loop).
+ * cache_redis: the Redis store behind cache.h: lookups and stores over the
+ * modules that do the rest.
  *
- * hiredis 0.14 (Debian 12) has no async timeouts and frees its context right
- * after the connect-failure or disconnect callback. So: every lookup carries
- * its own timer (the budget) and answers CACHE_UNAVAILABLE when it fires,
- * the late reply being dropped; a connect attempt has its own timer too; the
- * context pointer is cleared inside those callbacks and never touched again;
- * reconnection runs on a timer with exponential backoff.
+ *   redis_url     what cache.redis_url names (redis://, sentinel://, unix:)
+ *   redis_link    the connections: reconnects, SELECT, ROLE, Sentinel
+ *   cachekey      the key layout: KEY:t (terminal), KEY:p (still changing),
+ *                 KEY:l (lease), and the channel stores are published on
+ *   cache_entry   the value layout ("JG1 ..."), encoded and decoded
+ *   redis_lease   leases and waits: coalescing across processes
  *
- * Layout in Redis: KEY:t holds a terminal answer, KEY:p a still-changing one
- * (with PX: its TTL plus its stale window), KEY:l the lease of the process
- * calling upstream for KEY (its owner token, with PX). A lookup reads KEY:t
- * and KEY:p with one MGET and prefers KEY:t, so a late still-changing answer
- * can never hide a terminal one. Values are "JG1 <stored_at_ms> <terminal>
- * <status> <expires_at_ms> <stale_until_ms>\n<body>" (status 200, or 404 for
- * a remembered "no such job", kept under KEY:p; 0 for never), so that a
- * reader knows a fresh copy from a stale one and how long the in-process tier
- * may keep it. Older values with fewer fields are still read.
+ * A lookup reads KEY:t and KEY:p with one MGET and prefers KEY:t, so a late
+ * still-changing answer can never hide a terminal one. It carries its own
+ * timer (the budget) and answers CACHE_UNAVAILABLE when it fires, the late
+ * reply being dropped (hiredis 0.14 has no async timeouts); it stays
+ * allocated until hiredis has called back for it. An error reply is never a
+ * miss. A store SETs KEY:t or KEY:p (with PX), then settles the key once
+ * Redis has answered.
  *
- * Waits: a dedicated subscriber connection SUBSCRIBEs to the one channel
- * "jobgate:answers"; a store PUBLISHes the key there (pub/sub mode). Each
- * wait re-reads MGET KEY:t KEY:p KEY:l when told, and on a timer: every poll
- * interval in poll mode, five times slower in pub/sub mode (only to see a
- * lease expire, which publishes nothing). One channel rather than one per
- * key: stores are bounded by the upstream's rate limit, so every process
- * hearing of every store costs little, and no SUBSCRIBE/UNSUBSCRIBE churn.
- * In poll mode every command passes twemproxy: MGET, SET, DEL, EVAL with one
- * key (and SELECT only for a database other than 0, which twemproxy refuses).
- *
- * Error replies are counted and kept (code and command only) as the last
- * error; READONLY and MASTERDOWN mean a failover may have moved the master:
- * the data connection is closed and reopened.
- *
- * The data connection counts as up only once its handshake is answered:
- * SELECT (a database other than 0) and, with Sentinel, ROLE saying
- * "master". Before that a command could run in database 0 or on a replica.
- *
- * Sentinel (sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]): each time the
- * data connection (re)connects, the sentinels are asked in order, each
- * within the connect timeout, SENTINEL get-master-addr-by-name MASTER, and
- * the data and subscriber connections go to the address the first one
- * gives. A third connection SUBSCRIBEs to +switch-master on one sentinel
- * (the next one when it fails) and moves both at once when a failover names
- * a new master. Disconnects, READONLY and a ROLE other than master all lead
- * back to asking the sentinels. Meanwhile Redis is unavailable: lookups
- * answer UNAVAILABLE and requests go upstream, as in any Redis outage.
+ * Every callback runs on the event loop's thread.
  */
 #ifndef JOBGATE_CACHE_REDIS_H
 #define JOBGATE_CACHE_REDIS_H
 
-#include "cache.h"
+#include <stdint.h>
+
+#include "cache_types.h"
+
+struct body;
+struct event_base;
 
 struct cache_redis;
 struct redis_op; /* a pending lease or wait */
@@ -70,7 +47,7 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
  * and PUBLISH the key (pub/sub mode) if `stored` or a lease was released. */
 void cache_redis_settle(struct cache_redis *r, const char *key, int stored);
 
-/* Start a lease or a wait (contracts in cache.h). Returns NULL, without
+/* Start a lease or a wait (contracts in cache.h and redis_lease.h). Returns NULL, without
  * calling `cb`, when it cannot start (Redis down, over its budget, no
  * memory): the caller answers UNAVAILABLE itself. Never calls `cb` before
  * returning. */

@@ -1,0 +1,51 @@
+/*
+ * cachekey: the one place that says what a cache key is. Pure functions, no
+ * allocation; safe from any thread.
+ *
+ * The base key of a job answer is
+ *
+ *     {prefix}{rule}:{param1}:{param2}...
+ *
+ * `prefix` is cache.key_prefix as configured ("jobgate:" by default; it
+ * carries its own separator: nothing is put between it and the rule), `rule`
+ * the rule's name, then each of the rule's route parameters in template order
+ * after a ':', e.g. "jobgate:ecs:0123abcd:4567ef" for {project_id} and
+ * {job_id}. Only validated route parameters reach it, never anything else a
+ * client sends. The in-process tier is keyed by the base key alone; in Redis
+ * one base key names up to three entries, told apart by a suffix
+ * (cachekey_suffix):
+ *
+ *     KEY:t   a terminal answer (no expiry, or the rule's terminal TTL)
+ *     KEY:p   a still-changing answer, or a remembered 404 (PX: TTL + stale window)
+ *     KEY:l   the lease of the process calling upstream for KEY (its token, PX)
+ *
+ * and every process listens on one channel, CACHEKEY_CHANNEL, where each
+ * store of KEY publishes the base key (the channel carries no prefix).
+ */
+#ifndef JOBGATE_CACHEKEY_H
+#define JOBGATE_CACHEKEY_H
+
+#include <stddef.h>
+
+/* The pub/sub channel of stores (payload: the base key). */
+#define CACHEKEY_CHANNEL "jobgate:answers"
+
+enum cachekey_slot {
+    CACHEKEY_TERMINAL, /* ":t" */
+    CACHEKEY_PENDING,  /* ":p" */
+    CACHEKEY_LEASE,    /* ":l" */
+    CACHEKEY_NSLOTS
+};
+
+/* Write the base key of `rule` with `nparams` parameter values to `out`
+ * (NUL-terminated). Returns 0, or -1 when it does not fit: every piece needs
+ * its length plus two bytes free (a separator and the NUL), so a key may be
+ * refused one byte short of filling `out` exactly. `out` is then left
+ * partly written. */
+int cachekey_format(char *out, size_t outlen, const char *prefix, const char *rule, const char *const *params,
+                    size_t nparams);
+
+/* The suffix a base key takes in Redis for `slot`: ":t", ":p" or ":l". */
+const char *cachekey_suffix(enum cachekey_slot slot);
+
+#endif

@@ -1,0 +1,697 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "cachekey.h"
+#include "log.h"
+#include "redis_link.h"
+
+#define SWITCH_MASTER_EVENT "+switch-master"
+
+static void connect_now(struct redis_conn *link);
+static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static int is_sentinel(const struct redis_link *r)
+{
+    return r->target.nsentinels > 0;
+}
+
+struct timeval redis_link_tv(int64_t ms)
+{
+    return (struct timeval){(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+}
+
+/* ------------------------------------------------------------- errors */
+
+/*
+ * Count an error reply from Redis to `command` and keep it as the last
+ * error. Only the reply's code (its first word: OOM, READONLY, LOADING...)
+ * goes to the health report; the log gets the whole text, which never holds
+ * a secret (jobgate sends Redis none). READONLY (we reached a replica) and
+ * MASTERDOWN (the replica lost its master) mean a failover may have moved
+ * the master: reconnect, which finds it when the address follows it.
+ */
+void redis_link_error_reply(struct redis_link *r, const char *command, const redisReply *rep)
+{
+    char code[32];
+    size_t n = 0;
+    while (n < sizeof(code) - 1 && rep->str[n] >= 'A' && rep->str[n] <= 'Z') {
+        code[n] = rep->str[n];
+        n++;
+    }
+    code[n] = '\0';
+    r->errors++;
+    snprintf(r->last_error, sizeof(r->last_error), "%s on %s", n ? code : "error", command);
+    log_warn("redis: %s failed: %.200s", command, rep->str);
+    if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0) && r->state == REDIS_UP && r->data.ctx) {
+        log_warn("redis: %s: a failover may have happened; reconnecting", code);
+        r->state = REDIS_CONNECTING; /* no commands until the new connection is up */
+        r->data.state = REDIS_CONNECTING;
+        redisAsyncDisconnect(r->data.ctx); /* the disconnect callback schedules the reconnect */
+    }
+}
+
+static void note_transport_error(struct redis_link *r, const char *what, const char *detail)
+{
+    snprintf(r->last_error, sizeof(r->last_error), "%s%s%.60s", what, detail && *detail ? ": " : "",
+             detail ? detail : "");
+}
+
+/* ------------------------------------------------------- the connections */
+
+static const char *conn_name(const struct redis_conn *link, char *buf, size_t len)
+{
+    if (link->role != LINK_WATCH && link->r->target.unix_path[0])
+        snprintf(buf, len, "unix:%s", link->r->target.unix_path);
+    else
+        redis_addr_name(&link->at, buf, len);
+    return buf;
+}
+
+static void schedule_reconnect(struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    if (r->closing)
+        return;
+    link->state = REDIS_DOWN;
+    link->connected = 0;
+    if (link->role == LINK_DATA)
+        r->state = REDIS_DOWN;
+    struct timeval tv = redis_link_tv(link->backoff_ms);
+    evtimer_add(link->reconnect_timer, &tv);
+    link->backoff_ms = link->backoff_ms * 2 > r->reconnect_max_ms ? r->reconnect_max_ms : link->backoff_ms * 2;
+}
+
+/* Does this cache run a subscriber connection? */
+static int wants_subscriber(const struct redis_link *r)
+{
+    return r->notify != CACHE_NOTIFY_POLL && !r->pubsub_refused;
+}
+
+int redis_link_may_publish(const struct redis_link *r)
+{
+    return r->notify == CACHE_NOTIFY_PUBSUB || (r->notify == CACHE_NOTIFY_AUTO && r->pubsub_seen && !r->pubsub_refused);
+}
+
+/* The data link's handshake is answered (or it had none): commands may go. */
+static void data_up(struct redis_link *r)
+{
+    struct redis_conn *link = &r->data;
+    char name[300];
+    evtimer_del(link->connect_timer);
+    link->state = REDIS_UP;
+    r->state = REDIS_UP;
+    link->backoff_ms = r->reconnect_min_ms;
+    if (is_sentinel(r))
+        log_info("redis %s: connected to the master of %s (database %d)", conn_name(link, name, sizeof(name)),
+                 r->target.master_name, r->target.db);
+    else
+        log_info("redis %s: connected (database %d)", conn_name(link, name, sizeof(name)), r->target.db);
+}
+
+/* One handshake reply came back as hoped. */
+static void handshake_step(struct redis_link *r)
+{
+    if (--r->data.handshake_out == 0 && r->data.connected)
+        data_up(r);
+}
+
+/* hiredis frees the context when this returns. */
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *link = ac->data;
+    struct redis_link *r = link->r;
+    char name[300];
+    if (ac != link->ctx)
+        return; /* a connection this link let go of */
+    if (status != REDIS_OK) {
+        evtimer_del(link->connect_timer);
+        if (link->role == LINK_DATA) {
+            if (link->backoff_ms <= r->reconnect_min_ms)
+                log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
+                         conn_name(link, name, sizeof(name)), ac->errstr);
+            note_transport_error(r, "cannot connect", ac->errstr);
+        } else if (link->role == LINK_WATCH) {
+            log_debug("sentinel %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+        }
+        link->ctx = NULL;
+        schedule_reconnect(link);
+        return;
+    }
+    if (link->role == LINK_DATA) {
+        /* Up only once SELECT and ROLE are answered: until then a command
+         * could run in database 0, or on a replica. The connect timer keeps
+         * running for them. */
+        link->connected = 1;
+        if (link->handshake_out == 0)
+            data_up(r);
+        return;
+    }
+    evtimer_del(link->connect_timer);
+    link->state = REDIS_UP;
+}
+
+/* hiredis frees the context when this returns. */
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *link = ac->data;
+    struct redis_link *r = link->r;
+    char name[300];
+    if (ac != link->ctx || r->closing)
+        return; /* a connection this link let go of */
+    int was_up = link->state == REDIS_UP;
+    link->ctx = NULL;
+    if (link->role == LINK_WATCH) {
+        if (was_up)
+            log_warn("sentinel %s: connection lost; watching for failovers from another sentinel",
+                     conn_name(link, name, sizeof(name)));
+        r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+        schedule_reconnect(link);
+        return;
+    }
+    if (link->role == LINK_SUB) {
+        int was_subscribed = r->subscribed;
+        r->subscribed = 0;
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r)) {
+            /* Connected, then SUBSCRIBE was answered with an error or a
+             * closed connection: a proxy without pub/sub (twemproxy). Not
+             * with Sentinel, never behind twemproxy: there it is a master
+             * that died before it confirmed, and a new one is coming. */
+            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", conn_name(link, name, sizeof(name)),
+                     status == REDIS_OK ? "connection closed" : ac->errstr);
+            r->pubsub_refused = 1;
+            link->state = REDIS_DOWN;
+            return;
+        }
+        if (was_subscribed)
+            log_warn("redis %s: subscriber connection lost; waits poll until it is back",
+                     conn_name(link, name, sizeof(name)));
+        schedule_reconnect(link);
+        return;
+    }
+    log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
+             status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
+    if (status != REDIS_OK)
+        note_transport_error(r, "connection lost", ac->errstr);
+    r->reconnects++;
+    schedule_reconnect(link);         /* sentinel://: the sentinels are asked again first */
+    r->hooks.data_lost(r->hooks.arg); /* nothing can tell them of a store now: they go upstream */
+}
+
+/* The connect attempt (data: or its handshake) took too long (a
+ * black-holed address): give it up. */
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *link = arg;
+    struct redis_link *r = link->r;
+    char name[300];
+    if (link->state != REDIS_CONNECTING || !link->ctx)
+        return;
+    if (link->role == LINK_DATA) {
+        log_warn("redis %s: connect timed out", conn_name(link, name, sizeof(name)));
+        note_transport_error(r, "connect timed out", NULL);
+    } else if (link->role == LINK_WATCH) {
+        r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+    }
+    redisAsyncContext *ac = link->ctx;
+    link->ctx = NULL;
+    redisAsyncFree(ac); /* pending commands get NULL replies; its callbacks ignore it from now on */
+    schedule_reconnect(link);
+}
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
+{
+    connect_now(arg);
+}
+
+/* SELECT must succeed: otherwise every entry would land in database 0. */
+static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    r->pending--;
+    if (r->closing || !rep || ac != r->data.ctx)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(r, "SELECT", rep);
+        log_error("redis: SELECT %d failed; disconnecting", r->target.db);
+        redisAsyncDisconnect(ac); /* still connecting: no lookup has used it */
+        return;
+    }
+    handshake_step(r);
+}
+
+/* sentinel://: the address the sentinels gave must be the master's (a
+ * demoted master answers "slave"); otherwise they are asked again. */
+static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    char name[300];
+    r->pending--;
+    if (r->closing || !rep || ac != r->data.ctx)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(rep->element[0]->str, "master") == 0) {
+        handshake_step(r);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(r, "ROLE", rep);
+    } else {
+        r->errors++;
+        snprintf(r->last_error, sizeof(r->last_error), "not a master");
+    }
+    log_warn("redis %s: not the master of %s; asking the sentinels again", conn_name(&r->data, name, sizeof(name)),
+             r->target.master_name);
+    redisAsyncDisconnect(ac);
+}
+
+/* Everything the subscriber connection hears: the SUBSCRIBE confirmation,
+ * then one message per store (its payload is the key). */
+static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    char name[300];
+    if (!rep || r->closing || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        if (!r->pubsub_seen)
+            log_info("redis %s: subscribed to %s; waits are told of stores", conn_name(&r->sub, name, sizeof(name)),
+                     CACHEKEY_CHANNEL);
+        r->subscribed = 1;
+        r->pubsub_seen = 1;
+        r->sub.backoff_ms = r->reconnect_min_ms;
+    } else if (strcmp(rep->element[0]->str, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+        r->hooks.stored(r->hooks.arg, rep->element[2]->str, rep->element[2]->len);
+    }
+}
+
+static void conn_connect(struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    char name[300];
+    link->at = link->role == LINK_WATCH ? r->target.sentinels[r->watch_index] : r->target.addr;
+    redisAsyncContext *ac = link->role != LINK_WATCH && r->target.unix_path[0]
+                                ? redisAsyncConnectUnix(r->target.unix_path)
+                                : redisAsyncConnect(link->at.host, link->at.port);
+    if (!ac) {
+        log_error("redis %s: out of memory", conn_name(link, name, sizeof(name)));
+        schedule_reconnect(link);
+        return;
+    }
+    if (ac->err) {
+        if (link->role == LINK_DATA) {
+            log_warn("redis %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            note_transport_error(r, "cannot connect", ac->errstr);
+        }
+        redisAsyncFree(ac);
+        schedule_reconnect(link);
+        return;
+    }
+    ac->data = link;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    link->ctx = ac;
+    link->state = REDIS_CONNECTING;
+    link->connected = 0;
+    link->handshake_out = 0;
+    if (link->role == LINK_DATA) {
+        r->state = REDIS_CONNECTING;
+        /* Queued now, sent first once connected, answered before the link
+         * counts as up. One that cannot be queued is never answered: the
+         * connect timer then gives the connection up. */
+        if (r->target.db) {
+            link->handshake_out++;
+            if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
+                r->pending++;
+        }
+        if (is_sentinel(r)) {
+            link->handshake_out++;
+            if (redisAsyncCommand(ac, on_role_done, r, "ROLE") == REDIS_OK)
+                r->pending++;
+        }
+    } else if (link->role == LINK_SUB) {
+        /* Pub/sub ignores the database: no SELECT on this connection. */
+        redisAsyncCommand(ac, on_subscriber_reply, r, "SUBSCRIBE %s", CACHEKEY_CHANNEL);
+    } else {
+        redisAsyncCommand(ac, on_watch_reply, r, "SUBSCRIBE %s", SWITCH_MASTER_EVENT);
+    }
+    struct timeval tv = redis_link_tv(r->connect_timeout_ms);
+    evtimer_add(link->connect_timer, &tv);
+}
+
+/* Let go of the link's connection at once (the master moved): its pending
+ * commands get NULL replies, its callbacks ignore it from now on. */
+static void conn_drop(struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    redisAsyncContext *ac = link->ctx;
+    int was_up = link->state == REDIS_UP;
+    link->ctx = NULL;
+    link->state = REDIS_DOWN;
+    link->connected = 0;
+    evtimer_del(link->connect_timer);
+    if (link->role == LINK_SUB)
+        r->subscribed = 0;
+    if (link->role == LINK_DATA) {
+        r->state = REDIS_DOWN;
+        if (was_up)
+            r->reconnects++;
+    }
+    redisAsyncFree(ac);
+    if (link->role == LINK_DATA)
+        r->hooks.data_lost(r->hooks.arg);
+}
+
+/* Point the link at the master's address: kept if it is connected or
+ * connecting there already, else (re)connected now. */
+static void conn_follow(struct redis_conn *link)
+{
+    const struct redis_addr *a = &link->r->target.addr;
+    int same = strcmp(link->at.host, a->host) == 0 && link->at.port == a->port;
+    if (link->ctx && same)
+        return;
+    if (link->ctx)
+        conn_drop(link);
+    if (!same)
+        link->backoff_ms = link->r->reconnect_min_ms;
+    evtimer_del(link->reconnect_timer);
+    conn_connect(link);
+}
+
+/* ---------------------------------------------------- sentinel:// only */
+
+/* The sentinels name `a` the master (`why`: how we learnt it): the data
+ * and subscriber connections go there. */
+static void set_master(struct redis_link *r, const struct redis_addr *a, const char *why)
+{
+    char name[300];
+    if (!r->master_known || strcmp(a->host, r->target.addr.host) != 0 || a->port != r->target.addr.port)
+        log_info("sentinel: the master of %s is %s (%s)", r->target.master_name, redis_addr_name(a, name, sizeof(name)),
+                 why);
+    r->target.addr = *a;
+    r->master_known = 1;
+    conn_follow(&r->data);
+    if (wants_subscriber(r))
+        conn_follow(&r->sub);
+}
+
+/* What the watch hears: the SUBSCRIBE confirmation, then one message per
+ * failover, "MASTER OLDIP OLDPORT NEWIP NEWPORT". */
+static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    char name[300];
+    if (!rep || r->closing || ac != r->watch.ctx || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+        log_info("sentinel %s: watching for failovers (%s)", conn_name(&r->watch, name, sizeof(name)),
+                 SWITCH_MASTER_EVENT);
+        r->watch.backoff_ms = r->reconnect_min_ms;
+        return;
+    }
+    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    char master[128];
+    struct redis_addr a;
+    if (sscanf(rep->element[2]->str, "%127s %*s %*s %255s %d", master, a.host, &a.port) != 3 ||
+        strcmp(master, r->target.master_name) != 0 || a.port < 1 || a.port > 65535)
+        return;        /* another master's failover, or not the documented form */
+    r->master_epoch++; /* a query still out would bring the old address */
+    set_master(r, &a, SWITCH_MASTER_EVENT);
+}
+
+static void query_attempt(struct redis_link *r);
+
+/* The sentinel asked could not name the master (`why`): ask the next; when
+ * none could, try again on the data connection's backoff. */
+static void query_next(struct redis_link *r, const char *why)
+{
+    struct sentinel_query *q = &r->query;
+    char name[300];
+    log_debug("sentinel %s: %s", redis_addr_name(&r->target.sentinels[q->index], name, sizeof(name)), why);
+    if (++q->index < r->target.nsentinels) {
+        query_attempt(r);
+        return;
+    }
+    q->running = 0;
+    if (q->epoch != r->master_epoch)
+        return; /* a +switch-master named it meanwhile */
+    if (r->data.backoff_ms <= r->reconnect_min_ms)
+        log_warn("sentinel: no sentinel named the master of %s (last: %s); retrying with backoff, requests go "
+                 "upstream meanwhile",
+                 r->target.master_name, why);
+    note_transport_error(r, "no sentinel named the master", why);
+    schedule_reconnect(&r->data);
+}
+
+static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    struct sentinel_query *q = &r->query;
+    redisReply *rep = reply;
+    if (r->closing || ac != q->ctx)
+        return;
+    evtimer_del(q->timer);
+    q->ctx = NULL;
+    if (!rep) {
+        query_next(r, "connection lost");
+        return;
+    }
+    redisAsyncDisconnect(ac); /* once this returns; its callbacks ignore it from now on */
+    struct redis_addr a;
+    char *end = NULL;
+    long port = 0;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0 &&
+        rep->element[0]->len < sizeof(a.host))
+        port = strtol(rep->element[1]->str, &end, 10);
+    if (port < 1 || port > 65535 || !end || *end) {
+        char why[160];
+        if (rep->type == REDIS_REPLY_NIL)
+            snprintf(why, sizeof(why), "does not know master %s", r->target.master_name);
+        else if (rep->type == REDIS_REPLY_ERROR)
+            snprintf(why, sizeof(why), "%.150s", rep->str);
+        else
+            snprintf(why, sizeof(why), "unexpected reply");
+        query_next(r, why);
+        return;
+    }
+    q->running = 0;
+    if (q->epoch != r->master_epoch)
+        return; /* a +switch-master named a newer master meanwhile */
+    memcpy(a.host, rep->element[0]->str, rep->element[0]->len + 1);
+    a.port = (int)port;
+    set_master(r, &a, "named by the sentinels");
+}
+
+/* hiredis frees the context when this returns. */
+static void on_query_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *r = ac->data;
+    if (r->closing || ac != r->query.ctx || status == REDIS_OK)
+        return;
+    evtimer_del(r->query.timer);
+    r->query.ctx = NULL;
+    query_next(r, ac->errstr);
+}
+
+/* hiredis frees the context when this returns. */
+static void on_query_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *r = ac->data;
+    if (r->closing || ac != r->query.ctx)
+        return;
+    evtimer_del(r->query.timer);
+    r->query.ctx = NULL;
+    query_next(r, "connection lost");
+}
+
+static void on_query_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_link *r = arg;
+    redisAsyncContext *ac = r->query.ctx;
+    if (!ac)
+        return;
+    r->query.ctx = NULL;
+    redisAsyncFree(ac); /* its callbacks ignore it from now on */
+    query_next(r, "timed out");
+}
+
+/* Ask sentinel number query.index, within the connect timeout. */
+static void query_attempt(struct redis_link *r)
+{
+    struct sentinel_query *q = &r->query;
+    const struct redis_addr *s = &r->target.sentinels[q->index];
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (!ac || ac->err) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        query_next(r, why);
+        return;
+    }
+    ac->data = r;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_query_connect);
+    redisAsyncSetDisconnectCallback(ac, on_query_disconnect);
+    q->ctx = ac;
+    if (redisAsyncCommand(ac, on_query_reply, r, "SENTINEL get-master-addr-by-name %s", r->target.master_name) !=
+        REDIS_OK) {
+        q->ctx = NULL;
+        redisAsyncFree(ac);
+        query_next(r, "cannot send");
+        return;
+    }
+    struct timeval tv = redis_link_tv(r->connect_timeout_ms);
+    evtimer_add(q->timer, &tv);
+}
+
+/* Ask the sentinels, in order, where the master is; set_master then
+ * connects there. Lookups meanwhile find Redis unavailable. */
+static void resolve_start(struct redis_link *r)
+{
+    struct sentinel_query *q = &r->query;
+    if (q->running)
+        return;
+    q->running = 1;
+    q->index = 0;
+    q->epoch = r->master_epoch;
+    r->state = REDIS_CONNECTING;
+    r->data.state = REDIS_CONNECTING;
+    query_attempt(r);
+}
+
+/* (Re)connect `link`. sentinel://: the data connection first asks the
+ * sentinels (a failover may have moved the master); the subscriber waits
+ * until they have named one. */
+static void connect_now(struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    if (link->role == LINK_SUB && !wants_subscriber(r))
+        return;
+    if (is_sentinel(r) && link->role == LINK_DATA) {
+        resolve_start(r);
+        return;
+    }
+    if (is_sentinel(r) && link->role == LINK_SUB && !r->master_known)
+        return;
+    conn_connect(link);
+}
+
+int redis_link_ready(const struct redis_link *r)
+{
+    return r->state == REDIS_UP && r->data.ctx && r->pending < r->max_pending;
+}
+
+void redis_link_reply_done(struct redis_link *r, const redisReply *rep, const char *command)
+{
+    r->pending--;
+    if (r->closing)
+        return;
+    if (!rep)
+        r->errors++; /* the connection went away: counted there */
+    else if (rep->type == REDIS_REPLY_ERROR)
+        redis_link_error_reply(r, command, rep);
+}
+
+/* --------------------------------------------------------------- health */
+
+void redis_link_health(const struct redis_link *r, struct cache_health *out)
+{
+    static const char *const names[] = {[REDIS_DOWN] = "down", [REDIS_CONNECTING] = "connecting", [REDIS_UP] = "up"};
+    *out = (struct cache_health){.backend = "redis",
+                                 .state = names[r->state],
+                                 .up = r->state == REDIS_UP,
+                                 .coalescing = r->state != REDIS_UP ? "none"
+                                               : r->subscribed      ? "pubsub"
+                                                                    : "poll",
+                                 .errors = r->errors,
+                                 .timeouts = r->timeouts,
+                                 .reconnects = r->reconnects};
+    snprintf(out->last_error, sizeof(out->last_error), "%s", r->last_error);
+    redis_target_name(&r->target, !is_sentinel(r) || r->master_known, out->endpoint, sizeof(out->endpoint));
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int conn_init(struct redis_link *r, struct redis_conn *link, enum redis_conn_role role)
+{
+    link->r = r;
+    link->role = role;
+    link->backoff_ms = r->reconnect_min_ms;
+    link->connect_timer = evtimer_new(r->base, on_connect_timeout, link);
+    link->reconnect_timer = evtimer_new(r->base, on_reconnect_timer, link);
+    return link->connect_timer && link->reconnect_timer ? 0 : -1;
+}
+
+static void conn_close(struct redis_conn *link)
+{
+    if (link->ctx) {
+        redisAsyncContext *ac = link->ctx;
+        link->ctx = NULL;
+        redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
+    }
+    if (link->connect_timer)
+        event_free(link->connect_timer);
+    if (link->reconnect_timer)
+        event_free(link->reconnect_timer);
+}
+
+int redis_link_init(struct redis_link *r, struct event_base *base, const struct cache_conf *conf,
+                    const struct redis_link_hooks *hooks, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    if (redis_url_parse(conf->redis_url, &r->target, err, errlen) < 0)
+        return -1;
+    r->base = base;
+    r->hooks = *hooks;
+    r->budget_ms = conf->redis_budget_ms;
+    r->connect_timeout_ms = conf->redis_connect_timeout_ms;
+    r->reconnect_min_ms = conf->redis_reconnect_min_ms;
+    r->reconnect_max_ms = conf->redis_reconnect_max_ms;
+    r->max_pending = conf->redis_max_pending;
+    r->notify = conf->redis_notify;
+    r->query.timer = evtimer_new(base, on_query_timeout, r);
+    if (conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
+        conn_init(r, &r->watch, LINK_WATCH) < 0 || !r->query.timer) {
+        snprintf(err, errlen, "out of memory");
+        redis_link_close(r);
+        return -1;
+    }
+    return 0;
+}
+
+void redis_link_start(struct redis_link *r)
+{
+    connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */
+    connect_now(&r->sub);
+    if (is_sentinel(r))
+        connect_now(&r->watch);
+}
+
+void redis_link_close(struct redis_link *r)
+{
+    r->closing = 1;
+    conn_close(&r->data);
+    conn_close(&r->sub);
+    conn_close(&r->watch);
+    if (r->query.ctx) {
+        redisAsyncContext *ac = r->query.ctx;
+        r->query.ctx = NULL;
+        redisAsyncFree(ac);
+    }
+    if (r->query.timer)
+        event_free(r->query.timer);
+}

@@ -1,0 +1,180 @@
+/*
+ * redis_link: the connections of the Redis tier, on hiredis's async API and
+ * its libevent adapter (the daemon's one event loop). Up to three, each
+ * reconnecting on its own with exponential backoff:
+ *
+ *   data        every command (lookups, stores, leases, waits). It counts as
+ *               up only once its handshake is answered: SELECT (a database
+ *               other than 0) and, with Sentinel, ROLE saying "master".
+ *               Before that a command could run in database 0 or on a replica.
+ *   subscriber  SUBSCRIBE CACHEKEY_CHANNEL only (pub/sub mode); each message
+ *               is a store, passed to hooks.stored.
+ *   watch       sentinel:// only: SUBSCRIBE +switch-master on one sentinel
+ *               (the next one when it fails).
+ *
+ * hiredis 0.14 (Debian 12) has no async timeouts and frees its context right
+ * after the connect-failure or disconnect callback. So: a connect attempt
+ * has its own timer (the connect timeout, which for the data connection
+ * also covers its handshake); the context pointer is cleared inside those
+ * callbacks and never touched again; reconnection runs on a timer. Every
+ * command's caller runs its own budget timer (cache_redis.c, redis_lease.c).
+ *
+ * Sentinel (sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB]): each time the
+ * data connection (re)connects, the sentinels are asked in order, each
+ * within the connect timeout, SENTINEL get-master-addr-by-name MASTER, and
+ * the data and subscriber connections go to the address the first one
+ * gives. When the watch hears a failover naming a new master, both move at
+ * once. Disconnects, READONLY and a ROLE other than master all lead back to
+ * asking the sentinels. Meanwhile Redis is unavailable (redis_link_ready is
+ * false): lookups answer UNAVAILABLE and requests go upstream, as in any
+ * Redis outage.
+ *
+ * Error replies are counted and kept (code and command only) as the last
+ * error; READONLY and MASTERDOWN mean a failover may have moved the master:
+ * the data connection is closed and reopened.
+ *
+ * Pub/sub: in auto mode a SUBSCRIBE refused (twemproxy) turns the
+ * subscriber off for good, and stores stop publishing; in poll mode it never
+ * starts. In poll mode every command passes twemproxy.
+ *
+ * Ownership and threads: everything runs on the event loop's thread. The
+ * owner embeds `struct redis_link`, calls redis_link_init then
+ * redis_link_start, and redis_link_close once, from outside any hiredis
+ * callback. The hooks are called on the event loop's thread, from hiredis's
+ * and the timers' callbacks; they may send commands.
+ *
+ * What the modules sending commands do with the fields below: they read
+ * `state`, `data.ctx` (to send on, only when redis_link_ready says so, or
+ * state is REDIS_UP for waits), `subscribed`, `closing` (in a reply
+ * callback: set while redis_link_close frees the connections, which calls
+ * every pending callback with a NULL reply; only clean up then), `base` and
+ * `budget_ms`; and they keep the counts: `pending` +1 for each command
+ * queued on the data connection and -1 in its reply callback, `errors` and
+ * `timeouts`. Everything else is this module's.
+ */
+#ifndef JOBGATE_REDIS_LINK_H
+#define JOBGATE_REDIS_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "cache_types.h"
+#include "redis_url.h"
+
+struct event;
+struct event_base;
+
+enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
+enum redis_conn_role { LINK_DATA, LINK_SUB, LINK_WATCH };
+
+/* One connection: the data one, the subscriber or the sentinel watch. */
+struct redis_conn {
+    struct redis_link *r;
+    enum redis_conn_role role;
+    redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it. A
+                             * callback for another context (one this link
+                             * let go of) is ignored. */
+    struct redis_addr at;   /* where ctx goes (TCP) */
+    enum redis_state state;
+    int connected;     /* data: TCP up, handshake (SELECT, ROLE) perhaps not yet answered */
+    int handshake_out; /* data: SELECT/ROLE replies awaited before the link is up */
+    int64_t backoff_ms;
+    struct event *connect_timer;   /* connect attempt timeout (data: until the handshake is answered) */
+    struct event *reconnect_timer; /* next attempt */
+};
+
+/* Asking the sentinels, one after the other, where the master is: one
+ * short-lived connection at a time. */
+struct sentinel_query {
+    int running;
+    int index;              /* the sentinel asked now */
+    uint64_t epoch;         /* r->master_epoch when asked: a +switch-master since makes the answer old */
+    redisAsyncContext *ctx; /* NULL between attempts */
+    struct event *timer;    /* this attempt's limit (the connect timeout) */
+};
+
+/* What the owner is told; `arg` is passed back. */
+struct redis_link_hooks {
+    /* The data connection went away (lost, or dropped for a new master):
+     * nothing can tell a wait of a store now. */
+    void (*data_lost)(void *arg);
+    /* The subscriber heard of a store of the base key `key` (`len` bytes,
+     * not NUL-terminated; borrowed for the call). */
+    void (*stored)(void *arg, const char *key, size_t len);
+    void *arg;
+};
+
+struct redis_link {
+    struct event_base *base;
+    struct redis_target target;
+    struct redis_link_hooks hooks;
+    int64_t budget_ms; /* the longest a caller waits for one reply */
+    int64_t connect_timeout_ms;
+    int64_t reconnect_min_ms;
+    int64_t reconnect_max_ms;
+    size_t max_pending;
+    enum cache_notify notify;
+
+    struct redis_conn data;
+    struct redis_conn sub;
+    struct redis_conn watch;     /* sentinel:// only */
+    int watch_index;             /* the sentinel the watch uses (the next one after a failure) */
+    struct sentinel_query query; /* sentinel:// only */
+    int master_known;            /* sentinel://: target.addr holds the master's address */
+    uint64_t master_epoch;       /* bumped by each +switch-master */
+    enum redis_state state;      /* of the data link: what lookups depend on */
+    int closing;                 /* redis_link_close is running: callbacks only clean up */
+    size_t pending;              /* data-link commands sent, reply not yet seen */
+
+    int subscribed;     /* the subscriber's SUBSCRIBE is confirmed: waits are told of stores */
+    int pubsub_seen;    /* a SUBSCRIBE succeeded once: this Redis takes PUBLISH */
+    int pubsub_refused; /* auto mode: a SUBSCRIBE was refused (twemproxy): poll from now on */
+
+    uint64_t errors;
+    uint64_t timeouts;
+    uint64_t reconnects;
+    char last_error[96];
+};
+
+/* Parse conf->redis_url and take the settings; nothing connects yet.
+ * Returns 0, or -1 with a message (bad URL, out of memory), `r` then holding
+ * nothing to free. */
+int redis_link_init(struct redis_link *r, struct event_base *base, const struct cache_conf *conf,
+                    const struct redis_link_hooks *hooks, char *err, size_t errlen);
+
+/* Connect (sentinel://: ask the sentinels first). Failures are retried in
+ * the background. */
+void redis_link_start(struct redis_link *r);
+
+/* Close every connection (pending reply callbacks get NULL, with `closing`
+ * set) and free the timers. Calls no hook. */
+void redis_link_close(struct redis_link *r);
+
+/* Can the data connection take one more command now (up, and fewer than
+ * max_pending out)? */
+int redis_link_ready(const struct redis_link *r);
+
+/* May a store PUBLISH? Only where a SUBSCRIBE worked (or the operator says
+ * pub/sub): through twemproxy a PUBLISH would cost the connection. */
+int redis_link_may_publish(const struct redis_link *r);
+
+/* Count an error reply to `command` and keep it as the last error (READONLY,
+ * MASTERDOWN: reconnect). */
+void redis_link_error_reply(struct redis_link *r, const char *command, const redisReply *rep);
+
+/* The reply callback of a command whose reply only matters when it is an
+ * error: pending -1, then the error (if any) counted. */
+void redis_link_reply_done(struct redis_link *r, const redisReply *rep, const char *command);
+
+/* Fill `out`'s Redis part: backend, state, coalescing, counters, last
+ * error, endpoint (not entries nor bytes). */
+void redis_link_health(const struct redis_link *r, struct cache_health *out);
+
+/* `ms` as a timeval, for evtimer_add. */
+struct timeval redis_link_tv(int64_t ms);
+
+#endif
