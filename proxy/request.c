@@ -10,6 +10,7 @@
 
 #include "audit.h"
 #include "cache.h"
+#include "cachekey.h"
 #include "clientkeys.h"
 #include "clock.h"
 #include "credentials.h"
@@ -124,30 +125,6 @@ static const char *allow_header(struct evhttp_request *req, unsigned methods)
         strcat(allow, allow[0] ? ", HEAD" : "HEAD");
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
     return allow;
-}
-
-/* The cache key: prefix, rule name and the validated parameter values, in
- * route order. Nothing else a client sends can vary it. */
-static int build_key(const struct gateway *gw, const struct rule *rule, const struct route_match *m, char *out,
-                     size_t outlen)
-{
-    const char *pieces[2 + ROUTE_MAX_PARAMS];
-    size_t np = 0, used = 0;
-    pieces[np++] = gw->key_prefix;
-    pieces[np++] = rule->name;
-    for (size_t i = 0; i < rule->route.nparams; i++)
-        pieces[np++] = m->values[i];
-    for (size_t i = 0; i < np; i++) { /* memcpy, not snprintf: this runs on every hit */
-        size_t len = strlen(pieces[i]);
-        if (used + len + 2 > outlen)
-            return -1;
-        if (i >= 2)
-            out[used++] = ':';
-        memcpy(out + used, pieces[i], len);
-        used += len;
-    }
-    out[used] = '\0';
-    return 0;
 }
 
 /* Client authentication and grants, decided before any cache lookup or
@@ -279,7 +256,10 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
             return;
         }
     }
-    if (build_key(gw, rule, &jr->match, jr->key, sizeof(jr->key)) < 0) {
+    /* The cache key (cachekey.h): prefix, rule and the validated parameter
+     * values. Nothing else a client sends can vary it. */
+    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule->name, jr->match.values, rule->route.nparams) <
+        0) {
         request_answer_error(jr, &rule->invalid_request);
         return;
     }
