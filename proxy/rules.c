@@ -137,6 +137,8 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
         yconf_error(y, path, d, "%s", err);
         return -1;
     }
+    r->path_line = path->start_mark.line + 1;
+    r->path_col = path->start_mark.column + 1;
     if (load_methods(y, yconf_get(y, n, "methods"), r, d) < 0)
         rc = -1;
 
@@ -162,9 +164,11 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
             }
         }
     }
-    /* An unchecked parameter would let any text into cache keys and upstream URLs. */
+    /* An unchecked parameter would let any text into cache keys and upstream URLs.
+     * One given a pattern that failed has had its own error already. */
     for (size_t i = 0; i < r->route.nparams; i++) {
-        if (!r->route.params[i].compiled) {
+        int given = params && params->type == YAML_MAPPING_NODE && yconf_get(y, params, r->route.params[i].name);
+        if (!r->route.params[i].compiled && !given) {
             yconf_error(y, path, d, "parameter {%s} has no pattern under route.params", r->route.params[i].name);
             rc = -1;
         }
@@ -583,19 +587,26 @@ static int load_error_statuses(struct yconf *y, yaml_node_t *n, yaml_node_t *par
         yconf_error(y, n ? n : parent, d, "errors.status must map upstream statuses (\"404\", \"4xx\") to answers");
         return -1;
     }
+    /* Statuses and classes given with a target that failed: their own error
+     * is reported, so the coverage check below does not call them unmapped. */
+    unsigned char tried_exact[600] = {0}, tried_klass[6] = {0};
     int rc = 0;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
         yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
         const char *key = yconf_scalar(k);
         struct errmap_entry *slot = NULL;
+        unsigned char *tried = NULL;
         if (key && strlen(key) == 3 && key[0] >= '1' && key[0] <= '5' && !strcmp(key + 1, "xx")) {
             slot = &map->klass[key[0] - '0'];
+            tried = &tried_klass[key[0] - '0'];
         } else if (key && strlen(key) == 3 && strspn(key, "0123456789") == 3) {
             /* Exactly three digits: "+404" or " 404" would be a second name for 404. */
             long s = strtol(key, NULL, 10);
-            if (s >= 100 && s <= 599)
+            if (s >= 100 && s <= 599) {
                 slot = &map->exact[s];
+                tried = &tried_exact[s];
+            }
         }
         if (!slot) {
             yconf_error(y, k, d, "'%s' is not an upstream status (100-599) or class (1xx-5xx)", key ? key : "?");
@@ -607,15 +618,17 @@ static int load_error_statuses(struct yconf *y, yaml_node_t *n, yaml_node_t *par
             rc = -1;
             continue;
         }
-        if (load_error_entry(y, v, slot, d) < 0)
+        if (load_error_entry(y, v, slot, d) < 0) {
+            *tried = 1;
             rc = -1;
+        }
     }
     /* Every status 100-599 must land in the table: each class needs a catch-all. */
     for (int c = 1; c <= 5; c++) {
-        if (map->klass[c].set)
+        if (map->klass[c].set || tried_klass[c])
             continue;
         for (int s = c * 100; s < c * 100 + 100; s++) {
-            if (!map->exact[s].set) {
+            if (!map->exact[s].set && !tried_exact[s]) {
                 yconf_error(y, n, d, "upstream status %d has no mapping: add \"%dxx\" (or map every %dxx status)", s, c,
                             c);
                 rc = -1;
@@ -634,6 +647,7 @@ static int load_error_faults(struct yconf *y, yaml_node_t *n, yaml_node_t *paren
                     "errors.fault must map each transport fault (timeout, connect ...) to an answer");
         return -1;
     }
+    unsigned char tried[FAULT__COUNT] = {0}; /* given with a target that failed: reported already */
     int rc = 0;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
@@ -649,11 +663,12 @@ static int load_error_faults(struct yconf *y, yaml_node_t *n, yaml_node_t *paren
             yconf_error(y, k, d, "fault '%s' is mapped twice", key);
             rc = -1;
         } else if (load_error_entry(y, yaml_document_get_node(&y->doc, p->value), &map->fault[f], d) < 0) {
+            tried[f] = 1;
             rc = -1;
         }
     }
     for (int f = 1; f < FAULT__COUNT; f++) {
-        if (!map->fault[f].set) {
+        if (!map->fault[f].set && !tried[f]) {
             yconf_error(y, n, d, "fault '%s' has no mapping", fault_name((enum upstream_fault)f));
             rc = -1;
         }
@@ -837,8 +852,9 @@ static int ruleset_add(struct ruleset *rs, struct rule *r, struct conf_diag *d)
         }
         int same_host = !o->host || !r->host || strcmp(o->host, r->host) == 0;
         if (same_host && route_templates_overlap(&o->route, &r->route)) {
-            conf_diag_add(d, r->file, r->line, 1, "route %s of rule '%s' overlaps route %s of rule '%s' (%s:%zu)",
-                          r->route.text, r->name, o->route.text, o->name, o->file, o->line);
+            conf_diag_add(d, r->file, r->path_line, r->path_col,
+                          "route %s of rule '%s' overlaps route %s of rule '%s' (%s:%zu)", r->route.text, r->name,
+                          o->route.text, o->name, o->file, o->path_line);
             rc = -1;
         }
     }
