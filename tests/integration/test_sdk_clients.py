@@ -14,10 +14,11 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import traceback
 
 import harness
-from harness import SRCDIR, Sim, check, eq, hex32, run, stop_all
+from harness import SRCDIR, Sim, TestFailure, check, eq, hex32, run, stop_all
 
 CLIENTS = os.path.join(SRCDIR, "tests", "clients")
 NODE_TEST = "sdk_ecs.test.js"
@@ -98,6 +99,89 @@ def node_point(ok, name, directive, detail):
     return point
 
 
+# ------------------------------------------- the create call, without the SDK
+
+
+def call(sim, method, path, body=None, headers=None, timeout=10):
+    """(status, lower-case headers, parsed JSON or None) of one request to `sim`."""
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def server_body(**extra):
+    server = {"imageRef": "i", "flavorRef": "f", "name": "n", "vpcid": "v", "nics": [{"subnet_id": "s"}],
+              "root_volume": {"volumetype": "SSD"}}
+    server.update(extra)
+    return {"server": server}
+
+
+def sim_create_call(env):
+    """jobsim's ECS create call: both paths, the body checked, sub-jobs carrying the serverIds, POSTs counted"""
+    sim, project = env["plain"], hex32()
+    status, _, doc = call(sim, "POST", "/v1/%s/cloudservers" % project, server_body(count=3))
+    eq(status, 200, "v1 create: %r" % doc)
+    eq(sorted(doc), ["job_id", "serverIds"], "answer members")
+    check(re.fullmatch("[0-9a-f]{32}", doc["job_id"]), "job id %r" % doc["job_id"])
+    eq(len(doc["serverIds"]), 3, "serverIds")
+    status, _, job = call(sim, "GET", "/v1/%s/jobs/%s" % (project, doc["job_id"]))
+    eq(status, 200, "poll")
+    eq(job["entities"]["sub_jobs_total"], 3, "sub-jobs")
+    eq(sorted(s["entities"]["server_id"] for s in job["entities"]["sub_jobs"]), sorted(doc["serverIds"]),
+       "the sub-jobs create the servers the answer named")
+    status, _, doc = call(sim, "POST", "/v1.1/%s/cloudservers" % project, server_body())
+    eq((status, len(doc["serverIds"])), (200, 1), "v1.1 create, count 1 by default")
+
+    for body, what in ((b"not json", "not JSON"), (server_body(count=101), "count over 100"),
+                       (server_body(nics=[]), "no nic"), ({"servers": {}}, "no server")):
+        status, _, doc = call(sim, "POST", "/v1/%s/cloudservers" % project, body)
+        eq(status, 400, what)
+        eq(doc["error"]["code"], "Ecs.0005", what)
+    status, headers, doc = call(sim, "GET", "/v1/%s/cloudservers" % project)
+    eq((status, headers.get("allow"), doc["error_code"]), (405, "POST", "APIGW.0105"), "GET on the create path")
+    stats = sim._control("GET", "/_sim/stats")
+    eq(stats["posts"].get(project), 6, "POSTs counted (the 405 is not a POST)")
+    eq(stats["creates"], 2, "jobs made")
+
+
+def sim_create_faults(env):
+    """on=create faults: a status refuses before the job, delay and reset bend the answer of a job made"""
+    sim, project = env["plain"], hex32()
+    path = "/v1/%s/cloudservers" % project
+    sim.clear_faults()
+    try:
+        before = sim._control("GET", "/_sim/stats")["creates"]
+        sim.fault(job="*", kind="status", status=500)  # job faults never touch the create call
+        eq(call(sim, "POST", path, server_body())[0], 200, "a job=* fault")
+        sim._control("POST", "/_sim/faults?on=create&kind=delay&delay_ms=400&count=1")
+        started = time.time()
+        eq(call(sim, "POST", path, server_body())[0], 200, "delayed create")
+        check(time.time() - started >= 0.35, "answered %.2fs late" % (time.time() - started))
+        sim._control("POST", "/_sim/faults?on=create&kind=reset&count=1")
+        try:
+            call(sim, "POST", path, server_body())
+            raise TestFailure("a reset create call was answered")
+        except (ConnectionError, http.client.HTTPException):
+            pass
+        sim._control("POST", "/_sim/faults?on=create&kind=status&status=503&shape=apigw&code=APIGW.0201&count=1")
+        status, _, doc = call(sim, "POST", path, server_body())
+        eq((status, doc["error_code"]), (503, "APIGW.0201"), "status fault")
+        stats = sim._control("GET", "/_sim/stats")
+        eq(stats["creates"] - before, 3, "jobs made: the delayed and the reset one too, not the refused one")
+        eq(stats["posts"][project], 4, "every POST counted once")
+        for query in ("on=create&job=x&kind=delay&delay_ms=1", "on=create&kind=wrongid", "on=elsewhere&kind=hang",
+                      "on=create&kind=status&status=500&shape=json"):
+            status, _, doc = call(sim, "POST", "/_sim/faults?" + query)
+            eq(status, 400, "refused fault %s: %r" % (query, doc))
+    finally:
+        sim.clear_faults()
+
+
 def main():
     env = {}
     problem = prerequisites()
@@ -137,7 +221,14 @@ def main():
 
     harness.test(node_run_complete)
     harness.test(simulator_checked_the_sdk_signatures)
-    run(setup=lambda: env, teardown=stop_all)
+    for fn in (sim_create_call, sim_create_faults):
+        harness.test(fn)
+
+    def setup():
+        env["plain"] = Sim(init_ms=300, running_ms=600, api="ecs").start()
+        return env
+
+    run(setup=setup, teardown=stop_all)
 
 
 if __name__ == "__main__":
