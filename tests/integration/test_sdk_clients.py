@@ -2,7 +2,10 @@
 """The official Huawei Cloud Node.js SDK (tests/clients, from npm, pinned),
 unmodified, against the simulator playing ECS's create-then-poll flow in aksk
 mode: tests/clients/sdk_ecs.test.js runs under Node's own test runner, and
-each of its tests is reported here as one TAP point.
+each of its tests is reported here as one TAP point.  Then the simulator's
+create call is checked without the SDK, on a second jobsim with no
+authentication: the paths, body checks and on=create faults the SDK test
+does not reach.
 
 Nothing is skipped: without node (18 or later) or without
 tests/clients/node_modules (.ci/install-deps runs `npm ci` there), this test

@@ -50,6 +50,19 @@
  *            "CreateMaster"},"status":{"phase"}}...]},"status":{"phase","reason"}}
  *   Adding an API is adding a row to job_apis[] (and, for a new layout, a
  *   body builder).  Paths of the other shapes are unknown paths here.
+ *   Any non-empty path segments are accepted: validating them is the
+ *   gateway's job (CCE's job ids are UUIDs, the others 32 hex digits, but
+ *   jobsim does not care).  Ids are compared exactly as they appear in the
+ *   path, no percent-decoding.  A job's clock starts the first time its id
+ *   is seen (or when it is defined through the control API): it is in its
+ *   init state for init_ms, its running state for running_ms, then in its
+ *   final state (success, or failure if it was defined with final=FAIL).
+ *   Its sub-jobs follow the same timeline, except that they reach the
+ *   parent's final state sub_lag_ms later (so for a while the parent has
+ *   succeeded while its sub-jobs still run).  Other methods get 405 and
+ *   other paths 404, both in the API gateway's flat error shape.  Every
+ *   request on a job path is counted, whatever its method and whether or
+ *   not a fault answered it.
  *
  * Create call (--api ecs only): the call that makes the job, played so that
  * a client can run the whole create-then-poll flow
@@ -71,19 +84,6 @@
  *        gateway throttling); the others (delay, hang, reset, truncated,
  *        nonjson, notobject, rawbody) bend the answer of a job that was made
  *        all the same.
- *   Any non-empty path segments are accepted: validating them is the
- *   gateway's job (CCE's job ids are UUIDs, the others 32 hex digits, but
- *   jobsim does not care).  Ids are compared exactly as they appear in the
- *   path, no percent-decoding.  A job's clock starts the first time its id
- *   is seen (or when it is defined through the control API): it is in its
- *   init state for init_ms, its running state for running_ms, then in its
- *   final state (success, or failure if it was defined with final=FAIL).
- *   Its sub-jobs follow the same timeline, except that they reach the
- *   parent's final state sub_lag_ms later (so for a while the parent has
- *   succeeded while its sub-jobs still run).  Other methods get 405 and
- *   other paths 404, both in the API gateway's flat error shape.  Every
- *   request on a job path is counted, whatever its method and whether or
- *   not a fault answered it.
  *
  * Control API (JSON answers; never counted as job requests; the same for
  * every --api)
@@ -170,8 +170,8 @@
  *
  * Upstream authentication (POST /_sim/auth), checked on every job request
  * and create call before faults apply; a refused request is still counted
- * in /_sim/stats and recorded for /_sim/last.  Refusals use the API gateway's flat shape,
- * {"error_msg","error_code","request_id"}.
+ * in /_sim/stats and recorded for /_sim/last.  Refusals use the API
+ * gateway's flat shape, {"error_msg","error_code","request_id"}.
  *   {"mode":"none"}   the default: nothing is checked
  *   {"mode":"aksk","ak":AK,"sk":SK}
  *          Authorization must be "SDK-HMAC-SHA256 Access=AK,
