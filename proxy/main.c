@@ -89,7 +89,7 @@ static void usage(FILE *out)
 static int hash_key_from_stdin(void)
 {
     char key[CLIENTKEYS_KEY_MAX + 2];
-    char hex[65];
+    char hex[DIGEST_SHA256_HEX_SIZE];
     if (!fgets(key, sizeof(key), stdin)) {
         fprintf(stderr, "jobgate: --hash-key reads the key from standard input\n");
         return 1;

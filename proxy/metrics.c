@@ -7,10 +7,10 @@
 
 #include "cache.h"
 #include "metrics.h"
+#include "statuses.h"
 
 /* Client statuses are always from the documented table (plus "other" as a guard). */
-static const int table_statuses[] = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504};
-#define NSTATUS (sizeof(table_statuses) / sizeof(table_statuses[0]))
+#define NSTATUS STATUSES_COUNT
 
 /* Latency bucket upper bounds, in microseconds. */
 static const int64_t bucket_us[] = {250,   500,    1000,   2500,   5000,    10000,   25000,
@@ -93,20 +93,12 @@ static void observe(struct histogram *h, int64_t us)
     h->sum_us += us;
 }
 
-static size_t status_index(int status)
-{
-    for (size_t i = 0; i < NSTATUS; i++)
-        if (table_statuses[i] == status)
-            return i;
-    return NSTATUS;
-}
-
 void metrics_count_request(struct metrics *m, const char *route, int status, enum cache_outcome outcome,
                            int64_t elapsed_us)
 {
     struct route_counters *r = route_of(m, route);
     if (r)
-        r->requests[status_index(status)][outcome]++;
+        r->requests[statuses_index(status)][outcome]++;
     observe(&m->request_latency, elapsed_us);
 }
 
@@ -148,7 +140,7 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                     continue;
                 char status[8];
                 if (s < NSTATUS)
-                    snprintf(status, sizeof(status), "%d", table_statuses[s]);
+                    snprintf(status, sizeof(status), "%d", statuses_table[s]);
                 else
                     snprintf(status, sizeof(status), "other");
                 evbuffer_add_printf(out,
