@@ -135,6 +135,7 @@ static const char *const mode_names[] = {
     [CRED_IAM] = "iam",
     [CRED_AKSK] = "aksk",
 };
+_Static_assert(sizeof(mode_names) / sizeof(mode_names[0]) == CRED_MODE_COUNT, "a mode has no name");
 
 const char *credentials_mode_name(enum credentials_mode mode)
 {
