@@ -5,10 +5,10 @@
  *   - hex: two lower-case digits a byte (digests, ids);
  *   - UTF-8: the length of one well-formed sequence (RFC 3629), for the
  *     modules that pass text a client or upstream sent on to someone else;
- *   - JSON strings: the inside of a string literal, for the few places that
- *     write JSON by hand (the audit line, where building a cJSON tree per
- *     request costs more than the rest; the IAM body, which must leave no
- *     unwiped copy of a password behind). Everything else uses cJSON.
+ *   - JSON strings: the inside of a string literal, for the two places that
+ *     write JSON by hand (the audit line, formatted on the request path into
+ *     one buffer sized in advance; the IAM body, which must leave no unwiped
+ *     copy of a password behind). Everything else uses cJSON.
  *
  * Pure functions: no allocation, no state, safe from any thread. The caller
  * sizes every output buffer; each function says how much it may write.
