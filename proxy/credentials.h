@@ -55,6 +55,7 @@ struct credentials;
 struct credentials_wait;
 
 enum credentials_mode { CRED_PASSTHROUGH, CRED_TOKEN, CRED_IAM, CRED_AKSK };
+#define CRED_MODE_COUNT (CRED_AKSK + 1)
 
 /*
  * What the module needs, per mode (the others are NULL/0 and ignored).

@@ -146,6 +146,12 @@ def healthz_and_metrics(env):
                    'jobgate_cache_up{backend="redis"} 1', "jobgate_redis_errors_total 0"):
         check(needle in text, "metrics lack %s" % needle)
     check(TOKEN not in text, "token in metrics")
+    # Every series named, and each exactly once (a name table that lost a row prints "(null)").
+    check("(null)" not in text, "metrics print (null): %s" % [l for l in text.splitlines() if "(null)" in l])
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
+    duplicated = sorted({s for s in series if series.count(s) > 1})
+    check(not duplicated, "metrics series given twice: %s" % duplicated)
+    check('jobgate_events_total{event="audit_dropped"} 0' in text, "every event has its series")
     eq(gate.get("/metrics", method="POST", token=None).status, 405, "POST /metrics")
 
 
