@@ -95,3 +95,19 @@ char *encoding_json_escape(char *out, const char *s, size_t len)
     }
     return out;
 }
+
+int encoding_utf8_valid(const void *s, size_t len)
+{
+    const unsigned char *p = s, *end = p + len;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n = encoding_utf8_len(p, (size_t)(end - p));
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}

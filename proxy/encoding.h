@@ -32,6 +32,9 @@ void encoding_hex(const void *in, size_t n, char *out);
  * U+10FFFF, or a sequence cut short by `left`. An ASCII byte is 1. */
 size_t encoding_utf8_len(const unsigned char *s, size_t left);
 
+/* Are the `len` bytes at `s` well-formed UTF-8 throughout? */
+int encoding_utf8_valid(const void *s, size_t len);
+
 /*
  * Write the `len` bytes at `s` into `out` as the inside of a JSON string
  * (no quotes, no NUL) and return the end of what was written; `out` holds

@@ -125,6 +125,7 @@ AMBIGUOUS = [
     ("job_id twice", '{"status":"SUCCESS","job_id":"%(job)s","job_id":"%(other)s"}'),
     ("escaped NUL in the state", '{"status":"SUCCESS\\u0000RUNNING","job_id":"%(job)s"}'),
     ("escaped NUL in the job_id", '{"status":"SUCCESS","job_id":"%(job)s\\u0000x"}'),
+    ("not UTF-8", '{"status":"SUCCESS","job_id":"%(job)s","message":"\xff"}'),
 ]
 
 
@@ -136,7 +137,8 @@ def ambiguous_upstream_bodies_are_bad_bodies(env):
     problems = []
     for what, body in AMBIGUOUS:
         job = hex32()
-        sim.fault(job, kind="rawbody", body=quote(body % {"job": job, "other": hex32()}, safe=""))
+        raw = (body % {"job": job, "other": hex32()}).encode("latin-1")  # \xff stays one byte
+        sim.fault(job, kind="rawbody", body=quote(raw, safe=""))
         r = gate.get(path(job))
         sim.clear_faults()
         try:
