@@ -205,7 +205,7 @@ static int load_hash(struct yconf *y, yaml_node_t *n, struct client_entry *e, st
 static int load_client(struct yconf *y, yaml_node_t *n, struct client_entry *e, struct conf_diag *d)
 {
     /* 'key' is allowed past yconf_check_map only to be refused with its own message. */
-    static const char *const keys[] = {"name", "key_sha256", "projects", "routes", "key", NULL};
+    static const char *const keys[] = {"name", "key_sha256", "projects", "routes", "admin", "key", NULL};
     if (!n || n->type != YAML_MAPPING_NODE) {
         yconf_error(y, n, d, "a client must be a mapping with name, key_sha256, projects and routes");
         return -1;
@@ -247,8 +247,12 @@ static int load_client(struct yconf *y, yaml_node_t *n, struct client_entry *e, 
         rc = -1;
     }
 
+    if (yconf_get_bool(y, n, "admin", &e->pub.admin, d) < 0)
+        rc = -1;
     yaml_node_t *projects = yconf_get(y, n, "projects");
-    if (!projects) {
+    if (!projects && e->pub.admin) {
+        /* an admin-only client (a metrics scraper): no project */
+    } else if (!projects) {
         yconf_error(y, n, d, "%s needs 'projects': the project ids it may ask about, or [\"*\"]", who);
         rc = -1;
     } else if (load_grant_list(y, projects, &projects_kind, &e->pub.all_projects, &e->pub.projects, &e->pub.nprojects,
@@ -510,6 +514,18 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
         !granted(c->all_routes, c->routes, c->nroutes, rule_name))
         return CLIENTKEYS_FORBIDDEN;
     return CLIENTKEYS_ALLOWED;
+}
+
+enum clientkeys_verdict clientkeys_check_admin(const struct clientkeys *ks, const char *presented_key,
+                                               const struct client **who)
+{
+    const struct client *c = NULL;
+    enum clientkeys_verdict v = clientkeys_check(ks, presented_key, NULL, NULL, &c);
+    if (who)
+        *who = c;
+    if (v == CLIENTKEYS_UNAUTHENTICATED)
+        return v;
+    return c && c->admin ? CLIENTKEYS_ALLOWED : CLIENTKEYS_FORBIDDEN;
 }
 
 int clientkeys_hash_hex(const char *key, char out[DIGEST_SHA256_HEX_SIZE])

@@ -13,6 +13,8 @@
  *         key_sha256: 9f86d0...08   # 64 hex digits: SHA-256 of the key, never the key
  *         projects: ["ff8080825ecc523f015ecd0a98f82f77"]   # or ["*"]: every project
  *         routes: ["elb-v1-job", "ecs-job"]   # rule names, or ["*"] (the default)
+ *         admin: true               # optional: may read /metrics and /healthz on the
+ *                                   # admin listener; projects may then be left out
  *
  * Every mistake is reported as FILE:LINE:COL: message and the whole file is
  * refused: an unknown key, a missing field, a key_sha256 that is not 64 hex
@@ -56,6 +58,7 @@ struct client {
     int all_routes; /* routes: ["*"], or no routes given */
     char **routes;  /* the granted rule names (none when all_routes) */
     size_t nroutes;
+    int admin; /* admin: true: may use the admin listener (admin.client_auth) */
 };
 
 /* Load the keys file at `path`. Returns a set with one reference, or NULL with
@@ -129,6 +132,13 @@ enum clientkeys_verdict {
  */
 enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char *presented_key, const char *project_id,
                                          const char *rule_name, const struct client **who);
+
+/* May the holder of `presented_key` use the admin listener? UNAUTHENTICATED
+ * for no key or a key no client holds, FORBIDDEN for a client without
+ * `admin: true`, ALLOWED otherwise. Compared in constant time as
+ * clientkeys_check; *who as there. */
+enum clientkeys_verdict clientkeys_check_admin(const struct clientkeys *ks, const char *presented_key,
+                                               const struct client **who);
 
 /* Write the lower-case hex SHA-256 of `key` into `out` (64 digits and a NUL),
  * what a keys file stores. Returns 0, or -1 when `key` could never be

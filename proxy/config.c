@@ -42,6 +42,8 @@ void config_defaults(struct config *c)
         fe->listeners[0].port = 8080;
         fe->listeners[0].client_auth = 1;
     }
+    config_set_str(&fe->admin.host, "127.0.0.1");
+    fe->admin.port = 9100;
     c->log_level = LOG_LEVEL_INFO;
     c->cache.redis_url = strdup("redis://127.0.0.1:6379");
     c->cache.redis_budget_ms = 50;
@@ -99,6 +101,17 @@ int config_parse_listen(const char *text, char **host, int *port)
     config_set_str(host, h);
     *port = (int)p;
     return 0;
+}
+
+int config_set_admin_listen(struct config *c, const char *text)
+{
+    struct listener_conf *a = &c->frontend.admin;
+    if (strcmp(text, "off") == 0) {
+        free(a->host);
+        a->host = NULL;
+        return 0;
+    }
+    return config_parse_listen(text, &a->host, &a->port);
 }
 
 int config_set_listen(struct config *c, const char *text)
@@ -551,11 +564,46 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
     return rc;
 }
 
+/* 'admin': {listen: HOST:PORT or off, client_auth: bool}. client_auth needs
+ * a keys file, and the admin address may not be a client listener's. */
+static int load_admin(struct config *c, struct yconf *y, yaml_node_t *admin, struct conf_diag *d)
+{
+    static const char *const admin_keys[] = {"listen", "client_auth", NULL};
+    if (!admin)
+        return 0;
+    if (admin->type != YAML_MAPPING_NODE) {
+        yconf_error(y, admin, d, "'admin' must be a mapping with listen and client_auth");
+        return -1;
+    }
+    int rc = yconf_check_map(y, admin, "admin", admin_keys, d);
+    struct listener_conf *a = &c->frontend.admin;
+    yaml_node_t *listen = yconf_get(y, admin, "listen");
+    if (listen && (!yconf_scalar(listen) || config_set_admin_listen(c, yconf_scalar(listen)) < 0)) {
+        yconf_error(y, listen, d, "'admin.listen' must be HOST:PORT, such as 127.0.0.1:9100, or off");
+        rc = -1;
+    }
+    yaml_node_t *auth = yconf_get(y, admin, "client_auth");
+    if (yconf_get_bool(y, admin, "client_auth", &a->client_auth, d) < 0) {
+        rc = -1;
+    } else if (a->client_auth && !c->client_keys_file) {
+        yconf_error(y, auth, d, "'admin.client_auth' needs a keys file ('client_keys') with a client granted admin");
+        rc = -1;
+    }
+    for (size_t i = 0; listen && a->host && a->port && i < c->frontend.nlisteners; i++) {
+        const struct listener_conf *lc = &c->frontend.listeners[i];
+        if (lc->port == a->port && strcmp(lc->host, a->host) == 0) {
+            yconf_error(y, listen, d, "'admin.listen' is a client listener's address: give it its own port");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
-        "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
-        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit",    NULL};
+        "listen",           "listeners", "log_level",   "rules",           "cache", "upstream", "client", "coalesce",
+        "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit", "admin",    NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -696,6 +744,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         c->gateway.max_header_bytes = fe->max_header_bytes;
         c->gateway.max_uri_bytes = fe->max_uri_bytes;
     }
+    rc |= load_admin(c, &y, yconf_get(&y, root, "admin"), d);
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
@@ -724,6 +773,7 @@ void config_free(struct config *c)
     free(c->client_keys_file);
     free((char *)c->audit.path);
     free_listeners(c);
+    free(c->frontend.admin.host);
     for (size_t i = 0; i < c->nrule_files; i++)
         free(c->rule_files[i]);
     free(c->rule_files);

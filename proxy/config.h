@@ -44,7 +44,7 @@ struct config {
     char **rule_files; /* resolved: globs expanded, relative to the config file */
     size_t nrule_files;
 
-    /* 'listen' or 'listeners' (at least one), and client.*. */
+    /* 'listen' or 'listeners' (at least one), client.* and admin.*. */
     struct frontend_conf frontend;
     /* cache.key_prefix, upstream.url, the upstream token, client.max_*_bytes,
      * coalesce.*, upstream_limits.queue and upstream.auth.passthrough_window.
@@ -75,6 +75,9 @@ int config_parse_listen(const char *text, char **host, int *port);
 
 /* Apply a --listen value to the first listener. Returns 0 or -1. */
 int config_set_listen(struct config *c, const char *text);
+
+/* Apply an --admin-listen value: HOST:PORT or off. Returns 0 or -1. */
+int config_set_admin_listen(struct config *c, const char *text);
 
 /* Apply an --upstream value: an http:// or https:// URL. Returns 0 or -1. */
 int config_set_upstream_url(struct config *c, const char *url);

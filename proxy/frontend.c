@@ -21,6 +21,7 @@
 
 #include "audit.h"
 #include "cache.h"
+#include "clientkeys.h"
 #include "clock.h"
 #include "credentials.h"
 #include "frontend.h"
@@ -40,8 +41,9 @@ struct listener {
     struct frontend *fe;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
-    SSL_CTX *tls; /* NULL: plain HTTP */
-    int client_auth;
+    SSL_CTX *tls;    /* NULL: plain HTTP */
+    int client_auth; /* client listener: keys wanted; admin listener: a key granted admin wanted */
+    int admin;       /* the admin listener */
     int port;
 };
 
@@ -55,6 +57,7 @@ struct client_conn {
     struct evbuffer_cb_entry *input_watch;
     int64_t idle_since_ms;    /* accept or last answer; 0 while a request is served */
     int64_t reading_since_ms; /* first byte of the next request; 0: none yet */
+    int answered;             /* idle since an answer (keepalive_timeout), not since accept (header_timeout) */
     unsigned requests;
     TAILQ_ENTRY(client_conn) link;
 };
@@ -62,8 +65,9 @@ TAILQ_HEAD(client_conn_list, client_conn);
 
 struct frontend {
     struct event_base *base;
-    struct listener *listeners;
+    struct listener *listeners; /* the client listeners */
     size_t nlisteners;
+    struct listener admin; /* admin.http NULL: none */
     struct gateway *gw;
     struct cache *cache;
     struct metrics *metrics;
@@ -159,7 +163,14 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             log_info("closing a client connection: no whole request within %lld ms of its first byte",
                      (long long)fe->conf.header_timeout_ms);
             conn_shut(c);
-        } else if (!c->reading_since_ms && now - c->idle_since_ms > fe->conf.keepalive_timeout_ms) {
+        } else if (!c->reading_since_ms && !c->answered && now - c->idle_since_ms > fe->conf.header_timeout_ms) {
+            /* Accepted and silent: a socket that holds a connection slot
+             * must start a request as soon as a slow one must finish it. */
+            metrics_count_event(fe->metrics, EVENT_HEADER_TIMEOUT);
+            log_debug("closing a client connection: no first byte within %lld ms of accepting it",
+                      (long long)fe->conf.header_timeout_ms);
+            conn_shut(c);
+        } else if (!c->reading_since_ms && c->answered && now - c->idle_since_ms > fe->conf.keepalive_timeout_ms) {
             metrics_count_event(fe->metrics, EVENT_KEEPALIVE_TIMEOUT);
             log_debug("closing a client connection idle for %lld ms", (long long)(now - c->idle_since_ms));
             conn_shut(c);
@@ -209,6 +220,7 @@ static void on_request_complete(struct evhttp_request *req, void *arg)
     struct client_conn *c = arg;
     c->idle_since_ms = clock_mono_us() / 1000;
     c->reading_since_ms = 0;
+    c->answered = 1;
 }
 
 /* ------------------------------------------------------------- requests */
@@ -225,14 +237,46 @@ static int admin_method_ok(struct evhttp_request *req, const struct reply_meta *
     return 0;
 }
 
-/* Liveness plus the state of the cache store. Always 200 while the process
- * answers: with Redis down jobgate still serves, through upstream. */
+/* ok, or degraded when the cache store is down, IAM gives no token or the
+ * audit log cannot be written: what a load balancer may know. */
+static const char *health_status(struct frontend *fe)
+{
+    struct cache_health h;
+    cache_health(fe->cache, &h);
+    int ok = h.up;
+    struct credentials *creds = gateway_credentials(fe->gw);
+    if (creds && credentials_mode(creds) == CRED_IAM) {
+        struct credentials_stats cs;
+        credentials_stats(creds, &cs);
+        ok &= cs.iam_ok != 0;
+    }
+    struct audit *audit = gateway_audit(fe->gw);
+    if (audit) {
+        struct audit_health ah;
+        audit_health(audit, &ah);
+        ok &= ah.ok != 0;
+    }
+    return ok ? "ok" : "degraded";
+}
+
+/* /healthz on a client listener: the status word only, never an endpoint,
+ * a pid, a version or a count. Always 200 while the process answers: with
+ * Redis down jobgate still serves, through upstream. */
+static void serve_healthz_public(struct frontend *fe, struct evhttp_request *req, const struct reply_meta *meta)
+{
+    char text[40];
+    int n = snprintf(text, sizeof(text), "{\"status\":\"%s\"}", health_status(fe));
+    reply_text(req, 200, "application/json;charset=UTF-8", text, (size_t)n, meta);
+}
+
+/* /healthz on the admin listener: liveness plus the state of the cache
+ * store, the upstream credentials and the audit log. */
 static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const struct reply_meta *meta)
 {
     struct cache_health h;
     cache_health(fe->cache, &h);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", h.up ? "ok" : "degraded");
+    cJSON_AddStringToObject(o, "status", health_status(fe));
     cJSON_AddStringToObject(o, "version", PACKAGE_VERSION);
     cJSON_AddNumberToObject(o, "pid", (double)getpid()); /* which worker answered */
     cJSON *c = cJSON_AddObjectToObject(o, "cache");
@@ -254,8 +298,6 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         if (credentials_mode(creds) == CRED_IAM) {
             cJSON_AddBoolToObject(u, "iam_ok", cs.iam_ok);
             cJSON_AddNumberToObject(u, "tokens_held", (double)cs.tokens_held);
-            if (!cs.iam_ok)
-                cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
         }
     }
     struct audit *audit = gateway_audit(fe->gw);
@@ -270,8 +312,6 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         cJSON_AddNumberToObject(a, "buffered_bytes", (double)ah.buffered);
         if (ah.last_error[0])
             cJSON_AddStringToObject(a, "last_error", ah.last_error);
-        if (!ah.ok)
-            cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
     }
     cJSON_AddNumberToObject(o, "in_flight", (double)gateway_in_flight(fe->gw));
     cJSON_AddNumberToObject(o, "connections", (double)fe->nconns);
@@ -329,6 +369,55 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
     evbuffer_free(buf);
 }
 
+/* With admin.client_auth (and a keys file): a key granted admin, else 401
+ * or 403 in the API's error shape. Returns 1 when the request may go on. */
+static int admin_key_ok(struct frontend *fe, struct evhttp_request *req, const struct reply_meta *meta)
+{
+    struct clientkeys *keys = gateway_client_keys(fe->gw);
+    if (!fe->admin.client_auth || !keys)
+        return 1;
+    struct client_error e;
+    const char *key = NULL;
+    enum clientkeys_credential cred = clientkeys_presented(evhttp_request_get_input_headers(req), &key);
+    enum clientkeys_verdict v =
+        cred == CLIENTKEYS_CRED_PRESENT ? clientkeys_check_admin(keys, key, NULL) : CLIENTKEYS_UNAUTHENTICATED;
+    if (v == CLIENTKEYS_ALLOWED)
+        return 1;
+    if (v == CLIENTKEYS_FORBIDDEN) {
+        metrics_count_event(fe->metrics, EVENT_CLIENT_FORBIDDEN);
+        client_error_set(&e, 403, "JG.FORBIDDEN", "this API key is not granted the admin endpoints");
+    } else {
+        metrics_count_event(fe->metrics, EVENT_CLIENT_UNAUTHENTICATED);
+        client_error_set(&e, 401, "JG.UNAUTHENTICATED",
+                         cred == CLIENTKEYS_CRED_PRESENT ? "the API key is not known to this gateway"
+                                                         : clientkeys_credential_message(cred));
+    }
+    reply_error(req, &e, meta);
+    return 0;
+}
+
+/* The admin listener: /healthz with details, /metrics, 404 for the rest. */
+static void serve_admin(struct frontend *fe, struct evhttp_request *req, const char *path,
+                        const struct reply_meta *meta)
+{
+    if (!admin_key_ok(fe, req, meta))
+        return;
+    int is_health = path && strcmp(path, "/healthz") == 0;
+    int is_metrics = path && strcmp(path, "/metrics") == 0;
+    if (!is_health && !is_metrics) {
+        struct client_error e;
+        client_error_set(&e, 404, "JG.NO_ROUTE", "the admin listener serves /healthz and /metrics only");
+        reply_error(req, &e, meta);
+        return;
+    }
+    if (!admin_method_ok(req, meta))
+        return;
+    if (is_health)
+        serve_healthz(fe, req, meta);
+    else
+        serve_metrics(fe, req, meta);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct listener *l = arg;
@@ -346,20 +435,19 @@ static void on_request(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     int is_health = path && strcmp(path, "/healthz") == 0;
-    int is_metrics = path && strcmp(path, "/metrics") == 0;
-    if (!is_health && !is_metrics) {
-        gateway_handle(fe->gw, req, l->client_auth);
+    if (!l->admin && !is_health) {
+        gateway_handle(fe->gw, req, l->client_auth); /* /metrics too: no such route here */
         return;
     }
     char request_id[40];
     reqid_new(request_id, sizeof(request_id));
     struct reply_meta meta = {.request_id = request_id, .outcome = OUTCOME_BYPASS, .age_s = -1};
-    if (!admin_method_ok(req, &meta))
+    if (l->admin) {
+        serve_admin(fe, req, path, &meta);
         return;
-    if (is_health)
-        serve_healthz(fe, req, &meta);
-    else
-        serve_metrics(fe, req, &meta);
+    }
+    if (admin_method_ok(req, &meta))
+        serve_healthz_public(fe, req, &meta);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -434,7 +522,8 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
     const struct frontend_conf *conf = &fe->conf;
     l->fe = fe;
     l->client_auth = lc->client_auth;
-    if (lc->tls_cert && !(l->tls = tls_context_new(lc->tls_cert, lc->tls_key, err, errlen)))
+    l->admin = l == &fe->admin;
+    if (!l->admin && lc->tls_cert && !(l->tls = tls_context_new(lc->tls_cert, lc->tls_key, err, errlen)))
         return -1;
     l->http = evhttp_new(fe->base);
     if (!l->http) {
@@ -459,7 +548,8 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
     evhttp_set_bevcb(l->http, on_new_connection, l);
     l->bound = bind_listener(fe->base, l->http, lc, conf->reuse_port);
     if (!l->bound) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use, or not this host's?)", lc->host, lc->port);
+        snprintf(err, errlen, "cannot listen on %s:%d%s (address in use, or not this host's?)", lc->host, lc->port,
+                 l->admin ? " (admin.listen)" : "");
         return -1;
     }
     l->port = bound_port(l->bound, lc->port);
@@ -481,6 +571,7 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     fe->metrics = metrics;
     fe->conf = *conf;
     fe->conf.listeners = NULL;
+    fe->conf.admin.host = NULL; /* borrowed from the config: not kept */
     fe->accepting = 1;
     TAILQ_INIT(&fe->conns);
     fe->sweep = event_new(base, -1, EV_PERSIST, on_sweep, fe);
@@ -497,7 +588,16 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
             return NULL;
         }
     }
+    if (conf->admin.host && listener_start(fe, &fe->admin, &conf->admin, err, errlen) < 0) {
+        frontend_free(fe);
+        return NULL;
+    }
     return fe;
+}
+
+int frontend_admin_port(const struct frontend *fe)
+{
+    return fe->admin.http ? fe->admin.port : -1;
 }
 
 int frontend_port(const struct frontend *fe, size_t i)
@@ -536,6 +636,10 @@ void frontend_stop_accepting(struct frontend *fe)
             fe->listeners[i].bound = NULL;
         }
     }
+    if (fe->admin.bound) {
+        evhttp_del_accept_socket(fe->admin.http, fe->admin.bound);
+        fe->admin.bound = NULL;
+    }
     fe->stopped = 1;
 }
 
@@ -549,6 +653,8 @@ void frontend_free(struct frontend *fe)
             evhttp_free(fe->listeners[i].http); /* frees the open connections */
         SSL_CTX_free(fe->listeners[i].tls);
     }
+    if (fe->admin.http)
+        evhttp_free(fe->admin.http);
     struct client_conn *c;
     while ((c = TAILQ_FIRST(&fe->conns)) != NULL)
         conn_forget(fe, c);

@@ -1,16 +1,29 @@
 /*
  * frontend: the HTTP side clients talk to (libevent evhttp). It owns the
- * listening sockets (plain or TLS), answers the admin endpoints itself
- * (GET /healthz, GET /metrics) and hands every other request to the gateway.
+ * listening sockets (plain or TLS) and hands every request to the gateway
+ * but GET /healthz, which it answers itself with only {"status":"ok"} or
+ * {"status":"degraded"} (for load balancers; nothing else is shown there).
+ *
+ * The admin listener (admin.listen, loopback by default, or none) is apart
+ * from the client listeners: it answers GET /healthz with the details (cache
+ * endpoint and state, pid, version, counts) and GET /metrics, and 404 to
+ * anything else; with admin.client_auth it wants a client key granted
+ * `admin: true` (401 without one, 403 for another key). /metrics on a client
+ * listener is an unknown route there (404, or 401/403 first with client keys).
+ * With several workers each binds the admin address with SO_REUSEPORT, as
+ * the client listeners: a scrape reads the worker the kernel picked.
  *
  * It also enforces the limits that protect jobgate from hostile or broken
  * clients, each answered from the documented table or by closing, logged
  * and counted (jobgate_events_total):
  *   - max_connections: at the bound the listeners stop accepting (new
  *     clients wait in the kernel's backlog) until a connection closes;
- *   - header_timeout: a request must arrive whole within this long of its
- *     first byte (slowloris), else the connection is closed;
- *   - keepalive_timeout: an idle kept-alive connection is closed;
+ *   - header_timeout: a new connection must send its first byte within this
+ *     long of being accepted (silent sockets), and a request must arrive
+ *     whole within this long of its first byte (slowloris), else the
+ *     connection is closed;
+ *   - keepalive_timeout: a kept-alive connection that sends nothing for this
+ *     long after an answer is closed;
  *   - max_requests_per_connection: the last answer says Connection: close;
  *   - max_header_bytes / max_uri_bytes: evhttp is told 4x these as its hard
  *     cap (beyond it evhttp answers 413 itself, outside the table), which
@@ -50,6 +63,9 @@ struct frontend_conf {
     unsigned max_requests_per_connection;
     size_t max_header_bytes;
     size_t max_uri_bytes;
+    /* The admin listener: host NULL for none (admin.listen: off); tls_cert
+     * unused; client_auth: wants a key granted admin (admin.client_auth). */
+    struct listener_conf admin;
     int reuse_port; /* one of several worker processes on these addresses (SO_REUSEPORT) */
 };
 
@@ -60,6 +76,9 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
 
 /* The port actually bound by listener `i`. */
 int frontend_port(const struct frontend *fe, size_t i);
+
+/* The port the admin listener bound, or -1 when there is none. */
+int frontend_admin_port(const struct frontend *fe);
 
 /* SIGHUP: read every TLS listener's certificate and key again. A listener
  * whose new files do not load keeps its old ones (the error is logged).

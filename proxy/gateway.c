@@ -242,6 +242,11 @@ struct audit *gateway_audit(const struct gateway *gw)
     return gw->audit;
 }
 
+struct clientkeys *gateway_client_keys(const struct gateway *gw)
+{
+    return gw->client_keys;
+}
+
 struct credentials *gateway_credentials(const struct gateway *gw)
 {
     return gw->credentials;

@@ -66,6 +66,10 @@ void gateway_handle(struct gateway *gw, struct evhttp_request *req, int client_a
 /* The audit log (NULL when none is configured). */
 struct audit *gateway_audit(const struct gateway *gw);
 
+/* The client keys in force (NULL: no client authentication). Borrowed: take
+ * a reference to keep them past the current callback (a reload swaps them). */
+struct clientkeys *gateway_client_keys(const struct gateway *gw);
+
 /* jobgate's cloud credentials (NULL when none were given). */
 struct credentials *gateway_credentials(const struct gateway *gw);
 

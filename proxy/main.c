@@ -34,6 +34,7 @@ struct options {
     const char *config_file;
     int test_only;
     const char *listen;
+    const char *admin_listen;
     const char *upstream;
     const char *redis;
     const char *workers;
@@ -65,12 +66,13 @@ static int run_daemon(int index, void *arg);
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--upstream URL] [--redis URL|none]\n"
-                 "               [--workers N|auto] [--version] [--help]\n"
+    fprintf(out, "usage: jobgate [-c FILE] [-t] [--listen HOST:PORT] [--admin-listen HOST:PORT|off]\n"
+                 "               [--upstream URL] [--redis URL|none] [--workers N|auto] [--version] [--help]\n"
                  "\n"
                  "  -c, --config FILE    configuration file (default " DEFAULT_CONFIG ")\n"
                  "  -t, --test           check the configuration and rules, print FILE:LINE:COL: errors, exit 0 or 1\n"
                  "      --listen H:P     address to serve clients on (overrides 'listen')\n"
+                 "      --admin-listen H:P|off  address of /metrics and /healthz details (overrides 'admin.listen')\n"
                  "      --upstream URL   base URL for every rule's upstream (overrides the rules' and 'upstream.url')\n"
                  "      --redis URL      redis://HOST:PORT[/DB], sentinel://HOST:PORT[,...]/MASTER[/DB], unix:PATH,\n"
                  "                       or none for the embedded cache\n"
@@ -107,11 +109,12 @@ static int hash_key_from_stdin(void)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_WORKERS, OPT_HASH_KEY };
+    enum { OPT_LISTEN = 256, OPT_ADMIN_LISTEN, OPT_UPSTREAM, OPT_REDIS, OPT_WORKERS, OPT_HASH_KEY };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
         {"listen", required_argument, NULL, OPT_LISTEN},
+        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},
         {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"redis", required_argument, NULL, OPT_REDIS},
         {"workers", required_argument, NULL, OPT_WORKERS},
@@ -126,6 +129,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case 'c': o->config_file = optarg; break;
         case 't': o->test_only = 1; break;
         case OPT_LISTEN: o->listen = optarg; break;
+        case OPT_ADMIN_LISTEN: o->admin_listen = optarg; break;
         case OPT_UPSTREAM: o->upstream = optarg; break;
         case OPT_REDIS: o->redis = optarg; break;
         case OPT_WORKERS: o->workers = optarg; break;
@@ -154,6 +158,10 @@ static int load_config(const struct options *o, struct config *cfg, struct conf_
     char err[256];
     if (o->listen && config_set_listen(cfg, o->listen) < 0) {
         conf_diag_add(d, "--listen", 0, 0, "'%s' is not HOST:PORT", o->listen);
+        rc = -1;
+    }
+    if (o->admin_listen && config_set_admin_listen(cfg, o->admin_listen) < 0) {
+        conf_diag_add(d, "--admin-listen", 0, 0, "'%s' is not HOST:PORT or off", o->admin_listen);
         rc = -1;
     }
     if (o->redis && config_set_redis(cfg, o->redis, err, sizeof(err)) < 0) {
@@ -255,6 +263,8 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
         listeners_differ = str_differs(a->host, b->host) || a->port != b->port || a->client_auth != b->client_auth ||
                            (a->tls_cert == NULL) != (b->tls_cert == NULL);
     }
+    listeners_differ |= str_differs(fa->admin.host, fb->admin.host) || fa->admin.port != fb->admin.port ||
+                        fa->admin.client_auth != fb->admin.client_auth;
     if (listeners_differ || fa->client_timeout_ms != fb->client_timeout_ms ||
         fa->header_timeout_ms != fb->header_timeout_ms || fa->keepalive_timeout_ms != fb->keepalive_timeout_ms ||
         fa->max_connections != fb->max_connections ||
@@ -396,6 +406,7 @@ int main(int argc, char **argv)
     int any_port = 0;
     for (size_t i = 0; i < cfg->frontend.nlisteners; i++)
         any_port |= cfg->frontend.listeners[i].port == 0;
+    any_port |= cfg->frontend.admin.host && cfg->frontend.admin.port == 0;
     if (nworkers > 1 && any_port) {
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
@@ -496,6 +507,12 @@ static int run_daemon(int index, void *arg)
             log_info("jobgate %s listening on %s://%s:%d%s", PACKAGE_VERSION, lc->tls_cert ? "https" : "http", lc->host,
                      frontend_port(d.frontend, i), lc->client_auth ? "" : " (no client authentication)");
         }
+        if (cfg->frontend.admin.host)
+            log_info("admin endpoints (/healthz, /metrics) on http://%s:%d%s", cfg->frontend.admin.host,
+                     frontend_admin_port(d.frontend),
+                     cfg->frontend.admin.client_auth ? " (a client key granted admin wanted)" : "");
+        else
+            log_info("no admin listener (admin.listen: off): /metrics is not served");
         log_info("%zu rule(s); cache: %s%s%s", rules->count, h.backend, cfg->cache.redis_url ? " " : "",
                  cfg->cache.redis_url ? cfg->cache.redis_url : "");
     }

@@ -190,6 +190,31 @@ static void test_verdict_matrix(void **state)
     clientkeys_unref(ks);
 }
 
+static void test_admin_grant(void **state)
+{
+    /* admin: true lets a key use the admin listener; a client with it may
+     * leave out projects and is then granted no project at all. */
+    struct clientkeys *ks =
+        load_text("clients:\n"
+                  "  - name: scraper\n"
+                  "    key_sha256: 69a5265506c94c77b787a7d7377b7685a0eff82e33920a71e7ee22cd6154953e\n"
+                  "    admin: true\n"
+                  "  - name: plain\n"
+                  "    key_sha256: 2b5cde0108a957d90d131d664db092b0b604ee9741ef89e937ebc526be94cc57\n"
+                  "    projects: [\"*\"]\n");
+    const struct client *who = &not_set;
+    assert_int_equal(clientkeys_check_admin(ks, "admin-key", &who), CLIENTKEYS_ALLOWED);
+    assert_string_equal(who->name, "scraper");
+    assert_int_equal(clientkeys_check_admin(ks, "plain-key", &who), CLIENTKEYS_FORBIDDEN);
+    assert_string_equal(who->name, "plain");
+    assert_int_equal(clientkeys_check_admin(ks, "nobody-key", &who), CLIENTKEYS_UNAUTHENTICATED);
+    assert_null(who);
+    assert_int_equal(clientkeys_check_admin(ks, NULL, NULL), CLIENTKEYS_UNAUTHENTICATED);
+    assert_int_equal(clientkeys_check(ks, "admin-key", P1, "route-one", NULL), CLIENTKEYS_FORBIDDEN);
+    assert_int_equal(clientkeys_check(ks, "plain-key", P1, "route-one", NULL), CLIENTKEYS_ALLOWED);
+    clientkeys_unref(ks);
+}
+
 static void test_star_grants(void **state)
 {
     struct clientkeys *ks =
@@ -499,7 +524,9 @@ static void test_shipped_example_loads(void **state)
     if (!ks)
         unit_print_diags(&d);
     assert_non_null(ks);
-    assert_int_equal(clientkeys_count(ks), 3);
+    assert_int_equal(clientkeys_count(ks), 4);
+    assert_true(clientkeys_client(ks, 3)->admin);
+    assert_int_equal(clientkeys_client(ks, 3)->nprojects, 0);
     const struct client *ci = clientkeys_client(ks, 0);
     assert_string_equal(ci->name, "terraform-ci");
     assert_int_equal(ci->nprojects, 2);
@@ -637,6 +664,7 @@ int main(void)
     /* clang-format off */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verdict_matrix),
+        cmocka_unit_test(test_admin_grant),
         cmocka_unit_test(test_star_grants),
         cmocka_unit_test(test_overlong_key_is_a_stranger),
         cmocka_unit_test(test_presented_key),

@@ -31,6 +31,12 @@
 #include "unit_support.h"
 
 #define BAD_CONFIG_FILES(X)              \
+    X("admin-auth-no-keys.yaml")         \
+    X("admin-auth-word.yaml")            \
+    X("admin-listen-bad.yaml")           \
+    X("admin-listen-client-port.yaml")   \
+    X("admin-not-mapping.yaml")          \
+    X("admin-unknown-key.yaml")          \
     X("audit-bad-policy.yaml")           \
     X("audit-no-file.yaml")              \
     X("auth-aksk-bad-ak.yaml")           \
@@ -201,6 +207,11 @@ static void assert_config_values(const struct config *got, const struct config *
         assert_string_or_null(got->frontend.listeners[i].tls_cert, want->frontend.listeners[i].tls_cert);
         assert_string_or_null(got->frontend.listeners[i].tls_key, want->frontend.listeners[i].tls_key);
     }
+    assert_string_or_null(got->frontend.admin.host, want->frontend.admin.host);
+    if (want->frontend.admin.host) {
+        assert_int_equal(got->frontend.admin.port, want->frontend.admin.port);
+        assert_int_equal(got->frontend.admin.client_auth, want->frontend.admin.client_auth);
+    }
     assert_int_equal(got->log_level, want->log_level);
     assert_string_or_null(got->cache.redis_url, want->cache.redis_url);
     assert_int_equal(got->cache.redis_budget_ms, want->cache.redis_budget_ms);
@@ -262,6 +273,7 @@ static void test_defaults(void **state)
             {
                 .listeners = &plain,
                 .nlisteners = 1,
+                .admin = {.host = "127.0.0.1", .port = 9100},
                 .client_timeout_ms = 30000,
                 .header_timeout_ms = 10000,
                 .keepalive_timeout_ms = 60000,
@@ -362,6 +374,7 @@ static void test_full_config(void **state)
             {
                 .listeners = listeners,
                 .nlisteners = 2,
+                .admin = {.host = "127.0.0.1", .port = 9190},
                 .client_timeout_ms = 60000,
                 .header_timeout_ms = 5000,
                 .keepalive_timeout_ms = 20000,
