@@ -205,7 +205,7 @@ class ClusterJobgate(Jobgate):
         return text.replace(line, line + self.cache_extra, 1)
 
     def cache_health(self):
-        return self.get("/healthz", token=None).json()["cache"]
+        return self.admin("/healthz").json()["cache"]
 
 
 # ----------------------------------------------------------------- load

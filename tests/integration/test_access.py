@@ -173,6 +173,42 @@ def the_keys_file_reloads_on_sighup(env):
 
 
 @test
+def the_admin_listener_wants_a_key_granted_admin(env):
+    """admin.client_auth: /metrics and /healthz on the admin listener answer 401 with no key or an unknown one, 403 to
+    a key without admin: true, 200 to one with it; the admin-only key gets 403 on a job route; the client listener's
+    /healthz asks for no key (load balancers) and shows the status word only"""
+    sim = env["sim"]
+    gate = Jobgate(sim.url, redis=None)
+    keys_path = os.path.join(gate.tmp, "keys.yaml")
+    with open(keys_path, "w") as f:
+        f.write(keys_file({"alice": ([P1], ["*"])}) + "  - name: scraper\n    key_sha256: %s\n    admin: true\n"
+                % sha("scraper-key-0004"))
+    gate.extra_config = ("client_keys: %s\nadmin:\n  listen: 127.0.0.1:%d\n  client_auth: true\n"
+                         % (keys_path, gate.admin_port))
+    gate.start()
+    try:
+        for endpoint in ("/metrics", "/healthz"):
+            for headers, status in (({}, 401), ({"X-Api-Key": "nobody-holds-this"}, 401),
+                                    ({"Authorization": "Bearer " + KEYS["alice"]}, 403),
+                                    ({"X-Api-Key": KEYS["alice"]}, 403),
+                                    ({"Authorization": "Bearer scraper-key-0004"}, 200),
+                                    ({"X-Api-Key": "scraper-key-0004"}, 200)):
+                r = gate.admin(endpoint, headers=headers)
+                eq(r.status, status, "%s with %r" % (endpoint, headers))
+                if status != 200:
+                    eq(r.header("content-type"), "application/json;charset=UTF-8", "%s error shape" % endpoint)
+                    eq(r.json()["code"], "JG.UNAUTHENTICATED" if status == 401 else "JG.FORBIDDEN", "error code")
+                    check(b"jobgate_" not in r.body and b"cache" not in r.body, "%s refused but shown" % endpoint)
+        eq(gate.get(path("elb-v1", P1), headers={"X-Api-Key": "scraper-key-0004"}).status, 403,
+           "the admin-only key on a job route")
+        eq(gate.get(path("elb-v1", P1), headers={"X-Api-Key": KEYS["alice"]}).status, 200, "alice on a job route")
+        h = gate.get("/healthz", token=None)
+        eq((h.status, h.body), (200, b'{"status":"ok"}'), "client /healthz without a key")
+    finally:
+        gate.stop()
+
+
+@test
 def hash_key_prints_the_stored_form(env):
     """jobgate --hash-key reads the key on stdin and prints its SHA-256"""
     out = subprocess.run([JOBGATE_BIN, "--hash-key"], input=b"alice-key-0001\n", capture_output=True, check=True)

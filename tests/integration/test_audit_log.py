@@ -147,9 +147,9 @@ def a_failing_sink_is_reported_and_refuse_means_503(env):
             "audit:\n  file: /dev/full\n  on_failure: %s\n  flush_interval: 50ms\n  buffer: 64KiB\n" % policy))
         env["gate_" + policy] = gate.start()
         gate.get(seed_path(P1, hex32()))
-        wait_until(lambda: gate.get("/healthz", token=None).json()["audit"]["ok"] is False, 5, "sink failing")
-        eq(gate.get("/healthz", token=None).json()["status"], "degraded", "%s: healthz" % policy)
-        check("jobgate_audit_ok 0" in gate.get("/metrics", token=None).body.decode(), "%s: metric" % policy)
+        wait_until(lambda: gate.admin("/healthz").json()["audit"]["ok"] is False, 5, "sink failing")
+        eq(gate.admin("/healthz").json()["status"], "degraded", "%s: healthz" % policy)
+        check("jobgate_audit_ok 0" in gate.admin("/metrics").body.decode(), "%s: metric" % policy)
         r = gate.get(seed_path(P1, hex32()))
         eq(r.status, want, "%s: answer while failing" % policy)
         if want == 503:
@@ -164,8 +164,8 @@ def no_secret_anywhere(env):
     with open(env["audit_path"], encoding="utf-8") as f:
         audit = f.read()
     log = gate.log_text()
-    metrics = gate.get("/metrics", token=None).body.decode()
-    health = gate.get("/healthz", token=None).body.decode()
+    metrics = gate.admin("/metrics").body.decode()
+    health = gate.admin("/healthz").body.decode()
     answer = gate.get(seed_path(P1, hex32()), headers={"X-Api-Key": KEY}).body.decode()
     for secret in (KEY, TOKEN, hashlib.sha256(KEY.encode()).hexdigest()):
         for name, text in (("audit log", audit), ("error log", log), ("metrics", metrics), ("healthz", health),

@@ -88,14 +88,17 @@ def flags_override_the_file(env):
     port = free_port()
     conf = write(env, "over.yaml", "listen: 127.0.0.1:1\nrules: [%s]\ncache: {redis: 'redis://127.0.0.1:1'}\n"
                                    "upstream: {url: 'http://127.0.0.1:1'}\n" % SEED_RULE)
+    admin_port = free_port()
     proc = subprocess.Popen([JOBGATE_BIN, "-c", conf, "--listen", "127.0.0.1:%d" % port, "--upstream", sim.url,
-                             "--redis", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--redis", "none", "--admin-listen", "127.0.0.1:%d" % admin_port],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port, proc=proc)
         job = hex32()
         r = request(port, "/v1.0/%s/jobs/%s" % (PROJECT, job))
         eq(r.status, 200, "answered via --upstream")
-        eq(request(port, "/healthz", token=None).json()["cache"]["backend"], "memory", "--redis none")
+        wait_port(admin_port, proc=proc)
+        eq(request(admin_port, "/healthz", token=None).json()["cache"]["backend"], "memory", "--redis none")
     finally:
         proc.send_signal(signal.SIGTERM)
         eq(proc.wait(15), 0, "exit code")
@@ -104,12 +107,12 @@ def flags_override_the_file(env):
 
 @test
 def bad_flags_are_reported(env):
-    """--redis and --listen with bad values: exit 1 with a message naming the flag"""
+    """--redis, --listen and --admin-listen with bad values: exit 1 with a message naming the flag"""
     conf = write(env, "good.yaml", "rules: [%s]\n" % SEED_RULE)
-    r = jobgate("-c", conf, "--redis", "mongodb://x", "--listen", "nowhere")
+    r = jobgate("-c", conf, "--redis", "mongodb://x", "--listen", "nowhere", "--admin-listen", "9100")
     eq(r.returncode, 1, "rc")
     err = r.stderr.decode()
-    check("--redis" in err and "--listen" in err, "messages: %r" % err)
+    check("--redis" in err and "--listen" in err and "--admin-listen" in err, "messages: %r" % err)
 
 
 @test

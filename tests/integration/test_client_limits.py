@@ -29,7 +29,7 @@ teardown = stop_all
 
 
 def events(gate, name):
-    text = gate.get("/metrics", token=None).body.decode()
+    text = gate.admin("/metrics").body.decode()
     m = re.search(r'jobgate_events_total\{event="%s"\} (\d+)' % name, text)
     check(m, "metric %s" % name)
     return int(m.group(1))
@@ -175,7 +175,7 @@ def connections_seen(gate):
 def at_max_connections_new_clients_wait_their_turn(env):
     """20 idle connections fill max_connections: a 21st client is not served until one of them closes"""
     gate = env["gate"]
-    wait_until(lambda: gate.get("/healthz", token=None).json()["connections"] <= 1, 5, "earlier connections gone")
+    wait_until(lambda: gate.admin("/healthz").json()["connections"] <= 1, 5, "earlier connections gone")
     before = events(gate, "accept_paused")
     idle = [connect(gate) for _ in range(20)]
     wait_until(lambda: connections_seen(gate) >= 20, 5, "20 connections accepted")

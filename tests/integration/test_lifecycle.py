@@ -131,7 +131,7 @@ def success_cached_for_good_also_after_restart(env):
     gate.stop()
     env["gate"] = gate = Jobgate(sim.url, redis=redis, port=gate.port, upstream_token="cloud-token").start()
     time.sleep(0.3)  # let the Redis connection come up
-    wait_until(lambda: gate.get("/healthz", token=None).json()["cache"]["state"] == "up", 5, "redis up")
+    wait_until(lambda: gate.admin("/healthz").json()["cache"]["state"] == "up", 5, "redis up")
     r = gate.get(path(job))
     eq(r.status, 200, "status after restart")
     eq(r.header("x-cache"), "HIT", "x-cache after restart")

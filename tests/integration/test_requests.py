@@ -117,7 +117,7 @@ def malformed_requests_get_400(env):
             s.sendall(raw)
             data = s.recv(4096)
         check(data.startswith(b"HTTP/1.1 400") or data.startswith(b"HTTP/1.0 400"), "%r answered %r" % (raw, data[:80]))
-    eq(gate.get("/healthz", token=None).status, 200, "still alive")
+    eq(gate.admin("/healthz").status, 200, "still alive")
 
 
 @test
@@ -127,13 +127,13 @@ def healthz_and_metrics(env):
     # A refused id and an unknown path, so that their counters exist (the earlier tests gave a HIT and a MISS).
     eq(gate.get(path("x" * 32)).status, 400, "a refused id")
     eq(gate.get("/favicon.ico").status, 404, "an unknown path")
-    h = gate.get("/healthz", token=None)
+    h = gate.admin("/healthz")
     eq(h.status, 200, "healthz status")
     doc = h.json()
     eq(doc["status"], "ok", "health")
     eq(doc["cache"]["backend"], "redis", "backend")
     eq(doc["cache"]["state"], "up", "cache state")
-    m = gate.get("/metrics", token=None)
+    m = gate.admin("/metrics")
     eq(m.status, 200, "metrics status")
     text = m.body.decode()
     check(m.header("content-type").startswith("text/plain"), "metrics content type")
@@ -152,7 +152,33 @@ def healthz_and_metrics(env):
     duplicated = sorted({s for s in series if series.count(s) > 1})
     check(not duplicated, "metrics series given twice: %s" % duplicated)
     check('jobgate_events_total{event="audit_dropped"} 0' in text, "every event has its series")
-    eq(gate.get("/metrics", method="POST", token=None).status, 405, "POST /metrics")
+    eq(gate.admin("/metrics", method="POST").status, 405, "POST /metrics")
+
+
+@test
+def client_listener_keeps_the_admin_endpoints_apart(env):
+    """the client listener answers /healthz with the status word only and /metrics as an unknown route (404 JSON);
+    the admin listener serves both and 404 for anything else"""
+    gate = env["gate"]
+    h = gate.get("/healthz", token=None)
+    eq(h.status, 200, "client /healthz")
+    eq(h.json(), {"status": "ok"}, "client /healthz body")
+    for secret in (b"pid", b"version", b"endpoint", b"redis", b"connections", str(env["redis"].port).encode()):
+        check(secret not in h.body, "client /healthz shows %r: %r" % (secret, h.body))
+    for token in (None, TOKEN):
+        m = gate.get("/metrics", token=token)
+        eq(m.status, 404, "client /metrics (token %r)" % token)
+        eq(m.header("content-type"), "application/json;charset=UTF-8", "client /metrics content type")
+        eq(m.json()["code"], "JG.NO_ROUTE", "client /metrics code")
+        check(m.header("x-request-id"), "client /metrics has no X-Request-Id")
+        check(b"jobgate_" not in m.body, "client /metrics leaks a series")
+    eq(gate.admin("/metrics").status, 200, "admin /metrics")
+    detail = gate.admin("/healthz").json()
+    eq(detail["cache"]["endpoint"], "127.0.0.1:%d" % env["redis"].port, "admin /healthz names the Redis endpoint")
+    check("pid" in detail and "version" in detail, "admin /healthz details: %r" % detail)
+    other = gate.admin(path(hex32()), token=TOKEN)
+    eq(other.status, 404, "a job path on the admin listener")
+    eq(other.json()["code"], "JG.NO_ROUTE", "admin 404 code")
 
 
 @test

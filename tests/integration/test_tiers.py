@@ -34,7 +34,7 @@ def redis_reads(redis):
 def restart(env):
     env["gate"].stop()
     env["gate"] = Jobgate(env["sim"].url, redis=env["redis"], port=env["gate"].port, upstream_token="cloud-token").start()
-    wait_until(lambda: env["gate"].get("/healthz", token=None).json()["cache"]["state"] == "up", 10, "redis up")
+    wait_until(lambda: env["gate"].admin("/healthz").json()["cache"]["state"] == "up", 10, "redis up")
     return env["gate"]
 
 

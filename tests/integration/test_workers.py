@@ -30,7 +30,7 @@ def children(pid):
 
 
 def answering_pids(gate, n=60):
-    return {gate.get("/healthz", token=None).json()["pid"] for _ in range(n)}
+    return {gate.admin("/healthz").json()["pid"] for _ in range(n)}
 
 
 @test
@@ -72,13 +72,13 @@ def workers_missing_one_job_at_once_make_one_upstream_call(env):
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):  # meanwhile, which workers take connections
-        pids.add(gate.get("/healthz", token=None).json()["pid"])
+        pids.add(gate.admin("/healthz").json()["pid"])
     for t in threads:
         t.join()
     eq(sorted(r.status for r in answers), [200] * 30, "statuses")
     check(len(pids) >= 2, "the load reached several workers: %r" % pids)
     eq(sim.count(job), 1, "upstream requests")
-    eq(gate.get("/healthz", token=None).json()["cache"]["coalescing"], "pubsub", "across workers by pub/sub")
+    eq(gate.admin("/healthz").json()["cache"]["coalescing"], "pubsub", "across workers by pub/sub")
 
 
 @test
@@ -90,7 +90,7 @@ def a_dead_worker_is_restarted(env):
     wait_until(lambda: len(children(gate.proc.pid)) == 3 and before[0] not in children(gate.proc.pid), 10,
                "a replacement worker")
     for _ in range(20):
-        eq(gate.get("/healthz", token=None).status, 200, "healthz")
+        eq(gate.admin("/healthz").status, 200, "healthz")
     check("killed by signal 9" in gate.log_text(), "the death is logged")
 
 

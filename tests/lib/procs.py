@@ -337,7 +337,9 @@ def check_wrapper_report(rc, log):
 
 class Jobgate(Process):
     """proxy/jobgate with an inline configuration. `token`: the X-Auth-Token
-    that get() sends by default (harness.Jobgate sets the tests' token)."""
+    that get() sends by default (harness.Jobgate sets the tests' token).
+    Every instance has an admin listener on a free port of its own
+    (`admin_port`; admin() reads it) unless the configuration gives 'admin:'."""
 
     stop_order = 0
     token = None
@@ -345,6 +347,7 @@ class Jobgate(Process):
     def __init__(self, upstream, redis=None, rules=None, extra_config="", args=None, port=None, ca_file=None,
                  upstream_token=None):
         self.port = port or free_port()
+        self.admin_port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="jg-gate-")
         self.rules = rules or [SEED_RULE]
         self.redis = redis  # a Redis, a URL string, or None for the embedded cache
@@ -386,6 +389,9 @@ class Jobgate(Process):
             workers += "upstream_limits:\n  rate: 100000\n  burst: 100000\n  breaker_threshold: 1000\n"
         # A test that lists its own listeners puts self.port among them.
         listen = "" if "listeners:" in self.extra_config else "listen: 127.0.0.1:%d\n" % self.port
+        # /metrics and the details of /healthz are on the admin listener only.
+        if "admin:" not in self.extra_config:
+            listen += "admin:\n  listen: 127.0.0.1:%d\n" % self.admin_port
         # Under valgrind (TIME_SCALE > 1) a Redis reply takes far longer than the 50 ms budget.
         if TIME_SCALE > 1:
             redis += "\n  redis_budget: %dms" % int(50 * TIME_SCALE)
@@ -413,7 +419,7 @@ class Jobgate(Process):
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if request(self.port, "/healthz", timeout=timeout, token=None).json().get("status") == "ok":
+                if self.admin("/healthz", timeout=timeout).json().get("status") == "ok":
                     return
             except (OSError, ValueError):
                 pass
@@ -422,6 +428,12 @@ class Jobgate(Process):
     def get(self, path, **kw):
         kw.setdefault("token", self.token)
         return request(self.port, path, **kw)
+
+    def admin(self, path, **kw):
+        """A request to the admin listener (/metrics, /healthz with details);
+        no X-Auth-Token unless given."""
+        kw.setdefault("token", None)
+        return request(self.admin_port, path, **kw)
 
     def job_path(self, project, job):
         return "/v1.0/%s/jobs/%s" % (project, job)
