@@ -35,6 +35,11 @@
  * timeouts and for having been closed by evhttp. */
 #define SWEEP_INTERVAL_MS 250
 
+/* Connections the kernel completes before jobgate accepts them (clamped by
+ * net.core.somaxconn). evhttp's own 128 drops the SYNs of a burst, which
+ * then wait for the client's retransmit: a second or more. */
+#define LISTEN_BACKLOG 1024
+
 struct frontend;
 
 struct listener {
@@ -484,8 +489,12 @@ static SSL_CTX *tls_context_new(const char *cert, const char *key, char *err, si
 static struct evhttp_bound_socket *bind_listener(struct event_base *base, struct evhttp *http,
                                                  const struct listener_conf *lc, int reuse_port)
 {
-    if (!reuse_port)
-        return evhttp_bind_socket_with_handle(http, lc->host, (ev_uint16_t)lc->port);
+    if (!reuse_port) {
+        struct evhttp_bound_socket *bound = evhttp_bind_socket_with_handle(http, lc->host, (ev_uint16_t)lc->port);
+        if (bound)
+            listen(evhttp_bound_socket_get_fd(bound), LISTEN_BACKLOG); /* a second listen() sets the backlog */
+        return bound;
+    }
     char text[300];
     snprintf(text, sizeof(text), strchr(lc->host, ':') ? "[%s]:%d" : "%s:%d", lc->host, lc->port);
     struct sockaddr_storage ss;
@@ -494,7 +503,7 @@ static struct evhttp_bound_socket *bind_listener(struct event_base *base, struct
         return NULL;
     struct evconnlistener *l = evconnlistener_new_bind(
         base, NULL, NULL, LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, (struct sockaddr *)&ss, sl);
+        LISTEN_BACKLOG, (struct sockaddr *)&ss, sl);
     if (!l)
         return NULL;
     struct evhttp_bound_socket *bound = evhttp_bind_listener(http, l);

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Limits against hostile and broken clients, each answered from the
 documented table or by closing, and counted in jobgate_events_total:
-oversized URI and headers (400), slowloris (header_timeout), idle keep-alive
-(keepalive_timeout), max_requests_per_connection (Connection: close),
-max_connections (the listener pauses; a waiting client is served once a
-slot frees)."""
+oversized URI and headers (400), slowloris (header_timeout), a silent new
+connection (header_timeout from accept: 10,000 of them do not delay a real
+client), idle keep-alive (keepalive_timeout), max_requests_per_connection
+(Connection: close), max_connections (the listener pauses; a waiting client
+is served once a slot frees)."""
 import os
 import re
+import resource
 import socket
+import statistics
 import time
 
 from harness import (Jobgate, Sim, assert_documented_error, check, eq, hex32, request, run, seed_path, stop_all,
@@ -98,6 +101,96 @@ def oversized_headers_get_400_from_the_table(env):
 
 
 @test
+def a_silent_connection_is_closed_after_header_timeout(env):
+    """a connection that sends nothing at all is closed header_timeout (1 s) after accept, and counted"""
+    gate = env["gate"]
+    before = events(gate, "header_timeout")
+    s = connect(gate)
+    check(not closed_by_peer(s, 0.5), "still open after 0.5 s")
+    started = time.monotonic()
+    check(closed_by_peer(s, 4), "closed by jobgate")
+    print("# a silent connection closed %.2f s after accept" % (0.5 + time.monotonic() - started))
+    s.close()
+    eq(events(gate, "header_timeout") - before, 1, "header timeouts")
+
+
+SILENT = 10000
+
+
+def timed_get(port, path):
+    """Seconds for one GET on a fresh connection, connect to last byte; the status."""
+    t = time.monotonic()
+    r = request(port, path, token="t", timeout=10)
+    return time.monotonic() - t, r.status
+
+
+@test
+def ten_thousand_silent_sockets_do_not_delay_a_real_client(env):
+    """10,000 silent sockets delay a real client < 100 ms and are closed after header_timeout
+
+    10,000 connections that never send a byte: a real client's answer (median of 20, against the same client
+    before them) is not delayed by 100 ms, and jobgate closes every silent one after header_timeout (5 s)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    check(hard >= SILENT + 1000, "RLIMIT_NOFILE hard limit %d: cannot hold %d sockets" % (hard, SILENT))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gate = Jobgate(env["sim"].url, redis=None, extra_config=(
+        "client:\n  header_timeout: 5s\n  max_connections: %d\n" % (SILENT + 1000))).start()
+    socks = []
+    try:
+        job_path = seed_path(PROJECT, hex32())
+        eq(timed_get(gate.port, job_path)[1], 200, "warm")  # a terminal job: HITs from here on
+        baseline = [timed_get(gate.port, job_path)[0] for _ in range(20)]
+        opened = time.monotonic()
+        # In batches that the listen backlog holds: a burst of 10,000 SYNs would
+        # be partly dropped by the kernel and retried for seconds.
+        while len(socks) < SILENT:
+            for _ in range(1000):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                try:
+                    s.connect(("127.0.0.1", gate.port))
+                except BlockingIOError:
+                    pass
+                socks.append(s)
+            wait_until(lambda: gate.admin("/healthz").json()["connections"] >= len(socks), 10,
+                       "jobgate to accept %d silent sockets" % len(socks))
+        accepted = time.monotonic() - opened
+        loaded = []
+        for _ in range(20):
+            took, status = timed_get(gate.port, job_path)
+            eq(status, 200, "the real client's answer")
+            loaded.append(took)
+        held = gate.admin("/healthz").json()["connections"]
+        delay = statistics.median(loaded) - statistics.median(baseline)
+        print("# %d silent sockets accepted in %.2f s; a real client: median %.1f ms, max %.1f ms "
+              "(before them: median %.1f ms, max %.1f ms); delay %.1f ms; %d connections held while measuring"
+              % (SILENT, accepted, 1000 * statistics.median(loaded), 1000 * max(loaded),
+                 1000 * statistics.median(baseline), 1000 * max(baseline), 1000 * delay, held), flush=True)
+        check(held >= SILENT, "the silent sockets were closed before the measure ended (%d held)" % held)
+        check(delay < 0.1, "the real client was delayed %.0f ms by %d silent sockets" % (1000 * delay, SILENT))
+
+        wait_until(lambda: gate.admin("/healthz").json()["connections"] <= 1, 15, "every silent socket closed")
+        closed_at = time.monotonic() - opened
+        closed = 0
+        for s in socks:
+            try:
+                closed += s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        print("# %d/%d silent sockets closed by jobgate %.1f s after they were opened (header_timeout 5 s)"
+              % (closed, SILENT, closed_at), flush=True)
+        eq(closed, SILENT, "silent sockets closed by jobgate")
+        check(events(gate, "header_timeout") >= SILENT, "each closing counted as header_timeout")
+    finally:
+        for s in socks:
+            s.close()
+        gate.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@test
 def slowloris_is_closed_after_header_timeout(env):
     """a client that sends half a request and stalls is closed (header_timeout 1 s) and counted"""
     gate = env["gate"]
@@ -168,20 +261,24 @@ def connections_seen(gate):
             socks += os.readlink("/proc/%d/fd/%s" % (gate.proc.pid, fd)).startswith("socket:")
         except OSError:
             pass
-    return socks - 2  # the listener and the upstream connection
+    return socks - 3  # the client and admin listeners and the upstream connection
 
 
 @test
 def at_max_connections_new_clients_wait_their_turn(env):
-    """20 idle connections fill max_connections: a 21st client is not served until one of them closes"""
+    """20 kept-alive connections fill max_connections: a 21st client is not served until one of them closes"""
     gate = env["gate"]
     wait_until(lambda: gate.admin("/healthz").json()["connections"] <= 1, 5, "earlier connections gone")
     before = events(gate, "accept_paused")
     idle = [connect(gate) for _ in range(20)]
+    # Each asks once, so that it is held for keepalive_timeout (2 s), not closed as silent (header_timeout 1 s).
+    for s in idle:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(read_response(s).startswith(b"HTTP/1.1 200"), "an idle connection's one answer")
     wait_until(lambda: connections_seen(gate) >= 20, 5, "20 connections accepted")
     late = connect(gate)  # the kernel completes the handshake; jobgate does not accept it yet
     late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    late.settimeout(1.0)
+    late.settimeout(0.5)
     try:
         early = late.recv(1)
     except (socket.timeout, TimeoutError):
