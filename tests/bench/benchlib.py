@@ -16,7 +16,7 @@ Subcommands (all print JSON or plain lines on stdout):
                                    one GET per path; exit 1 unless every answer is 200
   burst HOST:PORT PATH N           N connections, opened first, then N GETs sent at once
   http METHOD HOST:PORT PATH       one request; prints the body
-  metrics HOST:PORT                jobgate's /metrics, summed into a few counters
+  metrics HOST:PORT                jobgate's /metrics (its admin listener), summed into a few counters
   rss PID                          VmRSS of a process, in bytes
   wrk ...                          one wrk run, recorded (see cmd_wrk)
   record FILE KEY=VALUE...         append a record (values parsed as JSON when they are)

@@ -311,7 +311,15 @@ def upstream_fault(kind, **params):
     return scenario
 
 
+# client.header_timeout at its default: a new connection must send its first byte within it.
+HEADER_TIMEOUT = 10.0
+
+
 def sc_idle_connections(ctx, d, n=10000):
+    """n connections that never send a byte, opened at the start: the load is
+    served alongside them, and jobgate closes each header_timeout after it
+    accepted it (before the first-byte deadline it held them for
+    client.timeout, and max_connections of them locked real clients out)."""
     socks = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < n + 1000:
@@ -327,6 +335,7 @@ def sc_idle_connections(ctx, d, n=10000):
             except BlockingIOError:
                 pass
             socks.append(s)
+        opened = time.monotonic()
         time.sleep(1)
         steady(ctx, d)
         # still holding them: how many did jobgate keep?
@@ -338,7 +347,13 @@ def sc_idle_connections(ctx, d, n=10000):
                 alive += 1
             except OSError:
                 pass
-        ctx.notes.append("%d/%d idle connections open at the end" % (alive, n))
+        held = time.monotonic() - opened
+        ctx.notes.append("%d/%d idle connections open at the end, %.0f s after they were opened" % (alive, n, held))
+        if held > HEADER_TIMEOUT + 2 and alive:
+            ctx.fail("%d idle connections still open %.0f s after they were opened (header_timeout %.0f s)"
+                     % (alive, held, HEADER_TIMEOUT))
+        elif held < HEADER_TIMEOUT - 1 and alive < n:
+            ctx.fail("%d idle connections closed before header_timeout" % (n - alive))
     finally:
         for s in socks:
             s.close()
@@ -439,7 +454,8 @@ SCENARIOS = collections.OrderedDict([
     ("upstream-truncated", (upstream_fault("truncated"), account_bound, "bodies cut in half", {})),
     ("upstream-oversized", (upstream_fault("oversized", size=2 * 1024 * 1024), account_bound,
                             "2 MiB bodies (max_body 1 MiB)", {})),
-    ("idle-10k", (sc_idle_connections, account_bound, "10,000 idle client connections held", {})),
+    ("idle-10k", (sc_idle_connections, account_bound,
+                  "10,000 silent client connections, closed after header_timeout (10 s)", {})),
     ("slowloris", (sc_slowloris, account_bound, "1,000 connections sending headers at 1 byte/s",
                    {"duration": 15})),
     ("sighup", (sc_sighup, account_bound, "SIGHUP every second", {})),

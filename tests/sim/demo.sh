@@ -7,6 +7,7 @@ builddir=$1
 srcdir=$2
 port=${JOBGATE_DEMO_PORT:-8080}
 sim_port=${JOBSIM_DEMO_PORT:-9090}
+admin_port=${JOBGATE_DEMO_ADMIN_PORT:-9100}
 tmp=$(mktemp -d)
 
 "$builddir/tests/sim/jobsim" --listen "127.0.0.1:$sim_port" --init-ms 5000 --running-ms 10000 --quiet &
@@ -20,6 +21,7 @@ else
 fi
 cat >"$tmp/jobgate.yaml" <<CONF
 listen: 127.0.0.1:$port
+admin: {listen: "127.0.0.1:$admin_port"}
 rules: [$srcdir/lua-free-rules/*.yaml]
 cache: {redis: "$redis"}
 upstream: {url: "http://127.0.0.1:$sim_port"}
@@ -32,7 +34,8 @@ cache: $redis. Each job runs INIT 5 s, RUNNING 10 s, then SUCCESS. Try, and repe
 
   curl -i -H 'X-Auth-Token: demo' http://127.0.0.1:$port/v1.0/ff8080825ecc523f015ecd0a98f82f77/jobs/8a0b9c1d2e3f40516273849506a7b8c9
 
-  curl -s http://127.0.0.1:$port/metrics | grep jobgate_requests_total
+  curl -s http://127.0.0.1:$admin_port/metrics | grep jobgate_requests_total    # the admin listener
+  curl -s http://127.0.0.1:$admin_port/healthz                                   # details; :$port/healthz says ok only
 
 Ctrl-C stops both.
 
