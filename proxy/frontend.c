@@ -590,16 +590,17 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
         frontend_free(fe);
         return NULL;
     }
+    /* The admin listener first: once a client can connect, so can monitoring. */
+    if (conf->admin.host && listener_start(fe, &fe->admin, &conf->admin, err, errlen) < 0) {
+        frontend_free(fe);
+        return NULL;
+    }
     for (size_t i = 0; i < conf->nlisteners; i++) {
         fe->nlisteners++;
         if (listener_start(fe, &fe->listeners[i], &conf->listeners[i], err, errlen) < 0) {
             frontend_free(fe);
             return NULL;
         }
-    }
-    if (conf->admin.host && listener_start(fe, &fe->admin, &conf->admin, err, errlen) < 0) {
-        frontend_free(fe);
-        return NULL;
     }
     return fe;
 }

@@ -408,6 +408,8 @@ class Jobgate(Process):
         self.spawn(jobgate_command("-c", self.config, *self.args), stdout=self.log, stderr=self.log)
         if wait:
             wait_port(self.port, timeout=10.0 * TIME_SCALE, proc=self.proc)
+            if "admin:" not in self.extra_config:
+                wait_port(self.admin_port, timeout=10.0 * TIME_SCALE, proc=self.proc)
             if JOBGATE_WRAPPER and isinstance(self.redis, Redis) and self.redis.running():
                 self.wait_cache_up(10.0 * TIME_SCALE)
         return self
