@@ -60,7 +60,7 @@ void config_defaults(struct config *c)
     fe->keepalive_timeout_ms = 60000;
     fe->max_connections = 16384;
     fe->max_requests_per_connection = 10000;
-    fe->max_header_bytes = 8192;
+    fe->max_header_bytes = 64 * 1024; /* a 32 KiB IAM token and the rest */
     fe->max_uri_bytes = 4096;
     struct gateway_conf *gw = &c->gateway;
     set_owned(&gw->key_prefix, "jobgate:");
@@ -69,6 +69,7 @@ void config_defaults(struct config *c)
     gw->passthrough_window_ms = 300000;
     gw->max_waiters = 10000;
     gw->max_wait_ms = 15000;
+    gw->error_shape = ERROR_SHAPE_APIGW;
     gw->max_header_bytes = fe->max_header_bytes;
     gw->max_uri_bytes = fe->max_uri_bytes;
     c->shutdown_timeout_ms = 10000;
@@ -575,6 +576,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                               "max_requests_per_connection",
                                               "max_header_bytes",
                                               "max_uri_bytes",
+                                              "error_shape",
                                               NULL};
     static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
@@ -695,6 +697,14 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         /* The frontend caps evhttp at a multiple of these; the gateway enforces them (frontend.h). */
         c->gateway.max_header_bytes = fe->max_header_bytes;
         c->gateway.max_uri_bytes = fe->max_uri_bytes;
+        yaml_node_t *shape = yconf_get(&y, client, "error_shape");
+        if (shape) {
+            c->gateway.error_shape = error_shape_from_name(yconf_scalar(shape));
+            if (c->gateway.error_shape == ERROR_SHAPE_DEFAULT) {
+                yconf_error(&y, shape, d, "'error_shape' must be apigw or elb");
+                rc = -1;
+            }
+        }
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);

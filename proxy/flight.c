@@ -237,7 +237,8 @@ static void flight_fail(struct flight *f, const struct client_error *err, int st
  * costing an upstream call each. */
 static struct body *remember_not_found(struct flight *f, const struct client_error *err)
 {
-    char *text = client_error_render(err, NULL);
+    enum error_shape shape = f->rule->errors.reply_shape;
+    char *text = client_error_render(err, NULL, shape != ERROR_SHAPE_DEFAULT ? shape : f->gw->error_shape);
     if (!text)
         return NULL;
     struct body *b = body_new(text, strlen(text), clock_wall_ms(), 0);

@@ -230,7 +230,7 @@ static int load_error_codes(struct yconf *y, yaml_node_t *n, struct errmap *map,
 
 static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"body", "codes", "status", "fault", "invalid_request", NULL};
+    static const char *const keys[] = {"shape", "body", "codes", "status", "fault", "invalid_request", NULL};
     client_error_set(&r->invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'errors' (how upstream errors map onto the documented table)");
@@ -239,6 +239,16 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct c
     if (yconf_check_map(y, n, "errors", keys, d) < 0)
         return -1;
     int rc = 0;
+    yaml_node_t *shape = yconf_get(y, n, "shape");
+    if (shape) {
+        r->errors.reply_shape = error_shape_from_name(yconf_scalar(shape));
+        if (r->errors.reply_shape == ERROR_SHAPE_DEFAULT) {
+            yconf_error(y, shape, d,
+                        "errors.shape must be elb ({\"error\": {\"code\", \"message\"}}) or apigw "
+                        "({\"error_code\", \"error_msg\"})");
+            rc = -1;
+        }
+    }
     rc |= load_error_shapes(y, yconf_get(y, n, "body"), &r->errors, d);
     rc |= load_error_codes(y, yconf_get(y, n, "codes"), &r->errors, d);
     rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, &r->errors, d);
