@@ -329,8 +329,12 @@ static void free_secret(char **s)
     }
 }
 
+/* The largest secret file read: an IAM token runs to tens of KB. */
+#define SECRET_FILE_MAX (64 * 1024)
+
 /* Read a secret (`what`: "token", "password", "sk") from a file: first line,
- * trailing newline dropped. */
+ * trailing newline dropped, held in memory sized to it. A file larger than
+ * SECRET_FILE_MAX is refused, never cut short. */
 static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what, const char *path, char **out,
                             struct conf_diag *d)
 {
@@ -343,19 +347,30 @@ static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
         log_warn("%s:%zu: %s file '%s' is readable by everyone: chmod o-r it", y->path,
                  (size_t)node->start_mark.line + 1, what, path);
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (!buf[0]) {
-        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    char *buf = malloc(SECRET_FILE_MAX + 2);
+    if (!buf) {
+        fclose(f);
+        yconf_error(y, node, d, "out of memory");
         return -1;
     }
-    free_secret(out);
-    *out = strdup(buf);
-    memset(buf, 0, sizeof(buf));
-    return 0;
+    size_t n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int rc = -1;
+    if (n > SECRET_FILE_MAX) {
+        yconf_error(y, node, d, "%s file '%s' is larger than %d bytes", what, path, SECRET_FILE_MAX);
+    } else if ((buf[strcspn(buf, "\r\n")] = '\0', !buf[0])) {
+        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    } else {
+        free_secret(out);
+        *out = strdup(buf);
+        rc = *out ? 0 : -1;
+        if (rc < 0)
+            yconf_error(y, node, d, "out of memory");
+    }
+    explicit_bzero(buf, SECRET_FILE_MAX + 2);
+    free(buf);
+    return rc;
 }
 
 /*

@@ -256,6 +256,12 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         return;
     }
     if (request_size_ok(gw, req, &err) < 0) {
+        /* Answered in the shape of the API asked, when its path names one
+         * (a URI over the bound is not matched against the rules). */
+        if (strcmp(err.code, "JG.URI_TOO_LONG") != 0 &&
+            ruleset_match(jr->rules, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"), path, &jr->rule,
+                          &jr->match) == ROUTE_NO_MATCH)
+            jr->rule = NULL;
         metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
         log_info("request %s refused: %s", jr->request_id, err.message);
         request_answer_error(jr, &err);
