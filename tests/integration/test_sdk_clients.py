@@ -30,7 +30,7 @@ import time
 import traceback
 
 import harness
-from harness import Jobgate, SRCDIR, Sim, TestFailure, check, eq, hex32, run, stop_all
+from harness import Jobgate, Redis, SRCDIR, Sim, TestFailure, check, eq, hex32, run, stop_all
 
 CLIENTS = os.path.join(SRCDIR, "tests", "clients")
 NODE_TEST = "sdk_ecs.test.js"
@@ -100,11 +100,11 @@ def secret_file(folder, name, value):
     return path
 
 
-def start_gate(sim):
-    """jobgate in front of `sim` with the shipped ECS rule: client keys with
-    two AK/SK clients (the SDK's, granted PROJECT; another, granted another
-    project), its own AK/SK upstream."""
-    gate = Jobgate(sim.url, redis=None, rules=[os.path.join(SRCDIR, "lua-free-rules", "ecs.yaml")])
+def start_gate(sim, redis):
+    """jobgate in front of `sim` with the shipped ECS rule, caching in
+    `redis`: client keys with two AK/SK clients (the SDK's, granted PROJECT;
+    another, granted another project), its own AK/SK upstream, an audit log."""
+    gate = Jobgate(sim.url, redis=redis, rules=[os.path.join(SRCDIR, "lua-free-rules", "ecs.yaml")])
     gate.upstream_auth = "    mode: aksk\n    ak: %s\n    sk_file: %s\n" % (AK, secret_file(gate.tmp, "upstream-sk", SK))
     keys = os.path.join(gate.tmp, "keys.yaml")
     with open(keys, "w") as f:
@@ -114,7 +114,8 @@ def start_gate(sim):
                 % (GATE_AK, PROJECT, OTHER_AK, hex32()))
     secret_file(gate.tmp, "sdk-sk", GATE_SK)
     secret_file(gate.tmp, "other-sk", OTHER_SK)
-    gate.extra_config = "client_keys: %s\n" % keys
+    gate.audit_path = os.path.join(gate.tmp, "audit.log")
+    gate.extra_config = "client_keys: %s\naudit:\n  file: %s\n  flush_interval: 100ms\n" % (keys, gate.audit_path)
     return gate.start()
 
 
@@ -251,7 +252,8 @@ def main():
             node_failure = traceback.format_exc()
         try:
             env["gate_sim"] = start_sim()
-            env["gate"] = start_gate(env["gate_sim"])
+            env["redis"] = Redis().start()
+            env["gate"] = start_gate(env["gate_sim"], env["redis"])
             env["gate_node_rc"], gate_results, env["gate_node_output"] = run_node(env["gate_sim"], env["gate"])
         except Exception:
             gate_failure = traceback.format_exc()
@@ -292,20 +294,35 @@ def main():
         eq(env["gate_node_rc"], 0, "node --test exit code; output tail:\n" + env["gate_node_output"][-3000:])
 
     def gateway_verified_and_resigned(env):
-        """through jobgate: the simulator saw only jobgate's own AK, signed right; the client SKs are not logged"""
+        """through jobgate: the simulator saw only jobgate's own AK, signed right"""
         check("gate" in env, "jobgate did not start")
         auth = env["gate_sim"]._control("GET", "/_sim/auth")
         check(auth["sig_ok"] >= 3, "jobgate's upstream signatures verified by the simulator: %r" % auth)
         eq(auth["sig_bad"], 0, "upstream signatures the simulator refused (jobgate signs with its own AK/SK)")
-        with open(env["gate"].log_path, errors="replace") as f:
-            log = f.read()
+        check(int(env["redis"].cli("DBSIZE")) > 0, "the polls were cached in Redis")
+
+    def no_client_secret_anywhere(env):
+        """the client SKs (and jobgate's own) appear in no log line, audit line, /metrics, /healthz or Redis value"""
+        check("gate" in env, "jobgate did not start")
+        gate, redis = env["gate"], env["redis"]
+        with open(gate.audit_path, errors="replace") as f:
+            audit = f.read()
+        check("sdk-user" in audit and "other-team" in audit, "the audit log names the AK/SK clients")
+        stored = "\n".join(redis.cli("GET", key) if redis.cli("TYPE", key) == "string" else redis.cli("TYPE", key)
+                           for key in redis.cli("KEYS", "*").split())
+        stored += "\n" + redis.cli("KEYS", "*")
+        texts = (("error log", gate.log_text()), ("audit log", audit),
+                 ("metrics", gate.get("/metrics", token=None).body.decode()),
+                 ("healthz", gate.get("/healthz", token=None).body.decode()), ("redis", stored))
         for secret in (GATE_SK, OTHER_SK, SK):
-            check(secret not in log, "a secret key in jobgate's log")
+            for name, text in texts:
+                check(secret not in text, "a secret key in the %s" % name)
 
     harness.test(node_run_complete)
     harness.test(simulator_checked_the_sdk_signatures)
     harness.test(gateway_run_complete)
     harness.test(gateway_verified_and_resigned)
+    harness.test(no_client_secret_anywhere)
     for fn in (sim_create_call, sim_create_faults):
         harness.test(fn)
 
