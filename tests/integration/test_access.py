@@ -10,8 +10,8 @@ import shutil
 import signal
 import subprocess
 
-from harness import (JOBGATE_BIN, wait_port, Jobgate, Sim, check, eq, free_port, hex32, request, run, stop_all, test,
-                     wait_until)
+from harness import (JOBGATE_BIN, wait_port, Jobgate, Sim, assert_documented_error, check, eq, free_port, hex32,
+                     request, run, stop_all, test, wait_until)
 
 P1, P2, P3 = hex32(), hex32(), hex32()
 KEYS = {"alice": "alice-key-0001", "bob": "bob-key-0002", "carol": "carol-key-0003"}
@@ -196,8 +196,8 @@ def the_admin_listener_wants_a_key_granted_admin(env):
                 r = gate.admin(endpoint, headers=headers)
                 eq(r.status, status, "%s with %r" % (endpoint, headers))
                 if status != 200:
-                    eq(r.header("content-type"), "application/json;charset=UTF-8", "%s error shape" % endpoint)
-                    eq(r.json()["code"], "JG.UNAUTHENTICATED" if status == 401 else "JG.FORBIDDEN", "error code")
+                    eq(assert_documented_error(r, endpoint)["code"],
+                       "JG.UNAUTHENTICATED" if status == 401 else "JG.FORBIDDEN", "error code")
                     check(b"jobgate_" not in r.body and b"cache" not in r.body, "%s refused but shown" % endpoint)
         eq(gate.get(path("elb-v1", P1), headers={"X-Api-Key": "scraper-key-0004"}).status, 403,
            "the admin-only key on a job route")

@@ -8,7 +8,7 @@ token) are data in tests/data/gateway, run by test_cases.py.
 """
 import socket
 
-from harness import Jobgate, Redis, Sim, TOKEN, check, eq, hex32, run, stop_all, test
+from harness import Jobgate, Redis, Sim, TOKEN, assert_documented_error, check, eq, hex32, run, stop_all, test
 
 PROJECT = hex32()
 
@@ -168,8 +168,7 @@ def client_listener_keeps_the_admin_endpoints_apart(env):
     for token in (None, TOKEN):
         m = gate.get("/metrics", token=token)
         eq(m.status, 404, "client /metrics (token %r)" % token)
-        eq(m.header("content-type"), "application/json;charset=UTF-8", "client /metrics content type")
-        eq(m.json()["code"], "JG.NO_ROUTE", "client /metrics code")
+        eq(assert_documented_error(m, "client /metrics")["code"], "JG.NO_ROUTE", "client /metrics code")
         check(m.header("x-request-id"), "client /metrics has no X-Request-Id")
         check(b"jobgate_" not in m.body, "client /metrics leaks a series")
     eq(gate.admin("/metrics").status, 200, "admin /metrics")
@@ -178,7 +177,7 @@ def client_listener_keeps_the_admin_endpoints_apart(env):
     check("pid" in detail and "version" in detail, "admin /healthz details: %r" % detail)
     other = gate.admin(path(hex32()), token=TOKEN)
     eq(other.status, 404, "a job path on the admin listener")
-    eq(other.json()["code"], "JG.NO_ROUTE", "admin 404 code")
+    eq(assert_documented_error(other, "admin 404")["code"], "JG.NO_ROUTE", "admin 404 code")
 
 
 @test
