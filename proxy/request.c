@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "forward.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -140,7 +141,9 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
         return -1;
     }
     const struct rule *rule = jr->rule;
-    const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
+    const char *project = jr->forwarding                     ? jr->forward_project
+                          : rule && rule->project_param >= 0 ? jr->match.values[rule->project_param]
+                                                             : NULL;
     enum clientkeys_verdict v = rule ? clientkeys_check(jr->keys, key, project, rule->name, &jr->client)
                                      : clientkeys_check(jr->keys, key, NULL, NULL, &jr->client);
     if (v == CLIENTKEYS_UNAUTHENTICATED) {
@@ -219,10 +222,20 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
     enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
     if (found != ROUTE_MATCH)
         jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (found == ROUTE_NO_MATCH && (jr->rule = ruleset_match_forward(jr->rules, host, path)) != NULL) {
+        /* Not a job route (those win): the rest of a service, forwarded uncached. */
+        jr->forwarding = 1;
+        if (forward_project_of(jr->rule, path, jr->match.buf, sizeof(jr->match.buf)))
+            jr->forward_project = jr->match.buf;
+    }
     if (jr->keys && client_allowed(jr, req, &err) < 0) {
         jr->denied = 1;
         metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
         request_answer_error(jr, &err);
+        return;
+    }
+    if (jr->forwarding) {
+        forward_start(jr);
         return;
     }
     if (found == ROUTE_NO_MATCH) {

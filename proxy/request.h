@@ -48,8 +48,11 @@ struct job_request {
     struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
-    struct event *gone_watch; /* while waiting on a flight: fires when the client hangs up */
-    int64_t wait_deadline_us; /* while waiting on a flight: answered 504 after this */
+    struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */
+    const char *forward_project;  /* forwarded: the path's project id (in `match.buf`), or NULL */
+    int forwarding;               /* under a rule's forward prefix, not a job route */
+    struct event *gone_watch;     /* while waiting on a flight: fires when the client hangs up */
+    int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     int in_lookup;
     int64_t started_us;
@@ -93,7 +96,8 @@ struct gateway {
     struct keymap flights;     /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy; /* the guards of the upstreams */
     struct job_request_list live;
-    struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
+    struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
+    LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */
     size_t in_flight;
     int draining;
     void (*on_idle)(void *arg);
@@ -113,6 +117,10 @@ int request_pass_through(const struct gateway *gw);
 void request_answer_error(struct job_request *jr, const struct client_error *e);
 /* `b` is borrowed (the reply takes its own reference); `hit`: sends an Age. */
 void request_answer_job(struct job_request *jr, struct body *b, int hit);
+/* A forwarded call's answer, as upstream sent it: `status`, `len` bytes of
+ * `body` (copied) of `content_type`; `retry_after` >= 0: sent on. */
+void request_answer_forward(struct job_request *jr, int status, const char *content_type, const char *body, size_t len,
+                            long retry_after);
 /* Upstream failed, throttled or was held back: answer with the last known
  * state of the job rather than an error, saying so (X-Cache: STALE, Age). */
 void request_answer_stale(struct job_request *jr, struct body *b);

@@ -344,9 +344,16 @@ static void fetch_fail(struct upstream_call *c)
 struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
                                      void *arg)
 {
-    int post = req->method && strcmp(req->method, "POST") == 0;
-    if (req->method && !post && strcmp(req->method, "GET") != 0)
+    /* GET and HEAD go without a body; every other method with one (maybe empty). */
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    const char *method = req->method ? req->method : "GET";
+    size_t mi = 0;
+    while (mi < sizeof(methods) / sizeof(methods[0]) && strcmp(methods[mi], method) != 0)
+        mi++;
+    if (mi == sizeof(methods) / sizeof(methods[0]))
         return NULL;
+    int post = mi >= 2; /* sends a body */
+    int head = mi == 1;
     struct upstream_call *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -406,6 +413,17 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     if (post) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->post_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->post_body);
+        if (mi != 2)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (head)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (req->once) {
+        /* libcurl sends a request again, on a new connection, when a reused
+         * kept-alive one turns out dead before any answer came (it cannot
+         * tell whether the server saw it). A POST must not run twice: a
+         * fresh connection is never "reused", so it is never resent. */
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     }
     if (!dropped(req, "User-Agent"))
         curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);

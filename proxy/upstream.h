@@ -5,8 +5,10 @@
  * cache); TLS peers are always verified.
  *
  * The module knows nothing of jobs: it sends a GET (or a POST with a body:
- * jobgate's own IAM token requests) and reports either an HTTP status with
- * its body or a transport fault.
+ * jobgate's own IAM token requests; or any method of a forwarded call) and
+ * reports either an HTTP status with its body or a transport fault. Nothing
+ * is retried; a call marked `once` is never resent on a new connection by
+ * libcurl either.
  *
  * Secrets: the token, the credential header lines, the request body and the
  * captured response header are never logged, and the module's copies of
@@ -34,7 +36,8 @@ struct upstream_conf {
 /* Everything borrowed only for the duration of upstream_fetch: the module
  * copies what it keeps. */
 struct upstream_request {
-    const char *method; /* "GET" (also when NULL) or "POST" */
+    const char *method; /* "GET" (also when NULL), "HEAD", or with a body: "POST", "PUT", "PATCH", "DELETE" */
+    int once;           /* must reach the server at most once (not idempotent): a fresh connection */
     const char *url;
     const char *request_id; /* sent as X-Request-Id */
     const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
@@ -46,7 +49,8 @@ struct upstream_request {
     size_t nauth_headers;
     char *const *drop_headers; /* default headers not to send: X-Request-Id, Accept, User-Agent, X-Auth-Token */
     size_t ndrop_headers;
-    const void *body; /* POST: the body (may hold a secret), `body_len` bytes; NULL for none */
+    const void
+        *body; /* POST and the others with a body: the body (may hold a secret), `body_len` bytes; NULL for none */
     size_t body_len;
     const char *content_type;   /* POST: its Content-Type; NULL: none sent */
     const char *capture_header; /* report this response header's value in `captured`; NULL: none */
