@@ -16,7 +16,7 @@
 #include "forward.h"
 #include "log.h"
 #include "metrics.h"
-#include "request.h"
+#include "gateway_int.h"
 #include "rules.h"
 #include "upstream.h"
 
@@ -453,7 +453,7 @@ void forward_start(struct job_request *jr)
         request_answer_error(jr, &err);
         return;
     }
-    if (request_pass_through(gw)) {
+    if (gw->credentials ? credentials_mode(gw->credentials) == CRED_PASSTHROUGH : gw->upstream_token == NULL) {
         const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
         if (!token || !*token) {
             client_error_set(&err, 401, "JG.NO_TOKEN", "send the cloud token in X-Auth-Token");
