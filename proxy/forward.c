@@ -32,6 +32,11 @@ enum forward_state {
 static const char *const passed_headers[] = {"Content-Type", "X-Client-Token", "X-Language"};
 #define NPASSED (sizeof(passed_headers) / sizeof(passed_headers[0]))
 
+/* Upstream's response headers that go back to the client with its answer
+ * (Content-Type always; Retry-After as well, from upstream.c's parse). */
+static const char *const answer_headers[] = {"Content-Type", "Allow", "Location", "ETag", "Last-Modified"};
+#define NANSWER (sizeof(answer_headers) / sizeof(answer_headers[0]))
+
 struct forward_call {
     struct gateway *gw;
     struct job_request *jr; /* NULL once the client went away */
@@ -128,7 +133,18 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     }
     call_free(fc);
     /* As the cloud sent it: status, body, type (each API has its own error table). */
-    const char *type = resp->captured && *resp->captured ? resp->captured : "application/json;charset=UTF-8";
+    const char *type = "application/json;charset=UTF-8";
+    struct evkeyvalq *out = evhttp_request_get_output_headers(jr->req);
+    for (size_t i = 0; i < resp->nkept; i++) {
+        const char *line = resp->kept[i], *colon = strchr(line, ':');
+        if (strncasecmp(line, "Content-Type:", 13) == 0) {
+            type = colon + 2;
+        } else {
+            char name[32];
+            snprintf(name, sizeof(name), "%.*s", (int)(colon - line), line);
+            evhttp_add_header(out, name, colon + 2);
+        }
+    }
     request_answer_forward(jr, resp->status, type, resp->body, resp->len, resp->retry_after);
 }
 
@@ -166,7 +182,8 @@ static void on_credentials(const struct credentials_result *r, void *arg)
         .ndrop_headers = rule->ndrop_headers,
         .body = fc->body,
         .body_len = fc->body_len,
-        .capture_header = "Content-Type",
+        .keep_headers = answer_headers,
+        .nkeep_headers = NANSWER,
     };
     fc->state = FORWARD_CALLING;
     fc->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, fc); /* never calls back from inside */
@@ -207,7 +224,9 @@ static void admit(struct forward_call *fc)
         return;
     }
     fc->state = FORWARD_CREDENTIALS;
-    if (!gw->credentials) {
+    /* Token and pass-through: the token travels as X-Auth-Token (fc->token). */
+    if (!gw->credentials || credentials_mode(gw->credentials) == CRED_PASSTHROUGH ||
+        credentials_mode(gw->credentials) == CRED_TOKEN) {
         on_credentials(&(struct credentials_result){.status = CREDENTIALS_OK}, fc);
         return;
     }

@@ -24,8 +24,12 @@ struct upstream_call {
     long retry_after;
     char *post_body; /* our copy of a POST body (a secret, wiped when freed) */
     size_t post_len;
-    char *capture_name; /* the response header to capture, NULL: none */
-    char *captured;     /* its value (a secret, wiped when freed) */
+    char *capture_name;      /* the response header to capture, NULL: none */
+    char *captured;          /* its value (a secret, wiped when freed) */
+    const char *const *keep; /* response headers to report (the caller's names: forward.c's static table) */
+    size_t nkeep;
+    char **kept; /* "Name: value" of those received */
+    size_t nkept;
     int64_t started_us;
     char error[CURL_ERROR_SIZE];
     LIST_ENTRY(upstream_call) link;
@@ -178,6 +182,39 @@ static void capture(struct upstream_call *c, const char *data, size_t n)
     c->captured = value;
 }
 
+static void free_kept(struct upstream_call *c)
+{
+    for (size_t i = 0; i < c->nkept; i++)
+        free(c->kept[i]);
+    free(c->kept);
+    c->kept = NULL;
+    c->nkept = 0;
+}
+
+/* Keep the header line `data` (`n` bytes) when its name is one of c->keep. */
+static void keep(struct upstream_call *c, const char *data, size_t n)
+{
+    for (size_t i = 0; i < c->nkeep; i++) {
+        size_t name_len = strlen(c->keep[i]);
+        if (n <= name_len || data[name_len] != ':' || strncasecmp(data, c->keep[i], name_len) != 0)
+            continue;
+        const char *v = data + name_len + 1, *end = data + n;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        char **grown = c->nkept < 64 ? realloc(c->kept, (c->nkept + 1) * sizeof(*grown)) : NULL;
+        if (!grown)
+            return; /* reported as absent */
+        c->kept = grown;
+        size_t len = name_len + 2 + (size_t)(end - v) + 1;
+        if (!(c->kept[c->nkept] = malloc(len)))
+            return;
+        snprintf(c->kept[c->nkept++], len, "%s: %.*s", c->keep[i], (int)(end - v), v);
+        return;
+    }
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
@@ -187,7 +224,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
         c->retry_after = -1;
         free_secret(c->captured);
         c->captured = NULL;
+        free_kept(c);
     }
+    if (c->nkeep)
+        keep(c, data, n);
     if (c->capture_name)
         capture(c, data, n);
     if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
@@ -251,6 +291,7 @@ static void free_call_secrets(struct upstream_call *c)
     }
     free(c->capture_name);
     free_secret(c->captured);
+    free_kept(c);
 }
 
 static void call_free(struct upstream_call *c)
@@ -285,6 +326,8 @@ static void finish(struct upstream_call *c, CURLcode rc)
         resp.body = c->body ? c->body : "";
         resp.len = c->len;
         resp.captured = c->captured;
+        resp.kept = c->kept;
+        resp.nkept = c->nkept;
     }
     upstream_done_cb cb = c->cb;
     void *arg = c->arg;
@@ -367,6 +410,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         free(c);
         return NULL;
     }
+    c->keep = req->keep_headers;
+    c->nkeep = req->nkeep_headers;
     if (req->capture_header && !(c->capture_name = strdup(req->capture_header))) {
         fetch_fail(c);
         return NULL;

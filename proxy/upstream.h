@@ -52,8 +52,10 @@ struct upstream_request {
     const void
         *body; /* POST and the others with a body: the body (may hold a secret), `body_len` bytes; NULL for none */
     size_t body_len;
-    const char *content_type;   /* POST: its Content-Type; NULL: none sent */
-    const char *capture_header; /* report this response header's value in `captured`; NULL: none */
+    const char *content_type;        /* POST: its Content-Type; NULL: none sent */
+    const char *capture_header;      /* report this response header's value in `captured`; NULL: none */
+    const char *const *keep_headers; /* report these response headers (names) in `kept`; never secrets */
+    size_t nkeep_headers;
 };
 
 struct upstream_response {
@@ -69,6 +71,11 @@ struct upstream_response {
      * Owned by the module, valid during the callback; may be a secret (IAM's
      * X-Subject-Token): never log it. */
     const char *captured;
+    /* The response headers named in keep_headers, as "Name: value" (the
+     * name as the request spelt it; blanks around the value removed), in
+     * the order received. Owned by the module, valid during the callback. */
+    char *const *kept;
+    size_t nkept;
 };
 
 /* Called once per upstream_fetch, from the event loop, never from inside
