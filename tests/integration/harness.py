@@ -130,7 +130,8 @@ def run(setup=None, teardown=None):
                 fn(env) if setup else fn()
                 print("ok %d - %s (%.2fs)" % (i, label, time.time() - started), flush=True)
             except Exception:
-                failed += 1
+                if " # TODO " not in fn.__name__:  # TAP TODO: a known failure (XFAIL), not the file's
+                    failed += 1
                 print("not ok %d - %s" % (i, label), flush=True)
                 for line in traceback.format_exc().splitlines():
                     print("# " + line)

@@ -21,7 +21,7 @@ import time
 import traceback
 
 import harness
-from harness import SRCDIR, Sim, TestFailure, check, eq, hex32, run, stop_all
+from harness import SRCDIR, Jobgate, Sim, TestFailure, check, eq, hex32, run, stop_all
 
 CLIENTS = os.path.join(SRCDIR, "tests", "clients")
 NODE_TEST = "sdk_ecs.test.js"
@@ -76,11 +76,43 @@ def start_sim():
 TAP_POINT = re.compile(r"^(ok|not ok) (\d+) - (.*?)(?: # (SKIP|TODO)\b.*)?$")
 
 
-def run_node(sim):
-    """Run the node test against `sim`; returns (exit code, [(ok, name, directive, detail lines)], output)."""
-    env = dict(os.environ, JG_ENDPOINT=sim.url, JG_AK=AK, JG_SK=SK, JG_PROJECT_ID=PROJECT)
+def start_gateway(sim):
+    """jobgate in front of `sim` with the shipped ECS rule (its job route
+    cached, every other call forwarded), in aksk mode with the simulator's
+    AK/SK (jobgate re-signs), no client keys. The SDK's endpoint is
+    http://127.0.0.1:PORT/ecs."""
+    gate = Jobgate(sim.url, redis=None, rules=[os.path.join(SRCDIR, "lua-free-rules", "ecs.yaml")])
+    sk_path = os.path.join(gate.tmp, "sk")
+    with os.fdopen(os.open(sk_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(SK + "\n")
+    gate.upstream_auth = "    mode: aksk\n    ak: %s\n    sk_file: %s\n" % (AK, sk_path)
+    # A cloud 429 backs off the upstream for a short while only: the node tests run one after another.
+    gate.extra_config = ("upstream_limits:\n  rate: 100000\n  burst: 100000\n  breaker_threshold: 1000\n"
+                         "  throttle_backoff: 100ms\n")
+    return gate.start()
+
+
+# Node tests that fail through jobgate until jobgate verifies the SDK's own
+# signature and answers in the API's error shape (issue 12, items 1 and 2):
+# reported as TAP TODO, so that they show, and turn into an XPASS (a
+# failure) the day they pass, to be taken off this list.
+GATEWAY_PENDING = {
+    "a wrong SK is refused with 401 and its errorCode in the SDK exception":
+        "jobgate does not verify the SDK's SDK-HMAC-SHA256 signature yet",
+    "a throttled job poll (429) yields errorCode APIGW.0308":
+        "jobgate's own 503 is not in the API's error shape yet: the SDK sees no errorCode",
+}
+
+
+def run_node(sim, gate=None):
+    """Run the node test against `sim` (through `gate` when given); returns
+    (exit code, [(ok, name, directive, detail lines)], output)."""
+    endpoint = "http://127.0.0.1:%d/ecs" % gate.port if gate else sim.url
+    env = dict(os.environ, JG_ENDPOINT=endpoint, JG_AK=AK, JG_SK=SK, JG_PROJECT_ID=PROJECT)
     for name in ("JG_SIM_URL", "JG_GATEWAY", "JG_EXPECT_BAD_SIGNATURE_CODE"):
         env.pop(name, None)  # straight at the simulator, whatever the caller's shell says
+    if gate:
+        env.update(JG_SIM_URL=sim.url, JG_GATEWAY="1")
     out = subprocess.run([node_binary(), "--test", "--test-reporter=tap", NODE_TEST], cwd=CLIENTS, env=env,
                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     results = []
@@ -93,12 +125,20 @@ def run_node(sim):
     return out.returncode, results, out.stdout + out.stderr
 
 
-def node_point(ok, name, directive, detail):
+def node_point(ok, name, directive, detail, via_gateway=False):
     def point(env):
         check(directive is None, "the node test was marked %s: a test not run is a failure here" % directive)
         check(ok, "the node test failed:\n" + "\n".join(detail))
 
-    point.__name__ = "sdk: " + name
+    point.__name__ = ("sdk via jobgate: " if via_gateway else "sdk: ") + name
+    if via_gateway and directive == "SKIP":
+        # Direct-only tests (what the SDK itself sends): TAP SKIP, with its reason.
+        def skipped(env):
+            pass
+        skipped.__name__ = point.__name__ + " # SKIP direct to jobsim only"
+        return skipped
+    if via_gateway and name in GATEWAY_PENDING:
+        point.__name__ += " # TODO " + GATEWAY_PENDING[name]
     return point
 
 
@@ -190,12 +230,20 @@ def main():
     problem = prerequisites()
     results = []
     node_failure = None
+    gateway_results = []
+    gateway_failure = None
     if problem is None:
         try:
             env["sim"] = start_sim()
             env["node_rc"], results, env["node_output"] = run_node(env["sim"])
         except Exception:
             node_failure = traceback.format_exc()
+        try:
+            env["gw_sim"] = start_sim()
+            env["gateway"] = start_gateway(env["gw_sim"])
+            env["gw_rc"], gateway_results, env["gw_output"] = run_node(env["gw_sim"], env["gateway"])
+        except Exception:
+            gateway_failure = traceback.format_exc()
 
     def node_and_sdk_installed(env):
         """node 18+ and the pinned SDKs in tests/clients/node_modules"""
@@ -224,6 +272,32 @@ def main():
 
     harness.test(node_run_complete)
     harness.test(simulator_checked_the_sdk_signatures)
+
+    for ok, name, directive, detail in gateway_results:
+        harness.test(node_point(ok, name, directive, detail, via_gateway=True))
+
+    def gateway_run_complete(env):
+        """the same node tests through jobgate (JG_GATEWAY=1): createServers forwarded, showJob cached"""
+        check(problem is None, "not run: " + str(problem))
+        check(gateway_failure is None, "could not run the node test through jobgate:\n" + str(gateway_failure))
+        check(len(gateway_results) >= 8, "the node runner reported %d tests through jobgate; output:\n%s"
+              % (len(gateway_results), env["gw_output"]))
+        failed = [name for ok, name, directive, _ in gateway_results if not ok and name not in GATEWAY_PENDING]
+        eq(failed, [], "node tests failed through jobgate; output tail:\n" + env["gw_output"][-3000:])
+
+    def gateway_signed_with_its_own_keys(env):
+        """through jobgate every call the simulator saw was signed by jobgate, and each create POST reached it once"""
+        check("gw_sim" in env, "the simulator did not start")
+        auth = env["gw_sim"]._control("GET", "/_sim/auth")
+        check(auth["sig_ok"] >= 5, "jobgate's signatures verified: %r" % auth)
+        eq(auth["sig_bad"], 0, "no bad signature reached the simulator: %r" % auth)
+        stats = env["gw_sim"]._control("GET", "/_sim/stats")
+        # createServers: one, plus one for the throttled poll's job, the throttled one, the bad body, two idempotent
+        # (and the wrong-SK create while jobgate does not verify client signatures).
+        check(6 <= stats["posts"].get(PROJECT, 0) <= 7, "POSTs counted for the project: %r" % stats["posts"])
+
+    harness.test(gateway_run_complete)
+    harness.test(gateway_signed_with_its_own_keys)
     for fn in (sim_create_call, sim_create_faults):
         harness.test(fn)
 
