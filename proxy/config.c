@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "regions.h"
 
 void config_set_str(char **field, const char *value)
 {
@@ -248,6 +249,103 @@ static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double m
     }
     *out = v;
     return 0;
+}
+
+/* upstream.connect_to, FOR TESTS: libcurl CONNECT_TO lines that send
+ * upstream host names elsewhere (a loopback simulator), never through DNS. */
+static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    if (!n)
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, n, d, "'connect_to' is a list of HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT (tests only)");
+        return -1;
+    }
+    size_t count = yconf_seq_len(n);
+    char **lines = calloc(count + 1, sizeof(*lines));
+    if (!lines)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        const char *s = yconf_scalar(item);
+        size_t colons = 0;
+        for (const char *p = s ? s : ""; *p; p++)
+            colons += *p == ':';
+        if (!s || colons != 3) {
+            yconf_error(y, item, d, "connect_to '%s' is not HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT", s ? s : "?");
+            rc = -1;
+        } else if (!(lines[i] = strdup(s))) {
+            rc = -1;
+        }
+    }
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    c->upstream.connect_to = lines;
+    return rc;
+}
+
+/* 'regions': {host_domain, names, projects} (regions.h). */
+static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    static const char *const keys[] = {"host_domain", "names", "projects", NULL};
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "regions", keys, d) < 0)
+        return -1;
+    regions_free(c->regions);
+    c->gateway.regions = c->regions = regions_new();
+    if (!c->regions)
+        return -1;
+    int rc = 0;
+    yaml_node_t *domain = yconf_get(y, n, "host_domain");
+    if (domain) {
+        const char *s = yconf_scalar(domain);
+        if (!s || !*s || strpbrk(s, " /:@{}")) {
+            yconf_error(y, domain, d, "'host_domain' is a DNS name such as jobgate.example");
+            rc = -1;
+        } else if (regions_set_host_domain(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *names = yconf_get(y, n, "names");
+    if (names && names->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, names, d, "'names' is a list of regions, such as [eu-west-0, ap-southeast-1]");
+        rc = -1;
+    }
+    for (size_t i = 0; names && names->type == YAML_SEQUENCE_NODE && i < yconf_seq_len(names); i++) {
+        yaml_node_t *item = yconf_seq_item(y, names, i);
+        const char *s = yconf_scalar(item);
+        if (!s || !regions_name_ok(s)) {
+            yconf_error(y, item, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", s ? s : "?");
+            rc = -1;
+        } else if (regions_add_name(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *projects = yconf_get(y, n, "projects");
+    if (projects && projects->type != YAML_MAPPING_NODE) {
+        yconf_error(y, projects, d, "'projects' maps each project id to its region");
+        rc = -1;
+    } else if (projects) {
+        for (yaml_node_pair_t *p = projects->data.mapping.pairs.start; p < projects->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+            yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
+            const char *project = yconf_scalar(k), *region = yconf_scalar(v);
+            if (!project || !*project || strlen(project) > 128 ||
+                strspn(project, "0123456789abcdefABCDEF-_") != strlen(project)) {
+                yconf_error(y, k, d, "'%s' is not a project id", project ? project : "?");
+                rc = -1;
+            } else if (!region || !regions_name_ok(region)) {
+                yconf_error(y, v, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", region ? region : "?");
+                rc = -1;
+            } else if (regions_add_project(c->regions, project, region) < 0) {
+                rc = -1;
+            }
+        }
+    }
+    return rc ? -1 : 0;
 }
 
 /* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
@@ -554,8 +652,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
-        "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
-        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit",    NULL};
+        "listen",           "listeners", "log_level",   "rules",           "cache", "upstream", "client", "coalesce",
+        "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit", "regions",  NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -566,8 +664,8 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "memory_max",
                                              "key_prefix",
                                              NULL};
-    static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
-                                                "max_body", "max_connections", "auth",       NULL};
+    static const char *const upstream_keys[] = {
+        "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
     static const char *const client_keys[] = {"timeout",
                                               "header_timeout",
                                               "keepalive_timeout",
@@ -658,6 +756,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
         rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
         rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
+        rc |= load_connect_to(c, &y, yconf_get(&y, up, "connect_to"), d);
         /* upstream.token_file / token_env: mode token, from before upstream.auth. */
         yaml_node_t *auth = yconf_get(&y, up, "auth");
         yaml_node_t *old =
@@ -697,6 +796,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         c->gateway.max_uri_bytes = fe->max_uri_bytes;
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
+    rc |= load_regions(c, &y, yconf_get(&y, root, "regions"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
@@ -730,6 +830,10 @@ void config_free(struct config *c)
     free(c->cache.redis_url);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    regions_free(c->regions);
     free((char *)c->gateway.key_prefix);
     free((char *)c->gateway.upstream_url);
     char *token = (char *)c->gateway.upstream_token;

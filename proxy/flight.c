@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "flight.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "rules.h"
@@ -539,8 +540,10 @@ static struct flight *flight_start(struct job_request *jr)
 
     /* The upstream path is the route with its validated values: nothing else
      * of the client's request (query string, extra headers) goes upstream. */
-    const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
-    int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    char base[URL_MAX];
+    if (regions_expand(gw->upstream_url ? gw->upstream_url : rule->upstream_url, jr->region, base, sizeof(base)) < 0)
+        base[0] = '\0'; /* does not fit: refused below */
+    int n = base[0] ? snprintf(f->url, sizeof(f->url), "%s", base) : -1;
     const char *token = upstream_token_for(gw, jr->req);
     if (token)
         snprintf(f->client_token, sizeof(f->client_token), "%s", token);

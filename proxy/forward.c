@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "forward.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "rules.h"
@@ -389,11 +390,14 @@ static struct forward_call *call_new(struct job_request *jr, const char *method,
     const char *path = evhttp_uri_get_path(uri);
     const char *query = evhttp_uri_get_query(uri);
     const char *rest = rule->forward.strip_prefix ? path + rule->forward.prefix_len : path;
-    const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
+
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(in);
 
     errmap_from_fault(&rule->errors, FAULT_INTERNAL, err);
+    char base[2200];
+    if (regions_expand(gw->upstream_url ? gw->upstream_url : rule->upstream_url, jr->region, base, sizeof(base)) < 0)
+        return NULL;
     struct forward_call *fc = calloc(1, sizeof(*fc));
     if (!fc)
         return NULL;

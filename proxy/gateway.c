@@ -19,6 +19,7 @@
 #include "gateway.h"
 #include "log.h"
 #include "metrics.h"
+#include "regions.h"
 #include "reply.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -221,6 +222,8 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
         gw->passthrough_window_ms = window_ms;
     }
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
+    regions_free(gw->regions); /* requests took their region at intake */
+    gw->regions = regions_copy(conf->regions);
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
 }
@@ -336,6 +339,7 @@ void gateway_free(struct gateway *gw)
     ruleset_unref(gw->rules);
     clientkeys_unref(gw->client_keys);
     tokengrant_free(gw->token_grants);
+    regions_free(gw->regions);
     free(gw->key_prefix);
     free(gw->upstream_url);
     free_secret(gw->upstream_token);

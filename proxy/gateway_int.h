@@ -69,6 +69,7 @@ struct job_request {
     char request_id[REQID_MAX + 1];
     char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
     char key[KEY_MAX];
+    char region[64]; /* for a rule whose upstream url has {region}: the request's (regions.h); "" otherwise */
     struct route_match match;
 };
 TAILQ_HEAD(job_request_list, job_request);
@@ -97,6 +98,7 @@ struct gateway {
     int watch_hangups;         /* the loop can tell a peer's close apart from data (EV_CLOSED) */
     struct keymap flights;     /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy; /* the guards of the upstreams */
+    struct regions *regions;   /* our copy; NULL: none configured */
     struct job_request_list live;
     struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
     LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */

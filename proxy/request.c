@@ -17,6 +17,7 @@
 #include "flight.h"
 #include "forward.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -158,6 +159,35 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
     return 0;
 }
 
+/* The region of a request whose rule's upstream url has {region}
+ * (regions.h), into jr->region. Returns 0, or -1 with `err` set: an
+ * unknown region 404, an unknown project or a Host that contradicts the
+ * project's region 400. Never a guess. */
+static int request_region(struct job_request *jr, const char *host, struct client_error *err)
+{
+    const struct rule *rule = jr->rule;
+    const char *project = jr->forwarding ? jr->forward_project
+                          : rule->project_param >= 0 && (size_t)rule->project_param < jr->match.nvalues
+                              ? jr->match.values[rule->project_param]
+                              : NULL;
+    char message[160];
+    switch (regions_resolve(jr->gw->regions, host, project, jr->region)) {
+    case REGIONS_OK: return 0;
+    case REGIONS_UNKNOWN_REGION:
+        client_error_set(err, 404, "JG.UNKNOWN_REGION", "the Host names a region this gateway does not serve");
+        return -1;
+    case REGIONS_MISMATCH:
+        client_error_set(err, 400, "JG.REGION_MISMATCH", "the Host names another region than the project's");
+        return -1;
+    case REGIONS_UNKNOWN_PROJECT:
+        snprintf(message, sizeof(message), "no region is known for %s: call SERVICE.REGION.%s, or map the project",
+                 project ? "this project" : "a path without a project", "DOMAIN");
+        client_error_set(err, 400, "JG.UNKNOWN_PROJECT_REGION", message);
+        return -1;
+    }
+    return -1;
+}
+
 /* A request record, from the spare list when there is one. Not calloc: the
  * buffers at its end are a few KB, always written before they are read;
  * everything before them starts zeroed. */
@@ -167,7 +197,7 @@ static struct job_request *job_request_new(struct gateway *gw)
     if (!jr)
         return NULL;
     memset(jr, 0, offsetof(struct job_request, request_id));
-    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = '\0';
+    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = jr->region[0] = '\0';
     jr->match.nvalues = 0; /* read by the audit log even when no route matched */
     return jr;
 }
@@ -235,6 +265,10 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         request_answer_error(jr, &err);
         return;
     }
+    if (jr->rule && jr->rule->url_has_region && !gw->upstream_url && request_region(jr, host, &err) < 0) {
+        request_answer_error(jr, &err);
+        return;
+    }
     if (jr->forwarding) {
         forward_start(jr);
         return;
@@ -270,9 +304,12 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
             return;
         }
     }
-    /* The cache key (cachekey.h): prefix, rule and the validated parameter
-     * values. Nothing else a client sends can vary it. */
-    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule->name, jr->match.values, rule->route.nparams) <
+    /* The cache key (cachekey.h): prefix, rule (with its region, when the
+     * Host may choose one) and the validated parameter values. Nothing else
+     * a client sends can vary it. */
+    char rule_key[128];
+    snprintf(rule_key, sizeof(rule_key), "%s%s%s", rule->name, jr->region[0] ? "@" : "", jr->region);
+    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule_key, jr->match.values, rule->route.nparams) <
         0) {
         request_answer_error(jr, &rule->invalid_request);
         return;

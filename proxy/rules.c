@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "rules.h"
+#include "regions.h"
 #include "rules_errors.h"
 
 static void rule_free(struct rule *r)
@@ -369,6 +370,12 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
             y, yconf_get(y, n, "url"), d,
             "upstream url '%s': no credentials, query or fragment (it is a base URL the route path is appended to)",
             strchr(u, '@') ? "(hidden: it holds credentials)" : u);
+        rc = -1;
+    } else if ((r->url_has_region = regions_url_check(u)) < 0) {
+        yconf_error(y, yconf_get(y, n, "url"), d,
+                    "upstream url '%s': {region} goes once, as a whole label of the host name (such as "
+                    "https://ecs.{region}.myhuaweicloud.com), and no other placeholder",
+                    u);
         rc = -1;
     } else if (u[len - 1] == '/') {
         r->upstream_url[len - 1] = '\0'; /* the route path brings its own '/' */

@@ -65,6 +65,7 @@ struct rule {
     unsigned methods; /* enum rule_method bits */
     enum rule_query query;
     char *upstream_url;                   /* base URL: scheme://host[:port][/prefix]; the route path is appended */
+    int url_has_region;                   /* its host carries {region} (regions.h) */
     struct route_template upstream_path;  /* the path sent upstream; nsegs == 0: the route's own */
     int upstream_param[ROUTE_MAX_PARAMS]; /* its parameters, as indexes of the route's */
     char **add_headers;                   /* "Name: value" lines added to every upstream request */

@@ -45,6 +45,7 @@ struct upstream_sock {
 
 struct upstream {
     struct event_base *base;
+    struct curl_slist *connect_to; /* upstream_conf.connect_to, for libcurl */
     CURLM *multi;
     struct event *timer;
     struct upstream_conf conf;
@@ -481,6 +482,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (u->conf.ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, u->conf.ca_file);
+    if (u->connect_to)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, u->connect_to);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
@@ -525,6 +528,16 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
     u->conf = *conf;
     u->conf.ca_file = conf->ca_file ? strdup(conf->ca_file) : NULL;
     u->conf.user_agent = strdup(conf->user_agent ? conf->user_agent : "jobgate");
+    u->conf.connect_to = NULL; /* kept as an slist */
+    for (char **line = conf->connect_to; line && *line; line++) {
+        struct curl_slist *grown = curl_slist_append(u->connect_to, *line);
+        if (!grown) {
+            snprintf(err, errlen, "out of memory");
+            upstream_free(u);
+            return NULL;
+        }
+        u->connect_to = grown;
+    }
     LIST_INIT(&u->calls);
     LIST_INIT(&u->socks);
     u->multi = curl_multi_init();
@@ -563,5 +576,6 @@ void upstream_free(struct upstream *u)
         event_free(u->timer);
     free(u->conf.ca_file);
     free(u->conf.user_agent);
+    curl_slist_free_all(u->connect_to);
     free(u);
 }

@@ -31,6 +31,10 @@ struct upstream_conf {
     size_t max_body_bytes; /* larger answers are FAULT_OVERSIZED */
     long max_connections;  /* per upstream host */
     char *user_agent;
+    /* TESTS ONLY (upstream.connect_to): libcurl CURLOPT_CONNECT_TO lines,
+     * "HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT", so that region host names
+     * reach a loopback simulator without DNS. NULL-terminated; NULL: none. */
+    char **connect_to;
 };
 
 /* Everything borrowed only for the duration of upstream_fetch: the module

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "regions.h"
 #include "rules.h"
 #include "unit_support.h"
 
@@ -87,6 +88,7 @@
     X("pattern-range-inverted.yaml")  \
     X("pattern-too-complex.yaml")     \
     X("pattern-unknown-param.yaml")   \
+    X("region-in-path.yaml")          \
     X("retry-after-range.yaml")       \
     X("status-200.yaml")              \
     X("status-429.yaml")              \
@@ -639,6 +641,45 @@ static void test_forward_match(void **state)
     ruleset_unref(rs);
 }
 
+/* {region}: where it may be in a url, and how a request's region is found. */
+static void test_regions(void **state)
+{
+    assert_int_equal(regions_url_check("https://ecs.{region}.myhuaweicloud.com"), 1);
+    assert_int_equal(regions_url_check("http://{region}.example:8080/api"), 1);
+    assert_int_equal(regions_url_check("https://ecs.eu-west-0.myhuaweicloud.com"), 0);
+    assert_int_equal(regions_url_check("https://ecs.example.com/{region}"), -1);
+    assert_int_equal(regions_url_check("https://ecs.{regoin}.example.com"), -1);
+    assert_int_equal(regions_url_check("https://ecs-{region}.example.com"), -1);
+    assert_int_equal(regions_url_check("https://{region}.{region}.example.com"), -1);
+    char out[256];
+    assert_int_equal(regions_expand("https://ecs.{region}.x.com", "eu-west-0", out, sizeof(out)), 27);
+    assert_string_equal(out, "https://ecs.eu-west-0.x.com");
+    assert_int_equal(regions_expand("https://ecs.{region}.x.com", "eu-west-0", out, 10), -1);
+
+    struct regions *r = regions_new();
+    assert_non_null(r);
+    assert_int_equal(regions_set_host_domain(r, "JobGate.example"), 0);
+    assert_int_equal(regions_add_name(r, "ap-southeast-1"), 0);
+    assert_int_equal(regions_add_project(r, PID, "eu-west-0"), 0);
+    char region[REGIONS_NAME_MAX];
+    assert_int_equal(regions_resolve(r, NULL, PID, region), REGIONS_OK);
+    assert_string_equal(region, "eu-west-0");
+    assert_int_equal(regions_resolve(r, "ecs.eu-west-0.jobgate.example:443", PID, region), REGIONS_OK);
+    assert_int_equal(regions_resolve(r, "ECS.AP-Southeast-1.JOBGATE.example", JID, region), REGIONS_OK);
+    assert_string_equal(region, "ap-southeast-1");
+    assert_int_equal(regions_resolve(r, "ecs.ap-southeast-1.jobgate.example", PID, region), REGIONS_MISMATCH);
+    assert_int_equal(regions_resolve(r, "ecs.nowhere-1.jobgate.example", JID, region), REGIONS_UNKNOWN_REGION);
+    assert_int_equal(regions_resolve(r, "ecs.a.b.c.jobgate.example", JID, region), REGIONS_UNKNOWN_REGION);
+    assert_int_equal(regions_resolve(r, "eu-west-0.jobgate.example", JID, region), REGIONS_UNKNOWN_PROJECT);
+    assert_int_equal(regions_resolve(r, "ecs.eu-west-0.other.example", JID, region), REGIONS_UNKNOWN_PROJECT);
+    assert_int_equal(regions_resolve(r, "127.0.0.1:8080", NULL, region), REGIONS_UNKNOWN_PROJECT);
+    struct regions *copy = regions_copy(r);
+    regions_free(r);
+    assert_int_equal(regions_resolve(copy, NULL, PID, region), REGIONS_OK);
+    regions_free(copy);
+    assert_int_equal(regions_resolve(NULL, "ecs.eu-west-0.jobgate.example", PID, region), REGIONS_UNKNOWN_PROJECT);
+}
+
 static void test_every_problem_is_reported(void **state)
 {
     /* A good file and two broken ones: each broken file's own error, none about the good one. */
@@ -714,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_same_file_twice),
         cmocka_unit_test(test_forward_overlaps_job_route),
         cmocka_unit_test(test_forward_match),
+        cmocka_unit_test(test_regions),
         cmocka_unit_test(test_every_problem_is_reported),
         cmocka_unit_test(test_missing_and_no_files),
         BAD_RULE_FILES(AS_TEST)
