@@ -309,5 +309,54 @@ def aksk_signs_the_forwarded_body(env):
         sim.stop()
 
 
+@test
+def regions_from_the_host_and_the_project_map(env):
+    """{region} in the upstream url: from the project map, from the Host (SERVICE.REGION.DOMAIN); unknown region 404, unknown project 400, never sent"""
+    sim = env["ecs_sim"]
+    gate = Jobgate(None, redis=None, upstream_token=UPSTREAM_TOKEN)
+    path = rule_copy(gate.tmp, "ecs.yaml", sim)
+    text = open(path).read().replace("url: " + sim.url, "url: http://ecs.{region}.myhuaweicloud.com")
+    with open(path, "w") as f:
+        f.write(text)
+    gate.rules = [path]
+    gate.extra_config = ("regions:\n  host_domain: jobgate.example\n  names: [ap-southeast-1]\n"
+                         "  projects: {\"%s\": eu-west-0}\n" % P1)
+    # Every region's host name goes to the loopback simulator, never through DNS (tests only).
+    plain = gate.config_text
+    gate.config_text = lambda: plain().replace("upstream:\n", "upstream:\n  connect_to: [\"::127.0.0.1:%d\"]\n"
+                                                % sim.port, 1)
+    gate.start()
+    try:
+        def host_seen():
+            return {k.lower(): v for k, v in sim.last()["headers"].items()}.get("host")
+
+        r = fwd(gate, "POST", "/ecs/v1/%s/cloudservers" % P1, body=SERVER, key=None)
+        eq(r.status, 200, "mapped project: %r" % r.body)
+        eq(host_seen(), "ecs.eu-west-0.myhuaweicloud.com", "the project's region")
+        job = r.json()["job_id"]
+        eq(fwd(gate, "GET", "/ecs/v1/%s/jobs/%s" % (P1, job), key=None).status, 200, "job poll")
+        eq(host_seen(), "ecs.eu-west-0.myhuaweicloud.com", "job poll, the project's region")
+
+        r = fwd(gate, "POST", "/ecs/v1/%s/cloudservers" % P2, body=SERVER, key=None,
+                headers={"Host": "ecs.ap-southeast-1.jobgate.example"})
+        eq(r.status, 200, "region from the Host: %r" % r.body)
+        eq(host_seen(), "ecs.ap-southeast-1.myhuaweicloud.com", "the Host's region")
+
+        total, before = sim.stats()["total"], posts(sim, P2)
+        for headers, status, code, what in (
+                ({}, 400, "JG.UNKNOWN_PROJECT_REGION", "project not mapped, no region in the Host"),
+                ({"Host": "ecs.nowhere-9.jobgate.example"}, 404, "JG.UNKNOWN_REGION", "unknown region"),
+                ({"Host": "ecs.ap-southeast-1.jobgate.example"}, 400, "JG.REGION_MISMATCH", "Host against the map")):
+            project = P1 if code == "JG.REGION_MISMATCH" else P2
+            r = fwd(gate, "POST", "/ecs/v1/%s/cloudservers" % project, body=SERVER, key=None, headers=headers)
+            eq(r.status, status, what + ": %r" % r.body)
+            check(code.encode() in r.body, what + ": %r" % r.body)
+            r = fwd(gate, "GET", "/ecs/v1/%s/jobs/%s" % (project, hex32()), key=None, headers=headers)
+            eq(r.status, status, what + " (job poll): %r" % r.body)
+        eq((posts(sim, P2) - before, sim.stats()["total"]), (0, total), "nothing sent to a guessed host")
+    finally:
+        gate.stop()
+
+
 if __name__ == "__main__":
     run(setup=setup, teardown=stop_all)
