@@ -7,6 +7,15 @@ create call is checked without the SDK, on a second jobsim with no
 authentication: the paths, body checks and on=create faults the SDK test
 does not reach.
 
+The same node tests then run through jobgate (JG_GATEWAY=1): the SDK's
+endpoint is http://JOBGATE/ecs, jobgate runs the shipped ECS rule (job
+route cached, every other call forwarded) in aksk mode with the
+simulator's AK/SK and no client keys, and re-signs every call. The two
+tests that need jobgate to verify the SDK's own signature and to answer in
+the API's error shape (issue 12, items 1 and 2) are TAP TODO until then
+(GATEWAY_PENDING); the test of what the SDK itself sends is direct only
+(TAP SKIP through jobgate).
+
 Nothing is skipped: without node (18 or later) or without
 tests/clients/node_modules (.ci/install-deps runs `npm ci` there), this test
 fails and says what to install.
