@@ -95,10 +95,11 @@ struct gateway {
     int64_t passthrough_window_ms;
     size_t max_waiters;
     int64_t max_wait_ms;
-    int watch_hangups;         /* the loop can tell a peer's close apart from data (EV_CLOSED) */
-    struct keymap flights;     /* struct flight by flight key (flight.c's) */
-    struct callpolicy *policy; /* the guards of the upstreams */
-    struct regions *regions;   /* our copy; NULL: none configured */
+    enum error_shape error_shape; /* where no rule says */
+    int watch_hangups;            /* the loop can tell a peer's close apart from data (EV_CLOSED) */
+    struct keymap flights;        /* struct flight by flight key (flight.c's) */
+    struct callpolicy *policy;    /* the guards of the upstreams */
+    struct regions *regions;      /* our copy; NULL: none configured */
     struct job_request_list live;
     struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
     LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */
