@@ -398,6 +398,42 @@ static void test_full_config(void **state)
     unsetenv("JOBGATE_TEST_TOKEN");
 }
 
+/* The Redis credentials and the entry key: from the environment (or
+ * files), each where it belongs; none of them by default. */
+static void test_cache_credentials(void **state)
+{
+    struct config c;
+    struct conf_diag d;
+    assert_int_equal(setenv("JOBGATE_TEST_REDIS_PW", "redis-pw", 1), 0);
+    assert_int_equal(setenv("JOBGATE_TEST_SENTINEL_PW", "sentinel-pw", 1), 0);
+    assert_int_equal(setenv("JOBGATE_TEST_ENTRY_KEY", "0123456789abcdef0123", 1), 0);
+    int rc = load_text(&c,
+                       "cache:\n  redis: sentinel://10.0.0.1:26379,10.0.0.2/cache/1\n  redis_user: jg\n"
+                       "  redis_password_env: JOBGATE_TEST_REDIS_PW\n  sentinel_user: watcher\n"
+                       "  sentinel_password_env: JOBGATE_TEST_SENTINEL_PW\n"
+                       "  entry_key_env: JOBGATE_TEST_ENTRY_KEY\n",
+                       &d);
+    unit_print_diags(&d);
+    assert_int_equal(rc, 0);
+    assert_string_equal(c.cache.redis_user, "jg");
+    assert_string_equal(c.cache.redis_password, "redis-pw");
+    assert_string_equal(c.cache.sentinel_user, "watcher");
+    assert_string_equal(c.cache.sentinel_password, "sentinel-pw");
+    assert_string_equal(c.cache.entry_key, "0123456789abcdef0123");
+    conf_diag_free(&d);
+    config_free(&c);
+    assert_int_equal(load_text(&c, "cache:\n  redis: redis://10.0.0.1\n", &d), 0);
+    assert_null(c.cache.redis_user);
+    assert_null(c.cache.redis_password);
+    assert_null(c.cache.sentinel_password);
+    assert_null(c.cache.entry_key);
+    conf_diag_free(&d);
+    config_free(&c);
+    unsetenv("JOBGATE_TEST_REDIS_PW");
+    unsetenv("JOBGATE_TEST_SENTINEL_PW");
+    unsetenv("JOBGATE_TEST_ENTRY_KEY");
+}
+
 static void test_partial_file_keeps_defaults(void **state)
 {
     struct config c;
@@ -1042,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_shipped_conf_shows_the_defaults),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_partial_file_keeps_defaults),
+        cmocka_unit_test(test_cache_credentials),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_rules_relative_to_config_folder),
         cmocka_unit_test(test_every_bad_file_is_listed),
