@@ -10,13 +10,14 @@ failed, released rather than left to expire."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
 
-from harness import (JOBGATE_BIN, REDIS_CLI, REDIS_SERVER, SEED_RULE, Jobgate, Redis, Sim, check, eq, hex32, run,
-                     seed_path, stop_all, test, wait_until)
+from harness import (JOBGATE_BIN, REDIS_CLI, SEED_RULE, Jobgate, Redis, Sim, check, eq, hex32, run, seed_path,
+                     stop_all, test, wait_until)
 
 PROJECT = hex32()
 PASSWORD = "pw-" + hex32()[:20]  # what must never show
@@ -27,23 +28,15 @@ CLOUD_TOKEN = "cloud-token"  # token mode: answers are shared by every client, a
 
 class AuthRedis(Redis):
     """A redis-server that wants a password (and, with `user`, an ACL user
-    allowed only the commands jobgate sends)."""
+    allowed only the commands jobgate sends); DEBUG allowed from loopback."""
 
     def __init__(self, password, user=None):
-        super().__init__()
+        extra = ["--requirepass", password]
+        if user:
+            extra += ["--user", user, "on", ">" + password, "~jobgate:*", "&jobgate:answers", "-@all", "+get",
+                      "+mget", "+set", "+del", "+eval", "+evalsha", "+publish", "+subscribe", "+select"]
+        super().__init__(extra=extra)
         self.password = password
-        self.user = user
-
-    def start(self):
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning", "--enable-debug-command", "local",
-                "--requirepass", self.password]
-        if self.user:
-            args += ["--user", self.user, "on", ">" + self.password, "~jobgate:*", "&jobgate:answers", "-@all",
-                     "+get", "+mget", "+set", "+del", "+eval", "+evalsha", "+publish", "+subscribe", "+select"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.cli("PING") == "PONG", 5, "redis PING")
-        return self
 
     def cli(self, *args):
         out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--no-auth-warning", "-a", self.password, "--raw"] +
@@ -74,7 +67,11 @@ def setup():
     return env
 
 
-teardown = stop_all
+def teardown(env):
+    try:
+        stop_all(env)
+    finally:
+        shutil.rmtree(env["tmp"], ignore_errors=True)
 
 
 def path(job):
