@@ -70,6 +70,7 @@ struct redis_op {
     int check_again; /* wait: told of a store while a check was out */
     int granted;     /* lease, pipelined: SET NX said OK */
     int resent;      /* lease, scripted: NOSCRIPT answered, sent again with EVAL */
+    int sent_eval;   /* lease, scripted: the last send was EVAL (else EVALSHA) */
     int64_t lease_ms;
     const struct classify_spec *job; /* the expectation (the caller's: read only before `finished`) */
     const char *identity;            /* NULL, or a copy after key[] */
@@ -288,10 +289,11 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
             log_warn("redis: scripts refused (%.100s); leases are taken by pipeline from now on", rep->str);
             ls->eval_refused = 1;
         }
-        lease_failed(op, rep, "EVALSHA");
+        lease_failed(op, rep, op->sent_eval ? "EVAL" : "EVALSHA");
         op_maybe_free(op);
         return;
     }
+    ls->script_known = 1;
     long long did = rep->element[2]->integer;
     if (did == SCRIPT_TOOK && !lease_granted(op)) {
         op_maybe_free(op);
@@ -318,6 +320,8 @@ static int send_script(struct redis_op *op, int full)
     const char *t = cachekey_suffix(CACHEKEY_TERMINAL), *p = cachekey_suffix(CACHEKEY_PENDING),
                *l = cachekey_suffix(CACHEKEY_LEASE);
     int64_t now = clock_wall_ms();
+    full = full || !ls->script_known;
+    op->sent_eval = full;
     if (!redis_link_ready(r) ||
         redisAsyncCommand(r->data.ctx, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
                           full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key,
@@ -579,6 +583,7 @@ void redis_lease_wake(struct redis_leases *ls, const char *key, size_t len)
  * cancel other waits, so the list is re-read after each. */
 void redis_lease_fail_waits(struct redis_leases *ls)
 {
+    ls->script_known = 0; /* the next connection may reach a server without it */
     struct redis_op *op;
     while ((op = TAILQ_FIRST(&ls->waits)) != NULL)
         wait_finish(op, CACHE_UNAVAILABLE, NULL);

@@ -9,7 +9,9 @@
  * when Redis answers NOSCRIPT) of LOOKUP_LEASE_SCRIPT reads KEY:t and
  * KEY:p and, unless one of them is fresh, takes the lease (SET KEY:l TOKEN
  * NX PX lease_ms) in the same atomic step; it returns both entries and what
- * it did. Elsewhere (twemproxy, which runs one-key scripts only, or a Redis
+ * it did. The first one on each data connection is an EVAL, which loads
+ * the script: a miss never pays a NOSCRIPT round trip but after a SCRIPT
+ * FLUSH. Elsewhere (twemproxy, which runs one-key scripts only, or a Redis
  * that refuses scripts) the lease is one pipelined write: SET KEY:l TOKEN NX
  * PX lease_ms and MGET KEY:t KEY:p sent together. Either way the key's
  * answer is read after the lease was taken, so a fresh one means it was
@@ -65,6 +67,7 @@ struct redis_leases {
     int64_t poll_interval_ms;
     int eval_refused;     /* EVAL refused (scripting off): release leases with a plain DEL, lease by pipeline */
     char script_sha[41];  /* LOOKUP_LEASE_SCRIPT's SHA-1, for EVALSHA */
+    int script_known;     /* the script ran on this data connection: EVALSHA (else EVAL, which loads it) */
     char instance_id[17]; /* random: lease tokens differ across processes and restarts */
     uint64_t lease_counter;
     struct keymap held;         /* leases acquired and not released yet, by key */

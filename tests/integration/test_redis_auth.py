@@ -63,7 +63,7 @@ def setup():
     env["acl_redis"] = AuthRedis(PASSWORD, user=ACL_USER).start()
     password_file = secret_file(env, "redis-password", PASSWORD)
     env["gate"] = Jobgate(env["sim"].url, upstream_token=CLOUD_TOKEN, redis=redis_setting(
-        env["redis"], "redis_password_file: %s" % password_file, "redis_budget: 250ms")).start()
+        env["redis"], "redis_password_file: %s" % password_file, "redis_budget: 500ms")).start()
     return env
 
 
@@ -113,7 +113,7 @@ def password_from_a_file(env):
     eq(sim.count(job), 1, "upstream calls")
     # Another instance on the same Redis reads what this one stored.
     other = Jobgate(sim.url, upstream_token=CLOUD_TOKEN, redis=redis_setting(
-        redis, "redis_password_file: %s" % os.path.join(env["tmp"], "redis-password"))).start()
+        redis, "redis_password_file: %s" % os.path.join(env["tmp"], "redis-password"), "redis_budget: 500ms")).start()
     try:
         wait_until(lambda: cache_health(other)["state"] == "up", 10, "the second instance up")
         eq(other.get(path(job)).header("x-cache"), "HIT", "the other instance's read")
@@ -129,8 +129,9 @@ def acl_user_from_the_environment(env):
     """an ACL user with only jobgate's commands, the password in an environment variable"""
     sim, redis = env["sim"], env["acl_redis"]
     os.environ["JOBGATE_TEST_REDIS_PASSWORD"] = PASSWORD
-    gate = Jobgate(sim.url, upstream_token=CLOUD_TOKEN, redis=redis_setting(redis, "redis_user: %s" % ACL_USER,
-                                                "redis_password_env: JOBGATE_TEST_REDIS_PASSWORD")).start()
+    gate = Jobgate(sim.url, upstream_token=CLOUD_TOKEN, redis=redis_setting(
+        redis, "redis_user: %s" % ACL_USER, "redis_password_env: JOBGATE_TEST_REDIS_PASSWORD",
+        "redis_budget: 500ms")).start()
     try:
         wait_until(lambda: cache_health(gate)["state"] == "up", 10, "jobgate up as an ACL user")
         wait_until(lambda: cache_health(gate)["coalescing"] == "pubsub", 10, "subscribed as the ACL user")
@@ -208,7 +209,7 @@ def entry_key_signs_entries(env):
     entry_key = secret_file(env, "entry-key", ENTRY_KEY)
     gate = Jobgate(sim.url, upstream_token=CLOUD_TOKEN, redis=redis_setting(
         redis, "redis_password_file: %s" % os.path.join(env["tmp"], "redis-password"),
-        "entry_key_file: %s" % entry_key)).start()
+        "entry_key_file: %s" % entry_key, "redis_budget: 500ms")).start()
     try:
         wait_until(lambda: cache_health(gate)["state"] == "up", 10, "jobgate up")
         a, b, c = hex32(), hex32(), hex32()
