@@ -30,7 +30,7 @@ def twemproxy():
 @test
 def twemproxy_with_password():
     """the same behind nutcracker's redis_auth: jobgate AUTHs to nutcracker, never shows the password"""
-    passes(clusterlib.twemproxy(clients=10, jobs=5, interval=0.1, tail_s=1.0, redis_budget="250ms",
+    passes(clusterlib.twemproxy(clients=20, jobs=10, interval=0.1, tail_s=1.0, redis_budget="250ms",
                                 password="tw-secret-5b1e07c2"))
 
 
