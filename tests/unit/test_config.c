@@ -102,8 +102,8 @@
     X("unknown-key-client.yaml")                   \
     X("unknown-key-top.yaml")                      \
     X("unknown-key-upstream.yaml")                 \
-    X("workers-zero.yaml")
-X("yaml-syntax.yaml")
+    X("workers-zero.yaml")                         \
+    X("yaml-syntax.yaml")
 #define AS_NAME(f) f,
 static const char *const bad_config_files[] = {BAD_CONFIG_FILES(AS_NAME)};
 #define NBAD (sizeof(bad_config_files) / sizeof(bad_config_files[0]))
