@@ -16,10 +16,9 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
-#define SHA256_HEX_SIZE 65 /* 64 hex digits and a NUL */
+#include "digest.h"
+#include "encoding.h"
 
 static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -372,33 +371,6 @@ static int is_managed_header(const char *name)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Hashes                                                                   */
-/* ------------------------------------------------------------------------ */
-
-static void hex_encode(const unsigned char *in, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        out[2 * i] = hex[in[i] >> 4];
-        out[2 * i + 1] = hex[in[i] & 0xf];
-    }
-    out[2 * n] = '\0';
-}
-
-static int sha256_hex(const void *data, size_t n, char out[SHA256_HEX_SIZE])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-
-    if (EVP_Digest(data != NULL ? data : "", n, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
-        return -1;
-    hex_encode(md, md_len, out);
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Signing                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -572,10 +544,9 @@ int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t l
     struct signed_header *headers = NULL;
     size_t nheaders = 0, i;
     struct strbuf canonical = {0}, names = {0}, to_sign = {0};
-    char body_hash[SHA256_HEX_SIZE], request_hash[SHA256_HEX_SIZE];
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    char signature[SHA256_HEX_SIZE];
+    char body_hash[DIGEST_SHA256_HEX_SIZE], request_hash[DIGEST_SHA256_HEX_SIZE];
+    unsigned char mac[DIGEST_SHA256_LEN];
+    char signature[DIGEST_SHA256_HEX_SIZE];
     int n, rc = -1;
 
     if (authorization != NULL && len > 0)
@@ -633,14 +604,14 @@ int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t l
     strbuf_add(&canonical, "\n", 1);
     strbuf_add(&canonical, names.data ? names.data : "", names.len);
     strbuf_add(&canonical, "\n", 1);
-    if (sha256_hex(r->body, r->body_len, body_hash) != 0)
+    if (digest_sha256_hex(r->body, r->body_len, body_hash) != 0)
         goto crypto_failed;
     strbuf_adds(&canonical, body_hash);
     if (canonical.failed || names.failed)
         goto no_memory;
 
     /* The string to sign, and its HMAC under the SK. */
-    if (sha256_hex(canonical.data, canonical.len, request_hash) != 0)
+    if (digest_sha256_hex(canonical.data, canonical.len, request_hash) != 0)
         goto crypto_failed;
     strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
     strbuf_adds(&to_sign, r->sdk_date);
@@ -648,11 +619,9 @@ int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t l
     strbuf_adds(&to_sign, request_hash);
     if (to_sign.failed)
         goto no_memory;
-    if (HMAC(EVP_sha256(), r->sk, (int)strlen(r->sk), (const unsigned char *)to_sign.data, to_sign.len, mac,
-             &mac_len) == NULL ||
-        mac_len != 32)
+    if (digest_hmac_sha256(r->sk, strlen(r->sk), to_sign.data, to_sign.len, mac) != 0)
         goto crypto_failed;
-    hex_encode(mac, mac_len, signature);
+    encoding_hex(mac, sizeof(mac), signature);
 
     n = snprintf(authorization, len, AKSK_ALGORITHM " Access=%s, SignedHeaders=%s, Signature=%s", r->ak, names.data,
                  signature);

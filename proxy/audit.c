@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "encoding.h"
 #include "log.h"
 
 /* The writer wakes early once this much is queued (or half the bound, if less). */
@@ -88,66 +89,19 @@ struct drain_result {
 
 /* ------------------------------------------------------------ formatting */
 
-/* Length of the well-formed UTF-8 sequence at s (at most `left` bytes), or 0
- * when it is not one (RFC 3629: no overlongs, no surrogates, nothing past
- * U+10FFFF, no truncated sequence). */
-static size_t utf8_seq_len(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (left < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((s[k] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
-/* Bytes put_string may write for `s`: each input byte becomes at most six. */
+/* Bytes put_string may write for `s`: its quotes, and each input byte escaped. */
 static size_t string_bound(const char *s)
 {
     if (!s)
         return 4;
     size_t len = strnlen(s, AUDIT_FIELD_MAX);
-    return 2 + 6 * len;
-}
-
-/* The letter of JSON's two-character escape for c, or 0. */
-static char escape_letter(unsigned char c)
-{
-    switch (c) {
-    case '"': return '"';
-    case '\\': return '\\';
-    case '\n': return 'n';
-    case '\r': return 'r';
-    case '\t': return 't';
-    default: return 0;
-    }
+    return 2 + ENCODING_JSON_MAX_PER_BYTE * len;
 }
 
 /* Write `s` at p as a JSON string (or null); returns the new end. Sets
  * *truncated when s is longer than AUDIT_FIELD_MAX. */
 static char *put_string(char *p, const char *s, int *truncated)
 {
-    static const char hex[] = "0123456789abcdef";
     if (!s) {
         memcpy(p, "null", 4);
         return p + 4;
@@ -157,37 +111,8 @@ static char *put_string(char *p, const char *s, int *truncated)
         len = AUDIT_FIELD_MAX;
         *truncated = 1;
     }
-    const unsigned char *u = (const unsigned char *)s;
     *p++ = '"';
-    for (size_t i = 0; i < len;) {
-        unsigned char c = u[i];
-        if (c >= 0x80) {
-            size_t n = utf8_seq_len(u + i, len - i);
-            if (n == 0) { /* not UTF-8: U+FFFD, so the line stays valid UTF-8 */
-                memcpy(p, "\xEF\xBF\xBD", 3);
-                p += 3;
-                i++;
-            } else {
-                memcpy(p, u + i, n);
-                p += n;
-                i += n;
-            }
-            continue;
-        }
-        char letter = escape_letter(c);
-        if (letter) {
-            *p++ = '\\';
-            *p++ = letter;
-        } else if (c < 0x20 || c == 0x7F) { /* DEL too: keep the file printable */
-            memcpy(p, "\\u00", 4);
-            p[4] = hex[c >> 4];
-            p[5] = hex[c & 0xF];
-            p += 6;
-        } else {
-            *p++ = (char)c;
-        }
-        i++;
-    }
+    p = encoding_json_escape(p, s, len);
     *p++ = '"';
     return p;
 }

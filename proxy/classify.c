@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "classify.h"
+#include "encoding.h"
 
 static int terminal_index(const struct classify_spec *spec, const char *state)
 {
@@ -110,7 +111,9 @@ enum job_class classify_body(const struct classify_spec *spec, const char *body,
 {
     if (statelen)
         state[0] = '\0';
-    if (has_nul(body, len))
+    /* Invalid UTF-8 is read differently too (replaced, refused, or kept):
+     * never served as charset=UTF-8. */
+    if (has_nul(body, len) || !encoding_utf8_valid(body, len))
         return JOB_AMBIGUOUS;
     cJSON *root = json_parse_exact(body, len);
     if (!cJSON_IsObject(root)) {

@@ -11,7 +11,7 @@
  * takes the first of two equal keys, most client parsers the last, and Go's
  * matches keys regardless of case. So a body whose state, identity or
  * sub-job path names a key twice on its way (case-insensitively), or that
- * holds a NUL (raw or \u0000), is JOB_AMBIGUOUS: jobgate answers it as a bad
+ * holds a NUL (raw or \u0000) or bytes that are not UTF-8, is JOB_AMBIGUOUS: jobgate answers it as a bad
  * upstream body, and a client never polls forever on a terminal answer that
  * its own parser reads as still changing.
  */

@@ -7,12 +7,10 @@
 
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "clientkeys.h"
+#include "digest.h"
 #include "rules.h"
-
-#define SHA256_LEN 32
 
 /* Where a route entry is in the keys file, for clientkeys_check_rules. */
 struct position {
@@ -22,7 +20,7 @@ struct position {
 /* A client with what the public struct must not show: its key's hash. */
 struct client_entry {
     struct client pub;
-    unsigned char key_sha256[SHA256_LEN];
+    unsigned char key_sha256[DIGEST_SHA256_LEN];
     struct position *route_at; /* one per pub.routes entry */
     size_t name_line;          /* of its name, for "given twice" */
     size_t hash_line;
@@ -58,15 +56,6 @@ static int valid_key(const char *s)
         if (len >= CLIENTKEYS_KEY_MAX || (unsigned char)s[len] < 0x21 || (unsigned char)s[len] > 0x7e)
             return 0;
     return len > 0;
-}
-
-/* SHA-256 of `len` bytes at `data` into `out`. Returns 0 or -1. */
-static int sha256(const void *data, size_t len, unsigned char out[SHA256_LEN])
-{
-    unsigned int outlen = 0;
-    if (EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) != 1 || outlen != SHA256_LEN)
-        return -1;
-    return 0;
 }
 
 /* --------------------------------------------------------------- load */
@@ -198,14 +187,14 @@ static int load_hash(struct yconf *y, yaml_node_t *n, struct client_entry *e, st
     for (size_t i = 0; i < len; i++)
         if (OPENSSL_hexchar2int((unsigned char)text[i]) < 0)
             bad_digit = 1;
-    if (len != 2 * SHA256_LEN || bad_digit) {
+    if (len != 2 * DIGEST_SHA256_LEN || bad_digit) {
         yconf_error(y, n, d,
                     "'key_sha256' must be 64 hex digits, the SHA-256 of the key (jobgate --hash-key prints it); "
                     "this one %s",
                     bad_digit ? "holds a character that is not a hex digit" : "is not 64 characters long");
         return -1;
     }
-    for (size_t i = 0; i < SHA256_LEN; i++)
+    for (size_t i = 0; i < DIGEST_SHA256_LEN; i++)
         e->key_sha256[i] = (unsigned char)(OPENSSL_hexchar2int((unsigned char)text[2 * i]) << 4 |
                                            OPENSSL_hexchar2int((unsigned char)text[2 * i + 1]));
     e->hash_line = n->start_mark.line + 1;
@@ -294,7 +283,7 @@ static int check_unique(struct yconf *y, struct clientkeys *ks, yaml_node_t *lis
         }
         for (size_t k = 0; k < i && e->hash_line; k++) {
             struct client_entry *earlier = &ks->entries[k];
-            if (earlier->hash_line && memcmp(e->key_sha256, earlier->key_sha256, SHA256_LEN) == 0) {
+            if (earlier->hash_line && memcmp(e->key_sha256, earlier->key_sha256, DIGEST_SHA256_LEN) == 0) {
                 yconf_error(y, yconf_get(y, item, "key_sha256"), d,
                             "client '%s' (line %zu) has this key_sha256 already: each client needs its own key",
                             earlier->pub.name ? earlier->pub.name : "?", earlier->hash_line);
@@ -494,8 +483,8 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
     size_t len = strnlen(presented_key, CLIENTKEYS_KEY_MAX + 1);
     if (len > CLIENTKEYS_KEY_MAX)
         return CLIENTKEYS_UNAUTHENTICATED;
-    unsigned char digest[SHA256_LEN];
-    if (sha256(presented_key, len, digest) < 0) {
+    unsigned char digest[DIGEST_SHA256_LEN];
+    if (digest_sha256(presented_key, len, digest) < 0) {
         OPENSSL_cleanse(digest, sizeof(digest));
         return CLIENTKEYS_UNAUTHENTICATED;
     }
@@ -505,7 +494,7 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
     size_t match = 0;
     size_t found = 0;
     for (size_t i = 0; i < ks->count; i++) {
-        size_t eq = (size_t)(CRYPTO_memcmp(digest, ks->entries[i].key_sha256, SHA256_LEN) == 0);
+        size_t eq = (size_t)(CRYPTO_memcmp(digest, ks->entries[i].key_sha256, DIGEST_SHA256_LEN) == 0);
         size_t mask = (size_t)0 - eq;
         match = (match & ~mask) | (i & mask);
         found |= eq;
@@ -523,18 +512,10 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
     return CLIENTKEYS_ALLOWED;
 }
 
-int clientkeys_hash_hex(const char *key, char out[65])
+int clientkeys_hash_hex(const char *key, char out[DIGEST_SHA256_HEX_SIZE])
 {
-    static const char digits[] = "0123456789abcdef";
-    unsigned char digest[SHA256_LEN];
     out[0] = '\0';
-    if (!key || !valid_key(key) || sha256(key, strlen(key), digest) < 0)
+    if (!key || !valid_key(key))
         return -1;
-    for (size_t i = 0; i < SHA256_LEN; i++) {
-        out[2 * i] = digits[digest[i] >> 4];
-        out[2 * i + 1] = digits[digest[i] & 0x0f];
-    }
-    out[2 * SHA256_LEN] = '\0';
-    OPENSSL_cleanse(digest, sizeof(digest));
-    return 0;
+    return digest_sha256_hex(key, strlen(key), out);
 }

@@ -34,6 +34,7 @@
 
 #include <stddef.h>
 
+#include "digest.h"
 #include "yamlconf.h"
 
 struct evkeyvalq;
@@ -133,6 +134,6 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
  * what a keys file stores. Returns 0, or -1 when `key` could never be
  * presented (empty, longer than CLIENTKEYS_KEY_MAX, or holding a space or a
  * control character) or hashing failed; `out` is then an empty string. */
-int clientkeys_hash_hex(const char *key, char out[65]);
+int clientkeys_hash_hex(const char *key, char out[DIGEST_SHA256_HEX_SIZE]);
 
 #endif

@@ -14,15 +14,33 @@ void config_set_str(char **field, const char *value)
     *field = copy;
 }
 
+/* A string of a module's _conf that the module declares const (it only
+ * reads it) but that struct config owns: set, read from YAML, free. */
+static void set_owned(const char **field, const char *value)
+{
+    char *s = (char *)*field;
+    config_set_str(&s, value);
+    *field = s;
+}
+
+static int get_owned(struct yconf *y, yaml_node_t *map, const char *key, const char **field, struct conf_diag *d)
+{
+    char *s = (char *)*field;
+    int rc = yconf_get_str(y, map, key, &s, d);
+    *field = s;
+    return rc;
+}
+
 void config_defaults(struct config *c)
 {
     memset(c, 0, sizeof(*c));
-    c->listeners = calloc(1, sizeof(*c->listeners));
-    if (c->listeners) {
-        c->nlisteners = 1;
-        config_set_str(&c->listeners[0].host, "127.0.0.1");
-        c->listeners[0].port = 8080;
-        c->listeners[0].client_auth = 1;
+    struct frontend_conf *fe = &c->frontend;
+    fe->listeners = calloc(1, sizeof(*fe->listeners));
+    if (fe->listeners) {
+        fe->nlisteners = 1;
+        config_set_str(&fe->listeners[0].host, "127.0.0.1");
+        fe->listeners[0].port = 8080;
+        fe->listeners[0].client_auth = 1;
     }
     c->log_level = LOG_LEVEL_INFO;
     c->cache.redis_url = strdup("redis://127.0.0.1:6379");
@@ -32,23 +50,27 @@ void config_defaults(struct config *c)
     c->cache.redis_reconnect_max_ms = 5000;
     c->cache.redis_max_pending = 10000;
     c->cache.memory_max_bytes = 64 * 1024 * 1024;
-    config_set_str(&c->key_prefix, "jobgate:");
     c->upstream.max_body_bytes = 1024 * 1024;
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
     guard_conf_defaults(&c->upstream_limits);
-    c->rate_queue_ms = 2000;
     credentials_conf_defaults(&c->credentials);
-    c->passthrough_window_ms = 300000;
-    c->coalesce_max_waiters = 10000;
-    c->coalesce_max_wait_ms = 15000;
-    c->client_timeout_ms = 30000;
-    c->header_timeout_ms = 10000;
-    c->keepalive_timeout_ms = 60000;
-    c->max_connections = 16384;
-    c->max_requests_per_connection = 10000;
-    c->max_header_bytes = 8192;
-    c->max_uri_bytes = 4096;
+    fe->client_timeout_ms = 30000;
+    fe->header_timeout_ms = 10000;
+    fe->keepalive_timeout_ms = 60000;
+    fe->max_connections = 16384;
+    fe->max_requests_per_connection = 10000;
+    fe->max_header_bytes = 8192;
+    fe->max_uri_bytes = 4096;
+    struct gateway_conf *gw = &c->gateway;
+    set_owned(&gw->key_prefix, "jobgate:");
+    gw->guard = &c->upstream_limits;
+    gw->rate_queue_ms = 2000;
+    gw->passthrough_window_ms = 300000;
+    gw->max_waiters = 10000;
+    gw->max_wait_ms = 15000;
+    gw->max_header_bytes = fe->max_header_bytes;
+    gw->max_uri_bytes = fe->max_uri_bytes;
     c->shutdown_timeout_ms = 10000;
 }
 
@@ -81,21 +103,31 @@ int config_parse_listen(const char *text, char **host, int *port)
 
 int config_set_listen(struct config *c, const char *text)
 {
-    if (!c->nlisteners)
+    struct frontend_conf *fe = &c->frontend;
+    if (!fe->nlisteners)
         return -1;
-    return config_parse_listen(text, &c->listeners[0].host, &c->listeners[0].port);
+    return config_parse_listen(text, &fe->listeners[0].host, &fe->listeners[0].port);
+}
+
+int config_set_upstream_url(struct config *c, const char *url)
+{
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return -1;
+    set_owned(&c->gateway.upstream_url, url);
+    return 0;
 }
 
 static void free_listeners(struct config *c)
 {
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        free(c->listeners[i].host);
-        free(c->listeners[i].tls_cert);
-        free(c->listeners[i].tls_key);
+    struct frontend_conf *fe = &c->frontend;
+    for (size_t i = 0; i < fe->nlisteners; i++) {
+        free(fe->listeners[i].host);
+        free(fe->listeners[i].tls_cert);
+        free(fe->listeners[i].tls_key);
     }
-    free(c->listeners);
-    c->listeners = NULL;
-    c->nlisteners = 0;
+    free(fe->listeners);
+    fe->listeners = NULL;
+    fe->nlisteners = 0;
 }
 
 /* 'listeners': a list of {listen, tls: {cert, key}, client_auth}. Replaces
@@ -110,13 +142,14 @@ static int load_listeners(struct config *c, struct yconf *y, yaml_node_t *list, 
         return -1;
     }
     free_listeners(c);
-    c->listeners = calloc(yconf_seq_len(list), sizeof(*c->listeners));
-    if (!c->listeners)
+    struct frontend_conf *fe = &c->frontend;
+    fe->listeners = calloc(yconf_seq_len(list), sizeof(*fe->listeners));
+    if (!fe->listeners)
         return -1;
     int rc = 0;
     for (size_t i = 0; i < yconf_seq_len(list); i++) {
         yaml_node_t *item = yconf_seq_item(y, list, i);
-        struct listener_conf *lc = &c->listeners[c->nlisteners++];
+        struct listener_conf *lc = &fe->listeners[fe->nlisteners++];
         lc->client_auth = 1;
         if (yconf_check_map(y, item, "a listener", listener_keys, d) < 0) {
             rc = -1;
@@ -251,7 +284,7 @@ static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *
     rc |= yconf_get_ms(y, m, "breaker_cooldown", 100, 3600000, 0, &g->breaker_cooldown_ms, d);
     rc |= yconf_get_ms(y, m, "breaker_max_cooldown", 100, 3600000, 0, &g->breaker_max_ms, d);
     rc |= yconf_get_bool(y, m, "breaker_counts_5xx", &g->breaker_count_5xx, d);
-    rc |= yconf_get_ms(y, m, "queue", 0, 60000, 0, &c->rate_queue_ms, d);
+    rc |= yconf_get_ms(y, m, "queue", 0, 60000, 0, &c->gateway.rate_queue_ms, d);
     long fleet_size = (long)g->fleet_size;
     rc |= yconf_get_long(y, m, "fleet_size", 0, GUARD_FLEET_SIZE_MAX, &fleet_size, d);
     g->fleet_size = (unsigned)fleet_size;
@@ -405,7 +438,7 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
     switch (k->mode) {
     case CRED_PASSTHROUGH:
         /* How long the cloud's acceptance of a client token lets it read cached answers. */
-        if (yconf_get_ms(y, auth, "passthrough_window", 1000, 86400000, 0, &c->passthrough_window_ms, d) < 0)
+        if (yconf_get_ms(y, auth, "passthrough_window", 1000, 86400000, 0, &c->gateway.passthrough_window_ms, d) < 0)
             return -1;
         break;
     case CRED_TOKEN:
@@ -415,7 +448,7 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
             yconf_error(y, auth, d, "mode token needs token_file or token_env");
             return -1;
         }
-        config_set_str(&c->upstream_token, k->token);
+        set_owned(&c->gateway.upstream_token, k->token);
         break;
     case CRED_IAM: {
         rc |= yconf_get_str(y, auth, "iam_url", &k->iam_url, d);
@@ -618,14 +651,14 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_long(&y, cache, "redis_max_pending", 1, 10000000, &pending, d);
         c->cache.redis_max_pending = (size_t)pending;
         rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
-        rc |= yconf_get_str(&y, cache, "key_prefix", &c->key_prefix, d);
+        rc |= get_owned(&y, cache, "key_prefix", &c->gateway.key_prefix, d);
     }
 
     yaml_node_t *up = yconf_get(&y, root, "upstream");
     if (up) {
         if (yconf_check_map(&y, up, "upstream", upstream_keys, d) < 0)
             rc = -1;
-        rc |= yconf_get_str(&y, up, "url", &c->upstream_url, d);
+        rc |= get_owned(&y, up, "url", &c->gateway.upstream_url, d);
         rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
         rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
         rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
@@ -639,11 +672,11 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         } else if (auth) {
             rc |= load_auth(c, &y, auth, d);
         } else if (old) {
-            if (read_secret(&y, up, "token", &c->upstream_token, d) < 0) {
+            if (read_secret(&y, up, "token", &c->credentials.token, d) < 0) {
                 rc = -1;
             } else {
                 c->credentials.mode = CRED_TOKEN;
-                config_set_str(&c->credentials.token, c->upstream_token);
+                set_owned(&c->gateway.upstream_token, c->credentials.token);
             }
         }
     }
@@ -652,16 +685,20 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     if (client) {
         if (yconf_check_map(&y, client, "client", client_keys, d) < 0)
             rc = -1;
-        rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &c->client_timeout_ms, d);
-        rc |= yconf_get_ms(&y, client, "header_timeout", 100, 3600000, 0, &c->header_timeout_ms, d);
-        rc |= yconf_get_ms(&y, client, "keepalive_timeout", 100, 3600000, 0, &c->keepalive_timeout_ms, d);
-        long conns = (long)c->max_connections, reqs = (long)c->max_requests_per_connection;
+        struct frontend_conf *fe = &c->frontend;
+        rc |= yconf_get_ms(&y, client, "timeout", 100, 3600000, 0, &fe->client_timeout_ms, d);
+        rc |= yconf_get_ms(&y, client, "header_timeout", 100, 3600000, 0, &fe->header_timeout_ms, d);
+        rc |= yconf_get_ms(&y, client, "keepalive_timeout", 100, 3600000, 0, &fe->keepalive_timeout_ms, d);
+        long conns = (long)fe->max_connections, reqs = (long)fe->max_requests_per_connection;
         rc |= yconf_get_long(&y, client, "max_connections", 1, 1000000, &conns, d);
         rc |= yconf_get_long(&y, client, "max_requests_per_connection", 1, 100000000, &reqs, d);
-        c->max_connections = (size_t)conns;
-        c->max_requests_per_connection = (unsigned)reqs;
-        rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &c->max_header_bytes, d);
-        rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &c->max_uri_bytes, d);
+        fe->max_connections = (size_t)conns;
+        fe->max_requests_per_connection = (unsigned)reqs;
+        rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &fe->max_header_bytes, d);
+        rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &fe->max_uri_bytes, d);
+        /* The frontend caps evhttp at a multiple of these; the gateway enforces them (frontend.h). */
+        c->gateway.max_header_bytes = fe->max_header_bytes;
+        c->gateway.max_uri_bytes = fe->max_uri_bytes;
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
@@ -674,10 +711,10 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     if (coalesce) {
         if (yconf_check_map(&y, coalesce, "coalesce", coalesce_keys, d) < 0)
             rc = -1;
-        long waiters = (long)c->coalesce_max_waiters;
+        long waiters = (long)c->gateway.max_waiters;
         rc |= yconf_get_long(&y, coalesce, "max_waiters", 1, 10000000, &waiters, d);
-        c->coalesce_max_waiters = (size_t)waiters;
-        rc |= yconf_get_ms(&y, coalesce, "max_wait", 10, 3600000, 0, &c->coalesce_max_wait_ms, d);
+        c->gateway.max_waiters = (size_t)waiters;
+        rc |= yconf_get_ms(&y, coalesce, "max_wait", 10, 3600000, 0, &c->gateway.max_wait_ms, d);
     }
     rc |= yconf_get_ms(&y, root, "shutdown_timeout", 0, 3600000, 0, &c->shutdown_timeout_ms, d);
 
@@ -695,11 +732,12 @@ void config_free(struct config *c)
         free(c->rule_files[i]);
     free(c->rule_files);
     free(c->cache.redis_url);
-    free(c->key_prefix);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
-    free(c->upstream_url);
-    free_secret(&c->upstream_token);
+    free((char *)c->gateway.key_prefix);
+    free((char *)c->gateway.upstream_url);
+    char *token = (char *)c->gateway.upstream_token;
+    free_secret(&token);
     credentials_conf_free(&c->credentials);
     memset(c, 0, sizeof(*c));
 }

@@ -5,6 +5,19 @@
  * Secrets never sit in the file itself: the upstream token, the IAM
  * password and the secret key are read from a file or an environment
  * variable named there.
+ *
+ * Each module's settings are its own _conf struct (declared in the module's
+ * header), a member of struct config filled directly by config_load and
+ * handed to the module by pointer: frontend_new(..., &cfg->frontend, ...).
+ *
+ * Ownership: every string and array reachable from a struct config, those
+ * a module's _conf declares const included, is owned by the struct config
+ * and freed (secrets wiped) by config_free. Modules copy what they keep.
+ * The few members that are not settings but objects main wires in before
+ * handing a _conf over (gateway.client_keys, .credentials, .audit;
+ * frontend.reuse_port) are set by main, borrowed, and never freed here.
+ * gateway.guard points at upstream_limits in the same struct: a struct
+ * config is never copied by value.
  */
 #ifndef JOBGATE_CONFIG_H
 #define JOBGATE_CONFIG_H
@@ -16,6 +29,7 @@
 #include "cache.h"
 #include "credentials.h"
 #include "frontend.h"
+#include "gateway.h"
 #include "guard.h"
 #include "log.h"
 #include "upstream.h"
@@ -23,9 +37,6 @@
 
 struct config {
     char *file; /* the file loaded, NULL if none */
-
-    struct listener_conf *listeners; /* at least one: 'listen' or 'listeners' */
-    size_t nlisteners;
     enum log_level log_level;
 
     char *client_keys_file; /* resolved; NULL: no client authentication */
@@ -33,33 +44,22 @@ struct config {
     char **rule_files; /* resolved: globs expanded, relative to the config file */
     size_t nrule_files;
 
-    struct cache_conf cache;
-    char *key_prefix;
+    /* 'listen' or 'listeners' (at least one), and client.*. */
+    struct frontend_conf frontend;
+    /* cache.key_prefix, upstream.url, the upstream token, client.max_*_bytes,
+     * coalesce.*, upstream_limits.queue and upstream.auth.passthrough_window.
+     * upstream_token is a secret: sent as X-Auth-Token instead of the
+     * client's; in mode token it holds the same token as credentials.token. */
+    struct gateway_conf gateway;
 
-    struct upstream_conf upstream;
-    char *upstream_url;   /* overrides every rule's upstream url when set */
-    char *upstream_token; /* secret: sent as X-Auth-Token instead of the client's */
+    struct cache_conf cache;       /* cache.* but key_prefix */
+    struct upstream_conf upstream; /* upstream.ca_file, max_body, max_connections */
     /* How jobgate proves who it is upstream (upstream.auth; upstream.token_file
-     * and token_env are mode token). In mode token, upstream_token holds the
-     * same token, for the gateway's sake. */
+     * and token_env are mode token). */
     struct credentials_conf credentials;
-    int64_t passthrough_window_ms; /* mode passthrough: see gateway_conf */
-
-    struct audit_conf audit; /* audit.path NULL: no audit log */
-
+    struct audit_conf audit;           /* audit.path NULL: no audit log */
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
-    int64_t rate_queue_ms;             /* upstream_limits.queue: wait for a token before 503 */
 
-    size_t coalesce_max_waiters; /* requests one key's upstream call may hold */
-    int64_t coalesce_max_wait_ms;
-
-    int64_t client_timeout_ms;
-    int64_t header_timeout_ms;
-    int64_t keepalive_timeout_ms;
-    size_t max_connections;
-    unsigned max_requests_per_connection;
-    size_t max_header_bytes;
-    size_t max_uri_bytes;
     int64_t shutdown_timeout_ms;
     int workers; /* worker processes; 0: auto */
 };
@@ -75,6 +75,9 @@ int config_parse_listen(const char *text, char **host, int *port);
 
 /* Apply a --listen value to the first listener. Returns 0 or -1. */
 int config_set_listen(struct config *c, const char *text);
+
+/* Apply an --upstream value: an http:// or https:// URL. Returns 0 or -1. */
+int config_set_upstream_url(struct config *c, const char *url);
 
 /* Apply a --redis value: "none", redis://..., unix:... Returns 0, or -1 with err. */
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen);

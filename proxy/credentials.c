@@ -12,6 +12,7 @@
 #include "aksk.h"
 #include "clock.h"
 #include "credentials.h"
+#include "encoding.h"
 #include "keymap.h"
 #include "log.h"
 #include "upstream.h"
@@ -134,6 +135,7 @@ static const char *const mode_names[] = {
     [CRED_IAM] = "iam",
     [CRED_AKSK] = "aksk",
 };
+_Static_assert(sizeof(mode_names) / sizeof(mode_names[0]) == CRED_MODE_COUNT, "a mode has no name");
 
 const char *credentials_mode_name(enum credentials_mode mode)
 {
@@ -204,24 +206,6 @@ static void project_free(struct keymap_item *item)
 
 /* ------------------------------------------------------------- IAM calls */
 
-/* Append `s` to `out` as the inside of a JSON string; returns the new end. */
-static char *json_escape(char *out, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
-        if (*q == '"' || *q == '\\') {
-            *out++ = '\\';
-            *out++ = (char)*q;
-        } else if (*q < 0x20) {
-            out += sprintf(out, "\\u00%c%c", hex[*q >> 4], hex[*q & 0xf]);
-        } else {
-            *out++ = (char)*q;
-        }
-    }
-    *out = '\0';
-    return out;
-}
-
 /*
  * Keystone's password body scoped to one project, in memory the caller
  * wipes and frees (it holds the password); NULL on no memory. Built by hand,
@@ -241,7 +225,7 @@ static char *iam_body(const struct credentials_conf *conf, const char *project_i
     for (size_t i = 0; i < 5; i++)
         cap += strlen(parts[i]);
     for (size_t i = 0; i < 4; i++)
-        cap += 6 * strlen(values[i]); /* worst case: every byte as \u00XX */
+        cap += ENCODING_JSON_MAX_PER_BYTE * strlen(values[i]);
     char *body = malloc(cap);
     if (!body)
         return NULL;
@@ -249,7 +233,7 @@ static char *iam_body(const struct credentials_conf *conf, const char *project_i
     for (size_t i = 0; i < 5; i++) {
         end = stpcpy(end, parts[i]);
         if (i < 4)
-            end = json_escape(end, values[i]);
+            end = encoding_json_escape(end, values[i], strlen(values[i]));
     }
     *len = (size_t)(end - body);
     return body;

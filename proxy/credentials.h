@@ -1,7 +1,7 @@
 /*
  * credentials: what jobgate sends upstream to prove who it is. jobgate holds
- * the cloud credentials; clients never send them (API-FACTS, "Authentication
- * upstream"). One mode per process:
+ * the cloud credentials; clients never send them (docs/huawei-api.md, section
+ * 5, "Authentication upstream"). One mode per process:
  *
  *   CRED_PASSTHROUGH  the client's own X-Auth-Token goes upstream. The
  *                     gateway does that itself; this module only says so
@@ -55,6 +55,7 @@ struct credentials;
 struct credentials_wait;
 
 enum credentials_mode { CRED_PASSTHROUGH, CRED_TOKEN, CRED_IAM, CRED_AKSK };
+#define CRED_MODE_COUNT (CRED_AKSK + 1)
 
 /*
  * What the module needs, per mode (the others are NULL/0 and ignored).

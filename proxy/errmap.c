@@ -4,43 +4,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "encoding.h"
 #include "errmap.h"
-
-/* The table clients are written against (see API-FACTS: nothing else). */
-static const int documented_statuses[] = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504};
-
-int http_status_documented(int status)
-{
-    for (size_t i = 0; i < sizeof(documented_statuses) / sizeof(documented_statuses[0]); i++)
-        if (documented_statuses[i] == status)
-            return 1;
-    return 0;
-}
-
-const char *http_reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
-}
 
 const struct errmap_entry *errmap_for_status(const struct errmap *map, int status)
 {
@@ -53,42 +18,16 @@ const struct errmap_entry *errmap_for_status(const struct errmap *map, int statu
     return NULL;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629), or 0. */
-static size_t utf8_sequence(const unsigned char *s)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t n;
-    unsigned min;
-    unsigned cp;
-    if ((s[0] & 0xE0) == 0xC0) {
-        n = 2, min = 0x80, cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        n = 3, min = 0x800, cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        n = 4, min = 0x10000, cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* Copy text from upstream into dst: at most dstlen-1 bytes, whole UTF-8
  * sequences only, each malformed byte replaced by '?', so that what we
  * render is always valid JSON text. */
 static void copy_text(char *dst, size_t dstlen, const char *src)
 {
     const unsigned char *s = (const unsigned char *)src;
+    const unsigned char *end = s + strlen(src);
     size_t used = 0;
-    while (*s) {
-        size_t n = utf8_sequence(s);
+    while (s < end) {
+        size_t n = encoding_utf8_len(s, (size_t)(end - s));
         if (n == 0) {
             if (used + 1 >= dstlen)
                 break;

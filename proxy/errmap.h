@@ -15,6 +15,7 @@
 
 #include "fault.h"
 #include "jsonpath.h"
+#include "statuses.h" /* the table every answer comes from */
 
 #define ERRMAP_CODE_MAX    64
 #define ERRMAP_MESSAGE_MAX 512
@@ -56,12 +57,6 @@ struct client_error {
     char message[ERRMAP_MESSAGE_MAX];
     int retry_after;
 };
-
-/* Is `status` one of the documented ones a client may see? */
-int http_status_documented(int status);
-
-/* The standard reason phrase of `status` ("Not Found"), or "Unknown". */
-const char *http_reason(int status);
 
 /* The entry that applies to upstream status `status` (exact, else its class), or NULL. */
 const struct errmap_entry *errmap_for_status(const struct errmap *map, int status);

@@ -38,8 +38,10 @@ struct listener_conf {
     int client_auth; /* 1: requests need a client key (when a keys file is configured) */
 };
 
+/* Filled by config.c (struct config owns the listeners and their strings),
+ * but reuse_port, which main sets. frontend_new copies what it keeps. */
 struct frontend_conf {
-    const struct listener_conf *listeners;
+    struct listener_conf *listeners; /* at least one */
     size_t nlisteners;
     int64_t client_timeout_ms; /* read/write inactivity timeout of a connection */
     int64_t header_timeout_ms;

@@ -8,7 +8,13 @@
 
 static enum log_level current_level = LOG_LEVEL_INFO;
 static char process_tag[16]; /* "w2 " in worker 2, empty in a single process */
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const level_names[] = {
+    [LOG_LEVEL_ERROR] = "error",
+    [LOG_LEVEL_WARN] = "warn",
+    [LOG_LEVEL_INFO] = "info",
+    [LOG_LEVEL_DEBUG] = "debug",
+};
+_Static_assert(sizeof(level_names) / sizeof(level_names[0]) == LOG_LEVEL_DEBUG + 1, "a log level has no name");
 
 void log_set_level(enum log_level level)
 {

@@ -92,7 +92,7 @@ static void usage(FILE *out)
 static int hash_key_from_stdin(void)
 {
     char key[CLIENTKEYS_KEY_MAX + 2];
-    char hex[65];
+    char hex[DIGEST_SHA256_HEX_SIZE];
     if (!fgets(key, sizeof(key), stdin)) {
         fprintf(stderr, "jobgate: --hash-key reads the key from standard input\n");
         return 1;
@@ -167,12 +167,9 @@ static int load_config(const struct options *o, struct config *cfg, struct conf_
         conf_diag_add(d, "--workers", 0, 0, "'%s' is not a number of workers (1-256) or auto", o->workers);
         rc = -1;
     }
-    if (o->upstream) {
-        if (strncmp(o->upstream, "http://", 7) != 0 && strncmp(o->upstream, "https://", 8) != 0) {
-            conf_diag_add(d, "--upstream", 0, 0, "'%s' must start with https:// or http://", o->upstream);
-            rc = -1;
-        }
-        config_set_str(&cfg->upstream_url, o->upstream);
+    if (o->upstream && config_set_upstream_url(cfg, o->upstream) < 0) {
+        conf_diag_add(d, "--upstream", 0, 0, "'%s' must start with https:// or http://", o->upstream);
+        rc = -1;
     }
     return rc;
 }
@@ -236,22 +233,14 @@ static int load_policy(const struct config *cfg, struct ruleset **rules, struct 
     return 0;
 }
 
-static struct gateway_conf gateway_conf_of(const struct config *cfg, struct clientkeys *keys,
-                                           struct credentials *credentials, struct audit *audit)
+/* The objects the gateway works with that are not settings: main makes
+ * them, cfg->gateway borrows them (config.h). */
+static void wire_gateway(struct config *cfg, struct clientkeys *keys, struct credentials *credentials,
+                         struct audit *audit)
 {
-    return (struct gateway_conf){.key_prefix = cfg->key_prefix,
-                                 .audit = audit,
-                                 .max_uri_bytes = cfg->max_uri_bytes,
-                                 .max_header_bytes = cfg->max_header_bytes,
-                                 .client_keys = keys,
-                                 .credentials = credentials,
-                                 .passthrough_window_ms = cfg->passthrough_window_ms,
-                                 .guard = &cfg->upstream_limits,
-                                 .rate_queue_ms = cfg->rate_queue_ms,
-                                 .upstream_url = cfg->upstream_url,
-                                 .upstream_token = cfg->upstream_token,
-                                 .max_waiters = cfg->coalesce_max_waiters,
-                                 .max_wait_ms = cfg->coalesce_max_wait_ms};
+    cfg->gateway.client_keys = keys;
+    cfg->gateway.credentials = credentials;
+    cfg->gateway.audit = audit;
 }
 
 static int str_differs(const char *a, const char *b)
@@ -262,17 +251,18 @@ static int str_differs(const char *a, const char *b)
 /* Say which changed settings only a restart applies (they keep their old values). */
 static void warn_restart_only(const struct config *cur, const struct config *next)
 {
-    int listeners_differ = cur->nlisteners != next->nlisteners;
-    for (size_t i = 0; !listeners_differ && i < cur->nlisteners; i++) {
-        const struct listener_conf *a = &cur->listeners[i], *b = &next->listeners[i];
+    const struct frontend_conf *fa = &cur->frontend, *fb = &next->frontend;
+    int listeners_differ = fa->nlisteners != fb->nlisteners;
+    for (size_t i = 0; !listeners_differ && i < fa->nlisteners; i++) {
+        const struct listener_conf *a = &fa->listeners[i], *b = &fb->listeners[i];
         listeners_differ = str_differs(a->host, b->host) || a->port != b->port || a->client_auth != b->client_auth ||
                            (a->tls_cert == NULL) != (b->tls_cert == NULL);
     }
-    if (listeners_differ || cur->client_timeout_ms != next->client_timeout_ms ||
-        cur->header_timeout_ms != next->header_timeout_ms || cur->keepalive_timeout_ms != next->keepalive_timeout_ms ||
-        cur->max_connections != next->max_connections ||
-        cur->max_requests_per_connection != next->max_requests_per_connection ||
-        cur->max_header_bytes != next->max_header_bytes || cur->max_uri_bytes != next->max_uri_bytes)
+    if (listeners_differ || fa->client_timeout_ms != fb->client_timeout_ms ||
+        fa->header_timeout_ms != fb->header_timeout_ms || fa->keepalive_timeout_ms != fb->keepalive_timeout_ms ||
+        fa->max_connections != fb->max_connections ||
+        fa->max_requests_per_connection != fb->max_requests_per_connection ||
+        fa->max_header_bytes != fb->max_header_bytes || fa->max_uri_bytes != fb->max_uri_bytes)
         log_warn("reload: listener or client settings changed; they take effect at the next restart "
                  "(TLS certificates are reloaded now)");
     if (str_differs(cur->cache.redis_url, next->cache.redis_url) ||
@@ -319,9 +309,9 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     conf_diag_free(&diag);
     warn_restart_only(d->cfg, next);
-    struct gateway_conf gconf = gateway_conf_of(next, keys, d->credentials, d->audit);
-    gateway_reconfigure(d->gateway, rules, &gconf);
-    frontend_reload_tls(d->frontend, next->listeners, next->nlisteners);
+    wire_gateway(next, keys, d->credentials, d->audit);
+    gateway_reconfigure(d->gateway, rules, &next->gateway);
+    frontend_reload_tls(d->frontend, next->frontend.listeners, next->frontend.nlisteners);
     log_set_level(next->log_level);
     log_info("reloaded %s: %zu rule(s), %zu client key(s)", next->file, rules->count,
              keys ? clientkeys_count(keys) : 0);
@@ -407,8 +397,8 @@ int main(int argc, char **argv)
                  "give them Redis to share answers",
                  nworkers);
     int any_port = 0;
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        any_port |= cfg->listeners[i].port == 0;
+    for (size_t i = 0; i < cfg->frontend.nlisteners; i++)
+        any_port |= cfg->frontend.listeners[i].port == 0;
     if (nworkers > 1 && any_port) {
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
@@ -490,27 +480,18 @@ static int run_daemon(int index, void *arg)
         log_error("audit log: %s", err);
         goto out;
     }
-    struct gateway_conf gconf = gateway_conf_of(cfg, keys, d.credentials, d.audit);
-    gconf.guard_shm = boot->guard_shm;
-    gconf.guard_redis = &cfg->cache;
-    gconf.workers = boot->workers;
-    d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &gconf);
+    wire_gateway(cfg, keys, d.credentials, d.audit);
+    cfg->gateway.guard_shm = boot->guard_shm;
+    cfg->gateway.guard_redis = &cfg->cache;
+    cfg->gateway.workers = boot->workers;
+    d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &cfg->gateway);
     if (!d.gateway) {
         log_error("out of memory");
         goto out;
     }
-    raise_fd_limit(cfg->max_connections);
-    struct frontend_conf fconf = {.listeners = cfg->listeners,
-                                  .nlisteners = cfg->nlisteners,
-                                  .client_timeout_ms = cfg->client_timeout_ms,
-                                  .header_timeout_ms = cfg->header_timeout_ms,
-                                  .keepalive_timeout_ms = cfg->keepalive_timeout_ms,
-                                  .max_connections = cfg->max_connections,
-                                  .max_requests_per_connection = cfg->max_requests_per_connection,
-                                  .max_header_bytes = cfg->max_header_bytes,
-                                  .max_uri_bytes = cfg->max_uri_bytes,
-                                  .reuse_port = boot->reuse_port};
-    d.frontend = frontend_new(d.base, &fconf, d.gateway, cache, metrics, err, sizeof(err));
+    raise_fd_limit(cfg->frontend.max_connections);
+    cfg->frontend.reuse_port = boot->reuse_port;
+    d.frontend = frontend_new(d.base, &cfg->frontend, d.gateway, cache, metrics, err, sizeof(err));
     if (!d.frontend) {
         log_error("%s", err);
         goto out;
@@ -530,10 +511,11 @@ static int run_daemon(int index, void *arg)
     struct cache_health h;
     cache_health(cache, &h);
     if (!boot->reuse_port || index == 0) {
-        for (size_t i = 0; i < cfg->nlisteners; i++)
-            log_info("jobgate %s listening on %s://%s:%d%s", PACKAGE_VERSION,
-                     cfg->listeners[i].tls_cert ? "https" : "http", cfg->listeners[i].host,
-                     frontend_port(d.frontend, i), cfg->listeners[i].client_auth ? "" : " (no client authentication)");
+        for (size_t i = 0; i < cfg->frontend.nlisteners; i++) {
+            const struct listener_conf *lc = &cfg->frontend.listeners[i];
+            log_info("jobgate %s listening on %s://%s:%d%s", PACKAGE_VERSION, lc->tls_cert ? "https" : "http", lc->host,
+                     frontend_port(d.frontend, i), lc->client_auth ? "" : " (no client authentication)");
+        }
         log_info("%zu rule(s); cache: %s%s%s", rules->count, h.backend, cfg->cache.redis_url ? " " : "",
                  cfg->cache.redis_url ? cfg->cache.redis_url : "");
     }

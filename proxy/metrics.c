@@ -7,10 +7,10 @@
 
 #include "cache.h"
 #include "metrics.h"
+#include "statuses.h"
 
 /* Client statuses are always from the documented table (plus "other" as a guard). */
-static const int table_statuses[] = {200, 400, 401, 403, 404, 405, 406, 407, 408, 409, 500, 501, 502, 503, 504};
-#define NSTATUS (sizeof(table_statuses) / sizeof(table_statuses[0]))
+#define NSTATUS STATUSES_COUNT
 
 /* Latency bucket upper bounds, in microseconds. */
 static const int64_t bucket_us[] = {250,   500,    1000,   2500,   5000,    10000,   25000,
@@ -38,19 +38,41 @@ struct metrics {
     uint64_t events[EVENT__COUNT];
 };
 
+static const char *const outcome_names[] = {
+    [OUTCOME_HIT] = "HIT",
+    [OUTCOME_MISS] = "MISS",
+    [OUTCOME_BYPASS] = "BYPASS",
+    [OUTCOME_STALE] = "STALE",
+};
+_Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) == OUTCOME__COUNT, "a cache outcome has no name");
+
 const char *cache_outcome_name(enum cache_outcome o)
 {
-    static const char *const names[OUTCOME__COUNT] = {"HIT", "MISS", "BYPASS", "STALE"};
-    return (o >= 0 && o < OUTCOME__COUNT) ? names[o] : "BYPASS";
+    return (o >= 0 && o < OUTCOME__COUNT) ? outcome_names[o] : "BYPASS";
 }
+
+/* The event label of jobgate_events_total: the enumerator's own name. */
+static const char *const event_names[] = {
+    [EVENT_WAITER_GONE] = "waiter_gone",
+    [EVENT_WAITER_OVERFLOW] = "waiter_overflow",
+    [EVENT_WAITER_TIMEOUT] = "waiter_timeout",
+    [EVENT_ACCEPT_PAUSED] = "accept_paused",
+    [EVENT_HEADER_TIMEOUT] = "header_timeout",
+    [EVENT_KEEPALIVE_TIMEOUT] = "keepalive_timeout",
+    [EVENT_REQUEST_TOO_LARGE] = "request_too_large",
+    [EVENT_UPSTREAM_RATE_LIMITED] = "upstream_rate_limited",
+    [EVENT_UPSTREAM_THROTTLED] = "upstream_throttled",
+    [EVENT_UPSTREAM_CIRCUIT_OPEN] = "upstream_circuit_open",
+    [EVENT_SHARED_ANSWER] = "shared_answer",
+    [EVENT_CLIENT_UNAUTHENTICATED] = "client_unauthenticated",
+    [EVENT_CLIENT_FORBIDDEN] = "client_forbidden",
+    [EVENT_AUDIT_DROPPED] = "audit_dropped",
+};
+_Static_assert(sizeof(event_names) / sizeof(event_names[0]) == EVENT__COUNT, "an event has no name");
 
 const char *metrics_event_name(enum metrics_event e)
 {
-    static const char *const names[EVENT__COUNT] = {
-        "waiter_gone",        "waiter_overflow",      "waiter_timeout",    "accept_paused",
-        "header_timeout",     "keepalive_timeout",    "request_too_large", "upstream_rate_limited",
-        "upstream_throttled", "upstream_circuit_open"};
-    return (e >= 0 && e < EVENT__COUNT) ? names[e] : "unknown";
+    return (e >= 0 && e < EVENT__COUNT) ? event_names[e] : "unknown";
 }
 
 void metrics_count_event(struct metrics *m, enum metrics_event e)
@@ -93,20 +115,12 @@ static void observe(struct histogram *h, int64_t us)
     h->sum_us += us;
 }
 
-static size_t status_index(int status)
-{
-    for (size_t i = 0; i < NSTATUS; i++)
-        if (table_statuses[i] == status)
-            return i;
-    return NSTATUS;
-}
-
 void metrics_count_request(struct metrics *m, const char *route, int status, enum cache_outcome outcome,
                            int64_t elapsed_us)
 {
     struct route_counters *r = route_of(m, route);
     if (r)
-        r->requests[status_index(status)][outcome]++;
+        r->requests[statuses_index(status)][outcome]++;
     observe(&m->request_latency, elapsed_us);
 }
 
@@ -148,7 +162,7 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                     continue;
                 char status[8];
                 if (s < NSTATUS)
-                    snprintf(status, sizeof(status), "%d", table_statuses[s]);
+                    snprintf(status, sizeof(status), "%d", statuses_table[s]);
                 else
                     snprintf(status, sizeof(status), "other");
                 evbuffer_add_printf(out,
@@ -173,8 +187,8 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                                     r->name, fault_name((enum upstream_fault)f), r->upstream_fault[f]);
     }
 
-    evbuffer_add_printf(out, "# HELP jobgate_events_total Requests that ended other than by an answer, or were "
-                             "refused before waiting.\n# TYPE jobgate_events_total counter\n");
+    evbuffer_add_printf(out, "# HELP jobgate_events_total What happened to requests besides their answer "
+                             "(metrics.h lists the events).\n# TYPE jobgate_events_total counter\n");
     for (int e = 0; e < EVENT__COUNT; e++)
         evbuffer_add_printf(out, "jobgate_events_total{event=\"%s\"} %" PRIu64 "\n",
                             metrics_event_name((enum metrics_event)e), m->events[e]);

@@ -18,7 +18,8 @@ enum cache_outcome { OUTCOME_HIT, OUTCOME_MISS, OUTCOME_BYPASS, OUTCOME_STALE, O
 const char *cache_outcome_name(enum cache_outcome o);
 
 /* Things that happen to requests besides being answered, counted in
- * jobgate_events_total{event="..."}. */
+ * jobgate_events_total{event="..."}; the label is the enumerator's name
+ * without EVENT_, in lower case (metrics_event_name). */
 enum metrics_event {
     EVENT_WAITER_GONE,            /* a client closed its connection while waiting for upstream */
     EVENT_WAITER_OVERFLOW,        /* a key already had the most waiters allowed: answered 503 */
@@ -30,10 +31,10 @@ enum metrics_event {
     EVENT_UPSTREAM_RATE_LIMITED,  /* a call held back by the upstream's rate limit */
     EVENT_UPSTREAM_THROTTLED,     /* a call held back while backing off after a 429 */
     EVENT_UPSTREAM_CIRCUIT_OPEN,  /* a call held back while the upstream's circuit is open */
-    EVENT_SHARED_ANSWER,          /* a miss answered by another process's upstream call (the lease) */
+    EVENT_SHARED_ANSWER,          /* misses answered by another process's upstream call (the lease): once per key */
     EVENT_CLIENT_UNAUTHENTICATED, /* no client key, or an unknown one: 401 */
     EVENT_CLIENT_FORBIDDEN,       /* a client key asking outside its grants: 403 */
-    EVENT_AUDIT_DROPPED,          /* an audit line that could not be kept */
+    EVENT_AUDIT_DROPPED,          /* an answer whose audit line could not be kept (audit_write refused it) */
     EVENT__COUNT
 };
 const char *metrics_event_name(enum metrics_event e);

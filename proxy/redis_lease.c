@@ -1,4 +1,3 @@
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 #include "cachekey.h"
 #include "clock.h"
 #include "log.h"
+#include "randbytes.h"
 #include "redis_lease.h"
 #include "redis_link.h"
 
@@ -470,11 +470,8 @@ void redis_lease_cancel(struct redis_leases *ls, struct redis_op *op)
 static void make_instance_id(struct redis_leases *ls)
 {
     uint64_t v = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+    if (randbytes_fill(&v, sizeof(v)) < 0) /* merely unique, then */
         v = (uint64_t)clock_mono_us() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)ls;
-    if (fd >= 0)
-        close(fd);
     snprintf(ls->instance_id, sizeof(ls->instance_id), "%016" PRIx64, v);
 }
 

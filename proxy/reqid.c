@@ -1,38 +1,61 @@
-#include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/types.h>
-#include <unistd.h>
 
-#include "clock.h"
+#include <openssl/rand.h>
+
+#include "encoding.h"
+#include "log.h"
+#include "randbytes.h"
 #include "reqid.h"
 
-static uint64_t request_id_seed[2];
-static uint64_t request_id_counter;
+/* 128 random bits per id, drawn from a pool refilled 256 ids at a time, so
+ * that an id costs no syscall. The pool is per process: a forked worker
+ * starts with an empty one (pthread_atfork), never with its parent's. */
+#define ID_BYTES  16
+#define POOL_IDS  256
+#define POOL_SIZE (ID_BYTES * POOL_IDS)
+
+static unsigned char pool[POOL_SIZE];
+static size_t pool_left; /* unused bytes at the end of `pool` */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void pool_forget(void)
+{
+    pool_left = 0;
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, pool_forget);
+}
+
+static void pool_fill(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+    if (randbytes_fill(pool, sizeof(pool)) < 0 && RAND_bytes(pool, (int)sizeof(pool)) != 1) {
+        /* Neither the kernel nor OpenSSL gave randomness: ids must still go out. */
+        log_error("request ids: no random bytes from getrandom or OpenSSL");
+        for (size_t i = 0; i < sizeof(pool); i++)
+            pool[i] = (unsigned char)(pool[i] * 31u + i);
+    }
+    pool_left = sizeof(pool);
+}
 
 void reqid_new(char *buf, size_t len)
 {
-    if (!request_id_seed[0] && !request_id_seed[1]) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || read(fd, request_id_seed, sizeof(request_id_seed)) != (ssize_t)sizeof(request_id_seed)) {
-            request_id_seed[0] = (uint64_t)clock_mono_us();
-            request_id_seed[1] = (uint64_t)getpid() * 0x9E3779B97F4A7C15ULL;
-        }
-        if (fd >= 0)
-            close(fd);
-    }
-    /* Unique per process and counter; the random part keeps them unique across restarts and workers. */
-    uint64_t half[2] = {request_id_seed[0], request_id_seed[1] ^ ++request_id_counter};
-    static const char hex[] = "0123456789abcdef";
-    if (len < 33) {
+    if (len < 2 * ID_BYTES + 1) {
         if (len)
             buf[0] = '\0';
         return;
     }
-    for (int h = 0; h < 2; h++) /* by hand: snprintf cost more than the rest of a hit's bookkeeping */
-        for (int i = 0; i < 16; i++)
-            buf[h * 16 + i] = hex[(half[h] >> (60 - 4 * i)) & 15];
-    buf[32] = '\0';
+    if (pool_left < ID_BYTES)
+        pool_fill();
+    pool_left -= ID_BYTES;
+    unsigned char *bytes = pool + pool_left;
+    encoding_hex(bytes, ID_BYTES, buf);
+    memset(bytes, 0, ID_BYTES); /* an id is drawn once */
+    buf[2 * ID_BYTES] = '\0';
 }
 
 int reqid_acceptable(const char *id)

@@ -3,10 +3,12 @@
  * and written to the logs and the audit log.
  *
  * A client's own id is kept when reqid_acceptable says it is safe to echo
- * in headers and logs; otherwise reqid_new makes one: 32 hex digits, unique
- * per process (a counter) and across restarts and workers (a random seed
- * read once from /dev/urandom). No allocation, no syscall after the first
- * call: it runs on every cache hit.
+ * in headers and logs; otherwise reqid_new makes one: 128 bits from the
+ * kernel's CSPRNG (getrandom, or OpenSSL's RAND_bytes if that fails) as 32
+ * hex digits, so that one id tells nothing of the next. The bytes come from
+ * a per-process pool refilled 256 ids at a time: no allocation, and a
+ * syscall only every 256th call (it runs on every cache hit). A forked
+ * worker never reuses its parent's pool. Event-loop thread only.
  */
 #ifndef JOBGATE_REQID_H
 #define JOBGATE_REQID_H

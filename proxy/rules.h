@@ -32,8 +32,9 @@ enum rule_query {
 struct rule {
     char *name; /* unique; part of every cache key */
     char *file;
-    size_t line;
-    char *host; /* Host header the route requires (lower case, no port); NULL: any */
+    size_t line;                /* of the rule's first key (its `name:`, in the shipped files) */
+    size_t path_line, path_col; /* of route.path: where a diagnostic about the route points */
+    char *host;                 /* Host header the route requires (lower case, no port); NULL: any */
     struct route_template route;
     unsigned methods; /* enum rule_method bits */
     enum rule_query query;

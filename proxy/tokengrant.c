@@ -3,9 +3,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
+#include "digest.h"
 #include "keymap.h"
 #include "tokengrant.h"
 
@@ -20,7 +18,6 @@ struct grant {
 };
 
 struct tokengrant {
-    EVP_MD *sha256; /* fetched once: an implicit fetch per digest costs as much as the hash */
     struct keymap index;
     TAILQ_HEAD(grant_list, grant) lru;
     size_t max_entries;
@@ -33,10 +30,6 @@ struct tokengrant *tokengrant_new(size_t max_entries, int64_t window_ms)
     if (!t)
         return NULL;
     TAILQ_INIT(&t->lru);
-    if (!(t->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
-        free(t);
-        return NULL;
-    }
     t->max_entries = max_entries ? max_entries : 1;
     t->window_ms = window_ms;
     return t;
@@ -44,19 +37,7 @@ struct tokengrant *tokengrant_new(size_t max_entries, int64_t window_ms)
 
 int tokengrant_hash(const struct tokengrant *t, const char *token, char out[TOKENGRANT_HASH_SIZE])
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    out[0] = '\0';
-    if (EVP_Digest(token, strlen(token), digest, &len, t->sha256, NULL) != 1 || len != 32)
-        return -1;
-    for (unsigned i = 0; i < len; i++) { /* by table: once per pass-through request */
-        out[2 * i] = hex[digest[i] >> 4];
-        out[2 * i + 1] = hex[digest[i] & 15];
-    }
-    out[2 * len] = '\0';
-    OPENSSL_cleanse(digest, sizeof(digest));
-    return 0;
+    return digest_sha256_hex(token, strlen(token), out);
 }
 
 static int make_key(char *out, size_t outlen, const char *hash, const char *project)
@@ -133,6 +114,5 @@ void tokengrant_free(struct tokengrant *t)
     struct grant *g;
     while ((g = TAILQ_FIRST(&t->lru)) != NULL)
         drop(t, g);
-    EVP_MD_free(t->sha256);
     free(t);
 }

@@ -16,15 +16,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "digest.h"
+
 /* Hex SHA-256 of a token, and its NUL. */
-#define TOKENGRANT_HASH_SIZE 65
+#define TOKENGRANT_HASH_SIZE DIGEST_SHA256_HEX_SIZE
 
 struct tokengrant;
 
 /* A table of at most `max_entries`, each valid `window_ms` after upstream accepted it. */
 struct tokengrant *tokengrant_new(size_t max_entries, int64_t window_ms);
 
-/* Hash `token` into `out` (what every other call takes). Returns 0 or -1. */
+/* Hash `token` into `out` (what every other call takes): digest_sha256_hex,
+ * whatever `t`. Returns 0 or -1. */
 int tokengrant_hash(const struct tokengrant *t, const char *token, char out[TOKENGRANT_HASH_SIZE]);
 
 /* Upstream just accepted the token with hash `hash` for `project` (now_ms: monotonic). */

@@ -4,7 +4,9 @@
 The shell script starts and stops the servers; this file does what is easier
 in Python: free ports, the job bodies, an HTTP client that warms caches, fills
 jobgate and fires a burst of simultaneous requests, the wrk runs with their
-before/after counters, and the report (table, markdown, JSON).
+before/after counters, and the report (table, markdown, JSON). Ports, waits,
+the HTTP client loop and the simulator's control API are the shared test
+support's (tests/lib: procs.py, load.py, sim.py).
 
 Subcommands (all print JSON or plain lines on stdout):
   ports N                          N free TCP ports on 127.0.0.1
@@ -27,20 +29,21 @@ import hashlib
 import json
 import os
 import re
-import selectors
-import socket
 import statistics
 import string
-import struct
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from load import fetch as _fetch  # noqa: E402
+from procs import TestFailure, free_ports, wait_port  # noqa: E402
+from sim import SimControl  # noqa: E402
+
 TOKEN = "bench"
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: the kernel's receive time on recvmsg
 
 # The classic ELB job body, SUCCESS, as the "query job status" API documents
-# it (see /work/shared/API-FACTS.md and tests/sim/jobsim.c). The same text is
+# it (see docs/huawei-api.md section 1 and tests/sim/jobsim.c). The same text is
 # a Python string.Template and an nginx string: ${...} means the same in both.
 BODY_TEMPLATE = (
     '{"status":"SUCCESS","entities":{"elb":{"id":"${j8}-${j4a}-${j4b}-${j4c}-${j12}",'
@@ -82,27 +85,17 @@ def parse_hostport(text):
 
 
 def cmd_ports(args):
-    socks = []
-    for _ in range(args.n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    print(" ".join(str(s.getsockname()[1]) for s in socks))
-    for s in socks:
-        s.close()
+    print(" ".join(str(p) for p in free_ports(args.n)))
 
 
 def cmd_wait(args):
     host, port = parse_hostport(args.addr)
-    deadline = time.monotonic() + args.seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return 0
-        except OSError:
-            time.sleep(0.05)
-    print("nothing listens on %s:%d after %.0f s" % (host, port, args.seconds), file=sys.stderr)
-    return 1
+    try:
+        wait_port(port, timeout=args.seconds, host=host)
+    except TestFailure:
+        print("nothing listens on %s:%d after %.0f s" % (host, port, args.seconds), file=sys.stderr)
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------------- the data
@@ -149,224 +142,11 @@ def cmd_gen(args):
 # ---------------------------------------------------------------- HTTP client
 
 
-class Conn:
-    """One keep-alive client connection in the event loop of fetch()."""
-
-    def __init__(self, addr, idx):
-        self.addr = addr
-        self.idx = idx
-        self.sock = None
-        self.buf = b""
-        self.out = b""
-        self.path = None
-        self.t_send = 0.0
-        self.t_first = None
-        self.t_kernel = False
-
-    def open(self, blocking_connect=False, kernel_time=False):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if kernel_time:
-            try:
-                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            except OSError:
-                pass
-        if blocking_connect:
-            s.settimeout(10)
-            s.connect(self.addr)
-            s.setblocking(False)
-        else:
-            s.setblocking(False)
-            try:
-                s.connect(self.addr)
-            except BlockingIOError:
-                pass
-        self.sock = s
-        self.buf = b""
-
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-def parse_response(buf):
-    """(status, headers, body, consumed) once buf holds a whole answer, else None."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = buf[:end].decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    pos = end + 4
-    if "content-length" in headers:
-        n = int(headers["content-length"])
-        if len(buf) < pos + n:
-            return None
-        return status, headers, buf[pos:pos + n], pos + n
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            nl = buf.find(b"\r\n", pos)
-            if nl < 0:
-                return None
-            size = int(buf[pos:nl].split(b";")[0], 16)
-            if len(buf) < nl + 2 + size + 2:
-                return None
-            body += buf[nl + 2:nl + 2 + size]
-            pos = nl + 2 + size + 2
-            if size == 0:
-                return status, headers, body, pos
-    if status in (204, 304) or 100 <= status < 200:
-        return status, headers, b"", pos
-    return None  # body up to EOF: handled by the caller
-
-
 def fetch(addr, paths, concurrency, timeout=60.0, simultaneous=False, extra_headers=None):
-    """GET every path once over `concurrency` keep-alive connections.
-
-    simultaneous: one connection per path, all connected before any request is
-    sent, then every request written in one tight loop (a burst).
-    Returns a list of dicts: path, status, xcache, body_len, t_send, t_done, error.
-    """
-    sel = selectors.DefaultSelector()
-    results = []
-    queue = list(reversed(paths))
-    hdr = "X-Auth-Token: %s\r\n" % TOKEN
-    for k, v in (extra_headers or {}).items():
-        hdr += "%s: %s\r\n" % (k, v)
-    host_hdr = "%s:%d" % addr
-
-    def request_bytes(path):
-        return ("GET %s HTTP/1.1\r\nHost: %s\r\n%sAccept: */*\r\n\r\n" % (path, host_hdr, hdr)).encode()
-
-    # A burst is timed on the wall clock, as the kernel stamps what it receives
-    # (SO_TIMESTAMPNS): an answer's time is then when it reached the client's
-    # socket, whenever this process got round to reading it.
-    now = time.time if simultaneous else time.monotonic
-
-    def start_next(c):
-        if not queue:
-            sel.unregister(c.sock)
-            c.close()
-            return False
-        c.path = queue.pop()
-        c.out = request_bytes(c.path)
-        c.t_send = now()
-        sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-        return True
-
-    conns = []
-    if simultaneous:
-        concurrency = len(paths)
-    for i in range(min(concurrency, len(paths))):
-        c = Conn(addr, i)
-        c.open(blocking_connect=simultaneous, kernel_time=simultaneous)
-        conns.append(c)
-    if simultaneous:
-        for c in conns:
-            c.path = queue.pop()
-            c.out = request_bytes(c.path)
-        for c in conns:  # the burst: every request written at once
-            c.t_send = now()
-            n = c.sock.send(c.out)
-            c.out = c.out[n:]
-            sel.register(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
-    else:
-        for c in conns:
-            sel.register(c.sock, selectors.EVENT_WRITE, c)
-            start_next(c)
-
-    active = len(conns)
-    deadline = time.monotonic() + timeout
-
-    def finish(c, rec):
-        """Record an answer (or a failure); go on with the next path or retire the connection."""
-        nonlocal active
-        results.append(rec)
-        reuse = rec["error"] is None and rec.get("keep_alive", True)
-        if reuse and start_next(c):
-            return
-        if c.sock is not None:
-            try:
-                sel.unregister(c.sock)
-            except (KeyError, ValueError):
-                pass
-            c.close()
-        if queue and not simultaneous:
-            c.open()
-            sel.register(c.sock, selectors.EVENT_WRITE, c)
-            start_next(c)
-        else:
-            active -= 1
-
-    while active > 0:
-        if time.monotonic() > deadline:
-            for key in list(sel.get_map().values()):
-                c = key.data
-                results.append({"path": c.path, "status": 0, "error": "timeout", "t_send": c.t_send,
-                                "t_first": None, "t_done": now(), "body_len": 0, "xcache": None})
-                c.close()
-            break
-        events = sel.select(timeout=1.0)
-        # Read everything that is ready first, each read time-stamped at once,
-        # so that the time this client spends parsing does not show up as
-        # spread between answers that arrived together.
-        got = []
-        for key, mask in events:
-            c = key.data
-            if mask & selectors.EVENT_READ:
-                try:
-                    data, anc, _, _ = c.sock.recvmsg(65536, 64)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as e:
-                    got.append((c, None, str(e), now(), False))
-                    continue
-                t = None
-                for level, kind, value in anc:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
-                        sec, nsec = struct.unpack("qq", value[:16])
-                        t = sec + nsec / 1e9
-                got.append((c, data, None, t if t is not None else now(), t is not None))
-        for key, mask in events:
-            c = key.data
-            if mask & selectors.EVENT_WRITE and c.out and c.sock is not None:
-                try:
-                    n = c.sock.send(c.out)
-                    c.out = c.out[n:]
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError as e:
-                    got.append((c, None, str(e), now(), False))
-                    continue
-                if not c.out:
-                    sel.modify(c.sock, selectors.EVENT_READ, c)
-        for c, data, err, t, kernel_t in got:
-            if c.sock is None:
-                continue
-            if err is None and data == b"":
-                err = "connection closed before an answer"
-            if err is not None:
-                finish(c, {"path": c.path, "status": 0, "error": err, "t_send": c.t_send, "t_first": None,
-                           "t_done": t, "body_len": 0, "xcache": None})
-                continue
-            if not c.buf:
-                c.t_first, c.t_kernel = t, kernel_t
-            c.buf += data
-            parsed = parse_response(c.buf)
-            if parsed is None:
-                continue
-            status, headers, body, used = parsed
-            c.buf = c.buf[used:]
-            finish(c, {"path": c.path, "status": status, "xcache": headers.get("x-cache"), "body_len": len(body),
-                       "t_send": c.t_send, "t_first": c.t_first, "t_kernel": c.t_kernel, "t_done": t, "error": None,
-                       "keep_alive": headers.get("connection", "").lower() != "close"})
-    sel.close()
-    return results
+    """GET every path once over `concurrency` keep-alive connections, or as a
+    burst (simultaneous): tests/lib/load.py's fetch with the bench's token."""
+    return _fetch(addr, paths, concurrency, TOKEN, timeout=timeout, simultaneous=simultaneous,
+                  extra_headers=extra_headers)
 
 
 def summarize(results):
@@ -593,11 +373,8 @@ def cmd_wrk(args):
 
 
 def sim_stats(addr):
-    import http.client
     host, port = parse_hostport(addr)
-    c = http.client.HTTPConnection(host, port, timeout=10)
-    c.request("GET", "/_sim/stats")
-    return json.loads(c.getresponse().read().decode())
+    return SimControl(port, host=host).stats()
 
 
 def cmd_record(args):

@@ -16,27 +16,26 @@ Two topologies, each a scenario that yields a small markdown table:
     and caching resumes on the new master (a job fetched through one
     instance is a HIT through the other, and its key is on the new master).
 
-Every process is started here or by tests/integration/harness.py; the exact
-configurations are those tests/cluster/README.md shows.
+Every process is started here or by the shared test support (tests/lib),
+which registers each for teardown; the exact configurations are those
+tests/cluster/README.md shows.
 """
-import collections
 import json
 import os
 import re
-import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-import harness  # noqa: E402
-from harness import (DOCUMENTED, JOBSIM_BIN, REDIS_CLI, REDIS_SERVER, TOKEN, Jobgate, Redis, Sim,  # noqa: E402
-                     TestFailure, free_port, hex32, request, seed_path, wait_port, wait_until)
+import harness  # noqa: E402  (puts tests/lib on the path)
+from harness import (DOCUMENTED, REDIS_CLI, TOKEN, Jobgate, Redis, Sim, TestFailure, free_port, hex32,  # noqa: E402
+                     request, seed_path, wait_port, wait_until)
+from load import Pollers  # noqa: E402
+from procs import Process  # noqa: E402
 
 SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 NUTCRACKER = os.environ.get("NUTCRACKER") or shutil.which("nutcracker", path=SBIN_PATH)
@@ -63,34 +62,20 @@ def missing_tools():
 
 
 class RedisNode(Redis):
-    """A redis-server as the harness starts one, plus `extra` arguments
-    (--replicaof ...)."""
+    """A redis-server as the harness starts one (DEBUG not enabled), plus
+    `extra` arguments (--replicaof ...)."""
 
     def __init__(self, extra=()):
-        super().__init__()
-        self.extra = [str(a) for a in extra]
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"] + self.extra,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, proc=self.proc)
-        wait_until(lambda: self.cli("PING") == "PONG", 5, "redis PING")
-        return self
-
-    def info_field(self, section, field):
-        for line in self.cli("INFO", section).splitlines():
-            if line.startswith(field + ":"):
-                return line.split(":", 1)[1].strip()
-        return None
+        super().__init__(extra=extra, debug=False)
 
     def jobgate_keys(self):
         return [k for k in self.cli("--scan", "--pattern", KEY_PREFIX + "*").splitlines() if k]
 
 
-class Nutcracker:
+class Nutcracker(Process):
     """twemproxy in front of `servers` (RedisNode), one pool named jobgate."""
+
+    stop_order = 7
 
     def __init__(self, servers):
         self.servers = servers
@@ -119,9 +104,8 @@ class Nutcracker:
         if test.returncode != 0:
             raise TestFailure("nutcracker -t refused its configuration: %r" % (test.stdout + test.stderr))
         # -v 6: nutcracker logs every command it refuses ("parsed unsupported command").
-        self.proc = subprocess.Popen([NUTCRACKER, "-c", self.conf, "-o", self.log_path, "-v", "6", "-a", "127.0.0.1",
-                                      "-s", str(self.stats_port), "-i", "500"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.spawn([NUTCRACKER, "-c", self.conf, "-o", self.log_path, "-v", "6", "-a", "127.0.0.1",
+                    "-s", str(self.stats_port), "-i", "500"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)
         return self
 
@@ -143,18 +127,14 @@ class Nutcracker:
                     if re.search(r"unsupported command|parsed bad req|bad req|req .* error", line)]
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Sentinel:
+class Sentinel(Process):
     """A Redis Sentinel watching the master at `master_port` as MASTER_NAME."""
+
+    stop_order = 8
 
     def __init__(self, master_port, quorum=2, down_after_ms=1000, failover_timeout_ms=3000):
         self.port = free_port()
@@ -182,9 +162,8 @@ class Sentinel:
     def start(self):
         with open(self.conf, "w") as f:
             f.write(self.config_text())
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([REDIS_SENTINEL, self.conf], stdout=log, stderr=log)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.spawn([REDIS_SENTINEL, self.conf], stdout=log, stderr=log)
         wait_port(self.port, proc=self.proc)
         return self
 
@@ -202,39 +181,14 @@ class Sentinel:
         return dict(zip(flat[0::2], flat[1::2]))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class LoggingSim(Sim):
-    """The simulator with its request log on: one line per job request,
-    naming the state it answered, so that upstream calls can be counted
-    per job and per state."""
-
-    ANSWER = re.compile(r"^jobsim: GET /v1\.0/[0-9a-f]+/jobs/([0-9a-f]+) -> (\d+) (\S+)")
-
-    def start(self):
-        args = [JOBSIM_BIN, "--listen", "127.0.0.1:%d" % self.port, "--init-ms", str(self.init_ms),
-                "--running-ms", str(self.running_ms)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
-        wait_port(self.port, proc=self.proc)
-        return self
-
-    def answers(self):
-        """{job: Counter(state: upstream calls answered with it)}"""
-        out = collections.defaultdict(collections.Counter)
-        with open(self.log.name, errors="replace") as f:
-            for line in f:
-                m = self.ANSWER.match(line)
-                if m:
-                    out[m.group(1)][m.group(3) if m.group(2) == "200" else m.group(2)] += 1
-        return out
+def LoggingSim(**kw):
+    """The simulator with its request log on (Sim.answers() counts upstream
+    calls per job and per state)."""
+    return Sim(request_log=True, **kw)
 
 
 class ClusterJobgate(Jobgate):
@@ -255,204 +209,6 @@ class ClusterJobgate(Jobgate):
 
 
 # ----------------------------------------------------------------- load
-
-
-class Client:
-    __slots__ = ("port", "path", "sock", "out", "inbuf", "sent_at", "next_at", "connected", "answers")
-
-    def __init__(self, port, path, first_at):
-        self.port = port
-        self.path = path
-        self.sock = None
-        self.out = b""
-        self.inbuf = b""
-        self.sent_at = None  # the request in flight, if any
-        self.next_at = first_at
-        self.connected = False
-        self.answers = []  # (sent_at, status, job state or None, X-Cache)
-
-
-class Pollers:
-    """Clients, each on its own keep-alive connection to `port`, polling
-    `path` every `interval` s (closed loop: one request in flight at most).
-    Every request sent ends as exactly one answer or one connection error."""
-
-    def __init__(self, targets, interval, timeout=10.0):
-        now = time.monotonic()
-        # Spread the first requests over one interval.
-        self.clients = [Client(port, path, now + interval * i / max(1, len(targets)))
-                        for i, (port, path) in enumerate(targets)]
-        self.interval = interval
-        self.timeout = timeout
-        self.errors = collections.Counter()
-        self._sending = True
-        self._stop = False
-        self._thread = None
-
-    def start(self):
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        """Stop sending, let the requests in flight finish, then stop."""
-        self._sending = False
-        deadline = time.monotonic() + self.timeout + 1
-        while time.monotonic() < deadline and any(c.sent_at is not None for c in self.clients):
-            time.sleep(0.02)
-        time.sleep(0.05)
-        self._stop = True
-        self._thread.join(10)
-
-    def statuses(self):
-        return collections.Counter(a[1] for c in self.clients for a in c.answers)
-
-    def x_cache(self):
-        return collections.Counter(a[3] for c in self.clients for a in c.answers)
-
-    def requests(self):
-        return sum(len(c.answers) for c in self.clients) + sum(self.errors.values())
-
-    def _fail(self, sel, c, kind):
-        if c.sent_at is not None:
-            self.errors[kind] += 1
-            c.sent_at = None
-        self._close(sel, c)
-        c.next_at = time.monotonic() + 0.05
-
-    def _close(self, sel, c):
-        if c.sock is not None:
-            try:
-                sel.unregister(c.sock)
-            except (KeyError, ValueError):
-                pass
-            c.sock.close()
-        c.sock = None
-        c.connected = False
-        c.out = b""
-        c.inbuf = b""
-
-    def _send(self, sel, c, now):
-        if c.sock is None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                s.connect(("127.0.0.1", c.port))
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-                self.errors["connect"] += 1
-                c.next_at = now + 0.05
-                return
-            c.sock = s
-            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-        c.out = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Auth-Token: %s\r\n\r\n"
-                 % (c.path, c.port, TOKEN)).encode()
-        c.sent_at = now
-        c.next_at = now + self.interval
-        sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-
-    @staticmethod
-    def _parse(buf):
-        """A whole answer at the start of `buf`: (status, headers, body, bytes used), else None."""
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head = buf[:end].decode("latin-1").split("\r\n")
-        parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise ValueError("bad status line %r" % head[0])
-        headers = {}
-        for line in head[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if "content-length" not in headers:
-            raise ValueError("no Content-Length")
-        n = int(headers["content-length"])
-        if len(buf) < end + 4 + n:
-            return None
-        return int(parts[1]), headers, buf[end + 4:end + 4 + n], end + 4 + n
-
-    def _answer(self, sel, c):
-        try:
-            parsed = self._parse(c.inbuf)
-        except ValueError:
-            self._fail(sel, c, "garbage")
-            return
-        if parsed is None:
-            return
-        status, headers, body, used = parsed
-        if c.sent_at is None:
-            self._fail(sel, c, "unasked-answer")
-            return
-        state = None
-        if status == 200:
-            try:
-                state = json.loads(body).get("status")
-            except ValueError:
-                state = "?"
-        c.answers.append((c.sent_at, status, state, headers.get("x-cache", "")))
-        c.sent_at = None
-        c.inbuf = c.inbuf[used:]
-        if headers.get("connection", "").lower() == "close":
-            self._close(sel, c)
-
-    def _loop(self):
-        sel = selectors.DefaultSelector()
-        while not self._stop:
-            now = time.monotonic()
-            wake = now + 0.01
-            for c in self.clients:
-                if c.sent_at is not None:
-                    if now - c.sent_at > self.timeout:
-                        self._fail(sel, c, "timeout")
-                elif self._sending and c.next_at <= now:
-                    self._send(sel, c, now)
-                elif self._sending:
-                    wake = min(wake, c.next_at)
-            for key, ev in sel.select(max(0.0, wake - time.monotonic())):
-                c = key.data
-                if c.sock is None or key.fileobj is not c.sock:
-                    continue
-                if ev & selectors.EVENT_WRITE:
-                    if not c.connected:
-                        if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                            self._fail(sel, c, "connect")
-                            continue
-                        c.connected = True
-                    if c.out:
-                        try:
-                            c.out = c.out[c.sock.send(c.out):]
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            self._fail(sel, c, "write")
-                            continue
-                    if not c.out:
-                        sel.modify(c.sock, selectors.EVENT_READ, c)
-                if ev & selectors.EVENT_READ:
-                    try:
-                        data = c.sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        self._fail(sel, c, "reset")
-                        continue
-                    if not data:
-                        if c.sent_at is not None:
-                            self._fail(sel, c, "eof")
-                        else:
-                            self._close(sel, c)  # an idle keep-alive connection closed: fine
-                        continue
-                    c.inbuf += data
-                    self._answer(sel, c)
-        for c in self.clients:
-            if c.sent_at is not None:
-                self.errors["unfinished"] += 1
-            self._close(sel, c)
-        sel.close()
 
 
 def out_of_order(answers):
@@ -509,13 +265,11 @@ class Report:
 
 def stop_quietly(procs, report):
     """Stop everything (jobgates first, each checked for a clean exit)."""
-    for kind in (Jobgate, Sim, Nutcracker, Sentinel, Redis):
-        for p in procs:
-            if isinstance(p, kind):
-                try:
-                    p.stop()
-                except Exception as e:  # the others still stop; the report says which failed
-                    report.fail("%s did not stop cleanly: %s" % (type(p).__name__, str(e).splitlines()[0][:300]))
+    for p in sorted(procs, key=lambda p: p.stop_order):
+        try:
+            p.stop()
+        except Exception as e:  # the others still stop; the report says which failed
+            report.fail("%s did not stop cleanly: %s" % (type(p).__name__, str(e).splitlines()[0][:300]))
 
 
 def x_cache_text(counter):
@@ -563,7 +317,7 @@ def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, ru
             sim.define_job(j, init_ms=init_ms, running_ms=running_ms)
         lifecycle_s = (init_ms + running_ms) / 1000.0
         targets = [(gates[i % instances].port, job_path(project, job_ids[i % jobs])) for i in range(clients)]
-        load = Pollers(targets, interval).start()
+        load = Pollers(targets, interval, TOKEN).start()
         started = time.monotonic()
         time.sleep(lifecycle_s + PENDING_TTL_S + tail_s)
         load.stop()
@@ -575,8 +329,8 @@ def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, ru
         after = [sum(n for s, n in answers[j].items() if s in TERMINAL) for j in job_ids]
         statuses = load.statuses()
         undocumented = sum(n for s, n in statuses.items() if s not in DOCUMENTED)
-        saw_final = sum(1 for c in load.clients if any(a[2] in TERMINAL for a in c.answers))
-        disordered = sum(1 for c in load.clients if out_of_order(c.answers))
+        saw_final = sum(1 for c in load.clients if any(a[2] in TERMINAL for a in c.data.answers))
+        disordered = sum(1 for c in load.clients if out_of_order(c.data.answers))
         bound = lifecycle_s / PENDING_TTL_S + 1
         stats = nut.stats()
         refusals = nut.refusals()
@@ -659,7 +413,7 @@ def sentinel(instances=2, clients=40, jobs=40, interval=0.1, settle_s=2.0, after
         for i, j in enumerate(job_ids):  # half of them stay pending: their answers keep expiring
             sim.define_job(j, init_ms=600000 if i % 2 else 1000, running_ms=2000)
         targets = [(gates[i % instances].port, job_path(project, job_ids[i % jobs])) for i in range(clients)]
-        load = Pollers(targets, interval).start()
+        load = Pollers(targets, interval, TOKEN).start()
         time.sleep(settle_s)
 
         killed = time.monotonic()

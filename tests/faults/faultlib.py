@@ -1,8 +1,8 @@
-"""The fault suite's machinery: a load generator with exact per-request
-accounting, the scenarios, and the table row each one yields.
+"""The fault suite's machinery: the scenarios, and the table row each one
+yields.
 
 Each scenario starts its own redis-server, simulator (tests/sim/jobsim) and
-jobgate through tests/integration/harness.py, defines a set of jobs with
+jobgate through the shared test support (tests/lib), defines a set of jobs with
 known timelines, runs a steady load against jobgate while it breaks
 something, then checks the row's columns:
 
@@ -13,30 +13,33 @@ something, then checks the row's columns:
     simulator: a terminal entry holds the job's final state, a still-changing
     one a state the job really was in when jobgate stored it.
 
-Why a Python load generator rather than wrk: the table needs exact numbers
-per request (every request sent is answered with a status or counted as a
-connection error, and the SIGTERM row must tell requests sent before the
-signal from those after). wrk's Lua hooks see answers but not the requests
-it abandons when its run ends, nor a socket error's request; here each
-request is one record. The load is paced (a few hundred requests/s on
-keep-alive connections), well within what one Python thread sustains.
+Why a Python load generator (tests/lib/load.py's Load) rather than wrk: the
+table needs exact numbers per request (every request sent is answered with a
+status or counted as a connection error, and the SIGTERM row must tell
+requests sent before the signal from those after). wrk's Lua hooks see
+answers but not the requests it abandons when its run ends, nor a socket
+error's request; here each request is one record. The load is paced (a few
+hundred requests/s on keep-alive connections), well within what one Python
+thread sustains.
 """
 import collections
 import json
 import math
 import os
 import resource
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-import harness  # noqa: E402
+import harness  # noqa: E402  (puts tests/lib on the path)
 from harness import DOCUMENTED, TOKEN, Jobgate, Redis, Sim, hex32, rule_file, seed_path  # noqa: E402
+from load import Load  # noqa: E402
+from procs import REDIS_CLI, redis_command, redis_keys  # noqa: E402
 
 # The cloud account's limit: Huawei's API gateway allows 200 requests/s per API.
 ACCOUNT_RATE = 200
@@ -55,312 +58,6 @@ STALE_TTL_MS = 600000
 KEY_PREFIX = "jobgate:"
 RULE = "elb-v1"
 TERMINAL = {"SUCCESS", "FAIL"}
-
-
-# ---------------------------------------------------------------- load
-
-
-class Conn:
-    __slots__ = ("sock", "out", "inbuf", "req", "connected", "retry_at", "idle")
-
-    def __init__(self):
-        self.sock = None
-        self.out = b""
-        self.inbuf = b""
-        self.req = None  # the request in flight: [path, sent_at]
-        self.connected = False
-        self.retry_at = 0.0
-        self.idle = True
-
-
-class Load:
-    """`conns` keep-alive connections sending GETs round a list of paths at
-    `rate` requests/s in all (closed loop: never more than one request in
-    flight per connection). Every request sent ends as exactly one status
-    or one connection error."""
-
-    def __init__(self, port, paths, conns=16, rate=400.0, timeout=25.0):
-        self.port = port
-        self.paths = paths
-        self.nconns = conns
-        self.rate = rate
-        self.timeout = timeout
-        self.sent = 0
-        self.statuses = collections.Counter()
-        self.errors = collections.Counter()  # kind -> count
-        self.errors_before_mark = 0  # connection errors of requests sent before mark()
-        self.sent_before_mark = 0
-        self.answered_before_mark = 0
-        self.mark_time = None
-        self.latencies = []
-        self._sending = True
-        self._stop = False
-        self._thread = None
-        self._next = 0
-        self._in_flight = 0
-        self._turns = 0  # loop turns done
-        self._lock = threading.Lock()
-
-    # -- control (from the scenario's thread)
-    def start(self):
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def mark(self):
-        """Note the time (before a signal): requests sent until now are 'before'."""
-        with self._lock:
-            self.mark_time = time.monotonic()
-            self.sent_before_mark = self.sent
-
-    def stop_sending(self):
-        with self._lock:
-            self._sending = False
-
-    def finish(self, wait=None):
-        """Stop sending, wait for the requests in flight (at most `wait` s), then stop."""
-        self.stop_sending()
-        deadline = time.monotonic() + (wait if wait is not None else self.timeout + 1)
-        # Two whole loop turns after stop_sending: the in-flight count then
-        # covers any request a turn that began before it had just sent.
-        turn = self._turns
-        while time.monotonic() < deadline and (self._turns < turn + 2 or self.in_flight()):
-            time.sleep(0.02)
-        self._stop = True
-        self._thread.join(10)
-
-    def in_flight(self):
-        return self._in_flight
-
-    # -- the loop
-    def _record(self, conn, status=None, error=None):
-        path, sent_at = conn.req
-        conn.req = None
-        before = self.mark_time is None or sent_at <= self.mark_time  # no mark yet: all are before it
-        with self._lock:
-            if status is not None:
-                self.statuses[status] += 1
-                self.latencies.append(time.monotonic() - sent_at)
-                if before:
-                    self.answered_before_mark += 1
-            else:
-                self.errors[error] += 1
-                if before:
-                    self.errors_before_mark += 1
-
-    def _close(self, sel, conn, retry_in=0.0):
-        if conn.sock is not None:
-            try:
-                sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.sock.close()
-        conn.sock = None
-        conn.connected = False
-        conn.out = b""
-        conn.inbuf = b""
-        conn.retry_at = time.monotonic() + retry_in
-
-    def _fail(self, sel, conn, kind):
-        if conn.req is not None:
-            self._record(conn, error=kind)
-        self._close(sel, conn, 0.05)
-
-    def _send(self, sel, conn, now):
-        if conn.sock is None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                s.connect(("127.0.0.1", self.port))
-            except BlockingIOError:
-                pass
-            except OSError:
-                s.close()
-                conn.retry_at = now + 0.05
-                return False
-            conn.sock = s
-            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-        path = self.paths[self._next % len(self.paths)]
-        self._next += 1
-        conn.out = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Auth-Token: %s\r\n\r\n"
-                    % (path, self.port, TOKEN)).encode()
-        with self._lock:  # sent and the request's time move together (see mark)
-            conn.req = [path, time.monotonic()]
-            self.sent += 1
-        try:
-            sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-        except (KeyError, ValueError):
-            pass
-        return True
-
-    def _parse(self, conn):
-        """A whole response in conn.inbuf: (status, close?, bytes used), else None."""
-        buf = conn.inbuf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head = buf[:end].decode("latin-1").split("\r\n")
-        parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise ValueError("bad status line %r" % head[0])
-        status = int(parts[1])
-        headers = {}
-        for line in head[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        body_start = end + 4
-        close = headers.get("connection", "").lower() == "close" or parts[0] == "HTTP/1.0"
-        if "content-length" in headers:
-            n = int(headers["content-length"])
-            if len(buf) < body_start + n:
-                return None
-            return status, close, body_start + n
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            pos = body_start
-            while True:
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    return None
-                size = int(buf[pos:eol].split(b";")[0], 16)
-                if len(buf) < eol + 2 + size + 2:
-                    return None
-                pos = eol + 2 + size + 2
-                if size == 0:
-                    return status, close, pos
-        if status in (204, 304) or 100 <= status < 200:
-            return status, close, body_start
-        return None  # read until close: handled on EOF
-
-    def _loop(self):
-        sel = selectors.DefaultSelector()
-        conns = [Conn() for _ in range(self.nconns)]
-        interval = 1.0 / self.rate
-        next_send = time.monotonic()
-        self._in_flight = 0
-        while not self._stop:
-            now = time.monotonic()
-            # time out requests that took too long
-            for c in conns:
-                if c.req is not None and now - c.req[1] > self.timeout:
-                    self._fail(sel, c, "timeout")
-            with self._lock:
-                sending = self._sending
-            if sending:
-                for c in conns:
-                    if next_send > now:
-                        break
-                    if c.req is None and c.retry_at <= now:
-                        if self._send(sel, c, now):
-                            next_send = max(next_send + interval, now - 0.1)
-            self._in_flight = sum(1 for c in conns if c.req is not None)
-            self._turns += 1
-            wait = max(0.0, min(next_send - now, 0.01)) if sending else 0.01
-            for key, ev in sel.select(wait):
-                c = key.data
-                if c.sock is None or key.fileobj is not c.sock:
-                    continue
-                if ev & selectors.EVENT_WRITE:
-                    if not c.connected:
-                        err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                        if err:
-                            self._fail(sel, c, "connect")
-                            continue
-                        c.connected = True
-                    if c.out:
-                        try:
-                            n = c.sock.send(c.out)
-                            c.out = c.out[n:]
-                        except BlockingIOError:
-                            pass
-                        except OSError:
-                            self._fail(sel, c, "write")
-                            continue
-                    if not c.out:
-                        sel.modify(c.sock, selectors.EVENT_READ, c)
-                if ev & selectors.EVENT_READ:
-                    try:
-                        data = c.sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except ConnectionRefusedError:
-                        self._fail(sel, c, "connect")
-                        continue
-                    except OSError:
-                        self._fail(sel, c, "reset")
-                        continue
-                    if not data:
-                        if c.req is not None:
-                            self._fail(sel, c, "eof" if not c.inbuf else "eof-mid-answer")
-                        else:
-                            self._close(sel, c)  # idle keep-alive connection closed: fine
-                        continue
-                    c.inbuf += data
-                    try:
-                        parsed = self._parse(c)
-                    except ValueError:
-                        self._fail(sel, c, "garbage")
-                        continue
-                    if parsed is None:
-                        continue
-                    status, close, used = parsed
-                    if c.req is None:
-                        self._fail(sel, c, "unasked-answer")
-                        continue
-                    self._record(c, status=status)
-                    c.inbuf = c.inbuf[used:]
-                    if close:
-                        self._close(sel, c)
-        for c in conns:
-            if c.req is not None:
-                self._record(c, error="unfinished")
-            self._close(sel, c)
-        sel.close()
-
-
-# ------------------------------------------------------------ raw Redis
-
-
-def redis_command(port, *args):
-    """One command over RESP, the reply decoded (bulk strings as bytes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        s.sendall(out)
-        f = s.makefile("rb")
-
-        def read():
-            line = f.readline()
-            kind, rest = line[:1], line[1:-2]
-            if kind == b"+":
-                return rest.decode()
-            if kind == b"-":
-                raise RuntimeError("redis: " + rest.decode())
-            if kind == b":":
-                return int(rest)
-            if kind == b"$":
-                n = int(rest)
-                if n < 0:
-                    return None
-                data = f.read(n + 2)
-                return data[:-2]
-            if kind == b"*":
-                n = int(rest)
-                return None if n < 0 else [read() for _ in range(n)]
-            raise RuntimeError("redis: bad reply %r" % line)
-
-        return read()
-
-
-def redis_keys(port, pattern):
-    keys, cursor = [], b"0"
-    while True:
-        cursor, batch = redis_command(port, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-        keys.extend(k.decode() for k in batch)
-        if cursor == b"0":
-            return keys
 
 
 # ------------------------------------------------------------- scenarios
@@ -409,9 +106,12 @@ class Context:
         self.started = self.ended = None
 
     def setup(self):
-        self.sim = Sim(init_ms=1000, running_ms=3000).start()
-        self.redis = Redis().start()
-        self.tmp_rules = harness.tempfile.mkdtemp(prefix="jg-faults-")
+        # Each assigned before it starts, so that teardown stops it even if its start fails.
+        self.sim = Sim(init_ms=1000, running_ms=3000)
+        self.sim.start()
+        self.redis = Redis()
+        self.redis.start()
+        self.tmp_rules = tempfile.mkdtemp(prefix="jg-faults-")
         rules = rule_file(self.tmp_rules, **{"timeout: 10s": "timeout: %s" % self.upstream_timeout})
         self.gate = Jobgate(self.sim.url, redis=self.redis, rules=[rules], extra_config=self.extra_config)
         self.gate.start()
@@ -430,7 +130,7 @@ class Context:
         self._sampling = True
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
-        self.load = Load(self.gate.port, self.paths, conns=self.conns, rate=self.rate).start()
+        self.load = Load(self.gate.port, self.paths, TOKEN, conns=self.conns, rate=self.rate).start()
         self.started = time.monotonic()
 
     def _sample(self):
@@ -587,7 +287,7 @@ def sc_redis_kill(ctx, d):
 
 def sc_redis_sleep(ctx, d):
     steady(ctx, d * 0.3)
-    sleeper = subprocess.Popen([harness.REDIS_CLI, "-p", str(ctx.redis.port), "DEBUG", "SLEEP", "2"],
+    sleeper = subprocess.Popen([REDIS_CLI, "-p", str(ctx.redis.port), "DEBUG", "SLEEP", "2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     steady(ctx, d * 0.3)
     sleeper.wait(10)

@@ -15,7 +15,7 @@
  *    whitespace around it; the state is the string at the rule's state path;
  *    the identity field must equal the request's id; a job is terminal only
  *    when its state and every sub-job's state are terminal values; a body
- *    holding a NUL, raw or escaped, or naming a key of the state, identity or
+ *    holding a NUL, raw or escaped, or bytes that are not UTF-8, or naming a key of the state, identity or
  *    sub-job paths twice (in any case) on the way, is ambiguous);
  *  - the state is NUL-terminated inside its buffer, is the body's state
  *    truncated to the buffer, and nothing past the buffer is written;
@@ -24,6 +24,8 @@
  *  - classify_state_failed() says "failed" exactly for the rule's failure
  *    values.
  */
+#include <errno.h>
+#include <iconv.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -121,6 +123,26 @@ static int reference_has_nul(const char *body, size_t len)
             return 1;
     }
     return 0;
+}
+
+/* Well-formed UTF-8, as glibc's iconv judges it (a converter written
+ * elsewhere than proxy/encoding.c). */
+static int reference_utf8(const char *body, size_t len)
+{
+    iconv_t cd = iconv_open("UTF-32LE", "UTF-8");
+    if (cd == (iconv_t)-1)
+        abort();
+    char *in = (char *)body;
+    size_t left = len;
+    int ok = 1;
+    while (left && ok) {
+        char out[1024], *o = out;
+        size_t room = sizeof(out);
+        if (iconv(cd, &in, &left, &o, &room) == (size_t)-1 && errno != E2BIG)
+            ok = 0;
+    }
+    iconv_close(cd);
+    return ok;
 }
 
 /* Ambiguous when the first and the last member matching a step, ignoring
@@ -252,7 +274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, data, size);
     cJSON *root = reference_parse(body, size);
     int no_escapes = memchr(body, '\\', size) == NULL;
-    int has_nul = reference_has_nul(body, size);
+    int has_nul = reference_has_nul(body, size) || !reference_utf8(body, size);
 
     for (size_t k = 0; k < shipped->count; k++)
         for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)

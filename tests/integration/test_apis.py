@@ -186,5 +186,53 @@ def ids_are_checked_per_api(env):
     eq({n: s.total() for n, s in env["sims"].items()}, before, "upstream requests")
 
 
+# The rows of lua-free-rules/shared/huawei-errors.yaml that decide what a
+# client sees, each provoked by the simulator with a body carrying no code or
+# message (shape=empty), so the map's own answer shows: (fault kind and
+# parameters, client status, Retry-After, a fragment of the message).
+SHARED_ROWS = (
+    ({"kind": "status", "status": 410, "shape": "empty"}, 404, None, "no longer exists"),
+    ({"kind": "status", "status": 413, "shape": "empty"}, 400, None, "too large"),
+    ({"kind": "status", "status": 418, "shape": "empty"}, 400, None, None),  # 4xx
+    ({"kind": "status", "status": 500, "shape": "empty"}, 500, None, None),
+    ({"kind": "status", "status": 507, "shape": "empty"}, 502, None, None),  # 5xx
+    ({"kind": "status", "status": 201, "shape": "empty"}, 502, None, "unexpected success status"),
+    ({"kind": "status", "status": 302, "shape": "empty"}, 502, None, "redirected"),
+    ({"kind": "status", "status": 403, "shape": "apigw", "code": "APIGW.0308"}, 503, "3", None),  # codes:
+    ({"kind": "reset"}, 502, None, "closed the connection"),
+    ({"kind": "nonjson"}, 502, None, "without a job object"),
+)
+SHARED_MAP_RULES = ("ecs", "bms", "evs", "vpc", "elb-v3", "cce")
+
+
+def upstream_429_is_a_retryable_503(env, name):
+    """A 429 without APIGW.0308 in its body: only the map's "429" row makes it 503 + Retry-After 3.
+    Last on its simulator: jobgate then backs off that upstream for a few seconds."""
+    job = APIS[name][2]()
+    env["sims"][name].fault(job, kind="status", status=429, shape="empty", count=1)
+    r = env["gate"].get(front(name, job))
+    doc = assert_documented_error(r, name + " 429")
+    eq((r.status, r.header("retry-after")), (503, "3"), "%s: upstream 429 (%s)" % (name, doc))
+    check("throttling" in doc["message"], "%s 429: the shared map's message, got %r" % (name, doc["message"]))
+
+
+@test
+def the_shared_error_map_answers_for_every_rule_using_it(env):
+    """shared/huawei-errors.yaml end to end: its main rows through ecs and vpc, a plain 429 -> 503 Retry-After 3 through all six rules"""
+    for name in ("ecs", "vpc"):
+        sim = env["sims"][name]
+        for params, status, retry_after, message in SHARED_ROWS:
+            job = APIS[name][2]()
+            sim.fault(job, **params)  # on every try: libcurl tries a reset reused connection again
+            r = env["gate"].get(front(name, job))
+            what = "%s, upstream %s" % (name, params)
+            doc = assert_documented_error(r, what)
+            eq((r.status, r.header("retry-after")), (status, retry_after), what)
+            if message:
+                check(message in doc["message"], "%s: message %r lacks %r" % (what, doc["message"], message))
+    for name in SHARED_MAP_RULES:
+        upstream_429_is_a_retryable_503(env, name)
+
+
 if __name__ == "__main__":
     run(setup, teardown)

@@ -2,10 +2,12 @@
 """Request coalescing and its bounds: a burst of misses on one job costs one
 upstream call; a client that hangs up while waiting is forgotten at once and
 never written to; a key holds at most coalesce.max_waiters requests; a waiter
-is answered 504 after coalesce.max_wait while the call goes on and its answer
-is cached. Every assertion is a count, never a timing."""
+is answered 504 after coalesce.max_wait (or the stale copy, when there is one)
+while the call goes on and its answer is cached. Every assertion is a count,
+never a timing."""
 import re
 import socket
+import time
 
 from harness import (Jobgate, Redis, Sim, check, concurrent_get, eq, hex32, request, run, seed_path, stop_all, test,
                      wait_until)
@@ -123,6 +125,26 @@ def a_waiter_past_max_wait_gets_504_and_the_answer_is_still_cached(env):
     eq(event_count(gate, "waiter_timeout") - before, 3, "timeout events")
     wait_until(lambda: gate.get(path(job)).header("x-cache") == "HIT", 5, "the late answer cached")
     eq(sim.count(job), 1, "upstream requests")
+
+
+@test
+def a_waiter_past_max_wait_gets_the_stale_copy_when_there_is_one(env):
+    """a RUNNING job past its 2 s TTL, upstream answers after 3.5 s, max_wait 2.5 s: 3 waiters get 200 STALE, not 504"""
+    gate, sim = env["gate"], env["sim"]
+    job = hex32()
+    sim.define_job(job, init_ms=0, running_ms=600000)
+    first = gate.get(path(job))
+    eq((first.status, first.json()["status"]), (200, "RUNNING"), "first answer")
+    time.sleep(2.3)  # past the 2 s TTL, within stale_ttl
+    sim.fault(job=job, kind="delay", delay_ms=3500, count=1)
+    before = event_count(gate, "waiter_timeout")
+    answers = burst(gate, job, 3)
+    eq([(r.status, r.header("x-cache")) for r in answers], [(200, "STALE")] * 3, "statuses")
+    for r in answers:
+        eq(r.body, first.body, "the stale copy is the last answer")
+    eq(event_count(gate, "waiter_timeout") - before, 3, "timeout events")
+    wait_until(lambda: gate.get(path(job)).header("x-cache") == "HIT", 5, "the late answer cached")
+    eq(sim.count(job), 2, "upstream requests")
 
 
 if __name__ == "__main__":

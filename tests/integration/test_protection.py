@@ -169,5 +169,25 @@ def a_throttled_upstream_is_covered_by_the_stale_copy(env):
     eq(sim.total(), before, "no upstream call")
 
 
+@test
+def a_429_for_the_job_itself_is_covered_by_its_stale_copy(env):
+    """the job's own call answered 429: a failed call, so 200 X-Cache STALE with the last body, not the mapped 503"""
+    sim = env["sim"]
+    gate = gate_with(env, "gate", "  rate: 1000\n  burst: 1000\n  throttle_backoff: 3s\n")
+    job = hex32()
+    sim.define_job(job, init_ms=0, running_ms=600000)
+    first = gate.get(path(job))
+    eq(first.json()["status"], "RUNNING", "first answer")
+    time.sleep(2.3)  # past the 2 s TTL
+    sim.fault(job=job, kind="status", status=429, shape="apigw", code="APIGW.0308", count=1)
+    before = sim.count(job)
+    r = gate.get(path(job))
+    eq(sim.count(job) - before, 1, "the call was made and answered 429")
+    eq((r.status, r.header("x-cache")), (200, "STALE"), "a 429 is a failed call: served stale")
+    eq(r.body, first.body, "the stale copy is the last answer")
+    r = gate.get(path(hex32()))
+    eq((r.status, r.json()["code"]), (503, "JG.UPSTREAM_THROTTLED"), "no copy: 503 while backing off")
+
+
 if __name__ == "__main__":
     run(setup, teardown)

@@ -64,6 +64,27 @@
  *   request on a job path is counted, whatever its method and whether or
  *   not a fault answered it.
  *
+ * Create call (--api ecs only): the call that makes the job, played so that
+ * a client can run the whole create-then-poll flow
+ *   POST /v1/{project_id}/cloudservers      (the SDK's createPostPaidServers)
+ *   POST /v1.1/{project_id}/cloudservers    (the SDK's createServers)
+ *        body {"server":{"imageRef","flavorRef","name","vpcid","nics":[{"subnet_id"}...],
+ *        "root_volume":{"volumetype"}[,"count":N]...}} (other members are
+ *        accepted as they are; count 1 to 100, default 1); anything else is
+ *        400 {"error":{"code":"Ecs.0005","message"}}.
+ *        200 {"job_id":"<32 hex>","serverIds":[N ids]}: a new job on the
+ *        command-line timeline with N sub-jobs, whose entities.server_id
+ *        are the serverIds of this answer.  With X-Client-Token, a POST
+ *        repeating a token of the same project gets the earlier answer and
+ *        makes no job (ECS's idempotency).  Other methods: 405 (Allow:
+ *        POST).  Every POST is counted per project ("posts" in /_sim/stats)
+ *        and recorded for /_sim/last, checked by the authentication mode
+ *        like a job request, and bent by the "on=create" fault if one is
+ *        installed: a status fault refuses before any job is made (the API
+ *        gateway throttling); the others (delay, hang, reset, truncated,
+ *        nonjson, notobject, rawbody) bend the answer of a job that was made
+ *        all the same.
+ *
  * Control API (JSON answers; never counted as job requests; the same for
  * every --api)
  *   POST   /_sim/jobs/{job_id}?init_ms=N&running_ms=N&final=SUCCESS|FAIL
@@ -84,10 +105,15 @@
  *          Jobs never defined follow the command-line timeline with the
  *          API's default sub-job count, no lag and the default init state.
  *   POST   /_sim/faults?job=JOB_ID|*&kind=KIND[&count=N][&...]
- *          Install a fault for one job id, or for every job ("*").  A fault
- *          for the same target replaces the previous one; a job's own fault
- *          wins over "*".  count=N: only the next N GET/HEAD requests it
- *          matches, then it removes itself; absent or 0: until cleared.
+ *   POST   /_sim/faults?on=create&kind=KIND[&count=N][&...]
+ *          Install a fault for one job id, or for every job ("*"), or for
+ *          the create call (on=create; not the kinds wrongid, nostatus,
+ *          oversized, nor status with shape=json).  A fault for the same
+ *          target replaces the previous one; a job's own fault wins over
+ *          "*"; job faults never touch the create call and the create
+ *          fault never touches job requests.  count=N: only the next N
+ *          requests it matches (GET/HEAD on a job, POST on the create call),
+ *          then it removes itself; absent or 0: until cleared.
  *          Kinds and their parameters:
  *            status     status=100..599 [reason=PHRASE] [shape=SHAPE]
  *                       [code=...] [message=...] [retry_after=SECONDS]
@@ -117,13 +143,20 @@
  *                       NULs, invalid UTF-8: bodies parsers disagree on)
  *          Unknown kinds or parameters and bad values are refused with 400.
  *   DELETE /_sim/faults   clear every fault
- *   GET    /_sim/stats    {"total":N,"jobs":{"<job_id>":N,...}}
+ *   GET    /_sim/stats    {"total":N,"jobs":{"<job_id>":N,...},
+ *                          "posts":{"<project_id>":N,...},"creates":N}:
+ *                         total and jobs count job requests (jobs only those
+ *                         asked for); posts the POSTs on the create call per
+ *                         project, whatever their fate; creates the jobs the
+ *                         create call made
  *   GET    /_sim/times    {"ms":[T,...]}: when each job request arrived, on the
- *          host's CLOCK_MONOTONIC in milliseconds (Python's time.monotonic()
- *          * 1000), the first SIM_TIMES_MAX since the last reset; for
- *          tests that count calls per time window
- *   GET    /_sim/last     the latest job request: {"method","path","query",
- *                         "peer":"ADDR:PORT","headers":{name as sent: value}};
+ *                         host's CLOCK_MONOTONIC in milliseconds (Python's
+ *                         time.monotonic() * 1000), the first SIM_TIMES_MAX
+ *                         since the last reset; for tests that count calls
+ *                         per time window
+ *   GET    /_sim/last     the latest job or create request: {"method","path",
+ *                         "query","peer":"ADDR:PORT","headers":{name as sent:
+ *                         value}[,"body":TEXT]}; body only when one was sent;
  *                         404 if none. The peer's port tells whether a client
  *                         reused its connection (keep-alive).
  *   POST   /_sim/reset    forget all jobs, faults, counts and last request;
@@ -141,18 +174,22 @@
  *   POST   /_sim/auth/expire  every token issued so far expires now
  *
  * Upstream authentication (POST /_sim/auth), checked on every job request
- * before faults apply; a refused request is still counted in /_sim/stats
- * and recorded for /_sim/last.  Refusals use the API gateway's flat shape,
- * {"error_msg","error_code","request_id"}.
+ * and create call before faults apply; a refused request is still counted
+ * in /_sim/stats and recorded for /_sim/last.  Refusals use the API
+ * gateway's flat shape, {"error_msg","error_code","request_id"}.
  *   {"mode":"none"}   the default: nothing is checked
  *   {"mode":"aksk","ak":AK,"sk":SK}
  *          Authorization must be "SDK-HMAC-SHA256 Access=AK,
  *          SignedHeaders=..., Signature=HEX", valid over the request as
- *          received (method, raw path and query, and each header listed in
- *          SignedHeaders, which must include host and x-sdk-date), computed
- *          here independently of jobgate's signer; X-Sdk-Date within 15
- *          minutes of now; X-Project-Id, when sent, equal to the path's
- *          project.  Else 401 APIGW.0301.
+ *          received (method, raw path and query, each header listed in
+ *          SignedHeaders, which must include host and x-sdk-date, and the
+ *          SHA-256 of the body, or the literal UNSIGNED-PAYLOAD when the
+ *          signed X-Sdk-Content-Sha256 says so), computed here independently
+ *          of jobgate's signer; X-Sdk-Date within 15 minutes of now;
+ *          X-Project-Id, when sent, equal to the path's project.  Else 401
+ *          APIGW.0301.  The official Node.js SDK signs content-type, host,
+ *          x-project-id and x-sdk-date (every header it has set when it
+ *          signs; User-Agent and Accept come later, unsigned).
  *   {"mode":"iam","user":U,"password":P,"domain":D[,"token_ttl_s":86400]
  *    [,"iam_delay_ms":0]}
  *          POST /v3/auth/tokens with Keystone's password body (methods
@@ -259,7 +296,9 @@ struct sim_job {
     int64_t started_ms; /* monotonic clock when the timeline began */
     time_t started_at;  /* wall clock at that moment, for begin_time */
     struct job_timeline timeline;
-    uint64_t requests; /* job-API requests received for this id */
+    uint64_t requests;  /* job-API requests received for this id */
+    char *project_id;   /* owned; the project that created it (NULL: never created by a POST) */
+    char *client_token; /* owned; the X-Client-Token of the POST that created it, or NULL */
 };
 
 struct job_api;
@@ -295,6 +334,21 @@ struct sub_job_layout {
 };
 
 /*
+ * The call that creates an API's jobs, when jobsim plays it: a POST on one
+ * of "patterns" with {"<body_key>":{...}} makes a job and answers
+ * {"job_id":...,"<ids_key>":[...]}, the ids those of the resources its
+ * sub-jobs create.  "check" validates the resource object (0, or -1 with
+ * "err" set).
+ */
+struct create_layout {
+    const char *patterns[2]; /* literal segments and {project_id}; NULL-padded; [0] NULL: no create call */
+    const char *body_key;
+    const char *ids_key;
+    const char *error_code; /* the service's code for a bad body */
+    int (*check)(const cJSON *resource, char *err, size_t errlen);
+};
+
+/*
  * A job API the simulator can play (one per instance, chosen by --api):
  * its URL, the names of its states, and how to build its 200 body.  The
  * builder returns a new object, NULL when out of memory.
@@ -308,6 +362,7 @@ struct job_api {
     const char *fail_code, *fail_reason; /* shown by a failed job */
     struct sub_job_layout sub_jobs;
     cJSON *(*build_body)(const struct job_snapshot *snap);
+    struct create_layout create;
 };
 
 /* A request path matched against the API; the ids are owned copies. */
@@ -360,7 +415,8 @@ static const char *const error_shape_names[] = {
 
 struct fault {
     TAILQ_ENTRY(fault) link;
-    char *job_id; /* owned; NULL matches every job ("job=*") */
+    int on_create; /* "on=create": bends the answers to the create call, not to job requests */
+    char *job_id;  /* owned; NULL matches every job ("job=*"); always NULL with on_create */
     const struct fault_kind_info *kind;
     long long remaining; /* answers left before removal; 0: until cleared */
     /* kind=status */
@@ -461,6 +517,8 @@ struct sim {
     void *job_index;                    /* tsearch() tree over "jobs", keyed by job_id */
     TAILQ_HEAD(job_list, sim_job) jobs; /* owns the jobs, first seen first */
     uint64_t total_job_requests;
+    cJSON *posts;      /* owned; {"<project_id>":N}: POSTs received on the create call */
+    uint64_t creates;  /* jobs the create call made (an idempotent replay makes none) */
     int64_t *times_ms; /* arrival of each job request (SIM_TIMES_MAX at most) */
     size_t ntimes;
     TAILQ_HEAD(fault_list, fault) faults;
@@ -887,9 +945,14 @@ static void jobs_clear(struct sim *sim)
     while ((job = TAILQ_FIRST(&sim->jobs)) != NULL) {
         TAILQ_REMOVE(&sim->jobs, job, link);
         free(job->job_id);
+        free(job->project_id);
+        free(job->client_token);
         free(job);
     }
     sim->total_job_requests = 0;
+    cJSON_Delete(sim->posts);
+    sim->posts = NULL;
+    sim->creates = 0;
     sim->ntimes = 0;
 }
 
@@ -1009,6 +1072,15 @@ static cJSON *elb_classic_job_body(const struct job_snapshot *snap)
 }
 
 /*
+ * The id of the resource that sub-job "index" of "job_id" creates: the same
+ * in the create call's answer and on every poll.
+ */
+static void sub_job_resource_id(const char *job_id, int index, char out[37])
+{
+    derived_uuid(job_id, 0x5e0 + (uint64_t)index, out);
+}
+
+/*
  * The ECS-style v1 job body (ECS, EVS, VPC):
  * {"status","entities","job_id","job_type","begin_time","end_time",
  *  "error_code","fail_reason"}.  With a sub-job layout, entities is
@@ -1041,7 +1113,7 @@ static cJSON *v1_job_body(const struct job_snapshot *snap)
             cJSON_AddStringToObject(sub, "status", snap->sub_status_name);
             sub_entities = cJSON_AddObjectToObject(sub, "entities");
             if (api->sub_jobs.entity_key != NULL) {
-                derived_uuid(snap->job_id, 0x5e0 + (uint64_t)i, id);
+                sub_job_resource_id(snap->job_id, i, id);
                 cJSON_AddStringToObject(sub_entities, api->sub_jobs.entity_key, id);
             }
             derived_hex_id(snap->job_id, 0x50b + (uint64_t)i, id);
@@ -1151,6 +1223,58 @@ static cJSON *cce_job_body(const struct job_snapshot *snap)
     return body;
 }
 
+/* A string member "key" of "object" that is not empty? */
+static int json_has_text(const cJSON *object, const char *key)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+
+    return cJSON_IsString(item) && item->valuestring[0] != '\0';
+}
+
+/*
+ * The "server" of ECS's CreateServers (v1.1) and CreatePostPaidServers (v1)
+ * bodies: the members both require (imageRef, flavorRef, name, vpcid, nics
+ * with a subnet_id each, root_volume with its volumetype) and "count" if
+ * given.  Everything else is accepted as it is.
+ */
+static int ecs_server_check(const cJSON *server, char *err, size_t errlen)
+{
+    static const char *const required[] = {"imageRef", "flavorRef", "name", "vpcid"};
+    const cJSON *nics = cJSON_GetObjectItemCaseSensitive(server, "nics");
+    const cJSON *root_volume = cJSON_GetObjectItemCaseSensitive(server, "root_volume");
+    const cJSON *count = cJSON_GetObjectItemCaseSensitive(server, "count");
+    const cJSON *nic;
+    size_t i;
+
+    for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!json_has_text(server, required[i])) {
+            set_error(err, errlen, "server.%s is required", required[i]);
+            return -1;
+        }
+    }
+    if (!cJSON_IsArray(nics) || cJSON_GetArraySize(nics) == 0) {
+        set_error(err, errlen, "server.nics must be a non-empty array");
+        return -1;
+    }
+    cJSON_ArrayForEach(nic, nics)
+    {
+        if (!json_has_text(nic, "subnet_id")) {
+            set_error(err, errlen, "server.nics[].subnet_id is required");
+            return -1;
+        }
+    }
+    if (!cJSON_IsObject(root_volume) || !json_has_text(root_volume, "volumetype")) {
+        set_error(err, errlen, "server.root_volume.volumetype is required");
+        return -1;
+    }
+    if (count != NULL && (!cJSON_IsNumber(count) || count->valuedouble != (double)(int)count->valuedouble ||
+                          count->valueint < 1 || count->valueint > MAX_SUB_JOBS)) {
+        set_error(err, errlen, "server.count must be an integer from 1 to %d", MAX_SUB_JOBS);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * The job APIs, one row each; the first is the default.  Error codes and
  * resource types are plausible stand-ins, not copied from any real job.
@@ -1177,6 +1301,11 @@ static const struct job_api job_apis[] = {
         .fail_reason = "insufficient resources",
         .sub_jobs = {2, "createSingleServer", "server_id"},
         .build_body = v1_job_body,
+        .create = {{"/v1/{project_id}/cloudservers", "/v1.1/{project_id}/cloudservers"},
+                   "server",
+                   "serverIds",
+                   "Ecs.0005",
+                   ecs_server_check},
     },
     {
         .name = "evs",
@@ -1255,14 +1384,12 @@ static void job_route_clear(struct job_route *route)
 }
 
 /*
- * Match "path" against the API's pattern, segment by segment: literal
- * segments must be equal, placeholders take any non-empty segment.  Returns
- * 0 and fills "route" (to be cleared by the caller) on a match.
+ * Match "path" against "pattern", segment by segment: literal segments must
+ * be equal, placeholders take any non-empty segment.  Returns 0 and fills
+ * "route" (to be cleared by the caller) on a match.
  */
-static int job_route_match(const struct job_api *api, const char *path, struct job_route *route)
+static int route_match(const struct job_api *api, const char *pattern, const char *path, struct job_route *route)
 {
-    const char *pattern = api->pattern;
-
     memset(route, 0, sizeof(*route));
     while (*pattern != '\0' || *path != '\0') {
         size_t pattern_len, segment_len;
@@ -1290,13 +1417,37 @@ static int job_route_match(const struct job_api *api, const char *path, struct j
         pattern += pattern_len;
         path += segment_len;
     }
-    if (route->job_id == NULL)
-        goto mismatch;
     route->api = api;
     return 0;
 
 mismatch:
     job_route_clear(route);
+    return -1;
+}
+
+/* Is "path" the API's job path?  As route_match(). */
+static int job_route_match(const struct job_api *api, const char *path, struct job_route *route)
+{
+    if (route_match(api, api->pattern, path, route) != 0)
+        return -1;
+    if (route->job_id != NULL)
+        return 0;
+    job_route_clear(route);
+    return -1;
+}
+
+/* Is "path" one of the API's create paths?  As route_match(); no job id. */
+static int create_route_match(const struct job_api *api, const char *path, struct job_route *route)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(api->create.patterns) / sizeof(api->create.patterns[0]); i++) {
+        if (api->create.patterns[i] == NULL || route_match(api, api->create.patterns[i], path, route) != 0)
+            continue;
+        if (route->project_id != NULL && route->job_id == NULL)
+            return 0;
+        job_route_clear(route);
+    }
     return -1;
 }
 
@@ -1401,12 +1552,26 @@ static struct fault *fault_find_for(struct sim *sim, const char *job_id)
     struct fault *fault, *for_every_job = NULL;
 
     TAILQ_FOREACH (fault, &sim->faults, link) {
+        if (fault->on_create)
+            continue;
         if (fault->job_id == NULL)
             for_every_job = fault;
         else if (strcmp(fault->job_id, job_id) == 0)
             return fault;
     }
     return for_every_job;
+}
+
+/* The fault that applies to the create call ("on=create"), or NULL. */
+static struct fault *fault_find_create(struct sim *sim)
+{
+    struct fault *fault;
+
+    TAILQ_FOREACH (fault, &sim->faults, link) {
+        if (fault->on_create)
+            return fault;
+    }
+    return NULL;
 }
 
 /* Count one use of "fault"; a counted fault removes itself when spent. */
@@ -1500,6 +1665,7 @@ static struct fault *fault_from_params(const struct evkeyvalq *params, char *err
 {
     const char *kind_name = evhttp_find_header(params, "kind");
     const char *job = evhttp_find_header(params, "job");
+    const char *on = evhttp_find_header(params, "on");
     const struct fault_kind_info *kind = fault_kind_lookup(kind_name);
     struct fault *fault = NULL;
 
@@ -1509,18 +1675,27 @@ static struct fault *fault_from_params(const struct evkeyvalq *params, char *err
                   "reset nonjson notobject wrongid nostatus oversized truncated rawbody");
         return NULL;
     }
-    if (job == NULL || job[0] == '\0') {
-        set_error(err, errlen, "job is required: a job id, or * for every job");
+    if (on != NULL && (strcmp(on, "create") != 0 || job != NULL)) {
+        set_error(err, errlen, "on=create (the create call) goes without job=");
         return NULL;
     }
-    if (params_check(params, "job kind count", kind->params, err, errlen) != 0)
+    if (on == NULL && (job == NULL || job[0] == '\0')) {
+        set_error(err, errlen, "job is required: a job id, or * for every job (or on=create)");
+        return NULL;
+    }
+    if (on != NULL && (kind->kind == FAULT_WRONGID || kind->kind == FAULT_NOSTATUS || kind->kind == FAULT_OVERSIZED)) {
+        set_error(err, errlen, "kind=%s bends a job body: not for on=create", kind->name);
+        return NULL;
+    }
+    if (params_check(params, "job on kind count", kind->params, err, errlen) != 0)
         return NULL;
     if ((fault = calloc(1, sizeof(*fault))) == NULL)
         goto out_of_memory;
     fault->kind = kind;
+    fault->on_create = on != NULL;
     fault->retry_after = -1;
     fault->size = OVERSIZED_DEFAULT_SIZE;
-    if (strcmp(job, "*") != 0 && (fault->job_id = strdup(job)) == NULL)
+    if (job != NULL && strcmp(job, "*") != 0 && (fault->job_id = strdup(job)) == NULL)
         goto out_of_memory;
     if (param_integer(params, "count", 0, MAX_FAULT_COUNT, &fault->remaining, err, errlen) != 0)
         goto fail;
@@ -1529,6 +1704,10 @@ static struct fault *fault_from_params(const struct evkeyvalq *params, char *err
     case FAULT_STATUS:
         if (fault_parse_status(params, fault, err, errlen) != 0)
             goto fail;
+        if (fault->on_create && fault->shape == SHAPE_JSON) {
+            set_error(err, errlen, "shape=json is a job body: not for on=create");
+            goto fail;
+        }
         break;
     case FAULT_DELAY:
         if (evhttp_find_header(params, "delay_ms") == NULL) {
@@ -1567,6 +1746,8 @@ static void fault_install(struct sim *sim, struct fault *fault)
     struct fault *old;
 
     TAILQ_FOREACH (old, &sim->faults, link) {
+        if (old->on_create != fault->on_create)
+            continue;
         if ((old->job_id == NULL && fault->job_id == NULL) ||
             (old->job_id != NULL && fault->job_id != NULL && strcmp(old->job_id, fault->job_id) == 0)) {
             TAILQ_REMOVE(&sim->faults, old, link);
@@ -2175,7 +2356,7 @@ static int auth_check_signature(const struct sim_auth *auth, struct evhttp_reque
     struct sig_authorization parsed = {0};
     char *names = NULL, *rest, *name;
     const char *previous = "";
-    int has_host = 0, has_date = 0;
+    int has_host = 0, has_date = 0, unsigned_payload = 0;
     char body_hash[65], request_hash[65], expected[65];
     char *to_sign = NULL;
     time_t when;
@@ -2247,6 +2428,8 @@ static int auth_check_signature(const struct sim_auth *auth, struct evhttp_reque
         }
         has_host |= strcmp(name, "host") == 0;
         has_date |= strcmp(name, "x-sdk-date") == 0;
+        /* The SDKs' way to sign a body they do not hash (non-JSON uploads). */
+        unsigned_payload |= strcmp(name, "x-sdk-content-sha256") == 0 && strcmp(value, "UNSIGNED-PAYLOAD") == 0;
         sig_trim(value, &start, &length);
         evbuffer_add_printf(canonical, "%s:%.*s\n", name, (int)length, start);
         previous = name;
@@ -2256,8 +2439,10 @@ static int auth_check_signature(const struct sim_auth *auth, struct evhttp_reque
                     "Incorrect app authentication information: SignedHeaders must include host and x-sdk-date");
         goto out;
     }
-    /* SIGNED_HEADERS, hex(sha256(body)) */
-    if (sig_sha256_hex(evbuffer_pullup(body, -1), evbuffer_get_length(body), body_hash) != 0) {
+    /* SIGNED_HEADERS, hex(sha256(body)) or the signed UNSIGNED-PAYLOAD */
+    if (unsigned_payload)
+        snprintf(body_hash, sizeof(body_hash), "UNSIGNED-PAYLOAD");
+    else if (sig_sha256_hex(evbuffer_pullup(body, -1), evbuffer_get_length(body), body_hash) != 0) {
         auth_refuse(refusal, HTTP_INTERNAL, "APIGW.0103", "The backend could not hash");
         goto out;
     }
@@ -2583,6 +2768,18 @@ static void record_last_request(struct sim *sim, struct evhttp_request *req, con
         cJSON_ReplaceItemInObjectCaseSensitive(headers, header->key, cJSON_CreateString(joined));
         free(joined);
     }
+    {
+        struct evbuffer *input = evhttp_request_get_input_buffer(req);
+        size_t length = evbuffer_get_length(input);
+        char *text = length > 0 ? malloc(length + 1) : NULL;
+
+        if (text != NULL) {
+            evbuffer_copyout(input, text, length);
+            text[length] = '\0';
+            cJSON_AddStringToObject(last, "body", text);
+            free(text);
+        }
+    }
     cJSON_Delete(sim->last_request);
     sim->last_request = last;
 }
@@ -2764,6 +2961,205 @@ static void job_request_handle(struct sim *sim, struct evhttp_request *req, cons
         fault_consume(sim, fault);
 }
 
+/* ---- The create call (POST /v1/{project_id}/cloudservers and the like) ---- */
+
+/* One more POST received for "project_id" (GET /_sim/stats "posts"). */
+static void posts_count(struct sim *sim, const char *project_id)
+{
+    cJSON *count;
+
+    if (sim->posts == NULL && (sim->posts = cJSON_CreateObject()) == NULL)
+        return;
+    count = cJSON_GetObjectItemCaseSensitive(sim->posts, project_id);
+    if (count != NULL)
+        cJSON_SetNumberValue(count, count->valuedouble + 1);
+    else
+        cJSON_AddNumberToObject(sim->posts, project_id, 1);
+}
+
+/* The job an earlier POST of "project_id" made with this X-Client-Token. */
+static struct sim_job *job_find_by_client_token(struct sim *sim, const char *project_id, const char *token)
+{
+    struct sim_job *job;
+
+    TAILQ_FOREACH (job, &sim->jobs, link) {
+        if (job->client_token != NULL && job->project_id != NULL && strcmp(job->client_token, token) == 0 &&
+            strcmp(job->project_id, project_id) == 0)
+            return job;
+    }
+    return NULL;
+}
+
+/*
+ * Read and check the create call's body: a JSON object whose "body_key"
+ * member passes the API's check.  Returns the number of resources asked for
+ * ("count", default 1), or -1 with "err" set.
+ */
+static int create_body_parse(const struct job_api *api, struct evhttp_request *req, char *err, size_t errlen)
+{
+    struct evbuffer *input = evhttp_request_get_input_buffer(req);
+    size_t length = evbuffer_get_length(input);
+    cJSON *body = length > 0 ? cJSON_ParseWithLength((const char *)evbuffer_pullup(input, -1), length) : NULL;
+    const cJSON *resource = cJSON_GetObjectItemCaseSensitive(body, api->create.body_key);
+    const cJSON *count = cJSON_GetObjectItemCaseSensitive(resource, "count");
+    int rc = -1;
+
+    if (!cJSON_IsObject(body))
+        set_error(err, errlen, "the request body is not a JSON object");
+    else if (!cJSON_IsObject(resource))
+        set_error(err, errlen, "%s is required", api->create.body_key);
+    else if (api->create.check(resource, err, errlen) == 0)
+        rc = count != NULL ? count->valueint : 1;
+    cJSON_Delete(body);
+    return rc;
+}
+
+/* Make a job of "count" sub-jobs for the create call: the command line's timeline. */
+static struct sim_job *create_job(struct sim *sim, const char *project_id, const char *client_token, int count)
+{
+    struct job_timeline timeline = sim->default_timeline;
+    struct sim_job *job;
+    char job_id[33];
+
+    do {
+        random_request_id(job_id);
+    } while (job_find(sim, job_id) != NULL);
+    if ((job = job_find_or_create(sim, job_id)) == NULL)
+        return NULL;
+    if (sim->api->sub_jobs.job_type != NULL)
+        timeline.sub_jobs = count;
+    job_restart(job, &timeline);
+    job->project_id = strdup(project_id);
+    job->client_token = client_token != NULL ? strdup(client_token) : NULL;
+    if (job->project_id == NULL || (client_token != NULL && job->client_token == NULL))
+        return NULL; /* the job stays, harmless; the caller answers 500 */
+    sim->creates++;
+    return job;
+}
+
+/* {"job_id":..., "<ids_key>":[...]}: the create call's answer for "job". */
+static cJSON *create_answer_json(const struct job_api *api, const struct sim_job *job)
+{
+    cJSON *json = cJSON_CreateObject();
+    cJSON *ids;
+    char id[37];
+    int i;
+
+    cJSON_AddStringToObject(json, "job_id", job->job_id);
+    ids = cJSON_AddArrayToObject(json, api->create.ids_key);
+    for (i = 0; i < job->timeline.sub_jobs; i++) {
+        sub_job_resource_id(job->job_id, i, id);
+        cJSON_AddItemToArray(ids, cJSON_CreateString(id));
+    }
+    return json;
+}
+
+/*
+ * Answer a create call that made (or found) "job", the way "fault" says
+ * (NULL: 200 with the normal answer).  Returns -1 if the answer could not be
+ * built; "req" is then unanswered.
+ */
+static int create_answer(struct sim *sim, struct evhttp_request *req, const struct sim_job *job,
+                         const struct fault *fault, char *outcome, size_t outcome_len)
+{
+    enum fault_kind kind = fault != NULL ? fault->kind->kind : FAULT_STATUS;
+    struct sim_reply reply;
+    int rc = -1;
+
+    if (reply_init(&reply, HTTP_OK) != 0 || reply_set_json(&reply, create_answer_json(sim->api, job)) != 0)
+        goto done;
+    snprintf(outcome, outcome_len, "200 job %s", job->job_id);
+    if (fault == NULL) {
+        reply_send(req, &reply);
+        rc = 0;
+        goto done;
+    }
+    snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " fault %s", fault->kind->name);
+    switch (kind) {
+    case FAULT_HANG: rc = park_request(sim, req, PARK_HANG, 0, NULL); break;
+    case FAULT_RESET: rc = park_request(sim, req, PARK_RESET, 0, NULL); break;
+    case FAULT_DELAY: rc = park_request(sim, req, PARK_SEND_LATER, fault->delay_ms, &reply); break;
+    case FAULT_TRUNCATED:
+        reply.announced_length = (long long)evbuffer_get_length(reply.body);
+        reply.close_connection = 1;
+        if (reply_truncate_body(&reply, (size_t)reply.announced_length / 2) != 0)
+            break;
+        reply_send(req, &reply);
+        rc = 0;
+        break;
+    case FAULT_NONJSON:
+    case FAULT_NOTOBJECT:
+    case FAULT_RAWBODY:
+        evbuffer_drain(reply.body, evbuffer_get_length(reply.body));
+        if (job_reply_faulty(NULL, NULL, fault, &reply) != 0)
+            break;
+        reply_send(req, &reply);
+        rc = 0;
+        break;
+    default: break; /* status faults answer before the job is made; the others are refused on install */
+    }
+done:
+    reply_release(&reply);
+    return rc;
+}
+
+/*
+ * A request on the create path: count it, remember it, authenticate it,
+ * then make a job and answer with its id.  A status fault refuses before
+ * the job is made (the API gateway throttling); every other fault bends
+ * the answer of a job that was made all the same (the work is done, the
+ * client may never learn it).
+ */
+static void create_request_handle(struct sim *sim, struct evhttp_request *req, const struct job_route *route,
+                                  const char *path, const char *query, char *outcome, size_t outcome_len)
+{
+    const struct job_api *api = sim->api;
+    const char *client_token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Client-Token");
+    struct auth_refusal refusal;
+    struct sim_job *job;
+    struct fault *fault;
+    char err[200];
+    int count;
+
+    record_last_request(sim, req, path, query);
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        answer_json(req, HTTP_BADMETHOD,
+                    apigw_error_json("APIGW.0105", "The request method is not allowed for this API"), outcome,
+                    outcome_len);
+        return;
+    }
+    posts_count(sim, route->project_id);
+
+    if (auth_check_job_request(sim, req, route, path, query, &refusal) != 0) {
+        answer_json(req, refusal.status, apigw_error_json(refusal.code, refusal.message), outcome, outcome_len);
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " %s", refusal.code);
+        return;
+    }
+
+    fault = fault_find_create(sim);
+    if (fault != NULL && fault->kind->kind == FAULT_STATUS) {
+        if (job_answer(sim, req, route, NULL, fault, outcome, outcome_len) != 0)
+            answer_internal_error(req, outcome, outcome_len);
+        fault_consume(sim, fault);
+        return;
+    }
+    if ((count = create_body_parse(api, req, err, sizeof(err))) < 0) {
+        answer_json(req, HTTP_BADREQUEST, elb_error_json(api->create.error_code, err), outcome, outcome_len);
+        return;
+    }
+    /* X-Client-Token: the same token again gets the same job, made once. */
+    job = client_token != NULL ? job_find_by_client_token(sim, route->project_id, client_token) : NULL;
+    if (job == NULL && (job = create_job(sim, route->project_id, client_token, count)) == NULL) {
+        answer_internal_error(req, outcome, outcome_len);
+        return;
+    }
+    if (create_answer(sim, req, job, fault, outcome, outcome_len) != 0)
+        answer_internal_error(req, outcome, outcome_len);
+    if (fault != NULL)
+        fault_consume(sim, fault);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Control API                                                              */
 /* ------------------------------------------------------------------------ */
@@ -2904,6 +3300,9 @@ static int control_stats(struct control_call *call, cJSON **answer)
         if (job->requests > 0)
             cJSON_AddNumberToObject(jobs, job->job_id, (double)job->requests);
     }
+    cJSON_AddItemToObject(*answer, "posts",
+                          call->sim->posts != NULL ? cJSON_Duplicate(call->sim->posts, 1) : cJSON_CreateObject());
+    cJSON_AddNumberToObject(*answer, "creates", (double)call->sim->creates);
     return HTTP_OK;
 }
 
@@ -3129,6 +3528,9 @@ static void sim_on_request(struct evhttp_request *req, void *arg)
         iam_request_handle(sim, req, outcome, sizeof(outcome));
     } else if (job_route_match(sim->api, path, &route) == 0) {
         job_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
+        job_route_clear(&route);
+    } else if (create_route_match(sim->api, path, &route) == 0) {
+        create_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
         job_route_clear(&route);
     } else {
         answer_api_not_found(req, outcome, sizeof(outcome));
@@ -3404,6 +3806,10 @@ int main(int argc, char **argv)
            is_ipv6 ? "]" : "", bound_port(bound));
     fflush(stdout);
     sim_log(&sim, "playing the %s job API: GET %s", sim.api->name, sim.api->pattern);
+    for (size_t i = 0; i < sizeof(sim.api->create.patterns) / sizeof(sim.api->create.patterns[0]); i++) {
+        if (sim.api->create.patterns[i] != NULL)
+            sim_log(&sim, "and its create call: POST %s", sim.api->create.patterns[i]);
+    }
 
     if (event_base_dispatch(sim.base) == 0)
         rc = 0;

@@ -193,13 +193,13 @@ static void assert_string_or_null(const char *got, const char *want)
  */
 static void assert_config_values(const struct config *got, const struct config *want)
 {
-    assert_int_equal(got->nlisteners, want->nlisteners);
-    for (size_t i = 0; i < got->nlisteners && i < want->nlisteners; i++) {
-        assert_string_or_null(got->listeners[i].host, want->listeners[i].host);
-        assert_int_equal(got->listeners[i].port, want->listeners[i].port);
-        assert_int_equal(got->listeners[i].client_auth, want->listeners[i].client_auth);
-        assert_string_or_null(got->listeners[i].tls_cert, want->listeners[i].tls_cert);
-        assert_string_or_null(got->listeners[i].tls_key, want->listeners[i].tls_key);
+    assert_int_equal(got->frontend.nlisteners, want->frontend.nlisteners);
+    for (size_t i = 0; i < got->frontend.nlisteners && i < want->frontend.nlisteners; i++) {
+        assert_string_or_null(got->frontend.listeners[i].host, want->frontend.listeners[i].host);
+        assert_int_equal(got->frontend.listeners[i].port, want->frontend.listeners[i].port);
+        assert_int_equal(got->frontend.listeners[i].client_auth, want->frontend.listeners[i].client_auth);
+        assert_string_or_null(got->frontend.listeners[i].tls_cert, want->frontend.listeners[i].tls_cert);
+        assert_string_or_null(got->frontend.listeners[i].tls_key, want->frontend.listeners[i].tls_key);
     }
     assert_int_equal(got->log_level, want->log_level);
     assert_string_or_null(got->cache.redis_url, want->cache.redis_url);
@@ -210,21 +210,31 @@ static void assert_config_values(const struct config *got, const struct config *
     assert_int_equal(got->cache.redis_max_pending, want->cache.redis_max_pending);
     assert_int_equal(got->cache.redis_notify, want->cache.redis_notify);
     assert_int_equal(got->cache.memory_max_bytes, want->cache.memory_max_bytes);
-    assert_string_or_null(got->key_prefix, want->key_prefix);
-    assert_string_or_null(got->upstream_url, want->upstream_url);
-    assert_string_or_null(got->upstream_token, want->upstream_token);
+    assert_string_or_null(got->gateway.key_prefix, want->gateway.key_prefix);
+    assert_string_or_null(got->gateway.upstream_url, want->gateway.upstream_url);
+    assert_string_or_null(got->gateway.upstream_token, want->gateway.upstream_token);
     assert_string_or_null(got->upstream.ca_file, want->upstream.ca_file);
     assert_int_equal(got->upstream.max_body_bytes, want->upstream.max_body_bytes);
     assert_int_equal(got->upstream.max_connections, want->upstream.max_connections);
-    assert_int_equal(got->client_timeout_ms, want->client_timeout_ms);
-    assert_int_equal(got->header_timeout_ms, want->header_timeout_ms);
-    assert_int_equal(got->keepalive_timeout_ms, want->keepalive_timeout_ms);
-    assert_int_equal(got->max_connections, want->max_connections);
-    assert_int_equal(got->max_requests_per_connection, want->max_requests_per_connection);
-    assert_int_equal(got->max_header_bytes, want->max_header_bytes);
-    assert_int_equal(got->max_uri_bytes, want->max_uri_bytes);
-    assert_int_equal(got->coalesce_max_waiters, want->coalesce_max_waiters);
-    assert_int_equal(got->coalesce_max_wait_ms, want->coalesce_max_wait_ms);
+    assert_int_equal(got->frontend.client_timeout_ms, want->frontend.client_timeout_ms);
+    assert_int_equal(got->frontend.header_timeout_ms, want->frontend.header_timeout_ms);
+    assert_int_equal(got->frontend.keepalive_timeout_ms, want->frontend.keepalive_timeout_ms);
+    assert_int_equal(got->frontend.max_connections, want->frontend.max_connections);
+    assert_int_equal(got->frontend.max_requests_per_connection, want->frontend.max_requests_per_connection);
+    assert_int_equal(got->frontend.max_header_bytes, want->frontend.max_header_bytes);
+    assert_int_equal(got->frontend.max_uri_bytes, want->frontend.max_uri_bytes);
+    assert_int_equal(got->gateway.max_waiters, want->gateway.max_waiters);
+    assert_int_equal(got->gateway.max_wait_ms, want->gateway.max_wait_ms);
+    assert_int_equal(got->gateway.rate_queue_ms, want->gateway.rate_queue_ms);
+    assert_int_equal(got->gateway.passthrough_window_ms, want->gateway.passthrough_window_ms);
+    /* Settings two modules read, filled once; the gateway's limits are config's own. */
+    assert_int_equal(got->gateway.max_header_bytes, got->frontend.max_header_bytes);
+    assert_int_equal(got->gateway.max_uri_bytes, got->frontend.max_uri_bytes);
+    assert_ptr_equal(got->gateway.guard, &got->upstream_limits);
+    /* Objects main wires in, never config's. */
+    assert_null(got->gateway.client_keys);
+    assert_null(got->gateway.credentials);
+    assert_null(got->gateway.audit);
     assert_int_equal(got->workers, want->workers);
     assert_int_equal(got->shutdown_timeout_ms, want->shutdown_timeout_ms);
 }
@@ -236,8 +246,6 @@ static void test_defaults(void **state)
     /* The documented defaults; a NULL string is unset. */
     static struct listener_conf plain = {.host = "127.0.0.1", .port = 8080, .client_auth = 1};
     static const struct config documented = {
-        .listeners = &plain,
-        .nlisteners = 1,
         .log_level = LOG_LEVEL_INFO,
         .cache =
             {
@@ -249,17 +257,27 @@ static void test_defaults(void **state)
                 .redis_max_pending = 10000,
                 .memory_max_bytes = 64 * 1024 * 1024,
             },
-        .key_prefix = "jobgate:",
         .upstream = {.max_body_bytes = 1024 * 1024, .max_connections = 64},
-        .client_timeout_ms = 30000,
-        .header_timeout_ms = 10000,
-        .keepalive_timeout_ms = 60000,
-        .max_connections = 16384,
-        .max_requests_per_connection = 10000,
-        .max_header_bytes = 8192,
-        .max_uri_bytes = 4096,
-        .coalesce_max_waiters = 10000,
-        .coalesce_max_wait_ms = 15000,
+        .frontend =
+            {
+                .listeners = &plain,
+                .nlisteners = 1,
+                .client_timeout_ms = 30000,
+                .header_timeout_ms = 10000,
+                .keepalive_timeout_ms = 60000,
+                .max_connections = 16384,
+                .max_requests_per_connection = 10000,
+                .max_header_bytes = 8192,
+                .max_uri_bytes = 4096,
+            },
+        .gateway =
+            {
+                .key_prefix = "jobgate:",
+                .passthrough_window_ms = 300000,
+                .rate_queue_ms = 2000,
+                .max_waiters = 10000,
+                .max_wait_ms = 15000,
+            },
         .workers = 0,
         .shutdown_timeout_ms = 10000,
     };
@@ -322,8 +340,6 @@ static void test_full_config(void **state)
         {.host = "127.0.0.1", .port = 9091, .client_auth = 0},
     };
     static const struct config full = {
-        .listeners = listeners,
-        .nlisteners = 2,
         .log_level = LOG_LEVEL_DEBUG,
         .cache =
             {
@@ -336,24 +352,34 @@ static void test_full_config(void **state)
                 .redis_notify = CACHE_NOTIFY_POLL,
                 .memory_max_bytes = 256 * 1024 * 1024,
             },
-        .key_prefix = "jg-test:",
-        .upstream_url = "http://127.0.0.1:18080",
-        .upstream_token = "tok-from-env",
         .upstream =
             {
                 .ca_file = "/etc/ssl/certs/ca-certificates.crt",
                 .max_body_bytes = 64 * 1024 * 1024,
                 .max_connections = 8,
             },
-        .client_timeout_ms = 60000,
-        .header_timeout_ms = 5000,
-        .keepalive_timeout_ms = 20000,
-        .max_connections = 500,
-        .max_requests_per_connection = 100,
-        .max_header_bytes = 16 * 1024,
-        .max_uri_bytes = 2048,
-        .coalesce_max_waiters = 50,
-        .coalesce_max_wait_ms = 3000,
+        .frontend =
+            {
+                .listeners = listeners,
+                .nlisteners = 2,
+                .client_timeout_ms = 60000,
+                .header_timeout_ms = 5000,
+                .keepalive_timeout_ms = 20000,
+                .max_connections = 500,
+                .max_requests_per_connection = 100,
+                .max_header_bytes = 16 * 1024,
+                .max_uri_bytes = 2048,
+            },
+        .gateway =
+            {
+                .key_prefix = "jg-test:",
+                .upstream_url = "http://127.0.0.1:18080",
+                .upstream_token = "tok-from-env",
+                .passthrough_window_ms = 300000,
+                .rate_queue_ms = 2000,
+                .max_waiters = 50,
+                .max_wait_ms = 3000,
+            },
         .workers = 3,
         .shutdown_timeout_ms = 2000,
     };
@@ -398,15 +424,15 @@ static void test_partial_file_keeps_defaults(void **state)
     struct conf_diag d;
     assert_int_equal(load_text(&c, "listen: 0.0.0.0:9000\ncache:\n  redis: none\n", &d), 0);
     assert_int_equal(d.count, 0);
-    assert_int_equal(c.nlisteners, 1);
-    assert_string_equal(c.listeners[0].host, "0.0.0.0");
-    assert_int_equal(c.listeners[0].port, 9000);
+    assert_int_equal(c.frontend.nlisteners, 1);
+    assert_string_equal(c.frontend.listeners[0].host, "0.0.0.0");
+    assert_int_equal(c.frontend.listeners[0].port, 9000);
     assert_null(c.cache.redis_url);
     /* Everything else as config_defaults left it. */
     assert_int_equal(c.log_level, LOG_LEVEL_INFO);
     assert_int_equal(c.cache.redis_budget_ms, 50);
     assert_int_equal(c.cache.memory_max_bytes, 64 * 1024 * 1024);
-    assert_string_equal(c.key_prefix, "jobgate:");
+    assert_string_equal(c.gateway.key_prefix, "jobgate:");
     assert_int_equal(c.shutdown_timeout_ms, 10000);
     assert_int_equal(c.nrule_files, 0);
     conf_diag_free(&d);
@@ -676,7 +702,7 @@ static void test_token_env(void **state)
     assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "MIIZ tok-from-env ==", 1), 0);
     assert_int_equal(load_text(&c, "upstream:\n  token_env: JOBGATE_TEST_TOKEN\n", &d), 0);
     assert_int_equal(d.count, 0);
-    assert_string_equal(c.upstream_token, "MIIZ tok-from-env ==");
+    assert_string_equal(c.gateway.upstream_token, "MIIZ tok-from-env ==");
     conf_diag_free(&d);
     config_free(&c);
 
@@ -684,7 +710,7 @@ static void test_token_env(void **state)
     assert_int_equal(setenv("JOBGATE_TEST_TOKEN", "", 1), 0);
     assert_int_equal(load_text(&c, "upstream:\n  token_env: JOBGATE_TEST_TOKEN\n", &d), -1);
     assert_non_null(unit_find_diag(&d, "", ":2:14: environment variable 'JOBGATE_TEST_TOKEN'"));
-    assert_null(c.upstream_token);
+    assert_null(c.gateway.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
     unsetenv("JOBGATE_TEST_TOKEN");
@@ -711,19 +737,19 @@ static void test_token_file(void **state)
     assert_int_equal(load_token_file(dir, "token", "tok-123\nsecond line\n", 0600, &c, &d), 0);
     unit_print_diags(&d);
     assert_int_equal(d.count, 0);
-    assert_string_equal(c.upstream_token, "tok-123");
+    assert_string_equal(c.gateway.upstream_token, "tok-123");
     conf_diag_free(&d);
     config_free(&c);
 
     assert_int_equal(load_token_file(dir, "token-crlf", "tok-456\r\n", 0600, &c, &d), 0);
-    assert_string_equal(c.upstream_token, "tok-456");
+    assert_string_equal(c.gateway.upstream_token, "tok-456");
     conf_diag_free(&d);
     config_free(&c);
 
     /* Empty: an error. */
     assert_int_equal(load_token_file(dir, "token-empty", "\n", 0600, &c, &d), -1);
     assert_non_null(unit_find_diag(&d, "", ":2:15: token file ... is empty"));
-    assert_null(c.upstream_token);
+    assert_null(c.gateway.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
 
@@ -731,14 +757,14 @@ static void test_token_file(void **state)
     snprintf(text, sizeof(text), "upstream:\n  token_file: %s/no-such-token\n", dir);
     assert_int_equal(load_text(&c, text, &d), -1);
     assert_non_null(unit_find_diag(&d, "", ":2:15: cannot read token file"));
-    assert_null(c.upstream_token);
+    assert_null(c.gateway.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
 
     /* Readable by everyone: loaded; the warning goes to the log, not to the
      * diagnostics (which would make `jobgate -t` fail). */
     assert_int_equal(load_token_file(dir, "token-public", "tok-789\n", 0644, &c, &d), 0);
-    assert_string_equal(c.upstream_token, "tok-789");
+    assert_string_equal(c.gateway.upstream_token, "tok-789");
     assert_int_equal(d.count, 0);
     conf_diag_free(&d);
     config_free(&c);
@@ -765,21 +791,21 @@ static void test_auth_default_and_old_token_keys(void **state)
     assert_int_equal(load_text(&c, "upstream:\n  token_env: JOBGATE_TEST_TOKEN\n", &d), 0);
     assert_int_equal(c.credentials.mode, CRED_TOKEN);
     assert_string_equal(c.credentials.token, "tok-old-way");
-    assert_string_equal(c.upstream_token, "tok-old-way");
+    assert_string_equal(c.gateway.upstream_token, "tok-old-way");
     conf_diag_free(&d);
     config_free(&c);
 
     assert_int_equal(load_text(&c, "upstream:\n  auth:\n    mode: token\n    token_env: JOBGATE_TEST_TOKEN\n", &d), 0);
     assert_int_equal(c.credentials.mode, CRED_TOKEN);
     assert_string_equal(c.credentials.token, "tok-old-way");
-    assert_string_equal(c.upstream_token, "tok-old-way"); /* the gateway still reads this one */
+    assert_string_equal(c.gateway.upstream_token, "tok-old-way"); /* the gateway still reads this one */
     conf_diag_free(&d);
     config_free(&c);
     unsetenv("JOBGATE_TEST_TOKEN");
 
     assert_int_equal(load_text(&c, "upstream:\n  auth:\n    mode: passthrough\n", &d), 0);
     assert_int_equal(c.credentials.mode, CRED_PASSTHROUGH);
-    assert_null(c.upstream_token);
+    assert_null(c.gateway.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
 }
@@ -816,7 +842,7 @@ static void test_auth_iam(void **state)
     assert_int_equal(c.credentials.iam_timeout_ms, 5000);
     assert_int_equal(c.credentials.retry_min_ms, 250);
     assert_int_equal(c.credentials.retry_max_ms, 120000);
-    assert_null(c.upstream_token); /* not a static token: the gateway must ask the credentials */
+    assert_null(c.gateway.upstream_token); /* not a static token: the gateway must ask the credentials */
     conf_diag_free(&d);
     config_free(&c);
     rm_tree(dir);
@@ -832,7 +858,7 @@ static void test_auth_aksk(void **state)
     assert_int_equal(c.credentials.mode, CRED_AKSK);
     assert_string_equal(c.credentials.ak, "AKIDEXAMPLE");
     assert_string_equal(c.credentials.sk, "sk-from-env");
-    assert_null(c.upstream_token);
+    assert_null(c.gateway.upstream_token);
     conf_diag_free(&d);
     config_free(&c);
     unsetenv("JOBGATE_TEST_SK");

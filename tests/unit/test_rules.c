@@ -61,6 +61,7 @@
     X("empty-terminal.yaml")          \
     X("empty.yaml")                   \
     X("errors-file-missing.yaml")     \
+    X("fault-mapping-429.yaml")       \
     X("fault-missing.yaml")           \
     X("fault-status-429.yaml")        \
     X("fault-twice.yaml")             \
@@ -444,17 +445,38 @@ static void test_every_4xx_listed_instead_of_class(void **state)
 
 /* ---------------------------------------------------- broken rule files */
 
-/* The loader of unit_check_bad_file for data/rules-bad/: a rule file must be refused. */
+/*
+ * The loader of unit_check_bad_file for data/rules-bad/: a rule file must be
+ * refused, with exactly as many diagnostics about it as its header has
+ * "# expect:" lines (unit_check_bad_file then finds each): one mistake must
+ * not cascade into messages about what was written right.
+ */
 static int load_bad_rule(const char *name, const char *path, struct conf_diag *d)
 {
     char *files[] = {(char *)path}; /* ruleset_load does not write to it */
     conf_diag_init(d);
     struct ruleset *rs = ruleset_load(files, 1, d);
-    if (!rs)
-        return 0;
-    print_error("  %s loaded, want an error\n", name);
-    ruleset_unref(rs);
-    return 1;
+    if (rs) {
+        print_error("  %s loaded, want an error\n", name);
+        ruleset_unref(rs);
+        return 1;
+    }
+    char *text = unit_read_file(path);
+    if (!text)
+        fail_msg("cannot read %s", path);
+    size_t expected = 0, about_file = 0;
+    for (const char *line = text; line && *line == '#'; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        expected += strncmp(line, "# expect: ", 10) == 0;
+    free(text);
+    /* Diagnostics about another file (an errors file it names) are that file's. */
+    for (size_t i = 0; i < d->count; i++)
+        about_file += strncmp(d->lines[i], path, strlen(path)) == 0 && d->lines[i][strlen(path)] == ':';
+    if (about_file != expected) {
+        print_error("  %s: %zu diagnostics about it, want exactly %zu (its '# expect:' lines)\n", name, about_file,
+                    expected);
+        return 1;
+    }
+    return 0;
 }
 
 static void test_bad_rule_file(void **state)
@@ -513,13 +535,15 @@ static void test_overlapping_routes(void **state)
 {
     char a[4096], b[4096], prefix[4200];
     struct conf_diag d;
-    /* One error, about the second rule, naming both rules and the first file. */
+    /* One error, about the second rule, naming both rules and the first file.
+     * It points at the routes (route.path of each), not at the rules' names. */
     load_pair_refused("rules-overlap", a, b, sizeof(a), &d);
-    snprintf(prefix, sizeof(prefix), "%s:3", b);
+    snprintf(prefix, sizeof(prefix), "%s:5:9: ", b);
     assert_non_null(unit_find_diag(&d, prefix,
                                    "/v1/{project}/jobs/{id} ... 'jobs-b' ... overlaps ... "
                                    "/v1/{project_id}/jobs/{job_id} ... 'jobs-a'"));
-    assert_non_null(strstr(d.lines[0], a));
+    snprintf(prefix, sizeof(prefix), "(%s:5)", a);
+    assert_non_null(strstr(d.lines[0], prefix));
     conf_diag_free(&d);
 
     /* Each loads on its own. */

@@ -2,7 +2,8 @@
  * Every rule shipped in lua-free-rules/, checked as an operator would use it:
  * all of them load together (no overlap), and for each API a table of paths
  * (match, bad parameter, no match) and a table of bodies (terminal, still
- * changing, not a job, another job), sub-jobs included.
+ * changing, not a job, another job), sub-jobs included; the seed's copy of
+ * the shared error map answers as the shared map does.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -234,6 +235,63 @@ static void every_status_maps_into_the_table(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* Do two answers say the same, field by field? Reports the first difference. */
+static int same_answer(const struct client_error *a, const struct client_error *b, const char *what)
+{
+    if (a->status == b->status && a->retry_after == b->retry_after && strcmp(a->code, b->code) == 0 &&
+        strcmp(a->message, b->message) == 0)
+        return 1;
+    print_error("%s: elb-v1 says %d %s \"%s\" (Retry-After %d), the shared map %d %s \"%s\" (Retry-After %d)\n", what,
+                a->status, a->code, a->message, a->retry_after, b->status, b->code, b->message, b->retry_after);
+    return 0;
+}
+
+/*
+ * The seed (elb-v1.yaml) keeps its own copy of shared/huawei-errors.yaml, so
+ * that it shows every section in one file: the copy must not drift. Every
+ * upstream status 100-599 with every kind of body (none, both of Huawei's
+ * shapes, the throttle code in either, a job body's own fields, not JSON),
+ * and every fault, gets the same answer from both. (invalid_request differs
+ * on purpose: the seed answers ELB.1001; test_rules checks it.)
+ */
+static void elb_v1_copy_answers_as_the_shared_map(void **state)
+{
+    static const char *const bodies[] = {
+        "",
+        "{\"error\":{\"code\":\"ELB.1002\",\"message\":\"find lb failed\"}}",
+        "{\"error_code\":\"APIGW.0301\",\"error_msg\":\"bad auth\",\"request_id\":\"r\"}",
+        "{\"error_code\":\"APIGW.0308\",\"error_msg\":\"throttled\"}",
+        "{\"error\":{\"code\":\"APIGW.0308\",\"message\":\"throttled\"}}",
+        "{\"code\":\"Ecs.0000\",\"message\":\"insufficient resources\"}",
+        "{\"error\":{\"message\":\"a message without a code\"}}",
+        "<html>upstream says no</html>",
+    };
+    const struct ruleset *rs = *state;
+    const struct rule *seed = rule_named(rs, "elb-v1");
+    const struct rule *shared = rule_named(rs, "ecs"); /* errors: shared/huawei-errors.yaml */
+    assert_non_null(seed);
+    assert_non_null(shared);
+    int failed = 0;
+    char what[128];
+    for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        for (int status = 100; status < 600; status++) {
+            struct client_error a, e;
+            errmap_from_upstream(&seed->errors, status, bodies[b], strlen(bodies[b]), &a);
+            errmap_from_upstream(&shared->errors, status, bodies[b], strlen(bodies[b]), &e);
+            snprintf(what, sizeof(what), "status %d, body %zu", status, b);
+            failed += !same_answer(&a, &e, what);
+        }
+    }
+    for (int f = 1; f < FAULT__COUNT; f++) {
+        struct client_error a, e;
+        errmap_from_fault(&seed->errors, (enum upstream_fault)f, &a);
+        errmap_from_fault(&shared->errors, (enum upstream_fault)f, &e);
+        snprintf(what, sizeof(what), "fault %s", fault_name((enum upstream_fault)f));
+        failed += !same_answer(&a, &e, what);
+    }
+    assert_int_equal(failed, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +299,7 @@ int main(void)
         cmocka_unit_test(paths_route_to_the_right_rule),
         cmocka_unit_test(bodies_classify_per_api),
         cmocka_unit_test(every_status_maps_into_the_table),
+        cmocka_unit_test(elb_v1_copy_answers_as_the_shared_map),
     };
     return cmocka_run_group_tests_name("shipped rules", tests, load_all, unload_all);
 }

@@ -1,0 +1,265 @@
+'use strict';
+/*
+ * The official Huawei Cloud Node.js ECS SDK, unmodified, against an endpoint
+ * that plays ECS: jobsim (tests/sim/jobsim --api ecs, in aksk mode) directly,
+ * or jobgate in front of it.  The SDK is given only its endpoint and its
+ * credentials, as a user would.
+ *
+ * Environment (see README.md):
+ *   JG_ENDPOINT     the ECS endpoint the SDK talks to (required)
+ *   JG_SIM_URL      jobsim's own URL, for its control API (/_sim/...);
+ *                   default JG_ENDPOINT
+ *   JG_PROJECT_ID   the project (default 32 zeros and ones)
+ *   JG_AK, JG_SK    the credentials the SDK signs with (required)
+ *   JG_GATEWAY=1    the endpoint is jobgate, not jobsim: the expectations
+ *                   that differ (caching, jobgate's own codes) switch over
+ *   JG_EXPECT_BAD_SIGNATURE_CODE  the errorCode a wrong SK gets
+ *                   (default APIGW.0301, the API gateway's)
+ *
+ * Run: node --test sdk_ecs.test.js (Node's own runner; tests run in order).
+ */
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const core = require('@huaweicloud/huaweicloud-sdk-core');
+const ecs = require('@huaweicloud/huaweicloud-sdk-ecs');
+
+const ENDPOINT = process.env.JG_ENDPOINT;
+const SIM_URL = process.env.JG_SIM_URL || ENDPOINT;
+const PROJECT = process.env.JG_PROJECT_ID || '0101010101010101010101010101010101'.slice(0, 32);
+const AK = process.env.JG_AK;
+const SK = process.env.JG_SK;
+const GATEWAY = process.env.JG_GATEWAY === '1';
+const BAD_SIGNATURE_CODE = process.env.JG_EXPECT_BAD_SIGNATURE_CODE || 'APIGW.0301';
+const POLL_MS = 100;
+const POLL_DEADLINE_MS = 30000;
+
+if (!ENDPOINT || !AK || !SK)
+    throw new Error('set JG_ENDPOINT, JG_AK and JG_SK (see tests/clients/README.md)');
+
+/* The SDK as a user sets it up: an endpoint and credentials, nothing else. */
+function ecsClient(sk = SK) {
+    const credentials = new core.BasicCredentials().withAk(AK).withSk(sk).withProjectId(PROJECT);
+    return ecs.EcsClient.newBuilder().withCredential(credentials).withEndpoint(ENDPOINT).build();
+}
+
+/* The smallest body ECS accepts for a pay-per-use server. */
+function createServersRequest(name, count) {
+    const server = new ecs.PrePaidServer()
+        .withImageRef('1189efbf-d48b-46ad-a823-94b942e2a000')
+        .withFlavorRef('s6.small.1')
+        .withName(name)
+        .withVpcid('0dae26c9-9a70-4392-93f1-f8a0a0a0a0a0')
+        .withNics([new ecs.PrePaidServerNic().withSubnetId('ae29ac58-3ab8-4b0b-9a0e-0e0e0e0e0e0e')])
+        .withRootVolume(new ecs.PrePaidServerRootVolume().withVolumetype('SSD'));
+    if (count !== undefined)
+        server.withCount(count);
+    return new ecs.CreateServersRequest().withBody(new ecs.CreateServersRequestBody().withServer(server));
+}
+
+/* One request to jobsim's control API; resolves to {status, headers, body (parsed JSON when it is)}. */
+function raw(method, url, headers = {}, body) {
+    return new Promise((resolve, reject) => {
+        const req = http.request(url, { method, headers }, (res) => {
+            const chunks = [];
+            res.on('data', (c) => chunks.push(c));
+            res.on('end', () => {
+                const text = Buffer.concat(chunks).toString('utf8');
+                let parsed = text;
+                try {
+                    parsed = text ? JSON.parse(text) : null;
+                } catch (e) {
+                    /* not JSON: keep the text */
+                }
+                resolve({ status: res.statusCode, headers: res.headers, body: parsed });
+            });
+        });
+        req.on('error', reject);
+        if (body !== undefined)
+            req.write(body);
+        req.end();
+    });
+}
+
+async function sim(method, path) {
+    const answer = await raw(method, new URL(path, SIM_URL));
+    assert.equal(answer.status, 200, `jobsim ${method} ${path}: ${JSON.stringify(answer.body)}`);
+    return answer.body;
+}
+
+const stats = () => sim('GET', '/_sim/stats');
+const postsOf = (s) => s.posts[PROJECT] || 0;
+
+/* The exception the SDK throws for "promise"; fails if it resolves. */
+async function sdkError(promise) {
+    try {
+        const answer = await promise;
+        assert.fail(`expected an error, got ${JSON.stringify(answer)}`);
+    } catch (e) {
+        if (e instanceof assert.AssertionError)
+            throw e;
+        return e;
+    }
+}
+
+const SIGNED_BY_SDK = 'content-type;host;x-project-id;x-sdk-date';
+
+/* Headers by lower-case name. */
+function lowerKeys(headers) {
+    return Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+}
+
+let created; /* the answer of the first createServers, for the tests after it */
+
+test('createServers returns a job_id; exactly one POST reaches the cloud', async () => {
+    const before = await stats();
+    const answer = await ecsClient().createServers(createServersRequest('sdk-one', 2));
+    const after = await stats();
+
+    assert.equal(answer.httpStatusCode, 200);
+    assert.match(answer.job_id, /^[0-9a-f]{32}$/, `job_id in ${JSON.stringify(answer)}`);
+    assert.equal(answer.serverIds.length, 2);
+    assert.equal(postsOf(after) - postsOf(before), 1, 'POSTs received for the project');
+    assert.equal(after.creates - before.creates, 1, 'jobs made');
+    created = answer;
+});
+
+test('showJob polls go INIT, RUNNING, SUCCESS; the sub-jobs carry the serverIds', async () => {
+    assert.ok(created, 'createServers did not run');
+    const client = ecsClient();
+    const seen = [];
+    const deadline = Date.now() + POLL_DEADLINE_MS;
+    let polls = 0;
+    let job;
+
+    do {
+        job = await client.showJob(new ecs.ShowJobRequest(created.job_id));
+        polls++;
+        assert.equal(job.job_id, created.job_id);
+        if (seen[seen.length - 1] !== job.status)
+            seen.push(job.status);
+        if (job.status !== 'SUCCESS')
+            await new Promise((r) => setTimeout(r, POLL_MS));
+    } while (job.status !== 'SUCCESS' && Date.now() < deadline);
+
+    /* A slow machine may miss a short phase, never reorder them. */
+    const order = ['INIT', 'RUNNING', 'SUCCESS'];
+    assert.equal(seen[seen.length - 1], 'SUCCESS', `states seen: ${seen}`);
+    assert.deepEqual(seen, order.filter((s) => seen.includes(s)), `states seen in order: ${seen}`);
+    assert.equal(job.entities.sub_jobs_total, 2);
+    assert.deepEqual(job.entities.sub_jobs.map((s) => s.entities.server_id).sort(), [...created.serverIds].sort());
+    assert.ok(job.entities.sub_jobs.every((s) => s.status === 'SUCCESS'));
+
+    const upstream = (await stats()).jobs[created.job_id] || 0;
+    if (GATEWAY)
+        assert.ok(upstream < polls, `cached between upstream calls: ${upstream} upstream for ${polls} polls`);
+    else
+        assert.equal(upstream, polls, 'every poll reached jobsim');
+});
+
+test('a wrong SK is refused with 401 and its errorCode in the SDK exception', async () => {
+    const before = await stats();
+    const error = await sdkError(ecsClient(SK + 'x').showJob(new ecs.ShowJobRequest(created.job_id)));
+
+    assert.equal(error.httpStatusCode, 401, `${error.name}: ${error.errorCode} ${error.errorMsg}`);
+    assert.equal(error.errorCode, BAD_SIGNATURE_CODE, error.errorMsg);
+    assert.ok(error.errorMsg, 'a message');
+
+    const create = await sdkError(ecsClient(SK + 'x').createServers(createServersRequest('sdk-bad-sk')));
+    assert.equal(create.httpStatusCode, 401);
+    assert.equal(create.errorCode, BAD_SIGNATURE_CODE, create.errorMsg);
+    assert.equal((await stats()).creates, before.creates, 'no job made');
+});
+
+test('a throttled job poll (429) yields errorCode APIGW.0308', async () => {
+    const job = (await ecsClient().createServers(createServersRequest('sdk-throttled'))).job_id;
+    await sim('POST', `/_sim/faults?job=${job}&kind=status&status=429&shape=apigw&retry_after=1&count=100`);
+    try {
+        const error = await sdkError(ecsClient().showJob(new ecs.ShowJobRequest(job)));
+        if (GATEWAY) {
+            /* jobgate answers a throttled cloud itself (or serves what it knows). */
+            assert.ok([429, 503].includes(error.httpStatusCode), `status ${error.httpStatusCode}`);
+            assert.match(error.errorCode || '', /^(APIGW\.0308|JG\.[A-Z_]+)$/, error.errorMsg);
+        } else {
+            assert.equal(error.httpStatusCode, 429);
+            assert.equal(error.errorCode, 'APIGW.0308', error.errorMsg);
+            assert.equal(error.errorMsg, 'The request is throttled.');
+        }
+    } finally {
+        await sim('DELETE', '/_sim/faults');
+    }
+});
+
+test('a throttled createServers (429) yields APIGW.0308 and makes no job', async () => {
+    await sim('POST', '/_sim/faults?on=create&kind=status&status=429&shape=apigw&count=1');
+    try {
+        const before = await stats();
+        const error = await sdkError(ecsClient().createServers(createServersRequest('sdk-throttled-create')));
+        const after = await stats();
+
+        assert.equal(error.httpStatusCode, 429);
+        assert.equal(error.errorCode, 'APIGW.0308', error.errorMsg);
+        assert.equal(postsOf(after) - postsOf(before), 1, 'the POST reached the cloud once');
+        assert.equal(after.creates, before.creates, 'no job made');
+    } finally {
+        await sim('DELETE', '/_sim/faults');
+    }
+});
+
+test('a bad body gets ECS\'s 400 Ecs.0005 in the SDK exception', async () => {
+    const request = createServersRequest('sdk-bad-body');
+    request.body.server.withRootVolume(new ecs.PrePaidServerRootVolume()); /* no volumetype */
+    const error = await sdkError(ecsClient().createServers(request));
+
+    assert.equal(error.httpStatusCode, 400);
+    assert.equal(error.errorCode, 'Ecs.0005', error.errorMsg);
+    assert.match(error.errorMsg, /volumetype/);
+});
+
+test('the same X-Client-Token twice makes one job (ECS idempotency)', async () => {
+    const token = `sdk-${process.pid}-${Date.now()}`;
+    const before = await stats();
+    const first = await ecsClient().createServers(createServersRequest('sdk-idem').withXClientToken(token));
+    const again = await ecsClient().createServers(createServersRequest('sdk-idem').withXClientToken(token));
+    const after = await stats();
+
+    assert.equal(again.job_id, first.job_id);
+    assert.deepEqual(again.serverIds, first.serverIds);
+    assert.equal(postsOf(after) - postsOf(before), 2, 'both POSTs reached the cloud');
+    assert.equal(after.creates - before.creates, 1, 'one job made');
+});
+
+/*
+ * What the SDK sends, seen by jobsim (direct only: through jobgate the
+ * simulator sees jobgate's request).  Replaying the SDK's own signed POST
+ * passes; the same bytes with one body byte or the content-type changed are
+ * refused: the signature covers the body and the signed headers.
+ */
+test('the SDK signs content-type, host, x-project-id, x-sdk-date and the body', { skip: GATEWAY && 'direct to jobsim only' },
+    async (t) => {
+        await ecsClient().createServers(createServersRequest('sdk-replay'));
+        const last = await sim('GET', '/_sim/last');
+        const sent = lowerKeys(last.headers);
+
+        t.diagnostic(`createServers sent: ${last.method} ${last.path} ${JSON.stringify(last.headers)} ${last.body}`);
+        assert.equal(last.method, 'POST');
+        assert.equal(last.path, `/v1.1/${PROJECT}/cloudservers`);
+        assert.equal(sent['content-type'], 'application/json');
+        assert.equal(sent['x-project-id'], PROJECT);
+        assert.match(sent['x-sdk-date'], /^\d{8}T\d{6}Z$/);
+        assert.match(sent.authorization,
+            new RegExp(`^SDK-HMAC-SHA256 Access=${AK}, SignedHeaders=${SIGNED_BY_SDK}, Signature=[0-9a-f]{64}$`));
+        assert.equal(JSON.parse(last.body).server.name, 'sdk-replay');
+
+        const replay = (headers, body) =>
+            raw('POST', new URL(last.path, ENDPOINT), { ...last.headers, ...headers }, body);
+        const again = await replay({}, last.body);
+        assert.equal(again.status, 200, `the replay itself passes: ${JSON.stringify(again.body)}`);
+
+        const tampered = await replay({}, last.body.replace('sdk-replay', 'sdk-replaz'));
+        assert.equal(tampered.status, 401, 'one body byte changed');
+        assert.equal(tampered.body.error_code, 'APIGW.0301');
+
+        const retyped = await replay({ 'Content-Type': 'application/json;charset=UTF-8' }, last.body);
+        assert.equal(retyped.status, 401, 'a signed header changed');
+    });

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""The official Huawei Cloud Node.js SDK (tests/clients, from npm, pinned),
+unmodified, against the simulator playing ECS's create-then-poll flow in aksk
+mode: tests/clients/sdk_ecs.test.js runs under Node's own test runner, and
+each of its tests is reported here as one TAP point.  Then the simulator's
+create call is checked without the SDK, on a second jobsim with no
+authentication: the paths, body checks and on=create faults the SDK test
+does not reach.
+
+Nothing is skipped: without node (18 or later) or without
+tests/clients/node_modules (.ci/install-deps runs `npm ci` there), this test
+fails and says what to install.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import traceback
+
+import harness
+from harness import SRCDIR, Sim, TestFailure, check, eq, hex32, run, stop_all
+
+CLIENTS = os.path.join(SRCDIR, "tests", "clients")
+NODE_TEST = "sdk_ecs.test.js"
+AK = "sdk-test-ak-" + hex32()[:8]
+SK = "sdk-test-sk-" + hex32()
+PROJECT = hex32()
+NODE_TIMEOUT_S = 300
+# The packages tests/clients/package.json pins, which must be installed as pinned.
+PINNED = ("@huaweicloud/huaweicloud-sdk-core", "@huaweicloud/huaweicloud-sdk-ecs", "uuid")
+INSTALL_HINT = "run .ci/install-deps (it installs nodejs and npm and runs `npm ci` in tests/clients)"
+
+
+def node_binary():
+    return shutil.which("node") or shutil.which("nodejs")
+
+
+def prerequisites():
+    """None when node and the pinned SDKs are installed, else what is missing."""
+    node = node_binary()
+    if node is None:
+        return "no node on PATH: " + INSTALL_HINT
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    m = re.match(r"v(\d+)\.", out.stdout)
+    if not m or int(m.group(1)) < 18:
+        return "node %r is too old: node:test with --test-reporter needs 18 or later" % out.stdout.strip()
+    with open(os.path.join(CLIENTS, "package.json")) as f:
+        wanted = json.load(f)["dependencies"]
+    for name in PINNED:
+        installed = os.path.join(CLIENTS, "node_modules", name, "package.json")
+        if not os.path.exists(installed):
+            return "%s is not installed in %s/node_modules: %s" % (name, CLIENTS, INSTALL_HINT)
+        with open(installed) as f:
+            version = json.load(f)["version"]
+        if version != wanted[name]:
+            return "%s %s is installed, package.json pins %s: %s" % (name, version, wanted[name], INSTALL_HINT)
+    return None
+
+
+def start_sim():
+    """jobsim playing ECS, in aksk mode with AK/SK."""
+    sim = Sim(init_ms=300, running_ms=600, api="ecs").start()
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    try:
+        conn.request("POST", "/_sim/auth", body=json.dumps({"mode": "aksk", "ak": AK, "sk": SK}))
+        r = conn.getresponse()
+        eq(r.status, 200, "POST /_sim/auth: %r" % r.read())
+    finally:
+        conn.close()
+    return sim
+
+
+TAP_POINT = re.compile(r"^(ok|not ok) (\d+) - (.*?)(?: # (SKIP|TODO)\b.*)?$")
+
+
+def run_node(sim):
+    """Run the node test against `sim`; returns (exit code, [(ok, name, directive, detail lines)], output)."""
+    env = dict(os.environ, JG_ENDPOINT=sim.url, JG_AK=AK, JG_SK=SK, JG_PROJECT_ID=PROJECT)
+    for name in ("JG_SIM_URL", "JG_GATEWAY", "JG_EXPECT_BAD_SIGNATURE_CODE"):
+        env.pop(name, None)  # straight at the simulator, whatever the caller's shell says
+    out = subprocess.run([node_binary(), "--test", "--test-reporter=tap", NODE_TEST], cwd=CLIENTS, env=env,
+                         capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    results = []
+    for line in out.stdout.splitlines():
+        m = TAP_POINT.match(line)  # top level only: subtests are indented
+        if m:
+            results.append([m.group(1) == "ok", m.group(3).replace("\\#", "#"), m.group(4), []])
+        elif results and line.startswith("  "):
+            results[-1][3].append(line)
+    return out.returncode, results, out.stdout + out.stderr
+
+
+def node_point(ok, name, directive, detail):
+    def point(env):
+        check(directive is None, "the node test was marked %s: a test not run is a failure here" % directive)
+        check(ok, "the node test failed:\n" + "\n".join(detail))
+
+    point.__name__ = "sdk: " + name
+    return point
+
+
+# ------------------------------------------- the create call, without the SDK
+
+
+def call(sim, method, path, body=None, headers=None, timeout=10):
+    """(status, lower-case headers, parsed JSON or None) of one request to `sim`."""
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def server_body(**extra):
+    server = {"imageRef": "i", "flavorRef": "f", "name": "n", "vpcid": "v", "nics": [{"subnet_id": "s"}],
+              "root_volume": {"volumetype": "SSD"}}
+    server.update(extra)
+    return {"server": server}
+
+
+def sim_create_call(env):
+    """jobsim's ECS create call: both paths, the body checked, sub-jobs carrying the serverIds, POSTs counted"""
+    sim, project = env["plain"], hex32()
+    status, _, doc = call(sim, "POST", "/v1/%s/cloudservers" % project, server_body(count=3))
+    eq(status, 200, "v1 create: %r" % doc)
+    eq(sorted(doc), ["job_id", "serverIds"], "answer members")
+    check(re.fullmatch("[0-9a-f]{32}", doc["job_id"]), "job id %r" % doc["job_id"])
+    eq(len(doc["serverIds"]), 3, "serverIds")
+    status, _, job = call(sim, "GET", "/v1/%s/jobs/%s" % (project, doc["job_id"]))
+    eq(status, 200, "poll")
+    eq(job["entities"]["sub_jobs_total"], 3, "sub-jobs")
+    eq(sorted(s["entities"]["server_id"] for s in job["entities"]["sub_jobs"]), sorted(doc["serverIds"]),
+       "the sub-jobs create the servers the answer named")
+    status, _, doc = call(sim, "POST", "/v1.1/%s/cloudservers" % project, server_body())
+    eq((status, len(doc["serverIds"])), (200, 1), "v1.1 create, count 1 by default")
+
+    for body, what in ((b"not json", "not JSON"), (server_body(count=101), "count over 100"),
+                       (server_body(nics=[]), "no nic"), ({"servers": {}}, "no server")):
+        status, _, doc = call(sim, "POST", "/v1/%s/cloudservers" % project, body)
+        eq(status, 400, what)
+        eq(doc["error"]["code"], "Ecs.0005", what)
+    status, headers, doc = call(sim, "GET", "/v1/%s/cloudservers" % project)
+    eq((status, headers.get("allow"), doc["error_code"]), (405, "POST", "APIGW.0105"), "GET on the create path")
+    stats = sim._control("GET", "/_sim/stats")
+    eq(stats["posts"].get(project), 6, "POSTs counted (the 405 is not a POST)")
+    eq(stats["creates"], 2, "jobs made")
+
+
+def sim_create_faults(env):
+    """on=create faults: a status refuses before the job, delay and reset bend the answer of a job made"""
+    sim, project = env["plain"], hex32()
+    path = "/v1/%s/cloudservers" % project
+    sim.clear_faults()
+    try:
+        before = sim._control("GET", "/_sim/stats")["creates"]
+        sim.fault(job="*", kind="status", status=500)  # job faults never touch the create call
+        eq(call(sim, "POST", path, server_body())[0], 200, "a job=* fault")
+        sim._control("POST", "/_sim/faults?on=create&kind=delay&delay_ms=400&count=1")
+        started = time.time()
+        eq(call(sim, "POST", path, server_body())[0], 200, "delayed create")
+        check(time.time() - started >= 0.35, "answered %.2fs late" % (time.time() - started))
+        sim._control("POST", "/_sim/faults?on=create&kind=reset&count=1")
+        try:
+            call(sim, "POST", path, server_body())
+            raise TestFailure("a reset create call was answered")
+        except (ConnectionError, http.client.HTTPException):
+            pass
+        sim._control("POST", "/_sim/faults?on=create&kind=status&status=503&shape=apigw&code=APIGW.0201&count=1")
+        status, _, doc = call(sim, "POST", path, server_body())
+        eq((status, doc["error_code"]), (503, "APIGW.0201"), "status fault")
+        stats = sim._control("GET", "/_sim/stats")
+        eq(stats["creates"] - before, 3, "jobs made: the delayed and the reset one too, not the refused one")
+        eq(stats["posts"][project], 4, "every POST counted once")
+        for query in ("on=create&job=x&kind=delay&delay_ms=1", "on=create&kind=wrongid", "on=elsewhere&kind=hang",
+                      "on=create&kind=status&status=500&shape=json"):
+            status, _, doc = call(sim, "POST", "/_sim/faults?" + query)
+            eq(status, 400, "refused fault %s: %r" % (query, doc))
+    finally:
+        sim.clear_faults()
+
+
+def main():
+    env = {}
+    problem = prerequisites()
+    results = []
+    node_failure = None
+    if problem is None:
+        try:
+            env["sim"] = start_sim()
+            env["node_rc"], results, env["node_output"] = run_node(env["sim"])
+        except Exception:
+            node_failure = traceback.format_exc()
+
+    def node_and_sdk_installed(env):
+        """node 18+ and the pinned SDKs in tests/clients/node_modules"""
+        check(problem is None, problem)
+
+    harness.test(node_and_sdk_installed)
+    for ok, name, directive, detail in results:
+        harness.test(node_point(ok, name, directive, detail))
+
+    def node_run_complete(env):
+        """the node runner ran every test of sdk_ecs.test.js and passed them"""
+        check(problem is None, "not run: " + str(problem))
+        check(node_failure is None, "could not run the node test:\n" + str(node_failure))
+        check(len(results) >= 8, "the node runner reported %d tests; output:\n%s" % (len(results), env["node_output"]))
+        eq(env["node_rc"], 0, "node --test exit code; output tail:\n" + env["node_output"][-3000:])
+
+    def simulator_checked_the_sdk_signatures(env):
+        """jobsim verified the SDK's own AK/SK signatures, and refused the wrong SK"""
+        check("sim" in env, "the simulator did not start")
+        auth = env["sim"]._control("GET", "/_sim/auth")
+        eq(auth["mode"], "aksk", "mode")
+        check(auth["sig_ok"] >= 10, "signatures verified: %r" % auth)
+        check(auth["sig_bad"] >= 3, "bad signatures refused (wrong SK, tampered replays): %r" % auth)
+        stats = env["sim"]._control("GET", "/_sim/stats")
+        check(stats["posts"].get(PROJECT, 0) >= 6, "POSTs counted for the project: %r" % stats["posts"])
+
+    harness.test(node_run_complete)
+    harness.test(simulator_checked_the_sdk_signatures)
+    for fn in (sim_create_call, sim_create_faults):
+        harness.test(fn)
+
+    def setup():
+        env["plain"] = Sim(init_ms=300, running_ms=600, api="ecs").start()
+        return env
+
+    run(setup=setup, teardown=stop_all)
+
+
+if __name__ == "__main__":
+    main()
