@@ -22,6 +22,12 @@ struct callpolicy_upstream {
     int shm_slot;           /* in cp->shm; -1: none */
     struct guard *local;    /* this process's guard: the only one, or the fallback */
     size_t local_fleet;     /* the fleet size `local` was made for (its share is 1/local_fleet) */
+    /* What this process last learnt of the fleet's state, so that an
+     * admission Redis answers too late (a slow reply, not an outage) does
+     * not let a call through a backoff or an open circuit it knows of: */
+    int64_t held_until_ms;       /* the fleet said throttled or open until then (monotonic) */
+    enum guard_refusal held_why; /* GUARD_THROTTLED or GUARD_CIRCUIT_OPEN */
+    int fleet_circuit_open;      /* the fleet's circuit was last seen open or half-open */
 };
 
 struct callpolicy_pending {
@@ -201,6 +207,28 @@ static struct callpolicy_verdict settle(struct callpolicy *cp, enum callpolicy_s
     return v;
 }
 
+static struct guard_verdict fleet_refusal(enum guard_refusal why, int64_t wait_ms)
+{
+    struct guard_verdict v = {why, wait_ms < 1 ? 1 : wait_ms, (int)((wait_ms + 999) / 1000), 0};
+    if (v.retry_after_s < 1)
+        v.retry_after_s = 1;
+    return v;
+}
+
+/* Remember what the fleet said about `up` (see held_until_ms). */
+static void learn(struct callpolicy_upstream *up, const struct guard_verdict *gv)
+{
+    int64_t now_ms = clock_mono_us() / 1000;
+    if (gv->refusal == GUARD_THROTTLED || gv->refusal == GUARD_CIRCUIT_OPEN) {
+        up->held_until_ms = now_ms + gv->wait_ms;
+        up->held_why = gv->refusal;
+    }
+    if (gv->refusal == GUARD_CIRCUIT_OPEN || gv->probe)
+        up->fleet_circuit_open = 1;
+    else if (gv->refusal == GUARD_ADMITTED)
+        up->fleet_circuit_open = 0;
+}
+
 /* Decide here, without Redis: shared memory, or this process's guard. */
 static struct callpolicy_verdict admit_here(struct callpolicy *cp, struct callpolicy_upstream *up, const char *project,
                                             int64_t *queued_until_ms)
@@ -216,6 +244,16 @@ static struct callpolicy_verdict admit_here(struct callpolicy *cp, struct callpo
     struct guard *g = local_guard(up);
     struct guard_verdict gv =
         g ? guard_admit(g, project, now_ms) : (struct guard_verdict){GUARD_BAD_PROJECT, 1000, 1, 0};
+    if (cp->fleet) {
+        /* Redis is only slow (still connected): what the fleet said holds. */
+        struct guardredis_stats st;
+        guardredis_stats(cp->fleet, &st);
+        if (up->held_until_ms > now_ms)
+            return settle(cp, CALLPOLICY_STORE_PROCESS, fleet_refusal(up->held_why, up->held_until_ms - now_ms),
+                          queued_until_ms);
+        if (up->fleet_circuit_open && st.up) /* the fleet's one probe decides, not this process */
+            return settle(cp, CALLPOLICY_STORE_PROCESS, fleet_refusal(GUARD_CIRCUIT_OPEN, 1000), queued_until_ms);
+    }
     if (cp->fleet) {
         cp->fallbacks++;
         if (!cp->in_fallback)
@@ -235,6 +273,7 @@ static void on_fleet_verdict(int answered, const struct guard_verdict *gv, void 
         if (cp->in_fallback)
             log_info("guard: Redis answers again: the fleet shares one rate limit");
         cp->in_fallback = 0;
+        learn(p->up, gv);
         v = settle(cp, CALLPOLICY_STORE_REDIS, *gv, p->queued_until_ms);
     } else {
         v = admit_here(cp, p->up, p->project[0] ? p->project : NULL, p->queued_until_ms);
@@ -331,12 +370,19 @@ static void report(struct callpolicy_upstream *up, const struct callpolicy_verdi
     struct callpolicy *cp = up->cp;
     int64_t now = clock_mono_us() / 1000;
     int probe = v->gv.probe;
+    if (v->store == CALLPOLICY_STORE_REDIS && retry_after_s >= 0) { /* a 429: held here at once too */
+        int64_t ms = backoff_ms(cp, &up->conf, retry_after_s);
+        if (now + ms > up->held_until_ms) {
+            up->held_until_ms = now + ms;
+            up->held_why = GUARD_THROTTLED;
+        }
+        guardredis_report(cp->fleet, up->base_url, &up->conf, ms, GUARD_SUCCESS, probe);
+        return;
+    }
+    if (v->store == CALLPOLICY_STORE_REDIS && probe && o == GUARD_SUCCESS)
+        up->fleet_circuit_open = 0;
     switch (v->store) {
-    case CALLPOLICY_STORE_REDIS:
-        if (cp->fleet)
-            guardredis_report(cp->fleet, up->base_url, &up->conf,
-                              retry_after_s >= 0 ? backoff_ms(cp, &up->conf, retry_after_s) : 0, o, probe);
-        break;
+    case CALLPOLICY_STORE_REDIS: guardredis_report(cp->fleet, up->base_url, &up->conf, 0, o, probe); break;
     case CALLPOLICY_STORE_SHM:
         if (retry_after_s >= 0)
             guardshm_throttled(cp->shm, up->shm_slot, &up->conf, now, retry_after_s, probe);
