@@ -1,5 +1,4 @@
 #define _GNU_SOURCE /* vasprintf, asprintf */
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include "clock.h"
 #include "guardredis.h"
 #include "log.h"
+#include "randbytes.h"
 #include "redis_link.h"
 
 #define ARGS_MAX   16
@@ -429,11 +429,7 @@ static void sha1_hex(const char *text, char out[41])
 static void random_id(char out[33])
 {
     unsigned char b[16] = {0};
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n != (ssize_t)sizeof(b)) { /* unlikely: the pid and the clock still tell processes apart */
+    if (randbytes_fill(b, sizeof(b)) < 0) { /* unlikely: the pid and the clock still tell processes apart */
         uint64_t x = (uint64_t)getpid() ^ (uint64_t)clock_mono_us();
         memcpy(b, &x, sizeof(x));
     }
