@@ -377,6 +377,7 @@ static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *
                                        "breaker_max_cooldown",
                                        "breaker_counts_5xx",
                                        "queue",
+                                       "fleet_size",
                                        NULL};
     if (!m)
         return 0;
@@ -397,6 +398,9 @@ static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *
     rc |= yconf_get_ms(y, m, "breaker_max_cooldown", 100, 3600000, 0, &g->breaker_max_ms, d);
     rc |= yconf_get_bool(y, m, "breaker_counts_5xx", &g->breaker_count_5xx, d);
     rc |= yconf_get_ms(y, m, "queue", 0, 60000, 0, &c->gateway.rate_queue_ms, d);
+    long fleet_size = (long)g->fleet_size;
+    rc |= yconf_get_long(y, m, "fleet_size", 0, GUARD_FLEET_SIZE_MAX, &fleet_size, d);
+    g->fleet_size = (unsigned)fleet_size;
     char err[256];
     if (rc == 0 && guard_conf_check(g, err, sizeof(err)) < 0) {
         yconf_error(y, m, d, "upstream_limits: %s", err);

@@ -35,14 +35,17 @@ struct flight {
     struct ruleset *rules;
     const struct rule *rule;
     char expected_id[ROUTE_MAX_PATH + 1];
-    struct callpolicy_upstream *up; /* this flight's upstream and its guard */
+    struct callpolicy_upstream *up; /* this flight's upstream and its guard (a reference) */
     struct body *stale;             /* the last still-changing answer, past its TTL (a reference), or NULL */
     /* The handle of what the state waits for (NULL while its callback runs,
      * or when the callback came before the ask returned): */
-    struct cache_pending *pending;      /* LEASE, WAIT_HOLDER */
-    struct credentials_wait *cred_wait; /* CREDENTIALS */
-    struct event *admit_timer;          /* ADMISSION_QUEUE (kept once made) */
-    struct upstream_call *call;         /* CALLING */
+    struct cache_pending *pending;            /* LEASE, WAIT_HOLDER */
+    struct callpolicy_pending *admit_pending; /* ADMITTING */
+    struct credentials_wait *cred_wait;       /* CREDENTIALS */
+    struct event *admit_timer;                /* ADMISSION_QUEUE (kept once made) */
+    struct upstream_call *call;               /* CALLING */
+    struct callpolicy_verdict admitted; /* the verdict that let the call go (its store, whether it is the probe) */
+    int holds_admission;                /* admitted, its end not reported yet: report it exactly once */
     int lease_held;                     /* this process holds the key's lease: store or release it */
     int stored;                         /* an answer was stored (which releases the lease) */
     uint64_t token_id;                  /* the IAM token sent, for credentials_token_rejected */
@@ -195,15 +198,21 @@ static void flight_free(struct flight *f)
         if (f->cred_wait)
             credentials_cancel(f->cred_wait);
         break;
-    case FLIGHT_CALLING: /* shutdown: the guard learns nothing of this call */
+    case FLIGHT_CALLING:
         if (f->call)
             upstream_cancel(gw->upstream, f->call);
-        callpolicy_abandoned(f->up);
+        break;
+    case FLIGHT_ADMITTING:
+        if (f->admit_pending)
+            callpolicy_cancel(f->admit_pending);
         break;
     case FLIGHT_NEW:
     case FLIGHT_ADMISSION_QUEUE: /* the timer goes below */
     case FLIGHT_DONE: break;
     }
+    if (f->holds_admission) /* shutdown: the guard learns nothing of this call */
+        callpolicy_abandoned(f->up, &f->admitted);
+    callpolicy_upstream_unref(f->up);
     if (f->admit_timer)
         event_free(f->admit_timer);
     /* Nothing stored: the key's lease, if this process holds it (whoever
@@ -312,7 +321,8 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     assert(f->state == FLIGHT_CALLING);
     f->call = NULL;
     metrics_count_upstream(gw->metrics, f->rule->name, resp->status, resp->fault, resp->elapsed_us);
-    callpolicy_report(f->up, resp);
+    f->holds_admission = 0;
+    callpolicy_report(f->up, &f->admitted, resp);
 
     if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
         /* The cloud has judged this token for this project. A 404 passed its authentication too. */
@@ -343,8 +353,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
 
 /* ------------------------------------------------------------- the call */
 
-/* ADMISSION_QUEUE -> [call]: credentials again (cheap unless IAM must be
- * asked), then the guard. */
+/* ADMISSION_QUEUE -> [admit] again. */
 static void on_admit_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -365,24 +374,20 @@ static int queue_for_token(struct flight *f, int64_t wait_ms)
     return 0;
 }
 
-/* [admit]: send the flight's call upstream, if the upstream's guard lets it
- * go (-> CALLING). Over the rate limit it may wait (-> ADMISSION_QUEUE); on
- * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
- * from the stale copy, or 503 with Retry-After (-> DONE). */
+/* The admitted call could not go or got no answer: the guard learns nothing. */
+static void give_back_admission(struct flight *f)
+{
+    if (f->holds_admission) {
+        f->holds_admission = 0;
+        callpolicy_abandoned(f->up, &f->admitted);
+    }
+}
+
+/* [send]: the call goes upstream (-> CALLING). */
 static void flight_send(struct flight *f, char *const *auth_headers, size_t nauth_headers)
 {
     struct gateway *gw = f->gw;
     const struct rule *rule = f->rule;
-    struct callpolicy_verdict v =
-        callpolicy_admit(gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms);
-    if (v.admission == CALLPOLICY_QUEUE && queue_for_token(f, v.wait_ms) == 0)
-        return;
-    if (v.admission != CALLPOLICY_GO) {
-        struct client_error err;
-        callpolicy_refusal(gw->policy, f->up, &v, f->key, &err);
-        flight_fail(f, &err, 1);
-        return;
-    }
     struct upstream_request ureq = {
         .url = f->url,
         .request_id = f->request_id,
@@ -399,14 +404,14 @@ static void flight_send(struct flight *f, char *const *auth_headers, size_t naut
     f->state = FLIGHT_CALLING;
     f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f); /* never calls back from inside */
     if (!f->call) {
-        callpolicy_abandoned(f->up);
+        give_back_admission(f);
         struct client_error err;
         errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
         flight_fail(f, &err, 1);
     }
 }
 
-/* CREDENTIALS -> [admit], or DONE when jobgate has none. */
+/* CREDENTIALS -> [send], or DONE when jobgate has none. */
 static void on_credentials(const struct credentials_result *r, void *arg)
 {
     struct flight *f = arg;
@@ -415,6 +420,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     if (r->status != CREDENTIALS_OK) {
         /* jobgate cannot prove who it is: the cloud is not asked, the client may retry later. */
         log_warn("no upstream credentials for key %s: %s", f->key, r->reason ? r->reason : "unknown");
+        give_back_admission(f);
         struct client_error err;
         callpolicy_no_credentials(&err);
         flight_fail(f, &err, 1);
@@ -424,14 +430,29 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     flight_send(f, r->headers, r->nheaders);
 }
 
-/* [call]: call upstream with jobgate's own credentials when it holds them
+/* ADMITTING -> [send] with jobgate's own credentials when it holds them
  * (which may first need a token from IAM: -> CREDENTIALS), else with the
- * client's token (-> [admit]). */
-static void flight_call(struct flight *f)
+ * client's token; or ADMISSION_QUEUE (over the rate limit, it may wait for
+ * a token); or DONE when the guard refuses (rate limit, 429 backoff, open
+ * circuit): every waiter is answered from the stale copy, or 503 with
+ * Retry-After. */
+static void on_admitted(const struct callpolicy_verdict *v, void *arg)
 {
-    assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
-           f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
-    struct credentials *c = f->gw->credentials;
+    struct flight *f = arg;
+    struct gateway *gw = f->gw;
+    assert(f->state == FLIGHT_ADMITTING);
+    f->admit_pending = NULL;
+    if (v->admission == CALLPOLICY_QUEUE && queue_for_token(f, v->wait_ms) == 0)
+        return;
+    if (v->admission != CALLPOLICY_GO) {
+        struct client_error err;
+        callpolicy_refusal(gw->policy, f->up, v, f->key, &err);
+        flight_fail(f, &err, 1);
+        return;
+    }
+    f->admitted = *v;
+    f->holds_admission = 1;
+    struct credentials *c = gw->credentials;
     if (!c || credentials_mode(c) == CRED_PASSTHROUGH || credentials_mode(c) == CRED_TOKEN) {
         flight_send(f, NULL, 0);
         return;
@@ -441,6 +462,20 @@ static void flight_call(struct flight *f)
         credentials_get(c, f->project[0] ? f->project : NULL, "GET", f->url, on_credentials, f);
     if (w) /* else it has called back already, and f may be gone */
         f->cred_wait = w;
+}
+
+/* [call]: ask the upstream's guard whether the call may go (-> ADMITTING);
+ * the answer may come before callpolicy_admit returns (a local store) or
+ * later (the fleet's, in Redis). */
+static void flight_call(struct flight *f)
+{
+    assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
+           f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
+    f->state = FLIGHT_ADMITTING;
+    struct callpolicy_pending *p =
+        callpolicy_admit(f->gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms, on_admitted, f);
+    if (p) /* else it has called back already, and f may be gone */
+        f->admit_pending = p;
 }
 
 /* ------------------------------------------------------------ the lease */
@@ -585,6 +620,7 @@ static struct flight *flight_start(struct job_request *jr)
     if ((token && !f->client_token) || n < 0 || (size_t)n >= sizeof(f->url) || !f->up ||
         rule_upstream_path(rule, &jr->match, f->url + n, sizeof(f->url) - (size_t)n) < 0 ||
         keymap_put(&gw->flights, &f->item) < 0) {
+        callpolicy_upstream_unref(f->up);
         token_free(f->client_token);
         event_free(f->wait_timer);
         ruleset_unref(f->rules);
@@ -652,7 +688,10 @@ void flight_leave(struct job_request *jr)
 static void free_flight_item(struct keymap_item *item)
 {
     struct flight *f = (struct flight *)item;
-    body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
+    if (f->state == FLIGHT_ADMITTING && f->admit_pending)
+        callpolicy_cancel(f->admit_pending);
+    callpolicy_upstream_unref(f->up); /* a shutdown: nothing to report */
+    body_unref(f->stale);             /* the cache is gone already: no lease to release, nothing to cancel */
     if (f->admit_timer)
         event_free(f->admit_timer);
     token_free(f->client_token);

@@ -22,6 +22,7 @@
 #include "upstream.h"
 
 enum forward_state {
+    FORWARD_ADMITTING,   /* asking the upstream's guard (at once, or Redis) */
     FORWARD_QUEUE,       /* over the rate limit: waiting for a token */
     FORWARD_CREDENTIALS, /* admitted; waiting for jobgate's credentials */
     FORWARD_CALLING,     /* the upstream call is out */
@@ -44,10 +45,13 @@ struct forward_call {
     struct ruleset *rules;  /* the reference that keeps `rule` */
     const struct rule *rule;
     enum forward_state state;
-    struct callpolicy_upstream *up;
-    struct credentials_wait *cred_wait; /* CREDENTIALS, while IAM is asked */
-    struct event *admit_timer;          /* QUEUE (kept once made) */
-    struct upstream_call *call;         /* CALLING */
+    struct callpolicy_upstream *up;           /* a reference */
+    struct callpolicy_pending *admit_pending; /* ADMITTING, while Redis is asked */
+    struct callpolicy_verdict admitted;       /* the verdict that let the call go */
+    int holds_admission;                      /* admitted, its end not reported yet */
+    struct credentials_wait *cred_wait;       /* CREDENTIALS, while IAM is asked */
+    struct event *admit_timer;                /* QUEUE (kept once made) */
+    struct upstream_call *call;               /* CALLING */
     int64_t queued_until_ms;
     const char *method;
     char *url;
@@ -69,10 +73,23 @@ static void free_secret(char *s, size_t len)
     }
 }
 
+/* The admitted call will not go (or ended with nothing learnt): tell the guard. */
+static void give_back_admission(struct forward_call *fc)
+{
+    if (fc->holds_admission) {
+        fc->holds_admission = 0;
+        callpolicy_abandoned(fc->up, &fc->admitted);
+    }
+}
+
 /* Free `fc` in whatever state, dropping what it waits for (not the upstream call). */
 static void call_free(struct forward_call *fc)
 {
     LIST_REMOVE(fc, link);
+    if (fc->admit_pending)
+        callpolicy_cancel(fc->admit_pending);
+    give_back_admission(fc);
+    callpolicy_upstream_unref(fc->up);
     if (fc->cred_wait)
         credentials_cancel(fc->cred_wait);
     if (fc->admit_timer)
@@ -112,7 +129,8 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     assert(fc->state == FORWARD_CALLING);
     fc->call = NULL;
     metrics_count_upstream(gw->metrics, fc->rule->name, resp->status, resp->fault, resp->elapsed_us);
-    callpolicy_report(fc->up, resp);
+    fc->holds_admission = 0;
+    callpolicy_report(fc->up, &fc->admitted, resp);
     if (fc->project[0] && resp->fault == FAULT_NONE && resp->status == 401 && gw->credentials &&
         credentials_mode(gw->credentials) == CRED_IAM)
         credentials_token_rejected(gw->credentials, fc->project, 0); /* the next call gets a new one; not this one */
@@ -160,7 +178,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     if (r->status != CREDENTIALS_OK) {
         log_warn("no upstream credentials to forward %s for rule %s: %s", fc->method, fc->rule->name,
                  r->reason ? r->reason : "unknown");
-        callpolicy_abandoned(fc->up);
+        give_back_admission(fc);
         struct client_error err;
         callpolicy_no_credentials(&err);
         fail(fc, &err);
@@ -189,7 +207,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     fc->state = FORWARD_CALLING;
     fc->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, fc); /* never calls back from inside */
     if (!fc->call) {
-        callpolicy_abandoned(fc->up);
+        give_back_admission(fc);
         struct client_error err;
         errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
         fail(fc, &err);
@@ -205,25 +223,28 @@ static void on_admit_timer(evutil_socket_t fd, short what, void *arg)
     admit(arg);
 }
 
-/* [start]: may the call go now (the guard)? Then credentials, then CALLING. */
-static void admit(struct forward_call *fc)
+/* ADMITTING -> QUEUE, refused (answered), or CREDENTIALS then CALLING. */
+static void on_admitted(const struct callpolicy_verdict *v, void *arg)
 {
+    struct forward_call *fc = arg;
     struct gateway *gw = fc->gw;
-    struct callpolicy_verdict v =
-        callpolicy_admit(gw->policy, fc->up, fc->project[0] ? fc->project : NULL, &fc->queued_until_ms);
-    if (v.admission == CALLPOLICY_QUEUE &&
+    assert(fc->state == FORWARD_ADMITTING);
+    fc->admit_pending = NULL;
+    if (v->admission == CALLPOLICY_QUEUE &&
         (fc->admit_timer || (fc->admit_timer = evtimer_new(gw->base, on_admit_timer, fc)) != NULL)) {
-        struct timeval tv = {(time_t)(v.wait_ms / 1000), (suseconds_t)((v.wait_ms % 1000) * 1000 + 500)};
+        struct timeval tv = {(time_t)(v->wait_ms / 1000), (suseconds_t)((v->wait_ms % 1000) * 1000 + 500)};
         evtimer_add(fc->admit_timer, &tv);
         fc->state = FORWARD_QUEUE;
         return;
     }
-    if (v.admission != CALLPOLICY_GO) {
+    if (v->admission != CALLPOLICY_GO) {
         struct client_error err;
-        callpolicy_refusal(gw->policy, fc->up, &v, fc->url, &err);
+        callpolicy_refusal(gw->policy, fc->up, v, fc->url, &err);
         fail(fc, &err);
         return;
     }
+    fc->admitted = *v;
+    fc->holds_admission = 1;
     fc->state = FORWARD_CREDENTIALS;
     /* Token and pass-through: the token travels as X-Auth-Token (fc->token). */
     if (!gw->credentials || credentials_mode(gw->credentials) == CRED_PASSTHROUGH ||
@@ -235,6 +256,18 @@ static void admit(struct forward_call *fc)
                                                       fc->url, fc->body, fc->body_len, on_credentials, fc);
     if (w) /* else it has called back already, and fc may be gone */
         fc->cred_wait = w;
+}
+
+/* [start]: may the call go now (the guard)? The answer may come before
+ * callpolicy_admit returns, or later (Redis). */
+static void admit(struct forward_call *fc)
+{
+    struct gateway *gw = fc->gw;
+    fc->state = FORWARD_ADMITTING;
+    struct callpolicy_pending *p = callpolicy_admit(gw->policy, fc->up, fc->project[0] ? fc->project : NULL,
+                                                    &fc->queued_until_ms, on_admitted, fc);
+    if (p) /* else it has called back already, and fc may be gone */
+        fc->admit_pending = p;
 }
 
 /* ------------------------------------------------------------ the client */
@@ -283,11 +316,8 @@ void forward_leave(struct job_request *jr)
     }
     jr->forward = NULL;
     fc->jr = NULL;
-    if (fc->state != FORWARD_CALLING) {
-        if (fc->state == FORWARD_CREDENTIALS)
-            callpolicy_abandoned(fc->up);
-        call_free(fc); /* never sent */
-    }
+    if (fc->state != FORWARD_CALLING)
+        call_free(fc); /* never sent: an admission it holds is given back */
 }
 
 /* ------------------------------------------------------------- the start */

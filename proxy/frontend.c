@@ -21,6 +21,7 @@
 
 #include "audit.h"
 #include "cache.h"
+#include "callpolicy.h"
 #include "clientkeys.h"
 #include "clock.h"
 #include "credentials.h"
@@ -319,6 +320,13 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         if (ah.last_error[0])
             cJSON_AddStringToObject(a, "last_error", ah.last_error);
     }
+    struct callpolicy_health gh;
+    gateway_guard_health(fe->gw, &gh);
+    cJSON *g = cJSON_AddObjectToObject(o, "guard");
+    cJSON_AddStringToObject(g, "store", gh.store);
+    cJSON_AddBoolToObject(g, "fallback", gh.fallback); /* Redis silent: each process keeps rate / fleet_size */
+    cJSON_AddNumberToObject(g, "fleet_size", (double)gh.fleet_size);
+    cJSON_AddNumberToObject(g, "fallback_admissions", (double)gh.fallbacks);
     cJSON_AddNumberToObject(o, "in_flight", (double)gateway_in_flight(fe->gw));
     cJSON_AddNumberToObject(o, "connections", (double)fe->nconns);
     char *text = cJSON_PrintUnformatted(o);
@@ -366,6 +374,22 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
                             ah.ok, (unsigned long long)ah.written, (unsigned long long)ah.dropped,
                             (unsigned long long)ah.write_errors);
     }
+    struct callpolicy_health gh;
+    gateway_guard_health(fe->gw, &gh);
+    evbuffer_add_printf(buf,
+                        "# HELP jobgate_guard_fallback Whether the upstream guards decide alone (1: Redis silent) "
+                        "or with the fleet (0).\n"
+                        "# TYPE jobgate_guard_fallback gauge\njobgate_guard_fallback{store=\"%s\"} %d\n"
+                        "# HELP jobgate_guard_fallback_admissions_total Upstream calls the fallback decided on.\n"
+                        "# TYPE jobgate_guard_fallback_admissions_total counter\n"
+                        "jobgate_guard_fallback_admissions_total %llu\n"
+                        "# HELP jobgate_guard_fleet_admissions_total Upstream calls the fleet's store decided on.\n"
+                        "# TYPE jobgate_guard_fleet_admissions_total counter\n"
+                        "jobgate_guard_fleet_admissions_total %llu\n"
+                        "# HELP jobgate_guard_fleet_size Processes the fallback divides the rate by.\n"
+                        "# TYPE jobgate_guard_fleet_size gauge\njobgate_guard_fleet_size %zu\n",
+                        gh.store, gh.fallback, (unsigned long long)gh.fallbacks,
+                        (unsigned long long)gh.fleet_admissions, gh.fleet_size);
     evbuffer_add_printf(buf,
                         "# HELP jobgate_client_connections Open client connections.\n"
                         "# TYPE jobgate_client_connections gauge\njobgate_client_connections %zu\n",

@@ -246,7 +246,15 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
     struct gateway *gw = calloc(1, sizeof(*gw));
     if (!gw)
         return NULL;
-    if (!(gw->policy = callpolicy_new(metrics))) {
+    char err[256];
+    struct callpolicy_env env = {.base = base,
+                                 .metrics = metrics,
+                                 .shm = conf->guard_shm,
+                                 .redis = conf->guard_redis,
+                                 .key_prefix = conf->key_prefix,
+                                 .workers = conf->workers};
+    if (!(gw->policy = callpolicy_new(&env, err, sizeof(err)))) {
+        log_error("upstream guard: %s", err);
         free(gw);
         return NULL;
     }
@@ -284,6 +292,11 @@ struct clientkeys *gateway_client_keys(const struct gateway *gw)
 struct credentials *gateway_credentials(const struct gateway *gw)
 {
     return gw->credentials;
+}
+
+void gateway_guard_health(const struct gateway *gw, struct callpolicy_health *out)
+{
+    callpolicy_health(gw->policy, out);
 }
 
 size_t gateway_in_flight(const struct gateway *gw)

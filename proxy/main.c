@@ -22,6 +22,7 @@
 #include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
+#include "guardshm.h"
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
@@ -60,6 +61,8 @@ struct boot {
     struct ruleset *rules;
     struct clientkeys *keys;
     int reuse_port;
+    struct guardshm *guard_shm; /* the upstream guards' state, shared by the workers */
+    int workers;
 };
 
 static int run_daemon(int index, void *arg);
@@ -416,7 +419,20 @@ int main(int argc, char **argv)
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
     }
-    struct boot boot = {.opts = &opts, .cfg = cfg, .rules = rules, .keys = keys, .reuse_port = nworkers > 1};
+    /* Mapped before the workers fork, so that they all share it (guardshm.h). */
+    char shm_err[256];
+    struct guardshm *guard_shm = guardshm_new(0, 0, shm_err, sizeof(shm_err));
+    if (!guard_shm) {
+        log_error("%s", shm_err);
+        return 1;
+    }
+    struct boot boot = {.opts = &opts,
+                        .cfg = cfg,
+                        .rules = rules,
+                        .keys = keys,
+                        .reuse_port = nworkers > 1,
+                        .guard_shm = guard_shm,
+                        .workers = nworkers};
     int exit_code = nworkers > 1 ? workers_run(nworkers, run_daemon, &boot) : run_daemon(0, &boot);
     if (nworkers > 1) {
         ruleset_unref(rules);
@@ -424,6 +440,7 @@ int main(int argc, char **argv)
         config_free(cfg);
         free(cfg);
     }
+    guardshm_free(guard_shm);
     curl_global_cleanup();
     return exit_code;
 }
@@ -480,6 +497,9 @@ static int run_daemon(int index, void *arg)
         goto out;
     }
     wire_gateway(cfg, keys, d.credentials, d.audit);
+    cfg->gateway.guard_shm = boot->guard_shm;
+    cfg->gateway.guard_redis = &cfg->cache;
+    cfg->gateway.workers = boot->workers;
     d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &cfg->gateway);
     if (!d.gateway) {
         log_error("out of memory");
