@@ -3,6 +3,13 @@
  * listening sockets (plain or TLS), answers the admin endpoints itself
  * (GET /healthz, GET /metrics) and hands every other request to the gateway.
  *
+ * Strict framing: evhttp reads each connection through a filter that passes
+ * a request head only once httpframe (httpframe.h) has checked it whole, then
+ * its body. A refused head becomes a request carrying HTTPFRAME_MARKER, which
+ * the gateway answers 400 (JG.BAD_FRAMING, Connection: close), in order after
+ * the requests before it, audited; nothing after it on the connection is read.
+ * A client's half-close is held back until every request it sent is answered.
+ *
  * It also enforces the limits that protect jobgate from hostile or broken
  * clients, each answered from the documented table or by closing, logged
  * and counted (jobgate_events_total):
@@ -23,6 +30,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* A request announcing a larger body (Content-Length) is refused with 400
+ * before evhttp reads it; no route takes a body at all. */
+#define FRONTEND_MAX_BODY_BYTES (64 * 1024)
 
 struct event_base;
 struct gateway;
@@ -50,7 +61,8 @@ struct frontend_conf {
     unsigned max_requests_per_connection;
     size_t max_header_bytes;
     size_t max_uri_bytes;
-    int reuse_port; /* one of several worker processes on these addresses (SO_REUSEPORT) */
+    int allow_bare_lf; /* accept request lines ending in LF alone (RFC 9112 section 2.2 allows it; off by default) */
+    int reuse_port;    /* one of several worker processes on these addresses (SO_REUSEPORT) */
 };
 
 /* Bind every listener and start serving. Returns NULL with a message on
