@@ -218,7 +218,6 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
         return NULL;
     }
     gw->base = base;
-    gw->watch_hangups = (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) != 0;
     gw->rules = ruleset_ref(rules);
     gw->cache = cache;
     gw->upstream = upstream;
@@ -298,8 +297,6 @@ void gateway_free(struct gateway *gw)
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&gw->live)) != NULL) {
         TAILQ_REMOVE(&gw->live, jr, live_link);
-        if (jr->gone_watch)
-            event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
         clientkeys_unref(jr->keys);
         free(jr);

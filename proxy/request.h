@@ -48,7 +48,6 @@ struct job_request {
     struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
-    struct event *gone_watch; /* while waiting on a flight: fires when the client hangs up */
     int64_t wait_deadline_us; /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     int in_lookup;
@@ -89,7 +88,6 @@ struct gateway {
     int64_t passthrough_window_ms;
     size_t max_waiters;
     int64_t max_wait_ms;
-    int watch_hangups;         /* the loop can tell a peer's close apart from data (EV_CLOSED) */
     struct keymap flights;     /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy; /* the guards of the upstreams */
     struct job_request_list live;
