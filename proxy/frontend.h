@@ -19,11 +19,12 @@
  *     first byte (slowloris), else the connection is closed;
  *   - keepalive_timeout: an idle kept-alive connection is closed;
  *   - max_requests_per_connection: the last answer says Connection: close;
- *   - max_header_bytes / max_uri_bytes: evhttp is told 4x these as its hard
- *     cap (beyond it evhttp answers 413 itself, outside the table), which
- *     bounds the memory a connection can take; the bounds proper are checked
- *     by the gateway (400 from the table, audited like any answer).
- *   - request bodies: refused by the gateway with 400.
+ *   - max_header_bytes / max_uri_bytes: checked by the gateway (400 from the
+ *     table, audited like any answer); the framing filter refuses a head
+ *     larger than their sum plus 1 KiB, and evhttp's own caps (4x) are never
+ *     reached, so evhttp never answers 413 itself;
+ *   - request bodies: refused by the gateway with 400 (by the filter above
+ *     FRONTEND_MAX_BODY_BYTES).
  */
 #ifndef JOBGATE_FRONTEND_H
 #define JOBGATE_FRONTEND_H
