@@ -267,8 +267,8 @@ static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct e
     return moved ? BEV_OK : BEV_NEED_MORE;
 }
 
-/* Answers go down as soon as evhttp adds them: the chains move to the
- * socket's output, no copy. bufferevent_filter 2.1 would move them itself
+/* Answers go down once evhttp has added them (deferred to the loop, so once
+ * per answer): the chains move to the socket's output, no copy. bufferevent_filter 2.1 would move them itself
  * only while evhttp has EV_WRITE enabled (evhttp adds the answer first, then
  * enables it: the answer would sit until the next write), and would tell
  * evhttp "written" as soon as they had moved, so that evhttp, closing after
@@ -391,6 +391,9 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     bufferevent_setcb(under, frame_read, frame_write, frame_event, c);
     c->release = event_new(base, -1, 0, on_release, c);
     c->output_pass = evbuffer_add_cb(bufferevent_get_output(bev), on_output, c);
+    /* Once per answer, not once per header line evhttp adds: on_output runs
+     * from the loop, after evhttp has added the whole answer. */
+    evbuffer_defer_callbacks(bufferevent_get_output(bev), base);
     if (!c->output_pass) {
         bufferevent_free(bev); /* frees `under` and `c` */
         return NULL;
