@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "regions.h"
 
 void config_set_str(char **field, const char *value)
 {
@@ -60,7 +61,7 @@ void config_defaults(struct config *c)
     fe->keepalive_timeout_ms = 60000;
     fe->max_connections = 16384;
     fe->max_requests_per_connection = 10000;
-    fe->max_header_bytes = 8192;
+    fe->max_header_bytes = 64 * 1024; /* a 32 KiB IAM token and the rest */
     fe->max_uri_bytes = 4096;
     struct gateway_conf *gw = &c->gateway;
     set_owned(&gw->key_prefix, "jobgate:");
@@ -69,6 +70,7 @@ void config_defaults(struct config *c)
     gw->passthrough_window_ms = 300000;
     gw->max_waiters = 10000;
     gw->max_wait_ms = 15000;
+    gw->error_shape = ERROR_SHAPE_APIGW;
     gw->max_header_bytes = fe->max_header_bytes;
     gw->max_uri_bytes = fe->max_uri_bytes;
     c->shutdown_timeout_ms = 10000;
@@ -250,6 +252,103 @@ static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double m
     return 0;
 }
 
+/* upstream.connect_to, FOR TESTS: libcurl CONNECT_TO lines that send
+ * upstream host names elsewhere (a loopback simulator), never through DNS. */
+static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    if (!n)
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, n, d, "'connect_to' is a list of HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT (tests only)");
+        return -1;
+    }
+    size_t count = yconf_seq_len(n);
+    char **lines = calloc(count + 1, sizeof(*lines));
+    if (!lines)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        const char *s = yconf_scalar(item);
+        size_t colons = 0;
+        for (const char *p = s ? s : ""; *p; p++)
+            colons += *p == ':';
+        if (!s || colons != 3) {
+            yconf_error(y, item, d, "connect_to '%s' is not HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT", s ? s : "?");
+            rc = -1;
+        } else if (!(lines[i] = strdup(s))) {
+            rc = -1;
+        }
+    }
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    c->upstream.connect_to = lines;
+    return rc;
+}
+
+/* 'regions': {host_domain, names, projects} (regions.h). */
+static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    static const char *const keys[] = {"host_domain", "names", "projects", NULL};
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "regions", keys, d) < 0)
+        return -1;
+    regions_free(c->regions);
+    c->gateway.regions = c->regions = regions_new();
+    if (!c->regions)
+        return -1;
+    int rc = 0;
+    yaml_node_t *domain = yconf_get(y, n, "host_domain");
+    if (domain) {
+        const char *s = yconf_scalar(domain);
+        if (!s || !*s || strpbrk(s, " /:@{}")) {
+            yconf_error(y, domain, d, "'host_domain' is a DNS name such as jobgate.example");
+            rc = -1;
+        } else if (regions_set_host_domain(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *names = yconf_get(y, n, "names");
+    if (names && names->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, names, d, "'names' is a list of regions, such as [eu-west-0, ap-southeast-1]");
+        rc = -1;
+    }
+    for (size_t i = 0; names && names->type == YAML_SEQUENCE_NODE && i < yconf_seq_len(names); i++) {
+        yaml_node_t *item = yconf_seq_item(y, names, i);
+        const char *s = yconf_scalar(item);
+        if (!s || !regions_name_ok(s)) {
+            yconf_error(y, item, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", s ? s : "?");
+            rc = -1;
+        } else if (regions_add_name(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *projects = yconf_get(y, n, "projects");
+    if (projects && projects->type != YAML_MAPPING_NODE) {
+        yconf_error(y, projects, d, "'projects' maps each project id to its region");
+        rc = -1;
+    } else if (projects) {
+        for (yaml_node_pair_t *p = projects->data.mapping.pairs.start; p < projects->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+            yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
+            const char *project = yconf_scalar(k), *region = yconf_scalar(v);
+            if (!project || !*project || strlen(project) > 128 ||
+                strspn(project, "0123456789abcdefABCDEF-_") != strlen(project)) {
+                yconf_error(y, k, d, "'%s' is not a project id", project ? project : "?");
+                rc = -1;
+            } else if (!region || !regions_name_ok(region)) {
+                yconf_error(y, v, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", region ? region : "?");
+                rc = -1;
+            } else if (regions_add_project(c->regions, project, region) < 0) {
+                rc = -1;
+            }
+        }
+    }
+    return rc ? -1 : 0;
+}
+
 /* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
  * away from a failing upstream (guard.h explains each default). */
 static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *m, struct conf_diag *d)
@@ -328,8 +427,12 @@ static void free_secret(char **s)
     }
 }
 
+/* The largest secret file read: an IAM token runs to tens of KB. */
+#define SECRET_FILE_MAX (64 * 1024)
+
 /* Read a secret (`what`: "token", "password", "sk") from a file: first line,
- * trailing newline dropped. */
+ * trailing newline dropped, held in memory sized to it. A file larger than
+ * SECRET_FILE_MAX is refused, never cut short. */
 static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what, const char *path, char **out,
                             struct conf_diag *d)
 {
@@ -342,19 +445,30 @@ static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
         log_warn("%s:%zu: %s file '%s' is readable by everyone: chmod o-r it", y->path,
                  (size_t)node->start_mark.line + 1, what, path);
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (!buf[0]) {
-        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    char *buf = malloc(SECRET_FILE_MAX + 2);
+    if (!buf) {
+        fclose(f);
+        yconf_error(y, node, d, "out of memory");
         return -1;
     }
-    free_secret(out);
-    *out = strdup(buf);
-    memset(buf, 0, sizeof(buf));
-    return 0;
+    size_t n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int rc = -1;
+    if (n > SECRET_FILE_MAX) {
+        yconf_error(y, node, d, "%s file '%s' is larger than %d bytes", what, path, SECRET_FILE_MAX);
+    } else if ((buf[strcspn(buf, "\r\n")] = '\0', !buf[0])) {
+        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    } else {
+        free_secret(out);
+        *out = strdup(buf);
+        rc = *out ? 0 : -1;
+        if (rc < 0)
+            yconf_error(y, node, d, "out of memory");
+    }
+    explicit_bzero(buf, SECRET_FILE_MAX + 2);
+    free(buf);
+    return rc;
 }
 
 /*
@@ -554,8 +668,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
-        "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
-        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit",    NULL};
+        "listen",           "listeners", "log_level",   "rules",           "cache", "upstream", "client", "coalesce",
+        "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit", "regions",  NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -566,17 +680,11 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "memory_max",
                                              "key_prefix",
                                              NULL};
-    static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
-                                                "max_body", "max_connections", "auth",       NULL};
-    static const char *const client_keys[] = {"timeout",
-                                              "header_timeout",
-                                              "keepalive_timeout",
-                                              "max_connections",
-                                              "max_requests_per_connection",
-                                              "max_header_bytes",
-                                              "max_uri_bytes",
-                                              "allow_bare_lf",
-                                              NULL};
+    static const char *const upstream_keys[] = {
+        "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
+    static const char *const client_keys[] = {
+        "timeout",          "header_timeout", "keepalive_timeout", "max_connections", "max_requests_per_connection",
+        "max_header_bytes", "max_uri_bytes",  "allow_bare_lf",     "error_shape",     NULL};
     static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
     config_set_str(&c->file, path);
@@ -659,6 +767,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
         rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
         rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
+        rc |= load_connect_to(c, &y, yconf_get(&y, up, "connect_to"), d);
         /* upstream.token_file / token_env: mode token, from before upstream.auth. */
         yaml_node_t *auth = yconf_get(&y, up, "auth");
         yaml_node_t *old =
@@ -697,8 +806,17 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         /* The frontend caps evhttp at a multiple of these; the gateway enforces them (frontend.h). */
         c->gateway.max_header_bytes = fe->max_header_bytes;
         c->gateway.max_uri_bytes = fe->max_uri_bytes;
+        yaml_node_t *shape = yconf_get(&y, client, "error_shape");
+        if (shape) {
+            c->gateway.error_shape = error_shape_from_name(yconf_scalar(shape));
+            if (c->gateway.error_shape == ERROR_SHAPE_DEFAULT) {
+                yconf_error(&y, shape, d, "'error_shape' must be apigw or elb");
+                rc = -1;
+            }
+        }
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
+    rc |= load_regions(c, &y, yconf_get(&y, root, "regions"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
@@ -732,6 +850,10 @@ void config_free(struct config *c)
     free(c->cache.redis_url);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    regions_free(c->regions);
     free((char *)c->gateway.key_prefix);
     free((char *)c->gateway.upstream_url);
     char *token = (char *)c->gateway.upstream_token;

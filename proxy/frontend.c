@@ -668,8 +668,9 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
     size_t hard_cap = 4 * (conf->max_header_bytes + conf->max_uri_bytes);
     evhttp_set_max_headers_size(l->http, (ev_ssize_t)hard_cap);
     /* The framing filter refuses a Content-Length above FRONTEND_MAX_BODY_BYTES
-     * (400) and the gateway any body on a job route; evhttp's cap (413) is
-     * set above both, so that it never answers. */
+     * (400); job requests with a body are refused (400) by the gateway, and
+     * forwarded ones bounded by their rule's forward.max_body (at most 1 MiB).
+     * evhttp's own cap (413) is set above all of these, so that it never answers. */
     evhttp_set_max_body_size(l->http, 4 * FRONTEND_MAX_BODY_BYTES);
     evhttp_set_default_content_type(l->http, "application/json;charset=UTF-8");
     evhttp_set_gencb(l->http, on_request, l);

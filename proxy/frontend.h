@@ -33,8 +33,8 @@
 #include <stdint.h>
 
 /* A request announcing a larger body (Content-Length) is refused with 400
- * before evhttp reads it; no route takes a body at all. */
-#define FRONTEND_MAX_BODY_BYTES (64 * 1024)
+ * before evhttp reads it: the largest forward.max_body a rule may set. */
+#define FRONTEND_MAX_BODY_BYTES (1024 * 1024)
 
 struct event_base;
 struct gateway;

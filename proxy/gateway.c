@@ -15,9 +15,11 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "forward.h"
 #include "gateway.h"
 #include "log.h"
 #include "metrics.h"
+#include "regions.h"
 #include "reply.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -26,10 +28,21 @@
 
 /* -------------------------------------------------------------- answering */
 
+/* The error shape of `jr`'s answers: its rule's, else the configured one. */
+static enum error_shape shape_of(const struct job_request *jr)
+{
+    if (jr->rule && jr->rule->errors.reply_shape != ERROR_SHAPE_DEFAULT)
+        return jr->rule->errors.reply_shape;
+    return jr->gw->error_shape;
+}
+
 static struct reply_meta meta_of(const struct job_request *jr)
 {
-    return (struct reply_meta){
-        .request_id = jr->request_id, .outcome = jr->outcome, .age_s = -1, .close_connection = jr->gw->draining};
+    return (struct reply_meta){.request_id = jr->request_id,
+                               .outcome = jr->outcome,
+                               .age_s = -1,
+                               .close_connection = jr->gw->draining,
+                               .error_shape = shape_of(jr)};
 }
 
 /* The request is over (answered, or its client gone): let it go. */
@@ -93,7 +106,7 @@ static void audit_record_of(const struct job_request *jr, int status, uint64_t b
     default: break;
     }
     const char *job = NULL;
-    if (jr->rule)
+    if (jr->rule && !jr->forwarding)
         job = param_value(jr, jr->rule->identity_param >= 0 ? jr->rule->identity_param
                                                             : route_template_param_index(&jr->rule->route, "job_id"));
     *r = (struct audit_record){
@@ -103,7 +116,9 @@ static void audit_record_of(const struct job_request *jr, int status, uint64_t b
         .source = source[0] ? source : NULL,
         .method = method,
         .path = uri ? evhttp_uri_get_path(uri) : NULL,
-        .project_id = jr->rule ? param_value(jr, jr->rule->project_param) : NULL,
+        .project_id = jr->forwarding ? jr->forward_project
+                      : jr->rule     ? param_value(jr, jr->rule->project_param)
+                                     : NULL,
         .job_id = job,
         .cache = status == 0  ? "CLIENT_GONE"
                  : jr->denied ? "DENIED"
@@ -133,7 +148,7 @@ void request_answer_error(struct job_request *jr, const struct client_error *e)
 {
     struct reply_meta meta = meta_of(jr);
     if (jr->gw->audit) {
-        char *text = client_error_render(e, jr->request_id);
+        char *text = client_error_render(e, jr->request_id, shape_of(jr));
         int head = evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD;
         audit_request(jr, e->status, text && !head ? strlen(text) : 0);
         cJSON_free(text);
@@ -153,6 +168,20 @@ void request_answer_job(struct job_request *jr, struct body *b, int hit)
     reply_job(jr->req, b, &meta);
     job_request_done(jr, b->status);
 }
+void request_answer_forward(struct job_request *jr, int status, const char *content_type, const char *body, size_t len,
+                            long retry_after)
+{
+    struct reply_meta meta = meta_of(jr);
+    audit_request(jr, status, evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD ? 0 : len);
+    if (retry_after >= 0) {
+        char ra[24];
+        snprintf(ra, sizeof(ra), "%ld", retry_after);
+        evhttp_add_header(evhttp_request_get_output_headers(jr->req), "Retry-After", ra);
+    }
+    reply_text(jr->req, status, content_type, body, len, &meta);
+    job_request_done(jr, status);
+}
+
 void request_answer_stale(struct job_request *jr, struct body *b)
 {
     jr->outcome = OUTCOME_STALE;
@@ -204,6 +233,9 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
         gw->passthrough_window_ms = window_ms;
     }
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
+    regions_free(gw->regions); /* requests took their region at intake */
+    gw->regions = regions_copy(conf->regions);
+    gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
 }
@@ -219,6 +251,7 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
         return NULL;
     }
     gw->base = base;
+    gw->watch_hangups = (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) != 0;
     gw->rules = ruleset_ref(rules);
     gw->cache = cache;
     gw->upstream = upstream;
@@ -226,6 +259,7 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
     apply_conf(gw, conf);
     TAILQ_INIT(&gw->live);
     TAILQ_INIT(&gw->orphans);
+    LIST_INIT(&gw->forwards);
     return gw;
 }
 
@@ -270,6 +304,7 @@ void gateway_abort_all(struct gateway *gw)
     for (jr = TAILQ_FIRST(&gw->live); jr; jr = next) {
         next = TAILQ_NEXT(jr, live_link);
         flight_leave(jr);
+        forward_leave(jr);
         if (jr->in_lookup) {
             /* The lookup still holds jr: answer now, free when it calls back. */
             struct reply_meta meta = meta_of(jr);
@@ -295,9 +330,12 @@ void gateway_free(struct gateway *gw)
 {
     if (!gw)
         return;
+    forward_free_all(gw); /* first: its calls point at requests freed below */
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&gw->live)) != NULL) {
         TAILQ_REMOVE(&gw->live, jr, live_link);
+        if (jr->gone_watch)
+            event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
         clientkeys_unref(jr->keys);
         free(jr);
@@ -313,6 +351,7 @@ void gateway_free(struct gateway *gw)
     ruleset_unref(gw->rules);
     clientkeys_unref(gw->client_keys);
     tokengrant_free(gw->token_grants);
+    regions_free(gw->regions);
     free(gw->key_prefix);
     free(gw->upstream_url);
     free_secret(gw->upstream_token);

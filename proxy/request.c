@@ -3,11 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "aksk.h"
 #include "audit.h"
 #include "httpframe.h"
 #include "cache.h"
@@ -16,7 +18,9 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "forward.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -129,6 +133,45 @@ static const char *allow_header(struct evhttp_request *req, unsigned methods)
     return allow;
 }
 
+/* A received header by its lowercase name, for aksk_verify. */
+static const char *received_header(void *arg, const char *name)
+{
+    return evhttp_find_header(arg, name);
+}
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "";
+    }
+}
+
+/* `req` as aksk_verify reads it: method, path and query as received, its
+ * headers, its body (borrowed from `req`). */
+static void signed_request_of(struct evhttp_request *req, struct aksk_received *r)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    *r = (struct aksk_received){
+        .method = method_name(evhttp_request_get_command(req)),
+        .path = uri ? evhttp_uri_get_path(uri) : NULL,
+        .query = uri ? evhttp_uri_get_query(uri) : NULL,
+        .header = received_header,
+        .header_arg = evhttp_request_get_input_headers(req),
+        .body = len ? evbuffer_pullup(body, -1) : NULL,
+        .body_len = len,
+        .now = (time_t)(clock_wall_ms() / 1000),
+    };
+}
+
 /* Client authentication and grants, decided before any cache lookup or
  * upstream call. Returns 0, or -1 with `err` set (401 or 403). With no rule
  * (an unknown path) only the key is checked, so that a stranger learns
@@ -137,14 +180,28 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
 {
     const char *key = NULL;
     enum clientkeys_credential cred = clientkeys_presented(evhttp_request_get_input_headers(req), &key);
-    if (cred != CLIENTKEYS_CRED_PRESENT) {
+    if (cred != CLIENTKEYS_CRED_PRESENT && cred != CLIENTKEYS_CRED_SIGNED) {
         client_error_set(err, 401, "JG.UNAUTHENTICATED", clientkeys_credential_message(cred));
         return -1;
     }
     const struct rule *rule = jr->rule;
-    const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
-    enum clientkeys_verdict v = rule ? clientkeys_check(jr->keys, key, project, rule->name, &jr->client)
-                                     : clientkeys_check(jr->keys, key, NULL, NULL, &jr->client);
+    const char *project = jr->forwarding                     ? jr->forward_project
+                          : rule && rule->project_param >= 0 ? jr->match.values[rule->project_param]
+                                                             : NULL;
+    const char *rule_name = rule ? rule->name : NULL;
+    enum clientkeys_verdict v;
+    if (cred == CLIENTKEYS_CRED_SIGNED) {
+        enum clientkeys_signature why;
+        struct aksk_received r;
+        signed_request_of(req, &r);
+        v = clientkeys_check_signed(jr->keys, key, &r, project, rule_name, &jr->client, &why);
+        if (v == CLIENTKEYS_UNAUTHENTICATED) {
+            client_error_set(err, 401, clientkeys_signature_code(why), clientkeys_signature_message(why));
+            return -1;
+        }
+    } else {
+        v = clientkeys_check(jr->keys, key, project, rule_name, &jr->client);
+    }
     if (v == CLIENTKEYS_UNAUTHENTICATED) {
         client_error_set(err, 401, "JG.UNAUTHENTICATED", "the API key is not known to this gateway");
         return -1;
@@ -156,6 +213,35 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
     return 0;
 }
 
+/* The region of a request whose rule's upstream url has {region}
+ * (regions.h), into jr->region. Returns 0, or -1 with `err` set: an
+ * unknown region 404, an unknown project or a Host that contradicts the
+ * project's region 400. Never a guess. */
+static int request_region(struct job_request *jr, const char *host, struct client_error *err)
+{
+    const struct rule *rule = jr->rule;
+    const char *project = jr->forwarding ? jr->forward_project
+                          : rule->project_param >= 0 && (size_t)rule->project_param < jr->match.nvalues
+                              ? jr->match.values[rule->project_param]
+                              : NULL;
+    char message[160];
+    switch (regions_resolve(jr->gw->regions, host, project, jr->region)) {
+    case REGIONS_OK: return 0;
+    case REGIONS_UNKNOWN_REGION:
+        client_error_set(err, 404, "JG.UNKNOWN_REGION", "the Host names a region this gateway does not serve");
+        return -1;
+    case REGIONS_MISMATCH:
+        client_error_set(err, 400, "JG.REGION_MISMATCH", "the Host names another region than the project's");
+        return -1;
+    case REGIONS_UNKNOWN_PROJECT:
+        snprintf(message, sizeof(message), "no region is known for %s: call SERVICE.REGION.%s, or map the project",
+                 project ? "this project" : "a path without a project", "DOMAIN");
+        client_error_set(err, 400, "JG.UNKNOWN_PROJECT_REGION", message);
+        return -1;
+    }
+    return -1;
+}
+
 /* A request record, from the spare list when there is one. Not calloc: the
  * buffers at its end are a few KB, always written before they are read;
  * everything before them starts zeroed. */
@@ -165,7 +251,7 @@ static struct job_request *job_request_new(struct gateway *gw)
     if (!jr)
         return NULL;
     memset(jr, 0, offsetof(struct job_request, request_id));
-    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = '\0';
+    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = jr->region[0] = '\0';
     jr->match.nvalues = 0; /* read by the audit log even when no route matched */
     return jr;
 }
@@ -214,6 +300,12 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         return;
     }
     if (request_size_ok(gw, req, &err) < 0) {
+        /* Answered in the shape of the API asked, when its path names one
+         * (a URI over the bound is not matched against the rules). */
+        if (strcmp(err.code, "JG.URI_TOO_LONG") != 0 &&
+            ruleset_match(jr->rules, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"), path, &jr->rule,
+                          &jr->match) == ROUTE_NO_MATCH)
+            jr->rule = NULL;
         metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
         log_info("request %s refused: %s", jr->request_id, err.message);
         request_answer_error(jr, &err);
@@ -231,10 +323,24 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
     enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
     if (found != ROUTE_MATCH)
         jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (found == ROUTE_NO_MATCH && (jr->rule = ruleset_match_forward(jr->rules, host, path)) != NULL) {
+        /* Not a job route (those win): the rest of a service, forwarded uncached. */
+        jr->forwarding = 1;
+        if (forward_project_of(jr->rule, path, jr->match.buf, sizeof(jr->match.buf)))
+            jr->forward_project = jr->match.buf;
+    }
     if (jr->keys && client_allowed(jr, req, &err) < 0) {
         jr->denied = 1;
         metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
         request_answer_error(jr, &err);
+        return;
+    }
+    if (jr->rule && jr->rule->url_has_region && !gw->upstream_url && request_region(jr, host, &err) < 0) {
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (jr->forwarding) {
+        forward_start(jr);
         return;
     }
     if (found == ROUTE_NO_MATCH) {
@@ -268,9 +374,12 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
             return;
         }
     }
-    /* The cache key (cachekey.h): prefix, rule and the validated parameter
-     * values. Nothing else a client sends can vary it. */
-    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule->name, jr->match.values, rule->route.nparams) <
+    /* The cache key (cachekey.h): prefix, rule (with its region, when the
+     * Host may choose one) and the validated parameter values. Nothing else
+     * a client sends can vary it. */
+    char rule_key[128];
+    snprintf(rule_key, sizeof(rule_key), "%s%s%s", rule->name, jr->region[0] ? "@" : "", jr->region);
+    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule_key, jr->match.values, rule->route.nparams) <
         0) {
         request_answer_error(jr, &rule->invalid_request);
         return;
