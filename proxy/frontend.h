@@ -33,8 +33,9 @@
 #include <stdint.h>
 
 /* A request announcing a larger body (Content-Length) is refused with 400
- * before evhttp reads it: the largest forward.max_body a rule may set. */
-#define FRONTEND_MAX_BODY_BYTES (1024 * 1024)
+ * before evhttp reads it: twice the largest forward.max_body a rule may set,
+ * so that a forwarded body between the two gets forward's own 413. */
+#define FRONTEND_MAX_BODY_BYTES (2 * 1024 * 1024)
 
 struct event_base;
 struct gateway;

@@ -171,8 +171,9 @@ def run_case(env, case):
         check(status in DOCUMENTED, "%s: %d outside the documented table" % (what, status))
         eq(headers.get("content-type"), "application/json;charset=UTF-8", what + " content-type")
         doc = json.loads(body.decode("utf-8")) if body else {}
-        if want_code != "-":
-            eq(doc.get("code"), want_code, what + " code")
+        if want_code != "-":  # either error shape (apigw {"error_code"}, elb {"error": {"code"}})
+            code = doc.get("error_code") or (doc.get("error") or {}).get("code") if isinstance(doc, dict) else None
+            eq(code, want_code, what + " code")
         # closed: no Connection header, and the connection closes (HTTP/1.0)
         eq(headers.get("connection", "closed" if want_conn == "closed" else "keep-alive").lower(), want_conn,
            what + " Connection")
