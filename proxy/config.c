@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache_entry.h"
 #include "config.h"
 #include "regions.h"
 
@@ -614,6 +615,53 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
     return rc;
 }
 
+/* cache: Redis credentials and the entry key (secrets, from files or the
+ * environment; never in the Redis URL). What can be told without
+ * connecting is checked here, so that -t reports it. */
+static int load_cache_secrets(struct config *c, struct yconf *y, yaml_node_t *cache, struct conf_diag *d)
+{
+    struct cache_conf *k = &c->cache;
+    int rc = 0;
+    rc |= yconf_get_str(y, cache, "redis_user", &k->redis_user, d);
+    rc |= yconf_get_str(y, cache, "sentinel_user", &k->sentinel_user, d);
+    rc |= read_secret(y, cache, "redis_password", &k->redis_password, d);
+    rc |= read_secret(y, cache, "sentinel_password", &k->sentinel_password, d);
+    rc |= read_secret(y, cache, "entry_key", &k->entry_key, d);
+    static const struct {
+        const char *user, *secret;
+    } pairs[] = {{"redis_user", "redis_password"}, {"sentinel_user", "sentinel_password"}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        yaml_node_t *user = yconf_get(y, cache, pairs[i].user);
+        char *const *secret = i == 0 ? &k->redis_password : &k->sentinel_password;
+        char *const *name = i == 0 ? &k->redis_user : &k->sentinel_user;
+        if (user && *name && (!**name || strpbrk(*name, " \t"))) {
+            yconf_error(y, user, d, "'%s' must be an ACL user name: not empty, no blank", pairs[i].user);
+            rc = -1;
+        } else if (user && !*secret && rc == 0) {
+            yconf_error(y, user, d, "'%s' needs %s_file or %s_env", pairs[i].user, pairs[i].secret, pairs[i].secret);
+            rc = -1;
+        }
+    }
+    yaml_node_t *redis = yconf_get(y, cache, "redis");
+    yaml_node_t *sentinel = yconf_get(y, cache, "sentinel_password_file")
+                                ? yconf_get(y, cache, "sentinel_password_file")
+                                : yconf_get(y, cache, "sentinel_user");
+    if (!sentinel)
+        sentinel = yconf_get(y, cache, "sentinel_password_env");
+    if (sentinel && redis && yconf_scalar(redis) && strncmp(yconf_scalar(redis), "sentinel://", 11) != 0) {
+        yconf_error(y, sentinel, d, "the sentinel's credentials go with a sentinel:// 'redis' URL");
+        rc = -1;
+    }
+    yaml_node_t *entry_key = yconf_get(y, cache, "entry_key_file") ? yconf_get(y, cache, "entry_key_file")
+                                                                   : yconf_get(y, cache, "entry_key_env");
+    if (entry_key && k->entry_key && strlen(k->entry_key) < CACHE_ENTRY_KEY_MIN_LEN) {
+        yconf_error(y, entry_key, d, "the entry key must be at least %d bytes (openssl rand -hex 32 makes one)",
+                    CACHE_ENTRY_KEY_MIN_LEN);
+        rc = -1;
+    }
+    return rc;
+}
+
 static int add_rule_file(struct config *c, const char *path)
 {
     char **grown = realloc(c->rule_files, (c->nrule_files + 1) * sizeof(*grown));
@@ -679,6 +727,14 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "redis_notify",
                                              "memory_max",
                                              "key_prefix",
+                                             "redis_user",
+                                             "redis_password_file",
+                                             "redis_password_env",
+                                             "sentinel_user",
+                                             "sentinel_password_file",
+                                             "sentinel_password_env",
+                                             "entry_key_file",
+                                             "entry_key_env",
                                              NULL};
     static const char *const upstream_keys[] = {
         "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
@@ -757,6 +813,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         c->cache.redis_max_pending = (size_t)pending;
         rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
         rc |= get_owned(&y, cache, "key_prefix", &c->gateway.key_prefix, d);
+        rc |= load_cache_secrets(c, &y, cache, d);
     }
 
     yaml_node_t *up = yconf_get(&y, root, "upstream");
@@ -848,6 +905,11 @@ void config_free(struct config *c)
         free(c->rule_files[i]);
     free(c->rule_files);
     free(c->cache.redis_url);
+    free(c->cache.redis_user);
+    free(c->cache.sentinel_user);
+    free_secret(&c->cache.redis_password);
+    free_secret(&c->cache.sentinel_password);
+    free_secret(&c->cache.entry_key);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
     for (char **line = c->upstream.connect_to; line && *line; line++)

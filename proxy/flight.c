@@ -174,7 +174,10 @@ static void flight_free(struct flight *f)
     }
     if (f->admit_timer)
         event_free(f->admit_timer);
-    if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
+    /* Nothing stored: the key's lease, if this process holds it (whoever
+     * took it: our ask, a lookup's, one granted late), is released now, so
+     * that others waiting on it need not wait for it to expire. */
+    if (!f->stored)
         cache_lease_release(gw->cache, f->key);
     body_unref(f->stale);
     token_free(f->client_token);
@@ -410,6 +413,13 @@ static void flight_call(struct flight *f)
 
 /* ------------------------------------------------------------ the lease */
 
+/* What an answer read from Redis for `f` must be (borrowed from `f`). */
+static struct cache_expect flight_expect(const struct flight *f)
+{
+    return (struct cache_expect){.job = &f->rule->job,
+                                 .identity = f->rule->identity_param >= 0 ? f->expected_id : NULL};
+}
+
 /* WAIT_HOLDER: the holder of the lease stored its answer (HIT: -> DONE), or
  * went away without one (MISS: lease expired or released), or the wait ran
  * out, or Redis failed (-> [call]). */
@@ -437,7 +447,8 @@ static void on_lease(enum cache_lease_status status, void *arg)
          * for the answer it stores, at most as long as its call may take. */
         int64_t bound = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
         f->state = FLIGHT_WAIT_HOLDER;
-        struct cache_pending *p = cache_wait(f->gw->cache, f->key, bound, on_leased_answer, f);
+        const struct cache_expect expect = flight_expect(f);
+        struct cache_pending *p = cache_wait(f->gw->cache, f->key, &expect, bound, on_leased_answer, f);
         if (p) /* else it has called back already, and f may be gone */
             f->pending = p;
         return;
@@ -446,19 +457,30 @@ static void on_lease(enum cache_lease_status status, void *arg)
     flight_call(f);
 }
 
+int64_t flight_lease_ms(const struct rule *rule)
+{
+    return rule->connect_timeout_ms + rule->timeout_ms + 1000;
+}
+
 /* NEW -> LEASE, or [call]. With a shared cache, first take the key's lease,
- * so that one process of all those sharing the cache calls upstream. Not in
- * pass-through mode: there each token must be judged by the cloud itself. */
-static void flight_go(struct flight *f)
+ * so that one process of all those sharing the cache calls upstream: the
+ * lookup that missed may have done so already (`known`), else it is asked
+ * for now. Not in pass-through mode: there each token must be judged by the
+ * cloud itself. */
+static void flight_go(struct flight *f, enum cache_lease_status known)
 {
     assert(f->state == FLIGHT_NEW);
     if (f->token_hash[0]) {
         flight_call(f);
         return;
     }
-    int64_t lease_ms = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
     f->state = FLIGHT_LEASE;
-    struct cache_pending *p = cache_lease(f->gw->cache, f->key, lease_ms, on_lease, f);
+    if (known != CACHE_LEASE_NONE) {
+        on_lease(known, f);
+        return;
+    }
+    const struct cache_expect expect = flight_expect(f);
+    struct cache_pending *p = cache_lease(f->gw->cache, f->key, &expect, flight_lease_ms(f->rule), on_lease, f);
     if (p) /* else it has called back already, and f may be gone */
         f->pending = p;
 }
@@ -549,6 +571,16 @@ void flight_join(struct job_request *jr)
     int started = 0;
     if (!f && (f = flight_start(jr)) != NULL)
         started = 1;
+    if (!started && jr->lease == CACHE_LEASE_ACQUIRED) {
+        /* jr's lookup took the key's lease while a flight for it was out
+         * already (its own lease had expired, or it could not get one). One
+         * that is calling upstream keeps it: it stores or releases it at its
+         * end. One that waits for a holder would wait for itself: released. */
+        if (f && f->state != FLIGHT_LEASE && f->state != FLIGHT_WAIT_HOLDER)
+            f->lease_held = 1;
+        else
+            cache_lease_release(gw->cache, jr->key);
+    }
     struct client_error err;
     if (!f) {
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
@@ -571,7 +603,7 @@ void flight_join(struct job_request *jr)
     if (++f->nwaiters == 1)
         arm_wait_timer(f);
     if (started)
-        flight_go(f); /* may answer jr at once (refused by the guard) */
+        flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }
 
 void flight_leave(struct job_request *jr)

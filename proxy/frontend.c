@@ -457,6 +457,7 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         cJSON_AddStringToObject(c, "endpoint", h.endpoint);
     cJSON_AddNumberToObject(c, "errors", (double)h.errors);
     cJSON_AddNumberToObject(c, "timeouts", (double)h.timeouts);
+    cJSON_AddNumberToObject(c, "rejected", (double)h.rejected);
     cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");
     if (h.last_error[0])
         cJSON_AddStringToObject(c, "last_error", h.last_error);

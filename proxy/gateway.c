@@ -315,9 +315,7 @@ void gateway_abort_all(struct gateway *gw)
             jr->req = NULL;
             gw->in_flight--;
             TAILQ_REMOVE(&gw->live, jr, live_link);
-            ruleset_unref(jr->rules);
-            jr->rules = NULL;
-            clientkeys_unref(jr->keys);
+            clientkeys_unref(jr->keys); /* the rules stay: the lookup checks against them */
             jr->keys = NULL;
             TAILQ_INSERT_TAIL(&gw->orphans, jr, live_link);
             continue;
@@ -342,6 +340,7 @@ void gateway_free(struct gateway *gw)
     }
     while ((jr = TAILQ_FIRST(&gw->orphans)) != NULL) {
         TAILQ_REMOVE(&gw->orphans, jr, live_link);
+        ruleset_unref(jr->rules);
         free(jr);
     }
     while (gw->nspare)

@@ -14,7 +14,9 @@
  * Ownership: a request belongs to the gateway (its `live` list) from
  * request_intake until answered; while it waits on a flight it is also on
  * the flight's waiters. A request whose cache lookup is still out when it is
- * aborted stays allocated (on `orphans`) until that lookup calls back.
+ * aborted stays allocated (on `orphans`), with its ruleset reference (the
+ * lookup checks what Redis returns against its rule), until that lookup
+ * calls back.
  * Everything runs on the event loop's thread.
  */
 #ifndef JOBGATE_GATEWAY_INT_H
@@ -25,6 +27,7 @@
 #include <sys/queue.h>
 
 #include "body.h"
+#include "cache_types.h"
 #include "errmap.h"
 #include "keymap.h"
 #include "metrics.h"
@@ -56,6 +59,7 @@ struct job_request {
     struct event *gone_watch;     /* while waiting on upstream: fires when the client hangs up */
     int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
+    enum cache_lease_status lease; /* what its lookup did with the key's lease (cache_get_lease) */
     int in_lookup;
     int64_t started_us;
     int64_t started_wall_ms;

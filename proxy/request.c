@@ -46,15 +46,19 @@ static int token_may_read(const struct job_request *jr)
     return tokengrant_valid(gw->token_grants, jr->token_hash, project, clock_mono_us() / 1000);
 }
 
-static void on_cache_result(enum cache_status status, struct body *b, void *arg)
+static void on_cache_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
 {
     struct job_request *jr = arg;
     jr->in_lookup = 0;
     if (!jr->req) { /* answered by gateway_abort_all while the lookup was out */
+        if (lease == CACHE_LEASE_ACQUIRED)
+            cache_lease_release(jr->gw->cache, jr->key); /* nobody will call upstream under it */
         TAILQ_REMOVE(&jr->gw->orphans, jr, live_link);
+        ruleset_unref(jr->rules);
         free(jr);
         return;
     }
+    jr->lease = lease; /* a HIT comes with none */
     switch (status) {
     case CACHE_HIT:
         if (token_may_read(jr)) {
@@ -384,6 +388,14 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         request_answer_error(jr, &rule->invalid_request);
         return;
     }
+    /* What Redis returns must be an answer about this very job, in a state
+     * that agrees with where it was kept (cache_types.h). A miss takes the
+     * key's lease in the same round trip, so that one process calls
+     * upstream; not in pass-through mode, where each token must be judged
+     * by the cloud itself. */
+    const struct cache_expect expect = {
+        .job = &rule->job, .identity = rule->identity_param >= 0 ? jr->match.values[rule->identity_param] : NULL};
     jr->in_lookup = 1;
-    cache_get(gw->cache, jr->key, on_cache_result, jr); /* may answer before it returns */
+    cache_get_lease(gw->cache, jr->key, &expect, jr->token_hash[0] ? 0 : flight_lease_ms(rule), on_cache_result,
+                    jr); /* may answer before it returns */
 }
