@@ -57,6 +57,7 @@
     X("bad-size.yaml")                             \
     X("client-error-shape.yaml")                   \
     X("cache-not-mapping.yaml")                    \
+    X("client-bare-lf-word.yaml")                  \
     X("client-timeout-short.yaml")                 \
     X("coalesce-unknown.yaml")                     \
     X("duplicate-key-top.yaml")                    \
@@ -230,6 +231,7 @@ static void assert_config_values(const struct config *got, const struct config *
     assert_int_equal(got->frontend.max_requests_per_connection, want->frontend.max_requests_per_connection);
     assert_int_equal(got->frontend.max_header_bytes, want->frontend.max_header_bytes);
     assert_int_equal(got->frontend.max_uri_bytes, want->frontend.max_uri_bytes);
+    assert_int_equal(got->frontend.allow_bare_lf, want->frontend.allow_bare_lf);
     assert_int_equal(got->gateway.max_waiters, want->gateway.max_waiters);
     assert_int_equal(got->gateway.max_wait_ms, want->gateway.max_wait_ms);
     assert_int_equal(got->gateway.rate_queue_ms, want->gateway.rate_queue_ms);
@@ -376,6 +378,7 @@ static void test_full_config(void **state)
                 .max_requests_per_connection = 100,
                 .max_header_bytes = 16 * 1024,
                 .max_uri_bytes = 2048,
+                .allow_bare_lf = 1,
             },
         .gateway =
             {
