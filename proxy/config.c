@@ -790,15 +790,9 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              NULL};
     static const char *const upstream_keys[] = {
         "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
-    static const char *const client_keys[] = {"timeout",
-                                              "header_timeout",
-                                              "keepalive_timeout",
-                                              "max_connections",
-                                              "max_requests_per_connection",
-                                              "max_header_bytes",
-                                              "max_uri_bytes",
-                                              "error_shape",
-                                              NULL};
+    static const char *const client_keys[] = {
+        "timeout",          "header_timeout", "keepalive_timeout", "max_connections", "max_requests_per_connection",
+        "max_header_bytes", "max_uri_bytes",  "allow_bare_lf",     "error_shape",     NULL};
     static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
     config_set_str(&c->file, path);
@@ -917,6 +911,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         fe->max_requests_per_connection = (unsigned)reqs;
         rc |= yconf_get_bytes(&y, client, "max_header_bytes", 1024, 1024 * 1024, &fe->max_header_bytes, d);
         rc |= yconf_get_bytes(&y, client, "max_uri_bytes", 256, 1024 * 1024, &fe->max_uri_bytes, d);
+        rc |= yconf_get_bool(&y, client, "allow_bare_lf", &fe->allow_bare_lf, d);
         /* The frontend caps evhttp at a multiple of these; the gateway enforces them (frontend.h). */
         c->gateway.max_header_bytes = fe->max_header_bytes;
         c->gateway.max_uri_bytes = fe->max_uri_bytes;

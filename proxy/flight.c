@@ -101,10 +101,6 @@ static void waiter_unlink(struct job_request *jr)
     TAILQ_REMOVE(&f->waiters, jr, wait_link);
     f->nwaiters--;
     jr->flight = NULL;
-    if (jr->gone_watch) {
-        event_free(jr->gone_watch);
-        jr->gone_watch = NULL;
-    }
     if (was_first && f->wait_timer) {
         evtimer_del(f->wait_timer);
         arm_wait_timer(f);
@@ -127,40 +123,12 @@ static void answer_waiter(struct flight *f, struct job_request *jr, const struct
         request_answer_error(jr, a->err);
 }
 
-/* The client hung up while its request waited for upstream: forget it at
- * once (it is never written to) and close our side. The upstream call goes
- * on: its answer is cached for the next poller. evhttp 2.1 does not read a
- * connection while a request on it is being served, so it would only notice
- * when the answer failed to write; this event watches for the peer's FIN. */
-static void on_client_gone(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct job_request *jr = arg;
-    struct gateway *gw = jr->gw;
-    struct evhttp_connection *evcon = evhttp_request_get_connection(jr->req);
-    waiter_unlink(jr);
-    metrics_count_event(gw->metrics, EVENT_WAITER_GONE);
-    log_debug("request %s: client closed its connection while waiting for upstream", jr->request_id);
-    request_forget(jr);
-    if (evcon)
-        evhttp_connection_free(evcon); /* frees the request too */
-}
-
-static void watch_for_hangup(struct job_request *jr)
-{
-    struct gateway *gw = jr->gw;
-    struct evhttp_connection *evcon = gw->watch_hangups ? evhttp_request_get_connection(jr->req) : NULL;
-    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-    if (fd < 0)
-        return;
-    jr->gone_watch = event_new(gw->base, fd, EV_CLOSED, on_client_gone, jr);
-    if (jr->gone_watch && event_add(jr->gone_watch, NULL) < 0) {
-        event_free(jr->gone_watch);
-        jr->gone_watch = NULL;
-    }
-}
+/* A client that closes its connection while its request waits is not
+ * noticed here: a half-close (shutdown(SHUT_WR), the client still reading)
+ * looks the same as a close on the wire (EV_CLOSED fires for both), and
+ * HTTP/1.1 lets a client half-close after its last request and read the
+ * answers. A waiter is bounded by coalesce.max_wait; a gone client's answer
+ * fails to write and evhttp frees the connection then. */
 
 /* Waiters past coalesce.max_wait are answered 504 (or stale); the call goes
  * on for the rest. */
@@ -670,7 +638,6 @@ void flight_join(struct job_request *jr)
     TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
     if (++f->nwaiters == 1)
         arm_wait_timer(f);
-    watch_for_hangup(jr);
     if (started)
         flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }

@@ -27,6 +27,7 @@
 #include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
+#include "httpframe.h"
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
@@ -56,15 +57,35 @@ struct listener {
 /* One client connection, from accept to close. evhttp 2.1 tells nobody
  * when it frees a connection that never carried a request, so the frontend
  * holds a reference on each connection's bufferevent and notices the free
- * (its callbacks cleared) on the next sweep. */
+ * (its callbacks cleared) on the next sweep.
+ *
+ * evhttp reads through a filter (bufferevent_filter over the socket or TLS
+ * bufferevent, see frame_input): bytes reach evhttp only once httpframe has
+ * passed the whole head they belong to. The filter also holds back the
+ * client's half-close (frame_event) until every request passed has been
+ * answered. */
 struct client_conn {
-    struct bufferevent *bev; /* key in the frontend's index */
+    struct bufferevent *bev;   /* the filter evhttp reads: key in the frontend's index */
+    struct bufferevent *under; /* the socket (or TLS) bufferevent below it */
+    struct frontend *fe;
     struct listener *listener;
-    struct evbuffer_cb_entry *input_watch;
-    int64_t idle_since_ms;    /* accept or last answer; 0 while a request is served */
-    int64_t reading_since_ms; /* first byte of the next request; 0: none yet */
-    int answered;             /* idle since an answer (keepalive_timeout), not since accept (header_timeout) */
+    struct evbuffer_cb_entry *input_watch; /* on under's input: bytes as they arrive */
+    struct evbuffer_cb_entry *output_pass; /* on the filter's output: moves answers down (on_output) */
+    int write_pending;                     /* answer bytes below, not yet written to the socket */
+    int64_t idle_since_ms;                 /* accept or last answer; 0 while a request is served */
+    int64_t reading_since_ms;              /* first byte of the next request; 0: none yet */
     unsigned requests;
+    /* framing */
+    uint64_t body_left;        /* of the last head passed, body bytes not yet passed */
+    unsigned passed, answered; /* requests handed to evhttp, and answered */
+    int refused;               /* a head was refused: the rest of the input is dropped */
+    short held_eof;            /* the client's EOF, held until passed == answered (0: none) */
+    struct event *release;     /* delivers held_eof, outside evhttp's callbacks */
+    /* The filter's own callbacks on `under`: frame_event sits in front of
+     * the event callback, so all three are called through `c`. */
+    bufferevent_data_cb filter_readcb, filter_writecb;
+    bufferevent_event_cb filter_eventcb;
+    void *filter_arg;
     TAILQ_ENTRY(client_conn) link;
 };
 TAILQ_HEAD(client_conn_list, client_conn);
@@ -131,9 +152,19 @@ static void conn_forget(struct frontend *fe, struct client_conn *c)
 {
     TAILQ_REMOVE(&fe->conns, c, link);
     tdelete(c, &fe->conn_index, conn_compare);
-    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_watch);
-    bufferevent_decref(c->bev); /* evhttp freed it already, or frontend_free does */
-    free(c);
+    if (c->answered < c->passed) {
+        metrics_count_event(fe->metrics, EVENT_CLOSED_UNANSWERED);
+        log_debug("a client connection closed with %u of %u requests unanswered", c->passed - c->answered, c->passed);
+    }
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->under), c->input_watch);
+    c->input_watch = NULL;
+    if (c->release)
+        event_free(c->release);
+    c->release = NULL; /* no EOF held from here */
+    /* evhttp freed the filter already, or frontend_free does; it frees
+     * `under` and then `c` (frame_free), perhaps later (libevent finalizes
+     * bufferevents from the loop). */
+    bufferevent_decref(c->bev);
     fe->nconns--;
     if (fe->nconns < fe->conf.max_connections)
         set_accepting(fe, 1);
@@ -184,33 +215,214 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---------------------------------------------------------------- framing */
+
+/* The request evhttp reads in place of a refused head: the gateway answers
+ * it (400, audited, Connection: close) after every request passed before. */
+#define REFUSED_REQUEST "GET / HTTP/1.1\r\nHost: jobgate\r\nConnection: close\r\n" HTTPFRAME_MARKER ": %s\r\n\r\n"
+
+/* The input filter: moves bytes from the socket's buffer (`src`) to
+ * evhttp's (`dst`). A head moves once httpframe_check has passed it whole,
+ * then its body (Content-Length) as it arrives, then the next head is
+ * checked. Moving is evbuffer_remove_buffer: whole chains change hands, no
+ * copy. A refused head is replaced by REFUSED_REQUEST and all later input
+ * is dropped. Fires from the socket's read callback, with evhttp reading. */
+static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
+                                                  enum bufferevent_flush_mode mode, void *arg)
+{
+    (void)limit; /* evhttp sets no read high-water mark */
+    (void)mode;
+    struct client_conn *c = arg;
+    int moved = 0;
+    for (;;) {
+        size_t have = evbuffer_get_length(src);
+        if (!have)
+            break;
+        if (!c || c->refused) {
+            evbuffer_drain(src, have);
+            break;
+        }
+        if (c->body_left) {
+            size_t n = have < c->body_left ? have : (size_t)c->body_left;
+            evbuffer_remove_buffer(src, dst, n);
+            c->body_left -= n;
+            moved = 1;
+            continue;
+        }
+        const struct frontend_conf *conf = &c->fe->conf;
+        struct httpframe_limits lim = {.max_head_bytes = conf->max_header_bytes + conf->max_uri_bytes + 1024,
+                                       .allow_bare_lf = conf->allow_bare_lf,
+                                       .reserved = HTTPFRAME_MARKER,
+                                       .max_body_bytes = FRONTEND_MAX_BODY_BYTES};
+        /* One byte past the bound is enough to refuse; usually the head is
+         * in the first chain already and this copies nothing. */
+        size_t look = have <= lim.max_head_bytes ? have : lim.max_head_bytes + 1;
+        const char *p = (const char *)evbuffer_pullup(src, (ev_ssize_t)look);
+        struct httpframe_head head;
+        enum httpframe_error err = HTTPFRAME_OK;
+        enum httpframe_verdict v = p ? httpframe_check(p, look, &lim, &head, &err) : HTTPFRAME_BAD;
+        if (v == HTTPFRAME_NEED_MORE)
+            break;
+        if (v == HTTPFRAME_HEAD_OK) {
+            evbuffer_drain(src, head.skipped);
+            evbuffer_remove_buffer(src, dst, head.head_len - head.skipped);
+            c->body_left = head.content_length;
+            c->passed++;
+            moved = 1;
+            continue;
+        }
+        metrics_count_event(c->fe->metrics, EVENT_BAD_FRAMING);
+        log_info("refusing a request head: %s", httpframe_error_name(err));
+        evbuffer_drain(src, have);
+        evbuffer_add_printf(dst, REFUSED_REQUEST, httpframe_error_name(err));
+        c->refused = 1;
+        c->passed++;
+        moved = 1;
+        break;
+    }
+    return moved ? BEV_OK : BEV_NEED_MORE;
+}
+
+/* Answers go down once evhttp has added them (deferred to the loop, so once
+ * per answer): the chains move to the socket's output, no copy. bufferevent_filter 2.1 would move them itself
+ * only while evhttp has EV_WRITE enabled (evhttp adds the answer first, then
+ * enables it: the answer would sit until the next write), and would tell
+ * evhttp "written" as soon as they had moved, so that evhttp, closing after
+ * an answer with Connection: close, would shut the socket with the answer
+ * still unwritten. So evhttp's write callback is called from frame_write,
+ * once the socket's output is empty. */
+static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct client_conn *c = arg;
+    if (!info->n_added || !evbuffer_get_length(buf))
+        return;
+    evbuffer_add_buffer(bufferevent_get_output(c->under), buf);
+    c->write_pending = 1;
+}
+
+/* The filter's own output path, never used (on_output empties its buffer). */
+static enum bufferevent_filter_result frame_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
+                                                   enum bufferevent_flush_mode mode, void *arg)
+{
+    (void)src;
+    (void)dst;
+    (void)limit;
+    (void)mode;
+    (void)arg;
+    return BEV_NEED_MORE;
+}
+
+static void frame_read(struct bufferevent *under, void *arg)
+{
+    struct client_conn *c = arg;
+    c->filter_readcb(under, c->filter_arg);
+}
+
+static void frame_write(struct bufferevent *under, void *arg)
+{
+    struct client_conn *c = arg;
+    c->filter_writecb(under, c->filter_arg);
+    if (c->write_pending && !evbuffer_get_length(bufferevent_get_output(under))) {
+        c->write_pending = 0;
+        bufferevent_trigger(c->bev, EV_WRITE, 0); /* evhttp: the answer is written */
+    }
+}
+
+/* Events of the socket's bufferevent, on their way to the filter (and so
+ * to evhttp). evhttp drops every request of a connection on its EOF, even
+ * those it has read and not answered; a client that half-closes after
+ * sending (shutdown(SHUT_WR)) still reads, so its EOF waits here until the
+ * last request passed is answered. Errors pass at once. */
+static void frame_event(struct bufferevent *under, short what, void *arg)
+{
+    struct client_conn *c = arg;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->answered < c->passed && c->release) {
+        c->held_eof = what;
+        return;
+    }
+    c->filter_eventcb(under, what, c->filter_arg);
+}
+
+/* The filter's free_context: the connection's state goes with it. */
+static void frame_free(void *arg)
+{
+    struct client_conn *c = arg;
+    if (!c)
+        return;
+    if (c->output_pass)
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->output_pass);
+    if (c->release)
+        event_free(c->release);
+    free(c);
+}
+
+static void on_release(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct client_conn *c = arg;
+    short eof = c->held_eof;
+    c->held_eof = 0;
+    if (eof)
+        c->filter_eventcb(c->under, eof, c->filter_arg); /* a no-op once evhttp has let go */
+}
+
 /* evhttp asks for the bufferevent of each accepted connection: this is
- * where a connection starts being tracked (and TLS is set up). */
+ * where a connection starts being tracked (and TLS and the framing filter
+ * are set up). evhttp then gives the filter the socket (bufferevent_setfd,
+ * which the filter passes down) and reads and writes through it. */
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     struct listener *l = arg;
     struct frontend *fe = l->fe;
-    struct bufferevent *bev;
+    struct bufferevent *under;
     if (l->tls) {
         SSL *ssl = SSL_new(l->tls);
         if (!ssl)
             return NULL;
-        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        under = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                               BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     } else {
-        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+        under = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
-    struct client_conn *c = bev ? calloc(1, sizeof(*c)) : NULL;
+    if (!under)
+        return NULL;
+    /* Owned by the filter (frame_free), which owns `under`. */
+    struct client_conn *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev =
+        bufferevent_filter_new(under, frame_input, frame_output, BEV_OPT_CLOSE_ON_FREE, frame_free, c);
+    if (!bev) {
+        free(c);
+        bufferevent_free(under);
+        return NULL;
+    }
     if (!c)
-        return bev; /* served, untracked */
+        return bev; /* out of memory: the filter drops all input and writes nothing; evhttp's timeout closes it */
     c->bev = bev;
+    c->under = under;
+    c->fe = fe;
     c->listener = l;
     c->idle_since_ms = clock_mono_us() / 1000;
-    c->input_watch = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+    bufferevent_getcb(under, &c->filter_readcb, &c->filter_writecb, &c->filter_eventcb, &c->filter_arg);
+    bufferevent_setcb(under, frame_read, frame_write, frame_event, c);
+    c->release = event_new(base, -1, 0, on_release, c);
+    c->output_pass = evbuffer_add_cb(bufferevent_get_output(bev), on_output, c);
+    /* Once per answer, not once per header line evhttp adds: on_output runs
+     * from the loop, after evhttp has added the whole answer. */
+    evbuffer_defer_callbacks(bufferevent_get_output(bev), base);
+    if (!c->output_pass) {
+        bufferevent_free(bev); /* frees `under` and `c` */
+        return NULL;
+    }
+    c->input_watch = evbuffer_add_cb(bufferevent_get_input(under), on_input, c);
     if (!c->input_watch || !tsearch(c, &fe->conn_index, conn_compare)) {
+        /* Served, untracked: no EOF is held (nothing counts the answers). */
         if (c->input_watch)
-            evbuffer_remove_cb_entry(bufferevent_get_input(bev), c->input_watch);
-        free(c);
+            evbuffer_remove_cb_entry(bufferevent_get_input(under), c->input_watch);
+        c->input_watch = NULL;
+        if (c->release)
+            event_free(c->release);
+        c->release = NULL;
         return bev;
     }
     bufferevent_incref(bev);
@@ -226,7 +438,8 @@ static void on_request_complete(struct evhttp_request *req, void *arg)
     struct client_conn *c = arg;
     c->idle_since_ms = clock_mono_us() / 1000;
     c->reading_since_ms = 0;
-    c->answered = 1;
+    if (++c->answered >= c->passed && c->held_eof)
+        event_active(c->release, 0, 0); /* evhttp is inside its own callback: deliver the EOF after */
 }
 
 /* ------------------------------------------------------------- requests */
@@ -575,10 +788,11 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
      * bounds what one connection can make us buffer. */
     size_t hard_cap = 4 * (conf->max_header_bytes + conf->max_uri_bytes);
     evhttp_set_max_headers_size(l->http, (ev_ssize_t)hard_cap);
-    /* Job requests with a body are refused (400) by the gateway, and
-     * forwarded ones bounded by their rule's forward.max_body (at most
-     * 1 MiB): this only bounds what is read. */
-    evhttp_set_max_body_size(l->http, 1024 * 1024);
+    /* The framing filter refuses a Content-Length above FRONTEND_MAX_BODY_BYTES
+     * (400); job requests with a body are refused (400) by the gateway, and
+     * forwarded ones bounded by their rule's forward.max_body (at most 1 MiB).
+     * evhttp's own cap (413) is set above all of these, so that it never answers. */
+    evhttp_set_max_body_size(l->http, 4 * FRONTEND_MAX_BODY_BYTES);
     evhttp_set_default_content_type(l->http, "application/json;charset=UTF-8");
     evhttp_set_gencb(l->http, on_request, l);
     evhttp_set_bevcb(l->http, on_new_connection, l);

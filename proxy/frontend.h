@@ -13,6 +13,13 @@
  * With several workers each binds the admin address with SO_REUSEPORT, as
  * the client listeners: a scrape reads the worker the kernel picked.
  *
+ * Strict framing: evhttp reads each connection through a filter that passes
+ * a request head only once httpframe (httpframe.h) has checked it whole, then
+ * its body. A refused head becomes a request carrying HTTPFRAME_MARKER, which
+ * the gateway answers 400 (JG.BAD_FRAMING, Connection: close), in order after
+ * the requests before it, audited; nothing after it on the connection is read.
+ * A client's half-close is held back until every request it sent is answered.
+ *
  * It also enforces the limits that protect jobgate from hostile or broken
  * clients, each answered from the documented table or by closing, logged
  * and counted (jobgate_events_total):
@@ -25,17 +32,23 @@
  *   - keepalive_timeout: a kept-alive connection that sends nothing for this
  *     long after an answer is closed;
  *   - max_requests_per_connection: the last answer says Connection: close;
- *   - max_header_bytes / max_uri_bytes: evhttp is told 4x these as its hard
- *     cap (beyond it evhttp answers 413 itself, outside the table), which
- *     bounds the memory a connection can take; the bounds proper are checked
- *     by the gateway (400 from the table, audited like any answer).
- *   - request bodies: refused by the gateway with 400.
+ *   - max_header_bytes / max_uri_bytes: checked by the gateway (400 from the
+ *     table, audited like any answer); the framing filter refuses a head
+ *     larger than their sum plus 1 KiB, and evhttp's own caps (4x) are never
+ *     reached, so evhttp never answers 413 itself;
+ *   - request bodies: refused by the gateway with 400 (by the filter above
+ *     FRONTEND_MAX_BODY_BYTES).
  */
 #ifndef JOBGATE_FRONTEND_H
 #define JOBGATE_FRONTEND_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* A request announcing a larger body (Content-Length) is refused with 400
+ * before evhttp reads it: twice the largest forward.max_body a rule may set,
+ * so that a forwarded body between the two gets forward's own 413. */
+#define FRONTEND_MAX_BODY_BYTES (2 * 1024 * 1024)
 
 struct event_base;
 struct gateway;
@@ -66,7 +79,8 @@ struct frontend_conf {
     /* The admin listener: host NULL for none (admin.listen: off); tls_cert
      * unused; client_auth: wants a key granted admin (admin.client_auth). */
     struct listener_conf admin;
-    int reuse_port; /* one of several worker processes on these addresses (SO_REUSEPORT) */
+    int allow_bare_lf; /* accept request lines ending in LF alone (RFC 9112 section 2.2 allows it; off by default) */
+    int reuse_port;    /* one of several worker processes on these addresses (SO_REUSEPORT) */
 };
 
 /* Bind every listener and start serving. Returns NULL with a message on

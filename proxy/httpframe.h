@@ -32,6 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The field the frontend puts on the request it passes to evhttp in place
+ * of a refused head (naming the error), so that the gateway answers the
+ * refusal in order, audited. Clients may not send it (httpframe_limits'
+ * `reserved`), so it cannot be forged. */
+#define HTTPFRAME_MARKER "X-Jobgate-Refused"
+
 enum httpframe_error {
     HTTPFRAME_OK,
     HTTPFRAME_HEAD_TOO_LARGE,

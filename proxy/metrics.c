@@ -67,6 +67,8 @@ static const char *const event_names[] = {
     [EVENT_CLIENT_UNAUTHENTICATED] = "client_unauthenticated",
     [EVENT_CLIENT_FORBIDDEN] = "client_forbidden",
     [EVENT_AUDIT_DROPPED] = "audit_dropped",
+    [EVENT_BAD_FRAMING] = "bad_framing",
+    [EVENT_CLOSED_UNANSWERED] = "closed_unanswered",
 };
 _Static_assert(sizeof(event_names) / sizeof(event_names[0]) == EVENT__COUNT, "an event has no name");
 

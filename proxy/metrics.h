@@ -21,7 +21,7 @@ const char *cache_outcome_name(enum cache_outcome o);
  * jobgate_events_total{event="..."}; the label is the enumerator's name
  * without EVENT_, in lower case (metrics_event_name). */
 enum metrics_event {
-    EVENT_WAITER_GONE,            /* a client closed its connection while waiting for upstream */
+    EVENT_WAITER_GONE,            /* (no longer counted: a half-close is answered; kept for the label) */
     EVENT_WAITER_OVERFLOW,        /* a key already had the most waiters allowed: answered 503 */
     EVENT_WAITER_TIMEOUT,         /* waited longer than coalesce.max_wait: answered 504 */
     EVENT_ACCEPT_PAUSED,          /* at client.max_connections: listeners paused */
@@ -35,6 +35,8 @@ enum metrics_event {
     EVENT_CLIENT_UNAUTHENTICATED, /* no client key, or an unknown one: 401 */
     EVENT_CLIENT_FORBIDDEN,       /* a client key asking outside its grants: 403 */
     EVENT_AUDIT_DROPPED,          /* an answer whose audit line could not be kept (audit_write refused it) */
+    EVENT_BAD_FRAMING,            /* a request head refused by httpframe (smuggling shapes, bad syntax): 400 */
+    EVENT_CLOSED_UNANSWERED,      /* a connection closed with requests received and not answered */
     EVENT__COUNT
 };
 const char *metrics_event_name(enum metrics_event e);

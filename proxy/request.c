@@ -11,6 +11,7 @@
 
 #include "aksk.h"
 #include "audit.h"
+#include "httpframe.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "clientkeys.h"
@@ -284,6 +285,16 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         reqid_new(jr->request_id, sizeof(jr->request_id));
 
     struct client_error err;
+    /* A head the frontend's framing filter refused (httpframe.h): answered
+     * here, in order and audited; the connection closes after it. */
+    const char *refused = evhttp_find_header(evhttp_request_get_input_headers(req), HTTPFRAME_MARKER);
+    if (refused) {
+        char message[96];
+        snprintf(message, sizeof(message), "the request is not framed as HTTP/1.1 requires (%s)", refused);
+        client_error_set(&err, 400, "JG.BAD_FRAMING", message);
+        request_answer_error(jr, &err);
+        return;
+    }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;

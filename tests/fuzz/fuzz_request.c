@@ -6,7 +6,21 @@
  * its path taken with evhttp_uri_get_path(), and ruleset_match() finds the
  * rule for the Host header and that path.
  *
- * The input is "HOST\nTARGET", or TARGET alone (no Host header). A target is
+ * Framing first: the input, whole and as raw bytes, is also a request head
+ * for httpframe_check (the strict RFC 9112 checks the frontend applies
+ * before evhttp sees a byte), with bare LF refused and allowed. Its oracle:
+ *
+ *  - HEAD_OK: head_len is within the input and ends the head with an empty
+ *    line (CRLF CRLF, or a bare-LF form when those are allowed); without
+ *    bare LF every LF of the head follows a CR; the head, read here with a
+ *    plain line splitter, has at most one Content-Length and content_length
+ *    is its value (0 without one), no Transfer-Encoding, no field named as
+ *    the reserved marker, and an HTTP/1.1 head has exactly one Host;
+ *  - the verdict is stable as bytes arrive: a prefix of the input is never
+ *    HEAD_OK unless the input is, with the same head; a prefix refused stays
+ *    refused; and bytes added after a whole head or a refusal change nothing.
+ *
+ * Then routing: the input is "HOST\nTARGET", or TARGET alone (no Host header). A target is
  * what lies between the method and the version on the request line, so it
  * holds no newline and no NUL; the Host value is trimmed as evhttp trims
  * header values. Rules: every shipped rule (fuzz_shipped.h), and the seed
@@ -37,6 +51,7 @@
 
 #include <event2/http.h>
 
+#include "httpframe.h"
 #include "rules.h"
 #include "fuzz_oracle.h"
 #include "fuzz_shipped.h"
@@ -259,9 +274,139 @@ static char *trim_header_value(char *v)
     return v;
 }
 
+/* ---------------------------------------------------------------- framing */
+
+static enum httpframe_verdict frame_check(const uint8_t *data, size_t len, const struct httpframe_limits *lim,
+                                          struct httpframe_head *head, enum httpframe_error *err)
+{
+    /* An exact-size copy: a read past `len` is an ASan report. */
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, data, len);
+    enum httpframe_verdict v = httpframe_check(copy, len, lim, head, err);
+    free(copy);
+    return v;
+}
+
+/* The fields of a head httpframe passed, read with a plain line splitter. */
+static void check_ok_head(const uint8_t *data, const struct httpframe_head *h, const struct httpframe_limits *lim)
+{
+    const char *p = (const char *)data + h->skipped, *end = (const char *)data + h->head_len;
+    FUZZ_CHECK(h->head_len >= 2 && data[h->head_len - 1] == '\n', "head_len %zu does not end a line", h->head_len);
+    if (!lim->allow_bare_lf) {
+        FUZZ_CHECK(h->head_len >= 4 && memcmp(end - 4, "\r\n\r\n", 4) == 0, "head does not end in CRLF CRLF");
+        for (const char *q = (const char *)data; q < end; q++)
+            FUZZ_CHECK(*q != '\n' || (q > (const char *)data && q[-1] == '\r'), "a bare LF passed at %zu",
+                       (size_t)(q - (const char *)data));
+    }
+    int lines = 0, cls = 0, hosts = 0;
+    uint64_t cl = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        FUZZ_CHECK(nl, "an unterminated line in a passed head");
+        size_t n = (size_t)(nl - p);
+        if (n && p[n - 1] == '\r')
+            n--;
+        if (lines++ == 0) { /* the request line */
+            p = nl + 1;
+            continue;
+        }
+        if (n == 0)
+            break; /* the empty line */
+        const char *colon = memchr(p, ':', n);
+        FUZZ_CHECK(colon && colon > p, "a field line without a name passed");
+        size_t nlen = (size_t)(colon - p);
+        const char *v = colon + 1, *vend = p + n;
+        while (v < vend && (*v == ' ' || *v == '\t'))
+            v++;
+        while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
+            vend--;
+        FUZZ_CHECK(!(nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0), "Transfer-Encoding passed");
+        FUZZ_CHECK(!(nlen == strlen(lim->reserved) && strncasecmp(p, lim->reserved, nlen) == 0),
+                   "the reserved field passed");
+        if (nlen == 4 && strncasecmp(p, "host", 4) == 0)
+            hosts++;
+        if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
+            cls++;
+            FUZZ_CHECK(v < vend, "an empty Content-Length passed");
+            cl = 0;
+            for (const char *d = v; d < vend; d++) {
+                FUZZ_CHECK(*d >= '0' && *d <= '9', "a Content-Length that is not digits passed");
+                cl = cl * 10 + (uint64_t)(*d - '0');
+            }
+        }
+        p = nl + 1;
+    }
+    FUZZ_CHECK(cls <= 1, "%d Content-Length fields passed", cls);
+    FUZZ_CHECK(h->content_length == cl, "content_length %llu, the field says %llu",
+               (unsigned long long)h->content_length, (unsigned long long)cl);
+    FUZZ_CHECK(!h->http11 || hosts == 1, "an HTTP/1.1 head with %d Host fields passed", hosts);
+}
+
+static void check_framing(const uint8_t *data, size_t size, const struct httpframe_limits *lim)
+{
+    struct httpframe_head h, hp;
+    enum httpframe_error err, errp;
+    enum httpframe_verdict v = frame_check(data, size, lim, &h, &err);
+    FUZZ_CHECK(v == HTTPFRAME_NEED_MORE || v == HTTPFRAME_HEAD_OK || v == HTTPFRAME_BAD, "verdict %d", (int)v);
+    FUZZ_CHECK((v == HTTPFRAME_BAD) == (err != HTTPFRAME_OK), "verdict %d with error %s", (int)v,
+               httpframe_error_name(err));
+    if (v == HTTPFRAME_HEAD_OK) {
+        FUZZ_CHECK(h.head_len <= size && h.skipped < h.head_len, "head_len %zu skipped %zu of %zu", h.head_len,
+                   h.skipped, size);
+        check_ok_head(data, &h, lim);
+    }
+    /* Prefixes: a few cuts, and the bytes just around the end of the head. */
+    size_t cuts[20], ncuts = 0;
+    for (size_t i = 1; i <= 16 && ncuts < 16; i++)
+        cuts[ncuts++] = size * i / 17;
+    if (v == HTTPFRAME_HEAD_OK) {
+        cuts[ncuts++] = h.head_len - 1;
+        cuts[ncuts++] = h.head_len;
+    }
+    for (size_t i = 0; i < ncuts; i++) {
+        size_t cut = cuts[i];
+        if (cut > size)
+            continue;
+        enum httpframe_verdict vp = frame_check(data, cut, lim, &hp, &errp);
+        if (vp == HTTPFRAME_HEAD_OK)
+            FUZZ_CHECK(v == HTTPFRAME_HEAD_OK && hp.head_len == h.head_len && hp.content_length == h.content_length,
+                       "the first %zu bytes are a whole head (%zu), all %zu bytes give verdict %d", cut, hp.head_len,
+                       size, (int)v);
+        if (vp == HTTPFRAME_BAD)
+            FUZZ_CHECK(v == HTTPFRAME_BAD, "the first %zu bytes are refused (%s), all %zu bytes give verdict %d", cut,
+                       httpframe_error_name(errp), size, (int)v);
+        if (v == HTTPFRAME_HEAD_OK && cut < h.head_len)
+            FUZZ_CHECK(vp == HTTPFRAME_NEED_MORE || vp == HTTPFRAME_BAD, "a head found before its end");
+    }
+    /* Longer: bytes after a whole head or a refusal change nothing. */
+    if (v != HTTPFRAME_NEED_MORE) {
+        uint8_t *more = malloc(size + 3);
+        if (!more)
+            abort();
+        memcpy(more, data, size);
+        memcpy(more + size, "G\r\n", 3);
+        enum httpframe_verdict vl = frame_check(more, size + 3, lim, &hp, &errp);
+        free(more);
+        FUZZ_CHECK(vl == v, "3 more bytes turned verdict %d into %d", (int)v, (int)vl);
+        if (v == HTTPFRAME_HEAD_OK)
+            FUZZ_CHECK(hp.head_len == h.head_len && hp.content_length == h.content_length,
+                       "3 more bytes moved the head");
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > MAX_INPUT || memchr(data, '\0', size))
+    if (size > MAX_INPUT)
+        return 0;
+    static const struct httpframe_limits strict = {
+        .max_head_bytes = 1024, .allow_bare_lf = 0, .reserved = "X-Jobgate-Refused", .max_body_bytes = 65536};
+    static const struct httpframe_limits lenient = {
+        .max_head_bytes = 1024, .allow_bare_lf = 1, .reserved = "X-Jobgate-Refused", .max_body_bytes = 65536};
+    check_framing(data, size, &strict);
+    check_framing(data, size, &lenient);
+    if (memchr(data, '\0', size))
         return 0;
     char *buf = malloc(size + 1);
     if (!buf)
