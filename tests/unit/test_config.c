@@ -30,84 +30,81 @@
 #include "yamlconf.h"
 #include "unit_support.h"
 
-#define BAD_CONFIG_FILES(X)              \
-    X("admin-auth-no-keys.yaml")         \
-    X("admin-auth-word.yaml")            \
-    X("admin-listen-bad.yaml")           \
-    X("admin-listen-client-port.yaml")   \
-    X("admin-not-mapping.yaml")          \
-    X("admin-unknown-key.yaml")          \
-    X("audit-bad-policy.yaml")           \
-    X("audit-no-file.yaml")              \
-    X("auth-aksk-bad-ak.yaml")           \
-    X("auth-aksk-no-sk.yaml")            \
-    X("auth-and-token-file.yaml")        \
-    X("auth-iam-no-password.yaml")       \
-    X("auth-iam-no-user.yaml")           \
-    X("auth-iam-url-not-http.yaml")      \
-    X("auth-key-of-another-mode.yaml")   \
-    X("auth-mode-unknown.yaml")          \
-    X("auth-not-mapping.yaml")           \
-    X("auth-password-both.yaml")         \
-    X("auth-password-env-unset.yaml")    \
-    X("auth-password-file-missing.yaml") \
-    X("auth-retry-max-below-min.yaml")   \
-    X("auth-token-no-source.yaml")       \
-    X("auth-unknown-key.yaml")           \
-    X("bad-duration.yaml")               \
-    X("bad-listen-port.yaml")            \
-    X("bad-listen.yaml")                 \
-    X("bad-log-level.yaml")              \
-    X("bad-max-body.yaml")               \
-    X("bad-shutdown-timeout.yaml")       \
-    X("bad-size.yaml")                   \
+#define BAD_CONFIG_FILES(X)                        \
+    X("admin-auth-no-keys.yaml")                   \
+    X("admin-auth-word.yaml")                      \
+    X("admin-listen-bad.yaml")                     \
+    X("admin-listen-client-port.yaml")             \
+    X("admin-not-mapping.yaml")                    \
+    X("admin-unknown-key.yaml")                    \
+    X("audit-bad-policy.yaml")                     \
+    X("audit-no-file.yaml")                        \
+    X("auth-aksk-bad-ak.yaml")                     \
+    X("auth-aksk-no-sk.yaml")                      \
+    X("auth-and-token-file.yaml")                  \
+    X("auth-iam-no-password.yaml")                 \
+    X("auth-iam-no-user.yaml")                     \
+    X("auth-iam-url-not-http.yaml")                \
+    X("auth-key-of-another-mode.yaml")             \
+    X("auth-mode-unknown.yaml")                    \
+    X("auth-not-mapping.yaml")                     \
+    X("auth-password-both.yaml")                   \
+    X("auth-password-env-unset.yaml")              \
+    X("auth-password-file-missing.yaml")           \
+    X("auth-retry-max-below-min.yaml")             \
+    X("auth-token-no-source.yaml")                 \
+    X("auth-unknown-key.yaml")                     \
+    X("bad-duration.yaml")                         \
+    X("bad-listen-port.yaml")                      \
+    X("bad-listen.yaml")                           \
+    X("bad-log-level.yaml")                        \
+    X("bad-max-body.yaml")                         \
+    X("bad-shutdown-timeout.yaml")                 \
+    X("bad-size.yaml")                             \
     X("cache-not-mapping.yaml")                    \
-<<<<<<< HEAD
-X("client-error-shape.yaml")                   \
-=======
-X("client-bare-lf-word.yaml")                  \
->>>>>>> main
-X("client-timeout-short.yaml")
-X("coalesce-unknown.yaml")
-X("duplicate-key-top.yaml")
-X("duration-too-long.yaml")
-X("entry-key-short.yaml")
-X("limits-rate-zero.yaml")
-X("limits-unknown-key.yaml")
-X("listen-and-listeners.yaml")
-X("listener-no-listen.yaml")
-X("listener-tls-missing-cert.yaml")
-X("listener-tls-no-key.yaml")
-X("max-connections-zero.yaml")
-X("max-pending-word.yaml")
-X("not-a-mapping.yaml")
-X("redis-bad-db.yaml")
-X("redis-bad-port.yaml")
-X("redis-not-scalar.yaml")
-X("redis-notify-word.yaml")
-X("redis-password-both.yaml")
-X("redis-password-env-unset.yaml")
-X("redis-password-file-missing.yaml")
-X("redis-password.yaml")
-X("redis-scheme.yaml")
-X("redis-sentinel-no-master.yaml")
-X("redis-sentinel-password-not-sentinel.yaml")
-X("redis-unix-relative.yaml")
-X("redis-user-no-password.yaml")
-X("redis-user-password.yaml")
-X("rules-empty-entry.yaml")
-X("rules-no-match.yaml")
-X("rules-not-list.yaml")
-X("size-too-small.yaml")
-X("token-both.yaml")
-X("token-env-unset.yaml")
-X("token-file-missing.yaml")
-X("unknown-key-cache.yaml")
-X("unknown-key-client.yaml")
-X("unknown-key-top.yaml")
-X("unknown-key-upstream.yaml")
-X("workers-zero.yaml")
-X("yaml-syntax.yaml")
+    X("client-bare-lf-word.yaml")                  \
+    X("client-error-shape.yaml")                   \
+    X("client-timeout-short.yaml")                 \
+    X("coalesce-unknown.yaml")                     \
+    X("duplicate-key-top.yaml")                    \
+    X("duration-too-long.yaml")                    \
+    X("entry-key-short.yaml")                      \
+    X("limits-rate-zero.yaml")                     \
+    X("limits-unknown-key.yaml")                   \
+    X("listen-and-listeners.yaml")                 \
+    X("listener-no-listen.yaml")                   \
+    X("listener-tls-missing-cert.yaml")            \
+    X("listener-tls-no-key.yaml")                  \
+    X("max-connections-zero.yaml")                 \
+    X("max-pending-word.yaml")                     \
+    X("not-a-mapping.yaml")                        \
+    X("redis-bad-db.yaml")                         \
+    X("redis-bad-port.yaml")                       \
+    X("redis-not-scalar.yaml")                     \
+    X("redis-notify-word.yaml")                    \
+    X("redis-password-both.yaml")                  \
+    X("redis-password-env-unset.yaml")             \
+    X("redis-password-file-missing.yaml")          \
+    X("redis-password.yaml")                       \
+    X("redis-scheme.yaml")                         \
+    X("redis-sentinel-no-master.yaml")             \
+    X("redis-sentinel-password-not-sentinel.yaml") \
+    X("redis-unix-relative.yaml")                  \
+    X("redis-user-no-password.yaml")               \
+    X("redis-user-password.yaml")                  \
+    X("rules-empty-entry.yaml")                    \
+    X("rules-no-match.yaml")                       \
+    X("rules-not-list.yaml")                       \
+    X("size-too-small.yaml")                       \
+    X("token-both.yaml")                           \
+    X("token-env-unset.yaml")                      \
+    X("token-file-missing.yaml")                   \
+    X("unknown-key-cache.yaml")                    \
+    X("unknown-key-client.yaml")                   \
+    X("unknown-key-top.yaml")                      \
+    X("unknown-key-upstream.yaml")                 \
+    X("workers-zero.yaml")                         \
+    X("yaml-syntax.yaml")
 #define AS_NAME(f) f,
 static const char *const bad_config_files[] = {BAD_CONFIG_FILES(AS_NAME)};
 #define NBAD (sizeof(bad_config_files) / sizeof(bad_config_files[0]))
