@@ -302,23 +302,27 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
                             "# TYPE jobgate_iam_failures_total counter\njobgate_iam_failures_total %llu\n"
                             "# HELP jobgate_iam_tokens Projects jobgate holds an IAM token for.\n"
                             "# TYPE jobgate_iam_tokens gauge\njobgate_iam_tokens %zu\n",
-                            (unsigned long long)cs.iam_calls, (unsigned long long)cs.iam_failures, cs.tokens_held);
+                            (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_IAM_CALLS, cs.iam_calls),
+                            (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_IAM_FAILURES, cs.iam_failures),
+                            cs.tokens_held);
     }
     struct audit *audit = gateway_audit(fe->gw);
     if (audit) {
         struct audit_health ah;
         audit_health(audit, &ah);
-        evbuffer_add_printf(buf,
-                            "# HELP jobgate_audit_ok Whether the audit log is being written (1) or failing (0).\n"
-                            "# TYPE jobgate_audit_ok gauge\njobgate_audit_ok %d\n"
-                            "# HELP jobgate_audit_lines_total Audit lines written.\n"
-                            "# TYPE jobgate_audit_lines_total counter\njobgate_audit_lines_total %llu\n"
-                            "# HELP jobgate_audit_dropped_total Audit lines lost (sink failing).\n"
-                            "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
-                            "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
-                            "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
-                            ah.ok, (unsigned long long)ah.written, (unsigned long long)ah.dropped,
-                            (unsigned long long)ah.write_errors);
+        evbuffer_add_printf(
+            buf,
+            "# HELP jobgate_audit_ok Whether the audit log is being written (1) or failing (0).\n"
+            "# TYPE jobgate_audit_ok gauge\njobgate_audit_ok %d\n"
+            "# HELP jobgate_audit_lines_total Audit lines written.\n"
+            "# TYPE jobgate_audit_lines_total counter\njobgate_audit_lines_total %llu\n"
+            "# HELP jobgate_audit_dropped_total Audit lines lost (sink failing).\n"
+            "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
+            "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
+            "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
+            ah.ok, (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_AUDIT_LINES, ah.written),
+            (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_AUDIT_DROPPED, ah.dropped),
+            (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_AUDIT_WRITE_ERRORS, ah.write_errors));
     }
     evbuffer_add_printf(buf,
                         "# HELP jobgate_client_connections Open client connections.\n"

@@ -20,6 +20,7 @@ JOBSIM_BIN, JOBGATE_SRCDIR, REDIS_SERVER, OPENSSL_BIN); nothing is mocked.
 (tests/lib/procs.py).
 """
 import os
+import re
 import secrets
 import sys
 import time
