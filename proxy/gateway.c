@@ -302,10 +302,12 @@ void gateway_free(struct gateway *gw)
             event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
         clientkeys_unref(jr->keys);
+        body_unref(jr->grant_body);
         free(jr);
     }
     while ((jr = TAILQ_FIRST(&gw->orphans)) != NULL) {
         TAILQ_REMOVE(&gw->orphans, jr, live_link);
+        body_unref(jr->grant_body);
         free(jr);
     }
     while (gw->nspare)
