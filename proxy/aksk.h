@@ -1,7 +1,7 @@
 /*
  * aksk: signing an upstream request with an access key (AK) and secret key
- * (SK), Huawei Cloud's "SDK-HMAC-SHA256" scheme (API-FACTS, "Authentication
- * upstream"), so that jobgate can call the cloud without an IAM token.
+ * (SK), Huawei Cloud's "SDK-HMAC-SHA256" scheme (docs/huawei-api.md, section
+ * 5), so that jobgate can call the cloud without an IAM token.
  *
  * The signature covers a canonical form of the request:
  *

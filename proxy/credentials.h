@@ -1,7 +1,7 @@
 /*
  * credentials: what jobgate sends upstream to prove who it is. jobgate holds
- * the cloud credentials; clients never send them (API-FACTS, "Authentication
- * upstream"). One mode per process:
+ * the cloud credentials; clients never send them (docs/huawei-api.md, section
+ * 5, "Authentication upstream"). One mode per process:
  *
  *   CRED_PASSTHROUGH  the client's own X-Auth-Token goes upstream. The
  *                     gateway does that itself; this module only says so

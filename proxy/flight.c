@@ -16,7 +16,7 @@
 #include "flight.h"
 #include "log.h"
 #include "metrics.h"
-#include "request.h"
+#include "gateway_int.h"
 #include "rules.h"
 #include "upstream.h"
 

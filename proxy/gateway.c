@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
+#include "gateway_int.h"
 #include "request.h"
 #include "rules.h"
 #include "tokengrant.h"

@@ -11,7 +11,7 @@
  * Along a request's path: request.c (intake, checks, cache key and lookup),
  * flight.c (the shared upstream call), callpolicy.c (whether a call may go,
  * and the answers when it may not), gateway.c (answering, the audit record,
- * settings, drain and shutdown); request.h is their shared internals,
+ * settings, drain and shutdown); gateway_int.h is their shared internals,
  * reqid.h the request ids.
  */
 #ifndef JOBGATE_GATEWAY_H

@@ -17,6 +17,7 @@
 #include "flight.h"
 #include "log.h"
 #include "metrics.h"
+#include "gateway_int.h"
 #include "request.h"
 #include "rules.h"
 #include "tokengrant.h"

@@ -555,7 +555,7 @@ static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
     /* The job section refers to route parameters: check it against a valid route only. */
     rc |= load_job(y, yconf_get(y, root, "job"), route_ok ? r : NULL, r, d);
     rc |= load_cache(y, yconf_get(y, root, "cache"), r, d);
-    rc |= rules_load_errors(y, yconf_get(y, root, "errors"), r, d);
+    rc |= rules_load_errors(y, yconf_get(y, root, "errors"), &r->errors, &r->invalid_request, d);
     if (rc) {
         rule_free(r);
         return NULL;

@@ -3,7 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "rules.h"
+#include "errmap.h"
 #include "rules_errors.h"
 
 /* One mapping target: `502` or {status: 503, code: X, message: Y, retry_after: 3}. */
@@ -228,10 +228,11 @@ static int load_error_codes(struct yconf *y, yaml_node_t *n, struct errmap *map,
     return rc;
 }
 
-static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+static int load_errors(struct yconf *y, yaml_node_t *n, struct errmap *map, struct client_error *invalid_request,
+                       struct conf_diag *d)
 {
     static const char *const keys[] = {"body", "codes", "status", "fault", "invalid_request", NULL};
-    client_error_set(&r->invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
+    client_error_set(invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'errors' (how upstream errors map onto the documented table)");
         return -1;
@@ -239,17 +240,17 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct c
     if (yconf_check_map(y, n, "errors", keys, d) < 0)
         return -1;
     int rc = 0;
-    rc |= load_error_shapes(y, yconf_get(y, n, "body"), &r->errors, d);
-    rc |= load_error_codes(y, yconf_get(y, n, "codes"), &r->errors, d);
-    rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, &r->errors, d);
-    rc |= load_error_faults(y, yconf_get(y, n, "fault"), n, &r->errors, d);
+    rc |= load_error_shapes(y, yconf_get(y, n, "body"), map, d);
+    rc |= load_error_codes(y, yconf_get(y, n, "codes"), map, d);
+    rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, map, d);
+    rc |= load_error_faults(y, yconf_get(y, n, "fault"), n, map, d);
     yaml_node_t *invalid = yconf_get(y, n, "invalid_request");
     if (invalid) {
         struct errmap_entry e;
         if (load_error_entry(y, invalid, &e, d) < 0) {
             rc = -1;
         } else {
-            client_error_set(&r->invalid_request, e.status, e.code ? e.code : "JG.INVALID_REQUEST",
+            client_error_set(invalid_request, e.status, e.code ? e.code : "JG.INVALID_REQUEST",
                              e.message ? e.message : "the request does not match the route");
         }
         free(e.code);
@@ -261,11 +262,12 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct c
 /* `errors` is the section itself, or the name of a file holding it
  * (relative to the rule file), so that APIs with one error vocabulary share
  * one map. Diagnostics then point into that file. */
-int rules_load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+int rules_load_errors(struct yconf *y, yaml_node_t *n, struct errmap *map, struct client_error *invalid_request,
+                      struct conf_diag *d)
 {
     const char *file = yconf_scalar(n);
     if (!file)
-        return load_errors(y, n, r, d);
+        return load_errors(y, n, map, invalid_request, d);
     char path[4096];
     yconf_resolve_path(y->path, file, path, sizeof(path));
     struct yconf shared;
@@ -277,7 +279,7 @@ int rules_load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
     if (rc < 0)
         yconf_error(y, n, d, "cannot use the errors file '%s'", path);
     else
-        rc = load_errors(&shared, yconf_root(&shared), r, d);
+        rc = load_errors(&shared, yconf_root(&shared), map, invalid_request, d);
     yconf_free(&shared);
     return rc;
 }

@@ -11,13 +11,13 @@
 #ifndef JOBGATE_RULES_ERRORS_H
 #define JOBGATE_RULES_ERRORS_H
 
+#include "errmap.h"
 #include "yamlconf.h"
 
-struct rule;
-
-/* Fill r->errors from `n`: the section itself, or the name of a file
- * holding it (relative to the rule file). Returns 0, or -1 with every
- * problem in `d`. */
-int rules_load_errors(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d);
+/* Fill `map` and the rule's `invalid_request` answer from `n`: the section
+ * itself, or the name of a file holding it (relative to the rule file).
+ * Returns 0, or -1 with every problem in `d`. */
+int rules_load_errors(struct yconf *y, yaml_node_t *n, struct errmap *map, struct client_error *invalid_request,
+                      struct conf_diag *d);
 
 #endif

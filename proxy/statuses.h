@@ -1,6 +1,6 @@
 /*
  * statuses: the API's documented status table, the only statuses a client
- * of jobgate ever sees (API-FACTS, "The documented status table"; nothing
+ * of jobgate ever sees (docs/huawei-api.md, section 2; nothing
  * else). Every answer jobgate sends, whatever went wrong upstream, has one
  * of these statuses; the rule loader refuses an error map that names
  * another.

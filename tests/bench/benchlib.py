@@ -43,7 +43,7 @@ from sim import SimControl  # noqa: E402
 TOKEN = "bench"
 
 # The classic ELB job body, SUCCESS, as the "query job status" API documents
-# it (see /work/shared/API-FACTS.md and tests/sim/jobsim.c). The same text is
+# it (see docs/huawei-api.md section 1 and tests/sim/jobsim.c). The same text is
 # a Python string.Template and an nginx string: ${...} means the same in both.
 BODY_TEMPLATE = (
     '{"status":"SUCCESS","entities":{"elb":{"id":"${j8}-${j4a}-${j4b}-${j4c}-${j12}",'

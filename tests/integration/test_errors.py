@@ -8,7 +8,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import (Jobgate, Redis, Sim, assert_documented_error, check, eq, free_port, hex32,
+from harness import (DOCUMENTED, Jobgate, Redis, Sim, assert_documented_error, check, eq, free_port, hex32,
                      rule_file, run, seed_path, stop_all, test)
 
 PROJECT = hex32()

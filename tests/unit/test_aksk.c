@@ -1,7 +1,7 @@
 /*
  * Unit tests for aksk (proxy/aksk.h is the contract): SDK-HMAC-SHA256
  * signing, step by step. The expected canonical requests are written out by
- * hand from API-FACTS ("Authentication upstream"), and the expected
+ * hand from docs/huawei-api.md (section 5, "AK/SK signing"), and the expected
  * signatures are either the SDK's public test vector or computed here from
  * those hand-written strings, independently of aksk.c's own code.
  */
