@@ -296,9 +296,7 @@ static void share_grant(struct flight *f, int granted)
 {
     struct gateway *gw = f->gw;
     char key[TOKENGRANT_KEY_MAX(KEY_MAX)];
-    char prefix[KEY_MAX];
-    if (snprintf(prefix, sizeof(prefix), "%sgrant:", gw->key_prefix ? gw->key_prefix : "") >= (int)sizeof(prefix) ||
-        tokengrant_key(key, sizeof(key), prefix, f->token_hash, f->rule->name, f->project) < 0)
+    if (tokengrant_shared_key(key, sizeof(key), gw->key_prefix, f->token_hash, f->rule->name, f->project) < 0)
         return;
     if (granted)
         cache_grant_set(gw->cache, key, gw->passthrough_window_ms);

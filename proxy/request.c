@@ -85,9 +85,7 @@ static int ask_fleet(struct job_request *jr, struct body *b)
 {
     struct gateway *gw = jr->gw;
     char key[TOKENGRANT_KEY_MAX(KEY_MAX)];
-    char prefix[KEY_MAX];
-    if (snprintf(prefix, sizeof(prefix), "%sgrant:", gw->key_prefix ? gw->key_prefix : "") >= (int)sizeof(prefix) ||
-        tokengrant_key(key, sizeof(key), prefix, jr->token_hash, jr->rule->name, project_of(jr)) < 0)
+    if (tokengrant_shared_key(key, sizeof(key), gw->key_prefix, jr->token_hash, jr->rule->name, project_of(jr)) < 0)
         return 0;
     jr->grant_body = body_ref(b);
     jr->in_lookup = 1;

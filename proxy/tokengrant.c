@@ -47,6 +47,14 @@ int tokengrant_key(char *out, size_t outlen, const char *prefix, const char *has
     return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
 }
 
+int tokengrant_shared_key(char *out, size_t outlen, const char *key_prefix, const char *hash, const char *rule,
+                          const char *project)
+{
+    int n = snprintf(out, outlen, "%s:grant:%s:%s:%s", key_prefix ? key_prefix : "", hash, rule ? rule : "",
+                     project ? project : "");
+    return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
+}
+
 static void drop(struct tokengrant *t, struct grant *g)
 {
     keymap_remove(&t->index, &g->item);

@@ -44,11 +44,17 @@ int tokengrant_valid(struct tokengrant *t, const char *hash, const char *rule, c
 /* Upstream refused it (401/403): forget the grant at once. */
 void tokengrant_refused(struct tokengrant *t, const char *hash, const char *rule, const char *project);
 
-/* The grant's name, "PREFIXHASH:RULE:PROJECT": with prefix "" this table's
- * key; with the cache's key prefix and "grant:", the Redis key the fleet
- * shares it under (cache_grant_get). Returns 0, or -1 when it does not fit. */
+/* The grant's name, "PREFIXHASH:RULE:PROJECT" (prefix "": this table's key).
+ * Returns 0, or -1 when it does not fit `outlen`. */
 int tokengrant_key(char *out, size_t outlen, const char *prefix, const char *hash, const char *rule,
                    const char *project);
+
+/* The Redis key the fleet shares a grant under (cache_grant_get):
+ * "KEY_PREFIX:grant:HASH:RULE:PROJECT". The empty rule name after the cache's
+ * key prefix is one no rule can have, so no cache key is ever a grant's.
+ * Returns 0, or -1 when it does not fit `outlen`. */
+int tokengrant_shared_key(char *out, size_t outlen, const char *key_prefix, const char *hash, const char *rule,
+                          const char *project);
 
 /* Longest key tokengrant_key makes for a prefix of `prefix_len` bytes that is kept (a longer one is not). */
 #define TOKENGRANT_KEY_MAX(prefix_len) ((prefix_len) + TOKENGRANT_HASH_SIZE + 1 + 256 + 1)
