@@ -20,14 +20,36 @@
  *     (callpolicy_stale_may_answer says when a stale copy may stand in);
  *   - jobgate has no credentials to call with: 503 JG.NO_CREDENTIALS.
  *
+ * Where the guard's state lives (the store), so that `rate` and `burst` are
+ * the fleet's and a 429 or an open circuit seen by one process holds all:
+ *
+ *   - Redis configured: in Redis, for every process of every instance
+ *     (guardredis.h), one atomic script per admission, within the Redis
+ *     budget;
+ *   - Redis configured but unreachable, erring or over budget: a guard of
+ *     this process alone (guard.h) with rate and burst divided by the
+ *     fleet's size (the fallback): upstream_limits.fleet_size instances
+ *     times this instance's workers, or else the processes the Redis
+ *     heartbeats last counted, or else this instance's workers. Said in
+ *     /healthz and counted in /metrics (callpolicy_health);
+ *   - no Redis: shared memory, for the workers of this host (guardshm.h).
+ *
  * The contract with the caller is guard.h's: ask callpolicy_admit before
  * every call, call only on CALLPOLICY_GO, then report its end exactly once
- * (callpolicy_report, or callpolicy_abandoned when it ended with no answer).
+ * (callpolicy_report, or callpolicy_abandoned when it ended with no answer),
+ * handing back the verdict that admitted it (it says which store did, and
+ * whether the call is the half-open circuit's probe).
+ *
+ * Lifetimes: a `struct callpolicy_upstream` is reference-counted. The table
+ * holds one reference, each holder of one from callpolicy_upstream another;
+ * new limits (a reload) drop the table's references only, so a flight that
+ * is queued or calling keeps its upstream (and guard) until it unrefs it.
  * Single-threaded: the event loop's.
  */
 #ifndef JOBGATE_CALLPOLICY_H
 #define JOBGATE_CALLPOLICY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "errmap.h"
@@ -36,27 +58,42 @@
 struct metrics;
 struct upstream_response;
 struct callpolicy;
+struct cache_conf;
+struct event_base;
+struct guardshm;
 
 /* One upstream (by base URL) and its guard. */
 struct callpolicy_upstream;
 
-/* Counts refusals in `metrics` (borrowed). Returns NULL when out of memory. */
-struct callpolicy *callpolicy_new(struct metrics *metrics);
+/* What a callpolicy is built on; everything is borrowed for its life. */
+struct callpolicy_env {
+    struct event_base *base;
+    struct metrics *metrics;        /* counts refusals */
+    struct guardshm *shm;           /* the host's shared guard state; NULL: per process */
+    const struct cache_conf *redis; /* redis_url set: the fleet's guard state is in Redis */
+    const char *key_prefix;         /* of the Redis keys */
+    int workers;                    /* processes of this instance (>= 1) */
+};
+
+/* NULL when out of memory or the Redis URL is bad (err set). */
+struct callpolicy *callpolicy_new(const struct callpolicy_env *env, char *err, size_t errlen);
 
 /* Set the limits of every upstream (`gc` is copied; NULL: the guard's
  * defaults) and how long a call over the rate limit may wait for a token.
- * New limits drop the guards (their bucket, backoff and circuit state): a
- * reload must not reset a circuit that protects a failing upstream, so the
- * guards are kept when the limits did not change. */
+ * New limits replace the upstreams of the table (flights that hold the old
+ * ones keep them until they end). A reload must not reset a circuit that
+ * protects a failing upstream: the shared stores keep their state across
+ * new limits, and nothing changes when the limits did not. */
 void callpolicy_configure(struct callpolicy *cp, const struct guard_conf *gc, int64_t rate_queue_ms);
 
-/* Frees every guard. */
+/* Frees the table and the Redis store. Every reference from
+ * callpolicy_upstream must have been dropped. */
 void callpolicy_free(struct callpolicy *cp);
 
-/* The upstream at `base_url`, its guard made on first use; NULL when out of
- * memory. Owned by `cp`, valid until callpolicy_configure changes the
- * limits, or callpolicy_free. */
+/* A new reference to the upstream at `base_url`, made on first use; NULL
+ * when out of memory. Drop it with callpolicy_upstream_unref. */
 struct callpolicy_upstream *callpolicy_upstream(struct callpolicy *cp, const char *base_url);
+void callpolicy_upstream_unref(struct callpolicy_upstream *up);
 
 enum callpolicy_admission {
     CALLPOLICY_GO,      /* call now, then report its end exactly once */
@@ -64,18 +101,36 @@ enum callpolicy_admission {
     CALLPOLICY_REFUSED, /* no call: callpolicy_refusal gives the answer */
 };
 
-struct callpolicy_verdict {
-    enum callpolicy_admission admission;
-    int64_t wait_ms;         /* CALLPOLICY_QUEUE: when to ask again */
-    struct guard_verdict gv; /* the guard's own */
+/* Which store admitted a call (its end is reported there). */
+enum callpolicy_store {
+    CALLPOLICY_STORE_PROCESS, /* this process's guard: no shared state, or the fallback */
+    CALLPOLICY_STORE_SHM,     /* the host's shared memory */
+    CALLPOLICY_STORE_REDIS,   /* the fleet's, in Redis */
 };
 
+struct callpolicy_verdict {
+    enum callpolicy_admission admission;
+    enum callpolicy_store store;
+    int64_t wait_ms;         /* CALLPOLICY_QUEUE: when to ask again */
+    struct guard_verdict gv; /* the guard's own (gv.probe: the call is the probe) */
+};
+
+/* Called exactly once per callpolicy_admit not cancelled, on the event
+ * loop's thread; `v` is borrowed for the call. */
+typedef void (*callpolicy_admit_cb)(const struct callpolicy_verdict *v, void *arg);
+
+struct callpolicy_pending;
+
 /* May a call for `project` (NULL: none) go to `up` now? `*queued_until_ms`
- * is the caller's: 0 before its first ask, then set here to the end of its
- * wait for a token. A caller that cannot wait (no timer) treats
- * CALLPOLICY_QUEUE as CALLPOLICY_REFUSED. */
-struct callpolicy_verdict callpolicy_admit(struct callpolicy *cp, struct callpolicy_upstream *up, const char *project,
-                                           int64_t *queued_until_ms);
+ * is the caller's (it must stay valid until the callback): 0 before its
+ * first ask, then set here to the end of its wait for a token. `cb` may run
+ * before this returns (local stores): then NULL is returned; else a handle
+ * for callpolicy_cancel, valid until `cb` runs. */
+struct callpolicy_pending *callpolicy_admit(struct callpolicy *cp, struct callpolicy_upstream *up, const char *project,
+                                            int64_t *queued_until_ms, callpolicy_admit_cb cb, void *arg);
+
+/* Forget a pending admission: its callback is not called. */
+void callpolicy_cancel(struct callpolicy_pending *p);
 
 /* The answer for a refused call, `key` the cache key (for the log): 503
  * with Retry-After, never an upstream error the client would not retry.
@@ -83,13 +138,14 @@ struct callpolicy_verdict callpolicy_admit(struct callpolicy *cp, struct callpol
 void callpolicy_refusal(struct callpolicy *cp, const struct callpolicy_upstream *up, const struct callpolicy_verdict *v,
                         const char *key, struct client_error *err);
 
-/* How an admitted call ended: a 429 backs the upstream off for its
+/* How a call `v` admitted ended: a 429 backs the upstream off for its
  * Retry-After; a transport fault or (per the guard's settings) a 5xx counts
  * against the circuit breaker; any other answer proves the upstream alive. */
-void callpolicy_report(struct callpolicy_upstream *up, const struct upstream_response *resp);
+void callpolicy_report(struct callpolicy_upstream *up, const struct callpolicy_verdict *v,
+                       const struct upstream_response *resp);
 
-/* An admitted call ended with no answer (shutdown, or it could not start). */
-void callpolicy_abandoned(struct callpolicy_upstream *up);
+/* A call `v` admitted ended with no answer (shutdown, or it could not start). */
+void callpolicy_abandoned(struct callpolicy_upstream *up, const struct callpolicy_verdict *v);
 
 /* Was `resp` (not a usable job) a failing upstream, so that a stale copy
  * may stand in: a transport fault, a 5xx, a 429, a 200 that is no usable
@@ -99,5 +155,16 @@ int callpolicy_stale_may_answer(const struct upstream_response *resp);
 /* The answer when jobgate cannot get its own credentials: the cloud is not
  * asked; 503 JG.NO_CREDENTIALS, Retry-After 5. */
 void callpolicy_no_credentials(struct client_error *err);
+
+/* Where the guard state is, for /healthz and /metrics. */
+struct callpolicy_health {
+    const char *store;         /* "redis", "shared-memory" or "process" */
+    int fallback;              /* Redis is configured but not answering: the per-process share is in force */
+    size_t fleet_size;         /* processes the fallback divides the rate by */
+    uint64_t fallbacks;        /* admissions decided by the fallback */
+    uint64_t fleet_admissions; /* admissions Redis answered */
+};
+
+void callpolicy_health(const struct callpolicy *cp, struct callpolicy_health *out);
 
 #endif

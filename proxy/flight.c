@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "flight.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "rules.h"
@@ -34,14 +35,17 @@ struct flight {
     struct ruleset *rules;
     const struct rule *rule;
     char expected_id[ROUTE_MAX_PATH + 1];
-    struct callpolicy_upstream *up; /* this flight's upstream and its guard */
+    struct callpolicy_upstream *up; /* this flight's upstream and its guard (a reference) */
     struct body *stale;             /* the last still-changing answer, past its TTL (a reference), or NULL */
     /* The handle of what the state waits for (NULL while its callback runs,
      * or when the callback came before the ask returned): */
-    struct cache_pending *pending;      /* LEASE, WAIT_HOLDER */
-    struct credentials_wait *cred_wait; /* CREDENTIALS */
-    struct event *admit_timer;          /* ADMISSION_QUEUE (kept once made) */
-    struct upstream_call *call;         /* CALLING */
+    struct cache_pending *pending;            /* LEASE, WAIT_HOLDER */
+    struct callpolicy_pending *admit_pending; /* ADMITTING */
+    struct credentials_wait *cred_wait;       /* CREDENTIALS */
+    struct event *admit_timer;                /* ADMISSION_QUEUE (kept once made) */
+    struct upstream_call *call;               /* CALLING */
+    struct callpolicy_verdict admitted; /* the verdict that let the call go (its store, whether it is the probe) */
+    int holds_admission;                /* admitted, its end not reported yet: report it exactly once */
     int lease_held;                     /* this process holds the key's lease: store or release it */
     int stored;                         /* an answer was stored (which releases the lease) */
     uint64_t token_id;                  /* the IAM token sent, for credentials_token_rejected */
@@ -194,18 +198,27 @@ static void flight_free(struct flight *f)
         if (f->cred_wait)
             credentials_cancel(f->cred_wait);
         break;
-    case FLIGHT_CALLING: /* shutdown: the guard learns nothing of this call */
+    case FLIGHT_CALLING:
         if (f->call)
             upstream_cancel(gw->upstream, f->call);
-        callpolicy_abandoned(f->up);
+        break;
+    case FLIGHT_ADMITTING:
+        if (f->admit_pending)
+            callpolicy_cancel(f->admit_pending);
         break;
     case FLIGHT_NEW:
     case FLIGHT_ADMISSION_QUEUE: /* the timer goes below */
     case FLIGHT_DONE: break;
     }
+    if (f->holds_admission) /* shutdown: the guard learns nothing of this call */
+        callpolicy_abandoned(f->up, &f->admitted);
+    callpolicy_upstream_unref(f->up);
     if (f->admit_timer)
         event_free(f->admit_timer);
-    if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
+    /* Nothing stored: the key's lease, if this process holds it (whoever
+     * took it: our ask, a lookup's, one granted late), is released now, so
+     * that others waiting on it need not wait for it to expire. */
+    if (!f->stored)
         cache_lease_release(gw->cache, f->key);
     body_unref(f->stale);
     token_free(f->client_token);
@@ -322,7 +335,8 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     assert(f->state == FLIGHT_CALLING);
     f->call = NULL;
     metrics_count_upstream(gw->metrics, f->rule->name, resp->status, resp->fault, resp->elapsed_us);
-    callpolicy_report(f->up, resp);
+    f->holds_admission = 0;
+    callpolicy_report(f->up, &f->admitted, resp);
 
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
@@ -357,8 +371,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
 
 /* ------------------------------------------------------------- the call */
 
-/* ADMISSION_QUEUE -> [call]: credentials again (cheap unless IAM must be
- * asked), then the guard. */
+/* ADMISSION_QUEUE -> [admit] again. */
 static void on_admit_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -379,24 +392,20 @@ static int queue_for_token(struct flight *f, int64_t wait_ms)
     return 0;
 }
 
-/* [admit]: send the flight's call upstream, if the upstream's guard lets it
- * go (-> CALLING). Over the rate limit it may wait (-> ADMISSION_QUEUE); on
- * refusal (rate limit, 429 backoff, open circuit) every waiter is answered
- * from the stale copy, or 503 with Retry-After (-> DONE). */
+/* The admitted call could not go or got no answer: the guard learns nothing. */
+static void give_back_admission(struct flight *f)
+{
+    if (f->holds_admission) {
+        f->holds_admission = 0;
+        callpolicy_abandoned(f->up, &f->admitted);
+    }
+}
+
+/* [send]: the call goes upstream (-> CALLING). */
 static void flight_send(struct flight *f, char *const *auth_headers, size_t nauth_headers)
 {
     struct gateway *gw = f->gw;
     const struct rule *rule = f->rule;
-    struct callpolicy_verdict v =
-        callpolicy_admit(gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms);
-    if (v.admission == CALLPOLICY_QUEUE && queue_for_token(f, v.wait_ms) == 0)
-        return;
-    if (v.admission != CALLPOLICY_GO) {
-        struct client_error err;
-        callpolicy_refusal(gw->policy, f->up, &v, f->key, &err);
-        flight_fail(f, &err, 1);
-        return;
-    }
     struct upstream_request ureq = {
         .url = f->url,
         .request_id = f->request_id,
@@ -413,14 +422,14 @@ static void flight_send(struct flight *f, char *const *auth_headers, size_t naut
     f->state = FLIGHT_CALLING;
     f->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, f); /* never calls back from inside */
     if (!f->call) {
-        callpolicy_abandoned(f->up);
+        give_back_admission(f);
         struct client_error err;
         errmap_from_fault(&rule->errors, FAULT_INTERNAL, &err);
         flight_fail(f, &err, 1);
     }
 }
 
-/* CREDENTIALS -> [admit], or DONE when jobgate has none. */
+/* CREDENTIALS -> [send], or DONE when jobgate has none. */
 static void on_credentials(const struct credentials_result *r, void *arg)
 {
     struct flight *f = arg;
@@ -429,6 +438,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     if (r->status != CREDENTIALS_OK) {
         /* jobgate cannot prove who it is: the cloud is not asked, the client may retry later. */
         log_warn("no upstream credentials for key %s: %s", f->key, r->reason ? r->reason : "unknown");
+        give_back_admission(f);
         struct client_error err;
         callpolicy_no_credentials(&err);
         flight_fail(f, &err, 1);
@@ -438,14 +448,29 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     flight_send(f, r->headers, r->nheaders);
 }
 
-/* [call]: call upstream with jobgate's own credentials when it holds them
+/* ADMITTING -> [send] with jobgate's own credentials when it holds them
  * (which may first need a token from IAM: -> CREDENTIALS), else with the
- * client's token (-> [admit]). */
-static void flight_call(struct flight *f)
+ * client's token; or ADMISSION_QUEUE (over the rate limit, it may wait for
+ * a token); or DONE when the guard refuses (rate limit, 429 backoff, open
+ * circuit): every waiter is answered from the stale copy, or 503 with
+ * Retry-After. */
+static void on_admitted(const struct callpolicy_verdict *v, void *arg)
 {
-    assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
-           f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
-    struct credentials *c = f->gw->credentials;
+    struct flight *f = arg;
+    struct gateway *gw = f->gw;
+    assert(f->state == FLIGHT_ADMITTING);
+    f->admit_pending = NULL;
+    if (v->admission == CALLPOLICY_QUEUE && queue_for_token(f, v->wait_ms) == 0)
+        return;
+    if (v->admission != CALLPOLICY_GO) {
+        struct client_error err;
+        callpolicy_refusal(gw->policy, f->up, v, f->key, &err);
+        flight_fail(f, &err, 1);
+        return;
+    }
+    f->admitted = *v;
+    f->holds_admission = 1;
+    struct credentials *c = gw->credentials;
     if (!c || credentials_mode(c) == CRED_PASSTHROUGH || credentials_mode(c) == CRED_TOKEN) {
         flight_send(f, NULL, 0);
         return;
@@ -457,7 +482,28 @@ static void flight_call(struct flight *f)
         f->cred_wait = w;
 }
 
+/* [call]: ask the upstream's guard whether the call may go (-> ADMITTING);
+ * the answer may come before callpolicy_admit returns (a local store) or
+ * later (the fleet's, in Redis). */
+static void flight_call(struct flight *f)
+{
+    assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
+           f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
+    f->state = FLIGHT_ADMITTING;
+    struct callpolicy_pending *p =
+        callpolicy_admit(f->gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms, on_admitted, f);
+    if (p) /* else it has called back already, and f may be gone */
+        f->admit_pending = p;
+}
+
 /* ------------------------------------------------------------ the lease */
+
+/* What an answer read from Redis for `f` must be (borrowed from `f`). */
+static struct cache_expect flight_expect(const struct flight *f)
+{
+    return (struct cache_expect){.job = &f->rule->job,
+                                 .identity = f->rule->identity_param >= 0 ? f->expected_id : NULL};
+}
 
 /* WAIT_HOLDER: the holder of the lease stored its answer (HIT: -> DONE), or
  * went away without one (MISS: lease expired or released), or the wait ran
@@ -486,7 +532,8 @@ static void on_lease(enum cache_lease_status status, void *arg)
          * for the answer it stores, at most as long as its call may take. */
         int64_t bound = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
         f->state = FLIGHT_WAIT_HOLDER;
-        struct cache_pending *p = cache_wait(f->gw->cache, f->key, bound, on_leased_answer, f);
+        const struct cache_expect expect = flight_expect(f);
+        struct cache_pending *p = cache_wait(f->gw->cache, f->key, &expect, bound, on_leased_answer, f);
         if (p) /* else it has called back already, and f may be gone */
             f->pending = p;
         return;
@@ -495,19 +542,30 @@ static void on_lease(enum cache_lease_status status, void *arg)
     flight_call(f);
 }
 
+int64_t flight_lease_ms(const struct rule *rule)
+{
+    return rule->connect_timeout_ms + rule->timeout_ms + 1000;
+}
+
 /* NEW -> LEASE, or [call]. With a shared cache, first take the key's lease,
- * so that one process of all those sharing the cache calls upstream. Not in
- * pass-through mode: there each token must be judged by the cloud itself. */
-static void flight_go(struct flight *f)
+ * so that one process of all those sharing the cache calls upstream: the
+ * lookup that missed may have done so already (`known`), else it is asked
+ * for now. Not in pass-through mode: there each token must be judged by the
+ * cloud itself. */
+static void flight_go(struct flight *f, enum cache_lease_status known)
 {
     assert(f->state == FLIGHT_NEW);
     if (f->token_hash[0]) {
         flight_call(f);
         return;
     }
-    int64_t lease_ms = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
     f->state = FLIGHT_LEASE;
-    struct cache_pending *p = cache_lease(f->gw->cache, f->key, lease_ms, on_lease, f);
+    if (known != CACHE_LEASE_NONE) {
+        on_lease(known, f);
+        return;
+    }
+    const struct cache_expect expect = flight_expect(f);
+    struct cache_pending *p = cache_lease(f->gw->cache, f->key, &expect, flight_lease_ms(f->rule), on_lease, f);
     if (p) /* else it has called back already, and f may be gone */
         f->pending = p;
 }
@@ -567,8 +625,10 @@ static struct flight *flight_start(struct job_request *jr)
 
     /* The upstream path is the route with its validated values: nothing else
      * of the client's request (query string, extra headers) goes upstream. */
-    const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
-    int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    char base[URL_MAX];
+    if (regions_expand(gw->upstream_url ? gw->upstream_url : rule->upstream_url, jr->region, base, sizeof(base)) < 0)
+        base[0] = '\0'; /* does not fit: refused below */
+    int n = base[0] ? snprintf(f->url, sizeof(f->url), "%s", base) : -1;
     /* Any size the client's headers were allowed: an IAM token runs to
      * tens of KB, and a cut one would only earn a 401 upstream. */
     const char *token = upstream_token_for(gw, jr->req);
@@ -578,6 +638,7 @@ static struct flight *flight_start(struct job_request *jr)
     if ((token && !f->client_token) || n < 0 || (size_t)n >= sizeof(f->url) || !f->up ||
         rule_upstream_path(rule, &jr->match, f->url + n, sizeof(f->url) - (size_t)n) < 0 ||
         keymap_put(&gw->flights, &f->item) < 0) {
+        callpolicy_upstream_unref(f->up);
         token_free(f->client_token);
         event_free(f->wait_timer);
         ruleset_unref(f->rules);
@@ -596,6 +657,16 @@ void flight_join(struct job_request *jr)
     int started = 0;
     if (!f && (f = flight_start(jr)) != NULL)
         started = 1;
+    if (!started && jr->lease == CACHE_LEASE_ACQUIRED) {
+        /* jr's lookup took the key's lease while a flight for it was out
+         * already (its own lease had expired, or it could not get one). One
+         * that is calling upstream keeps it: it stores or releases it at its
+         * end. One that waits for a holder would wait for itself: released. */
+        if (f && f->state != FLIGHT_LEASE && f->state != FLIGHT_WAIT_HOLDER)
+            f->lease_held = 1;
+        else
+            cache_lease_release(gw->cache, jr->key);
+    }
     struct client_error err;
     if (!f) {
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
@@ -619,7 +690,7 @@ void flight_join(struct job_request *jr)
         arm_wait_timer(f);
     watch_for_hangup(jr);
     if (started)
-        flight_go(f); /* may answer jr at once (refused by the guard) */
+        flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }
 
 void flight_leave(struct job_request *jr)
@@ -635,7 +706,10 @@ void flight_leave(struct job_request *jr)
 static void free_flight_item(struct keymap_item *item)
 {
     struct flight *f = (struct flight *)item;
-    body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
+    if (f->state == FLIGHT_ADMITTING && f->admit_pending)
+        callpolicy_cancel(f->admit_pending);
+    callpolicy_upstream_unref(f->up); /* a shutdown: nothing to report */
+    body_unref(f->stale);             /* the cache is gone already: no lease to release, nothing to cancel */
     if (f->admit_timer)
         event_free(f->admit_timer);
     token_free(f->client_token);

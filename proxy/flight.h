@@ -10,30 +10,34 @@
  *
  *   NEW ---------------> LEASE ----------------> WAIT_HOLDER ------> DONE
  *    |   shared cache     |   another process     |   its answer
- *    |                    |   holds the lease     |   stored
+ *    |   (asked, or told  |   holds the lease     |   stored
+ *    |   by the lookup)   |                       |
  *    | pass-through       | acquired, or no       | lease gone,
  *    | (own token)        | shared cache          | no answer
  *    v                    v                       v
  *   [call] <------------------------------------------------------------+
- *    |  \                                                               |
- *    |   \ IAM token to fetch                                           |
- *    |    v                                                             |
- *    |   CREDENTIALS ----------- none ------------------------> DONE    |
- *    |    | got them                                                    |
- *    v    v                                                             |
- *   [admit] ---------------- refused -------------------------> DONE    |
- *    |  \                                                               |
+ *    |                                                                  |
+ *    v                                                                  |
+ *   ADMITTING -------------- refused -------------------------> DONE    |
+ *    |  \   (the guard: at once, or Redis's answer)                     |
  *    |   \ over the rate limit                                          |
  *    |    v                                                             |
  *    |   ADMISSION_QUEUE ---- its timer: ask again ---------------------+
  *    | admitted                                                         |
- *    v                                                                  |
+ *    |  \                                                               |
+ *    |   \ IAM token to fetch                                           |
+ *    |    v                                                             |
+ *    |   CREDENTIALS ----------- none (admission given back) --> DONE    |
+ *    |    | got them                                                    |
+ *    v    v                                                             |
  *   CALLING ---------------- the answer ----------------------> DONE    |
  *    |                                                                  |
  *    +---------------------- 401: jobgate's token expired (once) -------+
  *
- * NEW is made by flight_join for the key's first waiter. [call] and [admit]
- * are steps, not states: they pass on at once. Whatever the state, a waiter
+ * NEW is made by flight_join for the key's first waiter. [call] is a
+ * step, not a state: it passes on at once. From admitted on, the flight
+ * holds an admission whose end it reports exactly once (the answer, or
+ * given back when the call never went or was cancelled). Whatever the state, a waiter
  * may leave meanwhile: at its deadline (answered 504, or stale), or when its
  * client hangs up; the call goes on for the others, and its answer is cached
  * for the next poller. DONE answers every waiter left, from one place
@@ -48,22 +52,31 @@
 #ifndef JOBGATE_FLIGHT_H
 #define JOBGATE_FLIGHT_H
 
+#include <stdint.h>
+
 struct job_request;
+struct rule;
 struct gateway;
 
 enum flight_state {
     FLIGHT_NEW,             /* made; its first waiter is being added */
     FLIGHT_LEASE,           /* asking the shared cache for the key's lease */
     FLIGHT_WAIT_HOLDER,     /* another process holds the lease: waiting for the answer it stores */
-    FLIGHT_CREDENTIALS,     /* waiting for jobgate's own credentials (a token from IAM) */
+    FLIGHT_ADMITTING,       /* asking the upstream's guard (callpolicy.h): at once, or Redis */
+    FLIGHT_CREDENTIALS,     /* admitted; waiting for jobgate's own credentials (a token from IAM) */
     FLIGHT_ADMISSION_QUEUE, /* over the upstream's rate limit: waiting for a token */
     FLIGHT_CALLING,         /* the upstream call is out */
     FLIGHT_DONE,            /* the waiters are answered; the flight is being freed */
 };
 
+/* How long a lease on a key of `rule` is asked for: as long as its upstream
+ * call may take, and a second. */
+int64_t flight_lease_ms(const struct rule *rule);
+
 /* `jr` missed on its key (jr->key, jr->outcome set; jr->stale, a copy to
- * fall back on, or NULL): wait for the key's flight, starting one when none
- * is out. `jr` may be answered before this returns (no memory, too many
+ * fall back on, or NULL; jr->lease, what its lookup did with the key's
+ * lease: an ACQUIRED lease is the flight's from here on): wait for the
+ * key's flight, starting one when none is out. `jr` may be answered before this returns (no memory, too many
  * waiters, the call refused at once): the caller must not touch it after. */
 void flight_join(struct job_request *jr);
 

@@ -21,6 +21,7 @@
 
 #include "audit.h"
 #include "cache.h"
+#include "callpolicy.h"
 #include "clock.h"
 #include "credentials.h"
 #include "frontend.h"
@@ -242,6 +243,7 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         cJSON_AddStringToObject(c, "endpoint", h.endpoint);
     cJSON_AddNumberToObject(c, "errors", (double)h.errors);
     cJSON_AddNumberToObject(c, "timeouts", (double)h.timeouts);
+    cJSON_AddNumberToObject(c, "rejected", (double)h.rejected);
     cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");
     if (h.last_error[0])
         cJSON_AddStringToObject(c, "last_error", h.last_error);
@@ -273,6 +275,13 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         if (!ah.ok)
             cJSON_ReplaceItemInObject(o, "status", cJSON_CreateString("degraded"));
     }
+    struct callpolicy_health gh;
+    gateway_guard_health(fe->gw, &gh);
+    cJSON *g = cJSON_AddObjectToObject(o, "guard");
+    cJSON_AddStringToObject(g, "store", gh.store);
+    cJSON_AddBoolToObject(g, "fallback", gh.fallback); /* Redis silent: each process keeps rate / fleet_size */
+    cJSON_AddNumberToObject(g, "fleet_size", (double)gh.fleet_size);
+    cJSON_AddNumberToObject(g, "fallback_admissions", (double)gh.fallbacks);
     cJSON_AddNumberToObject(o, "in_flight", (double)gateway_in_flight(fe->gw));
     cJSON_AddNumberToObject(o, "connections", (double)fe->nconns);
     char *text = cJSON_PrintUnformatted(o);
@@ -324,6 +333,22 @@ static void serve_metrics(struct frontend *fe, struct evhttp_request *req, const
             (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_AUDIT_DROPPED, ah.dropped),
             (unsigned long long)metrics_fold(fe->metrics, METRICS_FOLD_AUDIT_WRITE_ERRORS, ah.write_errors));
     }
+    struct callpolicy_health gh;
+    gateway_guard_health(fe->gw, &gh);
+    evbuffer_add_printf(buf,
+                        "# HELP jobgate_guard_fallback Whether the upstream guards decide alone (1: Redis silent) "
+                        "or with the fleet (0).\n"
+                        "# TYPE jobgate_guard_fallback gauge\njobgate_guard_fallback{store=\"%s\"} %d\n"
+                        "# HELP jobgate_guard_fallback_admissions_total Upstream calls the fallback decided on.\n"
+                        "# TYPE jobgate_guard_fallback_admissions_total counter\n"
+                        "jobgate_guard_fallback_admissions_total %llu\n"
+                        "# HELP jobgate_guard_fleet_admissions_total Upstream calls the fleet's store decided on.\n"
+                        "# TYPE jobgate_guard_fleet_admissions_total counter\n"
+                        "jobgate_guard_fleet_admissions_total %llu\n"
+                        "# HELP jobgate_guard_fleet_size Processes the fallback divides the rate by.\n"
+                        "# TYPE jobgate_guard_fleet_size gauge\njobgate_guard_fleet_size %zu\n",
+                        gh.store, gh.fallback, (unsigned long long)gh.fallbacks,
+                        (unsigned long long)gh.fleet_admissions, gh.fleet_size);
     evbuffer_add_printf(buf,
                         "# HELP jobgate_client_connections Open client connections.\n"
                         "# TYPE jobgate_client_connections gauge\njobgate_client_connections %zu\n",
@@ -456,8 +481,10 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
      * bounds what one connection can make us buffer. */
     size_t hard_cap = 4 * (conf->max_header_bytes + conf->max_uri_bytes);
     evhttp_set_max_headers_size(l->http, (ev_ssize_t)hard_cap);
-    /* Bodies are refused (400) by the gateway; this only bounds what is read. */
-    evhttp_set_max_body_size(l->http, 64 * 1024);
+    /* Job requests with a body are refused (400) by the gateway, and
+     * forwarded ones bounded by their rule's forward.max_body (at most
+     * 1 MiB): this only bounds what is read. */
+    evhttp_set_max_body_size(l->http, 1024 * 1024);
     evhttp_set_default_content_type(l->http, "application/json;charset=UTF-8");
     evhttp_set_gencb(l->http, on_request, l);
     evhttp_set_bevcb(l->http, on_new_connection, l);

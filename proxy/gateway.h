@@ -32,6 +32,9 @@ struct audit;
 struct clientkeys;
 struct credentials;
 struct guard_conf;
+struct guardshm;
+struct cache_conf;
+struct callpolicy_health;
 struct gateway;
 
 struct gateway_conf {
@@ -49,7 +52,12 @@ struct gateway_conf {
     size_t max_header_bytes;         /* larger request headers: 400 (0: no bound) */
     size_t max_waiters;              /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;             /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
+    const struct regions *regions;   /* where {region} upstream urls go (copied); NULL: none configured */
     enum error_shape error_shape;    /* error bodies where no rule says (unknown paths; DEFAULT: APIGW) */
+    /* Where the guards keep their state (callpolicy.h); read by gateway_new only: */
+    struct guardshm *guard_shm;           /* the host's (borrowed); NULL: per process */
+    const struct cache_conf *guard_redis; /* redis_url set: the fleet's, in Redis */
+    int workers;                          /* processes of this instance */
 };
 
 /* The gateway borrows cache, upstream and metrics (the caller frees them
@@ -71,6 +79,9 @@ struct audit *gateway_audit(const struct gateway *gw);
 
 /* jobgate's cloud credentials (NULL when none were given). */
 struct credentials *gateway_credentials(const struct gateway *gw);
+
+/* Where the upstreams' guards keep their state, and the fallback's count. */
+void gateway_guard_health(const struct gateway *gw, struct callpolicy_health *out);
 
 /* Requests received and not yet answered. */
 size_t gateway_in_flight(const struct gateway *gw);

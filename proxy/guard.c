@@ -137,6 +137,10 @@ int guard_conf_check(const struct guard_conf *c, char *err, size_t errlen)
         set_error(err, errlen, "guard breaker cool-down must be 1 ms to 1 day, max >= cool-down");
         return -1;
     }
+    if (c->fleet_size > GUARD_FLEET_SIZE_MAX) {
+        set_error(err, errlen, "guard fleet size must be 0 (counted) to %d instances", GUARD_FLEET_SIZE_MAX);
+        return -1;
+    }
     if (!duration_valid(c->probe_timeout_ms, 1)) {
         set_error(err, errlen, "guard probe timeout must be 1 ms to 1 day");
         return -1;
@@ -430,4 +434,137 @@ const char *guard_refusal_name(enum guard_refusal refusal)
     case GUARD_BAD_PROJECT: return "bad_project";
     }
     return "unknown";
+}
+
+/* ------------------------------------------------------------ guard cells */
+
+int64_t guard_gcra(int64_t tat_us, int64_t now_ms, double rate, double burst, int64_t *next_tat_us)
+{
+    /* Rounded up: the interval is never shorter than 1 / rate. */
+    double exact_us = 1e6 / rate;
+    int64_t interval_us = (int64_t)exact_us;
+    if ((double)interval_us < exact_us - 1e-6)
+        interval_us++;
+    if (interval_us < 1)
+        interval_us = 1;
+    int64_t tolerance_us = (int64_t)((burst - 1.0) * (double)interval_us + 1e-6);
+    int64_t now_us = now_ms * 1000;
+    int64_t t = tat_us > now_us ? tat_us : now_us;
+    if (t - now_us > tolerance_us) {
+        int64_t wait_ms = (t - now_us - tolerance_us + 999) / 1000;
+        return wait_ms < 1 ? 1 : wait_ms;
+    }
+    *next_tat_us = t + interval_us;
+    return 0;
+}
+
+enum guard_circuit guard_cell_circuit(const struct guard_cell *c, int64_t now_ms)
+{
+    if (c->open_until_ms == 0)
+        return GUARD_CLOSED;
+    return now_ms < c->open_until_ms ? GUARD_OPEN : GUARD_HALF_OPEN;
+}
+
+static struct guard_verdict cell_refuse(enum guard_refusal why, int64_t wait_ms)
+{
+    struct guard_verdict v = {why, wait_ms < 1 ? 1 : wait_ms, 0, 0};
+    int64_t seconds = (v.wait_ms + 999) / 1000;
+    v.retry_after_s = seconds > INT_MAX ? INT_MAX : (int)seconds;
+    return v;
+}
+
+struct guard_verdict guard_cell_admit(const struct guard_conf *conf, struct guard_cell *c, int64_t *project_tat_us,
+                                      int64_t now_ms, double rate_scale)
+{
+    enum guard_circuit circuit = guard_cell_circuit(c, now_ms);
+    if (circuit == GUARD_OPEN)
+        return cell_refuse(GUARD_CIRCUIT_OPEN, c->open_until_ms - now_ms);
+    if (circuit == GUARD_HALF_OPEN && c->probe_until_ms > now_ms)
+        return cell_refuse(GUARD_CIRCUIT_OPEN, PROBE_BUSY_WAIT_MS);
+    if (c->throttled_until_ms > now_ms)
+        return cell_refuse(GUARD_THROTTLED, c->throttled_until_ms - now_ms);
+
+    if (!(rate_scale > 0.0 && rate_scale <= 1.0))
+        rate_scale = 1.0;
+    double burst = conf->burst * rate_scale;
+    int64_t tat = 0, ptat = 0;
+    int64_t wait_ms = guard_gcra(c->tat_us, now_ms, conf->rate * rate_scale, burst < 1.0 ? 1.0 : burst, &tat);
+    if (project_tat_us && conf->project_rate > 0) {
+        int64_t pwait = guard_gcra(*project_tat_us, now_ms, conf->project_rate, conf->project_burst, &ptat);
+        if (pwait > wait_ms)
+            wait_ms = pwait;
+    }
+    if (wait_ms > 0)
+        return cell_refuse(GUARD_RATE_LIMITED, wait_ms);
+    c->tat_us = tat;
+    if (project_tat_us && conf->project_rate > 0)
+        *project_tat_us = ptat;
+    struct guard_verdict v = {GUARD_ADMITTED, 0, 0, 0};
+    if (circuit == GUARD_HALF_OPEN) {
+        c->probe_until_ms = now_ms + conf->probe_timeout_ms;
+        v.probe = 1;
+    }
+    return v;
+}
+
+void guard_cell_throttled(const struct guard_conf *conf, struct guard_cell *c, int64_t now_ms, int retry_after_s,
+                          uint64_t jitter, int probe)
+{
+    int64_t backoff_ms;
+    if (retry_after_s > 0) {
+        backoff_ms = (int64_t)retry_after_s * 1000;
+    } else {
+        backoff_ms = conf->throttle_ms;
+        if (conf->throttle_jitter_ms > 0)
+            backoff_ms += (int64_t)(jitter % (uint64_t)(conf->throttle_jitter_ms + 1));
+    }
+    if (backoff_ms > conf->throttle_max_ms)
+        backoff_ms = conf->throttle_max_ms;
+    if (now_ms + backoff_ms > c->throttled_until_ms)
+        c->throttled_until_ms = now_ms + backoff_ms;
+    c->throttles++;
+    guard_cell_result(conf, c, now_ms, GUARD_SUCCESS, probe);
+}
+
+static void cell_open(const struct guard_conf *conf, struct guard_cell *c, int64_t now_ms, int64_t cooldown_ms)
+{
+    if (cooldown_ms > conf->breaker_max_ms)
+        cooldown_ms = conf->breaker_max_ms;
+    c->cooldown_ms = cooldown_ms;
+    c->open_until_ms = now_ms + cooldown_ms;
+    c->probe_until_ms = 0;
+    c->failures = 0;
+    c->opened++;
+}
+
+void guard_cell_result(const struct guard_conf *conf, struct guard_cell *c, int64_t now_ms, enum guard_outcome outcome,
+                       int probe)
+{
+    enum guard_circuit circuit = guard_cell_circuit(c, now_ms);
+    if (outcome == GUARD_ABANDONED) {
+        if (probe && circuit == GUARD_HALF_OPEN)
+            c->probe_until_ms = 0; /* nothing learnt: let another probe go */
+        return;
+    }
+    int failed = outcome == GUARD_TRANSPORT_FAILURE || (outcome == GUARD_UPSTREAM_5XX && conf->breaker_count_5xx);
+    if (probe) {
+        if (circuit != GUARD_HALF_OPEN)
+            return; /* settled already (a probe taken as lost, then another's) */
+        if (failed) {
+            int64_t base = c->cooldown_ms > 0 ? c->cooldown_ms : conf->breaker_cooldown_ms;
+            cell_open(conf, c, now_ms, base * 2);
+        } else {
+            c->open_until_ms = 0;
+            c->probe_until_ms = 0;
+            c->cooldown_ms = 0;
+            c->failures = 0;
+        }
+        return;
+    }
+    if (circuit != GUARD_CLOSED)
+        return;
+    if (!failed)
+        c->failures = 0;
+    else if (++c->failures >= (int64_t)conf->breaker_threshold)
+        cell_open(conf, c, now_ms, conf->breaker_cooldown_ms);
 }

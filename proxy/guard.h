@@ -56,6 +56,7 @@
 #define GUARD_RATE_MAX          1e6
 #define GUARD_PROJECT_SLOTS_MAX 65536
 #define GUARD_PROJECT_ID_MAX    128 /* longer project ids are refused (never admitted) */
+#define GUARD_FLEET_SIZE_MAX    10000
 
 struct guard_conf {
     double rate;  /* requests per second, may be fractional (>= GUARD_RATE_MIN) */
@@ -84,6 +85,11 @@ struct guard_conf {
     int64_t probe_timeout_ms;
 
     uint64_t seed; /* for the jitter; a fixed seed gives a fixed sequence */
+
+    /* Instances (each with its workers) sharing the account, for the share
+     * each process takes when the fleet's shared state is unreachable
+     * (callpolicy.h); 0: counted from the fleet's heartbeats. */
+    unsigned fleet_size;
 };
 
 enum guard_circuit {
@@ -178,6 +184,70 @@ void guard_result(struct guard *g, int64_t now_ms, enum guard_outcome outcome);
 
 /* Fill `out` with the state at `now_ms` (which may move open to half-open). */
 void guard_state(struct guard *g, int64_t now_ms, struct guard_state *out);
+
+/*
+ * The same three protections as a plain record (`struct guard_cell`: no
+ * pointer, no allocation), for state that lives where several processes
+ * reach it: a shared-memory slot (guardshm.h) read and written under its
+ * lock. The Redis script (guardredis.h) keeps the same fields and follows
+ * the same steps in Lua.
+ *
+ * The rate is a GCRA (generic cell rate algorithm, the token bucket as one
+ * number): `tat_us` is the theoretical arrival time of the next call; a call
+ * at `now` is admitted when tat - now <= (burst - 1) / rate, and moves tat
+ * on by 1 / rate. So after a quiet time `burst` calls go at once, then one
+ * per 1 / rate: no window of T seconds admits more than rate * T + burst. A
+ * cell whose tat is past is a full bucket: forgetting it loses nothing.
+ *
+ * The circuit is read from the times: open_until_ms 0 is closed; before it,
+ * open; from it on, half-open, where one call (the probe) is admitted and
+ * marked out until probe_until_ms. Only the probe's own outcome closes or
+ * reopens the circuit (the caller says which call was the probe): exactly
+ * one call goes out per cool-down whatever the number of processes.
+ * Outcomes of calls admitted before the circuit opened are ignored once it
+ * is open.
+ */
+struct guard_cell {
+    int64_t tat_us;             /* GCRA of the upstream's rate; 0: never used */
+    int64_t throttled_until_ms; /* backing off after a 429 until then */
+    int64_t open_until_ms;      /* 0: closed; else open until then, half-open after */
+    int64_t cooldown_ms;        /* of the current opening (0: breaker_cooldown_ms) */
+    int64_t probe_until_ms;     /* half-open: the probe is out until then */
+    int64_t failures;           /* consecutive, while closed */
+    uint64_t opened;            /* counts, for the state report */
+    uint64_t throttles;
+};
+
+/* One GCRA step on `tat_us` at `now_ms` for `rate` and `burst` (a tat of 0
+ * is a full bucket). Returns 0 when a call may go (and *next_tat_us is the
+ * tat to store), else the wait in ms (>= 1) until one may. Pure. */
+int64_t guard_gcra(int64_t tat_us, int64_t now_ms, double rate, double burst, int64_t *next_tat_us);
+
+/* May a call go at `now_ms`? `project_tat_us` (NULL: no per-project level,
+ * or conf->project_rate 0) is the project's own GCRA. Admitted, both tats
+ * move on and, half-open, the probe is marked out (verdict.probe). Refused,
+ * nothing changes. Precedence as guard_admit's. `rate_scale` (0 < s <= 1)
+ * multiplies rate and burst (burst at least 1): the share of a fallback. */
+struct guard_verdict guard_cell_admit(const struct guard_conf *conf, struct guard_cell *c, int64_t *project_tat_us,
+                                      int64_t now_ms, double rate_scale);
+
+/* A 429 at `now_ms`: as guard_throttled (`jitter` a random number for the
+ * default backoff's jitter), and a success for the breaker (`probe` as in
+ * guard_cell_result). */
+void guard_cell_throttled(const struct guard_conf *conf, struct guard_cell *c, int64_t now_ms, int retry_after_s,
+                          uint64_t jitter, int probe);
+
+/* An admitted call ended with `outcome`; `probe` when it was admitted as
+ * the probe. Closed: failures count up to breaker_threshold, which opens
+ * the circuit for breaker_cooldown_ms; a success resets the count. The
+ * probe: success closes, failure reopens with the cool-down doubled
+ * (capped), abandoned lets another probe go. Anything else while open or
+ * half-open is ignored. */
+void guard_cell_result(const struct guard_conf *conf, struct guard_cell *c, int64_t now_ms, enum guard_outcome outcome,
+                       int probe);
+
+/* The circuit's state at `now_ms`. */
+enum guard_circuit guard_cell_circuit(const struct guard_cell *c, int64_t now_ms);
 
 /* "closed", "open", "half-open". */
 const char *guard_circuit_name(enum guard_circuit circuit);

@@ -22,6 +22,7 @@
 #include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
+#include "guardshm.h"
 #include "log.h"
 #include "metrics.h"
 #include "rules.h"
@@ -60,6 +61,8 @@ struct boot {
     struct clientkeys *keys;
     struct metrics *metrics; /* shared by every worker (metrics.h) */
     int reuse_port;
+    struct guardshm *guard_shm; /* the upstream guards' state, shared by the workers */
+    int workers;
 };
 
 static int run_daemon(int index, void *arg);
@@ -265,7 +268,12 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
                  "(TLS certificates are reloaded now)");
     if (str_differs(cur->cache.redis_url, next->cache.redis_url) ||
         cur->cache.redis_budget_ms != next->cache.redis_budget_ms ||
-        cur->cache.memory_max_bytes != next->cache.memory_max_bytes)
+        cur->cache.memory_max_bytes != next->cache.memory_max_bytes ||
+        str_differs(cur->cache.redis_user, next->cache.redis_user) ||
+        str_differs(cur->cache.redis_password, next->cache.redis_password) ||
+        str_differs(cur->cache.sentinel_user, next->cache.sentinel_user) ||
+        str_differs(cur->cache.sentinel_password, next->cache.sentinel_password) ||
+        str_differs(cur->cache.entry_key, next->cache.entry_key))
         log_warn("reload: cache settings changed; they take effect at the next restart");
     if (str_differs(cur->upstream.ca_file, next->upstream.ca_file) ||
         cur->upstream.max_body_bytes != next->upstream.max_body_bytes ||
@@ -401,15 +409,28 @@ int main(int argc, char **argv)
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
     }
-    /* One set of metrics for the instance, shared by every worker: mapped before they fork. */
+    /* Mapped before the workers fork, so that they all share it (guardshm.h, metrics.h). */
+    char shm_err[256];
+    struct guardshm *guard_shm = guardshm_new(0, 0, shm_err, sizeof(shm_err));
+    if (!guard_shm) {
+        log_error("%s", shm_err);
+        return 1;
+    }
     struct metrics *metrics = metrics_new();
     if (!metrics) {
         log_error("metrics: cannot map shared memory");
+        guardshm_free(guard_shm);
         curl_global_cleanup();
         return 1;
     }
-    struct boot boot = {
-        .opts = &opts, .cfg = cfg, .rules = rules, .keys = keys, .metrics = metrics, .reuse_port = nworkers > 1};
+    struct boot boot = {.opts = &opts,
+                        .cfg = cfg,
+                        .rules = rules,
+                        .keys = keys,
+                        .metrics = metrics,
+                        .reuse_port = nworkers > 1,
+                        .guard_shm = guard_shm,
+                        .workers = nworkers};
     int exit_code = nworkers > 1 ? workers_run(nworkers, run_daemon, &boot) : run_daemon(0, &boot);
     metrics_free(metrics);
     if (nworkers > 1) {
@@ -418,6 +439,7 @@ int main(int argc, char **argv)
         config_free(cfg);
         free(cfg);
     }
+    guardshm_free(guard_shm);
     curl_global_cleanup();
     return exit_code;
 }
@@ -473,6 +495,9 @@ static int run_daemon(int index, void *arg)
         goto out;
     }
     wire_gateway(cfg, keys, d.credentials, d.audit);
+    cfg->gateway.guard_shm = boot->guard_shm;
+    cfg->gateway.guard_redis = &cfg->cache;
+    cfg->gateway.workers = boot->workers;
     d.gateway = gateway_new(d.base, rules, cache, upstream, metrics, &cfg->gateway);
     if (!d.gateway) {
         log_error("out of memory");

@@ -305,6 +305,11 @@ void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_
                         metrics_fold(m, METRICS_FOLD_REDIS_TIMEOUTS, cache->timeouts),
                         metrics_fold(m, METRICS_FOLD_REDIS_RECONNECTS, cache->reconnects), cache->entries, cache->bytes,
                         in_flight);
+    evbuffer_add_printf(out,
+                        "# HELP jobgate_cache_rejected_total Entries read from Redis and not served: not jobgate's "
+                        "format, a bad MAC, another job, or a state that disagrees with its slot.\n"
+                        "# TYPE jobgate_cache_rejected_total counter\njobgate_cache_rejected_total %" PRIu64 "\n",
+                        metrics_fold(m, METRICS_FOLD_CACHE_REJECTED, cache->rejected));
 }
 
 void metrics_free(struct metrics *m)

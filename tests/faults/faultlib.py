@@ -181,6 +181,8 @@ def check_cache(ctx):
     for key in redis_keys(ctx.redis.port, KEY_PREFIX + "*"):
         if key.startswith(KEY_PREFIX + ":grant:"):
             continue  # a pass-through grant (a token's hash), not a cache entry
+        if key.startswith(KEY_PREFIX + "guard:"):
+            continue  # the upstream guard's own state (proxy/guardredis.h), not an answer
         parts = key[len(KEY_PREFIX):].split(":")
         if len(parts) != 4 or parts[0] != RULE or parts[3] not in ("t", "p"):
             wrong.append("%s: not a job key" % key)
@@ -446,6 +448,19 @@ SCENARIOS = collections.OrderedDict([
                    {"duration": 15})),
     ("sighup", (sc_sighup, account_bound, "SIGHUP every second", {})),
     ("sigterm", (sc_sigterm, account_bound, "SIGTERM mid-load: every request sent before it answered", {})),
+    # The same bounds with 4 workers sharing one guard (issue 13): rate, burst, backoff and breaker are
+    # the instance's (through Redis), not each worker's.
+    ("w4-upstream-429", (upstream_fault("status", status=429, shape="apigw", code="APIGW.0308",
+                                        message="throttled", retry_after=2),
+                         lambda ctx: backoff_bound(ctx, 2), "4 workers: 429 storm, Retry-After: 2",
+                         {"workers": 4})),
+    ("w4-upstream-reset", (upstream_fault("reset"), breaker_bound, "4 workers: every upstream call reset",
+                           {"workers": 4})),
+    ("w4-upstream-500", (upstream_fault("status", status=500), account_bound,
+                         "4 workers: 500 storm (nothing cached: the rate limit is the bound)", {"workers": 4})),
+    ("w4-redis-kill", (sc_redis_kill, account_bound,
+                       "4 workers: redis-server kill -9 (each worker falls back to rate / 4), restarted",
+                       {"workers": 4})),
 ])
 
 QUICK = ["redis-kill", "redis-sleep", "sighup", "sigterm"]
@@ -458,12 +473,14 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def run_scenario(name, duration=12.0, rate=400.0, conns=16):
-    """Run one scenario; its row as a dict."""
+def run_scenario(name, duration=12.0, rate=400.0, conns=16, workers=1):
+    """Run one scenario (with `workers` worker processes unless it says its own); its row as a dict."""
     fn, bound, what, opts = SCENARIOS[name]
     duration = opts.get("duration", duration)
-    ctx = Context(name, rate, conns)
-    row = {"scenario": name, "what": what}
+    workers = opts.get("workers", workers)
+    ctx = Context(name, rate, conns, extra_config="workers: %d\n" % workers if workers > 1 else "")
+    row = {"scenario": name if workers == 1 or name.startswith("w4-") else "%s (%d workers)" % (name, workers),
+           "what": what}
     try:
         ctx.setup()
         ctx.start_load()

@@ -149,6 +149,11 @@
  *                         asked for); posts the POSTs on the create call per
  *                         project, whatever their fate; creates the jobs the
  *                         create call made
+ *   GET    /_sim/times    {"ms":[T,...]}: when each job request arrived, on the
+ *                         host's CLOCK_MONOTONIC in milliseconds (Python's
+ *                         time.monotonic() * 1000), the first SIM_TIMES_MAX
+ *                         since the last reset; for tests that count calls
+ *                         per time window
  *   GET    /_sim/last     the latest job or create request: {"method","path",
  *                         "query","peer":"ADDR:PORT","headers":{name as sent:
  *                         value}[,"body":TEXT]}; body only when one was sent;
@@ -243,6 +248,7 @@
 
 #define JSON_CONTENT_TYPE "application/json;charset=UTF-8"
 #define CONTROL_PREFIX    "/_sim/"
+#define SIM_TIMES_MAX     100000
 #define IAM_TOKENS_PATH   "/v3/auth/tokens"
 
 #define DEFAULT_LISTEN     "127.0.0.1:9090"
@@ -515,8 +521,10 @@ struct sim {
     void *job_index;                    /* tsearch() tree over "jobs", keyed by job_id */
     TAILQ_HEAD(job_list, sim_job) jobs; /* owns the jobs, first seen first */
     uint64_t total_job_requests;
-    cJSON *posts;     /* owned; {"<project_id>":N}: POSTs received on the create call */
-    uint64_t creates; /* jobs the create call made (an idempotent replay makes none) */
+    cJSON *posts;      /* owned; {"<project_id>":N}: POSTs received on the create call */
+    uint64_t creates;  /* jobs the create call made (an idempotent replay makes none) */
+    int64_t *times_ms; /* arrival of each job request (SIM_TIMES_MAX at most) */
+    size_t ntimes;
     TAILQ_HEAD(fault_list, fault) faults;
     cJSON *last_request; /* owned; NULL until a job request arrives */
     TAILQ_HEAD(parked_list, parked_request) parked;
@@ -949,6 +957,7 @@ static void jobs_clear(struct sim *sim)
     cJSON_Delete(sim->posts);
     sim->posts = NULL;
     sim->creates = 0;
+    sim->ntimes = 0;
 }
 
 /* What "api" calls "phase" for this job (its init state may be its own). */
@@ -2933,6 +2942,8 @@ static void job_request_handle(struct sim *sim, struct evhttp_request *req, cons
     struct auth_refusal refusal;
 
     sim->total_job_requests++;
+    if (sim->ntimes < SIM_TIMES_MAX && (sim->times_ms || (sim->times_ms = malloc(SIM_TIMES_MAX * sizeof(int64_t)))))
+        sim->times_ms[sim->ntimes++] = monotonic_ms();
     record_last_request(sim, req, path, query);
     if (job == NULL) {
         answer_internal_error(req, outcome, outcome_len);
@@ -3308,6 +3319,17 @@ static int control_stats(struct control_call *call, cJSON **answer)
     return HTTP_OK;
 }
 
+static int control_times(struct control_call *call, cJSON **answer)
+{
+    cJSON *list;
+
+    *answer = cJSON_CreateObject();
+    list = cJSON_AddArrayToObject(*answer, "ms");
+    for (size_t i = 0; list != NULL && i < call->sim->ntimes; i++)
+        cJSON_AddItemToArray(list, cJSON_CreateNumber((double)call->sim->times_ms[i]));
+    return HTTP_OK;
+}
+
 static int control_last(struct control_call *call, cJSON **answer)
 {
     if (call->sim->last_request == NULL) {
@@ -3412,6 +3434,7 @@ static const struct control_route control_routes[] = {
     {EVHTTP_REQ_POST, "/_sim/faults", 0, control_install_fault},
     {EVHTTP_REQ_DELETE, "/_sim/faults", 0, control_clear_faults},
     {EVHTTP_REQ_GET, "/_sim/stats", 0, control_stats},
+    {EVHTTP_REQ_GET, "/_sim/times", 0, control_times},
     {EVHTTP_REQ_GET, "/_sim/last", 0, control_last},
     {EVHTTP_REQ_POST, "/_sim/reset", 0, control_reset},
     {EVHTTP_REQ_POST, "/_sim/auth", 0, control_auth_set},
@@ -3579,6 +3602,7 @@ static void sim_free(struct sim *sim)
     jobs_clear(sim);
     faults_clear(sim);
     cJSON_Delete(sim->last_request);
+    free(sim->times_ms);
     auth_settings_clear(&sim->auth);
     if (sim->tls != NULL)
         SSL_CTX_free(sim->tls);

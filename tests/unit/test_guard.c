@@ -1,6 +1,8 @@
 /*
  * Unit tests for guard (proxy/guard.h is the contract): the token buckets,
- * the 429 backoff and the circuit breaker, driven by a synthetic clock.
+ * the 429 backoff and the circuit breaker, driven by a synthetic clock; the
+ * same for guard cells (the GCRA form the shared stores keep), and the
+ * shared-memory store (guardshm.h) across forked processes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "guard.h"
+#include "guardshm.h"
 #include "unit_support.h"
 
 /* A fixed-seed generator of our own, so every run sees the same patterns. */
@@ -581,6 +587,263 @@ static void test_precedence_and_429_liveness(void **state)
     guard_free(g);
 }
 
+/* ------------------------------------------------------------ guard cells */
+
+static int64_t cell_admitted(const struct guard_conf *c, struct guard_cell *cell, int64_t *ptat, int64_t now)
+{
+    return guard_cell_admit(c, cell, ptat, now, 1.0).refusal == GUARD_ADMITTED;
+}
+
+/* Random arrivals for a minute: no window [t, t + 1 s) admits more than
+ * rate + burst, and the whole minute no more than rate * 60 + burst. */
+static void test_cell_gcra_never_exceeds_rate_and_burst(void **state)
+{
+    (void)state;
+    static const double settings[][2] = {{5, 5}, {1, 1}, {100, 20}, {0.5, 3}, {7, 1}};
+    for (size_t k = 0; k < sizeof(settings) / sizeof(settings[0]); k++) {
+        struct guard_conf c = conf_default();
+        c.rate = settings[k][0];
+        c.burst = settings[k][1];
+        struct guard_cell cell = {0};
+        static int64_t admitted_at[20000];
+        size_t n = 0;
+        for (int64_t now = 1000000; now < 1000000 + 60000; now += rnd_range(0, 30)) {
+            if (n < 20000 && cell_admitted(&c, &cell, NULL, now))
+                admitted_at[n++] = now;
+        }
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++) {
+            while (admitted_at[i] - admitted_at[j] >= 1000)
+                j++;
+            assert_true((double)(i - j + 1) <= c.rate + c.burst);
+        }
+        assert_true((double)n <= c.rate * 60 + c.burst);
+        if (c.rate <= 10) /* arrivals (one per 15 ms on average) outpace it: it admits about the rate */
+            assert_true((double)n >= c.rate * 60 * 0.9);
+    }
+}
+
+static void test_cell_wait_and_scale(void **state)
+{
+    (void)state;
+    struct guard_conf c = conf_default();
+    c.rate = 5;
+    c.burst = 5;
+    struct guard_cell cell = {0};
+    for (int i = 0; i < 5; i++)
+        assert_true(cell_admitted(&c, &cell, NULL, 1000));
+    struct guard_verdict v = guard_cell_admit(&c, &cell, NULL, 1000, 1.0);
+    assert_int_equal(v.refusal, GUARD_RATE_LIMITED);
+    assert_int_equal(v.wait_ms, 200);
+    assert_int_equal(v.retry_after_s, 1);
+    assert_false(cell_admitted(&c, &cell, NULL, 1199));
+    assert_true(cell_admitted(&c, &cell, NULL, 1200));
+    /* A third of the rate and burst: 5/3 at once, then one per 600 ms. */
+    struct guard_cell share = {0};
+    int n = 0;
+    while (guard_cell_admit(&c, &share, NULL, 1000, 1.0 / 3).refusal == GUARD_ADMITTED)
+        n++;
+    assert_int_equal(n, 1); /* burst 5/3: one at once, the second 600 ms later */
+    assert_int_equal(guard_cell_admit(&c, &share, NULL, 1600, 1.0 / 3).refusal, GUARD_ADMITTED);
+}
+
+static void test_cell_project_level(void **state)
+{
+    (void)state;
+    struct guard_conf c = conf_default();
+    c.rate = 100;
+    c.burst = 100;
+    c.project_rate = 1;
+    c.project_burst = 2;
+    struct guard_cell cell = {0};
+    int64_t a = 0, b = 0;
+    assert_true(cell_admitted(&c, &cell, &a, 1000));
+    assert_true(cell_admitted(&c, &cell, &a, 1000));
+    struct guard_verdict v = guard_cell_admit(&c, &cell, &a, 1000, 1.0);
+    assert_int_equal(v.refusal, GUARD_RATE_LIMITED);
+    assert_true(cell_admitted(&c, &cell, &b, 1000)); /* another project is not held */
+    int64_t tat = cell.tat_us;
+    assert_false(cell_admitted(&c, &cell, &a, 1500));
+    assert_int_equal(cell.tat_us, tat); /* a refusal takes nothing */
+    assert_true(cell_admitted(&c, &cell, &a, 2000));
+}
+
+static void test_cell_throttle(void **state)
+{
+    (void)state;
+    struct guard_conf c = conf_default();
+    struct guard_cell cell = {0};
+    guard_cell_throttled(&c, &cell, 5000, 2, 0, 0);
+    struct guard_verdict v = guard_cell_admit(&c, &cell, NULL, 5001, 1.0);
+    assert_int_equal(v.refusal, GUARD_THROTTLED);
+    assert_int_equal(v.wait_ms, 1999);
+    guard_cell_throttled(&c, &cell, 5500, 1, 0, 0); /* a shorter one does not shorten it */
+    assert_int_equal(guard_cell_admit(&c, &cell, NULL, 6999, 1.0).refusal, GUARD_THROTTLED);
+    assert_true(cell_admitted(&c, &cell, NULL, 7000));
+    /* No Retry-After: the default plus the jitter given, capped. */
+    guard_cell_throttled(&c, &cell, 10000, 0, 123, 0);
+    assert_int_equal(cell.throttled_until_ms, 10000 + c.throttle_ms + 123);
+    guard_cell_throttled(&c, &cell, 10000, 100000, 0, 0);
+    assert_int_equal(cell.throttled_until_ms, 10000 + c.throttle_max_ms);
+    assert_int_equal(cell.throttles, 4);
+}
+
+static void test_cell_breaker_one_probe_per_cooldown(void **state)
+{
+    (void)state;
+    struct guard_conf c = conf_default();
+    c.breaker_threshold = 2;
+    c.breaker_cooldown_ms = 1000;
+    c.breaker_max_ms = 3000;
+    struct guard_cell cell = {0};
+    guard_cell_result(&c, &cell, 100, GUARD_TRANSPORT_FAILURE, 0);
+    assert_int_equal(guard_cell_circuit(&cell, 100), GUARD_CLOSED);
+    guard_cell_result(&c, &cell, 101, GUARD_SUCCESS, 0); /* resets the count */
+    guard_cell_result(&c, &cell, 102, GUARD_TRANSPORT_FAILURE, 0);
+    guard_cell_result(&c, &cell, 103, GUARD_UPSTREAM_5XX, 0);
+    assert_int_equal(guard_cell_circuit(&cell, 103), GUARD_OPEN);
+    assert_int_equal(cell.opened, 1);
+    struct guard_verdict v = guard_cell_admit(&c, &cell, NULL, 500, 1.0);
+    assert_int_equal(v.refusal, GUARD_CIRCUIT_OPEN);
+    assert_int_equal(v.wait_ms, 603);
+    guard_cell_result(&c, &cell, 600, GUARD_TRANSPORT_FAILURE, 0); /* a late failure changes nothing */
+    assert_int_equal(cell.open_until_ms, 1103);
+
+    /* Half-open: one probe, whoever asks; the others are held. */
+    v = guard_cell_admit(&c, &cell, NULL, 1103, 1.0);
+    assert_int_equal(v.refusal, GUARD_ADMITTED);
+    assert_true(v.probe);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(guard_cell_admit(&c, &cell, NULL, 1200 + i, 1.0).refusal, GUARD_CIRCUIT_OPEN);
+    guard_cell_result(&c, &cell, 1300, GUARD_SUCCESS, 0); /* not the probe: ignored */
+    assert_int_equal(guard_cell_circuit(&cell, 1300), GUARD_HALF_OPEN);
+    /* The probe fails: open again, twice as long. */
+    guard_cell_result(&c, &cell, 1400, GUARD_TRANSPORT_FAILURE, 1);
+    assert_int_equal(cell.open_until_ms, 3400);
+    v = guard_cell_admit(&c, &cell, NULL, 3400, 1.0);
+    assert_true(v.refusal == GUARD_ADMITTED && v.probe);
+    guard_cell_result(&c, &cell, 3500, GUARD_TRANSPORT_FAILURE, 1);
+    assert_int_equal(cell.open_until_ms, 6500); /* capped at 3 s */
+    v = guard_cell_admit(&c, &cell, NULL, 6500, 1.0);
+    assert_true(v.refusal == GUARD_ADMITTED && v.probe);
+    /* A 429 proves it alive: the probe closes the circuit. */
+    guard_cell_throttled(&c, &cell, 6600, 1, 0, 1);
+    assert_int_equal(guard_cell_circuit(&cell, 6600), GUARD_CLOSED);
+    assert_int_equal(guard_cell_admit(&c, &cell, NULL, 6700, 1.0).refusal, GUARD_THROTTLED);
+    assert_int_equal(cell.cooldown_ms, 0); /* the next opening starts from the first cool-down */
+}
+
+static void test_cell_lost_or_abandoned_probe(void **state)
+{
+    (void)state;
+    struct guard_conf c = conf_default();
+    c.breaker_threshold = 1;
+    c.breaker_cooldown_ms = 1000;
+    c.probe_timeout_ms = 5000;
+    struct guard_cell cell = {0};
+    guard_cell_result(&c, &cell, 0, GUARD_TRANSPORT_FAILURE, 0);
+    assert_true(guard_cell_admit(&c, &cell, NULL, 1000, 1.0).probe);
+    guard_cell_result(&c, &cell, 1100, GUARD_ABANDONED, 1); /* nothing learnt: another may go */
+    assert_true(guard_cell_admit(&c, &cell, NULL, 1200, 1.0).probe);
+    assert_int_equal(guard_cell_admit(&c, &cell, NULL, 6199, 1.0).refusal, GUARD_CIRCUIT_OPEN);
+    assert_true(guard_cell_admit(&c, &cell, NULL, 6200, 1.0).probe); /* the first is taken as lost */
+    guard_cell_result(&c, &cell, 6300, GUARD_SUCCESS, 1);
+    assert_int_equal(guard_cell_circuit(&cell, 6300), GUARD_CLOSED);
+    guard_cell_result(&c, &cell, 6400, GUARD_TRANSPORT_FAILURE, 1); /* the lost one's late answer: settled already */
+    assert_int_equal(guard_cell_circuit(&cell, 6400), GUARD_CLOSED);
+}
+
+/* ------------------------------------------------------ shared memory */
+
+/* Processes admitting at the same instant through one region: the burst is
+ * the host's, not each process's; what one reports, all see. */
+static void test_shm_shared_by_forked_processes(void **state)
+{
+    (void)state;
+    char err[256];
+    struct guardshm *shm = guardshm_new(4, 64, err, sizeof(err));
+    assert_non_null(shm);
+    struct guard_conf c = conf_default();
+    c.rate = 5;
+    c.burst = 50;
+    int slot = guardshm_slot(shm, "https://ecs.example");
+    assert_true(slot >= 0);
+    assert_int_equal(guardshm_slot(shm, "https://ecs.example"), slot);
+    assert_true(guardshm_slot(shm, "https://elb.example") != slot);
+
+    /* 4 children, 40 tries each, all at t = 1000: 50 admitted in all. */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    for (int k = 0; k < 4; k++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            unsigned char n = 0;
+            for (int i = 0; i < 40; i++)
+                n += guardshm_admit(shm, slot, &c, NULL, 1000).refusal == GUARD_ADMITTED;
+            if (write(fds[1], &n, 1) != 1)
+                _exit(2);
+            _exit(0);
+        }
+    }
+    int total = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char n;
+        assert_int_equal(read(fds[0], &n, 1), 1);
+        total += n;
+    }
+    while (wait(NULL) > 0)
+        ;
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(total, 50);
+    assert_int_equal(guardshm_admit(shm, slot, &c, NULL, 1000).refusal, GUARD_RATE_LIMITED);
+
+    /* A 429 a child sees holds the parent. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        guardshm_throttled(shm, slot, &c, 2000, 2, 0);
+        _exit(0);
+    }
+    assert_true(pid > 0);
+    waitpid(pid, NULL, 0);
+    struct guard_verdict v = guardshm_admit(shm, slot, &c, NULL, 3000);
+    assert_int_equal(v.refusal, GUARD_THROTTLED);
+    assert_int_equal(v.wait_ms, 1000);
+    struct guard_cell cell;
+    guardshm_read(shm, slot, &cell);
+    assert_int_equal(cell.throttles, 1);
+    assert_int_equal(guardshm_steals(shm), 0);
+    guardshm_free(shm);
+}
+
+static void test_shm_projects(void **state)
+{
+    (void)state;
+    char err[256];
+    struct guardshm *shm = guardshm_new(2, 16, err, sizeof(err));
+    assert_non_null(shm);
+    struct guard_conf c = conf_default();
+    c.rate = 1000;
+    c.burst = 1000;
+    c.project_rate = 1;
+    c.project_burst = 1;
+    int slot = guardshm_slot(shm, "u");
+    assert_int_equal(guardshm_admit(shm, slot, &c, "p1", 1000).refusal, GUARD_ADMITTED);
+    assert_int_equal(guardshm_admit(shm, slot, &c, "p1", 1000).refusal, GUARD_RATE_LIMITED);
+    assert_int_equal(guardshm_admit(shm, slot, &c, "p2", 1000).refusal, GUARD_ADMITTED);
+    /* More projects than cells: the table stays bounded, the upstream's rate holds. */
+    char id[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(id, sizeof(id), "many-%d", i);
+        assert_int_equal(guardshm_admit(shm, slot, &c, id, 2000 + i).refusal, GUARD_ADMITTED);
+    }
+    /* Slots run out: -1, never another upstream's. */
+    assert_true(guardshm_slot(shm, "v") >= 0);
+    assert_int_equal(guardshm_slot(shm, "w"), -1);
+    guardshm_free(shm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -600,6 +863,14 @@ int main(void)
         cmocka_unit_test(test_breaker_5xx_counts_when_configured),
         cmocka_unit_test(test_breaker_lost_or_abandoned_probe),
         cmocka_unit_test(test_precedence_and_429_liveness),
+        cmocka_unit_test(test_cell_gcra_never_exceeds_rate_and_burst),
+        cmocka_unit_test(test_cell_wait_and_scale),
+        cmocka_unit_test(test_cell_project_level),
+        cmocka_unit_test(test_cell_throttle),
+        cmocka_unit_test(test_cell_breaker_one_probe_per_cooldown),
+        cmocka_unit_test(test_cell_lost_or_abandoned_probe),
+        cmocka_unit_test(test_shm_shared_by_forked_processes),
+        cmocka_unit_test(test_shm_projects),
     };
     return cmocka_run_group_tests_name("guard", tests, NULL, NULL);
 }

@@ -1,0 +1,490 @@
+#define _GNU_SOURCE /* vasprintf, asprintf */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+
+#include "clock.h"
+#include "guardredis.h"
+#include "log.h"
+#include "randbytes.h"
+#include "redis_link.h"
+
+#define ARGS_MAX   16
+#define DAY_MS     "86400000"
+#define KEY_SUFFIX 48 /* room for ":project:" and the like */
+
+/*
+ * Admission. KEYS: rate, throttled, open, probe, halfopen[, project]. ARGV:
+ * rate, burst, project_rate, project_burst, probe_timeout_ms. Returns
+ * {refusal (enum guard_refusal), wait_ms, probe}. The GCRA is guard_gcra's,
+ * in microseconds of Redis's clock (a double holds them exactly: < 2^53).
+ */
+static const char ADMIT_SCRIPT[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local open = redis.call('PTTL', KEYS[3])\n"
+    "if open > 0 then return {3, open, 0} end\n"
+    "local half = redis.call('EXISTS', KEYS[5]) == 1\n"
+    "if half and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 1000, 0} end\n"
+    "local thr = redis.call('PTTL', KEYS[2])\n"
+    "if thr > 0 then return {2, thr, 0} end\n"
+    "local function gcra(key, rate, burst)\n"
+    "  local interval = math.max(1, math.ceil(1000000 / rate - 0.000001))\n"
+    "  local tol = math.floor((burst - 1) * interval + 0.000001)\n"
+    "  local tat = tonumber(redis.call('GET', key) or '0') or 0\n"
+    "  if tat < now then tat = now end\n"
+    "  if tat - now > tol then return math.max(1, math.ceil((tat - now - tol) / 1000)), 0 end\n"
+    "  return 0, tat + interval\n"
+    "end\n"
+    "local w, tat = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+    "local pw, ptat = 0, 0\n"
+    "if KEYS[6] then pw, ptat = gcra(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[4])) end\n"
+    "if pw > w then w = pw end\n"
+    "if w > 0 then return {1, w, 0} end\n"
+    "local probe = 0\n"
+    "if half then\n"
+    "  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return {3, 1000, 0} end\n"
+    "  probe = 1\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"
+    "if KEYS[6] then redis.call('SET', KEYS[6], string.format('%.0f', ptat), 'PX', math.ceil((ptat - now) / 1000) + "
+    "1) end\n"
+    "return {0, 0, probe}\n";
+
+/*
+ * Report. KEYS: throttled, open, halfopen, probe, failures. ARGV: kind (0
+ * success, 1 failure, 2 abandoned), probe, backoff_ms (a 429: > 0),
+ * breaker_threshold, breaker_cooldown_ms, breaker_max_ms. guard_cell_result's
+ * steps. Returns 1 when it opened the circuit.
+ */
+static const char REPORT_SCRIPT[] =
+    "local kind, probe, backoff = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if backoff > 0 and redis.call('PTTL', KEYS[1]) < backoff then\n"
+    "  redis.call('SET', KEYS[1], '1', 'PX', backoff)\n"
+    "end\n"
+    "local open = redis.call('EXISTS', KEYS[2]) == 1\n"
+    "local half = redis.call('GET', KEYS[3])\n"
+    "if kind == 2 then\n"
+    "  if probe == 1 then redis.call('DEL', KEYS[4]) end\n"
+    "  return 0\n"
+    "end\n"
+    "local function opencircuit(c)\n"
+    "  c = math.min(c, tonumber(ARGV[6]))\n"
+    "  redis.call('SET', KEYS[2], c, 'PX', c)\n"
+    "  redis.call('SET', KEYS[3], c, 'PX', " DAY_MS ")\n"
+    "  redis.call('DEL', KEYS[4], KEYS[5])\n"
+    "  return 1\n"
+    "end\n"
+    "if probe == 1 then\n"
+    "  if open or not half then return 0 end\n"
+    "  if kind == 0 then redis.call('DEL', KEYS[3], KEYS[4], KEYS[5]) return 0 end\n"
+    "  return opencircuit(tonumber(half) * 2)\n"
+    "end\n"
+    "if open or half then return 0 end\n"
+    "if kind == 0 then redis.call('DEL', KEYS[5]) return 0 end\n"
+    "local n = redis.call('INCR', KEYS[5])\n"
+    "redis.call('PEXPIRE', KEYS[5], " DAY_MS ")\n"
+    "if n >= tonumber(ARGV[4]) then return opencircuit(tonumber(ARGV[5])) end\n"
+    "return 0\n";
+
+/* Heartbeat. KEYS: the fleet set. ARGV: this process's id, live_ms. Returns
+ * how many processes are live. */
+static const char BEAT_SCRIPT[] = "local t = redis.call('TIME')\n"
+                                  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                                  "local live = tonumber(ARGV[2])\n"
+                                  "redis.call('ZADD', KEYS[1], now + live, ARGV[1])\n"
+                                  "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                                  "redis.call('PEXPIRE', KEYS[1], live * 2)\n"
+                                  "return redis.call('ZCARD', KEYS[1])\n";
+
+enum script { SCRIPT_ADMIT, SCRIPT_REPORT, SCRIPT_BEAT, SCRIPT__COUNT };
+
+static const char *const script_text[SCRIPT__COUNT] = {
+    [SCRIPT_ADMIT] = ADMIT_SCRIPT,
+    [SCRIPT_REPORT] = REPORT_SCRIPT,
+    [SCRIPT_BEAT] = BEAT_SCRIPT,
+};
+_Static_assert(sizeof(script_text) / sizeof(script_text[0]) == SCRIPT__COUNT, "one text per script");
+
+struct guardredis {
+    struct redis_link link;
+    char *prefix; /* KEY_PREFIX "guard:" */
+    char id[33];  /* this process, in the fleet set */
+    char sha[SCRIPT__COUNT][41];
+    struct event *heartbeat;
+    size_t fleet;
+    uint64_t admissions;
+    uint64_t unanswered;
+};
+
+/* One command on its way: EVALSHA, sent again as EVAL on NOSCRIPT. */
+struct gr_call {
+    struct guardredis *gr;
+    enum script script;
+    struct guardredis_op *op; /* an admission's, else NULL */
+    int argc;
+    int as_eval;
+    char *argv[ARGS_MAX];
+    size_t argvlen[ARGS_MAX];
+};
+
+struct guardredis_op {
+    struct guardredis *gr;
+    guardredis_admit_cb cb;
+    void *arg;
+    struct event *timer; /* the budget */
+    int reply_out;       /* hiredis owes a reply */
+    int finished;        /* answered or cancelled: never calls back again */
+    char upstream[];     /* to give a probe back */
+};
+
+static void noop_lost(void *arg)
+{
+    (void)arg;
+}
+
+static void noop_stored(void *arg, const char *key, size_t len)
+{
+    (void)arg;
+    (void)key;
+    (void)len;
+}
+
+static void call_free(struct gr_call *c)
+{
+    for (int i = 2; i < c->argc; i++) /* argv[0] and [1] are static */
+        free(c->argv[i]);
+    free(c);
+}
+
+static int call_arg(struct gr_call *c, const char *fmt, ...)
+{
+    if (c->argc >= ARGS_MAX)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    c->argv[c->argc] = s;
+    c->argvlen[c->argc++] = (size_t)n;
+    return 0;
+}
+
+static struct gr_call *call_new(struct guardredis *gr, enum script s, int nkeys)
+{
+    struct gr_call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->gr = gr;
+    c->script = s;
+    c->argv[0] = "EVALSHA";
+    c->argvlen[0] = 7;
+    c->argv[1] = gr->sha[s];
+    c->argvlen[1] = 40;
+    c->argc = 2;
+    if (call_arg(c, "%d", nkeys) < 0) {
+        call_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Send `c`; frees it when it cannot go. Returns 0 or -1. */
+static int call_send(struct gr_call *c)
+{
+    struct redis_link *r = &c->gr->link;
+    if (!redis_link_ready(r) ||
+        redisAsyncCommandArgv(r->data.ctx, on_reply, c, c->argc, (const char **)c->argv, c->argvlen) != REDIS_OK) {
+        call_free(c);
+        return -1;
+    }
+    r->pending++;
+    return 0;
+}
+
+static void op_maybe_free(struct guardredis_op *op)
+{
+    if (op->finished && !op->reply_out) {
+        if (op->timer)
+            event_free(op->timer);
+        free(op);
+    }
+}
+
+static void op_answer(struct guardredis_op *op, int answered, const struct guard_verdict *v)
+{
+    if (op->finished)
+        return;
+    op->finished = 1;
+    evtimer_del(op->timer);
+    if (answered)
+        op->gr->admissions++;
+    else
+        op->gr->unanswered++;
+    op->cb(answered, v, op->arg);
+}
+
+static void give_probe_back(struct guardredis *gr, const char *upstream)
+{
+    struct guard_conf conf;
+    guard_conf_defaults(&conf); /* an abandoned probe reads none of it */
+    guardredis_report(gr, upstream, &conf, 0, GUARD_ABANDONED, 1);
+}
+
+/* An admission's reply: {refusal, wait_ms, probe}. */
+static void on_admit_reply(struct guardredis_op *op, const redisReply *rep)
+{
+    struct guard_verdict v = {0};
+    int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3;
+    for (size_t i = 0; ok && i < 3; i++)
+        ok = rep->element[i]->type == REDIS_REPLY_INTEGER;
+    if (ok) {
+        long long why = rep->element[0]->integer;
+        v.refusal = why >= GUARD_ADMITTED && why <= GUARD_CIRCUIT_OPEN ? (enum guard_refusal)why : GUARD_CIRCUIT_OPEN;
+        v.probe = rep->element[2]->integer == 1;
+        if (v.refusal != GUARD_ADMITTED) {
+            v.wait_ms = rep->element[1]->integer < 1 ? 1 : rep->element[1]->integer;
+            v.retry_after_s = (int)((v.wait_ms + 999) / 1000);
+        }
+    }
+    if (op->finished) { /* cancelled, or past its budget: what it took goes back */
+        if (ok && v.probe)
+            give_probe_back(op->gr, op->upstream);
+        return;
+    }
+    op_answer(op, ok, &v);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    struct gr_call *c = privdata;
+    struct guardredis *gr = c->gr;
+    struct redis_link *r = &gr->link;
+    redisReply *rep = reply;
+    r->pending--;
+    struct guardredis_op *op = c->op;
+    if (r->closing) {
+        if (op) {
+            op->reply_out = 0;
+            op->finished = 1;
+            op_maybe_free(op);
+        }
+        call_free(c);
+        return;
+    }
+    if (rep && rep->type == REDIS_REPLY_ERROR && !c->as_eval && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        /* Not in this server's script cache (a restart, a failover): send the text once. */
+        c->as_eval = 1;
+        c->argv[0] = "EVAL";
+        c->argvlen[0] = 4;
+        c->argv[1] = (char *)script_text[c->script];
+        c->argvlen[1] = strlen(script_text[c->script]);
+        if (call_send(c) == 0)
+            return;
+        rep = NULL; /* could not resend (freed): no answer */
+        c = NULL;
+    } else if (rep && rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(r, "EVALSHA", rep);
+    } else if (!rep) {
+        r->errors++;
+    }
+    if (op) {
+        op->reply_out = 0;
+        on_admit_reply(op, rep && rep->type != REDIS_REPLY_ERROR ? rep : NULL);
+        op_maybe_free(op);
+    } else if (c && c->script == SCRIPT_BEAT && rep && rep->type == REDIS_REPLY_INTEGER) {
+        gr->fleet = (size_t)rep->integer;
+    }
+    if (c)
+        call_free(c);
+}
+
+static void on_budget(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct guardredis_op *op = arg;
+    op->gr->link.timeouts++;
+    op_answer(op, 0, NULL);
+    op_maybe_free(op);
+}
+
+static int key_arg(struct gr_call *c, const char *prefix, const char *upstream, const char *suffix)
+{
+    return call_arg(c, "%s%s:%s", prefix, upstream, suffix);
+}
+
+struct guardredis_op *guardredis_admit(struct guardredis *gr, const char *upstream, const char *project,
+                                       const struct guard_conf *conf, guardredis_admit_cb cb, void *arg)
+{
+    if (!redis_link_ready(&gr->link))
+        return NULL;
+    int per_project = conf->project_rate > 0 && project && *project;
+    size_t len = strlen(upstream);
+    struct guardredis_op *op = calloc(1, sizeof(*op) + len + 1);
+    struct gr_call *c = op ? call_new(gr, SCRIPT_ADMIT, per_project ? 6 : 5) : NULL;
+    if (!c) {
+        free(op);
+        return NULL;
+    }
+    memcpy(op->upstream, upstream, len + 1);
+    op->gr = gr;
+    op->cb = cb;
+    op->arg = arg;
+    c->op = op;
+    const char *p = gr->prefix;
+    int rc = key_arg(c, p, upstream, "rate") | key_arg(c, p, upstream, "throttled") | key_arg(c, p, upstream, "open") |
+             key_arg(c, p, upstream, "probe") | key_arg(c, p, upstream, "halfopen");
+    if (per_project)
+        rc |= call_arg(c, "%s%s:project:%s", p, upstream, project);
+    rc |= call_arg(c, "%.17g", conf->rate) | call_arg(c, "%.17g", conf->burst) |
+          call_arg(c, "%.17g", conf->project_rate) | call_arg(c, "%.17g", conf->project_burst) |
+          call_arg(c, "%" PRId64, conf->probe_timeout_ms);
+    if (rc < 0 || !(op->timer = evtimer_new(gr->link.base, on_budget, op))) {
+        call_free(c);
+        free(op);
+        return NULL;
+    }
+    if (call_send(c) < 0) {
+        event_free(op->timer);
+        free(op);
+        return NULL;
+    }
+    op->reply_out = 1;
+    struct timeval tv = redis_link_tv(gr->link.budget_ms);
+    evtimer_add(op->timer, &tv);
+    return op;
+}
+
+void guardredis_cancel(struct guardredis *gr, struct guardredis_op *op)
+{
+    (void)gr;
+    op->finished = 1;
+    evtimer_del(op->timer);
+    op_maybe_free(op);
+}
+
+void guardredis_report(struct guardredis *gr, const char *upstream, const struct guard_conf *conf, int64_t backoff_ms,
+                       enum guard_outcome outcome, int probe)
+{
+    int failed = outcome == GUARD_TRANSPORT_FAILURE || (outcome == GUARD_UPSTREAM_5XX && conf->breaker_count_5xx);
+    int kind = outcome == GUARD_ABANDONED ? 2 : failed ? 1 : 0;
+    if (!redis_link_ready(&gr->link))
+        return;
+    struct gr_call *c = call_new(gr, SCRIPT_REPORT, 5);
+    if (!c)
+        return;
+    const char *p = gr->prefix;
+    int rc = key_arg(c, p, upstream, "throttled") | key_arg(c, p, upstream, "open") |
+             key_arg(c, p, upstream, "halfopen") | key_arg(c, p, upstream, "probe") |
+             key_arg(c, p, upstream, "failures");
+    rc |= call_arg(c, "%d", kind) | call_arg(c, "%d", probe ? 1 : 0) | call_arg(c, "%" PRId64, backoff_ms) |
+          call_arg(c, "%u", conf->breaker_threshold) | call_arg(c, "%" PRId64, conf->breaker_cooldown_ms) |
+          call_arg(c, "%" PRId64, conf->breaker_max_ms);
+    if (rc < 0) {
+        call_free(c);
+        return;
+    }
+    call_send(c);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct guardredis *gr = arg;
+    struct gr_call *c = redis_link_ready(&gr->link) ? call_new(gr, SCRIPT_BEAT, 1) : NULL;
+    if (c) {
+        if (call_arg(c, "%sfleet", gr->prefix) < 0 || call_arg(c, "%s", gr->id) < 0 ||
+            call_arg(c, "%d", GUARDREDIS_LIVE_MS) < 0)
+            call_free(c);
+        else
+            call_send(c);
+    }
+    struct timeval tv = redis_link_tv(gr->link.state == REDIS_UP ? GUARDREDIS_HEARTBEAT_MS : 100);
+    evtimer_add(gr->heartbeat, &tv);
+}
+
+static void sha1_hex(const char *text, char out[41])
+{
+    unsigned char md[20];
+    unsigned int n = 0;
+    EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void random_id(char out[33])
+{
+    unsigned char b[16] = {0};
+    if (randbytes_fill(b, sizeof(b)) < 0) { /* unlikely: the pid and the clock still tell processes apart */
+        uint64_t x = (uint64_t)getpid() ^ (uint64_t)clock_mono_us();
+        memcpy(b, &x, sizeof(x));
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+struct guardredis *guardredis_new(struct event_base *base, const struct cache_conf *conf, const char *key_prefix,
+                                  char *err, size_t errlen)
+{
+    struct guardredis *gr = calloc(1, sizeof(*gr));
+    if (!gr) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct cache_conf c = *conf;
+    c.redis_notify = CACHE_NOTIFY_POLL; /* one connection: no subscriber */
+    struct redis_link_hooks hooks = {.data_lost = noop_lost, .stored = noop_stored, .arg = gr};
+    if (redis_link_init(&gr->link, base, &c, &hooks, err, errlen) < 0) {
+        free(gr);
+        return NULL;
+    }
+    if (asprintf(&gr->prefix, "%sguard:", key_prefix ? key_prefix : "") < 0 ||
+        !(gr->heartbeat = evtimer_new(base, on_heartbeat, gr))) {
+        snprintf(err, errlen, "out of memory");
+        gr->prefix = NULL;
+        guardredis_free(gr);
+        return NULL;
+    }
+    for (int s = 0; s < SCRIPT__COUNT; s++)
+        sha1_hex(script_text[s], gr->sha[s]);
+    random_id(gr->id);
+    redis_link_start(&gr->link);
+    struct timeval tv = redis_link_tv(100);
+    evtimer_add(gr->heartbeat, &tv);
+    return gr;
+}
+
+void guardredis_free(struct guardredis *gr)
+{
+    if (!gr)
+        return;
+    if (gr->heartbeat)
+        event_free(gr->heartbeat);
+    redis_link_close(&gr->link); /* pending replies come back NULL, with closing set: freed there */
+    free(gr->prefix);
+    free(gr);
+}
+
+void guardredis_stats(const struct guardredis *gr, struct guardredis_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->up = gr->link.state == REDIS_UP;
+    out->fleet = gr->fleet;
+    out->admissions = gr->admissions;
+    out->unanswered = gr->unanswered;
+    out->errors = gr->link.errors;
+}
