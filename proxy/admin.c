@@ -144,7 +144,9 @@ static void serve_metrics(const struct admin_view *v, struct evhttp_request *req
                             "# TYPE jobgate_iam_failures_total counter\njobgate_iam_failures_total %llu\n"
                             "# HELP jobgate_iam_tokens Projects jobgate holds an IAM token for.\n"
                             "# TYPE jobgate_iam_tokens gauge\njobgate_iam_tokens %zu\n",
-                            (unsigned long long)cs.iam_calls, (unsigned long long)cs.iam_failures, cs.tokens_held);
+                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_IAM_CALLS, cs.iam_calls),
+                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_IAM_FAILURES, cs.iam_failures),
+                            cs.tokens_held);
     }
     struct audit *audit = gateway_audit(v->gw);
     if (audit) {
@@ -159,8 +161,9 @@ static void serve_metrics(const struct admin_view *v, struct evhttp_request *req
                             "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
                             "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
                             "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
-                            ah.ok, (unsigned long long)ah.written, (unsigned long long)ah.dropped,
-                            (unsigned long long)ah.write_errors);
+                            ah.ok, (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_LINES, ah.written),
+                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_DROPPED, ah.dropped),
+                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_WRITE_ERRORS, ah.write_errors));
     }
     struct callpolicy_health gh;
     gateway_guard_health(v->gw, &gh);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -228,13 +229,12 @@ static int open_path(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
 }
 
-/* Write out.data[out_off, end) to the sink. Returns 0, or -1 with res set. */
-static int write_range(struct audit *a, size_t end, struct drain_result *res)
+/* Write out.data[out_off, end) to the sink, unlocked. Returns 0, or -1 with res set. */
+static int write_unlocked(struct audit *a, size_t end, struct drain_result *res)
 {
     while (a->out_off < end) {
         ssize_t n = write(a->fd, a->out.data + a->out_off, end - a->out_off);
         if (n > 0) {
-            res->lines += count_lines(a->out.data + a->out_off, (size_t)n);
             a->out_off += (size_t)n;
         } else if (n < 0 && errno == EINTR) {
             continue;
@@ -247,6 +247,54 @@ static int write_range(struct audit *a, size_t end, struct drain_result *res)
         }
     }
     return 0;
+}
+
+/*
+ * Write out.data[out_off, end) to the sink, leaving it on a line boundary.
+ *
+ * Several workers (and instances on one host) append to the same file, each
+ * from its own writer thread. O_APPEND makes each write(2) land at the end,
+ * but a write may be short (a full disk, a file size limit): the file would
+ * then end in half a line, and the next worker's write would follow it. So
+ * the append runs under flock(2) on the file, which every writer of the path
+ * takes (each process opens the path itself, so the locks exclude each
+ * other), and a write that stops inside a line is undone before the lock is
+ * let go: the file is cut back to where that line started (ftruncate, safe
+ * while the lock is held: nothing was appended since), and out_off goes back
+ * to the line's start, to be written whole later. Every line reaches the
+ * file whole or not at all. Returns 0, or -1 with res set.
+ */
+static int write_range(struct audit *a, size_t end, struct drain_result *res)
+{
+    size_t start = a->out_off;
+    if (start >= end)
+        return 0;
+    if (a->to_stderr) { /* a pipe or a terminal: nothing to lock or cut back */
+        int rc = write_unlocked(a, end, res);
+        res->lines += count_lines(a->out.data + start, a->out_off - start);
+        return rc;
+    }
+    int locked;
+    while ((locked = flock(a->fd, LOCK_EX)) < 0 && errno == EINTR)
+        ;
+    struct stat st;
+    off_t base = locked == 0 && fstat(a->fd, &st) == 0 ? st.st_size : -1;
+    int rc = write_unlocked(a, end, res);
+    if (a->out_off > start && a->out.data[a->out_off - 1] != '\n') {
+        size_t keep = a->out_off;
+        while (keep > start && a->out.data[keep - 1] != '\n')
+            keep--;
+        if (base >= 0 && ftruncate(a->fd, base + (off_t)(keep - start)) == 0) {
+            a->out_off = keep; /* the cut line is written again, whole, on the next try */
+        } else if (!res->write_errno) {
+            res->write_errno = errno ? errno : EIO;
+            rc = -1;
+        }
+    }
+    if (locked == 0)
+        flock(a->fd, LOCK_UN);
+    res->lines += count_lines(a->out.data + start, a->out_off - start);
+    return rc;
 }
 
 /*

@@ -9,6 +9,13 @@
  * past a threshold. Lines reach the file in the order audit_write accepted
  * them.
  *
+ * Several processes may append to one path (the workers of an instance, or
+ * instances on one host): each line reaches the file whole or not at all.
+ * Each writer appends under flock(2) on the file, and a write cut short (a
+ * full disk, a file size limit) is undone back to its line's start before
+ * the lock is released, so no half line is ever followed by another
+ * process's line (audit.c, write_range).
+ *
  * When the sink fails (a write errs: ENOSPC, EIO, EBADF ...) the writer keeps
  * what it could not write, up to the bound, and tries again on every tick,
  * opening the path anew first (so a file that was removed, or a path that

@@ -178,6 +178,27 @@ void cache_get_lease(struct cache *c, const char *key, const struct cache_expect
     lookup(c, key, expect, lease_ms, NULL, cb, arg);
 }
 
+void cache_grant_get(struct cache *c, const char *key, cache_grant_cb cb, void *arg)
+{
+    if (!c->redis) {
+        cb(-1, 0, arg);
+        return;
+    }
+    cache_redis_grant_get(c->redis, key, cb, arg);
+}
+
+void cache_grant_set(struct cache *c, const char *key, int64_t ttl_ms)
+{
+    if (c->redis)
+        cache_redis_grant_set(c->redis, key, ttl_ms);
+}
+
+void cache_grant_del(struct cache *c, const char *key)
+{
+    if (c->redis)
+        cache_redis_grant_set(c->redis, key, 0);
+}
+
 void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms)
 {
     if (ttl_ms == 0) {

@@ -107,6 +107,16 @@ void cache_cancel(struct cache *c, struct cache_pending *p);
  * hold does nothing: call it whenever an upstream call stored nothing. */
 void cache_lease_release(struct cache *c, const char *key);
 
+/* Pass-through grants shared by the fleet (tokengrant.h): `key` (the caller
+ * builds it: prefix, a hash of the token, rule, project) is held in Redis for
+ * the window as its TTL. cache_grant_get asks whether it is there; `cb` is
+ * called exactly once, maybe before the call returns (-1 at once without
+ * Redis), never after cache_free. cache_grant_set and cache_grant_del are
+ * fire and forget. */
+void cache_grant_get(struct cache *c, const char *key, cache_grant_cb cb, void *arg);
+void cache_grant_set(struct cache *c, const char *key, int64_t ttl_ms);
+void cache_grant_del(struct cache *c, const char *key);
+
 void cache_health(const struct cache *c, struct cache_health *out);
 
 /* Frees everything; pending lookups, leases and waits are dropped without

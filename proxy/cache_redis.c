@@ -37,6 +37,105 @@ struct redis_lookup {
 
 /* ------------------------------------------------------------- lookups */
 
+/* One grant check; lives as a lookup does. */
+struct redis_grant_check {
+    struct redis_link *r;
+    cache_grant_cb cb;
+    void *arg;
+    struct event *budget_timer;
+    int answered;
+};
+
+static void grant_answer(struct redis_grant_check *g, int granted, int64_t ttl_ms)
+{
+    if (g->answered)
+        return;
+    g->answered = 1;
+    evtimer_del(g->budget_timer);
+    g->cb(granted, ttl_ms, g->arg);
+}
+
+static void grant_check_free(struct redis_grant_check *g)
+{
+    event_free(g->budget_timer);
+    free(g);
+}
+
+static void on_grant_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_grant_check *g = privdata;
+    struct redis_link *r = g->r;
+    redisReply *rep = reply;
+    r->pending--;
+    if (r->closing) {
+        grant_check_free(g);
+        return;
+    }
+    if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            redis_link_error_reply(r, "PTTL", rep);
+        else
+            r->errors++;
+        grant_answer(g, -1, 0);
+    } else if (rep->integer > 0) { /* -2: no such key; -1: no expiry, which a grant never has */
+        grant_answer(g, 1, (int64_t)rep->integer);
+    } else {
+        grant_answer(g, 0, 0);
+    }
+    grant_check_free(g);
+}
+
+static void on_grant_budget(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_grant_check *g = arg;
+    g->r->timeouts++;
+    grant_answer(g, -1, 0);
+}
+
+void cache_redis_grant_get(struct cache_redis *cr, const char *key, cache_grant_cb cb, void *arg)
+{
+    struct redis_link *r = &cr->link;
+    struct redis_grant_check *g = redis_link_ready(r) ? calloc(1, sizeof(*g)) : NULL;
+    if (!g) {
+        cb(-1, 0, arg);
+        return;
+    }
+    g->r = r;
+    g->cb = cb;
+    g->arg = arg;
+    g->budget_timer = evtimer_new(r->base, on_grant_budget, g);
+    if (!g->budget_timer || redisAsyncCommand(r->data.ctx, on_grant_reply, g, "PTTL %s", key) != REDIS_OK) {
+        r->errors++;
+        if (g->budget_timer)
+            event_free(g->budget_timer);
+        free(g);
+        cb(-1, 0, arg);
+        return;
+    }
+    r->pending++;
+    struct timeval tv = redis_link_tv(r->budget_ms);
+    evtimer_add(g->budget_timer, &tv);
+}
+
+static void on_grant_set(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redis_link_reply_done(r, reply, "SET");
+}
+
+void cache_redis_grant_set(struct cache_redis *cr, const char *key, int64_t ttl_ms)
+{
+    struct redis_link *r = &cr->link;
+    if (!redis_link_ready(r))
+        return;
+    int rc = ttl_ms > 0 ? redisAsyncCommand(r->data.ctx, on_grant_set, r, "SET %s 1 PX %" PRId64, key, ttl_ms)
+                        : redisAsyncCommand(r->data.ctx, on_grant_set, r, "DEL %s", key);
+    if (rc == REDIS_OK)
+        r->pending++;
+    else
+        r->errors++;
+}
+
 static void lookup_answer(struct redis_lookup *l, enum cache_status status, struct body *b)
 {
     if (l->answered)

@@ -70,6 +70,11 @@ struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, const 
 /* Forget `op` (its callback not called); frees it once hiredis is done with it. */
 void cache_redis_cancel(struct cache_redis *r, struct redis_op *op);
 
+/* Shared grants (cache.h): PTTL KEY within the Redis budget (answers -1
+ * past it); SET KEY 1 PX ttl_ms, or DEL KEY for ttl_ms <= 0. */
+void cache_redis_grant_get(struct cache_redis *r, const char *key, cache_grant_cb cb, void *arg);
+void cache_redis_grant_set(struct cache_redis *r, const char *key, int64_t ttl_ms);
+
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out);
 void cache_redis_free(struct cache_redis *r);
 

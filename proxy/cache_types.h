@@ -73,6 +73,11 @@ enum cache_lease_status {
                               * lookup cannot take it): ask with cache_lease if needed */
 };
 
+/* A shared grant (cache_grant_get): `granted` 1 with `ttl_ms` of its life
+ * left, 0 when there is none, -1 when it could not be asked (no Redis, Redis
+ * down or over its budget). */
+typedef void (*cache_grant_cb)(int granted, int64_t ttl_ms, void *arg);
+
 /* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
 typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
 

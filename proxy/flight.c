@@ -281,6 +281,20 @@ static struct body *judge_answer(struct flight *f, const struct upstream_respons
     return b;
 }
 
+/* Tell the fleet (Redis, under the token's hash only) what upstream just
+ * judged: a grant for the window, or none at all. */
+static void share_grant(struct flight *f, int granted)
+{
+    struct gateway *gw = f->gw;
+    char key[TOKENGRANT_KEY_MAX(KEY_MAX)];
+    if (tokengrant_shared_key(key, sizeof(key), gw->key_prefix, f->token_hash, f->rule->name, f->project) < 0)
+        return;
+    if (granted)
+        cache_grant_set(gw->cache, key, gw->passthrough_window_ms);
+    else
+        cache_grant_del(gw->cache, key);
+}
+
 /* CALLING -> [call] (renewal) or DONE. */
 static void on_upstream_done(const struct upstream_response *resp, void *arg)
 {
@@ -292,15 +306,19 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     f->holds_admission = 0;
     callpolicy_report(f->up, &f->admitted, resp);
 
-    if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
-        /* The cloud has judged this token for this project. A 404 passed its authentication too. */
-        if (resp->status == 200 || resp->status == 404)
-            tokengrant_accepted(gw->token_grants, f->token_hash, f->project, clock_mono_us() / 1000);
-        else if (resp->status == 401 || resp->status == 403)
-            tokengrant_refused(gw->token_grants, f->token_hash, f->project);
-    }
     struct client_error err;
     struct body *b = judge_answer(f, resp, &err);
+    if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
+        /* The cloud has judged this token for this rule's upstream and project: only a 200
+         * about the very job asked for (the body judge_answer kept) grants; a 404 does not. */
+        int granted = resp->status == 200 && b && b->status != 404;
+        if (granted)
+            tokengrant_accepted(gw->token_grants, f->token_hash, f->rule->name, f->project, clock_mono_us() / 1000);
+        else if (resp->status == 401 || resp->status == 403)
+            tokengrant_refused(gw->token_grants, f->token_hash, f->rule->name, f->project);
+        if (granted || resp->status == 401 || resp->status == 403)
+            share_grant(f, granted);
+    }
     if (!b && resp->fault == FAULT_NONE && resp->status == 401 && gw->credentials && f->token_id &&
         rule_token_expired(f->rule, err.code)) {
         /* jobgate's IAM token expired early (credentials changed): get a new one

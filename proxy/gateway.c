@@ -354,11 +354,13 @@ void gateway_free(struct gateway *gw)
             event_free(jr->gone_watch);
         ruleset_unref(jr->rules);
         clientkeys_unref(jr->keys);
+        body_unref(jr->grant_body);
         free(jr);
     }
     while ((jr = TAILQ_FIRST(&gw->orphans)) != NULL) {
         TAILQ_REMOVE(&gw->orphans, jr, live_link);
         ruleset_unref(jr->rules);
+        body_unref(jr->grant_body);
         free(jr);
     }
     while (gw->nspare)

@@ -51,6 +51,7 @@ struct job_request {
     struct clientkeys *keys;     /* the key set it was checked against (a reference), or NULL */
     const struct client *client; /* who asked (owned by `keys`), NULL when not authenticated */
     struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
+    struct body *grant_body;     /* a hit held while the fleet's grant is asked (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
     struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */

@@ -60,6 +60,7 @@ struct boot {
     struct config *cfg;
     struct ruleset *rules;
     struct clientkeys *keys;
+    struct metrics *metrics; /* shared by every worker (metrics.h) */
     int reuse_port;
     struct guardshm *guard_shm; /* the upstream guards' state, shared by the workers */
     int workers;
@@ -419,21 +420,30 @@ int main(int argc, char **argv)
         log_error("several workers need a fixed port to share (listen: HOST:PORT with PORT > 0)");
         nworkers = 1;
     }
-    /* Mapped before the workers fork, so that they all share it (guardshm.h). */
+    /* Mapped before the workers fork, so that they all share it (guardshm.h, metrics.h). */
     char shm_err[256];
     struct guardshm *guard_shm = guardshm_new(0, 0, shm_err, sizeof(shm_err));
     if (!guard_shm) {
         log_error("%s", shm_err);
         return 1;
     }
+    struct metrics *metrics = metrics_new();
+    if (!metrics) {
+        log_error("metrics: cannot map shared memory");
+        guardshm_free(guard_shm);
+        curl_global_cleanup();
+        return 1;
+    }
     struct boot boot = {.opts = &opts,
                         .cfg = cfg,
                         .rules = rules,
                         .keys = keys,
+                        .metrics = metrics,
                         .reuse_port = nworkers > 1,
                         .guard_shm = guard_shm,
                         .workers = nworkers};
     int exit_code = nworkers > 1 ? workers_run(nworkers, run_daemon, &boot) : run_daemon(0, &boot);
+    metrics_free(metrics);
     if (nworkers > 1) {
         ruleset_unref(rules);
         clientkeys_unref(keys);
@@ -458,7 +468,7 @@ static int run_daemon(int index, void *arg)
         log_set_worker(index);
     struct cache *cache = NULL;
     struct upstream *upstream = NULL;
-    struct metrics *metrics = NULL;
+    struct metrics *metrics = boot->metrics; /* the instance's: main frees it */
     struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *sigusr1 = NULL;
     char err[512];
     int exit_code = 1;
@@ -482,9 +492,8 @@ static int run_daemon(int index, void *arg)
         goto out;
     }
     upstream = upstream_new(d.base, &cfg->upstream, err, sizeof(err));
-    metrics = metrics_new();
-    if (!upstream || !metrics) {
-        log_error("upstream: %s", upstream ? "out of memory" : err);
+    if (!upstream) {
+        log_error("upstream: %s", err);
         goto out;
     }
     d.credentials = credentials_new(upstream, &cfg->credentials, err, sizeof(err));
@@ -556,7 +565,6 @@ out:
     upstream_free(upstream);
     gateway_free(d.gateway);
     frontend_free(d.frontend);
-    metrics_free(metrics);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

@@ -1,7 +1,11 @@
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <event2/buffer.h>
 
@@ -17,25 +21,47 @@ static const int64_t bucket_us[] = {250,   500,    1000,   2500,   5000,    1000
                                     50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
 #define NBUCKETS (sizeof(bucket_us) / sizeof(bucket_us[0]))
 
+/* Routes the region has room for, and the longest name kept. A rule past
+ * either bound is counted under OVERFLOW_ROUTE (never dropped). */
+#define MAX_ROUTES     512
+#define ROUTE_NAME_MAX 128
+#define OVERFLOW_ROUTE "_other"
+
+typedef _Atomic uint64_t counter_t;
+
 struct histogram {
-    uint64_t buckets[NBUCKETS + 1]; /* last: +Inf */
-    uint64_t count;
-    int64_t sum_us;
+    counter_t buckets[NBUCKETS + 1]; /* last: +Inf */
+    counter_t count;
+    _Atomic int64_t sum_us;
 };
 
 struct route_counters {
-    char *name;
-    uint64_t requests[NSTATUS + 1][OUTCOME__COUNT];
-    uint64_t upstream_status[600];
-    uint64_t upstream_fault[FAULT__COUNT];
+    char name[ROUTE_NAME_MAX]; /* written once, before nroutes counts it */
+    counter_t requests[NSTATUS + 1][OUTCOME__COUNT];
+    counter_t upstream_status[600];
+    counter_t upstream_fault[FAULT__COUNT];
 };
 
-struct metrics {
-    struct route_counters *routes;
-    size_t nroutes;
+/* The shared region: one per instance, mapped before the workers fork and
+ * written by all of them. Counters are atomics (relaxed: each is a sum, no
+ * ordering between them is promised). Routes are only ever added: `add` (a
+ * robust process-shared mutex) orders the adders; a reader scans the first
+ * `nroutes` slots without a lock (nroutes is stored with release after the
+ * slot's name is written). */
+struct metrics_region {
+    pthread_mutex_t add;
+    _Atomic size_t nroutes;
+    struct route_counters routes[MAX_ROUTES];
     struct histogram request_latency;
     struct histogram upstream_latency;
-    uint64_t events[EVENT__COUNT];
+    counter_t events[EVENT__COUNT];
+    counter_t folded[METRICS_FOLD__COUNT];
+};
+
+/* A process's handle: the region, and what this process last folded in. */
+struct metrics {
+    struct metrics_region *r;
+    uint64_t seen[METRICS_FOLD__COUNT];
 };
 
 static const char *const outcome_names[] = {
@@ -80,31 +106,81 @@ const char *metrics_event_name(enum metrics_event e)
 void metrics_count_event(struct metrics *m, enum metrics_event e)
 {
     if (e >= 0 && e < EVENT__COUNT)
-        m->events[e]++;
+        atomic_fetch_add_explicit(&m->r->events[e], 1, memory_order_relaxed);
 }
 
 struct metrics *metrics_new(void)
 {
-    return calloc(1, sizeof(struct metrics));
+    struct metrics *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    void *p = mmap(NULL, sizeof(struct metrics_region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        free(m);
+        return NULL;
+    }
+    m->r = p; /* zero-filled: every counter starts at 0 */
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc == 0) {
+        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+        rc = pthread_mutex_init(&m->r->add, &attr);
+        pthread_mutexattr_destroy(&attr);
+    }
+    if (rc != 0) {
+        munmap(p, sizeof(struct metrics_region));
+        free(m);
+        return NULL;
+    }
+    return m;
 }
 
-/* The counters of `name`, added on first use (rule names are few). */
+static struct route_counters *find_route(struct metrics_region *r, const char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r->routes[i].name, name) == 0)
+            return &r->routes[i];
+    return NULL;
+}
+
+/* The counters of `name`, added on first use by whichever process sees it
+ * first (rule names are few; a reload may add some). */
 static struct route_counters *route_of(struct metrics *m, const char *name)
 {
-    for (size_t i = 0; i < m->nroutes; i++)
-        if (strcmp(m->routes[i].name, name) == 0)
-            return &m->routes[i];
-    struct route_counters *grown = realloc(m->routes, (m->nroutes + 1) * sizeof(*grown));
-    if (!grown)
+    struct metrics_region *r = m->r;
+    if (strlen(name) >= ROUTE_NAME_MAX)
+        name = OVERFLOW_ROUTE;
+    struct route_counters *rc = find_route(r, name, atomic_load_explicit(&r->nroutes, memory_order_acquire));
+    if (rc)
+        return rc;
+    int locked = pthread_mutex_lock(&r->add);
+    if (locked == EOWNERDEAD) /* a worker died adding: the slot it filled is not counted yet, so no harm */
+        locked = pthread_mutex_consistent(&r->add);
+    if (locked != 0)
         return NULL;
-    m->routes = grown;
-    struct route_counters *r = &m->routes[m->nroutes];
-    memset(r, 0, sizeof(*r));
-    r->name = strdup(name);
-    if (!r->name)
-        return NULL;
-    m->nroutes++;
-    return r;
+    size_t n = atomic_load_explicit(&r->nroutes, memory_order_relaxed);
+    if (!(rc = find_route(r, name, n))) {
+        if (n == MAX_ROUTES - 1 && strcmp(name, OVERFLOW_ROUTE) != 0) /* the last slot is the overflow's */
+            name = OVERFLOW_ROUTE;
+        if (!(rc = find_route(r, name, n)) && n < MAX_ROUTES) {
+            rc = &r->routes[n];
+            snprintf(rc->name, sizeof(rc->name), "%s", name);
+            atomic_store_explicit(&r->nroutes, n + 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&r->add);
+    return rc;
+}
+
+uint64_t metrics_fold(struct metrics *m, enum metrics_fold which, uint64_t current)
+{
+    if (which < 0 || which >= METRICS_FOLD__COUNT)
+        return current;
+    /* A process's own counter only grows; one that shrank was restarted (a new cache, a reopened log). */
+    uint64_t delta = current >= m->seen[which] ? current - m->seen[which] : current;
+    m->seen[which] = current;
+    return atomic_fetch_add_explicit(&m->r->folded[which], delta, memory_order_relaxed) + delta;
 }
 
 static void observe(struct histogram *h, int64_t us)
@@ -112,9 +188,9 @@ static void observe(struct histogram *h, int64_t us)
     size_t i = 0;
     while (i < NBUCKETS && us > bucket_us[i])
         i++;
-    h->buckets[i]++;
-    h->count++;
-    h->sum_us += us;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
 }
 
 void metrics_count_request(struct metrics *m, const char *route, int status, enum cache_outcome outcome,
@@ -122,8 +198,8 @@ void metrics_count_request(struct metrics *m, const char *route, int status, enu
 {
     struct route_counters *r = route_of(m, route);
     if (r)
-        r->requests[statuses_index(status)][outcome]++;
-    observe(&m->request_latency, elapsed_us);
+        atomic_fetch_add_explicit(&r->requests[statuses_index(status)][outcome], 1, memory_order_relaxed);
+    observe(&m->r->request_latency, elapsed_us);
 }
 
 void metrics_count_upstream(struct metrics *m, const char *route, int status, enum upstream_fault fault,
@@ -132,35 +208,44 @@ void metrics_count_upstream(struct metrics *m, const char *route, int status, en
     struct route_counters *r = route_of(m, route);
     if (r) {
         if (fault != FAULT_NONE)
-            r->upstream_fault[fault]++;
+            atomic_fetch_add_explicit(&r->upstream_fault[fault], 1, memory_order_relaxed);
         else if (status >= 100 && status < 600)
-            r->upstream_status[status]++;
+            atomic_fetch_add_explicit(&r->upstream_status[status], 1, memory_order_relaxed);
     }
-    observe(&m->upstream_latency, elapsed_us);
+    observe(&m->r->upstream_latency, elapsed_us);
 }
 
 static void render_histogram(const struct histogram *h, const char *name, const char *help, struct evbuffer *out)
 {
     evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    /* Read once each, counts first: a bucket read later than _count may be
+     * larger, never smaller, so +Inf is taken as the larger of the two. */
+    uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+    int64_t sum_us = atomic_load_explicit(&h->sum_us, memory_order_relaxed);
     uint64_t cumulative = 0;
     for (size_t i = 0; i < NBUCKETS; i++) {
-        cumulative += h->buckets[i];
+        cumulative += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
         evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, (double)bucket_us[i] / 1e6, cumulative);
     }
-    cumulative += h->buckets[NBUCKETS];
-    evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cumulative);
-    evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, (double)h->sum_us / 1e6, name, h->count);
+    cumulative += atomic_load_explicit(&h->buckets[NBUCKETS], memory_order_relaxed);
+    if (count < cumulative)
+        count = cumulative;
+    evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, count);
+    evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, (double)sum_us / 1e6, name, count);
 }
 
-void metrics_render(const struct metrics *m, const struct cache_health *cache, uint64_t in_flight, struct evbuffer *out)
+void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_t in_flight, struct evbuffer *out)
 {
+    struct metrics_region *reg = m->r;
+    size_t nroutes = atomic_load_explicit(&reg->nroutes, memory_order_acquire);
     evbuffer_add_printf(out, "# HELP jobgate_requests_total Answered requests by route, status and cache result.\n"
                              "# TYPE jobgate_requests_total counter\n");
-    for (size_t i = 0; i < m->nroutes; i++) {
-        const struct route_counters *r = &m->routes[i];
+    for (size_t i = 0; i < nroutes; i++) {
+        const struct route_counters *r = &reg->routes[i];
         for (size_t s = 0; s <= NSTATUS; s++) {
             for (int o = 0; o < OUTCOME__COUNT; o++) {
-                if (!r->requests[s][o])
+                uint64_t v = atomic_load_explicit(&r->requests[s][o], memory_order_relaxed);
+                if (!v)
                     continue;
                 char status[8];
                 if (s < NSTATUS)
@@ -169,7 +254,7 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                     snprintf(status, sizeof(status), "other");
                 evbuffer_add_printf(out,
                                     "jobgate_requests_total{route=\"%s\",status=\"%s\",cache=\"%s\"} %" PRIu64 "\n",
-                                    r->name, status, cache_outcome_name((enum cache_outcome)o), r->requests[s][o]);
+                                    r->name, status, cache_outcome_name((enum cache_outcome)o), v);
             }
         }
     }
@@ -177,26 +262,31 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
     evbuffer_add_printf(
         out, "# HELP jobgate_upstream_requests_total Upstream calls by route and HTTP status or transport fault.\n"
              "# TYPE jobgate_upstream_requests_total counter\n");
-    for (size_t i = 0; i < m->nroutes; i++) {
-        const struct route_counters *r = &m->routes[i];
-        for (int s = 100; s < 600; s++)
-            if (r->upstream_status[s])
+    for (size_t i = 0; i < nroutes; i++) {
+        const struct route_counters *r = &reg->routes[i];
+        for (int s = 100; s < 600; s++) {
+            uint64_t v = atomic_load_explicit(&r->upstream_status[s], memory_order_relaxed);
+            if (v)
                 evbuffer_add_printf(out, "jobgate_upstream_requests_total{route=\"%s\",status=\"%d\"} %" PRIu64 "\n",
-                                    r->name, s, r->upstream_status[s]);
-        for (int f = 1; f < FAULT__COUNT; f++)
-            if (r->upstream_fault[f])
+                                    r->name, s, v);
+        }
+        for (int f = 1; f < FAULT__COUNT; f++) {
+            uint64_t v = atomic_load_explicit(&r->upstream_fault[f], memory_order_relaxed);
+            if (v)
                 evbuffer_add_printf(out, "jobgate_upstream_requests_total{route=\"%s\",status=\"%s\"} %" PRIu64 "\n",
-                                    r->name, fault_name((enum upstream_fault)f), r->upstream_fault[f]);
+                                    r->name, fault_name((enum upstream_fault)f), v);
+        }
     }
 
     evbuffer_add_printf(out, "# HELP jobgate_events_total What happened to requests besides their answer "
                              "(metrics.h lists the events).\n# TYPE jobgate_events_total counter\n");
     for (int e = 0; e < EVENT__COUNT; e++)
         evbuffer_add_printf(out, "jobgate_events_total{event=\"%s\"} %" PRIu64 "\n",
-                            metrics_event_name((enum metrics_event)e), m->events[e]);
+                            metrics_event_name((enum metrics_event)e),
+                            atomic_load_explicit(&reg->events[e], memory_order_relaxed));
 
-    render_histogram(&m->request_latency, "jobgate_request_duration_seconds", "Time from request to answer.", out);
-    render_histogram(&m->upstream_latency, "jobgate_upstream_duration_seconds", "Time of upstream calls.", out);
+    render_histogram(&reg->request_latency, "jobgate_request_duration_seconds", "Time from request to answer.", out);
+    render_histogram(&reg->upstream_latency, "jobgate_upstream_duration_seconds", "Time of upstream calls.", out);
 
     evbuffer_add_printf(out,
                         "# HELP jobgate_cache_up Whether the cache store answers (1) or not (0).\n"
@@ -213,21 +303,21 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                         "# TYPE jobgate_memory_cache_bytes gauge\njobgate_memory_cache_bytes %zu\n"
                         "# HELP jobgate_requests_in_flight Requests received and not yet answered.\n"
                         "# TYPE jobgate_requests_in_flight gauge\njobgate_requests_in_flight %" PRIu64 "\n",
-                        cache->backend, cache->up, cache->errors, cache->timeouts, cache->reconnects, cache->entries,
-                        cache->bytes, in_flight);
+                        cache->backend, cache->up, metrics_fold(m, METRICS_FOLD_REDIS_ERRORS, cache->errors),
+                        metrics_fold(m, METRICS_FOLD_REDIS_TIMEOUTS, cache->timeouts),
+                        metrics_fold(m, METRICS_FOLD_REDIS_RECONNECTS, cache->reconnects), cache->entries, cache->bytes,
+                        in_flight);
     evbuffer_add_printf(out,
                         "# HELP jobgate_cache_rejected_total Entries read from Redis and not served: not jobgate's "
                         "format, a bad MAC, another job, or a state that disagrees with its slot.\n"
                         "# TYPE jobgate_cache_rejected_total counter\njobgate_cache_rejected_total %" PRIu64 "\n",
-                        cache->rejected);
+                        metrics_fold(m, METRICS_FOLD_CACHE_REJECTED, cache->rejected));
 }
 
 void metrics_free(struct metrics *m)
 {
     if (!m)
         return;
-    for (size_t i = 0; i < m->nroutes; i++)
-        free(m->routes[i].name);
-    free(m->routes);
+    munmap(m->r, sizeof(*m->r)); /* this process's mapping; the others keep theirs */
     free(m);
 }

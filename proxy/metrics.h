@@ -1,7 +1,16 @@
 /*
  * metrics: counters and histograms, rendered in the Prometheus text format
- * for GET /metrics. Single-threaded (one per worker); route labels are rule
- * names, never anything a client sends.
+ * for GET /metrics. Route labels are rule names, never anything a client sends.
+ *
+ * One set per instance: metrics_new maps a shared region (MAP_SHARED |
+ * MAP_ANONYMOUS) that the workers inherit when they fork, and every worker
+ * adds to the same atomic counters. So whichever worker answers a scrape
+ * shows the instance's totals, and a worker that the supervisor restarts
+ * resets nothing. Call metrics_new before the workers fork.
+ *
+ * Threads: the count and render calls may be made from any process that
+ * inherited the region, one thread per process (metrics_fold keeps what its
+ * process folded last in the process's own handle).
  */
 #ifndef JOBGATE_METRICS_H
 #define JOBGATE_METRICS_H
@@ -43,6 +52,7 @@ const char *metrics_event_name(enum metrics_event e);
 
 struct metrics;
 
+/* The instance's region and this process's handle to it; NULL when out of memory. */
 struct metrics *metrics_new(void);
 
 void metrics_count_event(struct metrics *m, enum metrics_event e);
@@ -55,10 +65,31 @@ void metrics_count_request(struct metrics *m, const char *route, int status, enu
 void metrics_count_upstream(struct metrics *m, const char *route, int status, enum upstream_fault fault,
                             int64_t elapsed_us);
 
-/* Append the whole exposition to `out`. */
-void metrics_render(const struct metrics *m, const struct cache_health *cache, uint64_t in_flight,
-                    struct evbuffer *out);
+/* Counters that another module keeps per process (Redis errors, IAM calls,
+ * audit lines): folded into instance totals by metrics_fold. */
+enum metrics_fold {
+    METRICS_FOLD_REDIS_ERRORS,
+    METRICS_FOLD_REDIS_TIMEOUTS,
+    METRICS_FOLD_REDIS_RECONNECTS,
+    METRICS_FOLD_CACHE_REJECTED,
+    METRICS_FOLD_IAM_CALLS,
+    METRICS_FOLD_IAM_FAILURES,
+    METRICS_FOLD_AUDIT_LINES,
+    METRICS_FOLD_AUDIT_DROPPED,
+    METRICS_FOLD_AUDIT_WRITE_ERRORS,
+    METRICS_FOLD__COUNT
+};
 
+/* This process's counter `which` stands at `current`: add what it grew by
+ * since this process last folded it, and return the instance's total. A
+ * process's share joins the total when it folds (at each scrape it answers),
+ * so a total may lag, but never goes backwards. */
+uint64_t metrics_fold(struct metrics *m, enum metrics_fold which, uint64_t current);
+
+/* Append the whole exposition to `out`. */
+void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_t in_flight, struct evbuffer *out);
+
+/* Unmap this process's view (other processes keep theirs) and free the handle. */
 void metrics_free(struct metrics *m);
 
 #endif

@@ -35,15 +35,67 @@ int request_pass_through(const struct gateway *gw)
 
 /* ------------------------------------------------------------------ cache */
 
+static const char *project_of(const struct job_request *jr);
+
 /* In pass-through mode a cached answer goes only to a token the cloud
- * accepted for this project within the window. */
+ * accepted for this rule and project within the window. */
 static int token_may_read(const struct job_request *jr)
 {
     const struct gateway *gw = jr->gw;
     if (!jr->token_hash[0] || !gw->token_grants)
         return 1;
-    const char *project = jr->rule->project_param >= 0 ? jr->match.values[jr->rule->project_param] : "";
-    return tokengrant_valid(gw->token_grants, jr->token_hash, project, clock_mono_us() / 1000);
+    return tokengrant_valid(gw->token_grants, jr->token_hash, jr->rule->name, project_of(jr), clock_mono_us() / 1000);
+}
+
+static const char *project_of(const struct job_request *jr)
+{
+    return jr->rule->project_param >= 0 ? jr->match.values[jr->rule->project_param] : "";
+}
+
+/* The fleet's answer on this token's grant: a hit when another process or
+ * instance saw upstream accept it (and this process remembers it for what
+ * is left of the window), else upstream judges it as on a miss. */
+static void on_grant_result(int granted, int64_t ttl_ms, void *arg)
+{
+    struct job_request *jr = arg;
+    struct body *b = jr->grant_body;
+    jr->grant_body = NULL;
+    jr->in_lookup = 0;
+    if (!jr->req) { /* answered by gateway_abort_all while the check was out */
+        TAILQ_REMOVE(&jr->gw->orphans, jr, live_link);
+        body_unref(b);
+        free(jr);
+        return;
+    }
+    struct gateway *gw = jr->gw;
+    if (granted == 1 && gw->token_grants) {
+        int64_t now_ms = clock_mono_us() / 1000;
+        int64_t left = ttl_ms < gw->passthrough_window_ms ? ttl_ms : gw->passthrough_window_ms;
+        tokengrant_accepted(gw->token_grants, jr->token_hash, jr->rule->name, project_of(jr),
+                            now_ms - (gw->passthrough_window_ms - left));
+        jr->outcome = OUTCOME_HIT;
+        request_answer_job(jr, b, 1);
+        body_unref(b);
+        return;
+    }
+    body_unref(b);
+    jr->outcome = OUTCOME_MISS;
+    flight_join(jr);
+}
+
+/* A hit for a token this process has no grant for: ask the fleet (Redis)
+ * before sending it upstream. Returns 1 when the question is out (or was
+ * answered already), 0 when there is no one to ask. */
+static int ask_fleet(struct job_request *jr, struct body *b)
+{
+    struct gateway *gw = jr->gw;
+    char key[TOKENGRANT_KEY_MAX(KEY_MAX)];
+    if (tokengrant_shared_key(key, sizeof(key), gw->key_prefix, jr->token_hash, jr->rule->name, project_of(jr)) < 0)
+        return 0;
+    jr->grant_body = body_ref(b);
+    jr->in_lookup = 1;
+    cache_grant_get(gw->cache, key, on_grant_result, jr); /* may answer before it returns */
+    return 1;
 }
 
 static void on_cache_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
@@ -66,6 +118,8 @@ static void on_cache_result(enum cache_status status, struct body *b, enum cache
             request_answer_job(jr, b, 1);
             return;
         }
+        if (ask_fleet(jr, b))
+            return;
         jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
         break;
     case CACHE_STALE:

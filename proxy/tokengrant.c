@@ -7,12 +7,12 @@
 #include "keymap.h"
 #include "tokengrant.h"
 
-/* Project ids are short; a longer one is not remembered (it goes upstream). */
-#define PROJECT_MAX 128
+/* Project ids and rule names are short; a longer pair is not remembered (it goes upstream). */
+#define NAMES_MAX 256
 
 struct grant {
-    struct keymap_item item; /* key: "HASH:PROJECT" */
-    char key[TOKENGRANT_HASH_SIZE + 1 + PROJECT_MAX + 1];
+    struct keymap_item item; /* key: "HASH:RULE:PROJECT" */
+    char key[TOKENGRANT_HASH_SIZE + 1 + NAMES_MAX + 1];
     int64_t accepted_ms;
     TAILQ_ENTRY(grant) lru; /* most recently accepted first */
 };
@@ -40,9 +40,18 @@ int tokengrant_hash(const struct tokengrant *t, const char *token, char out[TOKE
     return digest_sha256_hex(token, strlen(token), out);
 }
 
-static int make_key(char *out, size_t outlen, const char *hash, const char *project)
+int tokengrant_key(char *out, size_t outlen, const char *prefix, const char *hash, const char *rule,
+                   const char *project)
 {
-    int n = snprintf(out, outlen, "%s:%s", hash, project ? project : "");
+    int n = snprintf(out, outlen, "%s%s:%s:%s", prefix, hash, rule ? rule : "", project ? project : "");
+    return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
+}
+
+int tokengrant_shared_key(char *out, size_t outlen, const char *key_prefix, const char *hash, const char *rule,
+                          const char *project)
+{
+    int n = snprintf(out, outlen, "%s:grant:%s:%s:%s", key_prefix ? key_prefix : "", hash, rule ? rule : "",
+                     project ? project : "");
     return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
 }
 
@@ -53,10 +62,10 @@ static void drop(struct tokengrant *t, struct grant *g)
     free(g);
 }
 
-void tokengrant_accepted(struct tokengrant *t, const char *hash, const char *project, int64_t now_ms)
+void tokengrant_accepted(struct tokengrant *t, const char *hash, const char *rule, const char *project, int64_t now_ms)
 {
     char key[sizeof(((struct grant *)0)->key)];
-    if (make_key(key, sizeof(key), hash, project) < 0)
+    if (tokengrant_key(key, sizeof(key), "", hash, rule, project) < 0)
         return;
     struct grant *g = (struct grant *)keymap_get(&t->index, key);
     if (g) {
@@ -77,10 +86,10 @@ void tokengrant_accepted(struct tokengrant *t, const char *hash, const char *pro
     TAILQ_INSERT_HEAD(&t->lru, g, lru);
 }
 
-int tokengrant_valid(struct tokengrant *t, const char *hash, const char *project, int64_t now_ms)
+int tokengrant_valid(struct tokengrant *t, const char *hash, const char *rule, const char *project, int64_t now_ms)
 {
     char key[sizeof(((struct grant *)0)->key)];
-    if (make_key(key, sizeof(key), hash, project) < 0)
+    if (tokengrant_key(key, sizeof(key), "", hash, rule, project) < 0)
         return 0;
     struct grant *g = (struct grant *)keymap_get(&t->index, key);
     if (!g)
@@ -92,10 +101,10 @@ int tokengrant_valid(struct tokengrant *t, const char *hash, const char *project
     return 1;
 }
 
-void tokengrant_refused(struct tokengrant *t, const char *hash, const char *project)
+void tokengrant_refused(struct tokengrant *t, const char *hash, const char *rule, const char *project)
 {
     char key[sizeof(((struct grant *)0)->key)];
-    if (make_key(key, sizeof(key), hash, project) < 0)
+    if (tokengrant_key(key, sizeof(key), "", hash, rule, project) < 0)
         return;
     struct grant *g = (struct grant *)keymap_get(&t->index, key);
     if (g)

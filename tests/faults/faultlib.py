@@ -179,6 +179,8 @@ def check_cache(ctx):
         return wrong
     by_id = {(j.project, j.job): j for j in ctx.jobs}
     for key in redis_keys(ctx.redis.port, KEY_PREFIX + "*"):
+        if key.startswith(KEY_PREFIX + ":grant:"):
+            continue  # a pass-through grant (a token's hash), not a cache entry
         if key.startswith(KEY_PREFIX + "guard:"):
             continue  # the upstream guard's own state (proxy/guardredis.h), not an answer
         parts = key[len(KEY_PREFIX):].split(":")
