@@ -152,18 +152,19 @@ static void serve_metrics(const struct admin_view *v, struct evhttp_request *req
     if (audit) {
         struct audit_health ah;
         audit_health(audit, &ah);
-        evbuffer_add_printf(buf,
-                            "# HELP jobgate_audit_ok Whether the audit log is being written (1) or failing (0).\n"
-                            "# TYPE jobgate_audit_ok gauge\njobgate_audit_ok %d\n"
-                            "# HELP jobgate_audit_lines_total Audit lines written.\n"
-                            "# TYPE jobgate_audit_lines_total counter\njobgate_audit_lines_total %llu\n"
-                            "# HELP jobgate_audit_dropped_total Audit lines lost (sink failing).\n"
-                            "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
-                            "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
-                            "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
-                            ah.ok, (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_LINES, ah.written),
-                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_DROPPED, ah.dropped),
-                            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_WRITE_ERRORS, ah.write_errors));
+        evbuffer_add_printf(
+            buf,
+            "# HELP jobgate_audit_ok Whether the audit log is being written (1) or failing (0).\n"
+            "# TYPE jobgate_audit_ok gauge\njobgate_audit_ok %d\n"
+            "# HELP jobgate_audit_lines_total Audit lines written.\n"
+            "# TYPE jobgate_audit_lines_total counter\njobgate_audit_lines_total %llu\n"
+            "# HELP jobgate_audit_dropped_total Audit lines lost (sink failing).\n"
+            "# TYPE jobgate_audit_dropped_total counter\njobgate_audit_dropped_total %llu\n"
+            "# HELP jobgate_audit_write_errors_total Failed audit writes and reopens.\n"
+            "# TYPE jobgate_audit_write_errors_total counter\njobgate_audit_write_errors_total %llu\n",
+            ah.ok, (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_LINES, ah.written),
+            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_DROPPED, ah.dropped),
+            (unsigned long long)metrics_fold(v->metrics, METRICS_FOLD_AUDIT_WRITE_ERRORS, ah.write_errors));
     }
     struct callpolicy_health gh;
     gateway_guard_health(v->gw, &gh);
