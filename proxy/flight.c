@@ -593,6 +593,22 @@ void flight_join(struct job_request *jr)
         flight_go(f); /* may answer jr at once (refused by the guard) */
 }
 
+int flight_refresh(struct job_request *jr, struct body *stale)
+{
+    struct gateway *gw = jr->gw;
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
+    flight_key_of(jr, flight_key, sizeof(flight_key));
+    if (keymap_get(&gw->flights, flight_key))
+        return 0; /* a call for this key is out already: its answer refreshes the cache */
+    struct flight *f = flight_start(jr);
+    if (!f)
+        return -1;
+    f->stale = body_ref(stale);
+    log_debug("request %s: key %s served stale while one call refreshes it", jr->request_id, f->key);
+    flight_go(f); /* no waiter: whatever it ends with, only the cache learns of it */
+    return 0;
+}
+
 void flight_leave(struct job_request *jr)
 {
     struct flight *f = jr->flight;

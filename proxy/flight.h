@@ -32,7 +32,8 @@
  *    |                                                                  |
  *    +---------------------- 401: jobgate's token expired (once) -------+
  *
- * NEW is made by flight_join for the key's first waiter. [call] and [admit]
+ * NEW is made by flight_join for the key's first waiter, or with no waiter
+ * by flight_refresh (pending_swr: the pollers are answered stale meanwhile). [call] and [admit]
  * are steps, not states: they pass on at once. Whatever the state, a waiter
  * may leave meanwhile: at its deadline (answered 504, or stale), or when its
  * client hangs up; the call goes on for the others, and its answer is cached
@@ -48,6 +49,7 @@
 #ifndef JOBGATE_FLIGHT_H
 #define JOBGATE_FLIGHT_H
 
+struct body;
 struct job_request;
 struct gateway;
 
@@ -66,6 +68,15 @@ enum flight_state {
  * is out. `jr` may be answered before this returns (no memory, too many
  * waiters, the call refused at once): the caller must not touch it after. */
 void flight_join(struct job_request *jr);
+
+/* pending_swr: `jr` is being answered with `stale`, a still-changing answer
+ * whose TTL has just run out; make sure one call refreshes its key in the
+ * background. Starts a flight with no waiter when none is out for the key
+ * (its answer is stored as any other, a terminal one for good), or leaves
+ * the one that is out to do it. Does not answer `jr`. Returns 0, or -1 when
+ * no flight could be made (out of memory, the URL does not fit): then the
+ * caller should take the ordinary miss path. */
+int flight_refresh(struct job_request *jr, struct body *stale);
 
 /* Shutdown: `jr` stops waiting on its flight, unanswered (the caller
  * answers it). A flight left with no waiter is cancelled and freed. */
