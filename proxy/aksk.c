@@ -6,9 +6,11 @@
  * is taken apart by libcurl's URL API, so that the host, port and path
  * signed are the ones libcurl will send.
  */
+#define _GNU_SOURCE /* strptime, timegm, strndup */
 #include "aksk.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -659,4 +661,195 @@ out:
 int aksk_sign(const struct aksk_request *r, char *authorization, size_t len, char *err, size_t errlen)
 {
     return aksk_sign_traced(r, authorization, len, NULL, err, errlen);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Verifying                                                                */
+/* ------------------------------------------------------------------------ */
+
+void aksk_presented_free(struct aksk_presented *p)
+{
+    if (p == NULL)
+        return;
+    free(p->signed_headers);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Copy `n` bytes of `s` into `out` (`size` bytes) when they fit; 0 or -1. */
+static int copy_part(char *out, size_t size, const char *s, size_t n)
+{
+    if (n == 0 || n >= size)
+        return -1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return 0;
+}
+
+int aksk_presented_parse(const char *value, struct aksk_presented *p)
+{
+    static const char scheme[] = AKSK_ALGORITHM " ";
+    int have_access = 0, have_names = 0, have_signature = 0;
+
+    memset(p, 0, sizeof(*p));
+    if (value == NULL)
+        return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    if (strncmp(value, scheme, strlen(scheme)) != 0)
+        return -1;
+    value += strlen(scheme);
+    for (;;) {
+        size_t n = strcspn(value, ",");
+        const char *eq = memchr(value, '=', n);
+        size_t name_n, rest_n;
+        const char *rest;
+
+        while (n > 0 && (*value == ' ' || *value == '\t')) {
+            value++;
+            n--;
+            eq = memchr(value, '=', n);
+        }
+        if (eq == NULL)
+            goto bad;
+        name_n = (size_t)(eq - value);
+        rest = eq + 1;
+        rest_n = n - name_n - 1;
+        while (rest_n > 0 && (rest[rest_n - 1] == ' ' || rest[rest_n - 1] == '\t'))
+            rest_n--;
+        if (name_n == 6 && strncmp(value, "Access", 6) == 0 && !have_access) {
+            if (copy_part(p->access, sizeof(p->access), rest, rest_n) != 0)
+                goto bad;
+            have_access = 1;
+        } else if (name_n == 13 && strncmp(value, "SignedHeaders", 13) == 0 && !have_names) {
+            if (rest_n == 0 || (p->signed_headers = strndup(rest, rest_n)) == NULL)
+                goto bad;
+            have_names = 1;
+        } else if (name_n == 9 && strncmp(value, "Signature", 9) == 0 && !have_signature) {
+            if (copy_part(p->signature, sizeof(p->signature), rest, rest_n) != 0)
+                goto bad;
+            have_signature = 1;
+        } else {
+            goto bad;
+        }
+        if (value[n] == '\0')
+            break;
+        value += n + 1;
+    }
+    if (have_access && have_names && have_signature && access_key_valid(p->access))
+        return 0;
+bad:
+    aksk_presented_free(p);
+    return -1;
+}
+
+/* X-Sdk-Date as a time, or -1. */
+static int sdk_date_parse(const char *text, time_t *when)
+{
+    struct tm tm = {0};
+    char again[AKSK_DATE_SIZE];
+
+    if (!sdk_date_valid(text) || strptime(text, "%Y%m%dT%H%M%SZ", &tm) == NULL)
+        return -1;
+    *when = timegm(&tm);
+    /* strptime lets "20261399..." through to timegm, which would roll it over. */
+    if (aksk_format_date(*when, again) != 0 || strcmp(again, text) != 0)
+        return -1;
+    return 0;
+}
+
+enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_received *r, const void *sk,
+                              size_t sk_len)
+{
+    struct strbuf canonical = {0}, to_sign = {0};
+    char body_hash[DIGEST_SHA256_HEX_SIZE], request_hash[DIGEST_SHA256_HEX_SIZE];
+    char expected[DIGEST_SHA256_HEX_SIZE];
+    unsigned char mac[DIGEST_SHA256_LEN];
+    const char *sdk_date = r->header(r->header_arg, "x-sdk-date");
+    const char *name = p->signed_headers, *previous = NULL;
+    size_t previous_n = 0;
+    int has_host = 0, has_date = 0, unsigned_payload = 0;
+    enum aksk_verdict verdict = AKSK_MALFORMED;
+    time_t when;
+
+    memset(mac, 0, sizeof(mac));
+    memset(expected, 0, sizeof(expected));
+    if (sdk_date_parse(sdk_date, &when) != 0 ||
+        (when > r->now ? when - r->now : r->now - when) > (time_t)AKSK_MAX_SKEW_S)
+        return AKSK_EXPIRED;
+    if (!method_valid(r->method) || r->path == NULL || r->path[0] != '/')
+        return AKSK_MALFORMED;
+
+    strbuf_adds(&canonical, r->method);
+    strbuf_add(&canonical, "\n", 1);
+    if (canonical_uri(&canonical, r->path) != 0)
+        goto out;
+    strbuf_add(&canonical, "\n", 1);
+    if (canonical_query(&canonical, r->query) != 0)
+        goto out;
+    strbuf_add(&canonical, "\n", 1);
+    /* The headers in the order SignedHeaders names them: lowercase, sorted, each once. */
+    for (;;) {
+        size_t n = strcspn(name, ";");
+        char lower[128];
+        const char *value;
+        size_t len;
+
+        if (n == 0 || n >= sizeof(lower))
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            if (!is_token_char((unsigned char)name[i]) || (name[i] >= 'A' && name[i] <= 'Z'))
+                goto out;
+        if (previous != NULL && bytes_compare(previous, previous_n, name, n) >= 0)
+            goto out;
+        memcpy(lower, name, n);
+        lower[n] = '\0';
+        if ((value = r->header(r->header_arg, lower)) == NULL)
+            goto out;
+        has_host |= strcmp(lower, "host") == 0;
+        has_date |= strcmp(lower, "x-sdk-date") == 0;
+        unsigned_payload |= strcmp(lower, "x-sdk-content-sha256") == 0 && strcmp(value, "UNSIGNED-PAYLOAD") == 0;
+        while (*value == ' ' || *value == '\t')
+            value++;
+        len = strlen(value);
+        while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+            len--;
+        strbuf_add(&canonical, lower, n);
+        strbuf_add(&canonical, ":", 1);
+        strbuf_add(&canonical, value, len);
+        strbuf_add(&canonical, "\n", 1);
+        previous = name;
+        previous_n = n;
+        if (name[n] == '\0')
+            break;
+        name += n + 1;
+    }
+    if (!has_host || !has_date)
+        goto out;
+    strbuf_add(&canonical, "\n", 1);
+    strbuf_adds(&canonical, p->signed_headers);
+    strbuf_add(&canonical, "\n", 1);
+    if (unsigned_payload)
+        snprintf(body_hash, sizeof(body_hash), "UNSIGNED-PAYLOAD");
+    else if (digest_sha256_hex(r->body, r->body_len, body_hash) != 0)
+        goto out;
+    strbuf_adds(&canonical, body_hash);
+    if (canonical.failed || digest_sha256_hex(canonical.data, canonical.len, request_hash) != 0)
+        goto out;
+    strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
+    strbuf_adds(&to_sign, sdk_date);
+    strbuf_add(&to_sign, "\n", 1);
+    strbuf_adds(&to_sign, request_hash);
+    if (to_sign.failed || digest_hmac_sha256(sk, sk_len, to_sign.data, to_sign.len, mac) != 0)
+        goto out;
+    encoding_hex(mac, sizeof(mac), expected);
+    verdict = strlen(p->signature) == DIGEST_SHA256_HEX_SIZE - 1 &&
+                      CRYPTO_memcmp(p->signature, expected, DIGEST_SHA256_HEX_SIZE - 1) == 0
+                  ? AKSK_VERIFIED
+                  : AKSK_MISMATCH;
+out:
+    OPENSSL_cleanse(mac, sizeof(mac));
+    OPENSSL_cleanse(expected, sizeof(expected));
+    strbuf_free(&canonical);
+    strbuf_free(&to_sign);
+    return verdict;
 }

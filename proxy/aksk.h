@@ -105,4 +105,63 @@ int aksk_sign(const struct aksk_request *r, char *authorization, size_t len, cha
 int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t len, struct aksk_trace *trace, char *err,
                      size_t errlen);
 
+/* ------------------------------------------------------------------------ */
+/* Verifying a signature a client made (jobgate's own clients, the SDKs)    */
+/* ------------------------------------------------------------------------ */
+
+/* The longest access key id accepted from a client. */
+#define AKSK_ACCESS_MAX 128
+
+/* How far X-Sdk-Date may be from jobgate's clock, either way: the cloud's
+ * 15 minutes. */
+#define AKSK_MAX_SKEW_S (15 * 60)
+
+/* The parts of "Authorization: SDK-HMAC-SHA256 Access=AK,
+ * SignedHeaders=a;b, Signature=HEX" (each part once, any order, blanks
+ * after the commas). `signed_headers` is owned: aksk_presented_free. */
+struct aksk_presented {
+    char access[AKSK_ACCESS_MAX + 1];
+    char *signed_headers;
+    char signature[65];
+};
+
+/* Parse `value` (an Authorization header). Returns 0, or -1 when it is not
+ * of that form (then `p` holds nothing to free). */
+int aksk_presented_parse(const char *value, struct aksk_presented *p);
+void aksk_presented_free(struct aksk_presented *p);
+
+/* A request as received, to verify. `header` finds a received header by
+ * its lowercase name (NULL: absent); its value is used as received, trimmed
+ * of blanks at both ends as the signer trims them. */
+struct aksk_received {
+    const char *method; /* "GET" */
+    const char *path;   /* as received, percent-encoded */
+    const char *query;  /* as received; NULL: none */
+    const char *(*header)(void *arg, const char *name);
+    void *header_arg;
+    const void *body; /* NULL with body_len 0: none */
+    size_t body_len;
+    time_t now; /* jobgate's clock */
+};
+
+enum aksk_verdict {
+    AKSK_VERIFIED,
+    AKSK_MALFORMED, /* SignedHeaders not lowercase, sorted and unique; host or x-sdk-date not signed;
+                       a signed header absent; a path or query that cannot be decoded */
+    AKSK_EXPIRED,   /* X-Sdk-Date absent, not YYYYMMDDTHHMMSSZ, or more than AKSK_MAX_SKEW_S away */
+    AKSK_MISMATCH,  /* the signature is not the one `sk` makes */
+};
+
+/*
+ * Verify `p` on `r` with the secret key `sk` (`sk_len` bytes), exactly as
+ * the cloud does: the canonical request over the method, the path, the
+ * query, the headers SignedHeaders names (as received, Host included) and
+ * SHA-256 of the body (or the signed literal UNSIGNED-PAYLOAD when
+ * x-sdk-content-sha256 says so), then HMAC-SHA256 under `sk`, compared in
+ * constant time (CRYPTO_memcmp). Nothing of the SK or of the expected
+ * signature is left behind.
+ */
+enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_received *r, const void *sk,
+                              size_t sk_len);
+
 #endif

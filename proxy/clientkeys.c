@@ -1,13 +1,18 @@
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 
+#include "aksk.h"
 #include "clientkeys.h"
 #include "digest.h"
 #include "rules.h"
@@ -17,10 +22,15 @@ struct position {
     size_t line, col;
 };
 
-/* A client with what the public struct must not show: its key's hash. */
+/* A client with what the public struct must not show: its key's hash and
+ * its secret access key. */
 struct client_entry {
     struct client pub;
+    int has_key; /* key_sha256 given */
     unsigned char key_sha256[DIGEST_SHA256_LEN];
+    char *access_key; /* access_key: the AK id it signs with (not secret), or NULL */
+    char *secret;     /* the SK, read from secret_file (secret; wiped when freed), or NULL */
+    size_t secret_len;
     struct position *route_at; /* one per pub.routes entry */
     size_t name_line;          /* of its name, for "given twice" */
     size_t hash_line;
@@ -70,6 +80,11 @@ static void entry_free(struct client_entry *e)
         free(e->pub.routes[i]);
     free(e->pub.routes);
     free(e->route_at);
+    free(e->access_key);
+    if (e->secret) {
+        OPENSSL_cleanse(e->secret, e->secret_len);
+        free(e->secret);
+    }
     OPENSSL_cleanse(e->key_sha256, sizeof(e->key_sha256));
 }
 
@@ -201,11 +216,84 @@ static int load_hash(struct yconf *y, yaml_node_t *n, struct client_entry *e, st
     return 0;
 }
 
+/* Read the secret key from `path` (relative to the keys file) into
+ * e->secret: a file of mode 0600 or stricter (no group or other bits), its
+ * content up to the first end of line. Returns 0 or -1 (reported at `n`,
+ * never quoting the file's content). */
+static int load_secret(struct yconf *y, yaml_node_t *n, const char *file, struct client_entry *e, struct conf_diag *d)
+{
+    char path[4096];
+    yconf_resolve_path(y->path, file, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        yconf_error(y, n, d, "cannot open the secret file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    char buf[1025];
+    ssize_t got = -1;
+    int rc = -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        yconf_error(y, n, d, "the secret file '%s' is not a regular file", path);
+    } else if (st.st_mode & 077) {
+        yconf_error(y, n, d, "the secret file '%s' has mode %04o: it must be readable by its owner only (chmod 600)",
+                    path, (unsigned)(st.st_mode & 07777));
+    } else if ((got = read(fd, buf, sizeof(buf) - 1)) < 0) {
+        yconf_error(y, n, d, "cannot read the secret file '%s': %s", path, strerror(errno));
+    } else {
+        size_t len = strcspn((buf[got] = '\0', buf), "\r\n");
+        if (len == 0 || (size_t)got == sizeof(buf) - 1) {
+            yconf_error(y, n, d, "the secret file '%s' must hold one secret key of 1 to 1024 bytes", path);
+        } else if (!(e->secret = malloc(len + 1))) {
+            yconf_error(y, n, d, "out of memory");
+        } else {
+            memcpy(e->secret, buf, len);
+            e->secret[len] = '\0';
+            e->secret_len = len;
+            rc = 0;
+        }
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+/* access_key and secret_file: both or neither. Returns 0 or -1 (reported). */
+static int load_access_key(struct yconf *y, yaml_node_t *n, yaml_node_t *access, yaml_node_t *secret,
+                           struct client_entry *e, const char *who, struct conf_diag *d)
+{
+    int rc = 0;
+    const char *ak = access ? yconf_scalar(access) : NULL;
+    if (!access) {
+        yconf_error(y, n, d, "%s has a 'secret_file' but no 'access_key'", who);
+        rc = -1;
+    } else if (!ak || !*ak || strlen(ak) > AKSK_ACCESS_MAX || strpbrk(ak, " \t,=")) {
+        yconf_error(y, access, d, "'access_key' must be 1 to %d printable characters, no blank, ',' or '='",
+                    AKSK_ACCESS_MAX);
+        rc = -1;
+    } else if (!(e->access_key = strdup(ak))) {
+        yconf_error(y, access, d, "out of memory");
+        rc = -1;
+    }
+    const char *file = secret ? yconf_scalar(secret) : NULL;
+    if (!secret) {
+        yconf_error(y, n, d, "%s has an 'access_key' but no 'secret_file' (the file holding its secret key)", who);
+        rc = -1;
+    } else if (!file || !*file) {
+        yconf_error(y, secret, d, "'secret_file' must be a path");
+        rc = -1;
+    } else if (load_secret(y, secret, file, e, d) < 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
 /* Read one client (node `n`) into `e`. Returns 0 or -1 (every mistake reported). */
 static int load_client(struct yconf *y, yaml_node_t *n, struct client_entry *e, struct conf_diag *d)
 {
     /* 'key' is allowed past yconf_check_map only to be refused with its own message. */
-    static const char *const keys[] = {"name", "key_sha256", "projects", "routes", "key", NULL};
+    static const char *const keys[] = {"name",     "key_sha256", "access_key", "secret_file",
+                                       "projects", "routes",     "key",        NULL};
     if (!n || n->type != YAML_MAPPING_NODE) {
         yconf_error(y, n, d, "a client must be a mapping with name, key_sha256, projects and routes");
         return -1;
@@ -240,11 +328,22 @@ static int load_client(struct yconf *y, yaml_node_t *n, struct client_entry *e, 
         snprintf(who, sizeof(who), "client '%s'", e->pub.name);
 
     yaml_node_t *hash = yconf_get(y, n, "key_sha256");
-    if (!hash) {
-        yconf_error(y, n, d, "%s needs 'key_sha256', the SHA-256 of its key (jobgate --hash-key prints it)", who);
+    yaml_node_t *access = yconf_get(y, n, "access_key");
+    yaml_node_t *secret = yconf_get(y, n, "secret_file");
+    if (!hash && !access) {
+        yconf_error(y, n, d,
+                    "%s needs 'key_sha256', the SHA-256 of its key (jobgate --hash-key prints it), or "
+                    "'access_key' and 'secret_file' (an AK/SK it signs with)",
+                    who);
         rc = -1;
-    } else if (load_hash(y, hash, e, d) < 0) {
+    } else if (hash && load_hash(y, hash, e, d) < 0) {
         rc = -1;
+    } else if (hash) {
+        e->has_key = 1;
+    }
+    if (access || secret) {
+        if (load_access_key(y, n, access, secret, e, who, d) < 0)
+            rc = -1;
     }
 
     yaml_node_t *projects = yconf_get(y, n, "projects");
@@ -277,6 +376,16 @@ static int check_unique(struct yconf *y, struct clientkeys *ks, yaml_node_t *lis
             if (e->pub.name && earlier->pub.name && strcmp(e->pub.name, earlier->pub.name) == 0) {
                 yconf_error(y, yconf_get(y, item, "name"), d, "client name '%s' given twice (first at line %zu)",
                             e->pub.name, earlier->name_line);
+                rc = -1;
+                break;
+            }
+        }
+        for (size_t k = 0; k < i && e->access_key; k++) {
+            struct client_entry *earlier = &ks->entries[k];
+            if (earlier->access_key && strcmp(e->access_key, earlier->access_key) == 0) {
+                yconf_error(y, yconf_get(y, item, "access_key"), d,
+                            "client '%s' (line %zu) has this access_key already: each client needs its own",
+                            earlier->pub.name ? earlier->pub.name : "?", earlier->pub.line);
                 rc = -1;
                 break;
             }
@@ -415,7 +524,7 @@ static const char *skip_blanks(const char *s)
 
 enum clientkeys_credential clientkeys_presented(const struct evkeyvalq *headers, const char **key)
 {
-    const char *found = NULL;
+    const char *found = NULL, *signed_value = NULL;
     size_t presented = 0;
     int malformed = 0;
     *key = NULL;
@@ -424,6 +533,12 @@ enum clientkeys_credential clientkeys_presented(const struct evkeyvalq *headers,
         if (strcasecmp(h->key, "Authorization") == 0) {
             /* RFC 7235: the scheme is case-insensitive; other schemes are not ours. */
             const char *scheme = skip_blanks(h->value);
+            if (strncmp(scheme, AKSK_ALGORITHM " ", strlen(AKSK_ALGORITHM) + 1) == 0) {
+                /* The official SDKs' signature: verified by clientkeys_check_signed. */
+                presented++;
+                signed_value = h->value;
+                continue;
+            }
             if (strncasecmp(scheme, "Bearer", 6) != 0 || (scheme[6] != ' ' && scheme[6] != '\t' && scheme[6] != '\0'))
                 continue;
             value = scheme + 6;
@@ -443,6 +558,10 @@ enum clientkeys_credential clientkeys_presented(const struct evkeyvalq *headers,
         return CLIENTKEYS_CRED_NONE;
     if (presented > 1)
         return CLIENTKEYS_CRED_CONFLICT;
+    if (signed_value) {
+        *key = signed_value;
+        return CLIENTKEYS_CRED_SIGNED;
+    }
     if (malformed)
         return CLIENTKEYS_CRED_MALFORMED;
     *key = found;
@@ -453,10 +572,12 @@ const char *clientkeys_credential_message(enum clientkeys_credential c)
 {
     switch (c) {
     case CLIENTKEYS_CRED_PRESENT: return "an API key was presented";
+    case CLIENTKEYS_CRED_SIGNED: return "an SDK-HMAC-SHA256 signature was presented";
     case CLIENTKEYS_CRED_NONE: return "send your jobgate API key as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'";
     case CLIENTKEYS_CRED_MALFORMED:
         return "an API key is 1 to 256 visible characters with no space, after 'Bearer ' or in X-Api-Key";
-    case CLIENTKEYS_CRED_CONFLICT: return "send one API key, in Authorization: Bearer or in X-Api-Key, once";
+    case CLIENTKEYS_CRED_CONFLICT:
+        return "send one credential, once: an SDK-HMAC-SHA256 signature, Authorization: Bearer KEY or X-Api-Key";
     }
     return "no valid API key";
 }
@@ -471,6 +592,18 @@ static int granted(int all, char *const *items, size_t n, const char *want)
         if (strcmp(items[i], want) == 0)
             return 1;
     return 0;
+}
+
+/* May client `c` ask about `project_id` through `rule_name`? */
+static enum clientkeys_verdict grants_of(const struct client *c, const char *project_id, const char *rule_name,
+                                         const struct client **who)
+{
+    if (who)
+        *who = c;
+    if (!granted(c->all_projects, c->projects, c->nprojects, project_id) ||
+        !granted(c->all_routes, c->routes, c->nroutes, rule_name))
+        return CLIENTKEYS_FORBIDDEN;
+    return CLIENTKEYS_ALLOWED;
 }
 
 enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char *presented_key, const char *project_id,
@@ -494,7 +627,8 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
     size_t match = 0;
     size_t found = 0;
     for (size_t i = 0; i < ks->count; i++) {
-        size_t eq = (size_t)(CRYPTO_memcmp(digest, ks->entries[i].key_sha256, DIGEST_SHA256_LEN) == 0);
+        size_t eq = (size_t)(CRYPTO_memcmp(digest, ks->entries[i].key_sha256, DIGEST_SHA256_LEN) == 0) &
+                    (size_t)(ks->entries[i].has_key != 0);
         size_t mask = (size_t)0 - eq;
         match = (match & ~mask) | (i & mask);
         found |= eq;
@@ -503,13 +637,63 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
     if (!found)
         return CLIENTKEYS_UNAUTHENTICATED;
 
-    const struct client *c = &ks->entries[match].pub;
+    return grants_of(&ks->entries[match].pub, project_id, rule_name, who);
+}
+
+enum clientkeys_verdict clientkeys_check_signed(const struct clientkeys *ks, const char *authorization,
+                                                const struct aksk_received *r, const char *project_id,
+                                                const char *rule_name, const struct client **who,
+                                                enum clientkeys_signature *why)
+{
+    struct aksk_presented p;
     if (who)
-        *who = c;
-    if (!granted(c->all_projects, c->projects, c->nprojects, project_id) ||
-        !granted(c->all_routes, c->routes, c->nroutes, rule_name))
-        return CLIENTKEYS_FORBIDDEN;
-    return CLIENTKEYS_ALLOWED;
+        *who = NULL;
+    *why = CLIENTKEYS_SIG_MALFORMED;
+    if (!ks || aksk_presented_parse(authorization, &p) < 0)
+        return CLIENTKEYS_UNAUTHENTICATED;
+    const struct client_entry *e = NULL;
+    for (size_t i = 0; i < ks->count && !e; i++) /* an AK id is not secret: a plain lookup */
+        if (ks->entries[i].access_key && strcmp(ks->entries[i].access_key, p.access) == 0)
+            e = &ks->entries[i];
+    enum aksk_verdict v = e ? aksk_verify(&p, r, e->secret, e->secret_len) : AKSK_MISMATCH;
+    aksk_presented_free(&p);
+    if (!e) {
+        *why = CLIENTKEYS_SIG_UNKNOWN_KEY;
+        return CLIENTKEYS_UNAUTHENTICATED;
+    }
+    switch (v) {
+    case AKSK_VERIFIED: *why = CLIENTKEYS_SIG_OK; break;
+    case AKSK_MALFORMED: *why = CLIENTKEYS_SIG_MALFORMED; return CLIENTKEYS_UNAUTHENTICATED;
+    case AKSK_EXPIRED: *why = CLIENTKEYS_SIG_EXPIRED; return CLIENTKEYS_UNAUTHENTICATED;
+    case AKSK_MISMATCH: *why = CLIENTKEYS_SIG_MISMATCH; return CLIENTKEYS_UNAUTHENTICATED;
+    }
+    return grants_of(&e->pub, project_id, rule_name, who);
+}
+
+const char *clientkeys_signature_code(enum clientkeys_signature s)
+{
+    switch (s) {
+    case CLIENTKEYS_SIG_OK: return "JG.OK";
+    case CLIENTKEYS_SIG_MALFORMED: return "JG.SIGNATURE_MALFORMED";
+    case CLIENTKEYS_SIG_UNKNOWN_KEY: return "JG.UNKNOWN_ACCESS_KEY";
+    case CLIENTKEYS_SIG_EXPIRED: return "JG.SIGNATURE_EXPIRED";
+    case CLIENTKEYS_SIG_MISMATCH: return "JG.SIGNATURE_MISMATCH";
+    }
+    return "JG.UNAUTHENTICATED";
+}
+
+const char *clientkeys_signature_message(enum clientkeys_signature s)
+{
+    switch (s) {
+    case CLIENTKEYS_SIG_OK: return "the signature is valid";
+    case CLIENTKEYS_SIG_MALFORMED:
+        return "the SDK-HMAC-SHA256 Authorization is not 'SDK-HMAC-SHA256 Access=AK, SignedHeaders=..., "
+               "Signature=HEX' over host, x-sdk-date and headers the request has";
+    case CLIENTKEYS_SIG_UNKNOWN_KEY: return "the access key is not known to this gateway";
+    case CLIENTKEYS_SIG_EXPIRED: return "X-Sdk-Date is missing, malformed, or more than 15 minutes from now";
+    case CLIENTKEYS_SIG_MISMATCH: return "the request's signature does not match: check the secret key";
+    }
+    return "not authenticated";
 }
 
 int clientkeys_hash_hex(const char *key, char out[DIGEST_SHA256_HEX_SIZE])

@@ -11,6 +11,8 @@
  *     clients:
  *       - name: terraform-ci        # [A-Za-z0-9_.-]{1,64}, unique
  *         key_sha256: 9f86d0...08   # 64 hex digits: SHA-256 of the key, never the key
+ *         access_key: JGAK...       # and/or an AK/SK the client signs with (SDK-HMAC-SHA256),
+ *         secret_file: sk/ci        # the SK alone in a file of mode 0600 (looser: refused)
  *         projects: ["ff8080825ecc523f015ecd0a98f82f77"]   # or ["*"]: every project
  *         routes: ["elb-v1-job", "ecs-job"]   # rule names, or ["*"] (the default)
  *
@@ -85,6 +87,7 @@ int clientkeys_check_rules(const struct clientkeys *ks, const struct ruleset *rs
 /* What a request's headers present as a client key. */
 enum clientkeys_credential {
     CLIENTKEYS_CRED_PRESENT,   /* one key, set in *key */
+    CLIENTKEYS_CRED_SIGNED,    /* Authorization: SDK-HMAC-SHA256 ..., alone; *key is that header's value */
     CLIENTKEYS_CRED_NONE,      /* neither header (or only an Authorization of another scheme) */
     CLIENTKEYS_CRED_MALFORMED, /* Bearer or X-Api-Key with an empty, too long or ill-formed value */
     CLIENTKEYS_CRED_CONFLICT,  /* more than one key presented (Bearer and X-Api-Key, or one twice) */
@@ -98,8 +101,10 @@ enum clientkeys_credential {
  * makes the value malformed (evhttp already strips trailing blanks from the
  * headers it parses).
  *
- * An Authorization header of any other scheme (Basic, SDK-HMAC-SHA256, ...)
- * is not a client key: it is ignored, and X-Api-Key may still present one.
+ * An Authorization header of scheme SDK-HMAC-SHA256 (the official SDKs')
+ * presents a signature instead: CLIENTKEYS_CRED_SIGNED, checked with
+ * clientkeys_check_signed. Any other scheme (Basic, ...) is not a client
+ * key: it is ignored, and X-Api-Key may still present one.
  * X-Auth-Token is the cloud token and is never read here. Two keys, even equal
  * ones, are a conflict: jobgate does not guess which one the client meant.
  *
@@ -129,6 +134,34 @@ enum clientkeys_verdict {
  */
 enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char *presented_key, const char *project_id,
                                          const char *rule_name, const struct client **who);
+
+/* Why a signed request was refused (or not). */
+enum clientkeys_signature {
+    CLIENTKEYS_SIG_OK,
+    CLIENTKEYS_SIG_MALFORMED,   /* not the SDK-HMAC-SHA256 form; host or x-sdk-date unsigned ... */
+    CLIENTKEYS_SIG_UNKNOWN_KEY, /* no client holds the access key */
+    CLIENTKEYS_SIG_EXPIRED,     /* X-Sdk-Date missing or more than 15 minutes away */
+    CLIENTKEYS_SIG_MISMATCH,    /* the signature is not the client's secret key's */
+};
+
+/*
+ * As clientkeys_check, for a request signed as the official SDKs sign
+ * (`authorization`: the Authorization value, "SDK-HMAC-SHA256 Access=..."):
+ * the client holding that access key is found, its signature over `r` is
+ * verified with its secret key (aksk_verify: the cloud's algorithm, X-Sdk-Date
+ * within 15 minutes, a constant-time comparison), then its grants apply.
+ * *why says which check refused an UNAUTHENTICATED (CLIENTKEYS_SIG_OK
+ * otherwise).
+ */
+struct aksk_received;
+enum clientkeys_verdict clientkeys_check_signed(const struct clientkeys *ks, const char *authorization,
+                                                const struct aksk_received *r, const char *project_id,
+                                                const char *rule_name, const struct client **who,
+                                                enum clientkeys_signature *why);
+
+/* The error code ("JG.SIGNATURE_MISMATCH" ...) and a sentence for a 401 body. */
+const char *clientkeys_signature_code(enum clientkeys_signature s);
+const char *clientkeys_signature_message(enum clientkeys_signature s);
 
 /* Write the lower-case hex SHA-256 of `key` into `out` (64 digits and a NUL),
  * what a keys file stores. Returns 0, or -1 when `key` could never be

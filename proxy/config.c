@@ -60,7 +60,7 @@ void config_defaults(struct config *c)
     fe->keepalive_timeout_ms = 60000;
     fe->max_connections = 16384;
     fe->max_requests_per_connection = 10000;
-    fe->max_header_bytes = 8192;
+    fe->max_header_bytes = 64 * 1024; /* a 32 KiB IAM token and the rest */
     fe->max_uri_bytes = 4096;
     struct gateway_conf *gw = &c->gateway;
     set_owned(&gw->key_prefix, "jobgate:");
@@ -69,6 +69,7 @@ void config_defaults(struct config *c)
     gw->passthrough_window_ms = 300000;
     gw->max_waiters = 10000;
     gw->max_wait_ms = 15000;
+    gw->error_shape = ERROR_SHAPE_APIGW;
     gw->max_header_bytes = fe->max_header_bytes;
     gw->max_uri_bytes = fe->max_uri_bytes;
     c->shutdown_timeout_ms = 10000;
@@ -328,8 +329,12 @@ static void free_secret(char **s)
     }
 }
 
+/* The largest secret file read: an IAM token runs to tens of KB. */
+#define SECRET_FILE_MAX (64 * 1024)
+
 /* Read a secret (`what`: "token", "password", "sk") from a file: first line,
- * trailing newline dropped. */
+ * trailing newline dropped, held in memory sized to it. A file larger than
+ * SECRET_FILE_MAX is refused, never cut short. */
 static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what, const char *path, char **out,
                             struct conf_diag *d)
 {
@@ -342,19 +347,30 @@ static int read_secret_file(struct yconf *y, yaml_node_t *node, const char *what
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
         log_warn("%s:%zu: %s file '%s' is readable by everyone: chmod o-r it", y->path,
                  (size_t)node->start_mark.line + 1, what, path);
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
-    if (!buf[0]) {
-        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    char *buf = malloc(SECRET_FILE_MAX + 2);
+    if (!buf) {
+        fclose(f);
+        yconf_error(y, node, d, "out of memory");
         return -1;
     }
-    free_secret(out);
-    *out = strdup(buf);
-    memset(buf, 0, sizeof(buf));
-    return 0;
+    size_t n = fread(buf, 1, SECRET_FILE_MAX + 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int rc = -1;
+    if (n > SECRET_FILE_MAX) {
+        yconf_error(y, node, d, "%s file '%s' is larger than %d bytes", what, path, SECRET_FILE_MAX);
+    } else if ((buf[strcspn(buf, "\r\n")] = '\0', !buf[0])) {
+        yconf_error(y, node, d, "%s file '%s' is empty", what, path);
+    } else {
+        free_secret(out);
+        *out = strdup(buf);
+        rc = *out ? 0 : -1;
+        if (rc < 0)
+            yconf_error(y, node, d, "out of memory");
+    }
+    explicit_bzero(buf, SECRET_FILE_MAX + 2);
+    free(buf);
+    return rc;
 }
 
 /*
@@ -575,6 +591,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                               "max_requests_per_connection",
                                               "max_header_bytes",
                                               "max_uri_bytes",
+                                              "error_shape",
                                               NULL};
     static const char *const coalesce_keys[] = {"max_waiters", "max_wait", NULL};
     struct yconf y;
@@ -695,6 +712,14 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         /* The frontend caps evhttp at a multiple of these; the gateway enforces them (frontend.h). */
         c->gateway.max_header_bytes = fe->max_header_bytes;
         c->gateway.max_uri_bytes = fe->max_uri_bytes;
+        yaml_node_t *shape = yconf_get(&y, client, "error_shape");
+        if (shape) {
+            c->gateway.error_shape = error_shape_from_name(yconf_scalar(shape));
+            if (c->gateway.error_shape == ERROR_SHAPE_DEFAULT) {
+                yconf_error(&y, shape, d, "'error_shape' must be apigw or elb");
+                rc = -1;
+            }
+        }
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);

@@ -118,13 +118,41 @@ void client_error_set(struct client_error *out, int status, const char *code, co
     copy_text(out->message, sizeof(out->message), message);
 }
 
-char *client_error_render(const struct client_error *e, const char *request_id)
+static const char *const shape_names[] = {
+    [ERROR_SHAPE_DEFAULT] = "default",
+    [ERROR_SHAPE_APIGW] = "apigw",
+    [ERROR_SHAPE_ELB] = "elb",
+};
+_Static_assert(sizeof(shape_names) / sizeof(shape_names[0]) == ERROR_SHAPE__COUNT, "a name for every error shape");
+
+const char *error_shape_name(enum error_shape s)
+{
+    return (unsigned)s < ERROR_SHAPE__COUNT ? shape_names[s] : "default";
+}
+
+enum error_shape error_shape_from_name(const char *name)
+{
+    for (int s = ERROR_SHAPE_APIGW; s < ERROR_SHAPE__COUNT; s++)
+        if (name && strcmp(name, shape_names[s]) == 0)
+            return (enum error_shape)s;
+    return ERROR_SHAPE_DEFAULT;
+}
+
+char *client_error_render(const struct client_error *e, const char *request_id, enum error_shape shape)
 {
     cJSON *obj = cJSON_CreateObject();
     if (!obj)
         return NULL;
-    cJSON_AddStringToObject(obj, "code", e->code);
-    cJSON_AddStringToObject(obj, "message", e->message);
+    if (shape == ERROR_SHAPE_ELB) {
+        cJSON *inner = cJSON_AddObjectToObject(obj, "error");
+        if (inner) {
+            cJSON_AddStringToObject(inner, "code", e->code);
+            cJSON_AddStringToObject(inner, "message", e->message);
+        }
+    } else {
+        cJSON_AddStringToObject(obj, "error_code", e->code);
+        cJSON_AddStringToObject(obj, "error_msg", e->message);
+    }
     if (request_id)
         cJSON_AddStringToObject(obj, "request_id", request_id);
     char *text = cJSON_PrintUnformatted(obj);

@@ -28,6 +28,21 @@ struct errmap_entry {
     int retry_after; /* seconds for a Retry-After header; 0: none */
 };
 
+/* The shape of the error bodies jobgate sends for an API: the one its own
+ * clients (the official SDKs) read. Every answer that is not a 200 uses it,
+ * jobgate's own JG.* refusals included.
+ *   ERROR_SHAPE_APIGW  {"error_code": C, "error_msg": M, "request_id": R}
+ *                      (the API gateway's, in front of every service)
+ *   ERROR_SHAPE_ELB    {"error": {"code": C, "message": M}, "request_id": R}
+ *                      (classic ELB's)
+ * ERROR_SHAPE_DEFAULT: not said by the rule; the configured default applies. */
+enum error_shape { ERROR_SHAPE_DEFAULT = 0, ERROR_SHAPE_APIGW, ERROR_SHAPE_ELB, ERROR_SHAPE__COUNT };
+
+/* "apigw", "elb" ("default" for ERROR_SHAPE_DEFAULT). */
+const char *error_shape_name(enum error_shape s);
+/* The shape called `name`, or ERROR_SHAPE_DEFAULT for an unknown name. */
+enum error_shape error_shape_from_name(const char *name);
+
 /* Where one shape of upstream error body keeps its code and message. */
 struct errmap_shape {
     struct jsonpath code;
@@ -48,6 +63,7 @@ struct errmap {
     struct errmap_entry fault[FAULT__COUNT];
     struct errmap_shape *shapes;
     size_t nshapes;
+    enum error_shape reply_shape; /* errors.shape: what jobgate's answers look like */
 };
 
 /* An answer to send instead of a job: status, code, message, Retry-After. */
@@ -72,8 +88,9 @@ void errmap_from_fault(const struct errmap *map, enum upstream_fault fault, stru
 /* Fill `out` for an error jobgate decides itself (bad request, no route ...). */
 void client_error_set(struct client_error *out, int status, const char *code, const char *message);
 
-/* The JSON body for `e`: {"code","message","request_id"}. Free with cJSON_free. */
-char *client_error_render(const struct client_error *e, const char *request_id);
+/* The JSON body for `e` in `shape` (ERROR_SHAPE_DEFAULT: APIGW), with
+ * `request_id` unless it is NULL. Free with cJSON_free. */
+char *client_error_render(const struct client_error *e, const char *request_id, enum error_shape shape);
 
 void errmap_free(struct errmap *map);
 

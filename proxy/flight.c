@@ -48,11 +48,20 @@ struct flight {
     int renewed;                        /* the call was sent again after the cloud refused an expired token */
     int64_t queued_until_ms;            /* give up waiting for a rate-limit token after this (monotonic) */
     char url[URL_MAX];
-    char client_token[4096];         /* pass-through: the token sent upstream (secret; wiped when freed) */
+    char *client_token;              /* the token sent upstream, sized to it (secret; wiped when freed), or NULL */
     struct job_request_list waiters; /* in arrival order, hence in deadline order */
     size_t nwaiters;
     struct event *wait_timer; /* armed for the first waiter's deadline */
 };
+
+/* Wipe and free a token copy (NULL is ignored). */
+static void token_free(char *token)
+{
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+}
 
 /* What the waiters of a flight are answered with. */
 struct flight_answer {
@@ -199,7 +208,7 @@ static void flight_free(struct flight *f)
     if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
         cache_lease_release(gw->cache, f->key);
     body_unref(f->stale);
-    explicit_bzero(f->client_token, sizeof(f->client_token));
+    token_free(f->client_token);
     keymap_remove(&gw->flights, &f->item);
     if (f->wait_timer)
         event_free(f->wait_timer);
@@ -237,7 +246,8 @@ static void flight_fail(struct flight *f, const struct client_error *err, int st
  * costing an upstream call each. */
 static struct body *remember_not_found(struct flight *f, const struct client_error *err)
 {
-    char *text = client_error_render(err, NULL);
+    enum error_shape shape = f->rule->errors.reply_shape;
+    char *text = client_error_render(err, NULL, shape != ERROR_SHAPE_DEFAULT ? shape : f->gw->error_shape);
     if (!text)
         return NULL;
     struct body *b = body_new(text, strlen(text), clock_wall_ms(), 0);
@@ -372,7 +382,7 @@ static void flight_send(struct flight *f, char *const *auth_headers, size_t naut
     struct upstream_request ureq = {
         .url = f->url,
         .request_id = f->request_id,
-        .auth_token = f->client_token[0] ? f->client_token : NULL,
+        .auth_token = f->client_token && f->client_token[0] ? f->client_token : NULL,
         .auth_headers = auth_headers,
         .nauth_headers = nauth_headers,
         .connect_timeout_ms = rule->connect_timeout_ms,
@@ -541,15 +551,16 @@ static struct flight *flight_start(struct job_request *jr)
      * of the client's request (query string, extra headers) goes upstream. */
     const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
     int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    /* Any size the client's headers were allowed: an IAM token runs to
+     * tens of KB, and a cut one would only earn a 401 upstream. */
     const char *token = upstream_token_for(gw, jr->req);
-    if (token)
-        snprintf(f->client_token, sizeof(f->client_token), "%s", token);
+    f->client_token = token ? strdup(token) : NULL;
     snprintf(f->request_id, sizeof(f->request_id), "%s", jr->request_id);
     f->up = callpolicy_upstream(gw->policy, base);
-    if (n < 0 || (size_t)n >= sizeof(f->url) || !f->up ||
+    if ((token && !f->client_token) || n < 0 || (size_t)n >= sizeof(f->url) || !f->up ||
         rule_upstream_path(rule, &jr->match, f->url + n, sizeof(f->url) - (size_t)n) < 0 ||
         keymap_put(&gw->flights, &f->item) < 0) {
-        explicit_bzero(f->client_token, sizeof(f->client_token));
+        token_free(f->client_token);
         event_free(f->wait_timer);
         ruleset_unref(f->rules);
         free(f);
@@ -625,7 +636,7 @@ static void free_flight_item(struct keymap_item *item)
     body_unref(f->stale); /* the cache is gone already: no lease to release, nothing to cancel */
     if (f->admit_timer)
         event_free(f->admit_timer);
-    explicit_bzero(f->client_token, sizeof(f->client_token));
+    token_free(f->client_token);
     if (f->wait_timer)
         event_free(f->wait_timer);
     ruleset_unref(f->rules);

@@ -26,10 +26,21 @@
 
 /* -------------------------------------------------------------- answering */
 
+/* The error shape of `jr`'s answers: its rule's, else the configured one. */
+static enum error_shape shape_of(const struct job_request *jr)
+{
+    if (jr->rule && jr->rule->errors.reply_shape != ERROR_SHAPE_DEFAULT)
+        return jr->rule->errors.reply_shape;
+    return jr->gw->error_shape;
+}
+
 static struct reply_meta meta_of(const struct job_request *jr)
 {
-    return (struct reply_meta){
-        .request_id = jr->request_id, .outcome = jr->outcome, .age_s = -1, .close_connection = jr->gw->draining};
+    return (struct reply_meta){.request_id = jr->request_id,
+                               .outcome = jr->outcome,
+                               .age_s = -1,
+                               .close_connection = jr->gw->draining,
+                               .error_shape = shape_of(jr)};
 }
 
 /* The request is over (answered, or its client gone): let it go. */
@@ -133,7 +144,7 @@ void request_answer_error(struct job_request *jr, const struct client_error *e)
 {
     struct reply_meta meta = meta_of(jr);
     if (jr->gw->audit) {
-        char *text = client_error_render(e, jr->request_id);
+        char *text = client_error_render(e, jr->request_id, shape_of(jr));
         int head = evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD;
         audit_request(jr, e->status, text && !head ? strlen(text) : 0);
         cJSON_free(text);
@@ -204,6 +215,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
         gw->passthrough_window_ms = window_ms;
     }
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
+    gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
 }

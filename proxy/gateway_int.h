@@ -91,9 +91,10 @@ struct gateway {
     int64_t passthrough_window_ms;
     size_t max_waiters;
     int64_t max_wait_ms;
-    int watch_hangups;         /* the loop can tell a peer's close apart from data (EV_CLOSED) */
-    struct keymap flights;     /* struct flight by flight key (flight.c's) */
-    struct callpolicy *policy; /* the guards of the upstreams */
+    enum error_shape error_shape; /* where no rule says */
+    int watch_hangups;            /* the loop can tell a peer's close apart from data (EV_CLOSED) */
+    struct keymap flights;        /* struct flight by flight key (flight.c's) */
+    struct callpolicy *policy;    /* the guards of the upstreams */
     struct job_request_list live;
     struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
     size_t in_flight;

@@ -114,7 +114,7 @@ void reply_job(struct evhttp_request *req, struct body *b, const struct reply_me
 
 void reply_error(struct evhttp_request *req, const struct client_error *e, const struct reply_meta *meta)
 {
-    char *text = client_error_render(e, meta->request_id);
+    char *text = client_error_render(e, meta->request_id, meta->error_shape);
     send_copy(req, e->status, "application/json;charset=UTF-8", text, text ? strlen(text) : 0, e->retry_after, meta);
     cJSON_free(text);
 }

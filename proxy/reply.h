@@ -23,15 +23,16 @@ struct evhttp_request;
 struct reply_meta {
     const char *request_id;
     enum cache_outcome outcome;
-    int64_t age_s;        /* >= 0: send an Age header */
-    int close_connection; /* draining: ask the client to reconnect elsewhere */
+    int64_t age_s;                /* >= 0: send an Age header */
+    int close_connection;         /* draining: ask the client to reconnect elsewhere */
+    enum error_shape error_shape; /* how reply_error writes its body */
 };
 
 /* Send `b` with its status (200, or a remembered 404), zero-copy: the reply
  * holds a reference until written. */
 void reply_job(struct evhttp_request *req, struct body *b, const struct reply_meta *meta);
 
-/* Send `e` as its JSON error body; adds Retry-After when it has one. */
+/* Send `e` as its JSON error body in meta->error_shape; adds Retry-After when it has one. */
 void reply_error(struct evhttp_request *req, const struct client_error *e, const struct reply_meta *meta);
 
 /* Send `len` bytes of `text` with `content_type` (admin endpoints). */

@@ -3,11 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "aksk.h"
 #include "audit.h"
 #include "cache.h"
 #include "cachekey.h"
@@ -146,6 +148,45 @@ static const char *allow_header(struct evhttp_request *req, unsigned methods)
     return allow;
 }
 
+/* A received header by its lowercase name, for aksk_verify. */
+static const char *received_header(void *arg, const char *name)
+{
+    return evhttp_find_header(arg, name);
+}
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    default: return "";
+    }
+}
+
+/* `req` as aksk_verify reads it: method, path and query as received, its
+ * headers, its body (borrowed from `req`). */
+static void signed_request_of(struct evhttp_request *req, struct aksk_received *r)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    *r = (struct aksk_received){
+        .method = method_name(evhttp_request_get_command(req)),
+        .path = uri ? evhttp_uri_get_path(uri) : NULL,
+        .query = uri ? evhttp_uri_get_query(uri) : NULL,
+        .header = received_header,
+        .header_arg = evhttp_request_get_input_headers(req),
+        .body = len ? evbuffer_pullup(body, -1) : NULL,
+        .body_len = len,
+        .now = (time_t)(clock_wall_ms() / 1000),
+    };
+}
+
 /* Client authentication and grants, decided before any cache lookup or
  * upstream call. Returns 0, or -1 with `err` set (401 or 403). With no rule
  * (an unknown path) only the key is checked, so that a stranger learns
@@ -154,14 +195,26 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
 {
     const char *key = NULL;
     enum clientkeys_credential cred = clientkeys_presented(evhttp_request_get_input_headers(req), &key);
-    if (cred != CLIENTKEYS_CRED_PRESENT) {
+    if (cred != CLIENTKEYS_CRED_PRESENT && cred != CLIENTKEYS_CRED_SIGNED) {
         client_error_set(err, 401, "JG.UNAUTHENTICATED", clientkeys_credential_message(cred));
         return -1;
     }
     const struct rule *rule = jr->rule;
     const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
-    enum clientkeys_verdict v = rule ? clientkeys_check(jr->keys, key, project, rule->name, &jr->client)
-                                     : clientkeys_check(jr->keys, key, NULL, NULL, &jr->client);
+    const char *rule_name = rule ? rule->name : NULL;
+    enum clientkeys_verdict v;
+    if (cred == CLIENTKEYS_CRED_SIGNED) {
+        enum clientkeys_signature why;
+        struct aksk_received r;
+        signed_request_of(req, &r);
+        v = clientkeys_check_signed(jr->keys, key, &r, project, rule_name, &jr->client, &why);
+        if (v == CLIENTKEYS_UNAUTHENTICATED) {
+            client_error_set(err, 401, clientkeys_signature_code(why), clientkeys_signature_message(why));
+            return -1;
+        }
+    } else {
+        v = clientkeys_check(jr->keys, key, project, rule_name, &jr->client);
+    }
     if (v == CLIENTKEYS_UNAUTHENTICATED) {
         client_error_set(err, 401, "JG.UNAUTHENTICATED", "the API key is not known to this gateway");
         return -1;
@@ -221,6 +274,12 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
         return;
     }
     if (request_size_ok(gw, req, &err) < 0) {
+        /* Answered in the shape of the API asked, when its path names one
+         * (a URI over the bound is not matched against the rules). */
+        if (strcmp(err.code, "JG.URI_TOO_LONG") != 0 &&
+            ruleset_match(jr->rules, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"), path, &jr->rule,
+                          &jr->match) == ROUTE_NO_MATCH)
+            jr->rule = NULL;
         metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
         log_info("request %s refused: %s", jr->request_id, err.message);
         request_answer_error(jr, &err);

@@ -231,7 +231,7 @@ static int load_error_codes(struct yconf *y, yaml_node_t *n, struct errmap *map,
 static int load_errors(struct yconf *y, yaml_node_t *n, struct errmap *map, struct client_error *invalid_request,
                        struct conf_diag *d)
 {
-    static const char *const keys[] = {"body", "codes", "status", "fault", "invalid_request", NULL};
+    static const char *const keys[] = {"shape", "body", "codes", "status", "fault", "invalid_request", NULL};
     client_error_set(invalid_request, 400, "JG.INVALID_REQUEST", "the request does not match the route");
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'errors' (how upstream errors map onto the documented table)");
@@ -240,6 +240,16 @@ static int load_errors(struct yconf *y, yaml_node_t *n, struct errmap *map, stru
     if (yconf_check_map(y, n, "errors", keys, d) < 0)
         return -1;
     int rc = 0;
+    yaml_node_t *shape = yconf_get(y, n, "shape");
+    if (shape) {
+        map->reply_shape = error_shape_from_name(yconf_scalar(shape));
+        if (map->reply_shape == ERROR_SHAPE_DEFAULT) {
+            yconf_error(y, shape, d,
+                        "errors.shape must be elb ({\"error\": {\"code\", \"message\"}}) or apigw "
+                        "({\"error_code\", \"error_msg\"})");
+            rc = -1;
+        }
+    }
     rc |= load_error_shapes(y, yconf_get(y, n, "body"), map, d);
     rc |= load_error_codes(y, yconf_get(y, n, "codes"), map, d);
     rc |= load_error_statuses(y, yconf_get(y, n, "status"), n, map, d);

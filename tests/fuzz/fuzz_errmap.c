@@ -139,12 +139,16 @@ static void check_text(const struct rule *r, const char *what, const char *text,
 
 static void check_render(const struct rule *r, const struct client_error *e, const char *request_id)
 {
-    char *text = client_error_render(e, request_id);
+    enum error_shape shape = r->errors.reply_shape;
+    char *text = client_error_render(e, request_id, shape);
     FUZZ_CHECK(text != NULL, "rule '%s': render failed", r->name);
     cJSON *doc = cJSON_Parse(text);
     FUZZ_CHECK(cJSON_IsObject(doc), "rule '%s': rendered body does not parse: %s", r->name, text);
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(doc, "code");
-    const cJSON *message = cJSON_GetObjectItemCaseSensitive(doc, "message");
+    /* Where the official SDKs read them (errmap.h, enum error_shape). */
+    const cJSON *holder = shape == ERROR_SHAPE_ELB ? cJSON_GetObjectItemCaseSensitive(doc, "error") : doc;
+    FUZZ_CHECK(cJSON_IsObject(holder), "rule '%s': no error object in %s", r->name, text);
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(holder, shape == ERROR_SHAPE_ELB ? "code" : "error_code");
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(holder, shape == ERROR_SHAPE_ELB ? "message" : "error_msg");
     const cJSON *rid = cJSON_GetObjectItemCaseSensitive(doc, "request_id");
     FUZZ_CHECK(cJSON_IsString(code) && strcmp(code->valuestring, e->code) == 0, "rule '%s': rendered code in %s",
                r->name, text);
@@ -155,7 +159,8 @@ static void check_render(const struct rule *r, const struct client_error *e, con
                    "rule '%s': rendered request_id in %s", r->name, text);
     else
         FUZZ_CHECK(rid == NULL, "rule '%s': a request_id without one: %s", r->name, text);
-    FUZZ_CHECK(cJSON_GetArraySize(doc) == (request_id ? 3 : 2), "rule '%s': rendered members: %s", r->name, text);
+    FUZZ_CHECK(cJSON_GetArraySize(doc) == (shape == ERROR_SHAPE_ELB ? 1 : 2) + (request_id ? 1 : 0),
+               "rule '%s': rendered members: %s", r->name, text);
     cJSON_Delete(doc);
     cJSON_free(text);
 }

@@ -64,14 +64,20 @@ def request(port, path, method="GET", headers=None, body=None, timeout=15.0, tok
     return client.request(port, path, method=method, headers=headers, body=body, timeout=timeout, token=token)
 
 
-def assert_documented_error(r, what=""):
-    """An error answer: a documented status, JSON with string code and message."""
+def assert_documented_error(r, what="", shape=None):
+    """An error answer: a documented status, JSON in one of the two shapes the
+    official SDKs read (apigw {"error_code","error_msg"} or elb {"error":
+    {"code","message"}}; `shape` when given: that one) with string code and
+    message. Returns it normalized: {"code", "message", "request_id"?, "shape"}."""
     check(r.status in DOCUMENTED and r.status != 200, "%s: status %d outside the documented table" % (what, r.status))
     eq(r.header("content-type"), "application/json;charset=UTF-8", what + " content-type")
     try:
-        doc = r.json()
-    except ValueError:
-        raise TestFailure("%s: error body is not JSON: %r" % (what, r.body[:200]))
+        doc = r.error()
+    except ValueError as e:
+        raise TestFailure("%s: error body is not a JSON error in the apigw or elb shape: %s %r"
+                          % (what, e, r.body[:200]))
+    if shape is not None:
+        eq(doc["shape"], shape, what + " error shape")
     check(isinstance(doc.get("code"), str) and doc["code"], "%s: no string code in %r" % (what, doc))
     check(isinstance(doc.get("message"), str) and doc["message"], "%s: no string message in %r" % (what, doc))
     return doc

@@ -153,7 +153,7 @@ def a_failing_sink_is_reported_and_refuse_means_503(env):
         r = gate.get(seed_path(P1, hex32()))
         eq(r.status, want, "%s: answer while failing" % policy)
         if want == 503:
-            eq(r.json()["code"], "JG.AUDIT_UNAVAILABLE", "code")
+            eq(r.error()["code"], "JG.AUDIT_UNAVAILABLE", "code")
         gate.stop(expect_rc=None)
 
 

@@ -149,7 +149,7 @@ def shutdown_timeout_bounds_the_drain(env):
     eq(gate.proc.wait(15), 0, "exit code")
     check(time.time() - started < 9, "drain took %.1fs" % (time.time() - started))
     eq(result["r"].status, 503, "the request cut at the deadline")
-    eq(result["r"].json()["code"], "JG.SHUTTING_DOWN", "code")
+    eq(result["r"].error()["code"], "JG.SHUTTING_DOWN", "code")
     gate.stop()
 
 

@@ -74,7 +74,7 @@ def waiters_beyond_the_bound_get_503(env):
     eq(statuses, [200] * 6 + [503] * 4, "statuses")
     for r in answers:
         if r.status == 503:
-            eq(r.json()["code"], "JG.TOO_MANY_WAITERS", "code")
+            eq(r.error()["code"], "JG.TOO_MANY_WAITERS", "code")
             eq(r.header("retry-after"), "1", "Retry-After")
     eq(event_count(gate, "waiter_overflow") - before, 4, "overflow events")
     eq(sim.count(job), 1, "upstream requests")
@@ -121,7 +121,7 @@ def a_waiter_past_max_wait_gets_504_and_the_answer_is_still_cached(env):
     answers = burst(gate, job, 3)
     eq([r.status for r in answers], [504] * 3, "statuses")
     for r in answers:
-        check(r.json().get("code"), "a code in the 504 body")
+        check(r.error().get("code"), "a code in the 504 body")
     eq(event_count(gate, "waiter_timeout") - before, 3, "timeout events")
     wait_until(lambda: gate.get(path(job)).header("x-cache") == "HIT", 5, "the late answer cached")
     eq(sim.count(job), 1, "upstream requests")

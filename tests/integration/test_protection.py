@@ -55,7 +55,7 @@ def the_rate_limit_holds_calls_back(env):
     eq(len(ok) + len(limited), 20, "every answer is 200 or 503")
     for r in limited:
         assert_documented_error(r)
-        eq(r.json()["code"], "JG.UPSTREAM_RATE_LIMITED", "code")
+        eq(r.error()["code"], "JG.UPSTREAM_RATE_LIMITED", "code")
         check(int(r.header("retry-after")) >= 1, "Retry-After")
 
 
@@ -85,7 +85,7 @@ def a_429_stops_calls_until_the_backoff_passes(env):
     before = sim.total()
     for _ in range(5):
         r = gate.get(path(hex32()))
-        eq((r.status, r.json()["code"]), (503, "JG.UPSTREAM_THROTTLED"), "while backing off")
+        eq((r.status, r.error()["code"]), (503, "JG.UPSTREAM_THROTTLED"), "while backing off")
     eq(sim.total(), before, "no upstream call while backing off")
     wait_until(lambda: gate.get(path(hex32())).status == 200, 5, "calls resume after the backoff")
 
@@ -101,7 +101,7 @@ def the_circuit_opens_after_failures_and_a_probe_closes_it(env):
     before = sim.total()
     for _ in range(5):
         r = gate.get(path(hex32()))
-        eq((r.status, r.json()["code"]), (503, "JG.UPSTREAM_UNAVAILABLE"), "circuit open")
+        eq((r.status, r.error()["code"]), (503, "JG.UPSTREAM_UNAVAILABLE"), "circuit open")
         check(r.header("retry-after"), "Retry-After")
     eq(sim.total(), before, "no upstream call while the circuit is open")
     sim.clear_faults()
@@ -186,7 +186,7 @@ def a_429_for_the_job_itself_is_covered_by_its_stale_copy(env):
     eq((r.status, r.header("x-cache")), (200, "STALE"), "a 429 is a failed call: served stale")
     eq(r.body, first.body, "the stale copy is the last answer")
     r = gate.get(path(hex32()))
-    eq((r.status, r.json()["code"]), (503, "JG.UPSTREAM_THROTTLED"), "no copy: 503 while backing off")
+    eq((r.status, r.error()["code"]), (503, "JG.UPSTREAM_THROTTLED"), "no copy: 503 while backing off")
 
 
 if __name__ == "__main__":

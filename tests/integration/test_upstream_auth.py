@@ -98,7 +98,7 @@ def a_wrong_password_gives_503_not_a_storm(env):
     project = hex32()
     answers = burst(gate, [seed_path(project, hex32()) for _ in range(20)])
     eq({r.status for r in answers}, {503}, "statuses")
-    eq({r.json()["code"] for r in answers}, {"JG.NO_CREDENTIALS"}, "codes")
+    eq({r.error()["code"] for r in answers}, {"JG.NO_CREDENTIALS"}, "codes")
     check(all(r.header("retry-after") for r in answers), "Retry-After")
     check(sim_auth(sim)["iam_calls"] <= 1, "IAM calls after a refused password: %d" % sim_auth(sim)["iam_calls"])
     check(gate.get("/healthz", token=None).json()["status"] == "degraded", "healthz degraded")

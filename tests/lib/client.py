@@ -7,6 +7,21 @@ import json
 import threading
 
 
+def normalize_error(doc):
+    """{"code", "message", "request_id", "shape"} of an error body in either
+    shape (see Response.error); ValueError for any other document."""
+    if isinstance(doc, dict) and set(doc) <= {"error", "request_id"} and isinstance(doc.get("error"), dict) \
+            and set(doc["error"]) == {"code", "message"}:
+        out = {"code": doc["error"]["code"], "message": doc["error"]["message"], "shape": "elb"}
+    elif isinstance(doc, dict) and set(doc) - {"request_id"} == {"error_code", "error_msg"}:
+        out = {"code": doc["error_code"], "message": doc["error_msg"], "shape": "apigw"}
+    else:
+        raise ValueError("not an error body in the elb or apigw shape: %r" % (doc,))
+    if "request_id" in doc:
+        out["request_id"] = doc["request_id"]
+    return out
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -18,6 +33,13 @@ class Response:
 
     def header(self, name):
         return self.headers.get(name.lower())
+
+    def error(self):
+        """The error body, normalized: {"code", "message", "request_id", "shape"}
+        from either of the shapes jobgate answers in (lua-free-rules/README.md,
+        errors.shape): apigw {"error_code", "error_msg", "request_id"} or elb
+        {"error": {"code", "message"}, "request_id"}. Anything else: ValueError."""
+        return normalize_error(self.json())
 
     def __repr__(self):
         return "<%d %r %r>" % (self.status, self.headers, self.body[:200])

@@ -186,12 +186,13 @@
  *          x-project-id and x-sdk-date (every header it has set when it
  *          signs; User-Agent and Accept come later, unsigned).
  *   {"mode":"iam","user":U,"password":P,"domain":D[,"token_ttl_s":86400]
- *    [,"iam_delay_ms":0]}
+ *    [,"iam_delay_ms":0][,"token_bytes":68]}
  *          POST /v3/auth/tokens with Keystone's password body (methods
  *          ["password"], user name, password and domain name, a project
  *          scope by name or id) answers 201 with X-Subject-Token and
  *          {"token":{"expires_at","issued_at","methods","project","user"}},
- *          iam_delay_ms late; the wrong account gets 401 and a malformed
+ *          iam_delay_ms late, each token token_bytes long (68 to 49152:
+ *          "sim-", 64 hex digits, then 'x'); the wrong account gets 401 and a malformed
  *          body 400, in Keystone's {"error":{"code","message","title"}}.
  *          Job requests need X-Auth-Token equal to a token issued: unknown
  *          or missing 401 APIGW.0301, expired 401 APIGW.0307 ("The token
@@ -262,6 +263,8 @@
 #define MAX_SUB_JOBS           100
 #define MAX_INIT_STATE_LENGTH  32
 #define MAX_TOKEN_TTL_S        (366LL * 24 * 3600)
+#define ISSUED_TOKEN_MIN       68LL          /* "sim-" and 64 hex digits */
+#define ISSUED_TOKEN_MAX       (48LL * 1024) /* IAM's PKI tokens run to tens of KB */
 #define MAX_ISSUED_TOKENS      10000
 #define SDK_DATE_MAX_SKEW_S    (15 * 60) /* the API gateway's tolerance for X-Sdk-Date */
 
@@ -441,7 +444,7 @@ static const char *const auth_mode_names[] = {
 /* A token handed out by POST /v3/auth/tokens (iam mode). */
 struct issued_token {
     TAILQ_ENTRY(issued_token) link;
-    char value[69];    /* "sim-" and 64 hex digits */
+    char *value;       /* "sim-", 64 hex digits, then 'x' up to token_bytes (owned) */
     time_t expires_at; /* wall clock */
     int revoked;       /* POST /_sim/auth/expire: expired before its time */
 };
@@ -456,6 +459,7 @@ struct sim_auth {
     char *user, *password, *domain;                     /* iam: the one account IAM knows */
     long long token_ttl_s;                              /* iam: life of an issued token */
     long long iam_delay_ms;                             /* iam: how late IAM answers */
+    long long token_bytes;                              /* iam: length of an issued token (real ones: KBs) */
     TAILQ_HEAD(issued_token_list, issued_token) issued; /* iam, oldest first */
     size_t issued_count;
     cJSON *tokens; /* tokens: {"TOKEN":["PROJECT"|"*",...],...} */
@@ -1905,7 +1909,8 @@ static void auth_tokens_forget(struct sim_auth *auth)
 
     while ((token = TAILQ_FIRST(&auth->issued)) != NULL) {
         TAILQ_REMOVE(&auth->issued, token, link);
-        OPENSSL_cleanse(token->value, sizeof(token->value));
+        OPENSSL_cleanse(token->value, strlen(token->value));
+        free(token->value);
         free(token);
     }
     auth->issued_count = 0;
@@ -2036,6 +2041,7 @@ static int auth_settings_parse(const char *text, struct sim_auth *next, char *er
     }
     next->mode = (enum auth_mode)i;
     next->token_ttl_s = 86400;
+    next->token_bytes = ISSUED_TOKEN_MIN;
     switch (next->mode) {
     case AUTH_NONE:
         if (json_members_check(json, "mode", err, errlen) != 0)
@@ -2048,7 +2054,10 @@ static int auth_settings_parse(const char *text, struct sim_auth *next, char *er
             goto out;
         break;
     case AUTH_IAM:
-        if (json_members_check(json, "mode user password domain token_ttl_s iam_delay_ms", err, errlen) != 0 ||
+        if (json_members_check(json, "mode user password domain token_ttl_s iam_delay_ms token_bytes", err, errlen) !=
+                0 ||
+            json_optional_integer(json, "token_bytes", ISSUED_TOKEN_MIN, ISSUED_TOKEN_MAX, &next->token_bytes, err,
+                                  errlen) != 0 ||
             json_required_string(json, "user", &next->user, err, errlen) != 0 ||
             json_required_string(json, "password", &next->password, err, errlen) != 0 ||
             json_required_string(json, "domain", &next->domain, err, errlen) != 0 ||
@@ -2591,20 +2600,24 @@ static struct issued_token *iam_token_issue(struct sim_auth *auth)
     unsigned char bytes[32];
     size_t i;
 
-    if (token == NULL)
+    if (token == NULL || (token->value = malloc((size_t)auth->token_bytes + 1)) == NULL) {
+        free(token);
         return NULL;
+    }
     evutil_secure_rng_get_bytes(bytes, sizeof(bytes));
     memcpy(token->value, "sim-", 4);
     for (i = 0; i < sizeof(bytes); i++) {
         token->value[4 + 2 * i] = hex[bytes[i] >> 4];
         token->value[5 + 2 * i] = hex[bytes[i] & 0xf];
     }
-    token->value[4 + 2 * sizeof(bytes)] = '\0';
+    memset(token->value + 4 + 2 * sizeof(bytes), 'x', (size_t)auth->token_bytes - (4 + 2 * sizeof(bytes)));
+    token->value[auth->token_bytes] = '\0';
     token->expires_at = time(NULL) + (time_t)auth->token_ttl_s;
     if (auth->issued_count == MAX_ISSUED_TOKENS) { /* the oldest goes */
         struct issued_token *oldest = TAILQ_FIRST(&auth->issued);
 
         TAILQ_REMOVE(&auth->issued, oldest, link);
+        free(oldest->value);
         free(oldest);
         auth->issued_count--;
     }

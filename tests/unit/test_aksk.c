@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -355,6 +357,172 @@ static void test_small_buffer(void **state)
     assert_int_equal(small[0], '\0');
 }
 
+/* ------------------------------------------------------------- verifying */
+
+/* The received headers of a request, by lowercase name (aksk_received.header). */
+struct received {
+    const char *names[8];
+    const char *values[8];
+};
+
+static const char *received_header(void *arg, const char *name)
+{
+    const struct received *h = arg;
+    for (size_t i = 0; i < 8 && h->names[i]; i++)
+        if (strcasecmp(h->names[i], name) == 0)
+            return h->values[i];
+    return NULL;
+}
+
+/* test_full_request's request, as a server receives it (values untrimmed). */
+static struct received full_headers = {
+    {"Host", "Content-Type", "X-Project-Id", "X-Request-Id", "X-Sdk-Date", "Accept", NULL},
+    {"vpc.example:8443", "  application/json  ", "p1", "abc", TEST_DATE, "*/*", NULL},
+};
+
+static struct aksk_received full_received(struct received *h, const char *body, time_t now)
+{
+    return (struct aksk_received){.method = "POST",
+                                  .path = "/v1/p1/jobs/j%201",
+                                  .query = "b=2&a=1",
+                                  .header = received_header,
+                                  .header_arg = h,
+                                  .body = body,
+                                  .body_len = strlen(body),
+                                  .now = now};
+}
+
+/* The Authorization aksk_sign makes for test_full_request's request. */
+static void full_authorization(const char *sk, char auth[512])
+{
+    static const struct aksk_header extra[] = {{"Content-Type", "  application/json  "}, {"X-Request-Id", "abc"}};
+    struct aksk_request r = request_for("https://vpc.example:8443/v1/p1/jobs/j%201?b=2&a=1");
+    char err[128];
+    r.method = "POST";
+    r.project_id = "p1";
+    r.headers = extra;
+    r.header_count = 2;
+    r.body = "{}";
+    r.body_len = 2;
+    r.sk = sk;
+    assert_int_equal(aksk_sign(&r, auth, 512, err, sizeof(err)), 0);
+}
+
+static enum aksk_verdict verify_text(const char *authorization, const struct aksk_received *r, const char *sk)
+{
+    struct aksk_presented p;
+    if (aksk_presented_parse(authorization, &p) != 0)
+        return AKSK_MALFORMED;
+    enum aksk_verdict v = aksk_verify(&p, r, sk, strlen(sk));
+    aksk_presented_free(&p);
+    return v;
+}
+
+static void test_verify(void **state)
+{
+    const time_t signed_at = 1136214245; /* 20060102T150405Z */
+    char auth[512], other[512];
+    full_authorization(TEST_SK, auth);
+    struct received h = full_headers;
+    struct aksk_received r = full_received(&h, "{}", signed_at + 60);
+
+    assert_int_equal(verify_text(auth, &r, TEST_SK), AKSK_VERIFIED);
+    /* Within 15 minutes either way, and not a second more. */
+    r.now = signed_at + AKSK_MAX_SKEW_S;
+    assert_int_equal(verify_text(auth, &r, TEST_SK), AKSK_VERIFIED);
+    r.now = signed_at - AKSK_MAX_SKEW_S - 1;
+    assert_int_equal(verify_text(auth, &r, TEST_SK), AKSK_EXPIRED);
+    r.now = signed_at + AKSK_MAX_SKEW_S + 1;
+    assert_int_equal(verify_text(auth, &r, TEST_SK), AKSK_EXPIRED);
+    r.now = signed_at;
+
+    /* Another SK; one body byte; the method; the path; the query; a signed header's value. */
+    assert_int_equal(verify_text(auth, &r, "SecretKez"), AKSK_MISMATCH);
+    full_authorization("SecretKez", other);
+    assert_int_equal(verify_text(other, &r, TEST_SK), AKSK_MISMATCH);
+    struct aksk_received t = full_received(&h, "{ }", signed_at);
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MISMATCH);
+    t = r;
+    t.method = "PUT";
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MISMATCH);
+    t = r;
+    t.path = "/v1/p2/jobs/j%201";
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MISMATCH);
+    t = r;
+    t.query = "b=2&a=2";
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MISMATCH);
+    struct received h2 = full_headers;
+    h2.values[0] = "vpc.example:8444"; /* Host is signed */
+    t = full_received(&h2, "{}", signed_at);
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MISMATCH);
+    h2 = full_headers;
+    h2.values[5] = "text/plain"; /* Accept is not */
+    t = full_received(&h2, "{}", signed_at);
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_VERIFIED);
+    h2 = full_headers;
+    h2.names[3] = "X-Other"; /* a signed header missing */
+    t = full_received(&h2, "{}", signed_at);
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_MALFORMED);
+    h2 = full_headers;
+    h2.names[4] = "X-Other"; /* no X-Sdk-Date */
+    t = full_received(&h2, "{}", signed_at);
+    assert_int_equal(verify_text(auth, &t, TEST_SK), AKSK_EXPIRED);
+
+    /* The public vector signs x-sdk-date alone: the cloud wants host signed too. */
+    struct received v = {{"X-Sdk-Date", "Host", NULL}, {TEST_DATE, "example.huaweicloud.com", NULL}};
+    struct aksk_received vr = {.method = "GET",
+                               .path = "/path",
+                               .query = "limit=1",
+                               .header = received_header,
+                               .header_arg = &v,
+                               .now = signed_at};
+    assert_int_equal(verify_text("SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=x-sdk-date, "
+                                 "Signature=5a2ce64c865e0e6046321c6f3d5a77ba8413eeaf355c3166c03d58d02ac79624",
+                                 &vr, TEST_SK),
+                     AKSK_MALFORMED);
+
+    /* SignedHeaders unsorted, uppercase, or repeated. */
+    char bad[600];
+    const char *sig = strstr(auth, "Signature=");
+    static const char *const lists[] = {"host;content-type;x-project-id;x-request-id;x-sdk-date",
+                                        "Content-type;host;x-project-id;x-request-id;x-sdk-date",
+                                        "content-type;host;host;x-project-id;x-request-id;x-sdk-date",
+                                        "content-type;;host;x-sdk-date"};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        snprintf(bad, sizeof(bad), "SDK-HMAC-SHA256 Access=AccessKey, SignedHeaders=%s, %s", lists[i], sig);
+        assert_int_equal(verify_text(bad, &r, TEST_SK), AKSK_MALFORMED);
+    }
+}
+
+static void test_presented_parse(void **state)
+{
+    struct aksk_presented p;
+    assert_int_equal(
+        aksk_presented_parse("SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host;x-sdk-date, Signature=ab", &p), 0);
+    assert_string_equal(p.access, "AK1");
+    assert_string_equal(p.signed_headers, "host;x-sdk-date");
+    assert_string_equal(p.signature, "ab");
+    aksk_presented_free(&p);
+    assert_int_equal(aksk_presented_parse("SDK-HMAC-SHA256 Signature=ab,SignedHeaders=host,Access=AK1", &p), 0);
+    aksk_presented_free(&p);
+    static const char *const bad[] = {
+        NULL,
+        "",
+        "Bearer x",
+        "sdk-hmac-sha256 Access=AK1, SignedHeaders=host, Signature=ab",
+        "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host",
+        "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host, Signature=ab, Signature=ab",
+        "SDK-HMAC-SHA256 Access=, SignedHeaders=host, Signature=ab",
+        "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host, Signature=ab, Extra=1",
+        "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=host, Signature="
+        "0123456789012345678901234567890123456789012345678901234567890123456789",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(aksk_presented_parse(bad[i], &p), -1);
+        assert_null(p.signed_headers);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_query),         cmocka_unit_test(test_host_port),
         cmocka_unit_test(test_full_request),  cmocka_unit_test(test_project_id_signed),
         cmocka_unit_test(test_refused),       cmocka_unit_test(test_small_buffer),
+        cmocka_unit_test(test_verify),        cmocka_unit_test(test_presented_parse),
     };
     return cmocka_run_group_tests_name("aksk", tests, NULL, NULL);
 }

@@ -28,41 +28,48 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aksk.h"
 #include "clientkeys.h"
 #include "rules.h"
 #include "yamlconf.h"
 #include "unit_support.h"
 
-#define BAD_KEYS_FILES(X)        \
-    X("bad-name.yaml")           \
-    X("bad-project-id.yaml")     \
-    X("bad-route.yaml")          \
-    X("client-not-mapping.yaml") \
-    X("clients-empty.yaml")      \
-    X("clients-not-list.yaml")   \
-    X("duplicate-hash.yaml")     \
-    X("duplicate-name.yaml")     \
-    X("empty.yaml")              \
-    X("field-twice.yaml")        \
-    X("hash-not-hex.yaml")       \
-    X("hash-not-scalar.yaml")    \
-    X("hash-short.yaml")         \
-    X("missing-hash.yaml")       \
-    X("missing-name.yaml")       \
-    X("missing-projects.yaml")   \
-    X("name-too-long.yaml")      \
-    X("no-clients.yaml")         \
-    X("not-a-mapping.yaml")      \
-    X("plain-key-only.yaml")     \
-    X("plain-key.yaml")          \
-    X("project-twice.yaml")      \
-    X("projects-empty.yaml")     \
-    X("projects-not-list.yaml")  \
-    X("route-star-mixed.yaml")   \
-    X("routes-empty.yaml")       \
-    X("star-mixed.yaml")         \
-    X("unknown-key-client.yaml") \
-    X("unknown-key-top.yaml")    \
+#define BAD_KEYS_FILES(X)          \
+    X("bad-name.yaml")             \
+    X("bad-project-id.yaml")       \
+    X("bad-route.yaml")            \
+    X("client-not-mapping.yaml")   \
+    X("clients-empty.yaml")        \
+    X("clients-not-list.yaml")     \
+    X("duplicate-hash.yaml")       \
+    X("duplicate-name.yaml")       \
+    X("empty.yaml")                \
+    X("field-twice.yaml")          \
+    X("hash-not-hex.yaml")         \
+    X("hash-not-scalar.yaml")      \
+    X("hash-short.yaml")           \
+    X("missing-hash.yaml")         \
+    X("missing-name.yaml")         \
+    X("missing-projects.yaml")     \
+    X("name-too-long.yaml")        \
+    X("no-clients.yaml")           \
+    X("not-a-mapping.yaml")        \
+    X("plain-key-only.yaml")       \
+    X("plain-key.yaml")            \
+    X("project-twice.yaml")        \
+    X("projects-empty.yaml")       \
+    X("projects-not-list.yaml")    \
+    X("route-star-mixed.yaml")     \
+    X("routes-empty.yaml")         \
+    X("star-mixed.yaml")           \
+    X("unknown-key-client.yaml")   \
+    X("unknown-key-top.yaml")      \
+    X("access-key-no-secret.yaml") \
+    X("secret-file-missing.yaml")  \
     X("yaml-syntax.yaml")
 
 #define AS_NAME(f) f,
@@ -121,6 +128,7 @@ static const char *cred_name(enum clientkeys_credential c)
 {
     switch (c) {
     case CLIENTKEYS_CRED_PRESENT: return "PRESENT";
+    case CLIENTKEYS_CRED_SIGNED: return "SIGNED";
     case CLIENTKEYS_CRED_NONE: return "NONE";
     case CLIENTKEYS_CRED_MALFORMED: return "MALFORMED";
     case CLIENTKEYS_CRED_CONFLICT: return "CONFLICT";
@@ -295,10 +303,11 @@ static void test_presented_key(void **state)
         {{{"X-Api-Key", "   k2"}}, CLIENTKEYS_CRED_PRESENT, "k2"},
         /* Other schemes and the cloud token are not client keys. */
         {{{"Authorization", "Basic dXNlcjpwYXNz"}}, CLIENTKEYS_CRED_NONE, NULL},
-        {{{"Authorization", hmac}}, CLIENTKEYS_CRED_NONE, NULL},
+        /* The SDKs' signature: verified by clientkeys_check_signed. */
+        {{{"Authorization", hmac}}, CLIENTKEYS_CRED_SIGNED, hmac},
         {{{"Authorization", "Bearerk1"}}, CLIENTKEYS_CRED_NONE, NULL},
         {{{"X-Auth-Token", "MIIcloud-token"}}, CLIENTKEYS_CRED_NONE, NULL},
-        {{{"Authorization", hmac}, {"X-Api-Key", "k2"}}, CLIENTKEYS_CRED_PRESENT, "k2"},
+        {{{"Authorization", hmac}, {"X-Api-Key", "k2"}}, CLIENTKEYS_CRED_CONFLICT, NULL},
         {{{"X-Auth-Token", "MIIcloud-token"}, {"Authorization", "Bearer k1"}}, CLIENTKEYS_CRED_PRESENT, "k1"},
         /* More than one key, even the same one twice: no guessing. */
         {{{"Authorization", "Bearer k1"}, {"X-Api-Key", "k2"}}, CLIENTKEYS_CRED_CONFLICT, NULL},
@@ -350,7 +359,8 @@ static void test_credential_messages(void **state)
     assert_non_null(strstr(none, "Authorization: Bearer"));
     assert_non_null(strstr(none, "X-Api-Key"));
     assert_non_null(strstr(bad, "X-Api-Key"));
-    assert_non_null(strstr(two, "one API key"));
+    assert_non_null(strstr(two, "send one credential"));
+    assert_non_null(strstr(two, "SDK-HMAC-SHA256"));
     assert_true(strcmp(none, bad) != 0 && strcmp(bad, two) != 0 && strcmp(none, two) != 0);
 }
 
@@ -532,6 +542,138 @@ static void test_shipped_example_loads(void **state)
     conf_diag_free(&d);
 }
 
+/* ------------------------------------------------- AK/SK clients (SDKs) */
+
+/* A keys file in a fresh folder with client "sdk" signing with AK "JGAK1",
+ * its SK in sk (mode `mode`). Writes the folder's path into `dir`. */
+static void write_signed_keys(char dir[64], mode_t mode)
+{
+    char path[128];
+    snprintf(dir, 64, "/tmp/jg-clientkeys-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/sk", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("sdk-secret-key-1\n", f);
+    fclose(f);
+    assert_int_equal(chmod(path, mode), 0);
+    snprintf(path, sizeof(path), "%s/keys.yaml", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("clients:\n"
+          "  - name: sdk\n"
+          "    access_key: JGAK1\n"
+          "    secret_file: sk\n"
+          "    projects: [\"p1\"]\n",
+          f);
+    fclose(f);
+}
+
+static void remove_signed_keys(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/sk", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/keys.yaml", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static const char *header_of(void *arg, const char *name)
+{
+    return evhttp_find_header(arg, name);
+}
+
+static void test_signed_client(void **state)
+{
+    char dir[64], path[128], auth[512], err[128], date[AKSK_DATE_SIZE];
+    struct conf_diag d;
+    write_signed_keys(dir, 0600);
+    snprintf(path, sizeof(path), "%s/keys.yaml", dir);
+    conf_diag_init(&d);
+    struct clientkeys *ks = clientkeys_load(path, &d);
+    assert_non_null(ks);
+    conf_diag_free(&d);
+
+    time_t now = time(NULL);
+    assert_int_equal(aksk_format_date(now, date), 0);
+    struct aksk_request sign = {.method = "GET",
+                                .url = "http://jobgate:8080/v1.0/p1/jobs/j1",
+                                .ak = "JGAK1",
+                                .sk = "sdk-secret-key-1",
+                                .sdk_date = date,
+                                .project_id = "p1"};
+    assert_int_equal(aksk_sign(&sign, auth, sizeof(auth), err, sizeof(err)), 0);
+    struct evkeyvalq h;
+    TAILQ_INIT(&h);
+    evhttp_add_header(&h, "Host", "jobgate:8080");
+    evhttp_add_header(&h, "X-Sdk-Date", date);
+    evhttp_add_header(&h, "X-Project-Id", "p1");
+    evhttp_add_header(&h, "Authorization", auth);
+    const char *presented = NULL;
+    assert_int_equal(clientkeys_presented(&h, &presented), CLIENTKEYS_CRED_SIGNED);
+    struct aksk_received r = {
+        .method = "GET", .path = "/v1.0/p1/jobs/j1", .header = header_of, .header_arg = &h, .now = now};
+    const struct client *who = NULL;
+    enum clientkeys_signature why;
+    assert_int_equal(clientkeys_check_signed(ks, presented, &r, "p1", "elb-v1", &who, &why), CLIENTKEYS_ALLOWED);
+    assert_int_equal(why, CLIENTKEYS_SIG_OK);
+    assert_string_equal(who->name, "sdk");
+    /* Its grants apply. */
+    assert_int_equal(clientkeys_check_signed(ks, presented, &r, "p2", "elb-v1", &who, &why), CLIENTKEYS_FORBIDDEN);
+    /* Another path, a stale date, another AK: refused, and said why. */
+    r.path = "/v1.0/p1/jobs/j2";
+    assert_int_equal(clientkeys_check_signed(ks, presented, &r, "p1", "elb-v1", &who, &why),
+                     CLIENTKEYS_UNAUTHENTICATED);
+    assert_int_equal(why, CLIENTKEYS_SIG_MISMATCH);
+    assert_null(who);
+    assert_string_equal(clientkeys_signature_code(why), "JG.SIGNATURE_MISMATCH");
+    r.path = "/v1.0/p1/jobs/j1";
+    r.now = now + 16 * 60;
+    assert_int_equal(clientkeys_check_signed(ks, presented, &r, "p1", "elb-v1", &who, &why),
+                     CLIENTKEYS_UNAUTHENTICATED);
+    assert_int_equal(why, CLIENTKEYS_SIG_EXPIRED);
+    r.now = now;
+    sign.ak = "JGAK2";
+    assert_int_equal(aksk_sign(&sign, auth, sizeof(auth), err, sizeof(err)), 0);
+    assert_int_equal(clientkeys_check_signed(ks, auth, &r, "p1", "elb-v1", &who, &why), CLIENTKEYS_UNAUTHENTICATED);
+    assert_int_equal(why, CLIENTKEYS_SIG_UNKNOWN_KEY);
+    /* An AK/SK client holds no API key: no key matches it. */
+    assert_int_equal(clientkeys_check(ks, "sdk-secret-key-1", "p1", "elb-v1", NULL), CLIENTKEYS_UNAUTHENTICATED);
+    evhttp_clear_headers(&h);
+    clientkeys_unref(ks);
+    remove_signed_keys(dir);
+}
+
+/* A secret file others may read is refused at load, never quoted. */
+static void test_secret_file_mode(void **state)
+{
+    static const mode_t loose[] = {0640, 0604, 0660, 0644};
+    for (size_t i = 0; i < sizeof(loose) / sizeof(loose[0]); i++) {
+        char dir[64], path[128];
+        struct conf_diag d;
+        write_signed_keys(dir, loose[i]);
+        snprintf(path, sizeof(path), "%s/keys.yaml", dir);
+        conf_diag_init(&d);
+        assert_null(clientkeys_load(path, &d));
+        unit_assert_diag(&d, path, "readable by its owner only");
+        for (size_t k = 0; k < d.count; k++)
+            assert_null(strstr(d.lines[k], "sdk-secret-key-1"));
+        conf_diag_free(&d);
+        remove_signed_keys(dir);
+    }
+    char dir[64], path[128];
+    struct conf_diag d;
+    write_signed_keys(dir, 0400);
+    snprintf(path, sizeof(path), "%s/keys.yaml", dir);
+    conf_diag_init(&d);
+    struct clientkeys *ks = clientkeys_load(path, &d);
+    assert_non_null(ks);
+    clientkeys_unref(ks);
+    conf_diag_free(&d);
+    remove_signed_keys(dir);
+}
+
 static void test_missing_file(void **state)
 {
     struct conf_diag d;
@@ -647,6 +789,8 @@ int main(void)
         cmocka_unit_test(test_routes_checked_against_rules),
         cmocka_unit_test(test_shipped_example_loads),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_signed_client),
+        cmocka_unit_test(test_secret_file_mode),
         cmocka_unit_test(test_all_mistakes_reported_at_once),
         cmocka_unit_test(test_every_bad_file_is_listed),
         BAD_KEYS_FILES(AS_TEST)

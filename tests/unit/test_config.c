@@ -55,6 +55,7 @@
     X("bad-max-body.yaml")               \
     X("bad-shutdown-timeout.yaml")       \
     X("bad-size.yaml")                   \
+    X("client-error-shape.yaml")         \
     X("cache-not-mapping.yaml")          \
     X("client-timeout-short.yaml")       \
     X("coalesce-unknown.yaml")           \
@@ -267,7 +268,7 @@ static void test_defaults(void **state)
                 .keepalive_timeout_ms = 60000,
                 .max_connections = 16384,
                 .max_requests_per_connection = 10000,
-                .max_header_bytes = 8192,
+                .max_header_bytes = 64 * 1024,
                 .max_uri_bytes = 4096,
             },
         .gateway =

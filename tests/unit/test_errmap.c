@@ -390,25 +390,44 @@ static void test_empty_map_falls_back(void **state)
 
 /* ------------------------------------------------------------- rendering */
 
-/* Render `e`, parse it back and check each member. */
-static void check_render(const struct client_error *e, const char *request_id)
+/* Render `e` in `shape`, parse it back and check each member, where the
+ * official SDKs read them: {"error_code","error_msg"} (apigw, the default)
+ * or {"error": {"code","message"}} (elb); the request id beside them. */
+static void check_render_shape(const struct client_error *e, const char *request_id, enum error_shape shape)
 {
-    char *text = client_error_render(e, request_id);
+    char *text = client_error_render(e, request_id, shape);
     assert_non_null(text);
     assert_true(valid_utf8(text, strlen(text)));
     cJSON *root = cJSON_Parse(text);
     if (!root)
         fail_msg("not JSON: %s", text);
     assert_true(cJSON_IsObject(root));
-    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "code")), e->code);
-    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "message")), e->message);
+    const cJSON *holder = root;
+    const char *code_key = "error_code", *message_key = "error_msg";
+    if (shape == ERROR_SHAPE_ELB) {
+        holder = cJSON_GetObjectItemCaseSensitive(root, "error");
+        assert_true(cJSON_IsObject(holder));
+        code_key = "code";
+        message_key = "message";
+        assert_int_equal(cJSON_GetArraySize(holder), 2);
+    }
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(holder, code_key)), e->code);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(holder, message_key)), e->message);
     const cJSON *rid = cJSON_GetObjectItemCaseSensitive(root, "request_id");
     if (request_id)
         assert_string_equal(cJSON_GetStringValue(rid), request_id);
     else
         assert_null(rid);
+    assert_int_equal(cJSON_GetArraySize(root), (shape == ERROR_SHAPE_ELB ? 1 : 2) + (request_id ? 1 : 0));
     cJSON_Delete(root);
     cJSON_free(text);
+}
+
+static void check_render(const struct client_error *e, const char *request_id)
+{
+    check_render_shape(e, request_id, ERROR_SHAPE_DEFAULT);
+    check_render_shape(e, request_id, ERROR_SHAPE_APIGW);
+    check_render_shape(e, request_id, ERROR_SHAPE_ELB);
 }
 
 static void test_render(void **state)
@@ -460,7 +479,7 @@ static void test_render_invalid_utf8_from_upstream(void **state)
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         struct client_error e;
         errmap_from_upstream(map, 401, bodies[i], strlen(bodies[i]), &e);
-        char *text = client_error_render(&e, "r");
+        char *text = client_error_render(&e, "r", (enum error_shape)(i % ERROR_SHAPE__COUNT));
         assert_non_null(text);
         UNIT_EXPECT(failed, valid_utf8(text, strlen(text)), "body %zu: the answer is not UTF-8: %s", i, text);
         cJSON_free(text);

@@ -97,6 +97,7 @@
     X("status-out-of-range.yaml")     \
     X("status-twice.yaml")            \
     X("status-word.yaml")             \
+    X("errors-shape-unknown.yaml")    \
     X("sub-jobs-no-state.yaml")       \
     X("terminal-no-success.yaml")     \
     X("terminal-twice.yaml")          \
