@@ -33,8 +33,8 @@
  *    +---------------------- 401: jobgate's token expired (once) -------+
  *
  * NEW is made by flight_join for the key's first waiter, or with no waiter
- * by flight_refresh (pending_swr: the pollers are answered stale meanwhile). [call] and [admit]
- * are steps, not states: they pass on at once. Whatever the state, a waiter
+ * by flight_refresh (pending_swr: the pollers are answered stale meanwhile).
+ * [call] and [admit] are steps, not states: they pass on at once. Whatever the state, a waiter
  * may leave meanwhile: at its deadline (answered 504, or stale), or when its
  * client hangs up; the call goes on for the others, and its answer is cached
  * for the next poller. DONE answers every waiter left, from one place
