@@ -1,5 +1,6 @@
 /*
- * aksk: SDK-HMAC-SHA256 request signing (the contract is in aksk.h).
+ * aksk: SDK-HMAC-SHA256 request signing and verifying (the contract is in
+ * aksk.h; the canonical request's pieces are in aksk_canon.c).
  *
  * The canonical request is built in a growable buffer (struct strbuf) that
  * this file owns from start to end of one aksk_sign_traced call; the URL
@@ -19,8 +20,11 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "aksk_canon.h"
 #include "digest.h"
 #include "encoding.h"
+
+_Static_assert(AKSK_CANON_DATE_LEN == AKSK_DATE_SIZE - 1, "one X-Sdk-Date length");
 
 static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -33,343 +37,6 @@ static void set_error(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* ------------------------------------------------------------------------ */
-/* A growable string; a failed allocation sticks, checked once at the end.  */
-/* ------------------------------------------------------------------------ */
-
-struct strbuf {
-    char *data; /* owned, NUL-terminated once anything was added */
-    size_t len;
-    size_t cap;
-    int failed;
-};
-
-static void strbuf_add(struct strbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *grown;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if ((grown = realloc(b->data, cap)) == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void strbuf_adds(struct strbuf *b, const char *s)
-{
-    strbuf_add(b, s, strlen(s));
-}
-
-static void strbuf_free(struct strbuf *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
-/* ------------------------------------------------------------------------ */
-/* Percent-encoding                                                         */
-/* ------------------------------------------------------------------------ */
-
-static int is_unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '~' || c == '.';
-}
-
-/*
- * Decode the `n` bytes at `in` into a new buffer (*out, caller frees;
- * *outlen bytes, NUL-terminated, possibly holding NULs). Returns 0, or -1
- * for a '%' not followed by two hex digits or no memory.
- */
-static int percent_decode(const char *in, size_t n, char **out, size_t *outlen)
-{
-    char *decoded = malloc(n + 1);
-    size_t i, k = 0;
-
-    if (decoded == NULL)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (in[i] != '%') {
-            decoded[k++] = in[i];
-            continue;
-        }
-        if (i + 2 >= n || OPENSSL_hexchar2int((unsigned char)in[i + 1]) < 0 ||
-            OPENSSL_hexchar2int((unsigned char)in[i + 2]) < 0)
-            goto bad;
-        decoded[k++] =
-            (char)(OPENSSL_hexchar2int((unsigned char)in[i + 1]) * 16 + OPENSSL_hexchar2int((unsigned char)in[i + 2]));
-        i += 2;
-    }
-    decoded[k] = '\0';
-    *out = decoded;
-    *outlen = k;
-    return 0;
-bad:
-    free(decoded);
-    return -1;
-}
-
-static void percent_encode(struct strbuf *b, const char *in, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        char escaped[3] = {'%', hex[c >> 4], hex[c & 0xf]};
-
-        if (is_unreserved(c))
-            strbuf_add(b, (const char *)&in[i], 1);
-        else
-            strbuf_add(b, escaped, 3);
-    }
-}
-
-/* Decode then encode `n` bytes at `in` into `b`; -1 on a bad escape. */
-static int percent_reencode(struct strbuf *b, const char *in, size_t n)
-{
-    char *decoded;
-    size_t decoded_len;
-
-    if (percent_decode(in, n, &decoded, &decoded_len) != 0)
-        return -1;
-    percent_encode(b, decoded, decoded_len);
-    free(decoded);
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Canonical URI and query                                                  */
-/* ------------------------------------------------------------------------ */
-
-static int canonical_uri(struct strbuf *b, const char *path)
-{
-    const char *segment = path;
-
-    for (;;) {
-        size_t n = strcspn(segment, "/");
-
-        if (percent_reencode(b, segment, n) != 0)
-            return -1;
-        if (segment[n] == '\0')
-            break;
-        strbuf_add(b, "/", 1);
-        segment += n + 1;
-    }
-    if (b->len == 0 || b->data[b->len - 1] != '/')
-        strbuf_add(b, "/", 1);
-    return 0;
-}
-
-/* One decoded query pair; both strings owned. */
-struct query_pair {
-    char *key;
-    size_t key_len;
-    char *value;
-    size_t value_len;
-};
-
-static int bytes_compare(const char *a, size_t alen, const char *b, size_t blen)
-{
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-
-    if (c != 0)
-        return c;
-    return alen < blen ? -1 : alen > blen;
-}
-
-static int query_pair_compare(const void *a, const void *b)
-{
-    const struct query_pair *left = a, *right = b;
-    int c = bytes_compare(left->key, left->key_len, right->key, right->key_len);
-
-    return c != 0 ? c : bytes_compare(left->value, left->value_len, right->value, right->value_len);
-}
-
-static int canonical_query(struct strbuf *b, const char *query)
-{
-    struct query_pair *pairs = NULL;
-    size_t npairs = 0, cap = 0, i;
-    const char *p = query;
-    int rc = -1;
-
-    while (query != NULL) {
-        size_t n = strcspn(p, "&");
-        const char *eq = memchr(p, '=', n);
-        size_t key_n = eq ? (size_t)(eq - p) : n;
-        struct query_pair pair = {0};
-
-        if (key_n > 0) {
-            if (npairs == cap) {
-                size_t grown_cap = cap ? cap * 2 : 8;
-                struct query_pair *grown = realloc(pairs, grown_cap * sizeof(*grown));
-
-                if (grown == NULL)
-                    goto out;
-                pairs = grown;
-                cap = grown_cap;
-            }
-            if (percent_decode(p, key_n, &pair.key, &pair.key_len) != 0)
-                goto out;
-            if (percent_decode(eq ? eq + 1 : p + n, eq ? n - key_n - 1 : 0, &pair.value, &pair.value_len) != 0) {
-                free(pair.key);
-                goto out;
-            }
-            pairs[npairs++] = pair;
-        }
-        if (p[n] == '\0')
-            break;
-        p += n + 1;
-    }
-    if (npairs > 1)
-        qsort(pairs, npairs, sizeof(*pairs), query_pair_compare);
-    for (i = 0; i < npairs; i++) {
-        if (i > 0)
-            strbuf_add(b, "&", 1);
-        percent_encode(b, pairs[i].key, pairs[i].key_len);
-        strbuf_add(b, "=", 1);
-        percent_encode(b, pairs[i].value, pairs[i].value_len);
-    }
-    rc = 0;
-out:
-    for (i = 0; i < npairs; i++) {
-        free(pairs[i].key);
-        free(pairs[i].value);
-    }
-    free(pairs);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Signed headers                                                           */
-/* ------------------------------------------------------------------------ */
-
-/* One header to sign: its lowercase name (owned) and its trimmed value
- * (borrowed from the request or from the parsed URL). */
-struct signed_header {
-    char *name;
-    const char *value;
-    size_t value_len;
-};
-
-static int is_token_char(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* A field value may hold visible bytes, blanks and obs-text; no CR or LF,
- * which would let a value start a header of its own. */
-static int header_value_valid(const char *value)
-{
-    for (; *value != '\0'; value++) {
-        unsigned char c = (unsigned char)*value;
-
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-static int signed_header_compare(const void *a, const void *b)
-{
-    const struct signed_header *left = a, *right = b;
-
-    return strcmp(left->name, right->name);
-}
-
-/* Add `name` (lowercased) with `value` trimmed of blanks; -1 on no memory. */
-static int signed_header_add(struct signed_header *list, size_t *count, const char *name, const char *value)
-{
-    struct signed_header *h = &list[*count];
-    size_t len = strlen(value), i;
-
-    if ((h->name = strdup(name)) == NULL)
-        return -1;
-    for (i = 0; h->name[i] != '\0'; i++)
-        if (h->name[i] >= 'A' && h->name[i] <= 'Z')
-            h->name[i] = (char)(h->name[i] - 'A' + 'a');
-    while (len > 0 && (*value == ' ' || *value == '\t')) {
-        value++;
-        len--;
-    }
-    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-        len--;
-    h->value = value;
-    h->value_len = len;
-    (*count)++;
-    return 0;
-}
-
-static void signed_headers_free(struct signed_header *list, size_t count)
-{
-    size_t i;
-
-    for (i = 0; list != NULL && i < count; i++)
-        free(list[i].name);
-    free(list);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Checks on what the caller gives                                          */
-/* ------------------------------------------------------------------------ */
-
-static int method_valid(const char *method)
-{
-    size_t n = method ? strlen(method) : 0, i;
-
-    if (n == 0 || n > 16)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (method[i] < 'A' || method[i] > 'Z')
-            return 0;
-    return 1;
-}
-
-static int sdk_date_valid(const char *date)
-{
-    size_t i;
-
-    if (date == NULL || strlen(date) != AKSK_DATE_SIZE - 1)
-        return 0;
-    for (i = 0; i < AKSK_DATE_SIZE - 1; i++) {
-        char want = i == 8 ? 'T' : i == 15 ? 'Z' : 'd';
-
-        if (want == 'd' ? (date[i] < '0' || date[i] > '9') : date[i] != want)
-            return 0;
-    }
-    return 1;
-}
-
-/* Printable ASCII without blanks or commas: it sits inside the
- * comma-separated Authorization value. */
-static int access_key_valid(const char *ak)
-{
-    if (ak == NULL || *ak == '\0')
-        return 0;
-    for (; *ak != '\0'; ak++)
-        if (*ak <= 0x20 || *ak >= 0x7f || *ak == ',')
-            return 0;
-    return 1;
-}
-
-static int is_managed_header(const char *name)
-{
-    return strcasecmp(name, "host") == 0 || strcasecmp(name, "x-sdk-date") == 0 ||
-           strcasecmp(name, "x-project-id") == 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -490,11 +157,11 @@ static int request_check(const struct aksk_request *r, char *err, size_t errlen)
 {
     size_t i, k;
 
-    if (!method_valid(r->method)) {
+    if (!aksk_method_valid(r->method)) {
         set_error(err, errlen, "the method must be 1 to 16 uppercase letters");
         return -1;
     }
-    if (!access_key_valid(r->ak)) {
+    if (!aksk_access_key_valid(r->ak)) {
         set_error(err, errlen, "the access key must be printable ASCII without blanks or commas");
         return -1;
     }
@@ -502,11 +169,11 @@ static int request_check(const struct aksk_request *r, char *err, size_t errlen)
         set_error(err, errlen, "the secret key is empty");
         return -1;
     }
-    if (!sdk_date_valid(r->sdk_date)) {
+    if (!aksk_sdk_date_valid(r->sdk_date)) {
         set_error(err, errlen, "the X-Sdk-Date value must read YYYYMMDDTHHMMSSZ");
         return -1;
     }
-    if (r->project_id != NULL && (r->project_id[0] == '\0' || !header_value_valid(r->project_id))) {
+    if (r->project_id != NULL && (r->project_id[0] == '\0' || !aksk_header_value_valid(r->project_id))) {
         set_error(err, errlen, "the project id must be a non-empty header value");
         return -1;
     }
@@ -521,17 +188,17 @@ static int request_check(const struct aksk_request *r, char *err, size_t errlen)
     for (i = 0; i < r->header_count; i++) {
         const char *name = r->headers[i].name;
 
-        for (k = 0; name != NULL && name[k] != '\0' && is_token_char((unsigned char)name[k]); k++)
+        for (k = 0; name != NULL && name[k] != '\0' && aksk_is_token_char((unsigned char)name[k]); k++)
             ;
         if (name == NULL || k == 0 || name[k] != '\0' || k > 128) {
             set_error(err, errlen, "extra header %zu: the name must be a token of 1 to 128 characters", i + 1);
             return -1;
         }
-        if (is_managed_header(name)) {
+        if (aksk_is_managed_header(name)) {
             set_error(err, errlen, "extra header %s: set by the signer, not by the caller", name);
             return -1;
         }
-        if (r->headers[i].value == NULL || !header_value_valid(r->headers[i].value)) {
+        if (r->headers[i].value == NULL || !aksk_header_value_valid(r->headers[i].value)) {
             set_error(err, errlen, "extra header %s: the value is missing or holds control characters", name);
             return -1;
         }
@@ -565,14 +232,14 @@ int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t l
     /* Headers: host, x-sdk-date, x-project-id, then the caller's. */
     if ((headers = calloc(r->header_count + 3, sizeof(*headers))) == NULL)
         goto no_memory;
-    if ((!(r->flags & AKSK_OMIT_HOST) && signed_header_add(headers, &nheaders, "host", url.host_header) != 0) ||
-        signed_header_add(headers, &nheaders, "x-sdk-date", r->sdk_date) != 0 ||
-        (r->project_id != NULL && signed_header_add(headers, &nheaders, "x-project-id", r->project_id) != 0))
+    if ((!(r->flags & AKSK_OMIT_HOST) && aksk_signed_header_add(headers, &nheaders, "host", url.host_header) != 0) ||
+        aksk_signed_header_add(headers, &nheaders, "x-sdk-date", r->sdk_date) != 0 ||
+        (r->project_id != NULL && aksk_signed_header_add(headers, &nheaders, "x-project-id", r->project_id) != 0))
         goto no_memory;
     for (i = 0; i < r->header_count; i++)
-        if (signed_header_add(headers, &nheaders, r->headers[i].name, r->headers[i].value) != 0)
+        if (aksk_signed_header_add(headers, &nheaders, r->headers[i].name, r->headers[i].value) != 0)
             goto no_memory;
-    qsort(headers, nheaders, sizeof(*headers), signed_header_compare);
+    qsort(headers, nheaders, sizeof(*headers), aksk_signed_header_compare);
     for (i = 1; i < nheaders; i++) {
         if (strcmp(headers[i - 1].name, headers[i].name) == 0) {
             set_error(err, errlen, "extra header %s is given twice", headers[i].name);
@@ -581,44 +248,44 @@ int aksk_sign_traced(const struct aksk_request *r, char *authorization, size_t l
     }
 
     /* The canonical request. */
-    strbuf_adds(&canonical, r->method);
-    strbuf_add(&canonical, "\n", 1);
-    if (canonical_uri(&canonical, url.path) != 0) {
+    aksk_strbuf_adds(&canonical, r->method);
+    aksk_strbuf_add(&canonical, "\n", 1);
+    if (aksk_canonical_uri(&canonical, url.path) != 0) {
         set_error(err, errlen, "the URL's path holds a '%%' not followed by two hex digits");
         goto out;
     }
-    strbuf_add(&canonical, "\n", 1);
-    if (canonical_query(&canonical, url.query) != 0) {
+    aksk_strbuf_add(&canonical, "\n", 1);
+    if (aksk_canonical_query(&canonical, url.query) != 0) {
         if (!canonical.failed)
             set_error(err, errlen, "the URL's query holds a '%%' not followed by two hex digits");
         goto out;
     }
-    strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_add(&canonical, "\n", 1);
     for (i = 0; i < nheaders; i++) {
-        strbuf_adds(&canonical, headers[i].name);
-        strbuf_add(&canonical, ":", 1);
-        strbuf_add(&canonical, headers[i].value, headers[i].value_len);
-        strbuf_add(&canonical, "\n", 1);
+        aksk_strbuf_adds(&canonical, headers[i].name);
+        aksk_strbuf_add(&canonical, ":", 1);
+        aksk_strbuf_add(&canonical, headers[i].value, headers[i].value_len);
+        aksk_strbuf_add(&canonical, "\n", 1);
         if (i > 0)
-            strbuf_add(&names, ";", 1);
-        strbuf_adds(&names, headers[i].name);
+            aksk_strbuf_add(&names, ";", 1);
+        aksk_strbuf_adds(&names, headers[i].name);
     }
-    strbuf_add(&canonical, "\n", 1);
-    strbuf_add(&canonical, names.data ? names.data : "", names.len);
-    strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_add(&canonical, names.data ? names.data : "", names.len);
+    aksk_strbuf_add(&canonical, "\n", 1);
     if (digest_sha256_hex(r->body, r->body_len, body_hash) != 0)
         goto crypto_failed;
-    strbuf_adds(&canonical, body_hash);
+    aksk_strbuf_adds(&canonical, body_hash);
     if (canonical.failed || names.failed)
         goto no_memory;
 
     /* The string to sign, and its HMAC under the SK. */
     if (digest_sha256_hex(canonical.data, canonical.len, request_hash) != 0)
         goto crypto_failed;
-    strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
-    strbuf_adds(&to_sign, r->sdk_date);
-    strbuf_add(&to_sign, "\n", 1);
-    strbuf_adds(&to_sign, request_hash);
+    aksk_strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
+    aksk_strbuf_adds(&to_sign, r->sdk_date);
+    aksk_strbuf_add(&to_sign, "\n", 1);
+    aksk_strbuf_adds(&to_sign, request_hash);
     if (to_sign.failed)
         goto no_memory;
     if (digest_hmac_sha256(r->sk, strlen(r->sk), to_sign.data, to_sign.len, mac) != 0)
@@ -650,10 +317,10 @@ out:
     /* The MAC is the SK's work: leave no copy of it behind. */
     OPENSSL_cleanse(mac, sizeof(mac));
     OPENSSL_cleanse(signature, sizeof(signature));
-    strbuf_free(&canonical);
-    strbuf_free(&names);
-    strbuf_free(&to_sign);
-    signed_headers_free(headers, nheaders);
+    aksk_strbuf_free(&canonical);
+    aksk_strbuf_free(&names);
+    aksk_strbuf_free(&to_sign);
+    aksk_signed_headers_free(headers, nheaders);
     url_parts_free(&url);
     return rc;
 }
@@ -735,7 +402,7 @@ int aksk_presented_parse(const char *value, struct aksk_presented *p)
             break;
         value += n + 1;
     }
-    if (have_access && have_names && have_signature && access_key_valid(p->access))
+    if (have_access && have_names && have_signature && aksk_access_key_valid(p->access))
         return 0;
 bad:
     aksk_presented_free(p);
@@ -748,7 +415,7 @@ static int sdk_date_parse(const char *text, time_t *when)
     struct tm tm = {0};
     char again[AKSK_DATE_SIZE];
 
-    if (!sdk_date_valid(text) || strptime(text, "%Y%m%dT%H%M%SZ", &tm) == NULL)
+    if (!aksk_sdk_date_valid(text) || strptime(text, "%Y%m%dT%H%M%SZ", &tm) == NULL)
         return -1;
     *when = timegm(&tm);
     /* strptime lets "20261399..." through to timegm, which would roll it over. */
@@ -776,17 +443,17 @@ enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_
     if (sdk_date_parse(sdk_date, &when) != 0 ||
         (when > r->now ? when - r->now : r->now - when) > (time_t)AKSK_MAX_SKEW_S)
         return AKSK_EXPIRED;
-    if (!method_valid(r->method) || r->path == NULL || r->path[0] != '/')
+    if (!aksk_method_valid(r->method) || r->path == NULL || r->path[0] != '/')
         return AKSK_MALFORMED;
 
-    strbuf_adds(&canonical, r->method);
-    strbuf_add(&canonical, "\n", 1);
-    if (canonical_uri(&canonical, r->path) != 0)
+    aksk_strbuf_adds(&canonical, r->method);
+    aksk_strbuf_add(&canonical, "\n", 1);
+    if (aksk_canonical_uri(&canonical, r->path) != 0)
         goto out;
-    strbuf_add(&canonical, "\n", 1);
-    if (canonical_query(&canonical, r->query) != 0)
+    aksk_strbuf_add(&canonical, "\n", 1);
+    if (aksk_canonical_query(&canonical, r->query) != 0)
         goto out;
-    strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_add(&canonical, "\n", 1);
     /* The headers in the order SignedHeaders names them: lowercase, sorted, each once. */
     for (;;) {
         size_t n = strcspn(name, ";");
@@ -797,9 +464,9 @@ enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_
         if (n == 0 || n >= sizeof(lower))
             goto out;
         for (size_t i = 0; i < n; i++)
-            if (!is_token_char((unsigned char)name[i]) || (name[i] >= 'A' && name[i] <= 'Z'))
+            if (!aksk_is_token_char((unsigned char)name[i]) || (name[i] >= 'A' && name[i] <= 'Z'))
                 goto out;
-        if (previous != NULL && bytes_compare(previous, previous_n, name, n) >= 0)
+        if (previous != NULL && aksk_bytes_compare(previous, previous_n, name, n) >= 0)
             goto out;
         memcpy(lower, name, n);
         lower[n] = '\0';
@@ -813,10 +480,10 @@ enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_
         len = strlen(value);
         while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
             len--;
-        strbuf_add(&canonical, lower, n);
-        strbuf_add(&canonical, ":", 1);
-        strbuf_add(&canonical, value, len);
-        strbuf_add(&canonical, "\n", 1);
+        aksk_strbuf_add(&canonical, lower, n);
+        aksk_strbuf_add(&canonical, ":", 1);
+        aksk_strbuf_add(&canonical, value, len);
+        aksk_strbuf_add(&canonical, "\n", 1);
         previous = name;
         previous_n = n;
         if (name[n] == '\0')
@@ -825,20 +492,20 @@ enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_
     }
     if (!has_host || !has_date)
         goto out;
-    strbuf_add(&canonical, "\n", 1);
-    strbuf_adds(&canonical, p->signed_headers);
-    strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_add(&canonical, "\n", 1);
+    aksk_strbuf_adds(&canonical, p->signed_headers);
+    aksk_strbuf_add(&canonical, "\n", 1);
     if (unsigned_payload)
         snprintf(body_hash, sizeof(body_hash), "UNSIGNED-PAYLOAD");
     else if (digest_sha256_hex(r->body, r->body_len, body_hash) != 0)
         goto out;
-    strbuf_adds(&canonical, body_hash);
+    aksk_strbuf_adds(&canonical, body_hash);
     if (canonical.failed || digest_sha256_hex(canonical.data, canonical.len, request_hash) != 0)
         goto out;
-    strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
-    strbuf_adds(&to_sign, sdk_date);
-    strbuf_add(&to_sign, "\n", 1);
-    strbuf_adds(&to_sign, request_hash);
+    aksk_strbuf_adds(&to_sign, AKSK_ALGORITHM "\n");
+    aksk_strbuf_adds(&to_sign, sdk_date);
+    aksk_strbuf_add(&to_sign, "\n", 1);
+    aksk_strbuf_adds(&to_sign, request_hash);
     if (to_sign.failed || digest_hmac_sha256(sk, sk_len, to_sign.data, to_sign.len, mac) != 0)
         goto out;
     encoding_hex(mac, sizeof(mac), expected);
@@ -849,7 +516,7 @@ enum aksk_verdict aksk_verify(const struct aksk_presented *p, const struct aksk_
 out:
     OPENSSL_cleanse(mac, sizeof(mac));
     OPENSSL_cleanse(expected, sizeof(expected));
-    strbuf_free(&canonical);
-    strbuf_free(&to_sign);
+    aksk_strbuf_free(&canonical);
+    aksk_strbuf_free(&to_sign);
     return verdict;
 }

@@ -13,8 +13,9 @@
  * is cancelled, so that cache_free can drop it. */
 struct cache_pending {
     struct cache *c;
-    struct redis_op *op; /* leases and waits: what cache_cancel forgets */
-    cache_get_cb get_cb; /* lookups and waits */
+    struct redis_op *op;       /* leases and waits: what cache_cancel forgets */
+    cache_get_cb get_cb;       /* lookups and waits */
+    cache_lookup_cb lookup_cb; /* lookups with a lease */
     cache_lease_cb lease_cb;
     void *arg;
     TAILQ_ENTRY(cache_pending) link;
@@ -110,7 +111,7 @@ static void fill_mem(struct cache *c, const char *key, struct body *b)
     cache_mem_put(c->mem, key, b, fresh_ms, stale_ms);
 }
 
-static void on_redis_result(enum cache_status status, struct body *b, void *arg)
+static void on_redis_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
 {
     struct cache_pending *p = arg;
     struct cache *c = p->c;
@@ -123,31 +124,58 @@ static void on_redis_result(enum cache_status status, struct body *b, void *arg)
     int stale;
     struct body *mine = cache_mem_get(c->mem, p->key, &stale);
     if (mine) {
+        if (!stale && lease == CACHE_LEASE_ACQUIRED) {
+            cache_redis_settle(c->redis, p->key, 0); /* the answer is here: nobody calls upstream */
+            lease = CACHE_LEASE_NONE;
+        }
         status = stale ? CACHE_STALE : CACHE_HIT;
         b = mine;
     }
-    cache_get_cb cb = p->get_cb;
+    cache_get_cb get_cb = p->get_cb;
+    cache_lookup_cb lookup_cb = p->lookup_cb;
     void *cb_arg = p->arg;
     pending_free(p);
-    cb(status, b, cb_arg);
+    if (lookup_cb)
+        lookup_cb(status, b, lease, cb_arg);
+    else
+        get_cb(status, b, cb_arg);
 }
 
-void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg)
+/* cache_get and cache_get_lease: `lookup_cb` set for the latter. */
+static void lookup(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                   cache_get_cb get_cb, cache_lookup_cb lookup_cb, void *arg)
 {
     int stale;
     struct body *b = cache_mem_get(c->mem, key, &stale);
-    if ((b && !stale) || !c->redis) {
-        cb(!b ? CACHE_MISS : stale ? CACHE_STALE : CACHE_HIT, b, arg);
+    enum cache_status status = !b ? CACHE_MISS : stale ? CACHE_STALE : CACHE_HIT;
+    struct cache_pending *p = NULL;
+    if ((b && !stale) || !c->redis || !(p = pending_new(c, key))) {
+        if (c->redis && !(b && !stale))
+            status = b ? CACHE_STALE : CACHE_UNAVAILABLE; /* out of memory */
+        if (lookup_cb)
+            lookup_cb(status, b, status == CACHE_HIT ? CACHE_LEASE_NONE : CACHE_LEASE_UNAVAILABLE, arg);
+        else
+            get_cb(status, b, arg);
         return;
     }
-    struct cache_pending *p = pending_new(c, key);
-    if (!p) {
-        cb(b ? CACHE_STALE : CACHE_UNAVAILABLE, b, arg);
-        return;
-    }
-    p->get_cb = cb;
+    p->get_cb = get_cb;
+    p->lookup_cb = lookup_cb;
     p->arg = arg;
-    cache_redis_get(c->redis, key, on_redis_result, p);
+    if (lookup_cb && lease_ms > 0)
+        cache_redis_get_lease(c->redis, key, expect, lease_ms, on_redis_result, p);
+    else
+        cache_redis_get(c->redis, key, expect, on_redis_result, p);
+}
+
+void cache_get(struct cache *c, const char *key, const struct cache_expect *expect, cache_get_cb cb, void *arg)
+{
+    lookup(c, key, expect, 0, cb, NULL, arg);
+}
+
+void cache_get_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                     cache_lookup_cb cb, void *arg)
+{
+    lookup(c, key, expect, lease_ms, NULL, cb, arg);
 }
 
 void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms)
@@ -169,22 +197,23 @@ void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms,
 
 /* ------------------------------------------------------ leases and waits */
 
-static void on_lease_result(enum cache_lease_status status, void *arg)
+static void on_lease_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
 {
     struct cache_pending *p = arg;
     cache_lease_cb cb = p->lease_cb;
     void *cb_arg = p->arg;
     pending_free(p);
-    cb(status, cb_arg);
+    cb(lease, cb_arg);
 }
 
-struct cache_pending *cache_lease(struct cache *c, const char *key, int64_t lease_ms, cache_lease_cb cb, void *arg)
+struct cache_pending *cache_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                                  cache_lease_cb cb, void *arg)
 {
     struct cache_pending *p = c->redis ? pending_new(c, key) : NULL;
     if (p) {
         p->lease_cb = cb;
         p->arg = arg;
-        p->op = cache_redis_lease(c->redis, key, lease_ms, on_lease_result, p);
+        p->op = cache_redis_lease(c->redis, key, expect, lease_ms, on_lease_result, p);
         if (p->op)
             return p;
         pending_free(p);
@@ -204,13 +233,14 @@ static void on_wait_result(enum cache_status status, struct body *b, void *arg)
     cb(status, b, cb_arg);
 }
 
-struct cache_pending *cache_wait(struct cache *c, const char *key, int64_t timeout_ms, cache_get_cb cb, void *arg)
+struct cache_pending *cache_wait(struct cache *c, const char *key, const struct cache_expect *expect,
+                                 int64_t timeout_ms, cache_get_cb cb, void *arg)
 {
     struct cache_pending *p = c->redis ? pending_new(c, key) : NULL;
     if (p) {
         p->get_cb = cb;
         p->arg = arg;
-        p->op = cache_redis_wait(c->redis, key, timeout_ms, on_wait_result, p);
+        p->op = cache_redis_wait(c->redis, key, expect, timeout_ms, on_wait_result, p);
         if (p->op)
             return p;
         pending_free(p);

@@ -13,8 +13,17 @@
  * still-changing one. Keys are built by the caller from the rule name and the
  * validated route parameters only.
  *
+ * What is read from Redis is checked before it is served (struct
+ * cache_expect, cache_entry.h): its format, its MAC when an entry key is
+ * set, and that it answers for the job asked for in a state that agrees
+ * with where it was kept. What fails is a miss, counted in `rejected`. A
+ * copy in the in-process tier was checked on its way in, or never left the
+ * process: it is not checked again.
+ *
  * Coalescing across processes (every jobgate sharing one Redis): before
- * calling upstream a process takes the key's lease (cache_lease); the others
+ * calling upstream a process takes the key's lease (cache_lease, or with
+ * the lookup itself: cache_get_lease, one round trip where Redis runs
+ * scripts); the others
  * find it held and cache_wait for the answer its holder stores with
  * cache_put. Waiters learn of it by Redis pub/sub where the Redis tier allows
  * it, else by short polling (twemproxy has no pub/sub). Without Redis, or
@@ -48,8 +57,19 @@ struct cache *cache_new(struct event_base *base, const struct cache_conf *conf, 
 
 /* Look `key` up: HIT (fresh), STALE (only a stale copy), MISS, or
  * UNAVAILABLE (Redis down or erring, and no copy in process). An error reply
- * from Redis is never reported as a MISS. */
-void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg);
+ * from Redis is never reported as a MISS. `expect` (may be NULL) is what a
+ * copy read from Redis must be. */
+void cache_get(struct cache *c, const char *key, const struct cache_expect *expect, cache_get_cb cb, void *arg);
+
+/* cache_get, and unless the answer is a fresh one, the key's lease for
+ * lease_ms (as cache_lease) in the same round trip where the Redis tier
+ * runs scripts. `cb` gets the lookup's outcome, and the lease's:
+ * ACQUIRED, HELD or UNAVAILABLE as cache_lease says them; NONE for a HIT,
+ * or where the lookup could not take it (twemproxy): cache_lease then, if
+ * upstream must be called. Without Redis: UNAVAILABLE. An ACQUIRED lease is
+ * the caller's to end with cache_put or cache_lease_release. */
+void cache_get_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                     cache_lookup_cb cb, void *arg);
 
 /* Store `b` (the cache takes what references it needs) in every tier, and
  * set b->expires_at_ms (end of its fresh life) and b->stale_until_ms. ttl_ms
@@ -60,11 +80,13 @@ void cache_get(struct cache *c, const char *key, cache_get_cb cb, void *arg);
  * failures are counted. */
 void cache_put(struct cache *c, const char *key, struct body *b, int64_t ttl_ms, int64_t stale_ms);
 
-/* Ask for the key's lease for `lease_ms` (SET KEY:l TOKEN NX PX). `cb` tells
- * the outcome, within the Redis budget. Returns a handle for cache_cancel,
- * valid until `cb` has been called; NULL when `cb` was already called
- * (before cache_lease returned). */
-struct cache_pending *cache_lease(struct cache *c, const char *key, int64_t lease_ms, cache_lease_cb cb, void *arg);
+/* Ask for the key's lease for `lease_ms` (SET KEY:l TOKEN NX PX, in one
+ * round trip with a re-read of the key: a fresh answer there is HELD). `cb`
+ * tells the outcome, within the Redis budget. Returns a handle for
+ * cache_cancel, valid until `cb` has been called; NULL when `cb` was
+ * already called (before cache_lease returned). */
+struct cache_pending *cache_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                                  cache_lease_cb cb, void *arg);
 
 /* Wait, at most timeout_ms, for another process's answer for `key`. `cb`
  * gets CACHE_HIT with the answer (it also fills the in-process tier), or,
@@ -72,7 +94,8 @@ struct cache_pending *cache_lease(struct cache *c, const char *key, int64_t leas
  * (its holder failed or died) or the time ran out, CACHE_UNAVAILABLE when
  * Redis went down or erred: in both cases call upstream yourself. Returns a
  * handle as cache_lease does. */
-struct cache_pending *cache_wait(struct cache *c, const char *key, int64_t timeout_ms, cache_get_cb cb, void *arg);
+struct cache_pending *cache_wait(struct cache *c, const char *key, const struct cache_expect *expect,
+                                 int64_t timeout_ms, cache_get_cb cb, void *arg);
 
 /* Forget a pending cache_lease or cache_wait: its callback will not be
  * called. A lease acquired after the cancel is released at once. */
@@ -80,7 +103,8 @@ void cache_cancel(struct cache *c, struct cache_pending *p);
 
 /* The holder got no answer to store (an upstream error): release the
  * lease, if this cache holds it, so that waiters elsewhere go upstream now
- * rather than at the lease's expiry. */
+ * rather than at the lease's expiry. Releasing a lease this cache does not
+ * hold does nothing: call it whenever an upstream call stored nothing. */
 void cache_lease_release(struct cache *c, const char *key);
 
 void cache_health(const struct cache *c, struct cache_health *out);

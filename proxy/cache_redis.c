@@ -15,20 +15,24 @@
 #include "redis_lease.h"
 #include "redis_link.h"
 
-/* The Redis tier: its connections, and the leases and waits on them. */
+/* The Redis tier: its connections, the entries' codec, and the leases and waits on them. */
 struct cache_redis {
     struct redis_link link;
+    struct cache_entry_codec codec;
     struct redis_leases leases;
 };
 
 /* One lookup. Lives until hiredis has called back for it (a reply, or NULL
  * when the context goes away), even if its budget ran out first. */
 struct redis_lookup {
-    struct redis_link *r;
-    cache_get_cb cb;
+    struct cache_redis *cr;
+    cache_lookup_cb cb;
     void *arg;
     struct event *budget_timer;
     int answered;
+    const struct classify_spec *job; /* the expectation (the caller's: read only before `answered`) */
+    const char *identity;            /* NULL, or a copy after key[] */
+    char key[];
 };
 
 /* ------------------------------------------------------------- lookups */
@@ -39,7 +43,7 @@ static void lookup_answer(struct redis_lookup *l, enum cache_status status, stru
         return;
     l->answered = 1;
     evtimer_del(l->budget_timer);
-    l->cb(status, b, l->arg);
+    l->cb(status, b, CACHE_LEASE_NONE, l->arg);
 }
 
 static void lookup_free(struct redis_lookup *l)
@@ -51,10 +55,10 @@ static void lookup_free(struct redis_lookup *l)
 static void on_lookup_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_lookup *l = privdata;
-    struct redis_link *r = l->r;
+    struct redis_link *r = &l->cr->link;
     redisReply *rep = reply;
     r->pending--;
-    if (r->closing) {
+    if (r->closing || l->answered) {
         lookup_free(l);
         return;
     }
@@ -68,7 +72,8 @@ static void on_lookup_reply(redisAsyncContext *ac, void *reply, void *privdata)
         lookup_free(l);
         return;
     }
-    struct body *b = cache_entry_pick(rep->element, 2, &r->errors);
+    const struct cache_expect expect = {.job = l->job, .identity = l->identity};
+    struct body *b = cache_entry_pick(&l->cr->codec, l->key, rep->element, &expect, &r->errors);
     enum cache_status status = !b ? CACHE_MISS : body_fresh(b, clock_wall_ms()) ? CACHE_HIT : CACHE_STALE;
     lookup_answer(l, status, b);
     body_unref(b);
@@ -78,26 +83,36 @@ static void on_lookup_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static void on_lookup_budget(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_lookup *l = arg;
-    l->r->timeouts++;
+    l->cr->link.timeouts++;
     lookup_answer(l, CACHE_UNAVAILABLE, NULL);
     /* The lookup stays allocated until hiredis calls back for it. */
 }
 
-void cache_redis_get(struct cache_redis *cr, const char *key, cache_get_cb cb, void *arg)
+void cache_redis_get(struct cache_redis *cr, const char *key, const struct cache_expect *expect, cache_lookup_cb cb,
+                     void *arg)
 {
     struct redis_link *r = &cr->link;
     if (!redis_link_ready(r)) {
-        cb(CACHE_UNAVAILABLE, NULL, arg);
+        cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_NONE, arg);
         return;
     }
-    struct redis_lookup *l = calloc(1, sizeof(*l));
+    size_t len = strlen(key);
+    const char *id = expect ? expect->identity : NULL;
+    size_t idlen = id ? strlen(id) + 1 : 0;
+    struct redis_lookup *l = calloc(1, sizeof(*l) + len + 1 + idlen);
     if (!l) {
-        cb(CACHE_UNAVAILABLE, NULL, arg);
+        cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_NONE, arg);
         return;
     }
-    l->r = r;
+    l->cr = cr;
     l->cb = cb;
     l->arg = arg;
+    memcpy(l->key, key, len + 1);
+    if (id) {
+        memcpy(l->key + len + 1, id, idlen);
+        l->identity = l->key + len + 1;
+    }
+    l->job = expect ? expect->job : NULL;
     l->budget_timer = evtimer_new(r->base, on_lookup_budget, l);
     if (!l->budget_timer ||
         redisAsyncCommand(r->data.ctx, on_lookup_reply, l, "MGET %s%s %s%s", key, cachekey_suffix(CACHEKEY_TERMINAL),
@@ -106,12 +121,23 @@ void cache_redis_get(struct cache_redis *cr, const char *key, cache_get_cb cb, v
         if (l->budget_timer)
             event_free(l->budget_timer);
         free(l);
-        cb(CACHE_UNAVAILABLE, NULL, arg);
+        cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_NONE, arg);
         return;
     }
     r->pending++;
     struct timeval tv = redis_link_tv(r->budget_ms);
     evtimer_add(l->budget_timer, &tv);
+}
+
+void cache_redis_get_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                           cache_lookup_cb cb, void *arg)
+{
+    if (!redis_lease_scripted(&r->leases)) {
+        cache_redis_get(r, key, expect, cb, arg); /* the lease, if needed, is a pipeline of its own */
+        return;
+    }
+    if (!redis_lease_acquire(&r->leases, key, expect, lease_ms, 1, cb, arg))
+        cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE, arg);
 }
 
 /* -------------------------------------------------------------- stores */
@@ -148,13 +174,14 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
     st->r = r;
     memcpy(st->key, key, klen + 1);
     size_t vlen;
-    char *value = cache_entry_encode(b, &vlen);
+    enum cachekey_slot slot = b->terminal ? CACHEKEY_TERMINAL : CACHEKEY_PENDING;
+    char *value = cache_entry_encode(&r->codec, key, slot, b, &vlen);
     if (!value) {
         free(st);
         cache_redis_settle(r, key, 0);
         return;
     }
-    const char *suffix = cachekey_suffix(b->terminal ? CACHEKEY_TERMINAL : CACHEKEY_PENDING);
+    const char *suffix = cachekey_suffix(slot);
     int rc;
     if (px_ms < 0)
         rc = redisAsyncCommand(r->link.data.ctx, on_store_done, st, "SET %s%s %b", key, suffix, value, vlen);
@@ -178,16 +205,16 @@ void cache_redis_settle(struct cache_redis *r, const char *key, int stored)
     redis_lease_settle(&r->leases, key, stored);
 }
 
-struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, int64_t lease_ms, cache_lease_cb cb,
-                                   void *arg)
+struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect,
+                                   int64_t lease_ms, cache_lookup_cb cb, void *arg)
 {
-    return redis_lease_acquire(&r->leases, key, lease_ms, cb, arg);
+    return redis_lease_acquire(&r->leases, key, expect, lease_ms, 0, cb, arg);
 }
 
-struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, int64_t timeout_ms, cache_get_cb cb,
-                                  void *arg)
+struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, const struct cache_expect *expect,
+                                  int64_t timeout_ms, cache_get_cb cb, void *arg)
 {
-    return redis_lease_wait(&r->leases, key, timeout_ms, cb, arg);
+    return redis_lease_wait(&r->leases, key, expect, timeout_ms, cb, arg);
 }
 
 void cache_redis_cancel(struct cache_redis *r, struct redis_op *op)
@@ -200,6 +227,7 @@ void cache_redis_cancel(struct cache_redis *r, struct redis_op *op)
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out)
 {
     redis_link_health(&r->link, out);
+    out->rejected = r->codec.rejected;
 }
 
 /* What the connections tell: the waits are the leases module's. */
@@ -223,11 +251,16 @@ struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_
         return NULL;
     }
     const struct redis_link_hooks hooks = {.data_lost = on_data_lost, .stored = on_stored, .arg = r};
-    if (redis_link_init(&r->link, base, conf, &hooks, err, errlen) < 0) {
+    if (cache_entry_codec_init(&r->codec, conf->entry_key, err, errlen) < 0) {
         free(r);
         return NULL;
     }
-    redis_lease_init(&r->leases, &r->link, conf->redis_poll_interval_ms);
+    if (redis_link_init(&r->link, base, conf, &hooks, err, errlen) < 0) {
+        cache_entry_codec_free(&r->codec);
+        free(r);
+        return NULL;
+    }
+    redis_lease_init(&r->leases, &r->link, &r->codec, conf->redis_poll_interval_ms);
     redis_link_start(&r->link);
     return r;
 }
@@ -238,5 +271,6 @@ void cache_redis_free(struct cache_redis *r)
         return;
     redis_lease_close(&r->leases); /* the waits cancelled first: no callback from here on */
     redis_link_close(&r->link);    /* NULL replies free what hiredis still owed one */
+    cache_entry_codec_free(&r->codec);
     free(r);
 }

@@ -10,7 +10,10 @@
  *   redis_lease   leases and waits: coalescing across processes
  *
  * A lookup reads KEY:t and KEY:p with one MGET and prefers KEY:t, so a late
- * still-changing answer can never hide a terminal one. It carries its own
+ * still-changing answer can never hide a terminal one; every entry read is
+ * checked (cache_entry.h) before it is served. A lookup that also asks for
+ * the lease (cache_redis_get_lease) is one script where Redis runs them
+ * (redis_lease.h): a miss then costs one round trip. It carries its own
  * timer (the budget) and answers CACHE_UNAVAILABLE when it fires, the late
  * reply being dropped (hiredis 0.14 has no async timeouts); it stays
  * allocated until hiredis has called back for it. An error reply is never a
@@ -34,8 +37,16 @@ struct redis_op; /* a pending lease or wait */
 
 struct cache_redis *cache_redis_new(struct event_base *base, const struct cache_conf *conf, char *err, size_t errlen);
 
-/* Reports HIT (fresh), STALE, MISS or UNAVAILABLE, as cache_get. */
-void cache_redis_get(struct cache_redis *r, const char *key, cache_get_cb cb, void *arg);
+/* Reports HIT (fresh), STALE, MISS or UNAVAILABLE, as cache_get, and lease
+ * CACHE_LEASE_NONE. `expect` may be NULL. */
+void cache_redis_get(struct cache_redis *r, const char *key, const struct cache_expect *expect, cache_lookup_cb cb,
+                     void *arg);
+
+/* The same, taking the key's lease for lease_ms in the same round trip
+ * unless a fresh answer is there, where Redis runs scripts; elsewhere a
+ * plain lookup (lease CACHE_LEASE_NONE). Contracts: cache_get_lease. */
+void cache_redis_get_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect, int64_t lease_ms,
+                           cache_lookup_cb cb, void *arg);
 
 /* SET the entry for px_ms (< 0: no expiry), then, once Redis has answered
  * (or at once when it cannot be sent), cache_redis_settle the key: the lease
@@ -51,10 +62,10 @@ void cache_redis_settle(struct cache_redis *r, const char *key, int stored);
  * calling `cb`, when it cannot start (Redis down, over its budget, no
  * memory): the caller answers UNAVAILABLE itself. Never calls `cb` before
  * returning. */
-struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, int64_t lease_ms, cache_lease_cb cb,
-                                   void *arg);
-struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, int64_t timeout_ms, cache_get_cb cb,
-                                  void *arg);
+struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect,
+                                   int64_t lease_ms, cache_lookup_cb cb, void *arg);
+struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, const struct cache_expect *expect,
+                                  int64_t timeout_ms, cache_get_cb cb, void *arg);
 
 /* Forget `op` (its callback not called); frees it once hiredis is done with it. */
 void cache_redis_cancel(struct cache_redis *r, struct redis_op *op);

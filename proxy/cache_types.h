@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct body;
+struct classify_spec;
 
 /* How a cache_wait learns that the answer it waits for was stored. */
 enum cache_notify {
@@ -31,6 +32,23 @@ struct cache_conf {
     size_t memory_max_bytes;  /* bound of the embedded store */
     enum cache_notify redis_notify;
     int64_t redis_poll_interval_ms; /* a polling cache_wait's period; 0: 20 ms */
+    /* Credentials, sent with AUTH on every (re)connect before anything else;
+     * secrets (never logged, never in /healthz nor in an error). NULL: none. */
+    char *redis_user;        /* an ACL user (Redis 6+); NULL: AUTH PASSWORD alone (the default user) */
+    char *redis_password;    /* of the data and subscriber connections (the master, or twemproxy's redis_auth) */
+    char *sentinel_user;     /* sentinel:// only: the sentinels' own ACL user */
+    char *sentinel_password; /* sentinel:// only: the sentinels' own password (their requirepass) */
+    char *entry_key;         /* secret: the HMAC-SHA256 key entries are signed with; NULL: unsigned */
+};
+
+/* What an answer read from Redis must be to be served (entries are checked
+ * on read: whoever can write to Redis must not decide what clients see).
+ * Borrowed: it, and what it points to, stay valid until the call's callback
+ * has run or the call was cancelled. A NULL expectation checks only the
+ * entry's format (and its MAC when an entry key is set). */
+struct cache_expect {
+    const struct classify_spec *job; /* the rule's job spec: the body is classified again */
+    const char *identity;            /* the job asked for (the identity parameter's value), or NULL */
 };
 
 enum cache_status {
@@ -51,10 +69,16 @@ enum cache_lease_status {
     CACHE_LEASE_HELD,        /* another process (or cache) calls upstream, or just stored its answer:
                               * cache_wait for it */
     CACHE_LEASE_UNAVAILABLE, /* no Redis, Redis down, erring or over budget: call upstream yourself */
+    CACHE_LEASE_NONE,        /* cache_get_lease only: not asked (a hit, or a Redis tier where the
+                              * lookup cannot take it): ask with cache_lease if needed */
 };
 
 /* Called exactly once per cache_lease not cancelled; same rules as cache_get_cb. */
 typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
+
+/* Called exactly once per cache_get_lease: the lookup's outcome, as
+ * cache_get_cb, and the lease's, as cache_lease_cb (or CACHE_LEASE_NONE). */
+typedef void (*cache_lookup_cb)(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg);
 
 struct cache_health {
     const char *backend; /* "redis" or "memory" */
@@ -62,9 +86,11 @@ struct cache_health {
     int up;
     const char *coalescing; /* across processes: "pubsub", "poll", or "none" (no Redis, or Redis down) */
     uint64_t errors;        /* Redis command errors and error replies, corrupt entries */
+    uint64_t rejected;      /* entries read from Redis and not served (format, MAC, job or state) */
     uint64_t timeouts;      /* lookups that ran past the budget */
     uint64_t reconnects;
-    char last_error[96]; /* the last Redis error, e.g. "OOM on SET" ("" if none); never a secret nor data */
+    char last_error[96]; /* the last Redis error, e.g. "OOM on SET", "WRONGPASS on AUTH" ("" if none);
+                          * never a secret nor data */
     char endpoint[300];  /* the Redis in use: HOST:PORT or unix:PATH; sentinel://: the master they named
                           * ("" until they have); "" without Redis. Never a password (none is accepted) */
     size_t entries;      /* in the in-process tier */

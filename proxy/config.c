@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache_entry.h"
 #include "config.h"
+#include "regions.h"
 
 void config_set_str(char **field, const char *value)
 {
@@ -249,6 +251,103 @@ static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double m
     }
     *out = v;
     return 0;
+}
+
+/* upstream.connect_to, FOR TESTS: libcurl CONNECT_TO lines that send
+ * upstream host names elsewhere (a loopback simulator), never through DNS. */
+static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    if (!n)
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, n, d, "'connect_to' is a list of HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT (tests only)");
+        return -1;
+    }
+    size_t count = yconf_seq_len(n);
+    char **lines = calloc(count + 1, sizeof(*lines));
+    if (!lines)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *item = yconf_seq_item(y, n, i);
+        const char *s = yconf_scalar(item);
+        size_t colons = 0;
+        for (const char *p = s ? s : ""; *p; p++)
+            colons += *p == ':';
+        if (!s || colons != 3) {
+            yconf_error(y, item, d, "connect_to '%s' is not HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT", s ? s : "?");
+            rc = -1;
+        } else if (!(lines[i] = strdup(s))) {
+            rc = -1;
+        }
+    }
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    c->upstream.connect_to = lines;
+    return rc;
+}
+
+/* 'regions': {host_domain, names, projects} (regions.h). */
+static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    static const char *const keys[] = {"host_domain", "names", "projects", NULL};
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "regions", keys, d) < 0)
+        return -1;
+    regions_free(c->regions);
+    c->gateway.regions = c->regions = regions_new();
+    if (!c->regions)
+        return -1;
+    int rc = 0;
+    yaml_node_t *domain = yconf_get(y, n, "host_domain");
+    if (domain) {
+        const char *s = yconf_scalar(domain);
+        if (!s || !*s || strpbrk(s, " /:@{}")) {
+            yconf_error(y, domain, d, "'host_domain' is a DNS name such as jobgate.example");
+            rc = -1;
+        } else if (regions_set_host_domain(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *names = yconf_get(y, n, "names");
+    if (names && names->type != YAML_SEQUENCE_NODE) {
+        yconf_error(y, names, d, "'names' is a list of regions, such as [eu-west-0, ap-southeast-1]");
+        rc = -1;
+    }
+    for (size_t i = 0; names && names->type == YAML_SEQUENCE_NODE && i < yconf_seq_len(names); i++) {
+        yaml_node_t *item = yconf_seq_item(y, names, i);
+        const char *s = yconf_scalar(item);
+        if (!s || !regions_name_ok(s)) {
+            yconf_error(y, item, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", s ? s : "?");
+            rc = -1;
+        } else if (regions_add_name(c->regions, s) < 0) {
+            rc = -1;
+        }
+    }
+    yaml_node_t *projects = yconf_get(y, n, "projects");
+    if (projects && projects->type != YAML_MAPPING_NODE) {
+        yconf_error(y, projects, d, "'projects' maps each project id to its region");
+        rc = -1;
+    } else if (projects) {
+        for (yaml_node_pair_t *p = projects->data.mapping.pairs.start; p < projects->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+            yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
+            const char *project = yconf_scalar(k), *region = yconf_scalar(v);
+            if (!project || !*project || strlen(project) > 128 ||
+                strspn(project, "0123456789abcdefABCDEF-_") != strlen(project)) {
+                yconf_error(y, k, d, "'%s' is not a project id", project ? project : "?");
+                rc = -1;
+            } else if (!region || !regions_name_ok(region)) {
+                yconf_error(y, v, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", region ? region : "?");
+                rc = -1;
+            } else if (regions_add_project(c->regions, project, region) < 0) {
+                rc = -1;
+            }
+        }
+    }
+    return rc ? -1 : 0;
 }
 
 /* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
@@ -516,6 +615,53 @@ static int load_auth(struct config *c, struct yconf *y, yaml_node_t *auth, struc
     return rc;
 }
 
+/* cache: Redis credentials and the entry key (secrets, from files or the
+ * environment; never in the Redis URL). What can be told without
+ * connecting is checked here, so that -t reports it. */
+static int load_cache_secrets(struct config *c, struct yconf *y, yaml_node_t *cache, struct conf_diag *d)
+{
+    struct cache_conf *k = &c->cache;
+    int rc = 0;
+    rc |= yconf_get_str(y, cache, "redis_user", &k->redis_user, d);
+    rc |= yconf_get_str(y, cache, "sentinel_user", &k->sentinel_user, d);
+    rc |= read_secret(y, cache, "redis_password", &k->redis_password, d);
+    rc |= read_secret(y, cache, "sentinel_password", &k->sentinel_password, d);
+    rc |= read_secret(y, cache, "entry_key", &k->entry_key, d);
+    static const struct {
+        const char *user, *secret;
+    } pairs[] = {{"redis_user", "redis_password"}, {"sentinel_user", "sentinel_password"}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        yaml_node_t *user = yconf_get(y, cache, pairs[i].user);
+        char *const *secret = i == 0 ? &k->redis_password : &k->sentinel_password;
+        char *const *name = i == 0 ? &k->redis_user : &k->sentinel_user;
+        if (user && *name && (!**name || strpbrk(*name, " \t"))) {
+            yconf_error(y, user, d, "'%s' must be an ACL user name: not empty, no blank", pairs[i].user);
+            rc = -1;
+        } else if (user && !*secret && rc == 0) {
+            yconf_error(y, user, d, "'%s' needs %s_file or %s_env", pairs[i].user, pairs[i].secret, pairs[i].secret);
+            rc = -1;
+        }
+    }
+    yaml_node_t *redis = yconf_get(y, cache, "redis");
+    yaml_node_t *sentinel = yconf_get(y, cache, "sentinel_password_file")
+                                ? yconf_get(y, cache, "sentinel_password_file")
+                                : yconf_get(y, cache, "sentinel_user");
+    if (!sentinel)
+        sentinel = yconf_get(y, cache, "sentinel_password_env");
+    if (sentinel && redis && yconf_scalar(redis) && strncmp(yconf_scalar(redis), "sentinel://", 11) != 0) {
+        yconf_error(y, sentinel, d, "the sentinel's credentials go with a sentinel:// 'redis' URL");
+        rc = -1;
+    }
+    yaml_node_t *entry_key = yconf_get(y, cache, "entry_key_file") ? yconf_get(y, cache, "entry_key_file")
+                                                                   : yconf_get(y, cache, "entry_key_env");
+    if (entry_key && k->entry_key && strlen(k->entry_key) < CACHE_ENTRY_KEY_MIN_LEN) {
+        yconf_error(y, entry_key, d, "the entry key must be at least %d bytes (openssl rand -hex 32 makes one)",
+                    CACHE_ENTRY_KEY_MIN_LEN);
+        rc = -1;
+    }
+    return rc;
+}
+
 static int add_rule_file(struct config *c, const char *path)
 {
     char **grown = realloc(c->rule_files, (c->nrule_files + 1) * sizeof(*grown));
@@ -570,8 +716,8 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
 int config_load(struct config *c, const char *path, struct conf_diag *d)
 {
     static const char *const top_keys[] = {
-        "listen",   "listeners",        "log_level", "rules",       "cache",           "upstream", "client",
-        "coalesce", "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit",    NULL};
+        "listen",           "listeners", "log_level",   "rules",           "cache", "upstream", "client", "coalesce",
+        "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit", "regions",  NULL};
     static const char *const cache_keys[] = {"redis",
                                              "redis_budget",
                                              "redis_connect_timeout",
@@ -581,9 +727,17 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "redis_notify",
                                              "memory_max",
                                              "key_prefix",
+                                             "redis_user",
+                                             "redis_password_file",
+                                             "redis_password_env",
+                                             "sentinel_user",
+                                             "sentinel_password_file",
+                                             "sentinel_password_env",
+                                             "entry_key_file",
+                                             "entry_key_env",
                                              NULL};
-    static const char *const upstream_keys[] = {"url",      "ca_file",         "token_file", "token_env",
-                                                "max_body", "max_connections", "auth",       NULL};
+    static const char *const upstream_keys[] = {
+        "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
     static const char *const client_keys[] = {"timeout",
                                               "header_timeout",
                                               "keepalive_timeout",
@@ -665,6 +819,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         c->cache.redis_max_pending = (size_t)pending;
         rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
         rc |= get_owned(&y, cache, "key_prefix", &c->gateway.key_prefix, d);
+        rc |= load_cache_secrets(c, &y, cache, d);
     }
 
     yaml_node_t *up = yconf_get(&y, root, "upstream");
@@ -675,6 +830,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_str(&y, up, "ca_file", &c->upstream.ca_file, d);
         rc |= yconf_get_bytes(&y, up, "max_body", 1024, (size_t)1 << 30, &c->upstream.max_body_bytes, d);
         rc |= yconf_get_long(&y, up, "max_connections", 1, 100000, &c->upstream.max_connections, d);
+        rc |= load_connect_to(c, &y, yconf_get(&y, up, "connect_to"), d);
         /* upstream.token_file / token_env: mode token, from before upstream.auth. */
         yaml_node_t *auth = yconf_get(&y, up, "auth");
         yaml_node_t *old =
@@ -722,6 +878,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         }
     }
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
+    rc |= load_regions(c, &y, yconf_get(&y, root, "regions"), d);
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
@@ -753,8 +910,17 @@ void config_free(struct config *c)
         free(c->rule_files[i]);
     free(c->rule_files);
     free(c->cache.redis_url);
+    free(c->cache.redis_user);
+    free(c->cache.sentinel_user);
+    free_secret(&c->cache.redis_password);
+    free_secret(&c->cache.sentinel_password);
+    free_secret(&c->cache.entry_key);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
+    for (char **line = c->upstream.connect_to; line && *line; line++)
+        free(*line);
+    free(c->upstream.connect_to);
+    regions_free(c->regions);
     free((char *)c->gateway.key_prefix);
     free((char *)c->gateway.upstream_url);
     char *token = (char *)c->gateway.upstream_token;

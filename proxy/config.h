@@ -59,6 +59,7 @@ struct config {
     struct credentials_conf credentials;
     struct audit_conf audit;           /* audit.path NULL: no audit log */
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
+    struct regions *regions;           /* 'regions' (gateway.regions points here); NULL: none */
 
     int64_t shutdown_timeout_ms;
     int workers; /* worker processes; 0: auto */

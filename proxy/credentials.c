@@ -458,7 +458,7 @@ enum credentials_mode credentials_mode(const struct credentials *c)
 
 /* Sign one request: X-Sdk-Date, X-Project-Id (with a project), Authorization. */
 static void get_aksk(struct credentials *c, const char *project_id, const char *method, const char *url,
-                     credentials_ready_cb cb, void *arg)
+                     const void *body, size_t body_len, credentials_ready_cb cb, void *arg)
 {
     char date[AKSK_DATE_SIZE], err[256];
     if (!method || !url) {
@@ -476,6 +476,8 @@ static void get_aksk(struct credentials *c, const char *project_id, const char *
         .sk = c->conf.sk,
         .sdk_date = date,
         .project_id = project_id,
+        .body = body_len ? body : NULL,
+        .body_len = body_len,
     };
     size_t alen = strlen(c->conf.ak) + 512;
     char *authorization = malloc(alen);
@@ -511,6 +513,13 @@ done:
 struct credentials_wait *credentials_get(struct credentials *c, const char *project_id, const char *method,
                                          const char *url, credentials_ready_cb cb, void *arg)
 {
+    return credentials_get_body(c, project_id, method, url, NULL, 0, cb, arg);
+}
+
+struct credentials_wait *credentials_get_body(struct credentials *c, const char *project_id, const char *method,
+                                              const char *url, const void *body, size_t body_len,
+                                              credentials_ready_cb cb, void *arg)
+{
     if (project_id && !project_id_ok(project_id)) {
         answer_failed(c, cb, arg, "the project id is not 1-128 characters of A-Za-z0-9_-");
         return NULL;
@@ -518,7 +527,7 @@ struct credentials_wait *credentials_get(struct credentials *c, const char *proj
     switch (c->conf.mode) {
     case CRED_PASSTHROUGH: answer_ok(cb, arg, NULL, 0, 0); return NULL;
     case CRED_TOKEN: answer_ok(cb, arg, &c->token_header, 1, 0); return NULL;
-    case CRED_AKSK: get_aksk(c, project_id, method, url, cb, arg); return NULL;
+    case CRED_AKSK: get_aksk(c, project_id, method, url, body, body_len, cb, arg); return NULL;
     case CRED_IAM: break;
     }
     if (!project_id) {

@@ -145,6 +145,13 @@ typedef void (*credentials_ready_cb)(const struct credentials_result *r, void *a
 struct credentials_wait *credentials_get(struct credentials *c, const char *project_id, const char *method,
                                          const char *url, credentials_ready_cb cb, void *arg);
 
+/* The same for a request with a body (`body_len` bytes; borrowed for the
+ * call only): an AK/SK signature covers the body's SHA-256, so the body
+ * must be sent exactly so. */
+struct credentials_wait *credentials_get_body(struct credentials *c, const char *project_id, const char *method,
+                                              const char *url, const void *body, size_t body_len,
+                                              credentials_ready_cb cb, void *arg);
+
 /* Stop waiting (the client left): the callback will not be called. The IAM
  * call goes on: its token will serve later requests. */
 void credentials_cancel(struct credentials_wait *w);

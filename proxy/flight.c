@@ -15,6 +15,7 @@
 #include "credentials.h"
 #include "flight.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "rules.h"
@@ -205,7 +206,10 @@ static void flight_free(struct flight *f)
     }
     if (f->admit_timer)
         event_free(f->admit_timer);
-    if (f->lease_held && !f->stored) /* others waiting on our lease need not wait for it to expire */
+    /* Nothing stored: the key's lease, if this process holds it (whoever
+     * took it: our ask, a lookup's, one granted late), is released now, so
+     * that others waiting on it need not wait for it to expire. */
+    if (!f->stored)
         cache_lease_release(gw->cache, f->key);
     body_unref(f->stale);
     token_free(f->client_token);
@@ -441,6 +445,13 @@ static void flight_call(struct flight *f)
 
 /* ------------------------------------------------------------ the lease */
 
+/* What an answer read from Redis for `f` must be (borrowed from `f`). */
+static struct cache_expect flight_expect(const struct flight *f)
+{
+    return (struct cache_expect){.job = &f->rule->job,
+                                 .identity = f->rule->identity_param >= 0 ? f->expected_id : NULL};
+}
+
 /* WAIT_HOLDER: the holder of the lease stored its answer (HIT: -> DONE), or
  * went away without one (MISS: lease expired or released), or the wait ran
  * out, or Redis failed (-> [call]). */
@@ -468,7 +479,8 @@ static void on_lease(enum cache_lease_status status, void *arg)
          * for the answer it stores, at most as long as its call may take. */
         int64_t bound = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
         f->state = FLIGHT_WAIT_HOLDER;
-        struct cache_pending *p = cache_wait(f->gw->cache, f->key, bound, on_leased_answer, f);
+        const struct cache_expect expect = flight_expect(f);
+        struct cache_pending *p = cache_wait(f->gw->cache, f->key, &expect, bound, on_leased_answer, f);
         if (p) /* else it has called back already, and f may be gone */
             f->pending = p;
         return;
@@ -477,19 +489,30 @@ static void on_lease(enum cache_lease_status status, void *arg)
     flight_call(f);
 }
 
+int64_t flight_lease_ms(const struct rule *rule)
+{
+    return rule->connect_timeout_ms + rule->timeout_ms + 1000;
+}
+
 /* NEW -> LEASE, or [call]. With a shared cache, first take the key's lease,
- * so that one process of all those sharing the cache calls upstream. Not in
- * pass-through mode: there each token must be judged by the cloud itself. */
-static void flight_go(struct flight *f)
+ * so that one process of all those sharing the cache calls upstream: the
+ * lookup that missed may have done so already (`known`), else it is asked
+ * for now. Not in pass-through mode: there each token must be judged by the
+ * cloud itself. */
+static void flight_go(struct flight *f, enum cache_lease_status known)
 {
     assert(f->state == FLIGHT_NEW);
     if (f->token_hash[0]) {
         flight_call(f);
         return;
     }
-    int64_t lease_ms = f->rule->connect_timeout_ms + f->rule->timeout_ms + 1000;
     f->state = FLIGHT_LEASE;
-    struct cache_pending *p = cache_lease(f->gw->cache, f->key, lease_ms, on_lease, f);
+    if (known != CACHE_LEASE_NONE) {
+        on_lease(known, f);
+        return;
+    }
+    const struct cache_expect expect = flight_expect(f);
+    struct cache_pending *p = cache_lease(f->gw->cache, f->key, &expect, flight_lease_ms(f->rule), on_lease, f);
     if (p) /* else it has called back already, and f may be gone */
         f->pending = p;
 }
@@ -549,8 +572,10 @@ static struct flight *flight_start(struct job_request *jr)
 
     /* The upstream path is the route with its validated values: nothing else
      * of the client's request (query string, extra headers) goes upstream. */
-    const char *base = gw->upstream_url ? gw->upstream_url : rule->upstream_url;
-    int n = snprintf(f->url, sizeof(f->url), "%s", base);
+    char base[URL_MAX];
+    if (regions_expand(gw->upstream_url ? gw->upstream_url : rule->upstream_url, jr->region, base, sizeof(base)) < 0)
+        base[0] = '\0'; /* does not fit: refused below */
+    int n = base[0] ? snprintf(f->url, sizeof(f->url), "%s", base) : -1;
     /* Any size the client's headers were allowed: an IAM token runs to
      * tens of KB, and a cut one would only earn a 401 upstream. */
     const char *token = upstream_token_for(gw, jr->req);
@@ -569,6 +594,20 @@ static struct flight *flight_start(struct job_request *jr)
     return f;
 }
 
+/* `jr`'s lookup may have taken the key's lease while flight `f` (or NULL)
+ * for it was out already (its own lease had expired, or it could not get
+ * one). One that is calling upstream keeps it: it stores or releases it at
+ * its end. One that waits for a holder would wait for itself: released. */
+static void hand_over_lease(struct flight *f, struct job_request *jr)
+{
+    if (jr->lease != CACHE_LEASE_ACQUIRED)
+        return;
+    if (f && f->state != FLIGHT_LEASE && f->state != FLIGHT_WAIT_HOLDER)
+        f->lease_held = 1;
+    else
+        cache_lease_release(jr->gw->cache, jr->key);
+}
+
 void flight_join(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
@@ -578,6 +617,8 @@ void flight_join(struct job_request *jr)
     int started = 0;
     if (!f && (f = flight_start(jr)) != NULL)
         started = 1;
+    if (!started)
+        hand_over_lease(f, jr);
     struct client_error err;
     if (!f) {
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
@@ -601,7 +642,7 @@ void flight_join(struct job_request *jr)
         arm_wait_timer(f);
     watch_for_hangup(jr);
     if (started)
-        flight_go(f); /* may answer jr at once (refused by the guard) */
+        flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }
 
 int flight_refresh(struct job_request *jr, struct body *stale)
@@ -609,14 +650,16 @@ int flight_refresh(struct job_request *jr, struct body *stale)
     struct gateway *gw = jr->gw;
     char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
     flight_key_of(jr, flight_key, sizeof(flight_key));
-    if (keymap_get(&gw->flights, flight_key))
-        return 0; /* a call for this key is out already: its answer refreshes the cache */
-    struct flight *f = flight_start(jr);
-    if (!f)
-        return -1;
+    struct flight *f = (struct flight *)keymap_get(&gw->flights, flight_key);
+    if (f) { /* a call for this key is out already: its answer refreshes the cache */
+        hand_over_lease(f, jr);
+        return 0;
+    }
+    if (!(f = flight_start(jr)))
+        return -1; /* jr's lease, if any, goes on to flight_join */
     f->stale = body_ref(stale);
     log_debug("request %s: key %s served stale while one call refreshes it", jr->request_id, f->key);
-    flight_go(f); /* no waiter: whatever it ends with, only the cache learns of it */
+    flight_go(f, jr->lease); /* no waiter: whatever it ends with, only the cache learns of it */
     return 0;
 }
 

@@ -10,7 +10,8 @@
  *
  *   NEW ---------------> LEASE ----------------> WAIT_HOLDER ------> DONE
  *    |   shared cache     |   another process     |   its answer
- *    |                    |   holds the lease     |   stored
+ *    |   (asked, or told  |   holds the lease     |   stored
+ *    |   by the lookup)   |                       |
  *    | pass-through       | acquired, or no       | lease gone,
  *    | (own token)        | shared cache          | no answer
  *    v                    v                       v
@@ -49,8 +50,11 @@
 #ifndef JOBGATE_FLIGHT_H
 #define JOBGATE_FLIGHT_H
 
+#include <stdint.h>
+
 struct body;
 struct job_request;
+struct rule;
 struct gateway;
 
 enum flight_state {
@@ -63,9 +67,14 @@ enum flight_state {
     FLIGHT_DONE,            /* the waiters are answered; the flight is being freed */
 };
 
+/* How long a lease on a key of `rule` is asked for: as long as its upstream
+ * call may take, and a second. */
+int64_t flight_lease_ms(const struct rule *rule);
+
 /* `jr` missed on its key (jr->key, jr->outcome set; jr->stale, a copy to
- * fall back on, or NULL): wait for the key's flight, starting one when none
- * is out. `jr` may be answered before this returns (no memory, too many
+ * fall back on, or NULL; jr->lease, what its lookup did with the key's
+ * lease: an ACQUIRED lease is the flight's from here on): wait for the
+ * key's flight, starting one when none is out. `jr` may be answered before this returns (no memory, too many
  * waiters, the call refused at once): the caller must not touch it after. */
 void flight_join(struct job_request *jr);
 

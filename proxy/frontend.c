@@ -242,6 +242,7 @@ static void serve_healthz(struct frontend *fe, struct evhttp_request *req, const
         cJSON_AddStringToObject(c, "endpoint", h.endpoint);
     cJSON_AddNumberToObject(c, "errors", (double)h.errors);
     cJSON_AddNumberToObject(c, "timeouts", (double)h.timeouts);
+    cJSON_AddNumberToObject(c, "rejected", (double)h.rejected);
     cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");
     if (h.last_error[0])
         cJSON_AddStringToObject(c, "last_error", h.last_error);
@@ -452,8 +453,10 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
      * bounds what one connection can make us buffer. */
     size_t hard_cap = 4 * (conf->max_header_bytes + conf->max_uri_bytes);
     evhttp_set_max_headers_size(l->http, (ev_ssize_t)hard_cap);
-    /* Bodies are refused (400) by the gateway; this only bounds what is read. */
-    evhttp_set_max_body_size(l->http, 64 * 1024);
+    /* Job requests with a body are refused (400) by the gateway, and
+     * forwarded ones bounded by their rule's forward.max_body (at most
+     * 1 MiB): this only bounds what is read. */
+    evhttp_set_max_body_size(l->http, 1024 * 1024);
     evhttp_set_default_content_type(l->http, "application/json;charset=UTF-8");
     evhttp_set_gencb(l->http, on_request, l);
     evhttp_set_bevcb(l->http, on_new_connection, l);

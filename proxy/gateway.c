@@ -15,9 +15,11 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "forward.h"
 #include "gateway.h"
 #include "log.h"
 #include "metrics.h"
+#include "regions.h"
 #include "reply.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -104,7 +106,7 @@ static void audit_record_of(const struct job_request *jr, int status, uint64_t b
     default: break;
     }
     const char *job = NULL;
-    if (jr->rule)
+    if (jr->rule && !jr->forwarding)
         job = param_value(jr, jr->rule->identity_param >= 0 ? jr->rule->identity_param
                                                             : route_template_param_index(&jr->rule->route, "job_id"));
     *r = (struct audit_record){
@@ -114,7 +116,9 @@ static void audit_record_of(const struct job_request *jr, int status, uint64_t b
         .source = source[0] ? source : NULL,
         .method = method,
         .path = uri ? evhttp_uri_get_path(uri) : NULL,
-        .project_id = jr->rule ? param_value(jr, jr->rule->project_param) : NULL,
+        .project_id = jr->forwarding ? jr->forward_project
+                      : jr->rule     ? param_value(jr, jr->rule->project_param)
+                                     : NULL,
         .job_id = job,
         .cache = status == 0  ? "CLIENT_GONE"
                  : jr->denied ? "DENIED"
@@ -164,6 +168,20 @@ void request_answer_job(struct job_request *jr, struct body *b, int hit)
     reply_job(jr->req, b, &meta);
     job_request_done(jr, b->status);
 }
+void request_answer_forward(struct job_request *jr, int status, const char *content_type, const char *body, size_t len,
+                            long retry_after)
+{
+    struct reply_meta meta = meta_of(jr);
+    audit_request(jr, status, evhttp_request_get_command(jr->req) == EVHTTP_REQ_HEAD ? 0 : len);
+    if (retry_after >= 0) {
+        char ra[24];
+        snprintf(ra, sizeof(ra), "%ld", retry_after);
+        evhttp_add_header(evhttp_request_get_output_headers(jr->req), "Retry-After", ra);
+    }
+    reply_text(jr->req, status, content_type, body, len, &meta);
+    job_request_done(jr, status);
+}
+
 void request_answer_stale(struct job_request *jr, struct body *b)
 {
     jr->outcome = OUTCOME_STALE;
@@ -215,6 +233,8 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
         gw->passthrough_window_ms = window_ms;
     }
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
+    regions_free(gw->regions); /* requests took their region at intake */
+    gw->regions = regions_copy(conf->regions);
     gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
@@ -239,6 +259,7 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
     apply_conf(gw, conf);
     TAILQ_INIT(&gw->live);
     TAILQ_INIT(&gw->orphans);
+    LIST_INIT(&gw->forwards);
     return gw;
 }
 
@@ -283,6 +304,7 @@ void gateway_abort_all(struct gateway *gw)
     for (jr = TAILQ_FIRST(&gw->live); jr; jr = next) {
         next = TAILQ_NEXT(jr, live_link);
         flight_leave(jr);
+        forward_leave(jr);
         if (jr->in_lookup) {
             /* The lookup still holds jr: answer now, free when it calls back. */
             struct reply_meta meta = meta_of(jr);
@@ -293,9 +315,7 @@ void gateway_abort_all(struct gateway *gw)
             jr->req = NULL;
             gw->in_flight--;
             TAILQ_REMOVE(&gw->live, jr, live_link);
-            ruleset_unref(jr->rules);
-            jr->rules = NULL;
-            clientkeys_unref(jr->keys);
+            clientkeys_unref(jr->keys); /* the rules stay: the lookup checks against them */
             jr->keys = NULL;
             TAILQ_INSERT_TAIL(&gw->orphans, jr, live_link);
             continue;
@@ -308,6 +328,7 @@ void gateway_free(struct gateway *gw)
 {
     if (!gw)
         return;
+    forward_free_all(gw); /* first: its calls point at requests freed below */
     struct job_request *jr;
     while ((jr = TAILQ_FIRST(&gw->live)) != NULL) {
         TAILQ_REMOVE(&gw->live, jr, live_link);
@@ -319,6 +340,7 @@ void gateway_free(struct gateway *gw)
     }
     while ((jr = TAILQ_FIRST(&gw->orphans)) != NULL) {
         TAILQ_REMOVE(&gw->orphans, jr, live_link);
+        ruleset_unref(jr->rules);
         free(jr);
     }
     while (gw->nspare)
@@ -328,6 +350,7 @@ void gateway_free(struct gateway *gw)
     ruleset_unref(gw->rules);
     clientkeys_unref(gw->client_keys);
     tokengrant_free(gw->token_grants);
+    regions_free(gw->regions);
     free(gw->key_prefix);
     free(gw->upstream_url);
     free_secret(gw->upstream_token);

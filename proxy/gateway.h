@@ -49,6 +49,7 @@ struct gateway_conf {
     size_t max_header_bytes;         /* larger request headers: 400 (0: no bound) */
     size_t max_waiters;              /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;             /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
+    const struct regions *regions;   /* where {region} upstream urls go (copied); NULL: none configured */
     enum error_shape error_shape;    /* error bodies where no rule says (unknown paths; DEFAULT: APIGW) */
 };
 

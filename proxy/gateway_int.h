@@ -14,7 +14,9 @@
  * Ownership: a request belongs to the gateway (its `live` list) from
  * request_intake until answered; while it waits on a flight it is also on
  * the flight's waiters. A request whose cache lookup is still out when it is
- * aborted stays allocated (on `orphans`) until that lookup calls back.
+ * aborted stays allocated (on `orphans`), with its ruleset reference (the
+ * lookup checks what Redis returns against its rule), until that lookup
+ * calls back.
  * Everything runs on the event loop's thread.
  */
 #ifndef JOBGATE_GATEWAY_INT_H
@@ -25,6 +27,7 @@
 #include <sys/queue.h>
 
 #include "body.h"
+#include "cache_types.h"
 #include "errmap.h"
 #include "keymap.h"
 #include "metrics.h"
@@ -50,9 +53,13 @@ struct job_request {
     struct body *stale;          /* a stale copy to fall back on (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
-    struct event *gone_watch; /* while waiting on a flight: fires when the client hangs up */
-    int64_t wait_deadline_us; /* while waiting on a flight: answered 504 after this */
+    struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */
+    const char *forward_project;  /* forwarded: the path's project id (in `match.buf`), or NULL */
+    int forwarding;               /* under a rule's forward prefix, not a job route */
+    struct event *gone_watch;     /* while waiting on upstream: fires when the client hangs up */
+    int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
+    enum cache_lease_status lease; /* what its lookup did with the key's lease (cache_get_lease) */
     int in_lookup;
     int64_t started_us;
     int64_t started_wall_ms;
@@ -66,6 +73,7 @@ struct job_request {
     char request_id[REQID_MAX + 1];
     char token_hash[TOKENGRANT_HASH_SIZE]; /* pass-through: the client token's hash; "" otherwise */
     char key[KEY_MAX];
+    char region[64]; /* for a rule whose upstream url has {region}: the request's (regions.h); "" otherwise */
     struct route_match match;
 };
 TAILQ_HEAD(job_request_list, job_request);
@@ -95,8 +103,10 @@ struct gateway {
     int watch_hangups;            /* the loop can tell a peer's close apart from data (EV_CLOSED) */
     struct keymap flights;        /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy;    /* the guards of the upstreams */
+    struct regions *regions;      /* our copy; NULL: none configured */
     struct job_request_list live;
-    struct job_request_list orphans; /* answered at shutdown, cache lookup still out */
+    struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
+    LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */
     size_t in_flight;
     int draining;
     void (*on_idle)(void *arg);
@@ -109,6 +119,10 @@ struct gateway {
 void request_answer_error(struct job_request *jr, const struct client_error *e);
 /* `b` is borrowed (the reply takes its own reference); `hit`: sends an Age. */
 void request_answer_job(struct job_request *jr, struct body *b, int hit);
+/* A forwarded call's answer, as upstream sent it: `status`, `len` bytes of
+ * `body` (copied) of `content_type`; `retry_after` >= 0: sent on. */
+void request_answer_forward(struct job_request *jr, int status, const char *content_type, const char *body, size_t len,
+                            long retry_after);
 /* Upstream failed, throttled or was held back: answer with the last known
  * state of the job rather than an error, saying so (X-Cache: STALE, Age). */
 void request_answer_stale(struct job_request *jr, struct body *b);

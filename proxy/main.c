@@ -264,7 +264,12 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
                  "(TLS certificates are reloaded now)");
     if (str_differs(cur->cache.redis_url, next->cache.redis_url) ||
         cur->cache.redis_budget_ms != next->cache.redis_budget_ms ||
-        cur->cache.memory_max_bytes != next->cache.memory_max_bytes)
+        cur->cache.memory_max_bytes != next->cache.memory_max_bytes ||
+        str_differs(cur->cache.redis_user, next->cache.redis_user) ||
+        str_differs(cur->cache.redis_password, next->cache.redis_password) ||
+        str_differs(cur->cache.sentinel_user, next->cache.sentinel_user) ||
+        str_differs(cur->cache.sentinel_password, next->cache.sentinel_password) ||
+        str_differs(cur->cache.entry_key, next->cache.entry_key))
         log_warn("reload: cache settings changed; they take effect at the next restart");
     if (str_differs(cur->upstream.ca_file, next->upstream.ca_file) ||
         cur->upstream.max_body_bytes != next->upstream.max_body_bytes ||

@@ -213,6 +213,11 @@ void metrics_render(const struct metrics *m, const struct cache_health *cache, u
                         "# TYPE jobgate_requests_in_flight gauge\njobgate_requests_in_flight %" PRIu64 "\n",
                         cache->backend, cache->up, cache->errors, cache->timeouts, cache->reconnects, cache->entries,
                         cache->bytes, in_flight);
+    evbuffer_add_printf(out,
+                        "# HELP jobgate_cache_rejected_total Entries read from Redis and not served: not jobgate's "
+                        "format, a bad MAC, another job, or a state that disagrees with its slot.\n"
+                        "# TYPE jobgate_cache_rejected_total counter\njobgate_cache_rejected_total %" PRIu64 "\n",
+                        cache->rejected);
 }
 
 void metrics_free(struct metrics *m)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "body.h"
 #include "cache_entry.h"
@@ -22,6 +23,28 @@
 /* Compare-and-delete: release the lease only if it is still ours. */
 #define RELEASE_SCRIPT "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
+/*
+ * The lookup and the lease in one step. KEYS: KEY:t, KEY:p, KEY:l; ARGV:
+ * now (ms, the caller's wall clock, which wrote the entries' expiry), the
+ * token, lease_ms. Returns {KEY:t's value, KEY:p's value, what it did}: 0
+ * when either value is fresh (no lease asked), 1 lease taken, 2 lease held
+ * by another. A value whose head it cannot read counts as fresh: the caller
+ * judges it (and then asks for the lease apart if it must).
+ */
+#define LOOKUP_LEASE_SCRIPT                                                                   \
+    "local function fresh(v)\n"                                                               \
+    "  if not v then return false end\n"                                                      \
+    "  local e = string.match(v, '^JG1 %-?%d+ %d+ %d+ (%d+)')\n"                              \
+    "  return e == nil or e == '0' or tonumber(e) > tonumber(ARGV[1])\n"                      \
+    "end\n"                                                                                   \
+    "local t = redis.call('GET', KEYS[1])\n"                                                  \
+    "local p = redis.call('GET', KEYS[2])\n"                                                  \
+    "if fresh(t) or fresh(p) then return {t, p, 0} end\n"                                     \
+    "if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {t, p, 1} end\n" \
+    "return {t, p, 2}\n"
+
+enum script_did { SCRIPT_FRESH = 0, SCRIPT_TOOK = 1, SCRIPT_HELD = 2 };
+
 /* A lease this process acquired and has not released yet. */
 struct held_lease {
     struct keymap_item item; /* item.key == key */
@@ -35,15 +58,22 @@ struct held_lease {
 struct redis_op {
     struct redis_leases *ls;
     int is_wait;
-    cache_lease_cb lease_cb; /* lease */
-    cache_get_cb get_cb;     /* wait */
+    int lookup;               /* lease: its caller wants the answer too (cache_get_lease) */
+    cache_lookup_cb lease_cb; /* lease */
+    cache_get_cb get_cb;      /* wait */
     void *arg;
     struct event *timer;    /* lease: the budget; wait: the next check */
     struct event *deadline; /* wait: its time limit */
     int replies_out;
-    int finished;                    /* answered or cancelled: never calls back again */
-    int cancelled;                   /* lease: release it if it is granted after all */
-    int check_again;                 /* wait: told of a store while a check was out */
+    int finished;    /* answered or cancelled: never calls back again */
+    int cancelled;   /* lease: release it if it is granted after all */
+    int check_again; /* wait: told of a store while a check was out */
+    int granted;     /* lease, pipelined: SET NX said OK */
+    int resent;      /* lease, scripted: NOSCRIPT answered, sent again with EVAL */
+    int sent_eval;   /* lease, scripted: the last send was EVAL (else EVALSHA) */
+    int64_t lease_ms;
+    const struct classify_spec *job; /* the expectation (the caller's: read only before `finished`) */
+    const char *identity;            /* NULL, or a copy after key[] */
     TAILQ_ENTRY(redis_op) wait_link; /* on ls->waits until finished */
     char token[LEASE_TOKEN_MAX];
     char key[];
@@ -57,6 +87,19 @@ static void on_del_done(redisAsyncContext *ac, void *reply, void *privdata)
 static void on_publish_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redis_link_reply_done(privdata, reply, "PUBLISH");
+}
+
+/* The entry among KEY:t's and KEY:p's values, checked against what `op` expects. */
+static struct body *op_pick(struct redis_op *op, redisReply *const *elements)
+{
+    const struct cache_expect expect = {.job = op->job, .identity = op->identity};
+    return cache_entry_pick(op->ls->codec, op->key, elements, &expect, &op->ls->link->errors);
+}
+
+/* Is a scripting refusal the kind that lasts (scripts off, ACL, a proxy)? */
+static int script_refusal(const redisReply *rep)
+{
+    return strncmp(rep->str, "ERR", 3) == 0 || strncmp(rep->str, "NOPERM", 6) == 0;
 }
 
 /* --------------------------------------------------------------- leases */
@@ -86,10 +129,9 @@ static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
         /* Scripting refused (disabled, or a proxy without it): DEL instead,
          * from now on. Its risk: deleting a lease another process took after
          * ours expired, which costs one more upstream call, never a wrong answer. */
-        if (strncmp(rep->str, "ERR", 3) == 0 || strncmp(rep->str, "NOSCRIPT", 8) == 0 ||
-            strncmp(rep->str, "NOPERM", 6) == 0) {
+        if (script_refusal(rep) || strncmp(rep->str, "NOSCRIPT", 8) == 0) {
             if (!ls->eval_refused)
-                log_warn("redis: EVAL refused; leases are released with DEL from now on");
+                log_warn("redis: EVAL refused; leases are released with DEL, and taken by pipeline, from now on");
             ls->eval_refused = 1;
             send_del_lease(r, rel->key);
         }
@@ -154,6 +196,19 @@ static void held_add(struct redis_leases *ls, const char *key, const char *token
         free(h);
 }
 
+/* The lease of `op` was granted. Returns 1 if it is kept for its caller;
+ * 0 if the caller was answered already (the budget ran out: it was told
+ * UNAVAILABLE and goes upstream without it; or it cancelled): then nobody
+ * would store under it nor release it, so it is released now. */
+static int lease_granted(struct redis_op *op)
+{
+    held_add(op->ls, op->key, op->token);
+    if (!op->finished)
+        return 1;
+    redis_lease_settle(op->ls, op->key, 0); /* releases it, and tells waiters in pub/sub mode */
+    return 0;
+}
+
 static void op_free(struct redis_op *op)
 {
     if (op->timer)
@@ -170,90 +225,180 @@ static void op_maybe_free(struct redis_op *op)
         op_free(op);
 }
 
-static void lease_answer(struct redis_op *op, enum cache_lease_status status)
+static void lease_answer(struct redis_op *op, enum cache_status status, struct body *b, enum cache_lease_status lease)
 {
     if (op->finished)
         return;
     op->finished = 1;
     evtimer_del(op->timer);
-    op->lease_cb(status, op->arg);
+    op->lease_cb(status, b, lease, op->arg);
 }
 
-static int lease_recheck(struct redis_op *op);
-
-static void on_lease_reply(redisAsyncContext *ac, void *reply, void *privdata)
+/* A lease's read of the key came back with the entry `b` (NULL: none), the
+ * lease taken (`granted`) or not: answer, giving a granted lease back when a
+ * fresh answer is there already (stored, and its lease released, between the
+ * caller's lookup and this lease: a whole upstream call can fit there). A
+ * release is sent only after its store was acknowledged (on_store_done), so
+ * a read after the grant sees that store. */
+static void lease_settled(struct redis_op *op, struct body *b, int granted, enum cache_lease_status not_granted)
 {
-    struct redis_op *op = privdata;
-    struct redis_leases *ls = op->ls;
-    struct redis_link *r = ls->link;
-    redisReply *rep = reply;
-    r->pending--;
-    op->replies_out--;
-    if (r->closing) {
-        op_free(op);
-        return;
-    }
-    if (rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0) {
-        /* Granted, perhaps after the budget ran out: kept, so that cache_put
-         * releases it; if the caller cancelled, nobody will: release now. */
-        held_add(ls, op->key, op->token);
-        if (op->cancelled)
-            release_held(ls, op->key);
-        else if (!op->finished && lease_recheck(op))
-            return; /* answered once the answer is re-read */
-        lease_answer(op, CACHE_LEASE_ACQUIRED);
-    } else if (rep && rep->type == REDIS_REPLY_NIL) {
-        lease_answer(op, CACHE_LEASE_HELD);
-    } else {
-        if (rep && rep->type == REDIS_REPLY_ERROR)
-            redis_link_error_reply(r, "SET NX", rep);
-        else
-            r->errors++;
-        lease_answer(op, CACHE_LEASE_UNAVAILABLE);
-    }
-    op_maybe_free(op);
-}
-
-/* The lease was granted: is a fresh answer there already? Then it was
- * stored, and its lease released, between the caller's lookup and our SET NX
- * (a whole upstream call can fit there): give the lease back and answer
- * HELD, so that the caller's cache_wait finds that answer at once instead of
- * calling upstream again. A release is sent only after its store was
- * acknowledged (on_store_done), so this read sees that store. */
-static void on_lease_recheck(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_op *op = privdata;
-    struct redis_leases *ls = op->ls;
-    struct redis_link *r = ls->link;
-    redisReply *rep = reply;
-    r->pending--;
-    op->replies_out--;
-    if (r->closing) {
-        op_free(op);
-        return;
-    }
-    struct body *b = NULL;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2)
-        b = cache_entry_pick(rep->element, 2, &r->errors);
-    else if (rep && rep->type == REDIS_REPLY_ERROR)
-        redis_link_error_reply(r, "MGET", rep);
     int fresh = b && body_fresh(b, clock_wall_ms());
+    if (fresh) {
+        if (granted)
+            redis_lease_settle(op->ls, op->key, 0);
+        lease_answer(op, CACHE_HIT, b, op->lookup ? CACHE_LEASE_NONE : CACHE_LEASE_HELD);
+        return;
+    }
+    lease_answer(op, b ? CACHE_STALE : CACHE_MISS, b, granted ? CACHE_LEASE_ACQUIRED : not_granted);
+}
+
+/* A lease that failed (an error reply, or none): UNAVAILABLE. */
+static void lease_failed(struct redis_op *op, const redisReply *rep, const char *command)
+{
+    struct redis_link *r = op->ls->link;
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+        redis_link_error_reply(r, command, rep);
+    else
+        r->errors++;
+    lease_answer(op, CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE);
+}
+
+static int send_script(struct redis_op *op, int full);
+
+/* The script's reply: {KEY:t, KEY:p, what it did}. */
+static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct redis_leases *ls = op->ls;
+    struct redis_link *r = ls->link;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing) { /* cache_free: no callback from here on */
+        op->finished = 1;
+        op_maybe_free(op);
+        return;
+    }
+    if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->resent) {
+        op->resent = 1; /* a restarted or new master: load it with EVAL, EVALSHA works again after */
+        if (send_script(op, 1))
+            return;
+    }
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 || rep->element[2]->type != REDIS_REPLY_INTEGER) {
+        if (rep && rep->type == REDIS_REPLY_ERROR && script_refusal(rep) && !ls->eval_refused) {
+            log_warn("redis: scripts refused (%.100s); leases are taken by pipeline from now on", rep->str);
+            ls->eval_refused = 1;
+        }
+        lease_failed(op, rep, op->sent_eval ? "EVAL" : "EVALSHA");
+        op_maybe_free(op);
+        return;
+    }
+    ls->script_known = 1;
+    long long did = rep->element[2]->integer;
+    if (did == SCRIPT_TOOK && !lease_granted(op)) {
+        op_maybe_free(op);
+        return;
+    }
+    if (op->finished) { /* cancelled or over budget, and nothing was granted */
+        op_maybe_free(op);
+        return;
+    }
+    struct body *b = op_pick(op, rep->element);
+    /* SCRIPT_FRESH with no fresh answer here: the script took an entry for
+     * fresh that failed the check (or one it could not read). No lease was
+     * taken, and none will be while it stays: go upstream without one. */
+    lease_settled(op, b, did == SCRIPT_TOOK, did == SCRIPT_HELD ? CACHE_LEASE_HELD : CACHE_LEASE_UNAVAILABLE);
     body_unref(b);
-    if (fresh || op->cancelled)
-        redis_lease_settle(ls, op->key, 0); /* releases it, and tells waiters in pub/sub mode */
-    lease_answer(op, fresh ? CACHE_LEASE_HELD : CACHE_LEASE_ACQUIRED);
     op_maybe_free(op);
 }
 
-/* Send the re-read of a granted lease's key. Returns 0 if it cannot be sent
- * (the lease then counts as acquired at once). */
-static int lease_recheck(struct redis_op *op)
+/* Send the lookup-and-lease script: EVALSHA, or with `full` EVAL. Returns 1 if sent. */
+static int send_script(struct redis_op *op, int full)
+{
+    struct redis_leases *ls = op->ls;
+    struct redis_link *r = ls->link;
+    const char *t = cachekey_suffix(CACHEKEY_TERMINAL), *p = cachekey_suffix(CACHEKEY_PENDING),
+               *l = cachekey_suffix(CACHEKEY_LEASE);
+    int64_t now = clock_wall_ms();
+    full = full || !ls->script_known;
+    op->sent_eval = full;
+    if (!redis_link_ready(r) ||
+        redisAsyncCommand(r->data.ctx, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
+                          full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key,
+                          p, op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
+        return 0;
+    r->pending++;
+    op->replies_out++;
+    return 1;
+}
+
+/* Pipelined: SET KEY:l NX PX's reply. The answer waits for the MGET sent
+ * behind it, unless this failed. */
+static void on_pipelined_set(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct redis_link *r = op->ls->link;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing) { /* cache_free: no callback from here on */
+        op->finished = 1;
+        op_maybe_free(op);
+        return;
+    }
+    if (rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0)
+        op->granted = lease_granted(op);
+    else if (!rep || rep->type != REDIS_REPLY_NIL)
+        lease_failed(op, rep, "SET NX");
+    op_maybe_free(op);
+}
+
+/* Pipelined: MGET KEY:t KEY:p's reply, read after the SET NX. */
+static void on_pipelined_get(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_op *op = privdata;
+    struct redis_link *r = op->ls->link;
+    redisReply *rep = reply;
+    r->pending--;
+    op->replies_out--;
+    if (r->closing)
+        op->finished = 1; /* cache_free: no callback from here on */
+    if (op->finished) {
+        op_maybe_free(op);
+        return;
+    }
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+        if (op->granted)
+            redis_lease_settle(op->ls, op->key, 0); /* nobody is told it holds it */
+        lease_failed(op, rep, "MGET");
+        op_maybe_free(op);
+        return;
+    }
+    struct body *b = op_pick(op, rep->element);
+    lease_settled(op, b, op->granted, CACHE_LEASE_HELD);
+    body_unref(b);
+    op_maybe_free(op);
+}
+
+/* Send SET KEY:l NX PX and MGET KEY:t KEY:p in one write. Returns 1 if both went. */
+static int send_pipelined(struct redis_op *op)
 {
     struct redis_link *r = op->ls->link;
     if (!redis_link_ready(r) ||
-        redisAsyncCommand(r->data.ctx, on_lease_recheck, op, "MGET %s%s %s%s", op->key,
-                          cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK)
+        redisAsyncCommand(r->data.ctx, on_pipelined_set, op, "SET %s%s %s NX PX %" PRId64, op->key,
+                          cachekey_suffix(CACHEKEY_LEASE), op->token, op->lease_ms) != REDIS_OK)
         return 0;
+    r->pending++;
+    op->replies_out++;
+    if (redisAsyncCommand(r->data.ctx, on_pipelined_get, op, "MGET %s%s %s%s", op->key,
+                          cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
+        /* The SET went: the op is finished without a callback (the caller
+         * is told it could not start), and its SET's reply frees it,
+         * releasing a grant (lease_granted). */
+        r->errors++;
+        op->finished = 1;
+        return 1;
+    }
     r->pending++;
     op->replies_out++;
     return 1;
@@ -263,42 +408,58 @@ static void on_lease_budget(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_op *op = arg;
     op->ls->link->timeouts++;
-    lease_answer(op, CACHE_LEASE_UNAVAILABLE);
-    /* Stays allocated until hiredis calls back for it. */
+    lease_answer(op, CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE);
+    /* Stays allocated until hiredis calls back for it; a grant that comes
+     * later is released then (lease_granted). */
 }
 
-static struct redis_op *op_new(struct redis_leases *ls, const char *key)
+/* A new op for `key`, with a copy of the expectation's identity. */
+static struct redis_op *op_new(struct redis_leases *ls, const char *key, const struct cache_expect *expect)
 {
     size_t len = strlen(key);
-    struct redis_op *op = calloc(1, sizeof(*op) + len + 1);
+    const char *id = expect ? expect->identity : NULL;
+    size_t idlen = id ? strlen(id) + 1 : 0;
+    struct redis_op *op = calloc(1, sizeof(*op) + len + 1 + idlen);
     if (!op)
         return NULL;
     op->ls = ls;
     memcpy(op->key, key, len + 1);
+    if (id) {
+        memcpy(op->key + len + 1, id, idlen);
+        op->identity = op->key + len + 1;
+    }
+    op->job = expect ? expect->job : NULL;
     return op;
 }
 
-struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, int64_t lease_ms, cache_lease_cb cb,
-                                     void *arg)
+int redis_lease_scripted(const struct redis_leases *ls)
+{
+    return !ls->eval_refused && redis_link_may_publish(ls->link);
+}
+
+struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
+                                     int64_t lease_ms, int lookup, cache_lookup_cb cb, void *arg)
 {
     struct redis_link *r = ls->link;
     if (!redis_link_ready(r) || lease_ms <= 0)
         return NULL;
-    struct redis_op *op = op_new(ls, key);
+    struct redis_op *op = op_new(ls, key, expect);
     if (!op)
         return NULL;
     op->lease_cb = cb;
     op->arg = arg;
+    op->lookup = lookup;
+    op->lease_ms = lease_ms;
     snprintf(op->token, sizeof(op->token), "%s-%" PRIx64, ls->instance_id, ++ls->lease_counter);
     op->timer = evtimer_new(r->base, on_lease_budget, op);
-    if (!op->timer || redisAsyncCommand(r->data.ctx, on_lease_reply, op, "SET %s%s %s NX PX %" PRId64, key,
-                                        cachekey_suffix(CACHEKEY_LEASE), op->token, lease_ms) != REDIS_OK) {
+    if (!op->timer || !(redis_lease_scripted(ls) ? send_script(op, 0) : send_pipelined(op))) {
         r->errors++;
         op_free(op);
         return NULL;
     }
-    r->pending++;
-    op->replies_out++;
+    if (op->finished) { /* the pipeline went half: its SET's reply frees it */
+        return NULL;
+    }
     struct timeval tv = redis_link_tv(r->budget_ms);
     evtimer_add(op->timer, &tv);
     return op;
@@ -371,7 +532,7 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
         wait_finish(op, CACHE_UNAVAILABLE, NULL);
         return;
     }
-    struct body *b = cache_entry_pick(rep->element, 2, &r->errors);
+    struct body *b = op_pick(op, rep->element);
     if (b && body_fresh(b, clock_wall_ms())) {
         wait_finish(op, CACHE_HIT, b);
         body_unref(b);
@@ -422,18 +583,19 @@ void redis_lease_wake(struct redis_leases *ls, const char *key, size_t len)
  * cancel other waits, so the list is re-read after each. */
 void redis_lease_fail_waits(struct redis_leases *ls)
 {
+    ls->script_known = 0; /* the next connection may reach a server without it */
     struct redis_op *op;
     while ((op = TAILQ_FIRST(&ls->waits)) != NULL)
         wait_finish(op, CACHE_UNAVAILABLE, NULL);
 }
 
-struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, int64_t timeout_ms, cache_get_cb cb,
-                                  void *arg)
+struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
+                                  int64_t timeout_ms, cache_get_cb cb, void *arg)
 {
     struct redis_link *r = ls->link;
     if (r->state != REDIS_UP || !r->data.ctx)
         return NULL;
-    struct redis_op *op = op_new(ls, key);
+    struct redis_op *op = op_new(ls, key, expect);
     if (!op)
         return NULL;
     op->is_wait = 1;
@@ -480,10 +642,30 @@ static void free_held(struct keymap_item *item)
     free(item);
 }
 
-void redis_lease_init(struct redis_leases *ls, struct redis_link *link, int64_t poll_interval_ms)
+/* The script's SHA-1 in hex, for EVALSHA. */
+static void script_sha(struct redis_leases *ls)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    static const char digits[] = "0123456789abcdef";
+    if (EVP_Digest(LOOKUP_LEASE_SCRIPT, strlen(LOOKUP_LEASE_SCRIPT), md, &len, EVP_sha1(), NULL) != 1 || len != 20) {
+        snprintf(ls->script_sha, sizeof(ls->script_sha), "%s", "0"); /* NOSCRIPT, then EVAL: slower, never wrong */
+        return;
+    }
+    for (unsigned i = 0; i < len; i++) {
+        ls->script_sha[2 * i] = digits[md[i] >> 4];
+        ls->script_sha[2 * i + 1] = digits[md[i] & 15];
+    }
+    ls->script_sha[2 * len] = '\0';
+}
+
+void redis_lease_init(struct redis_leases *ls, struct redis_link *link, struct cache_entry_codec *codec,
+                      int64_t poll_interval_ms)
 {
     memset(ls, 0, sizeof(*ls));
     ls->link = link;
+    ls->codec = codec;
+    script_sha(ls);
     ls->poll_interval_ms = poll_interval_ms > 0 ? poll_interval_ms : POLL_INTERVAL_MS;
     TAILQ_INIT(&ls->waits);
     make_instance_id(ls);

@@ -3,14 +3,32 @@
  * (the contracts cache.h gives cache_lease, cache_wait, cache_cancel and
  * cache_lease_release, on the Redis side).
  *
- * The lease: SET KEY:l TOKEN NX PX lease_ms, TOKEN being this process's
- * random id and a counter, so that tokens differ across processes and
- * restarts. Granted, the key's answer is re-read (MGET KEY:t KEY:p): a fresh
- * one means it was stored meanwhile, and the lease is given back and HELD
- * answered. A lease this process holds is released, by compare-and-delete
- * (EVAL: DEL only if it still holds our token; a plain DEL from the first
- * time EVAL is refused), when its key is settled: after its answer's SET was
- * acknowledged, or when there is no answer to store.
+ * The lease and the lookup, in one round trip (redis_lease_acquire). Where
+ * Redis runs scripts for us (a direct or Sentinel Redis: where
+ * redis_link_may_publish, so never through twemproxy), one EVALSHA (EVAL
+ * when Redis answers NOSCRIPT) of LOOKUP_LEASE_SCRIPT reads KEY:t and
+ * KEY:p and, unless one of them is fresh, takes the lease (SET KEY:l TOKEN
+ * NX PX lease_ms) in the same atomic step; it returns both entries and what
+ * it did. The first one on each data connection is an EVAL, which loads
+ * the script: a miss never pays a NOSCRIPT round trip but after a SCRIPT
+ * FLUSH. Elsewhere (twemproxy, which runs one-key scripts only, or a Redis
+ * that refuses scripts) the lease is one pipelined write: SET KEY:l TOKEN NX
+ * PX lease_ms and MGET KEY:t KEY:p sent together. Either way the key's
+ * answer is read after the lease was taken, so a fresh one means it was
+ * stored meanwhile: the lease is given back and HELD answered (and HIT, for
+ * a lookup). TOKEN is this process's random id and a counter, so that
+ * tokens differ across processes and restarts.
+ *
+ * A lease this process holds is released, by compare-and-delete (EVAL: DEL
+ * only if it still holds our token; a plain DEL from the first time EVAL is
+ * refused), when its key is settled: after its answer's SET was
+ * acknowledged, or when there is no answer to store. A lease granted after
+ * its caller was answered (its budget ran out: UNAVAILABLE; or it was
+ * cancelled) is released at once: that caller goes upstream without it and
+ * will neither store under it nor release it.
+ *
+ * Entries read are checked (cache_entry_pick) against the caller's
+ * expectation; one that fails is no answer.
  *
  * Waits: each wait re-reads MGET KEY:t KEY:p KEY:l when told of a store
  * (redis_lease_wake, from the subscriber: pub/sub mode), and on a timer:
@@ -35,6 +53,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "cache_entry.h"
 #include "cache_types.h"
 #include "keymap.h"
 
@@ -43,9 +62,12 @@ struct redis_op; /* a pending lease or wait */
 TAILQ_HEAD(redis_op_list, redis_op);
 
 struct redis_leases {
-    struct redis_link *link; /* borrowed: outlives this */
+    struct redis_link *link;         /* borrowed: outlives this */
+    struct cache_entry_codec *codec; /* borrowed: outlives this */
     int64_t poll_interval_ms;
-    int eval_refused;     /* EVAL refused (scripting off): release leases with a plain DEL */
+    int eval_refused;     /* EVAL refused (scripting off): release leases with a plain DEL, lease by pipeline */
+    char script_sha[41];  /* LOOKUP_LEASE_SCRIPT's SHA-1, for EVALSHA */
+    int script_known;     /* the script ran on this data connection: EVALSHA (else EVAL, which loads it) */
     char instance_id[17]; /* random: lease tokens differ across processes and restarts */
     uint64_t lease_counter;
     struct keymap held;         /* leases acquired and not released yet, by key */
@@ -53,18 +75,28 @@ struct redis_leases {
 };
 
 /* poll_interval_ms <= 0: 20 ms. */
-void redis_lease_init(struct redis_leases *ls, struct redis_link *link, int64_t poll_interval_ms);
+void redis_lease_init(struct redis_leases *ls, struct redis_link *link, struct cache_entry_codec *codec,
+                      int64_t poll_interval_ms);
 
-/* Ask for the lease on `key` for `lease_ms`, within the link's budget.
+/* Does a lease go with the lookup in one script here (else: a pipeline)? */
+int redis_lease_scripted(const struct redis_leases *ls);
+
+/* Ask for the lease on `key` for `lease_ms`, within the link's budget, and
+ * read the key's answer in the same round trip. `cb` gets the answer as a
+ * lookup reports it (HIT, STALE, MISS; UNAVAILABLE on an error or past the
+ * budget, and then lease UNAVAILABLE) and the lease: ACQUIRED, HELD
+ * (another holds it, or a fresh answer is there: for a HIT, with
+ * `lookup`, NONE instead), UNAVAILABLE (Redis erred; or the script found an
+ * answer it took for fresh that did not pass the check: no lease was taken).
  * Returns NULL, without calling `cb`, when it cannot start (Redis down or
  * over max_pending, lease_ms <= 0, no memory). */
-struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, int64_t lease_ms, cache_lease_cb cb,
-                                     void *arg);
+struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
+                                     int64_t lease_ms, int lookup, cache_lookup_cb cb, void *arg);
 
 /* Wait, at most timeout_ms, for another process's answer for `key`.
  * Returns NULL, without calling `cb`, when it cannot start. */
-struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, int64_t timeout_ms, cache_get_cb cb,
-                                  void *arg);
+struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
+                                  int64_t timeout_ms, cache_get_cb cb, void *arg);
 
 /* Forget `op` (its callback not called); freed once hiredis is done with
  * it. A lease granted after the cancel is released at once. */

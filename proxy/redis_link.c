@@ -26,6 +26,28 @@ struct timeval redis_link_tv(int64_t ms)
 
 /* ------------------------------------------------------------- errors */
 
+/* The code of an error reply (its first word: WRONGPASS, NOAUTH, ERR...), in `code`. */
+static const char *reply_code(const redisReply *rep, char *code, size_t len)
+{
+    size_t n = 0;
+    while (n < len - 1 && rep->str[n] >= 'A' && rep->str[n] <= 'Z') {
+        code[n] = rep->str[n];
+        n++;
+    }
+    code[n] = '\0';
+    return n ? code : "error";
+}
+
+/* Does `text` hold one of the link's secrets? (Then it is not logged.) */
+static int holds_secret(const struct redis_link *r, const char *text)
+{
+    const char *secrets[] = {r->password, r->sentinel_password};
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+        if (secrets[i] && *secrets[i] && strstr(text, secrets[i]))
+            return 1;
+    return 0;
+}
+
 /*
  * Count an error reply from Redis to `command` and keep it as the last
  * error. Only the reply's code (its first word: OOM, READONLY, LOADING...)
@@ -37,21 +59,41 @@ struct timeval redis_link_tv(int64_t ms)
 void redis_link_error_reply(struct redis_link *r, const char *command, const redisReply *rep)
 {
     char code[32];
-    size_t n = 0;
-    while (n < sizeof(code) - 1 && rep->str[n] >= 'A' && rep->str[n] <= 'Z') {
-        code[n] = rep->str[n];
-        n++;
-    }
-    code[n] = '\0';
+    reply_code(rep, code, sizeof(code));
     r->errors++;
-    snprintf(r->last_error, sizeof(r->last_error), "%s on %s", n ? code : "error", command);
-    log_warn("redis: %s failed: %.200s", command, rep->str);
-    if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0) && r->state == REDIS_UP && r->data.ctx) {
-        log_warn("redis: %s: a failover may have happened; reconnecting", code);
+    snprintf(r->last_error, sizeof(r->last_error), "%s on %s", code, command);
+    int noauth = strcmp(code, "NOAUTH") == 0;
+    if (!noauth)
+        log_warn("redis: %s failed: %.200s", command, holds_secret(r, rep->str) ? code : rep->str);
+    if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || noauth) && r->state == REDIS_UP &&
+        r->data.ctx) {
+        if (noauth)
+            log_error("redis: NOAUTH: this Redis wants a password; set cache.redis_password_file or _env "
+                      "(and cache.redis_user for an ACL user); reconnecting with backoff, requests go upstream "
+                      "meanwhile");
+        else
+            log_warn("redis: %s: a failover may have happened; reconnecting", code);
         r->state = REDIS_CONNECTING; /* no commands until the new connection is up */
         r->data.state = REDIS_CONNECTING;
         redisAsyncDisconnect(r->data.ctx); /* the disconnect callback schedules the reconnect */
     }
+}
+
+/* AUTH was refused on `link` (`who`: "redis HOST:PORT" or "sentinel
+ * HOST:PORT"): counted, kept as the last error, logged with what to check
+ * (once per streak of failed attempts), never with a secret. */
+static void auth_refused(struct redis_link *r, const char *who, const redisReply *rep, int sentinel, int first)
+{
+    char code[32];
+    reply_code(rep, code, sizeof(code));
+    r->errors++;
+    snprintf(r->last_error, sizeof(r->last_error), "%s on AUTH%s", code, sentinel ? " to a sentinel" : "");
+    if (!first)
+        return;
+    log_error("%s: AUTH refused (%.150s); check cache.%s and cache.%s_file or _env; %s", who,
+              holds_secret(r, rep->str) ? code : rep->str, sentinel ? "sentinel_user" : "redis_user",
+              sentinel ? "sentinel_password" : "redis_password",
+              sentinel ? "asking the next sentinel" : "retrying with backoff, requests go upstream meanwhile");
 }
 
 static void note_transport_error(struct redis_link *r, const char *what, const char *detail)
@@ -176,7 +218,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (link->role == LINK_SUB) {
         int was_subscribed = r->subscribed;
         r->subscribed = 0;
-        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r)) {
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r) && !link->auth_failed) {
             /* Connected, then SUBSCRIBE was answered with an error or a
              * closed connection: a proxy without pub/sub (twemproxy). Not
              * with Sentinel, never behind twemproxy: there it is a master
@@ -193,8 +235,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         schedule_reconnect(link);
         return;
     }
-    log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
-             status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
+    if (!link->auth_failed)
+        log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
+                 status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
     if (status != REDIS_OK)
         note_transport_error(r, "connection lost", ac->errstr);
     r->reconnects++;
@@ -234,7 +277,7 @@ static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
     struct redis_link *r = privdata;
     redisReply *rep = reply;
     r->pending--;
-    if (r->closing || !rep || ac != r->data.ctx)
+    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
         return;
     if (rep->type == REDIS_REPLY_ERROR) {
         redis_link_error_reply(r, "SELECT", rep);
@@ -253,7 +296,7 @@ static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *rep = reply;
     char name[300];
     r->pending--;
-    if (r->closing || !rep || ac != r->data.ctx)
+    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
         return;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
         strcmp(rep->element[0]->str, "master") == 0) {
@@ -269,6 +312,45 @@ static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
     log_warn("redis %s: not the master of %s; asking the sentinels again", conn_name(&r->data, name, sizeof(name)),
              r->target.master_name);
     redisAsyncDisconnect(ac);
+}
+
+/* AUTH's reply on the data, subscriber or watch connection: refused, the
+ * connection is closed (and retried with backoff: sentinels, the next one). */
+static void on_auth_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_conn *link = privdata;
+    struct redis_link *r = link->r;
+    redisReply *rep = reply;
+    char who[320], name[300];
+    if (link->role == LINK_DATA)
+        r->pending--;
+    if (r->closing || !rep || ac != link->ctx)
+        return;
+    if (rep->type != REDIS_REPLY_ERROR) {
+        if (link->role == LINK_DATA)
+            handshake_step(r);
+        return;
+    }
+    link->auth_failed = 1;
+    snprintf(who, sizeof(who), "%s %s", link->role == LINK_WATCH ? "sentinel" : "redis",
+             conn_name(link, name, sizeof(name)));
+    auth_refused(r, who, rep, link->role == LINK_WATCH,
+                 link->role != LINK_SUB && link->backoff_ms <= r->reconnect_min_ms);
+    redisAsyncDisconnect(ac); /* once the replies queued behind it (refused too) are in */
+}
+
+/* Queue AUTH on a new connection (before anything else), if there are
+ * credentials for it. Returns 1 if it was queued. */
+static int send_auth(struct redis_conn *link, redisAsyncContext *ac)
+{
+    struct redis_link *r = link->r;
+    const char *user = link->role == LINK_WATCH ? r->sentinel_user : r->user;
+    const char *password = link->role == LINK_WATCH ? r->sentinel_password : r->password;
+    if (!password)
+        return 0;
+    int rc = user ? redisAsyncCommand(ac, on_auth_done, link, "AUTH %s %s", user, password)
+                  : redisAsyncCommand(ac, on_auth_done, link, "AUTH %s", password);
+    return rc == REDIS_OK;
 }
 
 /* Everything the subscriber connection hears: the SUBSCRIBE confirmation,
@@ -323,11 +405,17 @@ static void conn_connect(struct redis_conn *link)
     link->state = REDIS_CONNECTING;
     link->connected = 0;
     link->handshake_out = 0;
+    link->auth_failed = 0;
     if (link->role == LINK_DATA) {
         r->state = REDIS_CONNECTING;
         /* Queued now, sent first once connected, answered before the link
          * counts as up. One that cannot be queued is never answered: the
          * connect timer then gives the connection up. */
+        if (r->password) {
+            link->handshake_out++;
+            if (send_auth(link, ac))
+                r->pending++;
+        }
         if (r->target.db) {
             link->handshake_out++;
             if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
@@ -340,8 +428,10 @@ static void conn_connect(struct redis_conn *link)
         }
     } else if (link->role == LINK_SUB) {
         /* Pub/sub ignores the database: no SELECT on this connection. */
+        send_auth(link, ac);
         redisAsyncCommand(ac, on_subscriber_reply, r, "SUBSCRIBE %s", CACHEKEY_CHANNEL);
     } else {
+        send_auth(link, ac);
         redisAsyncCommand(ac, on_watch_reply, r, "SUBSCRIBE %s", SWITCH_MASTER_EVENT);
     }
     struct timeval tv = redis_link_tv(r->connect_timeout_ms);
@@ -455,6 +545,21 @@ static void query_next(struct redis_link *r, const char *why)
     schedule_reconnect(&r->data);
 }
 
+/* AUTH's reply from the sentinel asked: a refusal is kept for the reason
+ * its next reply (NOAUTH) gives. */
+static void on_query_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    char who[320], name[300];
+    if (r->closing || ac != r->query.ctx || !rep || rep->type != REDIS_REPLY_ERROR)
+        return;
+    reply_code(rep, r->query.auth_error, sizeof(r->query.auth_error));
+    snprintf(who, sizeof(who), "sentinel %s",
+             redis_addr_name(&r->target.sentinels[r->query.index], name, sizeof(name)));
+    auth_refused(r, who, rep, 1, r->data.backoff_ms <= r->reconnect_min_ms);
+}
+
 static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_link *r = privdata;
@@ -480,8 +585,10 @@ static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
         char why[160];
         if (rep->type == REDIS_REPLY_NIL)
             snprintf(why, sizeof(why), "does not know master %s", r->target.master_name);
+        else if (q->auth_error[0])
+            snprintf(why, sizeof(why), "AUTH refused (%s)", q->auth_error);
         else if (rep->type == REDIS_REPLY_ERROR)
-            snprintf(why, sizeof(why), "%.150s", rep->str);
+            snprintf(why, sizeof(why), "%.150s", holds_secret(r, rep->str) ? "error" : rep->str);
         else
             snprintf(why, sizeof(why), "unexpected reply");
         query_next(r, why);
@@ -547,6 +654,16 @@ static void query_attempt(struct redis_link *r)
     redisAsyncSetConnectCallback(ac, on_query_connect);
     redisAsyncSetDisconnectCallback(ac, on_query_disconnect);
     q->ctx = ac;
+    q->auth_error[0] = '\0';
+    if (r->sentinel_password &&
+        (r->sentinel_user
+             ? redisAsyncCommand(ac, on_query_auth, r, "AUTH %s %s", r->sentinel_user, r->sentinel_password)
+             : redisAsyncCommand(ac, on_query_auth, r, "AUTH %s", r->sentinel_password)) != REDIS_OK) {
+        q->ctx = NULL;
+        redisAsyncFree(ac);
+        query_next(r, "cannot send");
+        return;
+    }
     if (redisAsyncCommand(ac, on_query_reply, r, "SENTINEL get-master-addr-by-name %s", r->target.master_name) !=
         REDIS_OK) {
         q->ctx = NULL;
@@ -649,6 +766,22 @@ static void conn_close(struct redis_conn *link)
         event_free(link->reconnect_timer);
 }
 
+/* *out = a copy of `s` (NULL stays NULL). Returns 1, or 0 if out of memory. */
+static int copy_secret(char **out, const char *s)
+{
+    *out = s ? strdup(s) : NULL;
+    return !s || *out;
+}
+
+static void wipe_secret(char **s)
+{
+    if (*s) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
 int redis_link_init(struct redis_link *r, struct event_base *base, const struct cache_conf *conf,
                     const struct redis_link_hooks *hooks, char *err, size_t errlen)
 {
@@ -664,7 +797,10 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
     r->max_pending = conf->redis_max_pending;
     r->notify = conf->redis_notify;
     r->query.timer = evtimer_new(base, on_query_timeout, r);
-    if (conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
+    int copied = copy_secret(&r->user, conf->redis_user) & copy_secret(&r->password, conf->redis_password) &
+                 copy_secret(&r->sentinel_user, conf->sentinel_user) &
+                 copy_secret(&r->sentinel_password, conf->sentinel_password);
+    if (!copied || conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
         conn_init(r, &r->watch, LINK_WATCH) < 0 || !r->query.timer) {
         snprintf(err, errlen, "out of memory");
         redis_link_close(r);
@@ -694,4 +830,8 @@ void redis_link_close(struct redis_link *r)
     }
     if (r->query.timer)
         event_free(r->query.timer);
+    wipe_secret(&r->user);
+    wipe_secret(&r->password);
+    wipe_secret(&r->sentinel_user);
+    wipe_secret(&r->sentinel_password);
 }

@@ -4,9 +4,10 @@
  * reconnecting on its own with exponential backoff:
  *
  *   data        every command (lookups, stores, leases, waits). It counts as
- *               up only once its handshake is answered: SELECT (a database
- *               other than 0) and, with Sentinel, ROLE saying "master".
- *               Before that a command could run in database 0 or on a replica.
+ *               up only once its handshake is answered: AUTH (with a
+ *               password), SELECT (a database other than 0) and, with
+ *               Sentinel, ROLE saying "master". Before that a command could
+ *               run unauthenticated, in database 0 or on a replica.
  *   subscriber  SUBSCRIBE CACHEKEY_CHANNEL only (pub/sub mode); each message
  *               is a store, passed to hooks.stored.
  *   watch       sentinel:// only: SUBSCRIBE +switch-master on one sentinel
@@ -29,9 +30,19 @@
  * false): lookups answer UNAVAILABLE and requests go upstream, as in any
  * Redis outage.
  *
+ * AUTH (cache_conf's redis_user and redis_password; sentinel_user and
+ * sentinel_password for the sentinels, asked and watched) is the first
+ * command on every connection, each time it (re)connects. A refusal
+ * (WRONGPASS, NOAUTH, ...) is logged with what to check, kept as the last
+ * error ("WRONGPASS on AUTH") and the connection retried with backoff:
+ * meanwhile Redis is unavailable. The secrets are copied here, wiped when
+ * the link closes, and never written to a log, the health report or an
+ * error: a refusal's text is logged only if it does not hold them.
+ *
  * Error replies are counted and kept (code and command only) as the last
- * error; READONLY and MASTERDOWN mean a failover may have moved the master:
- * the data connection is closed and reopened.
+ * error; READONLY and MASTERDOWN mean a failover may have moved the master,
+ * and NOAUTH that Redis wants a password it was not given: the data
+ * connection is closed and reopened.
  *
  * Pub/sub: in auto mode a SUBSCRIBE refused (twemproxy) turns the
  * subscriber off for good, and stores stop publishing; in poll mode it never
@@ -81,7 +92,8 @@ struct redis_conn {
     struct redis_addr at;   /* where ctx goes (TCP) */
     enum redis_state state;
     int connected;     /* data: TCP up, handshake (SELECT, ROLE) perhaps not yet answered */
-    int handshake_out; /* data: SELECT/ROLE replies awaited before the link is up */
+    int handshake_out; /* data: AUTH/SELECT/ROLE replies awaited before the link is up */
+    int auth_failed;   /* this connection's AUTH was refused: it is being closed */
     int64_t backoff_ms;
     struct event *connect_timer;   /* connect attempt timeout (data: until the handshake is answered) */
     struct event *reconnect_timer; /* next attempt */
@@ -95,6 +107,7 @@ struct sentinel_query {
     uint64_t epoch;         /* r->master_epoch when asked: a +switch-master since makes the answer old */
     redisAsyncContext *ctx; /* NULL between attempts */
     struct event *timer;    /* this attempt's limit (the connect timeout) */
+    char auth_error[32];    /* this attempt's AUTH was refused with this code ("" if not) */
 };
 
 /* What the owner is told; `arg` is passed back. */
@@ -118,6 +131,8 @@ struct redis_link {
     int64_t reconnect_max_ms;
     size_t max_pending;
     enum cache_notify notify;
+    char *user, *password;                   /* secrets (copies): AUTH on the data and subscriber connections */
+    char *sentinel_user, *sentinel_password; /* secrets (copies): AUTH to the sentinels */
 
     struct redis_conn data;
     struct redis_conn sub;

@@ -17,7 +17,9 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "forward.h"
 #include "log.h"
+#include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
 #include "request.h"
@@ -55,15 +57,19 @@ static int may_revalidate(const struct job_request *jr, const struct body *b)
     return clock_wall_ms() - b->expires_at_ms <= rule->pending_ttl_ms;
 }
 
-static void on_cache_result(enum cache_status status, struct body *b, void *arg)
+static void on_cache_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
 {
     struct job_request *jr = arg;
     jr->in_lookup = 0;
     if (!jr->req) { /* answered by gateway_abort_all while the lookup was out */
+        if (lease == CACHE_LEASE_ACQUIRED)
+            cache_lease_release(jr->gw->cache, jr->key); /* nobody will call upstream under it */
         TAILQ_REMOVE(&jr->gw->orphans, jr, live_link);
+        ruleset_unref(jr->rules);
         free(jr);
         return;
     }
+    jr->lease = lease; /* a HIT comes with none */
     switch (status) {
     case CACHE_HIT:
         if (token_may_read(jr)) {
@@ -200,7 +206,9 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
         return -1;
     }
     const struct rule *rule = jr->rule;
-    const char *project = rule && rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
+    const char *project = jr->forwarding                     ? jr->forward_project
+                          : rule && rule->project_param >= 0 ? jr->match.values[rule->project_param]
+                                                             : NULL;
     const char *rule_name = rule ? rule->name : NULL;
     enum clientkeys_verdict v;
     if (cred == CLIENTKEYS_CRED_SIGNED) {
@@ -226,6 +234,35 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
     return 0;
 }
 
+/* The region of a request whose rule's upstream url has {region}
+ * (regions.h), into jr->region. Returns 0, or -1 with `err` set: an
+ * unknown region 404, an unknown project or a Host that contradicts the
+ * project's region 400. Never a guess. */
+static int request_region(struct job_request *jr, const char *host, struct client_error *err)
+{
+    const struct rule *rule = jr->rule;
+    const char *project = jr->forwarding ? jr->forward_project
+                          : rule->project_param >= 0 && (size_t)rule->project_param < jr->match.nvalues
+                              ? jr->match.values[rule->project_param]
+                              : NULL;
+    char message[160];
+    switch (regions_resolve(jr->gw->regions, host, project, jr->region)) {
+    case REGIONS_OK: return 0;
+    case REGIONS_UNKNOWN_REGION:
+        client_error_set(err, 404, "JG.UNKNOWN_REGION", "the Host names a region this gateway does not serve");
+        return -1;
+    case REGIONS_MISMATCH:
+        client_error_set(err, 400, "JG.REGION_MISMATCH", "the Host names another region than the project's");
+        return -1;
+    case REGIONS_UNKNOWN_PROJECT:
+        snprintf(message, sizeof(message), "no region is known for %s: call SERVICE.REGION.%s, or map the project",
+                 project ? "this project" : "a path without a project", "DOMAIN");
+        client_error_set(err, 400, "JG.UNKNOWN_PROJECT_REGION", message);
+        return -1;
+    }
+    return -1;
+}
+
 /* A request record, from the spare list when there is one. Not calloc: the
  * buffers at its end are a few KB, always written before they are read;
  * everything before them starts zeroed. */
@@ -235,7 +272,7 @@ static struct job_request *job_request_new(struct gateway *gw)
     if (!jr)
         return NULL;
     memset(jr, 0, offsetof(struct job_request, request_id));
-    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = '\0';
+    jr->request_id[0] = jr->token_hash[0] = jr->key[0] = jr->region[0] = '\0';
     jr->match.nvalues = 0; /* read by the audit log even when no route matched */
     return jr;
 }
@@ -297,10 +334,24 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
     enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
     if (found != ROUTE_MATCH)
         jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (found == ROUTE_NO_MATCH && (jr->rule = ruleset_match_forward(jr->rules, host, path)) != NULL) {
+        /* Not a job route (those win): the rest of a service, forwarded uncached. */
+        jr->forwarding = 1;
+        if (forward_project_of(jr->rule, path, jr->match.buf, sizeof(jr->match.buf)))
+            jr->forward_project = jr->match.buf;
+    }
     if (jr->keys && client_allowed(jr, req, &err) < 0) {
         jr->denied = 1;
         metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
         request_answer_error(jr, &err);
+        return;
+    }
+    if (jr->rule && jr->rule->url_has_region && !gw->upstream_url && request_region(jr, host, &err) < 0) {
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (jr->forwarding) {
+        forward_start(jr);
         return;
     }
     if (found == ROUTE_NO_MATCH) {
@@ -334,13 +385,24 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
             return;
         }
     }
-    /* The cache key (cachekey.h): prefix, rule and the validated parameter
-     * values. Nothing else a client sends can vary it. */
-    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule->name, jr->match.values, rule->route.nparams) <
+    /* The cache key (cachekey.h): prefix, rule (with its region, when the
+     * Host may choose one) and the validated parameter values. Nothing else
+     * a client sends can vary it. */
+    char rule_key[128];
+    snprintf(rule_key, sizeof(rule_key), "%s%s%s", rule->name, jr->region[0] ? "@" : "", jr->region);
+    if (cachekey_format(jr->key, sizeof(jr->key), gw->key_prefix, rule_key, jr->match.values, rule->route.nparams) <
         0) {
         request_answer_error(jr, &rule->invalid_request);
         return;
     }
+    /* What Redis returns must be an answer about this very job, in a state
+     * that agrees with where it was kept (cache_types.h). A miss takes the
+     * key's lease in the same round trip, so that one process calls
+     * upstream; not in pass-through mode, where each token must be judged
+     * by the cloud itself. */
+    const struct cache_expect expect = {
+        .job = &rule->job, .identity = rule->identity_param >= 0 ? jr->match.values[rule->identity_param] : NULL};
     jr->in_lookup = 1;
-    cache_get(gw->cache, jr->key, on_cache_result, jr); /* may answer before it returns */
+    cache_get_lease(gw->cache, jr->key, &expect, jr->token_hash[0] ? 0 : flight_lease_ms(rule), on_cache_result,
+                    jr); /* may answer before it returns */
 }

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "rules.h"
+#include "regions.h"
 #include "rules_errors.h"
 
 static void rule_free(struct rule *r)
@@ -28,6 +29,7 @@ static void rule_free(struct rule *r)
     free(r->token_expired_codes);
     classify_spec_free(&r->job);
     errmap_free(&r->errors);
+    free(r->forward.prefix);
     free(r);
 }
 
@@ -369,6 +371,12 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
             "upstream url '%s': no credentials, query or fragment (it is a base URL the route path is appended to)",
             strchr(u, '@') ? "(hidden: it holds credentials)" : u);
         rc = -1;
+    } else if ((r->url_has_region = regions_url_check(u)) < 0) {
+        yconf_error(y, yconf_get(y, n, "url"), d,
+                    "upstream url '%s': {region} goes once, as a whole label of the host name (such as "
+                    "https://ecs.{region}.myhuaweicloud.com), and no other placeholder",
+                    u);
+        rc = -1;
     } else if (u[len - 1] == '/') {
         r->upstream_url[len - 1] = '\0'; /* the route path brings its own '/' */
     }
@@ -528,9 +536,121 @@ static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
 
 /* ----------------------------------------------------------------- rule */
 
+/* -------------------------------------------------------------- forward */
+
+unsigned rule_method_bit(const char *m)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } methods[] = {
+        {"GET", RULE_METHOD_GET}, {"HEAD", RULE_METHOD_HEAD},   {"POST", RULE_METHOD_POST},
+        {"PUT", RULE_METHOD_PUT}, {"PATCH", RULE_METHOD_PATCH}, {"DELETE", RULE_METHOD_DELETE},
+    };
+    for (size_t i = 0; m && i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcmp(methods[i].name, m) == 0)
+            return methods[i].bit;
+    return 0;
+}
+
+/* A forward prefix: '/' then segments of URL path characters, no empty,
+ * "." or ".." segment, no '{' (it is not a template), no trailing '/'. */
+static int valid_prefix(const char *p)
+{
+    if (p[0] != '/' || !p[1] || strlen(p) > 256)
+        return 0;
+    for (const char *seg = p + 1; *seg;) {
+        size_t n = strcspn(seg, "/");
+        if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (!(isalnum((unsigned char)seg[i]) || strchr("-._~", seg[i])))
+                return 0;
+        seg += n;
+        if (*seg == '/' && !*++seg)
+            return 0; /* a trailing '/' */
+    }
+    return 1;
+}
+
+/* forward: {prefix, methods, max_body, project_segment}. */
+static int load_forward(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
+{
+    static const char *const keys[] = {"prefix", "strip_prefix", "methods", "max_body", "project_segment", NULL};
+    struct rule_forward *f = &r->forward;
+    f->methods = RULE_METHOD_GET | RULE_METHOD_HEAD | RULE_METHOD_POST | RULE_METHOD_PUT | RULE_METHOD_PATCH |
+                 RULE_METHOD_DELETE;
+    f->max_body = 1024 * 1024;
+    f->project_segment = 2; /* /v1/{project_id}/...: the cloud's own convention */
+    f->strip_prefix = 1;
+    if (!n)
+        return 0;
+    if (yconf_check_map(y, n, "forward", keys, d) < 0)
+        return -1;
+    int rc = 0;
+    yaml_node_t *prefix = yconf_get(y, n, "prefix");
+    const char *text = yconf_scalar(prefix);
+    if (!text || !valid_prefix(text)) {
+        yconf_error(y, prefix ? prefix : n, d,
+                    "forward needs a 'prefix' such as /ecs: '/' and whole path segments, no trailing '/'");
+        rc = -1;
+    } else {
+        f->prefix = strdup(text);
+        f->prefix_len = strlen(text);
+        f->line = prefix->start_mark.line + 1;
+        f->col = prefix->start_mark.column + 1;
+    }
+    yaml_node_t *methods = yconf_get(y, n, "methods");
+    if (methods) {
+        if (methods->type != YAML_SEQUENCE_NODE || yconf_seq_len(methods) == 0) {
+            yconf_error(y, methods, d, "'methods' must be a list such as [GET, POST, PUT, DELETE]");
+            rc = -1;
+        } else {
+            f->methods = 0;
+            for (size_t i = 0; i < yconf_seq_len(methods); i++) {
+                yaml_node_t *item = yconf_seq_item(y, methods, i);
+                unsigned bit = rule_method_bit(yconf_scalar(item));
+                if (!bit) {
+                    yconf_error(y, item, d, "method '%s' cannot be forwarded: GET, HEAD, POST, PUT, PATCH, DELETE",
+                                yconf_scalar(item) ? yconf_scalar(item) : "?");
+                    rc = -1;
+                }
+                f->methods |= bit;
+            }
+        }
+    }
+    rc |= yconf_get_bool(y, n, "strip_prefix", &f->strip_prefix, d);
+    rc |= yconf_get_bytes(y, n, "max_body", 0, 1024 * 1024, &f->max_body, d);
+    long seg = f->project_segment;
+    rc |= yconf_get_long(y, n, "project_segment", 0, ROUTE_MAX_SEGMENTS, &seg, d);
+    f->project_segment = (int)seg;
+    return rc ? -1 : 0;
+}
+
+/* Could a path under forward prefix `prefix` (the prefix itself or below
+ * it) match template `t`? Each segment of the prefix must be a literal of
+ * `t` equal to it, or a parameter of `t` (the safe side, as
+ * route_templates_overlap). */
+static int prefix_covers(const char *prefix, const struct route_template *t)
+{
+    size_t i = 0;
+    for (const char *seg = prefix + 1; *seg; i++) {
+        size_t n = strcspn(seg, "/");
+        if (i >= t->nsegs)
+            return 0;
+        const char *lit = t->segs[i].literal;
+        if (lit && (strlen(lit) != n || strncmp(lit, seg, n) != 0))
+            return 0;
+        seg += n;
+        if (*seg == '/')
+            seg++;
+    }
+    return 1;
+}
+
 static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
 {
-    static const char *const keys[] = {"name", "route", "upstream", "job", "cache", "errors", NULL};
+    static const char *const keys[] = {"name", "route", "upstream", "job", "cache", "errors", "forward", NULL};
     yaml_node_t *root = yconf_root(y);
     if (!root) {
         yconf_error(y, NULL, d, "the file is empty: a rule needs name, route, upstream, job and errors");
@@ -559,6 +679,7 @@ static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
     rc |= load_job(y, yconf_get(y, root, "job"), route_ok ? r : NULL, r, d);
     rc |= load_cache(y, yconf_get(y, root, "cache"), r, d);
     rc |= rules_load_errors(y, yconf_get(y, root, "errors"), &r->errors, &r->invalid_request, d);
+    rc |= load_forward(y, yconf_get(y, root, "forward"), r, d);
     if (rc) {
         rule_free(r);
         return NULL;
@@ -581,6 +702,29 @@ static int ruleset_add(struct ruleset *rs, struct rule *r, struct conf_diag *d)
             conf_diag_add(d, r->file, r->path_line, r->path_col,
                           "route %s of rule '%s' overlaps route %s of rule '%s' (%s:%zu)", r->route.text, r->name,
                           o->route.text, o->name, o->file, o->path_line);
+            rc = -1;
+        }
+        /* A forward prefix may cover its own rule's job route (the job route
+         * wins there), not another rule's: which upstream a call under it
+         * goes to would then hang on the method. Nor may two prefixes be equal. */
+        if (same_host && r->forward.prefix && prefix_covers(r->forward.prefix, &o->route)) {
+            conf_diag_add(d, r->file, r->forward.line, r->forward.col,
+                          "forward prefix %s of rule '%s' overlaps job route %s of rule '%s' (%s:%zu:%zu); "
+                          "a job route always wins, so give each service its own prefix",
+                          r->forward.prefix, r->name, o->route.text, o->name, o->file, o->path_line, o->path_col);
+            rc = -1;
+        }
+        if (same_host && o->forward.prefix && prefix_covers(o->forward.prefix, &r->route)) {
+            conf_diag_add(d, r->file, r->path_line, r->path_col,
+                          "job route %s of rule '%s' overlaps forward prefix %s of rule '%s' (%s:%zu:%zu); "
+                          "a job route always wins, so give each service its own prefix",
+                          r->route.text, r->name, o->forward.prefix, o->name, o->file, o->forward.line, o->forward.col);
+            rc = -1;
+        }
+        if (same_host && r->forward.prefix && o->forward.prefix && strcmp(r->forward.prefix, o->forward.prefix) == 0) {
+            conf_diag_add(d, r->file, r->forward.line, r->forward.col,
+                          "forward prefix %s of rule '%s' is already forwarded by rule '%s' (%s:%zu:%zu)",
+                          r->forward.prefix, r->name, o->name, o->file, o->forward.line, o->forward.col);
             rc = -1;
         }
     }
@@ -710,6 +854,22 @@ enum route_result ruleset_match(const struct ruleset *rs, const char *host, cons
             best = res;
             break;
         }
+    }
+    return best;
+}
+
+const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *host, const char *path)
+{
+    const struct rule *best = NULL;
+    size_t plen = strlen(path);
+    for (size_t i = 0; i < rs->count; i++) {
+        const struct rule *r = rs->rules[i];
+        const struct rule_forward *f = &r->forward;
+        if (!f->prefix || plen < f->prefix_len || memcmp(path, f->prefix, f->prefix_len) != 0 ||
+            (path[f->prefix_len] != '\0' && path[f->prefix_len] != '/') || !host_matches(r, host))
+            continue;
+        if (!best || f->prefix_len > best->forward.prefix_len)
+            best = r;
     }
     return best;
 }

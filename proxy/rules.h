@@ -20,7 +20,33 @@
 #include "route.h"
 #include "yamlconf.h"
 
-enum rule_method { RULE_METHOD_GET = 1 << 0, RULE_METHOD_HEAD = 1 << 1 };
+enum rule_method {
+    RULE_METHOD_GET = 1 << 0,
+    RULE_METHOD_HEAD = 1 << 1,
+    RULE_METHOD_POST = 1 << 2, /* forward routes only (below) */
+    RULE_METHOD_PUT = 1 << 3,
+    RULE_METHOD_PATCH = 1 << 4,
+    RULE_METHOD_DELETE = 1 << 5,
+};
+
+/*
+ * A rule's forward route: every other call under a path prefix goes
+ * upstream as it came (method, the rest of the path, query, body), with the
+ * prefix taken off and the rule's upstream url put in front. Never cached,
+ * never coalesced, never retried. Precedence: a job route (of any rule)
+ * wins for every path it matches, whatever the method; among forward
+ * prefixes the longest matching one wins (the loader refuses two equal
+ * ones, and a prefix under which another rule's job route lies).
+ */
+struct rule_forward {
+    char *prefix; /* "/ecs": whole segments, no trailing '/'; NULL: the rule forwards nothing */
+    size_t prefix_len;
+    int strip_prefix;    /* the prefix is taken off before the path goes upstream (default); 0: kept */
+    unsigned methods;    /* enum rule_method bits */
+    size_t max_body;     /* larger request bodies: 413 */
+    int project_segment; /* 1-based segment after the prefix holding the project id; 0: none */
+    size_t line, col;    /* of forward.prefix, for diagnostics */
+};
 
 /* What a query string on a job request does. Never part of the cache key,
  * never forwarded upstream: it cannot bypass or poison the cache. */
@@ -39,6 +65,7 @@ struct rule {
     unsigned methods; /* enum rule_method bits */
     enum rule_query query;
     char *upstream_url;                   /* base URL: scheme://host[:port][/prefix]; the route path is appended */
+    int url_has_region;                   /* its host carries {region} (regions.h) */
     struct route_template upstream_path;  /* the path sent upstream; nsegs == 0: the route's own */
     int upstream_param[ROUTE_MAX_PARAMS]; /* its parameters, as indexes of the route's */
     char **add_headers;                   /* "Name: value" lines added to every upstream request */
@@ -60,6 +87,7 @@ struct rule {
                                  while one background call refreshes it */
     struct errmap errors;
     struct client_error invalid_request; /* answer for a request the route refuses */
+    struct rule_forward forward;
 };
 
 struct ruleset {
@@ -92,5 +120,13 @@ int rule_token_expired(const struct rule *r, const char *code);
  * ROUTE_NO_MATCH: no rule has this shape (answer 404). */
 enum route_result ruleset_match(const struct ruleset *rs, const char *host, const char *path,
                                 const struct rule **rule_out, struct route_match *m);
+
+/* The rule whose forward prefix is the longest one `path` lies under (the
+ * prefix itself, or the prefix and '/...'), for `host`; NULL: none. Ask only
+ * after ruleset_match found no job route: job routes win. */
+const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *host, const char *path);
+
+/* The method's enum rule_method bit; 0 for the ones no route serves. */
+unsigned rule_method_bit(const char *method);
 
 #endif

@@ -24,8 +24,12 @@ struct upstream_call {
     long retry_after;
     char *post_body; /* our copy of a POST body (a secret, wiped when freed) */
     size_t post_len;
-    char *capture_name; /* the response header to capture, NULL: none */
-    char *captured;     /* its value (a secret, wiped when freed) */
+    char *capture_name;      /* the response header to capture, NULL: none */
+    char *captured;          /* its value (a secret, wiped when freed) */
+    const char *const *keep; /* response headers to report (the caller's names: forward.c's static table) */
+    size_t nkeep;
+    char **kept; /* "Name: value" of those received */
+    size_t nkept;
     int64_t started_us;
     char error[CURL_ERROR_SIZE];
     LIST_ENTRY(upstream_call) link;
@@ -41,6 +45,7 @@ struct upstream_sock {
 
 struct upstream {
     struct event_base *base;
+    struct curl_slist *connect_to; /* upstream_conf.connect_to, for libcurl */
     CURLM *multi;
     struct event *timer;
     struct upstream_conf conf;
@@ -178,6 +183,39 @@ static void capture(struct upstream_call *c, const char *data, size_t n)
     c->captured = value;
 }
 
+static void free_kept(struct upstream_call *c)
+{
+    for (size_t i = 0; i < c->nkept; i++)
+        free(c->kept[i]);
+    free(c->kept);
+    c->kept = NULL;
+    c->nkept = 0;
+}
+
+/* Keep the header line `data` (`n` bytes) when its name is one of c->keep. */
+static void keep(struct upstream_call *c, const char *data, size_t n)
+{
+    for (size_t i = 0; i < c->nkeep; i++) {
+        size_t name_len = strlen(c->keep[i]);
+        if (n <= name_len || data[name_len] != ':' || strncasecmp(data, c->keep[i], name_len) != 0)
+            continue;
+        const char *v = data + name_len + 1, *end = data + n;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        char **grown = c->nkept < 64 ? realloc(c->kept, (c->nkept + 1) * sizeof(*grown)) : NULL;
+        if (!grown)
+            return; /* reported as absent */
+        c->kept = grown;
+        size_t len = name_len + 2 + (size_t)(end - v) + 1;
+        if (!(c->kept[c->nkept] = malloc(len)))
+            return;
+        snprintf(c->kept[c->nkept++], len, "%s: %.*s", c->keep[i], (int)(end - v), v);
+        return;
+    }
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
@@ -187,7 +225,10 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
         c->retry_after = -1;
         free_secret(c->captured);
         c->captured = NULL;
+        free_kept(c);
     }
+    if (c->nkeep)
+        keep(c, data, n);
     if (c->capture_name)
         capture(c, data, n);
     if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
@@ -251,6 +292,7 @@ static void free_call_secrets(struct upstream_call *c)
     }
     free(c->capture_name);
     free_secret(c->captured);
+    free_kept(c);
 }
 
 static void call_free(struct upstream_call *c)
@@ -285,6 +327,8 @@ static void finish(struct upstream_call *c, CURLcode rc)
         resp.body = c->body ? c->body : "";
         resp.len = c->len;
         resp.captured = c->captured;
+        resp.kept = c->kept;
+        resp.nkept = c->nkept;
     }
     upstream_done_cb cb = c->cb;
     void *arg = c->arg;
@@ -344,9 +388,16 @@ static void fetch_fail(struct upstream_call *c)
 struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_request *req, upstream_done_cb cb,
                                      void *arg)
 {
-    int post = req->method && strcmp(req->method, "POST") == 0;
-    if (req->method && !post && strcmp(req->method, "GET") != 0)
+    /* GET and HEAD go without a body; every other method with one (maybe empty). */
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    const char *method = req->method ? req->method : "GET";
+    size_t mi = 0;
+    while (mi < sizeof(methods) / sizeof(methods[0]) && strcmp(methods[mi], method) != 0)
+        mi++;
+    if (mi == sizeof(methods) / sizeof(methods[0]))
         return NULL;
+    int post = mi >= 2; /* sends a body */
+    int head = mi == 1;
     struct upstream_call *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -360,6 +411,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         free(c);
         return NULL;
     }
+    c->keep = req->keep_headers;
+    c->nkeep = req->nkeep_headers;
     if (req->capture_header && !(c->capture_name = strdup(req->capture_header))) {
         fetch_fail(c);
         return NULL;
@@ -406,6 +459,17 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     if (post) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->post_len);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->post_body);
+        if (mi != 2)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (head)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (req->once) {
+        /* libcurl sends a request again, on a new connection, when a reused
+         * kept-alive one turns out dead before any answer came (it cannot
+         * tell whether the server saw it). A POST must not run twice: a
+         * fresh connection is never "reused", so it is never resent. */
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     }
     if (!dropped(req, "User-Agent"))
         curl_easy_setopt(e, CURLOPT_USERAGENT, u->conf.user_agent);
@@ -418,6 +482,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (u->conf.ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, u->conf.ca_file);
+    if (u->connect_to)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, u->connect_to);
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
@@ -462,6 +528,16 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
     u->conf = *conf;
     u->conf.ca_file = conf->ca_file ? strdup(conf->ca_file) : NULL;
     u->conf.user_agent = strdup(conf->user_agent ? conf->user_agent : "jobgate");
+    u->conf.connect_to = NULL; /* kept as an slist */
+    for (char **line = conf->connect_to; line && *line; line++) {
+        struct curl_slist *grown = curl_slist_append(u->connect_to, *line);
+        if (!grown) {
+            snprintf(err, errlen, "out of memory");
+            upstream_free(u);
+            return NULL;
+        }
+        u->connect_to = grown;
+    }
     LIST_INIT(&u->calls);
     LIST_INIT(&u->socks);
     u->multi = curl_multi_init();
@@ -500,5 +576,6 @@ void upstream_free(struct upstream *u)
         event_free(u->timer);
     free(u->conf.ca_file);
     free(u->conf.user_agent);
+    curl_slist_free_all(u->connect_to);
     free(u);
 }

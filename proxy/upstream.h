@@ -5,8 +5,10 @@
  * cache); TLS peers are always verified.
  *
  * The module knows nothing of jobs: it sends a GET (or a POST with a body:
- * jobgate's own IAM token requests) and reports either an HTTP status with
- * its body or a transport fault.
+ * jobgate's own IAM token requests; or any method of a forwarded call) and
+ * reports either an HTTP status with its body or a transport fault. Nothing
+ * is retried; a call marked `once` is never resent on a new connection by
+ * libcurl either.
  *
  * Secrets: the token, the credential header lines, the request body and the
  * captured response header are never logged, and the module's copies of
@@ -29,12 +31,17 @@ struct upstream_conf {
     size_t max_body_bytes; /* larger answers are FAULT_OVERSIZED */
     long max_connections;  /* per upstream host */
     char *user_agent;
+    /* TESTS ONLY (upstream.connect_to): libcurl CURLOPT_CONNECT_TO lines,
+     * "HOST:PORT:CONNECT-TO-HOST:CONNECT-TO-PORT", so that region host names
+     * reach a loopback simulator without DNS. NULL-terminated; NULL: none. */
+    char **connect_to;
 };
 
 /* Everything borrowed only for the duration of upstream_fetch: the module
  * copies what it keeps. */
 struct upstream_request {
-    const char *method; /* "GET" (also when NULL) or "POST" */
+    const char *method; /* "GET" (also when NULL), "HEAD", or with a body: "POST", "PUT", "PATCH", "DELETE" */
+    int once;           /* must reach the server at most once (not idempotent): a fresh connection */
     const char *url;
     const char *request_id; /* sent as X-Request-Id */
     const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
@@ -46,10 +53,13 @@ struct upstream_request {
     size_t nauth_headers;
     char *const *drop_headers; /* default headers not to send: X-Request-Id, Accept, User-Agent, X-Auth-Token */
     size_t ndrop_headers;
-    const void *body; /* POST: the body (may hold a secret), `body_len` bytes; NULL for none */
+    const void
+        *body; /* POST and the others with a body: the body (may hold a secret), `body_len` bytes; NULL for none */
     size_t body_len;
-    const char *content_type;   /* POST: its Content-Type; NULL: none sent */
-    const char *capture_header; /* report this response header's value in `captured`; NULL: none */
+    const char *content_type;        /* POST: its Content-Type; NULL: none sent */
+    const char *capture_header;      /* report this response header's value in `captured`; NULL: none */
+    const char *const *keep_headers; /* report these response headers (names) in `kept`; never secrets */
+    size_t nkeep_headers;
 };
 
 struct upstream_response {
@@ -65,6 +75,11 @@ struct upstream_response {
      * Owned by the module, valid during the callback; may be a secret (IAM's
      * X-Subject-Token): never log it. */
     const char *captured;
+    /* The response headers named in keep_headers, as "Name: value" (the
+     * name as the request spelt it; blanks around the value removed), in
+     * the order received. Owned by the module, valid during the callback. */
+    char *const *kept;
+    size_t nkept;
 };
 
 /* Called once per upstream_fetch, from the event loop, never from inside

@@ -98,6 +98,13 @@ async function sim(method, path) {
 }
 
 const stats = () => sim('GET', '/_sim/stats');
+
+/*
+ * Through jobgate a 429 from the cloud backs the whole ECS upstream off for
+ * its Retry-After (1 s here) or jobgate's throttle_backoff: jobgate itself
+ * answers 503 meanwhile. A test that follows a throttled one waits that out.
+ */
+const afterThrottle = () => (GATEWAY ? new Promise((r) => setTimeout(r, 1300)) : Promise.resolve());
 const postsOf = (s) => s.posts[PROJECT] || 0;
 
 /* The exception the SDK throws for "promise"; fails if it resolves. */
@@ -245,6 +252,7 @@ test('a throttled job poll (429) yields errorCode APIGW.0308', async () => {
 });
 
 test('a throttled createServers (429) yields APIGW.0308 and makes no job', { skip: CREATE_SKIP }, async () => {
+    await afterThrottle();
     await sim('POST', '/_sim/faults?on=create&kind=status&status=429&shape=apigw&count=1');
     try {
         const before = await stats();
@@ -261,6 +269,7 @@ test('a throttled createServers (429) yields APIGW.0308 and makes no job', { ski
 });
 
 test('a bad body gets ECS\'s 400 Ecs.0005 in the SDK exception', { skip: CREATE_SKIP }, async () => {
+    await afterThrottle();
     const request = createServersRequest('sdk-bad-body');
     request.body.server.withRootVolume(new ecs.PrePaidServerRootVolume()); /* no volumetype */
     const error = await sdkError(ecsClient().createServers(request));

@@ -65,8 +65,16 @@ class RedisNode(Redis):
     """A redis-server as the harness starts one (DEBUG not enabled), plus
     `extra` arguments (--replicaof ...)."""
 
-    def __init__(self, extra=()):
-        super().__init__(extra=extra, debug=False)
+    def __init__(self, extra=(), password=None):
+        super().__init__(extra=list(extra) + (["--requirepass", password] if password else []), debug=False)
+        self.password = password  # requirepass, and what the test's own commands send
+
+    def cli(self, *args):
+        if not self.password:
+            return super().cli(*args)
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), "--no-auth-warning", "-a", self.password, "--raw"] +
+                             [str(a) for a in args], capture_output=True, timeout=10)
+        return out.stdout.decode("utf-8", "replace").strip()
 
     def jobgate_keys(self):
         return [k for k in self.cli("--scan", "--pattern", KEY_PREFIX + "*").splitlines() if k]
@@ -77,8 +85,9 @@ class Nutcracker(Process):
 
     stop_order = 7
 
-    def __init__(self, servers):
+    def __init__(self, servers, password=None):
         self.servers = servers
+        self.password = password  # redis_auth: what clients must send, and what it sends the servers
         self.port = free_port()
         self.stats_port = free_port()
         self.dir = tempfile.mkdtemp(prefix="jg-nutcracker-")
@@ -88,13 +97,14 @@ class Nutcracker(Process):
 
     def config_text(self):
         return ("jobgate:\n"
-                "  listen: 127.0.0.1:%d\n"
+                "  listen: 127.0.0.1:%d\n" % self.port +
                 "  hash: fnv1a_64\n"
                 "  distribution: ketama\n"
                 "  redis: true\n"
                 "  auto_eject_hosts: false\n"
                 "  timeout: 1000\n"
-                "  servers:\n" % self.port
+                + ("  redis_auth: %s\n" % self.password if self.password else "")
+                + "  servers:\n"
                 + "".join("    - 127.0.0.1:%d:1 redis%d\n" % (s.port, i + 1) for i, s in enumerate(self.servers)))
 
     def start(self):
@@ -284,25 +294,31 @@ def job_path(project, job):
 
 
 def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, running_ms=2000, tail_s=2.0,
-              redis_budget=None):
+              redis_budget=None, password=None):
     """`clients` clients spread over `instances` jobgates on 3 redis-servers
     behind nutcracker (poll mode) poll `jobs` jobs through their lifecycle,
     then `tail_s` more once each job's answer could have expired.
     `redis_budget`: cache.redis_budget (default 50ms); a lookup past it goes
     upstream by design, beyond the bound, so a busy test machine may want
-    more."""
-    report = Report("twemproxy", "%d jobgate, nutcracker, 3 redis-server; %d clients, %d jobs"
-                    % (instances, clients, jobs))
+    more. `password`: the servers' requirepass and nutcracker's redis_auth,
+    which jobgate sends (cache.redis_password_file) and never shows."""
+    report = Report("twemproxy", "%d jobgate, nutcracker%s, 3 redis-server; %d clients, %d jobs"
+                    % (instances, " (redis_auth)" if password else "", clients, jobs))
     procs = []
     try:
-        shards = [RedisNode().start() for _ in range(3)]
+        shards = [RedisNode(password=password).start() for _ in range(3)]
         procs += shards
-        nut = Nutcracker(shards).start()
+        nut = Nutcracker(shards, password=password).start()
         procs.append(nut)
         sim = LoggingSim(init_ms=init_ms, running_ms=running_ms).start()
         procs.append(sim)
         url = "redis://127.0.0.1:%d" % nut.port
         extra = "  redis_notify: poll\n" + ("  redis_budget: %s\n" % redis_budget if redis_budget else "")
+        if password:
+            secret = os.path.join(nut.dir, "redis-password")
+            with os.fdopen(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(password + "\n")
+            extra += "  redis_password_file: %s\n" % secret
         gates = [ClusterJobgate(sim.url, url, cache_extra=extra).start() for _ in range(instances)]
         procs += gates
         for g in gates:
@@ -359,6 +375,10 @@ def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, ru
         report.add("commands nutcracker refused (its log)", len(refusals), "0", not refusals)
         for line in refusals[:3]:
             report.fail("nutcracker: " + line)
+        if password:
+            shown = [g.port for g in gates if password in g.log_text() or password in g.get(
+                "/healthz", token=None).body.decode() or password in g.get("/metrics", token=None).body.decode()]
+            report.add("instances showing the password (log, /healthz, /metrics)", len(shown), "0", not shown)
         if redis_timeouts and max(pending) > bound:
             report.fail("%d Redis lookups ran past the budget (a busy machine?): those requests went upstream by "
                         "design" % redis_timeouts)

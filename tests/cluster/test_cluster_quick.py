@@ -3,7 +3,7 @@
 check` test: 3 jobgate instances on 3 redis-servers behind nutcracker, 30
 clients polling 10 jobs through their lifecycle (one upstream call per job
 once terminal, at most duration/TTL + 1 before, states in order, nothing
-refused by nutcracker); and 2 instances on Sentinel through a kill -9 of the
+refused by nutcracker), and again with nutcracker's redis_auth; and 2 instances on Sentinel through a kill -9 of the
 master (no failed request, caching resumes on the new master). Skipped when
 nutcracker or redis-sentinel is not installed."""
 import os
@@ -25,6 +25,13 @@ def twemproxy():
     """3 jobgate on nutcracker and 3 redis-server: one upstream call per job state window"""
     # A 250 ms Redis budget: make check runs tests in parallel, under sanitizers.
     passes(clusterlib.twemproxy(clients=30, jobs=10, interval=0.1, tail_s=1.0, redis_budget="250ms"))
+
+
+@test
+def twemproxy_with_password():
+    """the same behind nutcracker's redis_auth: jobgate AUTHs to nutcracker, never shows the password"""
+    passes(clusterlib.twemproxy(clients=20, jobs=10, interval=0.1, tail_s=1.0, redis_budget="250ms",
+                                password="tw-secret-5b1e07c2"))
 
 
 @test

@@ -36,9 +36,13 @@
 #include "body.h"
 #include "cache.h"
 #include "cache_mem.h"
+#include "classify.h"
 #include "clock.h"
+#include "jsonpath.h"
 
 #define MAX_WAIT_MS 5000 /* longest any expected callback may take */
+#define MASTER_PW   "m-secret-8c1f2e"
+#define SENTINEL_PW "s-secret-27d0a4"
 
 /* ------------------------------------------------------- redis-server */
 
@@ -64,6 +68,10 @@ static int free_port(void)
     return ntohs(sa.sin_port);
 }
 
+/* The password the test's own commands send first (NULL: none), for the
+ * tests whose servers want one. */
+static const char *admin_password;
+
 /* A synchronous command to the server on `port` (the test's own view of
  * Redis); the reply is the caller's to free, NULL if it cannot be reached. */
 static redisReply *redis_cmd(int port, const char *fmt, ...)
@@ -74,6 +82,8 @@ static redisReply *redis_cmd(int port, const char *fmt, ...)
         redisFree(rc);
         return NULL;
     }
+    if (admin_password)
+        freeReplyObject(redisCommand(rc, "AUTH %s", admin_password));
     va_list ap;
     va_start(ap, fmt);
     redisReply *rep = redisvCommand(rc, fmt, ap);
@@ -153,7 +163,8 @@ static void redis_start(struct redis_server *s, const char *const *extra)
     }
     for (int i = 0; i < 500; i++) {
         redisReply *rep = redis_cmd(s->port, "PING");
-        int up = rep && rep->type == REDIS_REPLY_STATUS;
+        int up = rep && (rep->type == REDIS_REPLY_STATUS ||
+                         (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOAUTH", 6)));
         freeReplyObject(rep);
         if (up)
             return;
@@ -163,8 +174,10 @@ static void redis_start(struct redis_server *s, const char *const *extra)
 }
 
 /* Start a Redis Sentinel (redis-server --sentinel) watching the master on
- * `master_port` as "mymaster", quorum 1: it alone decides a failover. */
-static void sentinel_start(struct redis_server *s, int master_port)
+ * `master_port` as "mymaster", quorum 1: it alone decides a failover. With
+ * passwords: its own (`password`, NULL: none) and the master's. */
+static void sentinel_start_auth(struct redis_server *s, int master_port, const char *password,
+                                const char *master_password)
 {
     const char *bin = getenv("REDIS_SERVER");
     if (!bin || !*bin)
@@ -180,6 +193,10 @@ static void sentinel_start(struct redis_server *s, int master_port)
             "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 %d 1\n"
             "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
             s->port, s->dir, master_port);
+    if (password)
+        fprintf(f, "requirepass %s\n", password);
+    if (master_password)
+        fprintf(f, "sentinel auth-pass mymaster %s\n", master_password);
     fclose(f);
     s->pid = fork();
     assert_true(s->pid >= 0);
@@ -197,13 +214,18 @@ static void sentinel_start(struct redis_server *s, int master_port)
     }
     for (int i = 0; i < 500; i++) {
         redisReply *rep = redis_cmd(s->port, "PING");
-        int up = rep && rep->type == REDIS_REPLY_STATUS;
+        int up = rep && (rep->type == REDIS_REPLY_STATUS || (rep->type == REDIS_REPLY_ERROR && password));
         freeReplyObject(rep);
         if (up)
             return;
         sleep_ms(10);
     }
     fail_msg("sentinel on port %d did not answer", s->port);
+}
+
+static void sentinel_start(struct redis_server *s, int master_port)
+{
+    sentinel_start_auth(s, master_port, NULL, NULL);
 }
 
 static void redis_kill(struct redis_server *s)
@@ -270,7 +292,7 @@ static void on_lease(enum cache_lease_status status, void *arg)
 static struct got get(struct cache *c, const char *key)
 {
     struct got g = {0};
-    cache_get(c, key, on_get, &g);
+    cache_get(c, key, NULL, on_get, &g);
     assert_true(run_until(&g.calls));
     assert_int_equal(g.calls, 1);
     if (g.status == CACHE_MISS || g.status == CACHE_UNAVAILABLE)
@@ -283,7 +305,7 @@ static struct got get(struct cache *c, const char *key)
 static enum cache_lease_status lease(struct cache *c, const char *key, int64_t lease_ms)
 {
     struct got g = {0};
-    cache_lease(c, key, lease_ms, on_lease, &g);
+    cache_lease(c, key, NULL, lease_ms, on_lease, &g);
     assert_true(run_until(&g.lease_calls));
     assert_int_equal(g.lease_calls, 1);
     return g.lease;
@@ -297,11 +319,10 @@ static void put(struct cache *c, const char *key, const char *text, int terminal
     body_unref(b);
 }
 
-/* A cache on Redis at `port` (0: none), up (and subscribed, in pub/sub
- * mode) before it is returned unless `expect_up` is 0. */
-static struct cache *cache_on_url(const char *url, enum cache_notify notify, int expect_up)
+/* The settings most tests use: a cache on `url` (NULL: none). */
+static struct cache_conf conf_for(const char *url, enum cache_notify notify)
 {
-    struct cache_conf conf = {
+    return (struct cache_conf){
         .redis_url = (char *)url,
         .redis_budget_ms = 500, /* generous: the sanitizers slow everything down */
         .redis_connect_timeout_ms = 500,
@@ -312,20 +333,35 @@ static struct cache *cache_on_url(const char *url, enum cache_notify notify, int
         .redis_notify = notify,
         .redis_poll_interval_ms = 20,
     };
+}
+
+/* A cache with `conf`, up (and subscribed, in pub/sub mode; in auto mode
+ * too where `expect_up` is 2) before it is returned unless `expect_up` is 0. */
+static struct cache *cache_with(const struct cache_conf *conf, int expect_up)
+{
     char err[256] = "";
-    struct cache *c = cache_new(base, &conf, err, sizeof(err));
+    struct cache *c = cache_new(base, conf, err, sizeof(err));
     if (!c)
         fail_msg("cache_new: %s", err);
     for (int waited = 0; expect_up && waited < MAX_WAIT_MS; waited += 5) {
         struct cache_health h;
         cache_health(c, &h);
-        if (h.up && (notify != CACHE_NOTIFY_PUBSUB || strcmp(h.coalescing, "pubsub") == 0))
+        int want_pubsub = conf->redis_notify == CACHE_NOTIFY_PUBSUB || expect_up == 2;
+        if (h.up && (!want_pubsub || strcmp(h.coalescing, "pubsub") == 0))
             return c;
         run_for(5);
     }
     if (expect_up)
-        fail_msg("the cache on %s did not come up", url);
+        fail_msg("the cache on %s did not come up", conf->redis_url);
     return c;
+}
+
+/* A cache on Redis at `url`, up (and subscribed, in pub/sub mode) before it
+ * is returned unless `expect_up` is 0. */
+static struct cache *cache_on_url(const char *url, enum cache_notify notify, int expect_up)
+{
+    struct cache_conf conf = conf_for(url, notify);
+    return cache_with(&conf, expect_up);
 }
 
 static struct cache *cache_on(int port, enum cache_notify notify, int expect_up)
@@ -499,7 +535,7 @@ static void test_redis_down_serves_in_process_copies(void **state)
     assert_int_equal(get(c, other).status, CACHE_UNAVAILABLE);
     run_for(100); /* a connect attempt fails */
     struct got l = {0};
-    assert_null(cache_lease(c, key, 1000, on_lease, &l)); /* answered at once */
+    assert_null(cache_lease(c, key, NULL, 1000, on_lease, &l)); /* answered at once */
     assert_int_equal(l.lease_calls, 1);
     assert_int_equal(l.lease, CACHE_LEASE_UNAVAILABLE);
     struct cache_health h = health(c);
@@ -532,7 +568,7 @@ static void lease_then_wait_woken_by_put(enum cache_notify notify)
     assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1);
     assert_int_equal(lease(b, key, 5000), CACHE_LEASE_HELD);
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, MAX_WAIT_MS, on_get, &g));
     run_for(100);
     assert_int_equal(g.calls, 0); /* still held, nothing stored */
     put(a, key, "SUCCESS", 1, -1, 0);
@@ -552,6 +588,29 @@ static void lease_then_wait_woken_by_put(enum cache_notify notify)
     assert_int_equal(health(b).errors, 0);
     cache_free(a);
     cache_free(b);
+}
+
+/* a leases, b finds it held and waits, a's store wakes it (`port`: the
+ * server, 0 not to look at it). */
+static void lease_then_wait_between(struct cache *a, struct cache *b, int port)
+{
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
+    assert_int_equal(lease(b, key, 5000), CACHE_LEASE_HELD);
+    struct got g = {0};
+    assert_non_null(cache_wait(b, key, NULL, MAX_WAIT_MS, on_get, &g));
+    put(a, key, "SUCCESS", 1, -1, 0);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "SUCCESS");
+    if (port) {
+        const char *saved = admin_password;
+        admin_password = MASTER_PW;
+        assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0);
+        admin_password = saved;
+    }
 }
 
 static void test_wait_woken_by_put_pubsub(void **state)
@@ -580,7 +639,7 @@ static void lease_expiry_wakes_waiter(enum cache_notify notify)
     assert_int_equal(lease(a, key, 150), CACHE_LEASE_ACQUIRED);
     cache_free(a); /* as if it died */
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, MAX_WAIT_MS, on_get, &g));
     assert_true(run_until(&g.calls));
     assert_int_equal(g.status, CACHE_MISS);
     assert_false(g.has_body);
@@ -610,7 +669,7 @@ static void test_release_wakes_waiter(void **state)
     snprintf(lkey, sizeof(lkey), "%s:l", key);
     assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, 60000, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, 60000, on_get, &g));
     run_for(50);
     cache_lease_release(a, key);
     assert_true(run_until(&g.calls));
@@ -662,7 +721,7 @@ static void test_lease_after_a_store_is_held(void **state)
     run_for(100);
     assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0); /* given back */
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, MAX_WAIT_MS, on_get, &g));
     assert_true(run_until(&g.calls));
     assert_int_equal(g.status, CACHE_HIT);
     assert_string_equal(g.body, "RUNNING");
@@ -686,7 +745,7 @@ static void test_wait_times_out(void **state)
     new_key(key, sizeof(key));
     assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, 150, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, 150, on_get, &g));
     assert_true(run_until(&g.calls));
     assert_int_equal(g.status, CACHE_MISS);
     cache_lease_release(a, key);
@@ -705,7 +764,7 @@ static void test_cancel(void **state)
 
     /* A cancelled lease: no callback, and granted all the same, it is released. */
     struct got l = {0};
-    struct cache_pending *p = cache_lease(a, key, 60000, on_lease, &l);
+    struct cache_pending *p = cache_lease(a, key, NULL, 60000, on_lease, &l);
     assert_non_null(p);
     cache_cancel(a, p);
     run_for(200);
@@ -715,7 +774,7 @@ static void test_cancel(void **state)
     /* A cancelled wait: no callback when the answer comes, nor at its deadline. */
     assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
     struct got g = {0};
-    p = cache_wait(b, key, 300, on_get, &g);
+    p = cache_wait(b, key, NULL, 300, on_get, &g);
     assert_non_null(p);
     run_for(50);
     cache_cancel(b, p);
@@ -727,9 +786,9 @@ static void test_cancel(void **state)
     char other[64];
     new_key(other, sizeof(other));
     assert_int_equal(lease(a, other, 60000), CACHE_LEASE_ACQUIRED);
-    assert_non_null(cache_wait(b, other, 60000, on_get, &g));
-    assert_non_null(cache_lease(b, other, 60000, on_lease, &l));
-    cache_get(b, other, on_get, &g);
+    assert_non_null(cache_wait(b, other, NULL, 60000, on_get, &g));
+    assert_non_null(cache_lease(b, other, NULL, 60000, on_lease, &l));
+    cache_get(b, other, NULL, on_get, &g);
     cache_free(b);
     run_for(100);
     assert_int_equal(g.calls, 0);
@@ -748,7 +807,7 @@ static void test_redis_killed_mid_wait(void **state)
     new_key(key, sizeof(key));
     assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, 60000, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, 60000, on_get, &g));
     run_for(100);
     assert_int_equal(g.calls, 0);
     redis_kill(&s);
@@ -786,8 +845,12 @@ static void test_oom_on_set(void **state)
     assert_true(h.up);                                              /* an OOM is no reason to reconnect */
     assert_int_equal(get(a, key).status, CACHE_HIT);                /* in process */
     assert_int_equal(get(b, key).status, CACHE_MISS);               /* reads still work; nothing was stored */
-    assert_int_equal(lease(b, key, 1000), CACHE_LEASE_UNAVAILABLE); /* SET NX refused too */
-    assert_string_equal(health(b).last_error, "OOM on SET NX");
+    assert_int_equal(lease(b, key, 1000), CACHE_LEASE_UNAVAILABLE); /* the lease's script refused too */
+    assert_string_equal(health(b).last_error, "OOM on EVAL");       /* its first: EVAL, which loads the script */
+    struct cache *polling = cache_on(s.port, CACHE_NOTIFY_POLL, 1); /* as behind twemproxy: a pipeline */
+    assert_int_equal(lease(polling, key, 1000), CACHE_LEASE_UNAVAILABLE);
+    assert_string_equal(health(polling).last_error, "OOM on SET NX");
+    cache_free(polling);
     redis_config_set(s.port, "maxmemory", "0");
     put(a, key, "SUCCESS", 1, -1, 0);
     run_for(100);
@@ -843,7 +906,7 @@ static void test_auto_without_pubsub_polls(void **state)
     assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
     assert_int_equal(lease(b, key, 5000), CACHE_LEASE_HELD);
     struct got g = {0};
-    assert_non_null(cache_wait(b, key, MAX_WAIT_MS, on_get, &g));
+    assert_non_null(cache_wait(b, key, NULL, MAX_WAIT_MS, on_get, &g));
     put(a, key, "RUNNING", 0, 5000, 0);
     assert_true(run_until(&g.calls));
     assert_int_equal(g.status, CACHE_HIT);
@@ -957,6 +1020,523 @@ static void test_sentinel_follows_a_failover(void **state)
     redis_kill(&master);
 }
 
+/* ---------------------------------------------------------------- AUTH */
+
+/* Does the health report hold a secret anywhere? */
+static int health_has_secret(struct cache *c, const char *secret)
+{
+    struct cache_health h = health(c);
+    return strstr(h.last_error, secret) || strstr(h.endpoint, secret) || strstr(h.state, secret) ||
+           strstr(h.coalescing, secret);
+}
+
+/* Store on one cache, read on another: the Redis behind them works. */
+static void round_trip(struct cache *a, struct cache *b)
+{
+    char key[64];
+    new_key(key, sizeof(key));
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    struct got g = get(b, key);
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_string_equal(g.body, "SUCCESS");
+}
+
+/* Wait until `c`'s last error starts with `prefix`; returns the health. */
+static struct cache_health wait_error(struct cache *c, const char *prefix)
+{
+    for (int waited = 0; strncmp(health(c).last_error, prefix, strlen(prefix)) != 0 && waited < MAX_WAIT_MS;
+         waited += 5)
+        run_for(5);
+    struct cache_health h = health(c);
+    if (strncmp(h.last_error, prefix, strlen(prefix)) != 0)
+        fail_msg("last error '%s', not '%s...'", h.last_error, prefix);
+    return h;
+}
+
+/* requirepass: the right password works (AUTH before anything, on the
+ * data and the subscriber connections); a wrong one, or none, leaves Redis
+ * unavailable, says why, and never shows the secret. */
+static void test_auth_password(void **state)
+{
+    const char *const args[] = {"--requirepass", MASTER_PW, NULL};
+    static struct redis_server s;
+    redis_start(&s, args);
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", s.port); /* SELECT after AUTH */
+    struct cache_conf conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    conf.redis_password = MASTER_PW;
+    struct cache *a = cache_with(&conf, 2); /* up and subscribed: AUTH on both connections */
+    struct cache *b = cache_with(&conf, 2);
+    round_trip(a, b);
+    lease_then_wait_between(a, b, s.port);
+
+    conf.redis_password = "wrong-password-0";
+    struct cache *wrong = cache_with(&conf, 0);
+    struct cache_health h = wait_error(wrong, "WRONGPASS on AUTH");
+    assert_false(h.up);
+    assert_false(health_has_secret(wrong, "wrong-password-0"));
+    char key[64];
+    new_key(key, sizeof(key));
+    assert_int_equal(get(wrong, key).status, CACHE_UNAVAILABLE); /* requests go upstream */
+    assert_int_equal(lease(wrong, key, 1000), CACHE_LEASE_UNAVAILABLE);
+
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", s.port); /* no handshake at all */
+    conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    struct cache *none = cache_with(&conf, 0);
+    for (int waited = 0; !health(none).up && waited < MAX_WAIT_MS; waited += 5)
+        run_for(5);
+    get(none, key); /* NOAUTH: counted, and the connection is made again */
+    h = wait_error(none, "NOAUTH on");
+    assert_int_equal(get(none, key).status, CACHE_UNAVAILABLE);
+    cache_free(a);
+    cache_free(b);
+    cache_free(wrong);
+    cache_free(none);
+    redis_kill(&s);
+}
+
+/* An ACL user (Redis 6+) with only the commands jobgate sends, as the
+ * README lists them. */
+static void test_auth_acl_user(void **state)
+{
+    const char *const args[] = {"--user",   "jg",       "on",         ">" MASTER_PW, "~*",    "&jobgate:answers",
+                                "-@all",    "+get",     "+mget",      "+set",        "+del",  "+eval",
+                                "+evalsha", "+publish", "+subscribe", "+select",     "+role", NULL};
+    static struct redis_server s;
+    redis_start(&s, args);
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", s.port);
+    struct cache_conf conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    conf.redis_user = "jg";
+    conf.redis_password = MASTER_PW;
+    struct cache *a = cache_with(&conf, 2);
+    struct cache *b = cache_with(&conf, 2);
+    round_trip(a, b);
+    lease_then_wait_between(a, b, 0);
+    assert_int_equal(health(a).errors, 0); /* no command refused */
+    assert_int_equal(health(b).errors, 0);
+
+    conf.redis_user = "nobody";
+    struct cache *wrong = cache_with(&conf, 0);
+    assert_false(wait_error(wrong, "WRONGPASS on AUTH").up);
+    assert_false(health_has_secret(wrong, MASTER_PW));
+    cache_free(a);
+    cache_free(b);
+    cache_free(wrong);
+    redis_kill(&s);
+}
+
+/* A Unix socket with a password. */
+static void test_auth_unix_socket(void **state)
+{
+    static struct redis_server s;
+    char sock[96], url[128];
+    snprintf(sock, sizeof(sock), "/tmp/jg-cache-test-%d.sock", (int)getpid());
+    const char *const args[] = {"--unixsocket", sock, "--unixsocketperm", "700", "--requirepass", MASTER_PW, NULL};
+    redis_start(&s, args);
+    snprintf(url, sizeof(url), "unix:%s", sock);
+    struct cache_conf conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    conf.redis_password = MASTER_PW;
+    struct cache *a = cache_with(&conf, 2);
+    struct cache *b = cache_with(&conf, 2);
+    round_trip(a, b);
+    conf.redis_password = "wrong-password-1";
+    struct cache *wrong = cache_with(&conf, 0);
+    assert_false(wait_error(wrong, "WRONGPASS on AUTH").up);
+    cache_free(a);
+    cache_free(b);
+    cache_free(wrong);
+    redis_kill(&s);
+    unlink(sock);
+}
+
+/* Sentinels with their own password, and a master with another: both are
+ * sent, each where it belongs. A wrong sentinel password says so. */
+static void test_sentinel_with_passwords(void **state)
+{
+    static struct redis_server master, sentinel;
+    const char *const args[] = {"--requirepass", MASTER_PW, NULL};
+    redis_start(&master, args);
+    sentinel_start_auth(&sentinel, master.port, SENTINEL_PW, MASTER_PW);
+    char url[128], endpoint[64];
+    snprintf(url, sizeof(url), "sentinel://127.0.0.1:%d/mymaster/1", sentinel.port);
+    struct cache_conf conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    conf.redis_password = MASTER_PW;
+    conf.sentinel_password = SENTINEL_PW;
+    struct cache *a = cache_with(&conf, 2);
+    struct cache *b = cache_with(&conf, 2);
+    snprintf(endpoint, sizeof(endpoint), "127.0.0.1:%d", master.port);
+    assert_string_equal(health(a).endpoint, endpoint);
+    round_trip(a, b);
+
+    conf.sentinel_password = "wrong-password-2";
+    struct cache *wrong = cache_with(&conf, 0);
+    struct cache_health h = wait_error(wrong, "WRONGPASS on AUTH to a sentinel");
+    assert_false(h.up);
+    assert_false(health_has_secret(wrong, "wrong-password-2"));
+    cache_free(wrong);
+    conf.sentinel_password = SENTINEL_PW;
+    conf.redis_password = "wrong-password-3"; /* the sentinels answer; the master refuses */
+    wrong = cache_with(&conf, 0);
+    assert_false(wait_error(wrong, "WRONGPASS on AUTH").up);
+    assert_string_equal(health(wrong).last_error, "WRONGPASS on AUTH");
+    cache_free(wrong);
+    cache_free(a);
+    cache_free(b);
+    redis_kill(&sentinel);
+    redis_kill(&master);
+}
+
+/* ----------------------------------------------- one round trip per miss */
+
+static void on_lookup(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
+{
+    struct got *g = arg;
+    g->calls++;
+    g->status = status;
+    g->has_body = b != NULL;
+    snprintf(g->body, sizeof(g->body), "%s", b ? b->data : "");
+    g->lease_calls++;
+    g->lease = lease;
+}
+
+static struct got get_lease(struct cache *c, const char *key, const struct cache_expect *expect)
+{
+    struct got g = {0};
+    cache_get_lease(c, key, expect, 60000, on_lookup, &g);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.calls, 1);
+    return g;
+}
+
+/* Calls of `command` the server has run (INFO commandstats), 0 if none. */
+static long long calls_of(int port, const char *command)
+{
+    char field[64];
+    snprintf(field, sizeof(field), "cmdstat_%s:calls=", command);
+    long long n = redis_info(port, "commandstats", field);
+    return n < 0 ? 0 : n;
+}
+
+struct calls {
+    long long evalsha, eval, mget, set, get;
+};
+
+static struct calls calls_now(int port)
+{
+    return (struct calls){calls_of(port, "evalsha"), calls_of(port, "eval"), calls_of(port, "mget"),
+                          calls_of(port, "set"), calls_of(port, "get")};
+}
+
+/* A miss costs one command, the lookup-and-lease script, where Redis runs
+ * scripts; behind twemproxy (poll mode) the lookup, then one pipelined
+ * write (SET NX and the re-read). A fresh answer takes no lease. */
+static void test_one_round_trip_per_miss(void **state)
+{
+    static struct redis_server s;
+    redis_start(&s, NULL);
+    struct cache *a = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    struct cache *b = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    for (int waited = 0; waited < MAX_WAIT_MS &&
+                         !(strcmp(health(a).coalescing, "pubsub") == 0 && strcmp(health(b).coalescing, "pubsub") == 0);
+         waited += 5)
+        run_for(5);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    get_lease(a, "warm-up", NULL); /* the first EVALSHA meets NOSCRIPT and loads the script */
+    cache_lease_release(a, "warm-up");
+    run_for(50);
+
+    struct calls before = calls_now(s.port);
+    struct got g = get_lease(a, key, NULL);
+    struct calls after = calls_now(s.port);
+    assert_int_equal(g.status, CACHE_MISS);
+    assert_int_equal(g.lease, CACHE_LEASE_ACQUIRED);
+    assert_int_equal(after.evalsha - before.evalsha, 1); /* one command, one round trip */
+    assert_int_equal(after.eval - before.eval, 0);
+    assert_int_equal(after.mget - before.mget, 0);
+    assert_int_equal(after.get - before.get, 2); /* inside the script (jobgate itself sends MGET only) */
+    assert_int_equal(after.set - before.set, 1); /* inside the script: the lease */
+    assert_int_equal(redis_int(s.port, "EXISTS %s", lkey), 1);
+
+    g = get_lease(b, key, NULL); /* another process: a's lease */
+    assert_int_equal(g.status, CACHE_MISS);
+    assert_int_equal(g.lease, CACHE_LEASE_HELD);
+    put(a, key, "RUNNING", 0, 5000, 0);
+    run_for(100);
+    assert_int_equal(redis_int(s.port, "EXISTS %s", lkey), 0);
+    g = get_lease(b, key, NULL); /* fresh: no lease taken */
+    assert_int_equal(g.status, CACHE_HIT);
+    assert_int_equal(g.lease, CACHE_LEASE_NONE);
+    assert_string_equal(g.body, "RUNNING");
+    assert_int_equal(redis_int(s.port, "EXISTS %s", lkey), 0);
+
+    new_key(key, sizeof(key)); /* stale only: the copy, and the lease */
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    put(a, key, "RUNNING", 0, 1, 60000);
+    run_for(50);
+    struct cache *c = cache_on(s.port, CACHE_NOTIFY_AUTO, 1);
+    for (int waited = 0; strcmp(health(c).coalescing, "pubsub") != 0 && waited < MAX_WAIT_MS; waited += 5)
+        run_for(5);
+    g = get_lease(c, key, NULL);
+    assert_int_equal(g.status, CACHE_STALE);
+    assert_int_equal(g.lease, CACHE_LEASE_ACQUIRED);
+    assert_string_equal(g.body, "RUNNING");
+    cache_lease_release(c, key);
+    cache_free(c);
+
+    /* Poll mode: the lookup alone, then the lease as one pipeline. */
+    struct cache *p = cache_on(s.port, CACHE_NOTIFY_POLL, 1);
+    new_key(key, sizeof(key));
+    before = calls_now(s.port);
+    g = get_lease(p, key, NULL);
+    assert_int_equal(g.status, CACHE_MISS);
+    assert_int_equal(g.lease, CACHE_LEASE_NONE);
+    assert_int_equal(lease(p, key, 60000), CACHE_LEASE_ACQUIRED);
+    after = calls_now(s.port);
+    assert_int_equal(after.mget - before.mget, 2); /* the lookup; the re-read, sent with the SET */
+    assert_int_equal(after.set - before.set, 1);
+    assert_int_equal(after.evalsha - before.evalsha, 0);
+    assert_int_equal(after.eval - before.eval, 0);
+    cache_lease_release(p, key);
+    assert_int_equal(health(a).errors, 0);
+    assert_int_equal(health(p).errors, 0);
+    cache_free(p);
+    cache_free(a);
+    cache_free(b);
+    redis_kill(&s);
+}
+
+/* ---------------------------------------------------- entries on read */
+
+static const char *const elb_terminal[] = {"SUCCESS", "FAIL", NULL};
+
+/* The ELB rule's job spec: state "status", identity "job_id". */
+static struct classify_spec *elb_spec(void)
+{
+    struct classify_spec *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    assert_int_equal(jsonpath_compile(&s->state, "status"), 0);
+    assert_int_equal(jsonpath_compile(&s->identity, "job_id"), 0);
+    s->terminal = calloc(2, sizeof(char *));
+    assert_non_null(s->terminal);
+    for (size_t i = 0; elb_terminal[i]; i++)
+        s->terminal[s->nterminal++] = strdup(elb_terminal[i]);
+    return s;
+}
+
+/* SET `key``suffix` to a hand-written entry, as anyone who can write to Redis could. */
+static void plant(int port, const char *key, const char *suffix, int terminal, const char *body)
+{
+    char value[512], full[128];
+    snprintf(value, sizeof(value), "JG1 %lld %d 200 %lld 0\n%s", (long long)clock_wall_ms(), terminal,
+             terminal ? 0LL : (long long)clock_wall_ms() + 60000, body);
+    snprintf(full, sizeof(full), "%s%s", key, suffix);
+    redisReply *rep = redis_cmd(port, "SET %s %s", full, value);
+    assert_non_null(rep);
+    freeReplyObject(rep);
+}
+
+/* An entry read from Redis is served only if it is about the job asked
+ * for, in a state that agrees with its slot; the rest are misses, counted. */
+static void test_entries_checked_on_read(void **state)
+{
+    int port = shared_port();
+    struct classify_spec *spec = elb_spec();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_AUTO, 2);
+    const struct cache_expect j1 = {.job = spec, .identity = "J1"}, j2 = {.job = spec, .identity = "J2"};
+    char key[64];
+    new_key(key, sizeof(key));
+    plant(port, key, ":t", 1, "{\"job_id\":\"J1\",\"status\":\"SUCCESS\"}");
+    struct got g = {0};
+    cache_get(a, key, &j1, on_get, &g);
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_HIT); /* the real thing */
+    assert_int_equal(health(a).rejected, 0);
+
+    struct {
+        const char *suffix;
+        int terminal;
+        const char *body;
+    } forged[] = {
+        {":t", 1, "{\"job_id\":\"J1\",\"status\":\"SUCCESS\"}"}, /* another job's answer, for J2 */
+        {":t", 1, "{\"job_id\":\"J2\",\"status\":\"RUNNING\"}"}, /* still changing, under :t */
+        {":p", 0, "{\"job_id\":\"J2\",\"status\":\"SUCCESS\"}"}, /* terminal, under :p */
+        {":t", 0, "{\"job_id\":\"J2\",\"status\":\"SUCCESS\"}"}, /* a head that disagrees with its slot */
+        {":t", 1, "not a job"},
+        {":p", 0, "{\"job_id\":\"J2\",\"status\":\"RUNNING\",\"STATUS\":\"SUCCESS\"}"}, /* ambiguous */
+    };
+    for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+        uint64_t rejected = health(a).rejected;
+        new_key(key, sizeof(key));
+        plant(port, key, forged[i].suffix, forged[i].terminal, forged[i].body);
+        memset(&g, 0, sizeof(g));
+        cache_get(a, key, &j2, on_get, &g);
+        assert_true(run_until(&g.calls));
+        if (g.status != CACHE_MISS)
+            fail_msg("forged entry %zu was served", i);
+        assert_int_equal(health(a).rejected, rejected + 1);
+        g = get_lease(a, key, &j2); /* the same through the script: a miss, and no lease for it */
+        assert_int_equal(g.status, CACHE_MISS);
+        memset(&g, 0, sizeof(g));
+        cache_get(a, key, &j2, on_get, &g); /* not kept in process either */
+        assert_true(run_until(&g.calls));
+        assert_int_equal(g.status, CACHE_MISS);
+    }
+    /* A wait is no way in either: it never takes the plant for the answer. */
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_POLL, 1);
+    memset(&g, 0, sizeof(g));
+    assert_non_null(cache_wait(b, key, &j2, 300, on_get, &g));
+    plant(port, key, ":t", 1, "{\"job_id\":\"J1\",\"status\":\"SUCCESS\"}");
+    assert_true(run_until(&g.calls));
+    assert_int_equal(g.status, CACHE_MISS); /* its deadline */
+    cache_lease_release(a, key);
+    cache_free(a);
+    cache_free(b);
+    classify_spec_free(spec);
+    free(spec);
+}
+
+#define ENTRY_KEY "entry-key-0123456789abcdef"
+
+/* With an entry key, entries carry an HMAC over key and value: one written
+ * without the key, or moved to another key, is not served. */
+static void test_entry_mac(void **state)
+{
+    int port = shared_port();
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    struct cache_conf conf = conf_for(url, CACHE_NOTIFY_AUTO);
+    conf.entry_key = ENTRY_KEY;
+    struct cache *a = cache_with(&conf, 1);
+    struct cache *b = cache_with(&conf, 1);
+    conf.entry_key = "another-key-0123456789abcdef";
+    struct cache *other = cache_with(&conf, 1);
+    struct cache *unsigned_reader = cache_on(port, CACHE_NOTIFY_AUTO, 1);
+    char key[64], tkey[80], moved[64], mkey[80];
+    new_key(key, sizeof(key));
+    snprintf(tkey, sizeof(tkey), "%s:t", key);
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(100);
+    redisReply *rep = redis_cmd(port, "GET %s", tkey);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_non_null(strstr(rep->str, " m="));
+    assert_int_equal(get(b, key).status, CACHE_HIT);               /* the same key: served */
+    assert_int_equal(get(unsigned_reader, key).status, CACHE_HIT); /* no key: the MAC is not read */
+    assert_int_equal(get(other, key).status, CACHE_MISS);          /* another key: refused */
+    assert_int_equal(health(other).rejected, 1);
+
+    new_key(moved, sizeof(moved)); /* a signed entry copied to another key */
+    snprintf(mkey, sizeof(mkey), "%s:t", moved);
+    redisReply *set = redis_cmd(port, "SET %s %b", mkey, rep->str, rep->len);
+    freeReplyObject(set);
+    freeReplyObject(rep);
+    assert_int_equal(get(b, moved).status, CACHE_MISS);
+    new_key(moved, sizeof(moved)); /* written without the key */
+    plant(port, moved, ":t", 1, "SUCCESS");
+    assert_int_equal(get(b, moved).status, CACHE_MISS);
+    assert_int_equal(health(b).rejected, 2);
+    cache_free(a);
+    cache_free(b);
+    cache_free(other);
+    cache_free(unsigned_reader);
+
+    conf.entry_key = "tiny-k3y";
+    char err[256];
+    assert_null(cache_new(base, &conf, err, sizeof(err)));
+    assert_null(strstr(err, "tiny-k3y"));
+}
+
+/* ------------------------------------------------------ the lease leak */
+
+/* Send `command` to the server on `port` without waiting for its answer
+ * (DEBUG SLEEP: Redis stalls meanwhile). Free the context once it is over. */
+static redisContext *send_only(int port, const char *command)
+{
+    redisContext *rc = redisConnect("127.0.0.1", port);
+    assert_true(rc && !rc->err);
+    assert_int_equal(redisAppendCommand(rc, command), REDIS_OK);
+    int done = 0;
+    while (!done)
+        assert_int_equal(redisBufferWrite(rc, &done), REDIS_OK);
+    return rc;
+}
+
+/* A lease granted after its budget ran out: its caller was told
+ * UNAVAILABLE and goes upstream without it; when that call fails it stores
+ * nothing and releases nothing. The lease must not outlive it: released as
+ * soon as it is granted (issue 13's leak). Scripted and pipelined. */
+static void late_lease_released(enum cache_notify notify, int with_lookup)
+{
+    const char *const args[] = {"--enable-debug-command", "local", NULL};
+    static struct redis_server s;
+    redis_start(&s, args);
+    char url[64], key[64], lkey[80];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", s.port);
+    struct cache_conf conf = conf_for(url, notify);
+    conf.redis_budget_ms = 100;
+    struct cache *c = cache_with(&conf, notify == CACHE_NOTIFY_POLL ? 1 : 2);
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    get_lease(c, "warm-up", NULL); /* the script loaded */
+    cache_lease_release(c, "warm-up");
+    run_for(50);
+    redisContext *sleeper = send_only(s.port, "DEBUG SLEEP 1");
+    run_for(100); /* Redis is asleep */
+    if (with_lookup) {
+        struct got g = get_lease(c, key, NULL);
+        assert_int_equal(g.status, CACHE_UNAVAILABLE);
+        assert_int_equal(g.lease, CACHE_LEASE_UNAVAILABLE);
+    } else {
+        assert_int_equal(lease(c, key, 60000), CACHE_LEASE_UNAVAILABLE);
+    }
+    /* The caller went upstream and failed: it calls nothing more. */
+    run_for(1500); /* Redis woke up, granted the lease, and it was released */
+    redisFree(sleeper);
+    assert_int_equal(redis_int(s.port, "EXISTS %s", lkey), 0);
+    assert_true(health(c).timeouts >= 1);
+    cache_free(c);
+    redis_kill(&s);
+}
+
+static void test_late_lease_released_scripted(void **state)
+{
+    late_lease_released(CACHE_NOTIFY_AUTO, 1);
+}
+
+static void test_late_lease_released_pipelined(void **state)
+{
+    late_lease_released(CACHE_NOTIFY_POLL, 0);
+}
+
+/* Releasing a lease this cache does not hold does nothing. */
+static void test_release_not_held(void **state)
+{
+    int port = shared_port();
+    struct cache *a = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    struct cache *b = cache_on(port, CACHE_NOTIFY_PUBSUB, 1);
+    char key[64], lkey[80];
+    new_key(key, sizeof(key));
+    snprintf(lkey, sizeof(lkey), "%s:l", key);
+    long long published = redis_info(port, "commandstats", "cmdstat_publish:calls=");
+    cache_lease_release(b, key); /* nothing held anywhere */
+    assert_int_equal(lease(a, key, 60000), CACHE_LEASE_ACQUIRED);
+    cache_lease_release(b, key); /* a's, not b's */
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 1);
+    assert_int_equal(redis_info(port, "commandstats", "cmdstat_publish:calls="), published);
+    cache_lease_release(a, key);
+    run_for(100);
+    assert_int_equal(redis_int(port, "EXISTS %s", lkey), 0);
+    cache_free(a);
+    cache_free(b);
+}
+
 int main(void)
 {
     /* clang-format off */
@@ -983,6 +1563,16 @@ int main(void)
         cmocka_unit_test(test_sentinel_names_the_master),
         cmocka_unit_test(test_sentinel_unknown_master),
         cmocka_unit_test(test_sentinel_follows_a_failover),
+        cmocka_unit_test(test_auth_password),
+        cmocka_unit_test(test_auth_acl_user),
+        cmocka_unit_test(test_auth_unix_socket),
+        cmocka_unit_test(test_sentinel_with_passwords),
+        cmocka_unit_test(test_one_round_trip_per_miss),
+        cmocka_unit_test(test_entries_checked_on_read),
+        cmocka_unit_test(test_entry_mac),
+        cmocka_unit_test(test_late_lease_released_scripted),
+        cmocka_unit_test(test_late_lease_released_pipelined),
+        cmocka_unit_test(test_release_not_held),
     };
     /* clang-format on */
     return cmocka_run_group_tests_name("cache", tests, group_setup, group_teardown);

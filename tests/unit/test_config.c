@@ -30,67 +30,73 @@
 #include "yamlconf.h"
 #include "unit_support.h"
 
-#define BAD_CONFIG_FILES(X)              \
-    X("audit-bad-policy.yaml")           \
-    X("audit-no-file.yaml")              \
-    X("auth-aksk-bad-ak.yaml")           \
-    X("auth-aksk-no-sk.yaml")            \
-    X("auth-and-token-file.yaml")        \
-    X("auth-iam-no-password.yaml")       \
-    X("auth-iam-no-user.yaml")           \
-    X("auth-iam-url-not-http.yaml")      \
-    X("auth-key-of-another-mode.yaml")   \
-    X("auth-mode-unknown.yaml")          \
-    X("auth-not-mapping.yaml")           \
-    X("auth-password-both.yaml")         \
-    X("auth-password-env-unset.yaml")    \
-    X("auth-password-file-missing.yaml") \
-    X("auth-retry-max-below-min.yaml")   \
-    X("auth-token-no-source.yaml")       \
-    X("auth-unknown-key.yaml")           \
-    X("bad-duration.yaml")               \
-    X("bad-listen-port.yaml")            \
-    X("bad-listen.yaml")                 \
-    X("bad-log-level.yaml")              \
-    X("bad-max-body.yaml")               \
-    X("bad-shutdown-timeout.yaml")       \
-    X("bad-size.yaml")                   \
-    X("client-error-shape.yaml")         \
-    X("cache-not-mapping.yaml")          \
-    X("client-timeout-short.yaml")       \
-    X("coalesce-unknown.yaml")           \
-    X("duplicate-key-top.yaml")          \
-    X("duration-too-long.yaml")          \
-    X("limits-rate-zero.yaml")           \
-    X("limits-unknown-key.yaml")         \
-    X("listen-and-listeners.yaml")       \
-    X("listener-no-listen.yaml")         \
-    X("listener-tls-missing-cert.yaml")  \
-    X("listener-tls-no-key.yaml")        \
-    X("max-connections-zero.yaml")       \
-    X("max-pending-word.yaml")           \
-    X("not-a-mapping.yaml")              \
-    X("redis-bad-db.yaml")               \
-    X("redis-bad-port.yaml")             \
-    X("redis-not-scalar.yaml")           \
-    X("redis-notify-word.yaml")          \
-    X("redis-password.yaml")             \
-    X("redis-scheme.yaml")               \
-    X("redis-sentinel-no-master.yaml")   \
-    X("redis-unix-relative.yaml")        \
-    X("redis-user-password.yaml")        \
-    X("rules-empty-entry.yaml")          \
-    X("rules-no-match.yaml")             \
-    X("rules-not-list.yaml")             \
-    X("size-too-small.yaml")             \
-    X("token-both.yaml")                 \
-    X("token-env-unset.yaml")            \
-    X("token-file-missing.yaml")         \
-    X("unknown-key-cache.yaml")          \
-    X("unknown-key-client.yaml")         \
-    X("unknown-key-top.yaml")            \
-    X("unknown-key-upstream.yaml")       \
-    X("workers-zero.yaml")               \
+#define BAD_CONFIG_FILES(X)                        \
+    X("audit-bad-policy.yaml")                     \
+    X("audit-no-file.yaml")                        \
+    X("auth-aksk-bad-ak.yaml")                     \
+    X("auth-aksk-no-sk.yaml")                      \
+    X("auth-and-token-file.yaml")                  \
+    X("auth-iam-no-password.yaml")                 \
+    X("auth-iam-no-user.yaml")                     \
+    X("auth-iam-url-not-http.yaml")                \
+    X("auth-key-of-another-mode.yaml")             \
+    X("auth-mode-unknown.yaml")                    \
+    X("auth-not-mapping.yaml")                     \
+    X("auth-password-both.yaml")                   \
+    X("auth-password-env-unset.yaml")              \
+    X("auth-password-file-missing.yaml")           \
+    X("auth-retry-max-below-min.yaml")             \
+    X("auth-token-no-source.yaml")                 \
+    X("auth-unknown-key.yaml")                     \
+    X("bad-duration.yaml")                         \
+    X("bad-listen-port.yaml")                      \
+    X("bad-listen.yaml")                           \
+    X("bad-log-level.yaml")                        \
+    X("bad-max-body.yaml")                         \
+    X("bad-shutdown-timeout.yaml")                 \
+    X("bad-size.yaml")                             \
+    X("client-error-shape.yaml")                   \
+    X("cache-not-mapping.yaml")                    \
+    X("client-timeout-short.yaml")                 \
+    X("coalesce-unknown.yaml")                     \
+    X("duplicate-key-top.yaml")                    \
+    X("duration-too-long.yaml")                    \
+    X("entry-key-short.yaml")                      \
+    X("limits-rate-zero.yaml")                     \
+    X("limits-unknown-key.yaml")                   \
+    X("listen-and-listeners.yaml")                 \
+    X("listener-no-listen.yaml")                   \
+    X("listener-tls-missing-cert.yaml")            \
+    X("listener-tls-no-key.yaml")                  \
+    X("max-connections-zero.yaml")                 \
+    X("max-pending-word.yaml")                     \
+    X("not-a-mapping.yaml")                        \
+    X("redis-bad-db.yaml")                         \
+    X("redis-bad-port.yaml")                       \
+    X("redis-not-scalar.yaml")                     \
+    X("redis-notify-word.yaml")                    \
+    X("redis-password.yaml")                       \
+    X("redis-password-both.yaml")                  \
+    X("redis-password-env-unset.yaml")             \
+    X("redis-password-file-missing.yaml")          \
+    X("redis-scheme.yaml")                         \
+    X("redis-sentinel-no-master.yaml")             \
+    X("redis-sentinel-password-not-sentinel.yaml") \
+    X("redis-unix-relative.yaml")                  \
+    X("redis-user-no-password.yaml")               \
+    X("redis-user-password.yaml")                  \
+    X("rules-empty-entry.yaml")                    \
+    X("rules-no-match.yaml")                       \
+    X("rules-not-list.yaml")                       \
+    X("size-too-small.yaml")                       \
+    X("token-both.yaml")                           \
+    X("token-env-unset.yaml")                      \
+    X("token-file-missing.yaml")                   \
+    X("unknown-key-cache.yaml")                    \
+    X("unknown-key-client.yaml")                   \
+    X("unknown-key-top.yaml")                      \
+    X("unknown-key-upstream.yaml")                 \
+    X("workers-zero.yaml")                         \
     X("yaml-syntax.yaml")
 #define AS_NAME(f) f,
 static const char *const bad_config_files[] = {BAD_CONFIG_FILES(AS_NAME)};
@@ -417,6 +423,42 @@ static void test_full_config(void **state)
     conf_diag_free(&d);
     config_free(&c);
     unsetenv("JOBGATE_TEST_TOKEN");
+}
+
+/* The Redis credentials and the entry key: from the environment (or
+ * files), each where it belongs; none of them by default. */
+static void test_cache_credentials(void **state)
+{
+    struct config c;
+    struct conf_diag d;
+    assert_int_equal(setenv("JOBGATE_TEST_REDIS_PW", "redis-pw", 1), 0);
+    assert_int_equal(setenv("JOBGATE_TEST_SENTINEL_PW", "sentinel-pw", 1), 0);
+    assert_int_equal(setenv("JOBGATE_TEST_ENTRY_KEY", "0123456789abcdef0123", 1), 0);
+    int rc = load_text(&c,
+                       "cache:\n  redis: sentinel://10.0.0.1:26379,10.0.0.2/cache/1\n  redis_user: jg\n"
+                       "  redis_password_env: JOBGATE_TEST_REDIS_PW\n  sentinel_user: watcher\n"
+                       "  sentinel_password_env: JOBGATE_TEST_SENTINEL_PW\n"
+                       "  entry_key_env: JOBGATE_TEST_ENTRY_KEY\n",
+                       &d);
+    unit_print_diags(&d);
+    assert_int_equal(rc, 0);
+    assert_string_equal(c.cache.redis_user, "jg");
+    assert_string_equal(c.cache.redis_password, "redis-pw");
+    assert_string_equal(c.cache.sentinel_user, "watcher");
+    assert_string_equal(c.cache.sentinel_password, "sentinel-pw");
+    assert_string_equal(c.cache.entry_key, "0123456789abcdef0123");
+    conf_diag_free(&d);
+    config_free(&c);
+    assert_int_equal(load_text(&c, "cache:\n  redis: redis://10.0.0.1\n", &d), 0);
+    assert_null(c.cache.redis_user);
+    assert_null(c.cache.redis_password);
+    assert_null(c.cache.sentinel_password);
+    assert_null(c.cache.entry_key);
+    conf_diag_free(&d);
+    config_free(&c);
+    unsetenv("JOBGATE_TEST_REDIS_PW");
+    unsetenv("JOBGATE_TEST_SENTINEL_PW");
+    unsetenv("JOBGATE_TEST_ENTRY_KEY");
 }
 
 static void test_partial_file_keeps_defaults(void **state)
@@ -1063,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_shipped_conf_shows_the_defaults),
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_partial_file_keeps_defaults),
+        cmocka_unit_test(test_cache_credentials),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_rules_relative_to_config_folder),
         cmocka_unit_test(test_every_bad_file_is_listed),

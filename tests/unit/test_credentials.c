@@ -354,7 +354,7 @@ static void test_upstream_post_captures_a_header(void **state)
     assert_false(r.has_captured);
 
     /* Another method is refused before anything is sent. */
-    req.method = "DELETE";
+    req.method = "TRACE";
     assert_null(upstream_fetch(f->up, &req, on_fetched, &r));
     assert_int_equal(sim_auth_count("iam_calls"), 2);
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "regions.h"
 #include "rules.h"
 #include "unit_support.h"
 
@@ -66,6 +67,9 @@
     X("fault-status-429.yaml")        \
     X("fault-twice.yaml")             \
     X("fault-unknown.yaml")           \
+    X("forward-bad-method.yaml")      \
+    X("forward-bad-prefix.yaml")      \
+    X("forward-unknown-key.yaml")     \
     X("host-with-port.yaml")          \
     X("identity-param.yaml")          \
     X("invalid-request-200.yaml")     \
@@ -85,6 +89,7 @@
     X("pattern-too-complex.yaml")     \
     X("pattern-unknown-param.yaml")   \
     X("pending-swr-not-bool.yaml")    \
+    X("region-in-path.yaml")          \
     X("retry-after-range.yaml")       \
     X("status-200.yaml")              \
     X("status-429.yaml")              \
@@ -573,8 +578,110 @@ static void test_same_file_twice(void **state)
     struct ruleset *rs = load(&d, 2, "@lua-free-rules/elb-v1.yaml", "@lua-free-rules/elb-v1.yaml");
     assert_null(rs);
     assert_int_equal(count_diags(&d, "already used"), 1);
-    assert_int_equal(count_diags(&d, "overlaps"), 1);
+    assert_int_equal(count_diags(&d, "overlaps route"), 1);
+    assert_int_equal(count_diags(&d, "is already forwarded"), 1);
     conf_diag_free(&d);
+}
+
+/* A forward prefix over another rule's job route: one error, at the prefix
+ * (FILE:LINE:COL), naming the job route and where it is. */
+static void test_forward_overlaps_job_route(void **state)
+{
+    char a[4096], b[4096], prefix[4200];
+    struct conf_diag d;
+    load_pair_refused("rules-forward-overlap", a, b, sizeof(a), &d);
+    snprintf(prefix, sizeof(prefix), "%s:15:11: ", b);
+    assert_non_null(unit_find_diag(&d, prefix,
+                                   "forward prefix /ecs of rule 'other' overlaps job route "
+                                   "/ecs/v1/{project_id}/jobs/{job_id} of rule 'ecs-jobs'"));
+    snprintf(prefix, sizeof(prefix), "(%s:5:9)", a);
+    assert_non_null(strstr(d.lines[0], prefix));
+    conf_diag_free(&d);
+    /* The other order: the error is at the job route that comes second. */
+    struct ruleset *rs = load(&d, 2, "rules-forward-overlap/b.yaml", "rules-forward-overlap/a.yaml");
+    assert_null(rs);
+    assert_int_equal(d.count, 1);
+    assert_non_null(unit_find_diag(&d, "", "a.yaml:5:9: job route ... overlaps forward prefix /ecs of rule 'other'"));
+    conf_diag_free(&d);
+}
+
+/* Precedence: a job route wins for its path, whatever the method; else the
+ * longest forward prefix whose whole segments the path starts with. */
+static void test_forward_match(void **state)
+{
+    struct ruleset *rs =
+        load_ok(3, "@lua-free-rules/ecs.yaml", "@lua-free-rules/elb-v1.yaml", "@lua-free-rules/cce.yaml");
+    const struct rule *r = NULL;
+    struct route_match m;
+    assert_int_equal(ruleset_match(rs, NULL, "/ecs/v1/" PID "/jobs/" JID, &r, &m), ROUTE_MATCH);
+    assert_string_equal(r->name, "ecs");
+    assert_int_equal(ruleset_match(rs, NULL, "/ecs/v1.1/" PID "/cloudservers", &r, &m), ROUTE_NO_MATCH);
+    static const struct {
+        const char *path, *rule;
+    } cases[] = {
+        {"/ecs/v1.1/" PID "/cloudservers", "ecs"},
+        {"/ecs/v1/" PID "/cloudservers/detail", "ecs"},
+        {"/ecs", "ecs"},
+        {"/ecs/", "ecs"},
+        {"/ecsx/v1/" PID "/cloudservers", NULL},
+        {"/ec", NULL},
+        {"/v1.0/" PID "/elbaas/loadbalancers", "elb-v1"},
+        {"/v1.00/" PID "/elbaas/loadbalancers", NULL},
+        {"/api/v3/projects/" PID "/clusters", "cce"},
+        {"/", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct rule *f = ruleset_match_forward(rs, NULL, cases[i].path);
+        if (!cases[i].rule != !f || (f && strcmp(f->name, cases[i].rule) != 0))
+            fail_msg("%s: forwarded by %s, expected %s", cases[i].path, f ? f->name : "none",
+                     cases[i].rule ? cases[i].rule : "none");
+    }
+    const struct rule *ecs = ruleset_match_forward(rs, NULL, "/ecs/v1");
+    assert_non_null(ecs);
+    assert_int_equal(ecs->forward.strip_prefix, 1);
+    assert_int_equal(ecs->forward.max_body, 1024 * 1024);
+    assert_true(ecs->forward.methods & RULE_METHOD_POST);
+    assert_true(ecs->forward.methods & RULE_METHOD_DELETE);
+    ruleset_unref(rs);
+}
+
+/* {region}: where it may be in a url, and how a request's region is found. */
+static void test_regions(void **state)
+{
+    assert_int_equal(regions_url_check("https://ecs.{region}.myhuaweicloud.com"), 1);
+    assert_int_equal(regions_url_check("http://{region}.example:8080/api"), 1);
+    assert_int_equal(regions_url_check("https://ecs.eu-west-0.myhuaweicloud.com"), 0);
+    assert_int_equal(regions_url_check("https://ecs.example.com/{region}"), -1);
+    assert_int_equal(regions_url_check("https://ecs.{regoin}.example.com"), -1);
+    assert_int_equal(regions_url_check("https://ecs-{region}.example.com"), -1);
+    assert_int_equal(regions_url_check("https://{region}.{region}.example.com"), -1);
+    char out[256];
+    assert_int_equal(regions_expand("https://ecs.{region}.x.com", "eu-west-0", out, sizeof(out)), 27);
+    assert_string_equal(out, "https://ecs.eu-west-0.x.com");
+    assert_int_equal(regions_expand("https://ecs.{region}.x.com", "eu-west-0", out, 10), -1);
+
+    struct regions *r = regions_new();
+    assert_non_null(r);
+    assert_int_equal(regions_set_host_domain(r, "JobGate.example"), 0);
+    assert_int_equal(regions_add_name(r, "ap-southeast-1"), 0);
+    assert_int_equal(regions_add_project(r, PID, "eu-west-0"), 0);
+    char region[REGIONS_NAME_MAX];
+    assert_int_equal(regions_resolve(r, NULL, PID, region), REGIONS_OK);
+    assert_string_equal(region, "eu-west-0");
+    assert_int_equal(regions_resolve(r, "ecs.eu-west-0.jobgate.example:443", PID, region), REGIONS_OK);
+    assert_int_equal(regions_resolve(r, "ECS.AP-Southeast-1.JOBGATE.example", JID, region), REGIONS_OK);
+    assert_string_equal(region, "ap-southeast-1");
+    assert_int_equal(regions_resolve(r, "ecs.ap-southeast-1.jobgate.example", PID, region), REGIONS_MISMATCH);
+    assert_int_equal(regions_resolve(r, "ecs.nowhere-1.jobgate.example", JID, region), REGIONS_UNKNOWN_REGION);
+    assert_int_equal(regions_resolve(r, "ecs.a.b.c.jobgate.example", JID, region), REGIONS_UNKNOWN_REGION);
+    assert_int_equal(regions_resolve(r, "eu-west-0.jobgate.example", JID, region), REGIONS_UNKNOWN_PROJECT);
+    assert_int_equal(regions_resolve(r, "ecs.eu-west-0.other.example", JID, region), REGIONS_UNKNOWN_PROJECT);
+    assert_int_equal(regions_resolve(r, "127.0.0.1:8080", NULL, region), REGIONS_UNKNOWN_PROJECT);
+    struct regions *copy = regions_copy(r);
+    regions_free(r);
+    assert_int_equal(regions_resolve(copy, NULL, PID, region), REGIONS_OK);
+    regions_free(copy);
+    assert_int_equal(regions_resolve(NULL, "ecs.eu-west-0.jobgate.example", PID, region), REGIONS_UNKNOWN_PROJECT);
 }
 
 static void test_every_problem_is_reported(void **state)
@@ -650,6 +757,9 @@ int main(void)
         cmocka_unit_test(test_overlapping_routes),
         cmocka_unit_test(test_duplicate_rule_names),
         cmocka_unit_test(test_same_file_twice),
+        cmocka_unit_test(test_forward_overlaps_job_route),
+        cmocka_unit_test(test_forward_match),
+        cmocka_unit_test(test_regions),
         cmocka_unit_test(test_every_problem_is_reported),
         cmocka_unit_test(test_missing_and_no_files),
         BAD_RULE_FILES(AS_TEST)

@@ -1,0 +1,61 @@
+/*
+ * forward: a call under a rule's forward prefix (rules.h, struct
+ * rule_forward) goes upstream as the client sent it, and its answer comes
+ * back as the cloud sent it. This is how one endpoint per service serves
+ * the create, update, delete and list calls of an SDK or Terraform beside
+ * the job polls that jobgate caches.
+ *
+ * A forwarded call is never cached, never coalesced with another and never
+ * retried: one client request makes at most one upstream request. A method
+ * other than GET and HEAD goes on a fresh connection, so that libcurl never
+ * resends it after a kept-alive connection turned out dead (upstream.h).
+ * It gets what a job request gets: the client's authentication and grants
+ * (checked by request.c before forward_start), jobgate's own upstream
+ * credentials (an AK/SK signature covers the forwarded body), the guard of
+ * its upstream (rate limit, 429 backoff, circuit breaker), the audit line,
+ * and the rule's error answers for what is jobgate's to say (no credentials,
+ * refused by the guard, transport faults: 502/504).
+ *
+ * The life of one call (enum forward_state):
+ *
+ *   [start] -- over the rate limit --> QUEUE -- its timer --> [start]
+ *      | admitted
+ *      v
+ *   CREDENTIALS (an IAM token may have to be fetched) --> CALLING --> answered
+ *
+ * The client may hang up at any point. Before CALLING the call is dropped
+ * (never sent: "not at all"); in CALLING it runs to its end and its answer
+ * is thrown away (sent once: the upstream's work is not undone, nor done
+ * again).
+ *
+ * Everything runs on the event loop's thread.
+ */
+#ifndef JOBGATE_FORWARD_H
+#define JOBGATE_FORWARD_H
+
+#include <stddef.h>
+
+struct job_request;
+struct gateway;
+struct rule;
+
+/* Forward `jr` (jr->rule is the rule whose prefix it is under; its client
+ * checks passed). `jr` may be answered before this returns; the caller must
+ * not touch it afterwards. */
+void forward_start(struct job_request *jr);
+
+/* The project id of a path under `rule`'s forward prefix: its
+ * forward.project_segment-th segment after the prefix when that is 32 hex
+ * digits (a Huawei Cloud project id), copied into `out`. Returns 1, or 0
+ * (none: `out` is ""; only grants of every project, "*", cover the call). */
+int forward_project_of(const struct rule *rule, const char *path, char *out, size_t outlen);
+
+/* Shutdown: `jr` stops waiting on its forwarded call, unanswered (the
+ * caller answers it). A call not yet sent is dropped. */
+void forward_leave(struct job_request *jr);
+
+/* Free every forwarded call of `gw` with no callback and no answer. Only
+ * from gateway_free, after upstream_free. */
+void forward_free_all(struct gateway *gw);
+
+#endif
