@@ -616,6 +616,20 @@ static struct flight *flight_start(struct job_request *jr)
     return f;
 }
 
+/* `jr`'s lookup may have taken the key's lease while flight `f` (or NULL)
+ * for it was out already (its own lease had expired, or it could not get
+ * one). One that is calling upstream keeps it: it stores or releases it at
+ * its end. One that waits for a holder would wait for itself: released. */
+static void hand_over_lease(struct flight *f, struct job_request *jr)
+{
+    if (jr->lease != CACHE_LEASE_ACQUIRED)
+        return;
+    if (f && f->state != FLIGHT_LEASE && f->state != FLIGHT_WAIT_HOLDER)
+        f->lease_held = 1;
+    else
+        cache_lease_release(jr->gw->cache, jr->key);
+}
+
 void flight_join(struct job_request *jr)
 {
     struct gateway *gw = jr->gw;
@@ -625,16 +639,8 @@ void flight_join(struct job_request *jr)
     int started = 0;
     if (!f && (f = flight_start(jr)) != NULL)
         started = 1;
-    if (!started && jr->lease == CACHE_LEASE_ACQUIRED) {
-        /* jr's lookup took the key's lease while a flight for it was out
-         * already (its own lease had expired, or it could not get one). One
-         * that is calling upstream keeps it: it stores or releases it at its
-         * end. One that waits for a holder would wait for itself: released. */
-        if (f && f->state != FLIGHT_LEASE && f->state != FLIGHT_WAIT_HOLDER)
-            f->lease_held = 1;
-        else
-            cache_lease_release(gw->cache, jr->key);
-    }
+    if (!started)
+        hand_over_lease(f, jr);
     struct client_error err;
     if (!f) {
         errmap_from_fault(&jr->rule->errors, FAULT_INTERNAL, &err);
@@ -658,6 +664,24 @@ void flight_join(struct job_request *jr)
         arm_wait_timer(f);
     if (started)
         flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
+}
+
+int flight_refresh(struct job_request *jr, struct body *stale)
+{
+    struct gateway *gw = jr->gw;
+    char flight_key[KEY_MAX + 1 + TOKENGRANT_HASH_SIZE];
+    flight_key_of(jr, flight_key, sizeof(flight_key));
+    struct flight *f = (struct flight *)keymap_get(&gw->flights, flight_key);
+    if (f) { /* a call for this key is out already: its answer refreshes the cache */
+        hand_over_lease(f, jr);
+        return 0;
+    }
+    if (!(f = flight_start(jr)))
+        return -1; /* jr's lease, if any, goes on to flight_join */
+    f->stale = body_ref(stale);
+    log_debug("request %s: key %s served stale while one call refreshes it", jr->request_id, f->key);
+    flight_go(f, jr->lease); /* no waiter: whatever it ends with, only the cache learns of it */
+    return 0;
 }
 
 void flight_leave(struct job_request *jr)

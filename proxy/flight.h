@@ -34,10 +34,12 @@
  *    |                                                                  |
  *    +---------------------- 401: jobgate's token expired (once) -------+
  *
- * NEW is made by flight_join for the key's first waiter. [call] is a
- * step, not a state: it passes on at once. From admitted on, the flight
- * holds an admission whose end it reports exactly once (the answer, or
- * given back when the call never went or was cancelled). Whatever the state, a waiter
+ * NEW is made by flight_join for the key's first waiter, or with no waiter
+ * by flight_refresh (pending_swr: the pollers are answered stale meanwhile).
+ * [call] is a step, not a state: it passes on at once. From admitted on,
+ * the flight holds an admission whose end it reports exactly once (the
+ * answer, or given back when the call never went or was cancelled).
+ * Whatever the state, a waiter
  * may leave meanwhile: at its deadline (answered 504, or stale), or when its
  * client hangs up; the call goes on for the others, and its answer is cached
  * for the next poller. DONE answers every waiter left, from one place
@@ -54,6 +56,7 @@
 
 #include <stdint.h>
 
+struct body;
 struct job_request;
 struct rule;
 struct gateway;
@@ -79,6 +82,15 @@ int64_t flight_lease_ms(const struct rule *rule);
  * key's flight, starting one when none is out. `jr` may be answered before this returns (no memory, too many
  * waiters, the call refused at once): the caller must not touch it after. */
 void flight_join(struct job_request *jr);
+
+/* pending_swr: `jr` is being answered with `stale`, a still-changing answer
+ * whose TTL has just run out; make sure one call refreshes its key in the
+ * background. Starts a flight with no waiter when none is out for the key
+ * (its answer is stored as any other, a terminal one for good), or leaves
+ * the one that is out to do it. Does not answer `jr`. Returns 0, or -1 when
+ * no flight could be made (out of memory, the URL does not fit): then the
+ * caller should take the ordinary miss path. */
+int flight_refresh(struct job_request *jr, struct body *stale);
 
 /* Shutdown: `jr` stops waiting on its flight, unanswered (the caller
  * answers it). A flight left with no waiter is cancelled and freed. */

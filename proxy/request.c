@@ -98,6 +98,18 @@ static int ask_fleet(struct job_request *jr, struct body *b)
     return 1;
 }
 
+/* pending_swr: may `b`, a stale copy, be served at once while one call
+ * refreshes it? Only a still-changing job (not a remembered 404) whose TTL
+ * ran out at most one pending_ttl ago: past that, pollers wait for the
+ * upstream as without it (the stale window stays for upstream failures). */
+static int may_revalidate(const struct job_request *jr, const struct body *b)
+{
+    const struct rule *rule = jr->rule;
+    if (!rule->pending_swr || b->terminal || b->status != 200 || !b->expires_at_ms)
+        return 0;
+    return clock_wall_ms() - b->expires_at_ms <= rule->pending_ttl_ms;
+}
+
 static void on_cache_result(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg)
 {
     struct job_request *jr = arg;
@@ -123,10 +135,16 @@ static void on_cache_result(enum cache_status status, struct body *b, enum cache
         jr->outcome = OUTCOME_MISS; /* this token must first be accepted upstream */
         break;
     case CACHE_STALE:
-        /* Go upstream as on a miss; keep the copy for if upstream fails
-         * (never for a token the cloud has not accepted). */
-        if (token_may_read(jr))
-            jr->stale = body_ref(b);
+        if (!token_may_read(jr)) { /* never for a token the cloud has not accepted */
+            jr->outcome = OUTCOME_MISS;
+            break;
+        }
+        if (may_revalidate(jr, b) && flight_refresh(jr, b) == 0) {
+            request_answer_stale(jr, b); /* the previous state now; one call refreshes it */
+            return;
+        }
+        /* Go upstream as on a miss; keep the copy for if upstream fails. */
+        jr->stale = body_ref(b);
         jr->outcome = OUTCOME_MISS;
         break;
     case CACHE_MISS: jr->outcome = OUTCOME_MISS; break;

@@ -388,7 +388,8 @@ static int load_upstream(struct yconf *y, yaml_node_t *n, struct rule *r, struct
 
 static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"terminal_ttl", "pending_ttl", "not_found_ttl", "stale_ttl", NULL};
+    static const char *const keys[] = {"terminal_ttl", "pending_ttl", "not_found_ttl",
+                                       "stale_ttl",    "pending_swr", NULL};
     r->terminal_ttl_ms = YCONF_FOREVER;
     r->pending_ttl_ms = 2000;
     r->stale_ttl_ms = 600000;
@@ -405,6 +406,8 @@ static int load_cache(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
     /* How long past its TTL a still-changing answer is kept, to be served
      * (X-Cache: STALE) only when upstream fails, throttles or is held back. */
     rc |= yconf_get_ms(y, n, "stale_ttl", 0, 7 * 86400000LL, 0, &r->stale_ttl_ms, d);
+    /* Off by default: with it, a poller may see a state one poll late. */
+    rc |= yconf_get_bool(y, n, "pending_swr", &r->pending_swr, d);
     return rc ? -1 : 0;
 }
 

@@ -83,6 +83,8 @@ struct rule {
     int64_t pending_ttl_ms;
     int64_t not_found_ttl_ms; /* negative caching of an upstream 404; 0: off */
     int64_t stale_ttl_ms;     /* a still-changing answer is kept this long past its TTL for serve-stale; 0: off */
+    int pending_swr;          /* a still-changing answer up to one pending_ttl past its TTL is served (STALE)
+                                 while one background call refreshes it */
     struct errmap errors;
     struct client_error invalid_request; /* answer for a request the route refuses */
     struct rule_forward forward;

@@ -88,6 +88,7 @@
     X("pattern-range-inverted.yaml")  \
     X("pattern-too-complex.yaml")     \
     X("pattern-unknown-param.yaml")   \
+    X("pending-swr-not-bool.yaml")    \
     X("region-in-path.yaml")          \
     X("retry-after-range.yaml")       \
     X("status-200.yaml")              \
@@ -269,6 +270,7 @@ static void test_minimal_rule_defaults(void **state)
     assert_int_equal(r->timeout_ms, 10000);
     assert_int_equal(r->terminal_ttl_ms, YCONF_FOREVER);
     assert_int_equal(r->pending_ttl_ms, 2000);
+    assert_int_equal(r->pending_swr, 0); /* off unless asked for */
     assert_int_equal(r->errors.nshapes, 0);
     assert_int_equal(r->identity_param, 1);
     assert_int_equal(r->invalid_request.status, 400);
@@ -344,6 +346,7 @@ static void test_elb_v3_rule(void **state)
     assert_int_equal(r->timeout_ms, 60000);
     assert_int_equal(r->terminal_ttl_ms, 86400000);
     assert_int_equal(r->pending_ttl_ms, 0);
+    assert_int_equal(r->pending_swr, 1);
     assert_string_equal(r->job.state.text, "job.status");
     assert_string_equal(r->job.identity.text, "job.job_id");
     assert_int_equal(r->identity_param, 1);
