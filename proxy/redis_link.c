@@ -26,18 +26,6 @@ struct timeval redis_link_tv(int64_t ms)
 
 /* ------------------------------------------------------------- errors */
 
-/* The code of an error reply (its first word: WRONGPASS, NOAUTH, ERR...), in `code`. */
-static const char *reply_code(const redisReply *rep, char *code, size_t len)
-{
-    size_t n = 0;
-    while (n < len - 1 && rep->str[n] >= 'A' && rep->str[n] <= 'Z') {
-        code[n] = rep->str[n];
-        n++;
-    }
-    code[n] = '\0';
-    return n ? code : "error";
-}
-
 /* Does `text` hold one of the link's secrets? (Then it is not logged.) */
 static int holds_secret(const struct redis_link *r, const char *text)
 {
@@ -59,7 +47,7 @@ static int holds_secret(const struct redis_link *r, const char *text)
 void redis_link_error_reply(struct redis_link *r, const char *command, const redisReply *rep)
 {
     char code[32];
-    reply_code(rep, code, sizeof(code));
+    redis_error_code(rep, code, sizeof(code));
     r->errors++;
     snprintf(r->last_error, sizeof(r->last_error), "%s on %s", code, command);
     int noauth = strcmp(code, "NOAUTH") == 0;
@@ -85,7 +73,7 @@ void redis_link_error_reply(struct redis_link *r, const char *command, const red
 static void auth_refused(struct redis_link *r, const char *who, const redisReply *rep, int sentinel, int first)
 {
     char code[32];
-    reply_code(rep, code, sizeof(code));
+    redis_error_code(rep, code, sizeof(code));
     r->errors++;
     snprintf(r->last_error, sizeof(r->last_error), "%s on AUTH%s", code, sentinel ? " to a sentinel" : "");
     if (!first)
@@ -521,21 +509,21 @@ static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata)
     set_master(r, &a, SWITCH_MASTER_EVENT);
 }
 
-static void query_attempt(struct redis_link *r);
-
-/* The sentinel asked could not name the master (`why`): ask the next; when
- * none could, try again on the data connection's backoff. */
-static void query_next(struct redis_link *r, const char *why)
+/* The sentinels named the master (sentinel_query's hook). */
+static void on_master_found(void *arg, const struct redis_addr *a)
 {
-    struct sentinel_query *q = &r->query;
-    char name[300];
-    log_debug("sentinel %s: %s", redis_addr_name(&r->target.sentinels[q->index], name, sizeof(name)), why);
-    if (++q->index < r->target.nsentinels) {
-        query_attempt(r);
-        return;
-    }
-    q->running = 0;
-    if (q->epoch != r->master_epoch)
+    struct redis_link *r = arg;
+    if (r->query_epoch != r->master_epoch)
+        return; /* a +switch-master named a newer master meanwhile */
+    set_master(r, a, "named by the sentinels");
+}
+
+/* No sentinel could name the master: try again on the data connection's
+ * backoff. */
+static void on_master_unknown(void *arg, const char *why)
+{
+    struct redis_link *r = arg;
+    if (r->query_epoch != r->master_epoch)
         return; /* a +switch-master named it meanwhile */
     if (r->data.backoff_ms <= r->reconnect_min_ms)
         log_warn("sentinel: no sentinel named the master of %s (last: %s); retrying with backoff, requests go "
@@ -545,149 +533,22 @@ static void query_next(struct redis_link *r, const char *why)
     schedule_reconnect(&r->data);
 }
 
-/* AUTH's reply from the sentinel asked: a refusal is kept for the reason
- * its next reply (NOAUTH) gives. */
-static void on_query_auth(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    char who[320], name[300];
-    if (r->closing || ac != r->query.ctx || !rep || rep->type != REDIS_REPLY_ERROR)
-        return;
-    reply_code(rep, r->query.auth_error, sizeof(r->query.auth_error));
-    snprintf(who, sizeof(who), "sentinel %s",
-             redis_addr_name(&r->target.sentinels[r->query.index], name, sizeof(name)));
-    auth_refused(r, who, rep, 1, r->data.backoff_ms <= r->reconnect_min_ms);
-}
-
-static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    struct sentinel_query *q = &r->query;
-    redisReply *rep = reply;
-    if (r->closing || ac != q->ctx)
-        return;
-    evtimer_del(q->timer);
-    q->ctx = NULL;
-    if (!rep) {
-        query_next(r, "connection lost");
-        return;
-    }
-    redisAsyncDisconnect(ac); /* once this returns; its callbacks ignore it from now on */
-    struct redis_addr a;
-    char *end = NULL;
-    long port = 0;
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->type == REDIS_REPLY_STRING &&
-        rep->element[1]->type == REDIS_REPLY_STRING && rep->element[0]->len > 0 &&
-        rep->element[0]->len < sizeof(a.host))
-        port = strtol(rep->element[1]->str, &end, 10);
-    if (port < 1 || port > 65535 || !end || *end) {
-        char why[160];
-        if (rep->type == REDIS_REPLY_NIL)
-            snprintf(why, sizeof(why), "does not know master %s", r->target.master_name);
-        else if (q->auth_error[0])
-            snprintf(why, sizeof(why), "AUTH refused (%s)", q->auth_error);
-        else if (rep->type == REDIS_REPLY_ERROR)
-            snprintf(why, sizeof(why), "%.150s", holds_secret(r, rep->str) ? "error" : rep->str);
-        else
-            snprintf(why, sizeof(why), "unexpected reply");
-        query_next(r, why);
-        return;
-    }
-    q->running = 0;
-    if (q->epoch != r->master_epoch)
-        return; /* a +switch-master named a newer master meanwhile */
-    memcpy(a.host, rep->element[0]->str, rep->element[0]->len + 1);
-    a.port = (int)port;
-    set_master(r, &a, "named by the sentinels");
-}
-
-/* hiredis frees the context when this returns. */
-static void on_query_connect(const redisAsyncContext *ac, int status)
-{
-    struct redis_link *r = ac->data;
-    if (r->closing || ac != r->query.ctx || status == REDIS_OK)
-        return;
-    evtimer_del(r->query.timer);
-    r->query.ctx = NULL;
-    query_next(r, ac->errstr);
-}
-
-/* hiredis frees the context when this returns. */
-static void on_query_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct redis_link *r = ac->data;
-    if (r->closing || ac != r->query.ctx)
-        return;
-    evtimer_del(r->query.timer);
-    r->query.ctx = NULL;
-    query_next(r, "connection lost");
-}
-
-static void on_query_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_sentinel_auth_refused(void *arg, const char *who, const redisReply *rep)
 {
     struct redis_link *r = arg;
-    redisAsyncContext *ac = r->query.ctx;
-    if (!ac)
-        return;
-    r->query.ctx = NULL;
-    redisAsyncFree(ac); /* its callbacks ignore it from now on */
-    query_next(r, "timed out");
-}
-
-/* Ask sentinel number query.index, within the connect timeout. */
-static void query_attempt(struct redis_link *r)
-{
-    struct sentinel_query *q = &r->query;
-    const struct redis_addr *s = &r->target.sentinels[q->index];
-    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
-    if (!ac || ac->err) {
-        char why[160];
-        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        query_next(r, why);
-        return;
-    }
-    ac->data = r;
-    redisLibeventAttach(ac, r->base);
-    redisAsyncSetConnectCallback(ac, on_query_connect);
-    redisAsyncSetDisconnectCallback(ac, on_query_disconnect);
-    q->ctx = ac;
-    q->auth_error[0] = '\0';
-    if (r->sentinel_password &&
-        (r->sentinel_user
-             ? redisAsyncCommand(ac, on_query_auth, r, "AUTH %s %s", r->sentinel_user, r->sentinel_password)
-             : redisAsyncCommand(ac, on_query_auth, r, "AUTH %s", r->sentinel_password)) != REDIS_OK) {
-        q->ctx = NULL;
-        redisAsyncFree(ac);
-        query_next(r, "cannot send");
-        return;
-    }
-    if (redisAsyncCommand(ac, on_query_reply, r, "SENTINEL get-master-addr-by-name %s", r->target.master_name) !=
-        REDIS_OK) {
-        q->ctx = NULL;
-        redisAsyncFree(ac);
-        query_next(r, "cannot send");
-        return;
-    }
-    struct timeval tv = redis_link_tv(r->connect_timeout_ms);
-    evtimer_add(q->timer, &tv);
+    auth_refused(r, who, rep, 1, r->data.backoff_ms <= r->reconnect_min_ms);
 }
 
 /* Ask the sentinels, in order, where the master is; set_master then
  * connects there. Lookups meanwhile find Redis unavailable. */
 static void resolve_start(struct redis_link *r)
 {
-    struct sentinel_query *q = &r->query;
-    if (q->running)
+    if (r->query.running)
         return;
-    q->running = 1;
-    q->index = 0;
-    q->epoch = r->master_epoch;
+    r->query_epoch = r->master_epoch;
     r->state = REDIS_CONNECTING;
     r->data.state = REDIS_CONNECTING;
-    query_attempt(r);
+    sentinel_query_start(&r->query);
 }
 
 /* (Re)connect `link`. sentinel://: the data connection first asks the
@@ -785,6 +646,8 @@ static void wipe_secret(char **s)
 int redis_link_init(struct redis_link *r, struct event_base *base, const struct cache_conf *conf,
                     const struct redis_link_hooks *hooks, char *err, size_t errlen)
 {
+    const struct sentinel_query_hooks sentinel_hooks = {
+        .found = on_master_found, .failed = on_master_unknown, .auth_refused = on_sentinel_auth_refused, .arg = r};
     memset(r, 0, sizeof(*r));
     if (redis_url_parse(conf->redis_url, &r->target, err, errlen) < 0)
         return -1;
@@ -796,12 +659,13 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
     r->reconnect_max_ms = conf->redis_reconnect_max_ms;
     r->max_pending = conf->redis_max_pending;
     r->notify = conf->redis_notify;
-    r->query.timer = evtimer_new(base, on_query_timeout, r);
     int copied = copy_secret(&r->user, conf->redis_user) & copy_secret(&r->password, conf->redis_password) &
                  copy_secret(&r->sentinel_user, conf->sentinel_user) &
                  copy_secret(&r->sentinel_password, conf->sentinel_password);
     if (!copied || conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
-        conn_init(r, &r->watch, LINK_WATCH) < 0 || !r->query.timer) {
+        conn_init(r, &r->watch, LINK_WATCH) < 0 ||
+        sentinel_query_init(&r->query, base, &r->target, r->sentinel_user, r->sentinel_password, r->connect_timeout_ms,
+                            &sentinel_hooks) < 0) {
         snprintf(err, errlen, "out of memory");
         redis_link_close(r);
         return -1;
@@ -823,13 +687,7 @@ void redis_link_close(struct redis_link *r)
     conn_close(&r->data);
     conn_close(&r->sub);
     conn_close(&r->watch);
-    if (r->query.ctx) {
-        redisAsyncContext *ac = r->query.ctx;
-        r->query.ctx = NULL;
-        redisAsyncFree(ac);
-    }
-    if (r->query.timer)
-        event_free(r->query.timer);
+    sentinel_query_close(&r->query);
     wipe_secret(&r->user);
     wipe_secret(&r->password);
     wipe_secret(&r->sentinel_user);

@@ -75,6 +75,7 @@
 
 #include "cache_types.h"
 #include "redis_url.h"
+#include "sentinel_query.h"
 
 struct event;
 struct event_base;
@@ -101,14 +102,6 @@ struct redis_conn {
 
 /* Asking the sentinels, one after the other, where the master is: one
  * short-lived connection at a time. */
-struct sentinel_query {
-    int running;
-    int index;              /* the sentinel asked now */
-    uint64_t epoch;         /* r->master_epoch when asked: a +switch-master since makes the answer old */
-    redisAsyncContext *ctx; /* NULL between attempts */
-    struct event *timer;    /* this attempt's limit (the connect timeout) */
-    char auth_error[32];    /* this attempt's AUTH was refused with this code ("" if not) */
-};
 
 /* What the owner is told; `arg` is passed back. */
 struct redis_link_hooks {
@@ -139,6 +132,7 @@ struct redis_link {
     struct redis_conn watch;     /* sentinel:// only */
     int watch_index;             /* the sentinel the watch uses (the next one after a failure) */
     struct sentinel_query query; /* sentinel:// only */
+    uint64_t query_epoch;        /* master_epoch when the query began: a +switch-master since makes its answer old */
     int master_known;            /* sentinel://: target.addr holds the master's address */
     uint64_t master_epoch;       /* bumped by each +switch-master */
     enum redis_state state;      /* of the data link: what lookups depend on */
