@@ -107,23 +107,35 @@ def healthz(gate):
 # ------------------------------------------------------------- rate limit
 
 
-@test
-def two_workers_share_one_rate(env):
-    """2 workers, no Redis, rate 5 burst 5: no 1 s window has more than 10 upstream calls; misses of both workers"""
+def workers_share_one_rate(env, n):
+    """n workers, no Redis, rate 5 burst 5: no 1 s window has more than rate + burst upstream calls."""
     sim = env["sim"]
     reset(sim)
-    gate, = start_gates(env, "w2", 1, extra="workers: 2\n" + limits())
-    wait_until(lambda: len({healthz(gate)["pid"] for _ in range(20)}) == 2, 10, "both workers answer")
-    statuses = hammer([gate], 3.0, threads_per_gate=6)
+    name = "w%d" % n
+    gate, = start_gates(env, name, 1, extra="workers: %d\n" % n + limits())
+    wait_until(lambda: len({healthz(gate)["pid"] for _ in range(10 * n)}) == n, 15, "all %d workers answer" % n)
+    statuses = hammer([gate], 3.0, threads_per_gate=3 * n)
     ts = times(sim)
     peak = max_per_window(ts)
-    print("# 2 workers (shared memory): %d calls in 3 s, at most %d in a 1 s window; %d answers, %d refused 503"
-          % (len(ts), peak, len(statuses), statuses.count(503)))
+    print("# %d workers (shared memory): %d calls in 3 s, at most %d in a 1 s window; %d answers, %d refused 503"
+          % (n, len(ts), peak, len(statuses), statuses.count(503)))
     eq(healthz(gate)["guard"]["store"], "shared-memory", "guard store")
     check(statuses.count(503) > 0, "the load went past the rate")
     check(peak <= RATE + BURST, "at most rate + burst calls per 1 s window, saw %d" % peak)
     check(len(ts) <= RATE * 3 + BURST + 1, "at most rate x 3 s + burst calls in all, saw %d" % len(ts))
-    stop_gates(env, "w2")
+    stop_gates(env, name)
+
+
+@test
+def two_workers_share_one_rate(env):
+    """2 workers, no Redis, rate 5 burst 5: no 1 s window has more than 10 upstream calls; misses of both workers"""
+    workers_share_one_rate(env, 2)
+
+
+@test
+def four_workers_share_one_rate(env):
+    """4 workers, no Redis, rate 5 burst 5: no 1 s window has more than 10 upstream calls"""
+    workers_share_one_rate(env, 4)
 
 
 @test
