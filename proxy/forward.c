@@ -18,6 +18,7 @@
 #include "regions.h"
 #include "metrics.h"
 #include "gateway_int.h"
+#include "reply.h"
 #include "rules.h"
 #include "upstream.h"
 
@@ -369,19 +370,6 @@ int forward_project_of(const struct rule *rule, const char *path, char *out, siz
     return 0;
 }
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    default: return NULL;
-    }
-}
-
 /* Set the Allow header of a 405 from `methods`; returns its value (static). */
 static const char *allow_header(struct evhttp_request *req, unsigned methods)
 {
@@ -482,7 +470,7 @@ void forward_start(struct job_request *jr)
     const struct rule *rule = jr->rule;
     struct evhttp_request *req = jr->req;
     struct client_error err;
-    const char *method = method_name(evhttp_request_get_command(req));
+    const char *method = reply_method_name(evhttp_request_get_command(req));
     if (!method || !(rule_method_bit(method) & rule->forward.methods)) {
         const char *allowed = allow_header(req, rule->forward.methods);
         char message[128];

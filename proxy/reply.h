@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/http.h>
+
 #include "body.h"
 #include "errmap.h"
 #include "metrics.h"
@@ -31,6 +33,10 @@ struct reply_meta {
 /* Send `b` with its status (200, or a remembered 404), zero-copy: the reply
  * holds a reference until written. */
 void reply_job(struct evhttp_request *req, struct body *b, const struct reply_meta *meta);
+
+/* The name of a request's method as the audit line and the signature
+ * check read it ("GET"); "" for one evhttp knows and we never name. */
+const char *reply_method_name(enum evhttp_cmd_type cmd);
 
 /* Send `e` as its JSON error body in meta->error_shape; adds Retry-After when it has one. */
 void reply_error(struct evhttp_request *req, const struct client_error *e, const struct reply_meta *meta);

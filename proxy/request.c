@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "gateway_int.h"
 #include "request.h"
+#include "reply.h"
 #include "rules.h"
 #include "tokengrant.h"
 
@@ -215,20 +216,6 @@ static const char *received_header(void *arg, const char *name)
     return evhttp_find_header(arg, name);
 }
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    default: return "";
-    }
-}
-
 /* `req` as aksk_verify reads it: method, path and query as received, its
  * headers, its body (borrowed from `req`). */
 static void signed_request_of(struct evhttp_request *req, struct aksk_received *r)
@@ -237,7 +224,7 @@ static void signed_request_of(struct evhttp_request *req, struct aksk_received *
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
     *r = (struct aksk_received){
-        .method = method_name(evhttp_request_get_command(req)),
+        .method = reply_method_name(evhttp_request_get_command(req)),
         .path = uri ? evhttp_uri_get_path(uri) : NULL,
         .query = uri ? evhttp_uri_get_query(uri) : NULL,
         .header = received_header,
