@@ -107,6 +107,25 @@ def test(fn):
     return fn
 
 
+def test_files(folder, suffix, load, error, run_case, label):
+    """One @test per file FOLDER/*SUFFIX, in name order (curl-style data
+    cases: a new case is a new file). load(path) reads a case, raising
+    `error` for a malformed file, which then fails its own test point with
+    that message; run_case(env, case) runs one. Returns the paths."""
+    import glob
+    paths = sorted(glob.glob(os.path.join(folder, "*" + suffix)))
+    for path in paths:
+        try:
+            case = load(path)
+            fn = (lambda case: lambda env: run_case(env, case))(case)
+            fn.__doc__ = case.what
+        except error as e:
+            fn = (lambda e: lambda env: (_ for _ in ()).throw(e))(e)
+        fn.__name__ = label + " " + os.path.basename(path)[:-len(suffix)]
+        test(fn)
+    return paths
+
+
 def run(setup=None, teardown=None):
     """Run every @test in order as TAP, then teardown as one more test (every
     process must exit cleanly: sanitizer reports and leaks fail it).

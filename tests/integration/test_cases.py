@@ -10,13 +10,12 @@ tests/data/gateway/README.md; adding a case is adding a file.
 One redis-server and one simulator per job API serve every case (each case
 has its own project and job ids); each case has its own jobgate, started
 with the case's rule and stopped, checked for a clean exit, at its end."""
-import glob
 import json
 import os
 import tempfile
 import time
 
-from harness import (SRCDIR, Jobgate, Redis, Sim, TestFailure, assert_documented_error, check, eq, hex32, run,
+from harness import (test_files, SRCDIR, Jobgate, Redis, Sim, TestFailure, assert_documented_error, check, eq, hex32, run,
                      stop_all, test)
 from procs import SHIPPED_RULES
 
@@ -247,17 +246,7 @@ def run_case(env, case):
 
 
 def load_cases():
-    paths = sorted(glob.glob(os.path.join(CASES, "*.case")))
-    for path in paths:
-        try:
-            case = Case(path)
-            fn = (lambda case: lambda env: run_case(env, case))(case)
-            fn.__doc__ = case.what
-        except CaseError as e:
-            fn = (lambda e: lambda env: (_ for _ in ()).throw(e))(e)
-        fn.__name__ = "case " + os.path.basename(path)[:-len(".case")]
-        test(fn)
-    return paths
+    return test_files(CASES, ".case", Case, CaseError, run_case, "case")
 
 
 def setup():

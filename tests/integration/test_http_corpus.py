@@ -7,14 +7,13 @@ documented table with an X-Request-Id and its Connection header, each with
 its audit line, and the upstream calls expected (a smuggled request that
 reached the simulator shows in /_sim/stats). The format is described in
 tests/data/http/README.md; adding a case is adding a file."""
-import glob
 import json
 import os
 import re
 import socket
 import time
 
-from harness import (DOCUMENTED, SRCDIR, Jobgate, Sim, TestFailure, check, eq, hex32, run, stop_all, test,
+from harness import (test_files, DOCUMENTED, SRCDIR, Jobgate, Sim, TestFailure, check, eq, hex32, run, stop_all, test,
                      wait_until)
 from client import parse_response
 
@@ -191,17 +190,7 @@ def run_case(env, case):
 
 
 def load_cases():
-    paths = sorted(glob.glob(os.path.join(CASES, "*.http")))
-    for path in paths:
-        try:
-            case = Case(path)
-            fn = (lambda case: lambda env: run_case(env, case))(case)
-            fn.__doc__ = case.what
-        except CaseError as e:
-            fn = (lambda e: lambda env: (_ for _ in ()).throw(e))(e)
-        fn.__name__ = "http " + os.path.basename(path)[:-len(".http")]
-        test(fn)
-    return paths
+    return test_files(CASES, ".http", Case, CaseError, run_case, "http")
 
 
 def setup():
