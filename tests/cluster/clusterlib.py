@@ -369,7 +369,14 @@ def twemproxy(clients=300, jobs=100, instances=3, interval=0.2, init_ms=1000, ru
                    min(after) == 1 and max(after) == 1)
         report.add("upstream calls per job before (max)", max(pending),
                    "<= %.1f (%.0f s / %.0f s TTL + 1)" % (bound, lifecycle_s, PENDING_TTL_S), max(pending) <= bound)
-        report.add("entries per shard", " / ".join(str(k) for k in keys), "each > 0", all(k > 0 for k in keys))
+        # ketama spreads keys unevenly (one shard may take 15 % of them): with
+        # the quick run's 10 jobs a shard holds none about one run in ten, so
+        # there the bound is "spread over shards", and "every shard" from 50.
+        if len(job_ids) >= 50:
+            report.add("entries per shard", " / ".join(str(k) for k in keys), "each > 0", all(k > 0 for k in keys))
+        else:
+            report.add("entries per shard", " / ".join(str(k) for k in keys), ">= 2 shards > 0",
+                       sum(1 for k in keys if k > 0) >= 2)
         report.add("nutcracker client_err / forward_error", "%d / %d" % (stats["client_err"], stats["forward_error"]),
                    "0 / 0", stats["client_err"] == 0 and stats["forward_error"] == 0)
         report.add("commands nutcracker refused (its log)", len(refusals), "0", not refusals)
