@@ -176,7 +176,9 @@ enum httpframe_verdict httpframe_check(const char *buf, size_t len, const struct
     head->skipped = pos;
     size_t start = pos;
     /* Bounded by the limit whether complete or not: a head that never ends
-     * must not be buffered without end. */
+     * must not be buffered without end. A whole head may take the bound
+     * plus the CRLF of its empty line, so an unfinished one is refused
+     * only once it has that many bytes (one fewer could still finish). */
     size_t scan = len;
     if (lim->max_head_bytes && scan - start > lim->max_head_bytes + 2)
         scan = start + lim->max_head_bytes + 2;
@@ -184,7 +186,7 @@ enum httpframe_verdict httpframe_check(const char *buf, size_t len, const struct
     struct line l;
     int rc = next_line(buf, scan, &pos, lim, &l);
     if (rc == 0) {
-        if (scan < len || (lim->max_head_bytes && len - start > lim->max_head_bytes)) {
+        if (scan < len || (lim->max_head_bytes && len - start >= lim->max_head_bytes + 2)) {
             *error = HTTPFRAME_HEAD_TOO_LARGE;
             return HTTPFRAME_BAD;
         }
@@ -201,7 +203,7 @@ enum httpframe_verdict httpframe_check(const char *buf, size_t len, const struct
     while (e == HTTPFRAME_OK) {
         rc = next_line(buf, scan, &pos, lim, &l);
         if (rc == 0) {
-            if (scan < len || (lim->max_head_bytes && len - start > lim->max_head_bytes))
+            if (scan < len || (lim->max_head_bytes && len - start >= lim->max_head_bytes + 2))
                 e = HTTPFRAME_HEAD_TOO_LARGE;
             else
                 return HTTPFRAME_NEED_MORE;

@@ -211,6 +211,40 @@ static void test_head_bound(void **state)
     assert_int_equal(err, HTTPFRAME_HEAD_TOO_LARGE);
 }
 
+/* The largest head allowed (the bound plus the empty line's CRLF), fed one
+ * byte at a time: no prefix is refused, since the whole is accepted (a
+ * prefix of 1025 bytes was once refused although 1026 bytes made a head). */
+static void test_head_bound_prefixes(void **state)
+{
+    (void)state;
+    size_t size = limits.max_head_bytes + 2;
+    char *whole = malloc(size);
+    assert_non_null(whole);
+    int n = snprintf(whole, size, "GET / HTTP/1.1\r\n" H "X-Pad: ");
+    memset(whole + n, 'a', size - (size_t)n - 4);
+    memcpy(whole + size - 4, "\r\n\r\n", 4);
+    struct httpframe_head head;
+    enum httpframe_error err;
+    assert_int_equal(httpframe_check(whole, size, &limits, &head, &err), HTTPFRAME_HEAD_OK);
+    assert_int_equal(head.head_len, size);
+    for (size_t cut = 1; cut < size; cut++) {
+        enum httpframe_verdict v = httpframe_check(whole, cut, &limits, &head, &err);
+        if (v != HTTPFRAME_NEED_MORE)
+            fail_msg("the first %zu of %zu bytes gave verdict %d (%s)", cut, size, (int)v, httpframe_error_name(err));
+    }
+    /* One byte more in the head is too large, whole or cut. */
+    char *over = malloc(size + 1);
+    assert_non_null(over);
+    memcpy(over, whole, size - 4);
+    memcpy(over + size - 4, "a\r\n\r\n", 5);
+    assert_int_equal(httpframe_check(over, size + 1, &limits, &head, &err), HTTPFRAME_BAD);
+    assert_int_equal(err, HTTPFRAME_HEAD_TOO_LARGE);
+    assert_int_equal(httpframe_check(over, size, &limits, &head, &err), HTTPFRAME_BAD);
+    assert_int_equal(err, HTTPFRAME_HEAD_TOO_LARGE);
+    free(over);
+    free(whole);
+}
+
 static void test_bare_lf_switch(void **state)
 {
     (void)state;
@@ -240,10 +274,11 @@ static void test_error_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_heads),       cmocka_unit_test(test_incomplete_heads),
-        cmocka_unit_test(test_smuggling_shapes), cmocka_unit_test(test_bad_lines),
-        cmocka_unit_test(test_nul_in_value),     cmocka_unit_test(test_head_bound),
-        cmocka_unit_test(test_bare_lf_switch),   cmocka_unit_test(test_error_names),
+        cmocka_unit_test(test_good_heads),          cmocka_unit_test(test_incomplete_heads),
+        cmocka_unit_test(test_smuggling_shapes),    cmocka_unit_test(test_bad_lines),
+        cmocka_unit_test(test_nul_in_value),        cmocka_unit_test(test_head_bound),
+        cmocka_unit_test(test_head_bound_prefixes), cmocka_unit_test(test_bare_lf_switch),
+        cmocka_unit_test(test_error_names),
     };
     return cmocka_run_group_tests_name("httpframe", tests, NULL, NULL);
 }
