@@ -456,7 +456,7 @@ def sentinel(instances=2, clients=40, jobs=40, interval=0.1, settle_s=2.0, after
             first = request(gates[0].port, job_path(project, job))
             second = request(gates[-1].port, job_path(project, job))
             probes += 1
-            key = "%s%s:%s:%s:p" % (KEY_PREFIX, RULE, project, job)
+            key = "%s{%s:%s:%s}:p" % (KEY_PREFIX, RULE, project, job)
             if (first.status == 200 and second.header("x-cache") == "HIT" and replica.cli("EXISTS", key) == "1"):
                 resumed = time.monotonic()
                 switched = switched or resumed
@@ -492,7 +492,247 @@ def sentinel(instances=2, clients=40, jobs=40, interval=0.1, settle_s=2.0, after
     return report
 
 
+# ----------------------------------------------- the Redis Cluster scenario
+
+
+class ClusterNode(RedisNode):
+    """A redis-server with --cluster-enabled yes (its nodes.conf in its own
+    temp dir), node timeout 1 s; `password`: requirepass and masterauth."""
+
+    def __init__(self, password=None):
+        extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
+        if password:
+            extra += ["--masterauth", password]
+        super().__init__(extra=extra, password=password)
+
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cluster_info(self):
+        return dict(line.split(":", 1) for line in self.cli("CLUSTER", "INFO").splitlines() if ":" in line)
+
+    def role(self):
+        lines = self.cli("ROLE").splitlines()
+        return lines[0] if lines else None
+
+    def keys(self, pattern):
+        """This node's own keys matching `pattern` (SCAN: not the cluster's)."""
+        return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
+
+
+def redis_cluster(password=None):
+    """6 redis-servers joined by `redis-cli --cluster create --cluster-replicas
+    1` (3 masters, 3 replicas); returns the nodes once every one says
+    cluster_state:ok and knows the 6."""
+    nodes = [ClusterNode(password=password).start() for _ in range(6)]
+    try:
+        args = [REDIS_CLI, "--cluster", "create"] + [n.addr() for n in nodes] + ["--cluster-replicas", "1",
+                                                                                  "--cluster-yes"]
+        if password:
+            args[1:1] = ["--no-auth-warning", "-a", password]
+        out = subprocess.run(args, capture_output=True, timeout=60)
+        if out.returncode != 0:
+            raise TestFailure("redis-cli --cluster create failed: %r" % (out.stdout + out.stderr)[-600:])
+
+        def formed():
+            infos = [n.cluster_info() for n in nodes]
+            return all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == "6" for i in infos) and \
+                sorted(n.role() for n in nodes) == ["master"] * 3 + ["slave"] * 3
+
+        wait_until(formed, 60, "the cluster formed (state ok, 6 nodes known, 3 masters)")
+    except Exception:
+        for n in nodes:
+            n.stop()
+        raise
+    return nodes
+
+
+def masters_of(nodes):
+    return [n for n in nodes if n.alive() and n.role() == "master"]
+
+
+def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000, tail_s=1.0, redis_budget=None,
+             password=None, kill=True, fail_clients=24, settle_s=1.0, after_s=1.0, recover_within_s=45.0):
+    """A Redis Cluster of 3 masters and 3 replicas, `instances` jobgates on
+    cluster://. Coalescing: each of `jobs` jobs is polled through every
+    instance through its lifecycle (one upstream call per job once terminal,
+    at most duration/TTL + 1 before); terminal answers on all 3 masters.
+    With `kill`: `fail_clients` clients poll jobs (half never finish), a
+    master is killed with kill -9, and the time until caching resumes on
+    its promoted replica is measured; no answer outside the documented
+    table, no connection error."""
+    report = Report("rcluster", "%d jobgate, Redis Cluster 3 masters + 3 replicas%s; %d jobs x %d instances%s"
+                    % (instances, " (requirepass)" if password else "", jobs, instances,
+                       ", kill -9 of a master" if kill else ""))
+    procs = []
+    try:
+        started = time.monotonic()
+        nodes = redis_cluster(password=password)
+        procs += nodes
+        report.add("cluster formed in (s)", "%.1f" % (time.monotonic() - started), "")
+        sim = LoggingSim(init_ms=init_ms, running_ms=running_ms).start()
+        procs.append(sim)
+        url = "cluster://" + ",".join(n.addr() for n in nodes[:3])
+        extra = "  redis_budget: %s\n" % redis_budget if redis_budget else ""
+        if password:
+            secret = os.path.join(nodes[0].dir, "redis-password")
+            with os.fdopen(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(password + "\n")
+            extra += "  redis_password_file: %s\n" % secret
+        gates = [ClusterJobgate(sim.url, url, cache_extra=extra).start() for _ in range(instances)]
+        procs += gates
+        for g in gates:
+            wait_until(lambda: g.cache_health()["state"] == "up", 20, "jobgate up on the cluster")
+            h = g.cache_health()
+            cl = h.get("cluster") or {}
+            if cl.get("masters") != 3 or cl.get("slots_covered") != 16384 or cl.get("masters_up") != 3:
+                report.fail("jobgate's cache health on the cluster: %r" % h)
+        wait_until(lambda: all(g.cache_health()["coalescing"] == "pubsub" for g in gates), 20,
+                   "every instance subscribed")
+
+        # --- one upstream call per job, across the instances and the slots
+        project = hex32()
+        job_ids = [hex32() for _ in range(jobs)]
+        for j in job_ids:
+            sim.define_job(j, init_ms=init_ms, running_ms=running_ms)
+        lifecycle_s = (init_ms + running_ms) / 1000.0
+        targets = [(g.port, job_path(project, j)) for j in job_ids for g in gates]
+        load = Pollers(targets, interval, TOKEN).start()
+        began = time.monotonic()
+        time.sleep(lifecycle_s + PENDING_TTL_S + tail_s)
+        load.stop()
+        elapsed = time.monotonic() - began
+        answers = sim.answers()
+        pending = [sum(n for s, n in answers[j].items() if s not in TERMINAL) for j in job_ids]
+        after = [sum(n for s, n in answers[j].items() if s in TERMINAL) for j in job_ids]
+        statuses = load.statuses()
+        undocumented = sum(n for s, n in statuses.items() if s not in DOCUMENTED)
+        saw_final = sum(1 for c in load.clients if any(a[2] in TERMINAL for a in c.data.answers))
+        disordered = sum(1 for c in load.clients if out_of_order(c.data.answers))
+        bound = lifecycle_s / PENDING_TTL_S + 1
+        masters = masters_of(nodes)
+        terminal_keys = [len(m.keys(KEY_PREFIX + "{*}:t")) for m in masters]
+        redis_timeouts = sum(g.cache_health()["timeouts"] for g in gates)
+        report.add("client requests", load.requests(), "")
+        report.add("client requests/s", "%.0f" % (load.requests() / elapsed), "")
+        report.add("X-Cache", x_cache_text(load.x_cache()), "")
+        report.add("Redis lookups over the budget (all instances)", redis_timeouts, "")
+        report.add("answers outside the documented table", undocumented, "0", undocumented == 0)
+        report.add("connection errors", sum(load.errors.values()), "0", not load.errors)
+        report.add("clients that saw the final state", "%d/%d" % (saw_final, len(targets)), "all",
+                   saw_final == len(targets))
+        report.add("clients that saw states out of order", disordered, "0", disordered == 0)
+        report.add("upstream calls per job once terminal (min-max)", "%d-%d" % (min(after), max(after)), "exactly 1",
+                   min(after) == 1 and max(after) == 1)
+        report.add("upstream calls per job before (max)", max(pending),
+                   "<= %.1f (%.0f s / %.0f s TTL + 1)" % (bound, lifecycle_s, PENDING_TTL_S), max(pending) <= bound)
+        report.add("terminal answers per master", " / ".join(str(k) for k in terminal_keys),
+                   "3 masters, each > 0, %d in all" % jobs,
+                   len(terminal_keys) == 3 and all(k > 0 for k in terminal_keys) and sum(terminal_keys) == jobs)
+        if redis_timeouts and max(pending) > bound:
+            report.fail("%d Redis lookups ran past the budget (a busy machine?): those requests went upstream by "
+                        "design" % redis_timeouts)
+        if password:
+            shown = [g.port for g in gates if password in g.log_text() or password in g.admin(
+                "/healthz").body.decode() or password in g.admin("/metrics").body.decode()]
+            report.add("instances showing the password (log, /healthz, /metrics)", len(shown), "0", not shown)
+        if kill:
+            failover(report, nodes, gates, sim, project, fail_clients, interval, settle_s, after_s, recover_within_s)
+    except Exception as e:
+        report.fail("%s: %s" % (type(e).__name__, e))
+    finally:
+        stop_quietly(procs, report)
+    return report
+
+
+def failover(report, nodes, gates, sim, project, clients, interval, settle_s, after_s, recover_within_s):
+    """kill -9 of one master under load; measured until caching resumes."""
+    job_ids = [hex32() for _ in range(clients)]
+    for i, j in enumerate(job_ids):  # half of them stay pending: their answers keep expiring
+        sim.define_job(j, init_ms=600000 if i % 2 else 1000, running_ms=2000)
+    targets = [(gates[i % len(gates)].port, job_path(project, job_ids[i])) for i in range(clients)]
+    load = Pollers(targets, interval, TOKEN).start()
+    time.sleep(settle_s)
+    victim = masters_of(nodes)[0]
+    heir = next((n for n in nodes if n.role() == "slave" and n.cli("ROLE").splitlines()[2:3] == [str(victim.port)]),
+                None)
+    refreshes_before = sum(g.cache_health()["cluster"]["map_refreshes"] for g in gates)
+    killed = time.monotonic()
+    victim.kill()
+    survivor = next(n for n in nodes if n.alive())
+    promoted = resumed = None
+    probes = 0
+    while time.monotonic() - killed < recover_within_s and resumed is None:
+        if promoted is None and survivor.cluster_info().get("cluster_state") == "ok" and len(masters_of(nodes)) == 3:
+            promoted = time.monotonic()
+        job = hex32()
+        first = request(gates[0].port, job_path(project, job))
+        second = request(gates[-1].port, job_path(project, job))
+        probes += 1
+        key = "%s{%s:%s:%s}:p" % (KEY_PREFIX, RULE, project, job)
+        if first.status == 200 and second.header("x-cache") == "HIT" and \
+                survivor.cli("-c", "EXISTS", key) == "1":
+            resumed = time.monotonic()
+        else:
+            time.sleep(0.1)
+    # caching resumed on the slots the killed master served: a job whose key
+    # lives there (now on its promoted replica) is a HIT through another instance
+    slot_job = None
+    if resumed is not None and heir is not None:
+        wait_until(lambda: heir.role() == "master", recover_within_s, "the killed master's replica promoted")
+        for _ in range(500):
+            job = hex32()
+            if owner_is(heir, "%s{%s:%s:%s}:p" % (KEY_PREFIX, RULE, project, job)):
+                slot_job = job
+                break
+    slot_hit = False
+    if slot_job:
+        first = request(gates[0].port, job_path(project, slot_job))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not slot_hit:
+            second = request(gates[-1].port, job_path(project, slot_job))
+            slot_hit = first.status == 200 and second.header("x-cache") == "HIT"
+            if not slot_hit:
+                time.sleep(0.1)
+    time.sleep(after_s)
+    load.stop()
+    statuses = load.statuses()
+    undocumented = sum(n for s, n in statuses.items() if s not in DOCUMENTED)
+    refreshes = sum(g.cache_health()["cluster"]["map_refreshes"] for g in gates) - refreshes_before
+    report.add("failover: client requests", load.requests(), "")
+    report.add("failover: X-Cache", x_cache_text(load.x_cache()), "")
+    report.add("failover: answers outside the documented table", undocumented, "0", undocumented == 0)
+    report.add("failover: connection errors", sum(load.errors.values()), "0", not load.errors)
+    report.add("failover: non-200 answers", sum(n for s, n in statuses.items() if s != 200), "")
+    report.add("kill -9 to replica promoted, cluster_state ok (s)",
+               "%.2f" % (promoted - killed) if promoted else "never", "< %.0f" % recover_within_s, bool(promoted))
+    report.add("kill -9 to caching resumed (s)", "%.2f" % (resumed - killed) if resumed else "never",
+               "< %.0f" % recover_within_s, bool(resumed))
+    report.add("probes until then", probes, "")
+    report.add("a job on the promoted replica's slots cached across instances", "yes" if slot_hit else "no", "yes",
+               slot_hit)
+    report.add("slot map refreshes (all instances)", refreshes, "> 0", refreshes > 0)
+    for g in gates:
+        h = g.cache_health()
+        cl = h.get("cluster") or {}
+        report.add("jobgate :%d cache state, masters up, slots" % g.port,
+                   "%s, %s, %s" % (h["state"], cl.get("masters_up"), cl.get("slots_covered")), "up, 3, 16384",
+                   h["state"] == "up" and cl.get("masters_up") == 3 and cl.get("slots_covered") == 16384)
+
+
+def owner_is(node, key):
+    """Does `node` serve `key`'s slot (it answers for the key without MOVED)?"""
+    out = subprocess.run([REDIS_CLI, "-p", str(node.port)] + (["--no-auth-warning", "-a", node.password]
+                                                              if node.password else []) + ["EXISTS", key],
+                         capture_output=True, timeout=10)
+    return b"MOVED" not in out.stdout + out.stderr
+
+
 SCENARIOS = {
     "twemproxy": twemproxy,
     "sentinel": sentinel,
+    "rcluster": rcluster,
 }
