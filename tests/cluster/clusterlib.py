@@ -22,6 +22,7 @@ tests/cluster/README.md shows.
 """
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -495,15 +496,37 @@ def sentinel(instances=2, clients=40, jobs=40, interval=0.1, settle_s=2.0, after
 # ----------------------------------------------- the Redis Cluster scenario
 
 
+def cluster_port():
+    """A free loopback port P whose cluster bus port, P + 10000, is free
+    too (and below 65536)."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        socks = []
+        try:
+            for p in (port, port + 10000):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise TestFailure("no free port pair P, P+10000 for a cluster node")
+
+
 class ClusterNode(RedisNode):
     """A redis-server with --cluster-enabled yes (its nodes.conf in its own
-    temp dir), node timeout 1 s; `password`: requirepass and masterauth."""
+    temp dir), node timeout 1 s, on a port whose bus port (+10000) is free;
+    `password`: requirepass and masterauth."""
 
     def __init__(self, password=None):
         extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
         if password:
             extra += ["--masterauth", password]
         super().__init__(extra=extra, password=password)
+        self.port = cluster_port()
 
     def addr(self):
         return "127.0.0.1:%d" % self.port
