@@ -17,7 +17,7 @@
 static void connect_now(struct redis_conn *link);
 static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void cluster_refresh(struct redis_link *r, const char *why);
+static void cluster_refresh(struct redis_link *r, const char *why, int down);
 static void cluster_node_lost(struct redis_conn *link);
 static void cluster_check_up(struct redis_link *r);
 
@@ -71,10 +71,12 @@ void redis_link_error_reply(struct redis_link *r, const char *command, const red
     if (!noauth)
         log_warn("redis: %s failed: %.200s", command, holds_secret(r, rep->str) ? code : rep->str);
     if (is_cluster(r)) {
-        /* A master moved (a failover, a resharding): ask for the map again. */
-        if (strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || strcmp(code, "CLUSTERDOWN") == 0 ||
-            strcmp(code, "MOVED") == 0)
-            cluster_refresh(r, code);
+        /* A master moved (a failover, a resharding): ask for the map again;
+         * a MOVED (to a master not known yet) leaves the other slots served. */
+        if (strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || strcmp(code, "CLUSTERDOWN") == 0)
+            cluster_refresh(r, code, 1);
+        else if (strcmp(code, "MOVED") == 0)
+            cluster_refresh(r, code, 0);
         return;
     }
     if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || noauth) && r->state == REDIS_UP &&
@@ -699,7 +701,7 @@ static void cluster_node_lost(struct redis_conn *link)
         return;
     r->state = REDIS_CONNECTING;
     r->hooks.data_lost(r->hooks.arg);
-    cluster_refresh(r, "a node was lost");
+    cluster_refresh(r, "a node was lost", 1);
 }
 
 /* Up when the map covers every slot and each master's connection is up. */
@@ -736,14 +738,18 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Read the slot map again (`why`, for the log), at most once per
- * reconnect_min: meanwhile the link is not up. */
-static void cluster_refresh(struct redis_link *r, const char *why)
+ * reconnect_min. With `down` (a node lost, CLUSTERDOWN) the link is not up
+ * meanwhile; a MOVED only has the map brought up to date. */
+static void cluster_refresh(struct redis_link *r, const char *why, int down)
 {
     if (r->closing || !is_cluster(r))
         return;
-    if (r->state == REDIS_UP)
-        log_info("redis cluster: reading the slot map again (%s)", why);
-    r->state = REDIS_CONNECTING;
+    if (down && r->state == REDIS_UP) {
+        log_info("redis cluster: reading the slot map again (%s); requests go upstream meanwhile", why);
+        r->state = REDIS_CONNECTING;
+    } else if (!down) {
+        log_debug("redis cluster: reading the slot map again (%s)", why);
+    }
     if (r->refresh_out) {
         r->refresh_again = 1;
         return;
@@ -833,13 +839,16 @@ static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata)
     int node_down = 0;
     for (int i = 0; i < r->map->nmasters; i++)
         node_down |= r->nodes[r->master_node[i]].state == REDIS_DOWN;
-    if (r->refresh_again || node_down || r->map->covered < REDIS_CLUSTER_SLOTS) {
+    int again = r->refresh_again;
+    r->refresh_again = 0;
+    if (node_down || r->map->covered < REDIS_CLUSTER_SLOTS) {
         /* A master is unreachable (a failover not done yet) or slots are
          * unserved: poll the map until the cluster has mended. */
-        r->refresh_again = 0;
-        cluster_refresh(r, "map incomplete");
+        cluster_refresh(r, "map incomplete", 1);
         return;
     }
+    if (again)
+        cluster_refresh(r, "asked again meanwhile", 0);
     cluster_check_up(r);
 }
 
@@ -897,8 +906,7 @@ static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
             int m = redis_cluster_find_master(r->map, &a);
             if (m >= 0) /* the slot moved to a master we know: send there from now on */
                 r->map->owner[slot] = (uint8_t)(m + 1);
-            else
-                cluster_refresh(r, "MOVED to a new master");
+            cluster_refresh(r, "MOVED", 0); /* other slots may have moved too */
         }
         struct redis_conn *n = node_at(r, &a);
         if (n && c->redirects++ < REDIRECTS_MAX && cluster_queue(n, c, ask) == REDIS_OK)
@@ -1096,7 +1104,7 @@ void redis_link_start(struct redis_link *r)
 {
     if (is_cluster(r)) {
         r->state = REDIS_CONNECTING;
-        cluster_refresh(r, "start"); /* the nodes, then the subscriber, once the map is in */
+        cluster_refresh(r, "start", 1); /* the nodes, then the subscriber, once the map is in */
         return;
     }
     connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */

@@ -662,6 +662,7 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
             shown = [g.port for g in gates if password in g.log_text() or password in g.admin(
                 "/healthz").body.decode() or password in g.admin("/metrics").body.decode()]
             report.add("instances showing the password (log, /healthz, /metrics)", len(shown), "0", not shown)
+        redirections(report, nodes, gates, sim, project)
         if kill:
             failover(report, nodes, gates, sim, project, fail_clients, interval, settle_s, after_s, recover_within_s)
     except Exception as e:
@@ -669,6 +670,56 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
     finally:
         stop_quietly(procs, report)
     return report
+
+
+def redirections(report, nodes, gates, sim, project):
+    """A slot moves from master A to master B while the instances' maps
+    still say A: during the migration (A MIGRATING, B IMPORTING) A answers
+    ASK for the job's keys, which is followed (ASKING, then the command on
+    B: the answer is stored there); a lookup of several keys of which B has
+    only some is refused with TRYAGAIN, as Redis does mid-migration, and
+    goes upstream. Once the slot is B's, A answers MOVED, followed too: the
+    answer stored through ASK is a HIT through the third instance."""
+    a, b = masters_of(nodes)[:2]
+    job = None
+    for _ in range(500):  # a job whose keys live on A
+        candidate = hex32()
+        if owner_is(a, "%s{%s:%s:%s}:t" % (KEY_PREFIX, RULE, project, candidate)):
+            job = candidate
+            break
+    if job is None:
+        report.fail("no job found on master A")
+        return
+    key = "%s{%s:%s:%s}:t" % (KEY_PREFIX, RULE, project, job)
+    slot = a.cli("CLUSTER", "KEYSLOT", key)
+    id_a, id_b = a.cli("CLUSTER", "MYID"), b.cli("CLUSTER", "MYID")
+    sim.define_job(job, init_ms=0, running_ms=0)
+
+    def redirects():
+        return sum(g.cache_health()["cluster"]["redirects"] for g in gates)
+
+    before = redirects()
+    b.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", id_a)
+    a.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", id_b)
+    first = request(gates[0].port, job_path(project, job))
+    second = request(gates[1].port, job_path(project, job))
+    asked = redirects() - before
+    report.add("ASK (slot migrating): two requests through two instances",
+               "%d %s, %d %s" % (first.status, first.header("x-cache"), second.status, second.header("x-cache")),
+               "200, 200", first.status == 200 and second.status == 200)
+    report.add("ASK redirections followed", asked, "> 0", asked > 0)
+    for m in masters_of(nodes):
+        m.cli("CLUSTER", "SETSLOT", slot, "NODE", id_b)
+    before = redirects()
+    third = request(gates[2].port, job_path(project, job))
+    moved = redirects() - before
+    report.add("MOVED (slot moved to B): a HIT through the third instance",
+               "%d %s" % (third.status, third.header("x-cache")), "200 HIT",
+               third.status == 200 and third.header("x-cache") == "HIT")
+    report.add("MOVED redirections followed", moved, "> 0", moved > 0)
+    calls = sum(sim.answers()[job].values())
+    report.add("upstream calls for the moving job", calls, "<= 2 (TRYAGAIN mid-migration goes upstream)",
+               1 <= calls <= 2)
 
 
 def failover(report, nodes, gates, sim, project, clients, interval, settle_s, after_s, recover_within_s):
