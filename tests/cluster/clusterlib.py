@@ -1,7 +1,7 @@
 """tests/cluster's machinery: several jobgate instances on one shared Redis
 tier, on loopback, with real processes only.
 
-Two topologies, each a scenario that yields a small markdown table:
+Three topologies, each a scenario that yields a small markdown table:
 
   - twemproxy: three redis-servers behind nutcracker (fnv1a_64, ketama,
     auto_eject_hosts false), three jobgate instances pointed at nutcracker
@@ -15,6 +15,10 @@ Two topologies, each a scenario that yields a small markdown table:
     Asserted: no answer outside the documented table, no connection error,
     and caching resumes on the new master (a job fetched through one
     instance is a HIT through the other, and its key is on the new master).
+  - rcluster: a Redis Cluster of 3 masters and 3 replicas built with
+    redis-cli --cluster create, three jobgate instances on cluster://:
+    one upstream call per job, terminal answers on every master, a slot
+    moved between masters (ASK, MOVED), and kill -9 of a master under load.
 
 Every process is started here or by the shared test support (tests/lib),
 which registers each for teardown; the exact configurations are those
@@ -578,7 +582,8 @@ def masters_of(nodes):
 
 
 def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000, tail_s=1.0, redis_budget=None,
-             password=None, kill=True, fail_clients=24, settle_s=1.0, after_s=1.0, recover_within_s=45.0):
+             password=None, kill=True, fail_clients=24, settle_s=1.0, after_s=1.0, recover_within_s=45.0,
+             clients=None):
     """A Redis Cluster of 3 masters and 3 replicas, `instances` jobgates on
     cluster://. Coalescing: each of `jobs` jobs is polled through every
     instance through its lifecycle (one upstream call per job once terminal,
@@ -586,7 +591,9 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
     With `kill`: `fail_clients` clients poll jobs (half never finish), a
     master is killed with kill -9, and the time until caching resumes on
     its promoted replica is measured; no answer outside the documented
-    table, no connection error."""
+    table, no connection error. `clients` (tests/cluster/run --clients)
+    stands for `fail_clients`."""
+    fail_clients = clients or fail_clients
     report = Report("rcluster", "%d jobgate, Redis Cluster 3 masters + 3 replicas%s; %d jobs x %d instances%s"
                     % (instances, " (requirepass)" if password else "", jobs, instances,
                        ", kill -9 of a master" if kill else ""))
