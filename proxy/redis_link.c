@@ -697,11 +697,13 @@ static void connect_now(struct redis_conn *link)
 static void cluster_node_lost(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
+    char name[300];
     if (r->closing)
         return;
-    r->state = REDIS_CONNECTING;
+    char why[340];
+    snprintf(why, sizeof(why), "%s lost", conn_name(link, name, sizeof(name)));
+    cluster_refresh(r, why, 1); /* not up from here on */
     r->hooks.data_lost(r->hooks.arg);
-    cluster_refresh(r, "a node was lost", 1);
 }
 
 /* Up when the map covers every slot and each master's connection is up. */

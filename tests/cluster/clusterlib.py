@@ -553,7 +553,8 @@ class ClusterNode(RedisNode):
 def redis_cluster(password=None):
     """6 redis-servers joined by `redis-cli --cluster create --cluster-replicas
     1` (3 masters, 3 replicas); returns the nodes once every one says
-    cluster_state:ok and knows the 6."""
+    cluster_state:ok and knows the 6, and every replica's link to its
+    master is up."""
     nodes = [ClusterNode(password=password).start() for _ in range(6)]
     try:
         args = [REDIS_CLI, "--cluster", "create"] + [n.addr() for n in nodes] + ["--cluster-replicas", "1",
@@ -570,6 +571,10 @@ def redis_cluster(password=None):
                 sorted(n.role() for n in nodes) == ["master"] * 3 + ["slave"] * 3
 
         wait_until(formed, 60, "the cluster formed (state ok, 6 nodes known, 3 masters)")
+        # A replica that has not synced with its master yet would not take
+        # over from it (cluster-replica-validity-factor): wait for the links.
+        wait_until(lambda: all(n.info_field("replication", "master_link_status") == "up"
+                               for n in nodes if n.role() == "slave"), 60, "every replica in sync with its master")
     except Exception:
         for n in nodes:
             n.stop()
