@@ -649,7 +649,18 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
         disordered = sum(1 for c in load.clients if out_of_order(c.data.answers))
         bound = lifecycle_s / PENDING_TTL_S + 1
         masters = masters_of(nodes)
-        terminal_keys = [len(m.keys(KEY_PREFIX + "{*}:t")) for m in masters]
+        # Each job's terminal key, on the master that serves its slot now
+        # (asked without -c: a MOVED means another master serves it).
+        terminal_keys = [0] * len(masters)
+        misplaced = []
+        for j in job_ids:
+            key = "%s{%s:%s:%s}:t" % (KEY_PREFIX, RULE, project, j)
+            owners = [i for i, m in enumerate(masters) if owner_is(m, key)]
+            if len(owners) == 1 and masters[owners[0]].cli("EXISTS", key) == "1":
+                terminal_keys[owners[0]] += 1
+            else:
+                misplaced.append(key)
+        epochs = [n.cluster_info().get("cluster_current_epoch") for n in masters]
         redis_timeouts = sum(g.cache_health()["timeouts"] for g in gates)
         report.add("client requests", load.requests(), "")
         report.add("client requests/s", "%.0f" % (load.requests() / elapsed), "")
@@ -664,9 +675,13 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
                    min(after) == 1 and max(after) == 1)
         report.add("upstream calls per job before (max)", max(pending),
                    "<= %.1f (%.0f s / %.0f s TTL + 1)" % (bound, lifecycle_s, PENDING_TTL_S), max(pending) <= bound)
-        report.add("terminal answers per master", " / ".join(str(k) for k in terminal_keys),
-                   "3 masters, each > 0, %d in all" % jobs,
+        report.add("terminal answers per master (on the master of their slot)",
+                   " / ".join(str(k) for k in terminal_keys), "3 masters, each > 0, %d in all" % jobs,
                    len(terminal_keys) == 3 and all(k > 0 for k in terminal_keys) and sum(terminal_keys) == jobs)
+        for key in misplaced[:3]:
+            report.fail("%s: not found on the master of its slot" % key)
+        # 6 after --cluster create; more means a failover (a node timed out on a busy machine)
+        report.add("cluster_current_epoch (masters)", " / ".join(str(e) for e in epochs), "")
         if redis_timeouts and max(pending) > bound:
             report.fail("%d Redis lookups ran past the budget (a busy machine?): those requests went upstream by "
                         "design" % redis_timeouts)
