@@ -89,6 +89,13 @@
     X("redis-scheme.yaml")                         \
     X("redis-sentinel-no-master.yaml")             \
     X("redis-sentinel-password-not-sentinel.yaml") \
+    X("redis-sentinel-tls-not-sentinel.yaml")      \
+    X("redis-tls-ca-missing.yaml")                 \
+    X("redis-tls-cert-no-key.yaml")                \
+    X("redis-tls-file-without-tls.yaml")           \
+    X("redis-tls-no-ca.yaml")                      \
+    X("redis-tls-unix.yaml")                       \
+    X("redis-tls-word.yaml")                       \
     X("redis-unix-relative.yaml")                  \
     X("redis-user-no-password.yaml")               \
     X("redis-user-password.yaml")                  \
