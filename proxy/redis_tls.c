@@ -97,8 +97,11 @@ static SSL_CTX *make_ctx(const struct redis_tls_conf *conf, enum redis_tls_file 
         }
         which = REDIS_TLS_KEY_FILE;
         if (!conf->key_file || SSL_CTX_use_PrivateKey_file(ctx, conf->key_file, SSL_FILETYPE_PEM) != 1) {
-            snprintf(err, errlen, "cannot load the client key %s: %s", conf->key_file ? conf->key_file : "(none)",
-                     conf->key_file ? ssl_reason(why, sizeof(why)) : "a certificate needs its key");
+            if (conf->key_file && ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+                snprintf(err, errlen, "the client key %s is not the certificate's", conf->key_file);
+            else
+                snprintf(err, errlen, "cannot load the client key %s: %s", conf->key_file ? conf->key_file : "(none)",
+                         conf->key_file ? ssl_reason(why, sizeof(why)) : "a certificate needs its key");
             goto err;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
