@@ -6,7 +6,8 @@ that Redis requires, and its password) caches and shares answers; a
 server whose certificate does not chain to the configured CA, one whose
 certificate has expired, and one whose name is not the one configured are
 refused: requests go upstream, /healthz on the admin listener says why in
-the verifier's words, and no secret shows. -t names a bad TLS file at its
+the verifier's words, and no secret shows. A TLS-only sentinel names a
+TLS-only master. -t names a bad TLS file at its
 line. The in-process bridge (proxy/redis_tls.c) keeps its sockets in a
 private folder, removed when jobgate stops."""
 import os
@@ -18,6 +19,9 @@ import time
 
 from harness import (JOBGATE_BIN, OPENSSL, REDIS_CLI, REDIS_SERVER, SEED_RULE, Jobgate, Redis, Sim, check, eq,
                      free_port, hex32, run, seed_path, stop_all, test, wait_port, wait_until)
+from procs import Process
+
+MASTER_NAME = "jobgate-tls"
 
 PROJECT = hex32()
 PASSWORD = "pw-" + hex32()[:20]  # what must never show
@@ -81,6 +85,34 @@ class TLSRedis(Redis):
             cmd += ["--no-auth-warning", "-a", self.password]
         out = subprocess.run(cmd + [str(a) for a in args], capture_output=True, timeout=10)
         return out.stdout.decode("utf-8", "replace").strip()
+
+
+class TLSSentinel(Process):
+    """A sentinel listening with TLS only, watching `master` (a TLSRedis) over TLS."""
+
+    stop_order = 8
+
+    def __init__(self, pki, master):
+        self.port = free_port()
+        self.pki, self.master = pki, master
+        self.dir = tempfile.mkdtemp(prefix="jg-sentinel-tls-")
+        self.proc = None
+
+    def start(self):
+        conf = os.path.join(self.dir, "sentinel.conf")  # sentinel rewrites it: must be writable
+        with open(conf, "w") as f:
+            f.write("port 0\ntls-port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\n"
+                    "tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients no\n"
+                    "tls-replication yes\nsentinel monitor %s 127.0.0.1 %d 1\n"
+                    % (self.port, self.dir, self.pki["server.crt"], self.pki["server.key"], self.pki["ca.crt"],
+                       MASTER_NAME, self.master.port))
+        self.spawn([REDIS_SERVER, conf, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self):
+        self.terminate()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def tls_setting(redis, pki, *lines, ca="ca.crt"):
@@ -234,6 +266,32 @@ def expired_certificate_is_refused(env):
            "the last error")
     finally:
         gate.stop()
+
+
+@test
+def sentinel_over_tls(env):
+    """sentinel://: the sentinel asked and watched over TLS, then the master it names, over TLS"""
+    pki = env["pki"]
+    master = TLSRedis(pki).start()
+    sentinel = TLSSentinel(pki, master).start()
+    gate = None
+    try:
+        gate = Jobgate(env["sim"].url, upstream_token=CLOUD_TOKEN, redis="sentinel://127.0.0.1:%d/%s%s" % (
+            sentinel.port, MASTER_NAME, "".join("\n  " + line for line in (
+                "redis_tls: on", "redis_tls_ca_file: %s" % pki["ca.crt"], "redis_budget: 500ms")))).start()
+        wait_until(lambda: cache_health(gate)["state"] == "up", 15, "up on the master the sentinel named")
+        eq(cache_health(gate)["endpoint"], "127.0.0.1:%d" % master.port, "the master in use")
+        check("sentinel 127.0.0.1:%d: watching for failovers" % sentinel.port in gate.log_text(),
+              "the watch subscribed over TLS")
+        job = hex32()
+        eq(gate.get(path(job)).header("x-cache"), "MISS", "first poll")
+        wait_until(lambda: master.cli("EXISTS", key(job, "t")) == "1", 5, "the answer stored on the master")
+        eq(gate.get(path(job)).header("x-cache"), "HIT", "second poll")
+    finally:
+        if gate:
+            gate.stop()
+        sentinel.stop()
+        master.stop()
 
 
 @test
