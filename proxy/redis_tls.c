@@ -214,8 +214,9 @@ static void relay_read(struct bufferevent *from, void *arg)
     }
 }
 
-/* Why the remote side's handshake failed, in the verifier's words. */
-static void handshake_reason(struct bufferevent *bev, short what, char *buf, size_t len)
+/* Why the remote side's handshake failed, in the verifier's words (or the
+ * socket's, when TLS never started: then 0 is returned, else 1). */
+static int handshake_reason(struct bufferevent *bev, short what, char *buf, size_t len)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     long verify = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
@@ -224,18 +225,22 @@ static void handshake_reason(struct bufferevent *bev, short what, char *buf, siz
     int dns_err = bufferevent_socket_get_dns_error(bev);
     while (bufferevent_get_openssl_error(bev))
         ;
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & BEV_EVENT_TIMEOUT) {
         snprintf(buf, len, "TLS handshake timed out");
-    else if (dns_err)
+    } else if (dns_err) {
         snprintf(buf, len, "cannot resolve the name: %s", evutil_gai_strerror(dns_err));
-    else if (verify != X509_V_OK)
+        return 0;
+    } else if (verify != X509_V_OK) {
         snprintf(buf, len, "%s", X509_verify_cert_error_string(verify));
-    else if (e && ERR_reason_error_string(e))
+    } else if (e && ERR_reason_error_string(e)) {
         snprintf(buf, len, "%s", ERR_reason_error_string(e));
-    else if (sock_err)
+    } else if (sock_err) {
         snprintf(buf, len, "%s", evutil_socket_error_to_string(sock_err));
-    else
+        return 0;
+    } else {
         snprintf(buf, len, "connection closed during the TLS handshake");
+    }
+    return 1;
 }
 
 static void relay_event(struct bufferevent *bev, short what, void *arg)
@@ -255,9 +260,10 @@ static void relay_event(struct bufferevent *bev, short what, void *arg)
         return;
     if (bev == p->remote && !p->remote_up) {
         char why[sizeof(b->last_error)];
-        handshake_reason(bev, what, why, sizeof(why));
+        int tls = handshake_reason(bev, what, why, sizeof(why));
         if (!b->failed || strcmp(why, b->last_error) != 0)
-            log_warn("%s %s:%d: TLS handshake failed: %s", b->t->what, b->host, b->port, why);
+            log_warn("%s %s:%d: %s: %s", b->t->what, b->host, b->port, tls ? "TLS handshake failed" : "cannot connect",
+                     why);
         b->failed = 1;
         snprintf(b->last_error, sizeof(b->last_error), "%s", why);
     }
