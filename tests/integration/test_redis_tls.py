@@ -12,6 +12,7 @@ line. The in-process bridge (proxy/redis_tls.c) keeps its sockets in a
 private folder, removed when jobgate stops."""
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -200,6 +201,29 @@ def verified_server_caches_and_shares(env):
     no_secret_anywhere(gate, PASSWORD)
 
 
+def resp_over_unix(path, *commands):
+    """Send `commands` (lists of bytes) on one connection to the Unix
+    socket `path`, pipelined; return the replies' raw bytes up to the last
+    one's, read in full (each reply is a simple string or a bulk string)."""
+    out = b""
+    for args in commands:
+        out += b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(path)
+        s.sendall(out)
+        f = s.makefile("rb")
+        replies = []
+        for _ in commands:
+            line = f.readline()
+            if line.startswith(b"$"):
+                n = int(line[1:-2])
+                replies.append(f.read(n + 2)[:-2])
+            else:
+                replies.append(line[:-2])
+        return replies
+
+
 @test
 def bridge_folder_is_private_and_removed(env):
     """the bridge's Unix sockets sit in folders only jobgate's user can enter, removed when it stops"""
@@ -216,6 +240,15 @@ def bridge_folder_is_private_and_removed(env):
         for folder in folders:
             eq(stat.S_IMODE(os.stat(folder).st_mode), 0o700, "the mode of %s" % folder)
             check(any(n.endswith(".sock") for n in os.listdir(folder)), "a socket in %s" % folder)
+        # Several MiB each way through one bridge socket (beyond its 256 KiB bound of unsent bytes).
+        sock = os.path.join(folders[0], sorted(n for n in os.listdir(folders[0]) if n.endswith(".sock"))[0])
+        big = os.urandom(3 << 20).hex().encode()[:5 << 20]
+        replies = resp_over_unix(sock, [b"AUTH", PASSWORD.encode()], [b"SET", b"tls-big", big],
+                                 [b"GET", b"tls-big"], [b"GET", b"tls-big"])
+        eq(replies[:2], [b"+OK", b"+OK"], "AUTH and SET through the bridge")
+        check(replies[2] == big and replies[3] == big, "5 MiB read back twice, intact")
+        eq(redis.cli("STRLEN", "tls-big"), str(len(big)), "the value's length in Redis")
+        redis.cli("DEL", "tls-big")
     finally:
         gate.stop()
     for folder in folders:
