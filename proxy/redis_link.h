@@ -39,6 +39,13 @@
  * the link closes, and never written to a log, the health report or an
  * error: a refusal's text is logged only if it does not hold them.
  *
+ * TLS (cache.redis_tls, cache.sentinel_tls): every TCP connection is made
+ * by redis_tls_connect, through an in-process TLS bridge when TLS is on
+ * (redis_tls.h). The data connection's handshake then ends with a PING, so
+ * that it is up only once Redis has answered through TLS; a failed TLS
+ * handshake is a lost connection whose last error is the verifier's reason
+ * ("TLS: certificate has expired").
+ *
  * Error replies are counted and kept (code and command only) as the last
  * error; READONLY and MASTERDOWN mean a failover may have moved the master,
  * and NOAUTH that Redis wants a password it was not given: the data
@@ -66,8 +73,9 @@
  *
  * TCP: every TCP connection this module makes (data, subscriber, watch,
  * cluster nodes and config) is opened by tcp_connect() in redis_link.c,
- * the one place to hook a transport (TLS). sentinel_query.c still opens
- * its own short-lived connections to the sentinels.
+ * through the TLS bridge (redis_tls) when one is configured; a cluster
+ * node's connection then counts as up once a PING is answered, as the
+ * data connection's does.
  *
  * Ownership and threads: everything runs on the event loop's thread. The
  * owner embeds `struct redis_link`, calls redis_link_init then
@@ -97,6 +105,7 @@
 
 #include "cache_types.h"
 #include "redis_cluster.h"
+#include "redis_tls.h"
 #include "redis_url.h"
 #include "sentinel_query.h"
 
@@ -156,6 +165,8 @@ struct redis_link {
     enum cache_notify notify;
     char *user, *password;                   /* secrets (copies): AUTH on the data and subscriber connections */
     char *sentinel_user, *sentinel_password; /* secrets (copies): AUTH to the sentinels */
+    struct redis_tls *tls;                   /* cache.redis_tls: the data and subscriber connections; or NULL */
+    struct redis_tls *sentinel_tls;          /* cache.sentinel_tls: the watch and the queries; or NULL */
 
     struct redis_conn data;
     struct redis_conn sub;
