@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import harness  # noqa: E402  (puts tests/lib on the path)
-from harness import (DOCUMENTED, REDIS_CLI, TOKEN, Jobgate, Redis, Sim, TestFailure, free_port, hex32,  # noqa: E402
+from harness import (DOCUMENTED, OPENSSL, REDIS_CLI, REDIS_SERVER, TOKEN, Jobgate, Redis, Sim, TestFailure, free_port, hex32,  # noqa: E402
                      request, seed_path, wait_port, wait_until)
 from load import Pollers  # noqa: E402
 from procs import Process  # noqa: E402
@@ -520,17 +520,67 @@ def cluster_port():
     raise TestFailure("no free port pair P, P+10000 for a cluster node")
 
 
+def make_pki(folder):
+    """A CA and, signed by it, a server certificate for 127.0.0.1 (openssl
+    CLI). Returns {name: path}."""
+    p = {n: os.path.join(folder, n) for n in ("ca.crt", "ca.key", "server.crt", "server.key", "server.csr",
+                                              "san.cnf")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args):
+        out = subprocess.run([OPENSSL] + list(args), capture_output=True, timeout=60)
+        if out.returncode != 0:
+            raise TestFailure("openssl %s: %s" % (args[0], out.stderr.decode()))
+
+    openssl("req", "-x509", *ec, "-keyout", p["ca.key"], "-out", p["ca.crt"], "-days", "2", "-subj", "/CN=jobgate ca")
+    with open(p["san.cnf"], "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-new", *ec, "-keyout", p["server.key"], "-out", p["server.csr"], "-subj", "/CN=redis")
+    openssl("x509", "-req", "-CA", p["ca.crt"], "-CAkey", p["ca.key"], "-CAcreateserial", "-in", p["server.csr"],
+            "-out", p["server.crt"], "-days", "2", "-extfile", p["san.cnf"])
+    return p
+
+
 class ClusterNode(RedisNode):
     """A redis-server with --cluster-enabled yes (its nodes.conf in its own
     temp dir), node timeout 1 s, on a port whose bus port (+10000) is free;
-    `password`: requirepass and masterauth."""
+    `password`: requirepass and masterauth; `pki` (make_pki): TLS only
+    (--port 0 --tls-port), for clients, the cluster bus and replication."""
 
-    def __init__(self, password=None):
+    def __init__(self, password=None, pki=None):
         extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
         if password:
             extra += ["--masterauth", password]
         super().__init__(extra=extra, password=password)
         self.port = cluster_port()
+        self.pki = pki
+
+    def start(self):
+        if not self.pki:
+            return super().start()
+        args = [REDIS_SERVER, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning",
+                "--tls-cert-file", self.pki["server.crt"], "--tls-key-file", self.pki["server.key"],
+                "--tls-ca-cert-file", self.pki["ca.crt"], "--tls-auth-clients", "no", "--tls-cluster", "yes",
+                "--tls-replication", "yes"] + self.extra
+        self.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, proc=self.proc)
+        wait_until(lambda: self.cli("PING") == "PONG", 10, "redis PING over TLS")
+        return self
+
+    def cli_args(self):
+        """redis-cli's options to reach this node (TLS, password)."""
+        args = ["-p", str(self.port)]
+        if self.pki:
+            args += ["--tls", "--cacert", self.pki["ca.crt"]]
+        if self.password:
+            args += ["--no-auth-warning", "-a", self.password]
+        return args
+
+    def cli(self, *args):
+        out = subprocess.run([REDIS_CLI] + self.cli_args() + ["--raw"] + [str(a) for a in args], capture_output=True,
+                             timeout=10)
+        return out.stdout.decode("utf-8", "replace").strip()
 
     def addr(self):
         return "127.0.0.1:%d" % self.port
@@ -550,17 +600,15 @@ class ClusterNode(RedisNode):
         return [k for k in self.cli("--scan", "--pattern", pattern).splitlines() if k]
 
 
-def redis_cluster(password=None):
+def redis_cluster(password=None, pki=None):
     """6 redis-servers joined by `redis-cli --cluster create --cluster-replicas
     1` (3 masters, 3 replicas); returns the nodes once every one says
     cluster_state:ok and knows the 6, and every replica's link to its
     master is up."""
-    nodes = [ClusterNode(password=password).start() for _ in range(6)]
+    nodes = [ClusterNode(password=password, pki=pki).start() for _ in range(6)]
     try:
-        args = [REDIS_CLI, "--cluster", "create"] + [n.addr() for n in nodes] + ["--cluster-replicas", "1",
-                                                                                  "--cluster-yes"]
-        if password:
-            args[1:1] = ["--no-auth-warning", "-a", password]
+        args = [REDIS_CLI] + nodes[0].cli_args()[2:] + ["--cluster", "create"] + [n.addr() for n in nodes] + [
+            "--cluster-replicas", "1", "--cluster-yes"]
         out = subprocess.run(args, capture_output=True, timeout=60)
         if out.returncode != 0:
             raise TestFailure("redis-cli --cluster create failed: %r" % (out.stdout + out.stderr)[-600:])
@@ -588,7 +636,7 @@ def masters_of(nodes):
 
 def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000, tail_s=1.0, redis_budget=None,
              password=None, kill=True, fail_clients=24, settle_s=1.0, after_s=1.0, recover_within_s=45.0,
-             clients=None):
+             clients=None, tls=False):
     """A Redis Cluster of 3 masters and 3 replicas, `instances` jobgates on
     cluster://. Coalescing: each of `jobs` jobs is polled through every
     instance through its lifecycle (one upstream call per job once terminal,
@@ -597,21 +645,26 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
     master is killed with kill -9, and the time until caching resumes on
     its promoted replica is measured; no answer outside the documented
     table, no connection error. `clients` (tests/cluster/run --clients)
-    stands for `fail_clients`."""
+    stands for `fail_clients`. `tls`: the nodes speak TLS only (clients,
+    bus, replication), and jobgate verifies them against the test's CA."""
     fail_clients = clients or fail_clients
-    report = Report("rcluster", "%d jobgate, Redis Cluster 3 masters + 3 replicas%s; %d jobs x %d instances%s"
-                    % (instances, " (requirepass)" if password else "", jobs, instances,
+    report = Report("rcluster", "%d jobgate, Redis Cluster 3 masters + 3 replicas%s%s; %d jobs x %d instances%s"
+                    % (instances, " (requirepass)" if password else "", " (TLS)" if tls else "", jobs, instances,
                        ", kill -9 of a master" if kill else ""))
     procs = []
     try:
         started = time.monotonic()
-        nodes = redis_cluster(password=password)
+        pki_dir = tempfile.mkdtemp(prefix="jg-cluster-pki-") if tls else None
+        pki = make_pki(pki_dir) if tls else None
+        nodes = redis_cluster(password=password, pki=pki)
         procs += nodes
         report.add("cluster formed in (s)", "%.1f" % (time.monotonic() - started), "")
         sim = LoggingSim(init_ms=init_ms, running_ms=running_ms).start()
         procs.append(sim)
         url = "cluster://" + ",".join(n.addr() for n in nodes[:3])
         extra = "  redis_budget: %s\n" % redis_budget if redis_budget else ""
+        if tls:
+            extra += "  redis_tls: on\n  redis_tls_ca_file: %s\n" % pki["ca.crt"]
         if password:
             secret = os.path.join(nodes[0].dir, "redis-password")
             with os.fdopen(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -696,6 +749,8 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
         report.fail("%s: %s" % (type(e).__name__, e))
     finally:
         stop_quietly(procs, report)
+        if tls:
+            shutil.rmtree(pki_dir, ignore_errors=True)
     return report
 
 
@@ -826,9 +881,7 @@ def failover(report, nodes, gates, sim, project, clients, interval, settle_s, af
 
 def owner_is(node, key):
     """Does `node` serve `key`'s slot (it answers for the key without MOVED)?"""
-    out = subprocess.run([REDIS_CLI, "-p", str(node.port)] + (["--no-auth-warning", "-a", node.password]
-                                                              if node.password else []) + ["EXISTS", key],
-                         capture_output=True, timeout=10)
+    out = subprocess.run([REDIS_CLI] + node.cli_args() + ["EXISTS", key], capture_output=True, timeout=10)
     return b"MOVED" not in out.stdout + out.stderr
 
 
