@@ -28,7 +28,7 @@ enum forward_state {
     FORWARD_CREDENTIALS, /* admitted; waiting for jobgate's credentials */
     FORWARD_CALLING,     /* the upstream call is out */
     FORWARD_STREAMING,   /* the answer's head went to the client; its body follows as it comes */
-    FORWARD_ENDING,      /* upstream is done; the last bytes are leaving before the end (forward_end) */
+    FORWARD_ENDING, /* upstream is done (or failed: `broken`); the last bytes are leaving before the end or the cut */
 };
 
 /* Backpressure: more than HIGH bytes of answer waiting to be written to the
@@ -79,6 +79,7 @@ struct forward_call {
     struct event *drain_timer;
     int paused;     /* the transfer waits for the client to read (UPSTREAM_DATA_PAUSE) */
     int chunked;    /* the answer has no Content-Length: chunked, the end is the 0 chunk */
+    int broken;     /* ENDING: upstream failed mid-body; the connection is cut once the bytes it sent are out */
     int status;     /* upstream's, as sent on */
     uint64_t sent;  /* body bytes handed to evhttp */
     char *token;    /* X-Auth-Token to send, or NULL (a secret: wiped) */
@@ -212,7 +213,7 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
     }
     size_t queued = client_queue(evcon);
     if (fc->state == FORWARD_ENDING && queued == 0) {
-        stream_end(fc);
+        fc->broken ? stream_cut(fc, 0) : stream_end(fc);
         return;
     }
     if (fc->state == FORWARD_STREAMING && queued <= STREAM_LOW_WATER) {
@@ -315,12 +316,18 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
         if (resp->fault != FAULT_NONE) {
             /* The head is out: no error answer can follow. A cut connection
              * (or a short chunked body) is what tells the client. */
-            if (!resp->aborted)
-                log_warn("forwarded %s for rule %s: upstream %s after %llu bytes of the body: %s; cutting the "
-                         "client's connection",
-                         fc->method, fc->rule->name, fault_name(resp->fault), (unsigned long long)fc->sent,
-                         resp->fault_detail);
-            stream_cut(fc, resp->aborted);
+            if (resp->aborted) { /* on_upstream_data found the client gone */
+                stream_cut(fc, 1);
+                return;
+            }
+            log_warn("forwarded %s for rule %s: upstream %s after %llu bytes of the body: %s; cutting the "
+                     "client's connection once they are written",
+                     fc->method, fc->rule->name, fault_name(resp->fault), (unsigned long long)fc->sent,
+                     resp->fault_detail);
+            fc->broken = 1;
+            fc->state = FORWARD_ENDING;
+            if (arm_drain_check(fc) < 0)
+                stream_cut(fc, 0);
             return;
         }
         /* evhttp ends an answer with a Content-Length at once when its own
@@ -496,6 +503,17 @@ int forward_leave(struct job_request *jr, int client_gone)
     struct forward_call *fc = jr->forward;
     if (!fc)
         return 0;
+    if (fc->state == FORWARD_ENDING) {
+        /* A client that read the last byte and closed before the next
+         * drain check: a whole answer. */
+        struct evhttp_connection *evcon = evhttp_request_get_connection(jr->req);
+        if (evcon && client_queue(evcon) == 0 && !fc->broken) {
+            stream_end(fc); /* evhttp then reads the close, and frees the connection */
+            return 1;
+        }
+        if (evcon && client_queue(evcon) == 0)
+            client_gone = 0; /* it got every byte there was: cut for upstream's failure */
+    }
     if (fc->state == FORWARD_STREAMING || fc->state == FORWARD_ENDING) {
         stream_cut(fc, client_gone); /* a head went out: nothing else can be said */
         return 1;
