@@ -19,7 +19,8 @@ import socket
 import time
 
 from harness import Jobgate, Sim, check, eq, hex32, request, run, stop_all, test
-from harness import SRCDIR, TestFailure, wait_until
+from harness import SRCDIR, wait_until
+from procs import JOBGATE_WRAPPER
 
 P1 = hex32()
 KEY = "stream-key-0001"
@@ -27,6 +28,9 @@ UPSTREAM_TOKEN = "jobgate-own-token-" + hex32()
 RULES = os.path.join(SRCDIR, "lua-free-rules")
 MAX_BODY = 8 * 1024 * 1024
 MiB = 1024 * 1024
+# Under valgrind (tests/valgrind/run) freed blocks wait in its own queue and
+# the resident size says little: the memory bounds are only printed there.
+CHECK_MEMORY = not JOBGATE_WRAPPER
 
 
 def blob_bytes(offset, n):
@@ -214,7 +218,7 @@ def a_large_answer_streams_through(env):
     rss1, hwm1 = memory(gate)
     print("# VmHWM %.1f -> %.1f MiB, VmRSS %.1f -> %.1f MiB after 2 x %d MiB"
           % (hwm0 / MiB, hwm1 / MiB, rss0 / MiB, rss1 / MiB, size // MiB))
-    check(hwm1 - hwm0 < size // 2, "peak memory grew by %.1f MiB for a %d MiB answer: buffered?"
+    check(not CHECK_MEMORY or hwm1 - hwm0 < size // 2, "peak memory grew by %.1f MiB for a %d MiB answer: buffered?"
           % ((hwm1 - hwm0) / MiB, size // MiB))
 
 
@@ -238,7 +242,7 @@ def a_slow_reader_gets_it_all_and_upstream_waits(env):
     # Socket buffers on loopback hold a few MiB on each side; without
     # backpressure jobgate would have read all of it.
     check(sent < size - 16 * MiB, "jobsim sent %.1f MiB of %d MiB to a paused stream" % (sent / MiB, size // MiB))
-    check(rss1 - rss0 < 16 * MiB, "jobgate's memory grew by %.1f MiB while the client slept" % ((rss1 - rss0) / MiB))
+    check(not CHECK_MEMORY or rss1 - rss0 < 16 * MiB, "jobgate's memory grew by %.1f MiB while the client slept" % ((rss1 - rss0) / MiB))
     # Then read it all, slowly.
     body = g.read_until_eof(256 * 1024, pause=0.002) if g.headers.get("connection") == "close" else None
     while body is None and len(g.buf) < size:
@@ -249,7 +253,7 @@ def a_slow_reader_gets_it_all_and_upstream_waits(env):
     eq(hashlib.sha256(body).hexdigest(), want, "byte for byte")
     rss2, hwm2 = memory(gate)
     print("# after %d MiB to a slow reader: VmHWM %.1f -> %.1f MiB" % (size // MiB, hwm0 / MiB, hwm2 / MiB))
-    check(hwm2 - hwm0 < 16 * MiB, "peak memory grew by %.1f MiB" % ((hwm2 - hwm0) / MiB))
+    check(not CHECK_MEMORY or hwm2 - hwm0 < 16 * MiB, "peak memory grew by %.1f MiB" % ((hwm2 - hwm0) / MiB))
     wait_until(lambda: stream_stats(sim)["blobs_completed"] == before["blobs_completed"] + 1, 10,
                "jobsim to finish the blob")
 
