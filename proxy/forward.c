@@ -12,6 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "callpolicy.h"
+#include "clock.h"
 #include "credentials.h"
 #include "forward.h"
 #include "log.h"
@@ -77,13 +78,14 @@ struct forward_call {
     /* STREAMING and ENDING: the answer as it goes to the client. */
     struct evbuffer *piece; /* one piece of libcurl's on its way to evhttp_send_reply_chunk */
     struct event *drain_timer;
-    int paused;     /* the transfer waits for the client to read (UPSTREAM_DATA_PAUSE) */
-    int chunked;    /* the answer has no Content-Length: chunked, the end is the 0 chunk */
-    int broken;     /* ENDING: upstream failed mid-body; the connection is cut once the bytes it sent are out */
-    int status;     /* upstream's, as sent on */
-    uint64_t sent;  /* body bytes handed to evhttp */
-    char *token;    /* X-Auth-Token to send, or NULL (a secret: wiped) */
-    char **headers; /* the rule's add_headers, then the passed ones: "Name: value" */
+    int paused;        /* the transfer waits for the client to read (UPSTREAM_DATA_PAUSE) */
+    int chunked;       /* the answer has no Content-Length: chunked, the end is the 0 chunk */
+    int broken;        /* ENDING: upstream failed mid-body; the connection is cut once the bytes it sent are out */
+    int status;        /* upstream's, as sent on */
+    uint64_t sent;     /* body bytes handed to evhttp */
+    int64_t called_us; /* when the upstream call went out (clock_mono_us) */
+    char *token;       /* X-Auth-Token to send, or NULL (a secret: wiped) */
+    char **headers;    /* the rule's add_headers, then the passed ones: "Name: value" */
     size_t nheaders;
     char project[ROUTE_MAX_PATH + 1]; /* "" for none */
     char request_id[REQID_MAX + 1];
@@ -176,9 +178,11 @@ static void stream_cut(struct forward_call *fc, int client_gone)
     if (fc->call) {
         upstream_cancel(fc->gw->upstream, fc->call); /* closes the upstream connection */
         fc->call = NULL;
+        if (jr)
+            jr->upstream_us = clock_mono_us() - fc->called_us;
         /* Upstream answered (the head); what it still had to send is dropped. */
         struct upstream_response seen = {.status = status, .fault = FAULT_NONE, .retry_after = -1};
-        metrics_count_upstream(fc->gw->metrics, fc->rule->name, status, FAULT_NONE, 0);
+        metrics_count_upstream(fc->gw->metrics, fc->rule->name, status, FAULT_NONE, clock_mono_us() - fc->called_us);
         fc->holds_admission = 0;
         callpolicy_report(fc->up, &fc->admitted, &seen);
     }
@@ -258,6 +262,7 @@ static int on_upstream_head(const struct upstream_head *head, void *arg)
     fc->state = FORWARD_STREAMING;
     fc->status = head->status;
     jr->upstream_status = head->status;
+    jr->upstream_us = clock_mono_us() - fc->called_us; /* to the head; the whole transfer once it ends */
     fc->chunked = head->content_length < 0;
     request_forward_begin(jr, head->status, type, head->content_length, head->retry_after);
     return 0;
@@ -296,8 +301,7 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
      * the same: the guard and the metrics see that answer. */
     struct upstream_response seen = *resp;
     if (resp->aborted && resp->head_seen) {
-        seen.fault = FAULT_NONE;
-        seen.status = fc->status;
+        seen.fault = FAULT_NONE; /* resp->status is the head's */
     }
     metrics_count_upstream(gw->metrics, fc->rule->name, seen.status, seen.fault, seen.elapsed_us);
     fc->holds_admission = 0;
@@ -333,7 +337,12 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
         /* evhttp ends an answer with a Content-Length at once when its own
          * buffer is empty, and may then close the connection: wait until
          * the bytes below it are written too. */
-        if (fc->chunked || !client_queue(evhttp_request_get_connection(jr->req))) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(jr->req);
+        if (!evcon) { /* evhttp gave up on the client's connection */
+            stream_cut(fc, 1);
+            return;
+        }
+        if (fc->chunked || !client_queue(evcon)) {
             stream_end(fc);
             return;
         }
@@ -397,6 +406,7 @@ static void on_credentials(const struct credentials_result *r, void *arg)
         .on_data = on_upstream_data,
     };
     fc->state = FORWARD_CALLING;
+    fc->called_us = clock_mono_us();
     fc->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, fc); /* never calls back from inside */
     if (!fc->call) {
         give_back_admission(fc);
