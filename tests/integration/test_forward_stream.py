@@ -114,6 +114,18 @@ def stream_stats(sim):
     return sim._control("GET", "/_stream/stats")
 
 
+def metric(gate, name, **labels):
+    """The value of one series on /metrics (0 when absent)."""
+    want = name + "{" + ",".join('%s="%s"' % kv for kv in sorted(labels.items())) + "}"
+    for line in gate.admin("/metrics").body.decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.startswith(name + "{"):
+            inner = series[len(name) + 1:-1].split(",")
+            if name + "{" + ",".join(sorted(inner)) + "}" == want:
+                return float(value)
+    return 0.0
+
+
 def audit_lines(gate):
     try:
         with open(gate.audit_path) as f:
@@ -197,6 +209,8 @@ def a_large_answer_streams_through(env):
     warm = request(gate.port, blob_path(64 * 1024), headers={"X-Api-Key": KEY}, token=None)
     eq(warm.status, 200, "warm-up: %r" % warm)
     rss0, hwm0 = memory(gate)
+    answered = metric(gate, "jobgate_requests_total", route="ecs", status="200", cache="BYPASS")
+    upstream = metric(gate, "jobgate_upstream_requests_total", route="ecs", status="200")
     for length in (1, 0):
         r = request(gate.port, blob_path(size, length=length), headers={"X-Api-Key": KEY}, token=None, timeout=60)
         eq(r.status, 200, "status")
@@ -215,6 +229,10 @@ def a_large_answer_streams_through(env):
         eq((line["status"], line["bytes"], line["upstream_status"], line["cache"]), (200, size, 200, "BYPASS"),
            "audit line %r" % line)
         check(line["upstream_us"] > 0, "upstream duration audited: %r" % line)
+    eq(metric(gate, "jobgate_requests_total", route="ecs", status="200", cache="BYPASS") - answered, 2,
+       "two answers counted")
+    eq(metric(gate, "jobgate_upstream_requests_total", route="ecs", status="200") - upstream, 2,
+       "two upstream calls counted")
     rss1, hwm1 = memory(gate)
     print("# VmHWM %.1f -> %.1f MiB, VmRSS %.1f -> %.1f MiB after 2 x %d MiB"
           % (hwm0 / MiB, hwm1 / MiB, rss0 / MiB, rss1 / MiB, size // MiB))
