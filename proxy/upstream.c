@@ -27,11 +27,13 @@ struct upstream_call {
     /* Streaming (upstream.h): the caller's callbacks, and what was told. */
     upstream_head_cb on_head;
     upstream_data_cb on_data;
-    int head_seen;           /* on_head has fired */
-    int head_status;         /* the status it was told */
-    int aborted;             /* a streaming callback stopped the transfer */
-    int64_t content_len;     /* the Content-Length header's value, -1: none */
-    CURLcode resume_rc;      /* upstream_resume failed: finished from u->later with this */
+    int head_seen;       /* on_head has fired */
+    int head_status;     /* the status it was told */
+    int aborted;         /* a streaming callback stopped the transfer */
+    int64_t content_len; /* the Content-Length header's value, -1: none */
+    CURLcode resume_rc;  /* upstream_resume failed: finished from u->later with this */
+    struct event *quiet; /* streaming: no head, or no piece, within quiet_ms (not while paused) */
+    int64_t quiet_ms;
     char *capture_name;      /* the response header to capture, NULL: none */
     char *captured;          /* its value (a secret, wiped when freed) */
     const char *const *keep; /* response headers to report (the caller's names: forward.c's static table) */
@@ -140,6 +142,13 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, voi
 
 static int deliver_head(struct upstream_call *c);
 
+/* Streaming: (re)start the wait for upstream's next head or piece. */
+static void quiet_arm(struct upstream_call *c)
+{
+    struct timeval tv = {(time_t)(c->quiet_ms / 1000), (suseconds_t)((c->quiet_ms % 1000) * 1000)};
+    evtimer_add(c->quiet, &tv);
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
@@ -148,8 +157,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
         if (!c->head_seen && deliver_head(c) < 0)
             return 0;
         switch (c->on_data(data, n, c->arg)) {
-        case UPSTREAM_DATA_TAKEN: c->len += n; return n;
-        case UPSTREAM_DATA_PAUSE: return CURL_WRITEFUNC_PAUSE;
+        case UPSTREAM_DATA_TAKEN:
+            c->len += n;
+            quiet_arm(c);
+            return n;
+        case UPSTREAM_DATA_PAUSE:
+            evtimer_del(c->quiet);
+            return CURL_WRITEFUNC_PAUSE; /* the client's time, not upstream's */
         case UPSTREAM_DATA_ABORT: break;
         }
         c->aborted = 1;
@@ -246,6 +260,7 @@ static int deliver_head(struct upstream_call *c)
     curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
     c->head_seen = 1;
     c->head_status = (int)status;
+    quiet_arm(c);
     struct upstream_head head = {.status = (int)status,
                                  .retry_after = c->retry_after,
                                  .content_length = c->content_len,
@@ -360,6 +375,8 @@ static void free_call_secrets(struct upstream_call *c)
 
 static void call_free(struct upstream_call *c)
 {
+    if (c->quiet)
+        event_free(c->quiet);
     LIST_REMOVE(c, link);
     c->u->in_flight--;
     curl_multi_remove_handle(c->u->multi, c->easy);
@@ -411,6 +428,18 @@ static void finish(struct upstream_call *c, CURLcode rc)
     call_free(c);
 }
 
+/* Streaming: upstream said nothing for quiet_ms (no head yet, or no piece
+ * while the transfer was not paused): the call times out. */
+static void on_quiet(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream_call *c = arg;
+    snprintf(c->error, sizeof(c->error), "%s within %lld ms", c->head_seen ? "no more of the body" : "no answer",
+             (long long)c->quiet_ms);
+    finish(c, CURLE_OPERATION_TIMEDOUT);
+}
+
 static void check_done(struct upstream *u)
 {
     CURLMsg *msg;
@@ -452,6 +481,8 @@ static struct curl_slist *append_header(struct curl_slist *h, const char *name, 
 /* Abandon a call that upstream_fetch could not start. */
 static void fetch_fail(struct upstream_call *c)
 {
+    if (c->quiet)
+        event_free(c->quiet);
     if (c->easy)
         curl_easy_cleanup(c->easy);
     free_headers(c);
@@ -559,7 +590,17 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    if (!c->on_data) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    } else {
+        /* A streamed answer may take as long as its client takes to read
+         * it: the timeout bounds each wait for upstream instead (quiet). */
+        c->quiet_ms = req->timeout_ms > 0 ? req->timeout_ms : 1;
+        if (!(c->quiet = evtimer_new(u->base, on_quiet, c))) {
+            fetch_fail(c);
+            return NULL;
+        }
+    }
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (u->conf.ca_file)
@@ -586,6 +627,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         fetch_fail(c);
         return NULL;
     }
+    if (c->quiet)
+        quiet_arm(c);
     return c;
 }
 
@@ -612,6 +655,8 @@ void upstream_resume(struct upstream *u, struct upstream_call *call)
      * (on_curl_timer) to carry on. A piece refused for good fails the
      * transfer, which libcurl then forgets: finished from the loop, never
      * from inside this call. */
+    if (call->quiet)
+        quiet_arm(call);
     CURLcode rc = curl_easy_pause(call->easy, CURLPAUSE_CONT);
     if (rc != CURLE_OK && call->resume_rc == CURLE_OK) {
         call->resume_rc = rc;

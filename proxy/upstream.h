@@ -21,6 +21,9 @@
  * refuse a piece for now (UPSTREAM_DATA_PAUSE: libcurl keeps it and pauses
  * the transfer until upstream_resume) or stop the transfer
  * (UPSTREAM_DATA_ABORT). The done callback fires last, as for any call.
+ * A streamed call's timeout_ms bounds each wait for upstream (for the head,
+ * then between pieces), never the time the caller keeps it paused: an
+ * answer may take as long as its reader needs.
  */
 #ifndef JOBGATE_UPSTREAM_H
 #define JOBGATE_UPSTREAM_H
@@ -78,7 +81,8 @@ struct upstream_request {
     const char *request_id; /* sent as X-Request-Id */
     const char *auth_token; /* sent as X-Auth-Token when not NULL; never logged */
     int64_t connect_timeout_ms;
-    int64_t timeout_ms;
+    int64_t
+        timeout_ms; /* the whole call; streaming: the wait for the head, and each wait for a piece while not paused */
     char *const *add_headers; /* "Name: value" lines sent as well (a rule's) */
     size_t nadd_headers;
     char *const *auth_headers; /* more "Name: value" lines, secret (credentials_get's): never logged */

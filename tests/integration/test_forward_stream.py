@@ -5,7 +5,7 @@ upstream transfer pauses while the client is slow to read, so jobgate holds
 a few hundred KiB of an answer whatever its size. Request bodies are read
 whole (evhttp) up to the rule's forward.max_body, and sent exactly once.
 
-jobgate runs the shipped ECS rule (forward.max_body raised to 8 MiB, a long
+jobgate runs the shipped ECS rule (forward.max_body raised to 8 MiB, a 2 s
 timeout) against jobsim, whose streaming routes (tests/sim/stream.h) send a
 large body slowly (/_stream/blob) and read one (/_stream/sink). The memory
 checks read jobgate's VmHWM (peak resident set) from /proc: a buffered
@@ -27,6 +27,7 @@ KEY = "stream-key-0001"
 UPSTREAM_TOKEN = "jobgate-own-token-" + hex32()
 RULES = os.path.join(SRCDIR, "lua-free-rules")
 MAX_BODY = 8 * 1024 * 1024
+TIMEOUT = "2s"  # the rule's upstream.timeout: each wait for upstream, not a slow reader's time
 MiB = 1024 * 1024
 # Under valgrind (tests/valgrind/run) freed blocks wait in its own queue and
 # the resident size says little: the memory bounds are only printed there.
@@ -61,7 +62,7 @@ def memory(gate):
 
 
 def rule_copy(tmp, sim):
-    """The shipped ECS rule pointed at `sim`: forward.max_body 8 MiB, a 60 s timeout."""
+    """The shipped ECS rule pointed at `sim`: forward.max_body 8 MiB, a 2 s timeout."""
     shared = os.path.join(tmp, "shared")
     if not os.path.isdir(shared):
         shutil.copytree(os.path.join(RULES, "shared"), shared)
@@ -70,7 +71,7 @@ def rule_copy(tmp, sim):
         if line.startswith("  url: https://"):
             line = "  url: " + sim.url
         if line.startswith("  timeout: "):
-            line = "  timeout: 60s"
+            line = "  timeout: " + TIMEOUT
         lines.append(line)
         if line.startswith("  prefix: /ecs"):
             lines.append("  max_body: 8MiB")
@@ -242,7 +243,7 @@ def a_large_answer_streams_through(env):
 
 @test
 def a_slow_reader_gets_it_all_and_upstream_waits(env):
-    """a client that reads slowly: the upstream transfer pauses (jobsim has sent far less than the body while the client sleeps), jobgate's memory stays flat, and the body arrives whole"""
+    """a client that reads slowly: the upstream transfer pauses (jobsim has sent far less than the body while the client sleeps, longer than the rule's timeout), jobgate's memory stays flat, and the body arrives whole"""
     gate, sim = env["gate"], env["sim"]
     size = 48 * MiB
     want = blob_sha256(size)
@@ -252,7 +253,7 @@ def a_slow_reader_gets_it_all_and_upstream_waits(env):
     eq(g.status, 200, "status")
     while len(g.buf) < 512 * 1024:
         g.more()
-    time.sleep(1.5)  # the client reads nothing: everything upstream sends piles up somewhere
+    time.sleep(3.0)  # reads nothing for longer than the rule's timeout: upstream's sends pile up somewhere
     sent = stream_stats(sim)["blob_bytes_sent"] - before["blob_bytes_sent"]
     rss1, hwm1 = memory(gate)
     print("# while the client slept: jobsim had sent %.1f MiB of %d; jobgate VmRSS %.1f -> %.1f MiB"
@@ -303,7 +304,7 @@ def a_client_that_leaves_stops_the_transfer(env):
 
 @test
 def an_upstream_that_fails_mid_body_cuts_the_client(env):
-    """upstream closes after 1 MiB of 4: the head is out, so jobgate cuts the client's connection (short body, no last chunk) and audits CUT; an upstream error status streams back as sent"""
+    """upstream closes after 1 MiB of 4, or goes quiet longer than the rule's timeout: the head is out, so jobgate cuts the client's connection (short body, no last chunk) and audits CUT; an upstream error status streams back as sent"""
     gate = env["gate"]
     for length in (1, 0):
         g = RawGet(gate, blob_path(4 * MiB, cut_after=MiB, length=length))
@@ -317,6 +318,16 @@ def an_upstream_that_fails_mid_body_cuts_the_client(env):
             eq((len(body), ended), (MiB, False), "chunked: the bytes sent, no last chunk")
         line = audit_of(gate, g.headers["x-request-id"])
         eq((line["cache"], line["status"], line["bytes"]), ("CUT", 200, MiB), "audited CUT: %r" % line)
+    # An upstream that goes quiet mid-body for longer than the rule's timeout: cut too.
+    g = RawGet(gate, blob_path(MiB, piece=65536, delay_ms=6000, length=1))
+    eq(g.status, 200, "the head came first")
+    t0 = time.time()
+    data = g.read_until_eof()
+    g.close()
+    eq(len(data), 65536, "one piece, then the close")
+    check(time.time() - t0 < 5.5, "cut at the rule's 2 s timeout, not at the next piece (6 s)")
+    line = audit_of(gate, g.headers["x-request-id"])
+    eq((line["cache"], line["bytes"]), ("CUT", 65536), "audited CUT: %r" % line)
     r = request(gate.port, blob_path(1000, piece=0), headers={"X-Api-Key": KEY}, token=None)
     eq((r.status, r.body), (400, b'"bad size, piece or delay_ms"'), "an upstream 400 comes back as sent: %r" % r)
 
