@@ -407,6 +407,15 @@ static void on_credentials(const struct credentials_result *r, void *arg)
     };
     fc->state = FORWARD_CALLING;
     fc->called_us = clock_mono_us();
+    /* From here a client that went away is seen by the writes of its answer
+     * failing (evhttp drops the connection: on_upstream_data, on_drain_check),
+     * not by the end of its input: a half-close looks the same on the wire
+     * (EV_CLOSED), and a client that half-closed after its request still
+     * reads its answer (flight.c does the same). */
+    if (fc->jr && fc->jr->gone_watch) {
+        event_free(fc->jr->gone_watch);
+        fc->jr->gone_watch = NULL;
+    }
     fc->call = upstream_fetch(gw->upstream, &ureq, on_upstream_done, fc); /* never calls back from inside */
     if (!fc->call) {
         give_back_admission(fc);

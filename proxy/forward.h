@@ -38,11 +38,14 @@
  * (made one piece for libcurl and the signature).
  *
  * The client may hang up at any point. Before CALLING the call is dropped
- * (never sent: "not at all"); in CALLING it runs on until its head comes
- * back (sent once: the upstream's work is not undone, nor done again), and
- * the transfer of the answer then stops. In STREAMING the transfer stops
- * at once (the upstream connection is closed), audited CLIENT_GONE with the
- * bytes sent.
+ * (never sent: "not at all"; its end of input is watched, EV_CLOSED, so a
+ * client that half-closes while its call waits for the guard or a token
+ * is taken as gone). From CALLING on, the end of input is not watched (a
+ * client that half-closed still reads its answer): a client that left is
+ * seen when writing its answer fails. The call has run once by then (the
+ * upstream's work is not undone, nor done again); the transfer of its
+ * answer stops at once (the upstream connection is closed), audited
+ * CLIENT_GONE with the bytes sent.
  *
  * Everything runs on the event loop's thread.
  */

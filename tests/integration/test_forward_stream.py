@@ -303,6 +303,30 @@ def a_client_that_leaves_stops_the_transfer(env):
 
 
 @test
+def a_client_that_half_closes_still_gets_it_all(env):
+    """a client that shuts down its sending side after the request (shutdown(SHUT_WR)) still reads the whole streamed answer"""
+    gate = env["gate"]
+    size = 4 * MiB
+    s = socket.create_connection(("127.0.0.1", gate.port), timeout=30)
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: jobgate\r\nX-Api-Key: %s\r\n\r\n"
+                   % (blob_path(size, length=1, delay_ms=1), KEY)).encode())
+        s.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+    finally:
+        s.close()
+    head, _, body = bytes(buf).partition(b"\r\n\r\n")
+    check(head.startswith(b"HTTP/1.1 200"), "status: %r" % head[:100])
+    eq(len(body), size, "the whole body after a half-close")
+    eq(body, blob_bytes(0, size), "byte for byte")
+
+
+@test
 def an_upstream_that_fails_mid_body_cuts_the_client(env):
     """upstream closes after 1 MiB of 4, or goes quiet longer than the rule's timeout: the head is out, so jobgate cuts the client's connection (short body, no last chunk) and audits CUT; an upstream error status streams back as sent"""
     gate = env["gate"]
