@@ -279,10 +279,11 @@ def a_slow_reader_gets_it_all_and_upstream_waits(env):
 
 @test
 def a_client_that_leaves_stops_the_transfer(env):
-    """the client closes mid-body: jobgate stops the upstream transfer (jobsim sees its connection close before the last byte), audits CLIENT_GONE with the bytes sent, and serves on"""
+    """the client closes mid-body: jobgate stops the upstream transfer (jobsim sees its connection close before the last byte), audits CLIENT_GONE with the bytes sent, counts the connection closed_unanswered, and serves on"""
     gate, sim = env["gate"], env["sim"]
     size = 256 * MiB
     before = stream_stats(sim)
+    unanswered = metric(gate, "jobgate_events_total", event="closed_unanswered")
     g = RawGet(gate, blob_path(size, piece=65536, delay_ms=2))
     eq(g.status, 200, "status")
     request_id = g.headers["x-request-id"]
@@ -298,6 +299,8 @@ def a_client_that_leaves_stops_the_transfer(env):
     eq(line["cache"], "CLIENT_GONE", "audited as the client gone: %r" % line)
     check(1 * MiB <= line["bytes"] < size, "the bytes sent before: %r" % line)
     eq(line["upstream_status"], 200, "upstream's status: %r" % line)
+    wait_until(lambda: metric(gate, "jobgate_events_total", event="closed_unanswered") > unanswered, 5,
+               "the connection counted as closed unanswered")
     r = request(gate.port, blob_path(1000), headers={"X-Api-Key": KEY}, token=None)
     eq((r.status, r.body), (200, blob_bytes(0, 1000)), "jobgate serves on")
 
