@@ -33,7 +33,7 @@ def redis_cluster_failover():
 @test
 def redis_cluster_tls_with_password():
     """the same cluster over TLS with requirepass and masterauth: every node verified and AUTHed, no password shown"""
-    passes(clusterlib.rcluster(jobs=18, redis_budget="250ms", password="rc-secret-7d2f91a4", tls=True, kill=False))
+    passes(clusterlib.rcluster(jobs=24, redis_budget="250ms", password="rc-secret-7d2f91a4", tls=True, kill=False))
 
 
 if __name__ == "__main__":
