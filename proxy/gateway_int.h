@@ -57,6 +57,7 @@ struct job_request {
     struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */
     const char *forward_project;  /* forwarded: the path's project id (in `match.buf`), or NULL */
     int forwarding;               /* under a rule's forward prefix, not a job route */
+    int by_host_service;          /* its Host SERVICE.REGION.DOMAIN chose the rule: the path is the cloud's own */
     struct event *gone_watch;     /* while waiting on upstream: fires when the client hangs up */
     int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;

@@ -383,13 +383,23 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
     }
 
     const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
-    enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
+    /* A Host SERVICE.REGION.DOMAIN whose SERVICE a rule claims (rules.h):
+     * the cloud's own path, matched among that service's rules only. */
+    char service[REGIONS_NAME_MAX], served[ROUTE_MAX_PATH + 1];
+    jr->by_host_service = regions_host_service(gw->regions, host, service) &&
+                          ruleset_service_path(jr->rules, service, path, served, sizeof(served)) == 1;
+    const char *route_path = jr->by_host_service ? served : path;
+    enum route_result found = jr->by_host_service
+                                  ? ruleset_match_service(jr->rules, service, route_path, &jr->rule, &jr->match)
+                                  : ruleset_match(jr->rules, host, route_path, &jr->rule, &jr->match);
     if (found != ROUTE_MATCH)
         jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
-    if (found == ROUTE_NO_MATCH && (jr->rule = ruleset_match_forward(jr->rules, host, path)) != NULL) {
+    if (found == ROUTE_NO_MATCH &&
+        (jr->rule = jr->by_host_service ? ruleset_match_forward_service(jr->rules, service, route_path)
+                                        : ruleset_match_forward(jr->rules, host, route_path)) != NULL) {
         /* Not a job route (those win): the rest of a service, forwarded uncached. */
         jr->forwarding = 1;
-        if (forward_project_of(jr->rule, path, jr->match.buf, sizeof(jr->match.buf)))
+        if (forward_project_of(jr->rule, route_path, jr->match.buf, sizeof(jr->match.buf)))
             jr->forward_project = jr->match.buf;
     }
     if (jr->keys && client_allowed(jr, req, &err) < 0) {
