@@ -17,6 +17,7 @@
 #include "flight.h"
 #include "forward.h"
 #include "gateway.h"
+#include "iamregion.h"
 #include "log.h"
 #include "metrics.h"
 #include "regions.h"
@@ -235,6 +236,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     regions_free(gw->regions); /* requests took their region at intake */
     gw->regions = regions_copy(conf->regions);
+    gw->iamregion = conf->iamregion;
     gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
@@ -323,6 +325,8 @@ void gateway_abort_all(struct gateway *gw)
         next = TAILQ_NEXT(jr, live_link);
         flight_leave(jr);
         forward_leave(jr);
+        iamregion_cancel(jr->iam_wait);
+        jr->iam_wait = NULL;
         if (jr->in_lookup) {
             /* The lookup still holds jr: answer now, free when it calls back. */
             struct reply_meta meta = meta_of(jr);
