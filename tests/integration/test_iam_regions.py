@@ -40,10 +40,10 @@ def iam_calls(sim, project=None):
     return seen["total"] if project is None else seen["calls"].get(project, 0)
 
 
-def setup():
-    sim = Sim(init_ms=0, running_ms=0, api="ecs").start()
-    iam_projects(sim, PROJECTS)
-    gate = Jobgate(None, redis=None, upstream_token=UPSTREAM_TOKEN)
+def make_gate(sim, upstream_token=None, upstream_auth=None):
+    """jobgate with the ECS rule on {region} and IAM at `sim`, in token or aksk mode."""
+    gate = Jobgate(None, redis=None, upstream_token=upstream_token)
+    gate.upstream_auth = upstream_auth
     shutil.copytree(os.path.join(RULES, "shared"), os.path.join(gate.tmp, "shared"))
     text = open(os.path.join(RULES, "ecs.yaml")).read().replace("https://ecs.eu-west-0.", "http://ecs.{region}.")
     rule = os.path.join(gate.tmp, "ecs.yaml")
@@ -56,7 +56,13 @@ def setup():
     plain = gate.config_text
     gate.config_text = lambda: plain().replace("upstream:\n", "upstream:\n  connect_to: [\"::127.0.0.1:%d\"]\n"
                                                 % sim.port, 1)
-    return {"sim": sim, "gate": gate.start()}
+    return gate.start()
+
+
+def setup():
+    sim = Sim(init_ms=0, running_ms=0, api="ecs").start()
+    iam_projects(sim, PROJECTS)
+    return {"sim": sim, "gate": make_gate(sim, upstream_token=UPSTREAM_TOKEN)}
 
 
 def poll(env, project, job=None, headers=None):
@@ -162,6 +168,30 @@ def regions_are_refreshed(env):
     wait_until(lambda: iam_calls(sim, WEST) == 2, what="the background refresh")
     eq(poll(env, WEST).status, 200, "after the refresh")
     eq(iam_calls(sim, WEST), 2, "one refresh")
+
+
+@test
+def iam_is_signed_in_aksk_mode(env):
+    """with upstream.auth mode aksk the IAM call is signed with jobgate's own AK/SK (and the job request too)"""
+    sim = env["sim"]
+    sk = "iam-test-sk-" + hex32()
+    sim._control("POST", "/_sim/auth", body=json.dumps({"mode": "aksk", "ak": "JGIAMAK", "sk": sk}))
+    try:
+        sk_path = os.path.join(env["gate"].tmp, "aksk-sk")
+        with os.fdopen(os.open(sk_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(sk + "\n")
+        env["aksk_gate"] = make_gate(sim, upstream_auth="    mode: aksk\n    ak: JGIAMAK\n    sk_file: %s\n" % sk_path)
+        project = hex32()
+        iam_projects(sim, {project: "ap-southeast-1"})
+        r = request(env["aksk_gate"].port, "/ecs/v1/%s/jobs/%s" % (project, hex32()), token=None)
+        eq(r.status, 200, "poll: %r" % r.body)
+        eq(host_seen(sim), "ecs.ap-southeast-1.myhuaweicloud.com", "IAM's region")
+        seen = sim._control("GET", "/_sim/projects")
+        eq((seen["calls"].get(project), seen["last_auth"]), (1, "aksk"), "one IAM call, signed")
+        auth = sim._control("GET", "/_sim/auth")
+        eq(auth["sig_bad"], 0, "signatures the simulator refused")
+    finally:
+        sim._control("POST", "/_sim/auth", body=json.dumps({"mode": "none"}))
 
 
 if __name__ == "__main__":
