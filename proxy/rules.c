@@ -203,10 +203,6 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
                         "'host_service' is the SERVICE label of a Host SERVICE.REGION.DOMAIN, such as ecs "
                         "(1-63 of a-z, 0-9, '-')");
             rc = -1;
-        } else if (host) {
-            yconf_error(y, service, d,
-                        "a route takes 'host' (one fixed name) or 'host_service' (SERVICE.REGION.DOMAIN), not both");
-            rc = -1;
         } else {
             r->host_service = strdup(sv);
             r->host_service_line = service->start_mark.line + 1;

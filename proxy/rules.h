@@ -62,7 +62,8 @@ struct rule {
     size_t path_line, path_col; /* of route.path: where a diagnostic about the route points */
     char *host;                 /* Host header the route requires (lower case, no port); NULL: any */
     char *host_service;         /* route.host_service: the SERVICE of a Host SERVICE.REGION.DOMAIN that
-                                   selects this rule with the cloud's own paths (below); NULL: none */
+                                   selects this rule with the cloud's own paths (below; `host` is not
+                                   asked then); NULL: none */
     size_t host_service_line, host_service_col;
     struct route_template route;
     unsigned methods; /* enum rule_method bits */

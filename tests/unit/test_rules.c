@@ -72,7 +72,6 @@
     X("forward-unknown-key.yaml")     \
     X("host-service-bad-label.yaml")  \
     X("host-service-route.yaml")      \
-    X("host-service-with-host.yaml")  \
     X("host-with-port.yaml")          \
     X("identity-param.yaml")          \
     X("invalid-request-200.yaml")     \
