@@ -93,6 +93,13 @@ void gateway_guard_health(const struct gateway *gw, struct callpolicy_health *ou
 /* Requests received and not yet answered. */
 size_t gateway_in_flight(const struct gateway *gw);
 
+/* The largest request body worth reading for the current rules: twice the
+ * largest forward.max_body (so that a body over its route's bound gets that
+ * route's 413); 0 when no rule forwards. At most 2 x RULE_FORWARD_MAX_BODY
+ * (128 MiB). The framing filter refuses a longer Content-Length (frontend.h)
+ * before evhttp reads it. */
+uint64_t gateway_max_body_bytes(const struct gateway *gw);
+
 /* While draining, answers ask clients to close their connection, and
  * `on_idle` is called (from the loop) once nothing is in flight. */
 void gateway_drain(struct gateway *gw, void (*on_idle)(void *arg), void *arg);

@@ -513,7 +513,7 @@ static int load_forward(struct yconf *y, yaml_node_t *n, struct rule *r, struct 
         }
     }
     rc |= yconf_get_bool(y, n, "strip_prefix", &f->strip_prefix, d);
-    rc |= yconf_get_bytes(y, n, "max_body", 0, 1024 * 1024, &f->max_body, d);
+    rc |= yconf_get_bytes(y, n, "max_body", 0, RULE_FORWARD_MAX_BODY, &f->max_body, d);
     long seg = f->project_segment;
     rc |= yconf_get_long(y, n, "project_segment", 0, ROUTE_MAX_SEGMENTS, &seg, d);
     f->project_segment = (int)seg;

@@ -38,12 +38,17 @@ enum rule_method {
  * prefixes the longest matching one wins (the loader refuses two equal
  * ones, and a prefix under which another rule's job route lies).
  */
+/* The largest forward.max_body a rule may set (the default is 1 MiB). A
+ * request body is read whole before the gateway sees it (evhttp), so this
+ * is memory each such request may hold; answers are streamed, unbounded. */
+#define RULE_FORWARD_MAX_BODY ((size_t)64 * 1024 * 1024)
+
 struct rule_forward {
     char *prefix; /* "/ecs": whole segments, no trailing '/'; NULL: the rule forwards nothing */
     size_t prefix_len;
     int strip_prefix;    /* the prefix is taken off before the path goes upstream (default); 0: kept */
     unsigned methods;    /* enum rule_method bits */
-    size_t max_body;     /* larger request bodies: 413 */
+    size_t max_body;     /* larger request bodies: 413 (at most RULE_FORWARD_MAX_BODY) */
     int project_segment; /* 1-based segment after the prefix holding the project id; 0: none */
     size_t line, col;    /* of forward.prefix, for diagnostics */
 };

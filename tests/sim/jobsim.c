@@ -260,6 +260,8 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "stream.h"
+
 #define JSON_CONTENT_TYPE "application/json;charset=UTF-8"
 #define CONTROL_PREFIX    "/_sim/"
 #define SIM_TIMES_MAX     100000
@@ -273,7 +275,7 @@
 
 /* Bounds that keep a hostile or mistaken client from exhausting memory. */
 #define MAX_HEADERS_SIZE       (64 * 1024)
-#define MAX_BODY_SIZE          (1024 * 1024)
+#define MAX_BODY_SIZE          (80 * 1024 * 1024) /* stream.c's sink reads large bodies */
 #define MAX_TIMELINE_MS        (366LL * 24 * 3600 * 1000)
 #define MAX_DELAY_MS           (3600LL * 1000)
 #define MAX_FAULT_COUNT        1000000000LL
@@ -3693,6 +3695,8 @@ static void sim_on_request(struct evhttp_request *req, void *arg)
 
     if (strncmp(path, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0) {
         control_request_handle(sim, req, path, query, outcome, sizeof(outcome));
+    } else if (stream_route_matches(path)) { /* stream.h: large bodies, both ways */
+        stream_request_handle(sim->base, req, path, query, outcome, sizeof(outcome));
     } else if (strcmp(path, IAM_TOKENS_PATH) == 0) {
         iam_request_handle(sim, req, outcome, sizeof(outcome));
     } else if (strncmp(path, IAM_PROJECTS_PATH, strlen(IAM_PROJECTS_PATH)) == 0 &&

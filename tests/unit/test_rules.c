@@ -69,6 +69,7 @@
     X("fault-unknown.yaml")           \
     X("forward-bad-method.yaml")      \
     X("forward-bad-prefix.yaml")      \
+    X("forward-max-body.yaml")        \
     X("forward-unknown-key.yaml")     \
     X("host-service-bad-label.yaml")  \
     X("host-service-route.yaml")      \
