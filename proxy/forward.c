@@ -634,7 +634,8 @@ static struct forward_call *call_new(struct job_request *jr, const char *method,
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = evhttp_uri_get_path(uri);
     const char *query = evhttp_uri_get_query(uri);
-    const char *rest = rule->forward.strip_prefix ? path + rule->forward.prefix_len : path;
+    /* A Host SERVICE.REGION.DOMAIN (rules.h) sent the cloud's own path: no prefix to take off. */
+    const char *rest = rule->forward.strip_prefix && !jr->by_host_service ? path + rule->forward.prefix_len : path;
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(in);

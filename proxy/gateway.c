@@ -17,6 +17,7 @@
 #include "flight.h"
 #include "forward.h"
 #include "gateway.h"
+#include "iamregion.h"
 #include "log.h"
 #include "metrics.h"
 #include "regions.h"
@@ -279,6 +280,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     regions_free(gw->regions); /* requests took their region at intake */
     gw->regions = regions_copy(conf->regions);
+    gw->iamregion = conf->iamregion;
     gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
@@ -373,6 +375,8 @@ void gateway_abort_all(struct gateway *gw)
     for (jr = TAILQ_FIRST(&gw->live); jr; jr = next) {
         next = TAILQ_NEXT(jr, live_link);
         flight_leave(jr);
+        iamregion_cancel(jr->iam_wait);
+        jr->iam_wait = NULL;
         if (forward_leave(jr, 0))
             continue; /* a streamed answer, cut (and let go) there */
         if (jr->in_lookup) {

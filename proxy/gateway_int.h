@@ -43,6 +43,8 @@ struct event_base;
 struct gateway;
 struct flight;
 struct rule;
+struct iamregion;
+struct iamregion_wait;
 
 struct job_request {
     struct gateway *gw;
@@ -54,11 +56,14 @@ struct job_request {
     struct body *grant_body;     /* a hit held while the fleet's grant is asked (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
-    struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */
-    const char *forward_project;  /* forwarded: the path's project id (in `match.buf`), or NULL */
-    int forwarding;               /* under a rule's forward prefix, not a job route */
-    struct event *gone_watch;     /* while waiting on upstream: fires when the client hangs up */
-    int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
+    struct forward_call *forward;    /* a forwarded call (forward.h) under way for it, or NULL */
+    const char *forward_project;     /* forwarded: the path's project id (in `match.buf`), or NULL */
+    int forwarding;                  /* under a rule's forward prefix, not a job route */
+    int by_host_service;             /* its Host SERVICE.REGION.DOMAIN chose the rule: the path is the cloud's own */
+    enum route_result found;         /* what the route match found (kept while IAM is asked for the region) */
+    struct iamregion_wait *iam_wait; /* waiting for IAM to say the project's region (iamregion.h), or NULL */
+    struct event *gone_watch;        /* while waiting on upstream: fires when the client hangs up */
+    int64_t wait_deadline_us;        /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     enum cache_lease_status lease; /* what its lookup did with the key's lease (cache_get_lease) */
     int in_lookup;
@@ -106,6 +111,7 @@ struct gateway {
     struct keymap flights;        /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy;    /* the guards of the upstreams */
     struct regions *regions;      /* our copy; NULL: none configured */
+    struct iamregion *iamregion;  /* borrowed; NULL: IAM is never asked for a region */
     struct job_request_list live;
     struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
     LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */
