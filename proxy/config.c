@@ -7,6 +7,7 @@
 
 #include "cache_entry.h"
 #include "config.h"
+#include "config_regions.h"
 #include "config_secrets.h"
 #include "redis_tls.h"
 #include "regions.h"
@@ -302,92 +303,6 @@ static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, st
     free(c->upstream.connect_to);
     c->upstream.connect_to = lines;
     return rc;
-}
-
-/* regions.iam_url and its timings (iamregion.h). */
-static int load_regions_iam(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
-{
-    int rc = 0;
-    yaml_node_t *url = yconf_get(y, n, "iam_url");
-    if (url) {
-        const char *s = yconf_scalar(url);
-        if (!s || (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) || strlen(s) > 256 ||
-            strpbrk(s + 7, " @?#{}")) {
-            yconf_error(y, url, d, "'iam_url' is IAM's base url, such as https://iam.myhuaweicloud.com");
-            rc = -1;
-        } else {
-            config_set_str(&c->iam.iam_url, s);
-        }
-    }
-    rc |= yconf_get_ms(y, n, "iam_refresh", 1000, 7 * 86400000LL, 0, &c->iam.refresh_ms, d);
-    rc |= yconf_get_ms(y, n, "iam_unknown_ttl", 0, 86400000LL, 0, &c->iam.unknown_ttl_ms, d);
-    rc |= yconf_get_ms(y, n, "iam_retry", 0, 3600000, 0, &c->iam.retry_ms, d);
-    rc |= yconf_get_ms(y, n, "iam_timeout", 100, 600000, 0, &c->iam.timeout_ms, d);
-    return rc;
-}
-
-/* 'regions': {host_domain, names, projects, iam_*} (regions.h, iamregion.h). */
-static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
-{
-    static const char *const keys[] = {"host_domain",     "names",     "projects",    "iam_url", "iam_refresh",
-                                       "iam_unknown_ttl", "iam_retry", "iam_timeout", NULL};
-    if (!n)
-        return 0;
-    if (yconf_check_map(y, n, "regions", keys, d) < 0)
-        return -1;
-    regions_free(c->regions);
-    c->gateway.regions = c->regions = regions_new();
-    if (!c->regions)
-        return -1;
-    int rc = 0;
-    yaml_node_t *domain = yconf_get(y, n, "host_domain");
-    if (domain) {
-        const char *s = yconf_scalar(domain);
-        if (!s || !*s || strpbrk(s, " /:@{}")) {
-            yconf_error(y, domain, d, "'host_domain' is a DNS name such as jobgate.example");
-            rc = -1;
-        } else if (regions_set_host_domain(c->regions, s) < 0) {
-            rc = -1;
-        }
-    }
-    yaml_node_t *names = yconf_get(y, n, "names");
-    if (names && names->type != YAML_SEQUENCE_NODE) {
-        yconf_error(y, names, d, "'names' is a list of regions, such as [eu-west-0, ap-southeast-1]");
-        rc = -1;
-    }
-    for (size_t i = 0; names && names->type == YAML_SEQUENCE_NODE && i < yconf_seq_len(names); i++) {
-        yaml_node_t *item = yconf_seq_item(y, names, i);
-        const char *s = yconf_scalar(item);
-        if (!s || !regions_name_ok(s)) {
-            yconf_error(y, item, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", s ? s : "?");
-            rc = -1;
-        } else if (regions_add_name(c->regions, s) < 0) {
-            rc = -1;
-        }
-    }
-    rc |= load_regions_iam(c, y, n, d);
-    yaml_node_t *projects = yconf_get(y, n, "projects");
-    if (projects && projects->type != YAML_MAPPING_NODE) {
-        yconf_error(y, projects, d, "'projects' maps each project id to its region");
-        rc = -1;
-    } else if (projects) {
-        for (yaml_node_pair_t *p = projects->data.mapping.pairs.start; p < projects->data.mapping.pairs.top; p++) {
-            yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
-            yaml_node_t *v = yaml_document_get_node(&y->doc, p->value);
-            const char *project = yconf_scalar(k), *region = yconf_scalar(v);
-            if (!project || !*project || strlen(project) > 128 ||
-                strspn(project, "0123456789abcdefABCDEF-_") != strlen(project)) {
-                yconf_error(y, k, d, "'%s' is not a project id", project ? project : "?");
-                rc = -1;
-            } else if (!region || !regions_name_ok(region)) {
-                yconf_error(y, v, d, "region '%s' is not 1-63 of a-z, 0-9, '-'", region ? region : "?");
-                rc = -1;
-            } else if (regions_add_project(c->regions, project, region) < 0) {
-                rc = -1;
-            }
-        }
-    }
-    return rc ? -1 : 0;
 }
 
 /* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
@@ -806,7 +721,8 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     }
     rc |= load_admin(c, &y, yconf_get(&y, root, "admin"), d);
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
-    rc |= load_regions(c, &y, yconf_get(&y, root, "regions"), d);
+    rc |= config_load_regions(&y, yconf_get(&y, root, "regions"), &c->regions, &c->iam, d);
+    c->gateway.regions = c->regions;
     yaml_node_t *iam_url = yconf_get(&y, yconf_get(&y, root, "regions"), "iam_url");
     if (iam_url && c->iam.iam_url && c->credentials.mode == CRED_PASSTHROUGH) {
         yconf_error(&y, iam_url, d,
