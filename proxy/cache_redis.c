@@ -95,7 +95,7 @@ static void on_grant_budget(evutil_socket_t fd, short what, void *arg)
 void cache_redis_grant_get(struct cache_redis *cr, const char *key, cache_grant_cb cb, void *arg)
 {
     struct redis_link *r = &cr->link;
-    struct redis_grant_check *g = redis_link_ready(r) ? calloc(1, sizeof(*g)) : NULL;
+    struct redis_grant_check *g = redis_link_ready_for(r, key, strlen(key)) ? calloc(1, sizeof(*g)) : NULL;
     if (!g) {
         cb(-1, 0, arg);
         return;
@@ -126,7 +126,7 @@ static void on_grant_set(redisAsyncContext *ac, void *reply, void *privdata)
 void cache_redis_grant_set(struct cache_redis *cr, const char *key, int64_t ttl_ms)
 {
     struct redis_link *r = &cr->link;
-    if (!redis_link_ready(r))
+    if (!redis_link_ready_for(r, key, strlen(key)))
         return;
     int rc = ttl_ms > 0 ? redis_link_send(r, key, on_grant_set, r, "SET %s 1 PX %" PRId64, key, ttl_ms)
                         : redis_link_send(r, key, on_grant_set, r, "DEL %s", key);
@@ -191,11 +191,11 @@ void cache_redis_get(struct cache_redis *cr, const char *key, const struct cache
                      void *arg)
 {
     struct redis_link *r = &cr->link;
-    if (!redis_link_ready(r)) {
+    size_t len = strlen(key);
+    if (!redis_link_ready_for(r, key, len)) {
         cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_NONE, arg);
         return;
     }
-    size_t len = strlen(key);
     const char *id = expect ? expect->identity : NULL;
     size_t idlen = id ? strlen(id) + 1 : 0;
     struct redis_lookup *l = calloc(1, sizeof(*l) + len + 1 + idlen);
@@ -265,7 +265,7 @@ static void on_store_done(redisAsyncContext *ac, void *reply, void *privdata)
 void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int64_t px_ms)
 {
     size_t klen = strlen(key);
-    struct redis_store *st = redis_link_ready(&r->link) ? malloc(sizeof(*st) + klen + 1) : NULL;
+    struct redis_store *st = redis_link_ready_for(&r->link, key, klen) ? malloc(sizeof(*st) + klen + 1) : NULL;
     if (!st) {
         cache_redis_settle(r, key, 0);
         return;

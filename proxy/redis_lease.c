@@ -112,7 +112,7 @@ struct redis_release {
 
 static void send_del_lease(struct redis_link *r, const char *key)
 {
-    if (redis_link_ready(r) &&
+    if (redis_link_ready_for(r, key, strlen(key)) &&
         redis_link_send(r, key, on_del_done, r, "DEL %s%s", key, cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK)
         r->pending++;
 }
@@ -150,7 +150,7 @@ static int release_held(struct redis_leases *ls, const char *key)
         return 0;
     if (ls->eval_refused) {
         send_del_lease(r, key);
-    } else if (redis_link_ready(r)) {
+    } else if (redis_link_ready_for(r, key, strlen(key))) {
         size_t len = strlen(key);
         struct redis_release *rel = malloc(sizeof(*rel) + len + 1);
         if (rel) {
@@ -173,7 +173,8 @@ void redis_lease_settle(struct redis_leases *ls, const char *key, int stored)
 {
     struct redis_link *r = ls->link;
     int released = release_held(ls, key);
-    if ((stored || released) && redis_link_may_publish(r) && redis_link_ready(r) &&
+    if ((stored || released) && redis_link_may_publish(r) &&
+        redis_link_ready_for(r, CACHEKEY_CHANNEL, strlen(CACHEKEY_CHANNEL)) &&
         redis_link_send(r, CACHEKEY_CHANNEL, on_publish_done, r, "PUBLISH %s %s", CACHEKEY_CHANNEL, key) == REDIS_OK)
         r->pending++;
 }
@@ -322,7 +323,7 @@ static int send_script(struct redis_op *op, int full)
     int64_t now = clock_wall_ms();
     full = full || !ls->script_known;
     op->sent_eval = full;
-    if (!redis_link_ready(r) ||
+    if (!redis_link_ready_for(r, op->key, strlen(op->key)) ||
         redis_link_send(r, op->key, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
                         full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key, p,
                         op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
@@ -384,8 +385,9 @@ static void on_pipelined_get(redisAsyncContext *ac, void *reply, void *privdata)
 static int send_pipelined(struct redis_op *op)
 {
     struct redis_link *r = op->ls->link;
-    if (!redis_link_ready(r) || redis_link_send(r, op->key, on_pipelined_set, op, "SET %s%s %s NX PX %" PRId64, op->key,
-                                                cachekey_suffix(CACHEKEY_LEASE), op->token, op->lease_ms) != REDIS_OK)
+    if (!redis_link_ready_for(r, op->key, strlen(op->key)) ||
+        redis_link_send(r, op->key, on_pipelined_set, op, "SET %s%s %s NX PX %" PRId64, op->key,
+                        cachekey_suffix(CACHEKEY_LEASE), op->token, op->lease_ms) != REDIS_OK)
         return 0;
     r->pending++;
     op->replies_out++;
@@ -440,7 +442,7 @@ struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, c
                                      int64_t lease_ms, int lookup, cache_lookup_cb cb, void *arg)
 {
     struct redis_link *r = ls->link;
-    if (!redis_link_ready(r) || lease_ms <= 0)
+    if (!redis_link_ready_for(r, key, strlen(key)) || lease_ms <= 0)
         return NULL;
     struct redis_op *op = op_new(ls, key, expect);
     if (!op)
@@ -499,7 +501,7 @@ static void wait_check(struct redis_op *op)
         op->check_again = 1;
         return;
     }
-    if (redis_link_ready(r) &&
+    if (redis_link_ready_for(r, op->key, strlen(op->key)) &&
         redis_link_send(r, op->key, on_check_reply, op, "MGET %s%s %s%s %s%s", op->key,
                         cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING), op->key,
                         cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK) {
@@ -508,7 +510,7 @@ static void wait_check(struct redis_op *op)
         evtimer_del(op->timer);
         return;
     }
-    wait_schedule(op, r->state == REDIS_UP ? ls->poll_interval_ms : 0);
+    wait_schedule(op, redis_link_up_for(r, op->key, strlen(op->key)) ? ls->poll_interval_ms : 0);
 }
 
 static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -554,7 +556,7 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static void on_wait_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_op *op = arg;
-    if (op->ls->link->state != REDIS_UP) {
+    if (!redis_link_up_for(op->ls->link, op->key, strlen(op->key))) {
         wait_finish(op, CACHE_UNAVAILABLE, NULL);
         return;
     }
@@ -592,7 +594,7 @@ struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, cons
                                   int64_t timeout_ms, cache_get_cb cb, void *arg)
 {
     struct redis_link *r = ls->link;
-    if (!redis_link_up(r))
+    if (!redis_link_up_for(r, key, strlen(key)))
         return NULL;
     struct redis_op *op = op_new(ls, key, expect);
     if (!op)

@@ -13,13 +13,16 @@
 
 #define SWITCH_MASTER_EVENT "+switch-master"
 #define REDIRECTS_MAX       5 /* MOVED/ASK followed for one command */
+#define TRYAGAIN_MAX        2 /* TRYAGAIN answers sent again for one command */
+
+static const int64_t tryagain_delay_ms[TRYAGAIN_MAX] = {5, 20};
 
 static void connect_now(struct redis_conn *link);
 static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void cluster_refresh(struct redis_link *r, const char *why, int down);
 static void cluster_node_lost(struct redis_conn *link);
-static void cluster_check_up(struct redis_link *r);
+static void cluster_update_state(struct redis_link *r);
 
 static int is_sentinel(const struct redis_link *r)
 {
@@ -189,7 +192,7 @@ static void node_up(struct redis_conn *link)
     link->state = REDIS_UP;
     link->backoff_ms = r->reconnect_min_ms;
     log_info("redis cluster node %s: connected", conn_name(link, name, sizeof(name)));
-    cluster_check_up(r);
+    cluster_update_state(r);
 }
 
 /* The connection's handshake is answered (or it had none). */
@@ -749,8 +752,10 @@ static void connect_now(struct redis_conn *link)
 
 /* ---------------------------------------------------- cluster:// only */
 
-/* A master's connection failed or was lost: the link is down until the
- * map is read again and every master answers; waits go upstream. */
+/* A master's connection failed or was lost: its slots are refused until
+ * the map names a master for them that answers (the map is polled); the
+ * other masters keep serving. Waits go upstream (the lost master may have
+ * held stores they wait for). */
 static void cluster_node_lost(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
@@ -759,21 +764,44 @@ static void cluster_node_lost(struct redis_conn *link)
         return;
     char why[340];
     snprintf(why, sizeof(why), "%s lost", conn_name(link, name, sizeof(name)));
-    cluster_refresh(r, why, 1); /* not up from here on */
+    cluster_refresh(r, why, 1);
+    cluster_update_state(r);
     r->hooks.data_lost(r->hooks.arg);
 }
 
-/* Up when the map covers every slot and each master's connection is up. */
-static void cluster_check_up(struct redis_link *r)
+/* Slots whose master's connection is up. */
+static int cluster_slots_served(const struct redis_link *r)
 {
-    if (!r->map || r->refresh_out || r->map->covered < REDIS_CLUSTER_SLOTS)
-        return;
+    int up[REDIS_CLUSTER_NODES_MAX], served = 0;
+    if (!r->map)
+        return 0;
     for (int i = 0; i < r->map->nmasters; i++)
-        if (r->nodes[r->master_node[i]].state != REDIS_UP)
-            return;
-    if (r->state != REDIS_UP)
+        up[i] = r->nodes[r->master_node[i]].state == REDIS_UP && r->nodes[r->master_node[i]].ctx != NULL;
+    for (unsigned s = 0; s < REDIS_CLUSTER_SLOTS; s++)
+        served += r->map->owner[s] && up[r->map->owner[s] - 1];
+    return served;
+}
+
+/* Up while the map is in and at least one master's connection is: each
+ * command then asks for its own slot's master (redis_link_ready_for).
+ * Logs when the link becomes whole (every slot served) or degraded. */
+static void cluster_update_state(struct redis_link *r)
+{
+    if (r->closing)
+        return;
+    int served = cluster_slots_served(r);
+    enum redis_state was = r->state;
+    int whole = served == REDIS_CLUSTER_SLOTS;
+    r->state = served > 0 ? REDIS_UP : REDIS_CONNECTING;
+    if (whole && (was != REDIS_UP || !r->whole))
         log_info("redis cluster: up, %d masters serve the 16384 slots", r->map->nmasters);
-    r->state = REDIS_UP;
+    else if (!whole && r->state == REDIS_UP && (was != REDIS_UP || r->whole))
+        log_warn("redis cluster: degraded, %d of 16384 slots served; the others go upstream until the map names "
+                 "a master for them",
+                 served);
+    else if (r->state != REDIS_UP && was == REDIS_UP)
+        log_warn("redis cluster: no master answers; requests go upstream");
+    r->whole = whole;
 }
 
 /* Ask for the map now: on the config connection if it is up, else by
@@ -797,18 +825,17 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Read the slot map again (`why`, for the log), at most once per
- * reconnect_min. With `down` (a node lost, CLUSTERDOWN) the link is not up
- * meanwhile; a MOVED only has the map brought up to date. */
+ * reconnect_min. `down` (a node lost, CLUSTERDOWN): logged at info; a MOVED
+ * only has the map brought up to date. Nothing is refused meanwhile but the
+ * slots whose master's connection is not up. */
 static void cluster_refresh(struct redis_link *r, const char *why, int down)
 {
     if (r->closing || !is_cluster(r))
         return;
-    if (down && r->state == REDIS_UP) {
-        log_info("redis cluster: reading the slot map again (%s); requests go upstream meanwhile", why);
-        r->state = REDIS_CONNECTING;
-    } else if (!down) {
+    if (down)
+        log_info("redis cluster: reading the slot map again (%s)", why);
+    else
         log_debug("redis cluster: reading the slot map again (%s)", why);
-    }
     if (r->refresh_out) {
         r->refresh_again = 1;
         return;
@@ -904,11 +931,10 @@ static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata)
         /* A master is unreachable (a failover not done yet) or slots are
          * unserved: poll the map until the cluster has mended. */
         cluster_refresh(r, "map incomplete", 1);
-        return;
-    }
-    if (again)
+    } else if (again) {
         cluster_refresh(r, "asked again meanwhile", 0);
-    cluster_check_up(r);
+    }
+    cluster_update_state(r);
 }
 
 /* A command on its way to a cluster node: the formatted bytes, to send
@@ -918,6 +944,11 @@ struct cluster_cmd {
     redisCallbackFn *cb;
     void *privdata;
     int redirects;
+    int tries;                        /* TRYAGAIN answers sent again */
+    int64_t sent_us;                  /* first sent (monotonic): retries stay within the budget */
+    struct event *wait;               /* the TRYAGAIN delay; NULL until the first */
+    struct cluster_cmd *next, **prev; /* in r->retrying while `wait` is pending */
+    unsigned slot;
     char *cmd; /* hiredis's formatted command: redisFreeCommand */
     size_t len;
 };
@@ -926,8 +957,21 @@ static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void cluster_cmd_free(struct cluster_cmd *c)
 {
+    if (c->wait)
+        event_free(c->wait);
     redisFreeCommand(c->cmd);
     free(c);
+}
+
+static void retrying_unlink(struct cluster_cmd *c)
+{
+    if (!c->prev)
+        return;
+    *c->prev = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = NULL;
+    c->prev = NULL;
 }
 
 /* Queue `c` on `n` (behind ASKING for an ASK). */
@@ -949,8 +993,50 @@ static struct redis_conn *node_at(struct redis_link *r, const struct redis_addr 
     return NULL;
 }
 
+/* The TRYAGAIN delay is over: send `c` again to its slot's master (the
+ * map may have changed meanwhile), or answer the caller NULL if it is not
+ * up. */
+static void on_tryagain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct cluster_cmd *c = arg;
+    struct redis_link *r = c->r;
+    retrying_unlink(c);
+    int m = redis_cluster_owner(r->map, c->slot);
+    struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
+    if (n && n->ctx && n->state == REDIS_UP && cluster_queue(n, c, 0) == REDIS_OK)
+        return;
+    c->cb(NULL, NULL, c->privdata);
+    cluster_cmd_free(c);
+}
+
+/* Is `rep` a TRYAGAIN that `c` may still send again within the budget?
+ * Then it is, after a short delay, and 1 is returned. */
+static int tryagain_later(struct cluster_cmd *c, const redisReply *rep)
+{
+    struct redis_link *r = c->r;
+    if (strncmp(rep->str, "TRYAGAIN", 8) != 0 || c->tries >= TRYAGAIN_MAX)
+        return 0;
+    int64_t delay_ms = tryagain_delay_ms[c->tries];
+    if ((clock_mono_us() - c->sent_us) / 1000 + delay_ms >= r->budget_ms)
+        return 0;
+    if (!c->wait && !(c->wait = evtimer_new(r->base, on_tryagain_timer, c)))
+        return 0;
+    struct timeval tv = redis_link_tv(delay_ms);
+    if (evtimer_add(c->wait, &tv) < 0)
+        return 0;
+    c->tries++;
+    r->tryagain_retries++;
+    c->next = r->retrying;
+    if (c->next)
+        c->next->prev = &c->next;
+    c->prev = &r->retrying;
+    r->retrying = c;
+    return 1;
+}
+
 /* A cluster command's reply: a redirection is followed (the caller never
- * sees it), anything else goes to the caller's callback. */
+ * sees it), a TRYAGAIN sent again after a delay, anything else goes to the
+ * caller's callback. */
 static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct cluster_cmd *c = privdata;
@@ -959,8 +1045,11 @@ static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
     int ask;
     unsigned slot;
     struct redis_addr a;
+    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && tryagain_later(c, rep))
+        return;
     if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && redis_cluster_redirect(rep->str, &ask, &slot, &a)) {
         r->redirects++;
+        r->redirects_ask += ask;
         if (!ask) {
             int m = redis_cluster_find_master(r->map, &a);
             if (m >= 0) /* the slot moved to a master we know: send there from now on */
@@ -985,8 +1074,14 @@ static int cluster_send(struct redis_link *r, const char *key, size_t keylen, re
             redisFreeCommand(cmd);
         return REDIS_ERR;
     }
-    *c = (struct cluster_cmd){.r = r, .cb = cb, .privdata = privdata, .cmd = cmd, .len = (size_t)len};
-    int m = redis_cluster_owner(r->map, key ? redis_cluster_keyslot(key, keylen) : 0);
+    *c = (struct cluster_cmd){.r = r,
+                              .cb = cb,
+                              .privdata = privdata,
+                              .sent_us = clock_mono_us(),
+                              .slot = key ? redis_cluster_keyslot(key, keylen) : 0,
+                              .cmd = cmd,
+                              .len = (size_t)len};
+    int m = redis_cluster_owner(r->map, c->slot);
     struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
     if (!n || !n->ctx || n->state != REDIS_UP || cluster_queue(n, c, 0) != REDIS_OK) {
         cluster_cmd_free(c);
@@ -1031,6 +1126,20 @@ int redis_link_ready(const struct redis_link *r)
     return redis_link_up(r) && r->pending < r->max_pending;
 }
 
+int redis_link_up_for(const struct redis_link *r, const char *key, size_t keylen)
+{
+    if (!is_cluster(r) || !redis_link_up(r))
+        return redis_link_up(r);
+    int m = redis_cluster_owner(r->map, key ? redis_cluster_keyslot(key, keylen) : 0);
+    const struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
+    return n && n->ctx && n->state == REDIS_UP;
+}
+
+int redis_link_ready_for(const struct redis_link *r, const char *key, size_t keylen)
+{
+    return redis_link_up_for(r, key, keylen) && r->pending < r->max_pending;
+}
+
 void redis_link_reply_done(struct redis_link *r, const redisReply *rep, const char *command)
 {
     r->pending--;
@@ -1065,6 +1174,9 @@ void redis_link_health(const struct redis_link *r, struct cache_health *out)
     out->cluster = 1;
     out->cluster_refreshes = r->refreshes;
     out->cluster_redirects = r->redirects;
+    out->cluster_redirects_ask = r->redirects_ask;
+    out->cluster_tryagain_retries = r->tryagain_retries;
+    out->cluster_slots_served = cluster_slots_served(r);
     size_t used = 0;
     for (int i = 0; r->map && i < r->map->nmasters; i++) {
         char name[300];
@@ -1190,6 +1302,12 @@ void redis_link_start(struct redis_link *r)
 void redis_link_close(struct redis_link *r)
 {
     r->closing = 1;
+    while (r->retrying) { /* waiting on a TRYAGAIN delay: answered NULL, as hiredis would */
+        struct cluster_cmd *c = r->retrying;
+        retrying_unlink(c);
+        c->cb(NULL, NULL, c->privdata);
+        cluster_cmd_free(c);
+    }
     conn_close(&r->data);
     conn_close(&r->sub);
     conn_close(&r->watch);

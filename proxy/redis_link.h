@@ -62,12 +62,17 @@
  * up). Each command goes to the master of its key's slot
  * (redis_link_send): a MOVED reply refreshes the map and the command is
  * sent again to the node named, an ASK is sent again there behind ASKING,
- * up to 5 times; CLUSTERDOWN, a node lost or a node that cannot be reached
- * refresh the map too (at most every reconnect_min, polling while a master
- * is down, until the cluster has promoted its replica). The link is up
- * only while the map covers all 16384 slots and every master's connection
- * is up: during a refresh it is not (state CONNECTING), and lookups answer
- * UNAVAILABLE as in any Redis outage. The subscriber connects to any one
+ * up to 5 times; a multi-key command refused with TRYAGAIN (its slot is
+ * migrating) is sent again after 5 then 20 ms, if the budget allows, then
+ * given up. CLUSTERDOWN, READONLY, MASTERDOWN, a node lost or a node that
+ * cannot be reached refresh the map too (at most every reconnect_min,
+ * polling while a master is down, until the cluster has promoted its
+ * replica). Availability is per slot: a command is refused (and the lookup
+ * answers UNAVAILABLE, as in any Redis outage) only when the master of its
+ * key's slot is unknown or its connection is not up (redis_link_ready_for);
+ * the other masters keep serving their slots meanwhile. The link is up
+ * (state UP) while the map is in and at least one master's connection is;
+ * health says how many masters are up. The subscriber connects to any one
  * master (classic PUBLISH reaches every node of a cluster) and moves to
  * the next when it fails. Database 0 only; no SELECT, no ROLE.
  *
@@ -111,6 +116,7 @@
 
 struct event;
 struct event_base;
+struct cluster_cmd;
 
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
 enum redis_conn_role {
@@ -193,10 +199,14 @@ struct redis_link {
     int sub_index;                            /* the master the subscriber uses (the next one after a failure) */
     int refresh_out;                          /* CLUSTER SLOTS sent, not answered */
     int refresh_again;                        /* asked for another refresh meanwhile */
+    int whole;                                /* every slot's master is up (for the log) */
     int64_t refresh_last_us;                  /* when the last one was sent (monotonic) */
     struct event *refresh_timer;
     uint64_t refreshes;
-    uint64_t redirects; /* MOVED and ASK followed */
+    uint64_t redirects;           /* MOVED and ASK followed */
+    uint64_t redirects_ask;       /* of which ASK */
+    uint64_t tryagain_retries;    /* TRYAGAIN answers sent again after a short delay */
+    struct cluster_cmd *retrying; /* commands waiting on their TRYAGAIN timer (a list): answered NULL at close */
 
     uint64_t errors;
     uint64_t timeouts;
@@ -223,8 +233,17 @@ void redis_link_close(struct redis_link *r);
 int redis_link_ready(const struct redis_link *r);
 
 /* Is the link up (a wait may start; redis_link_ready also bounds what is
- * pending)? */
+ * pending)? In a cluster: up while at least one master's connection is,
+ * even if others are lost; ask redis_link_ready_for for one key. */
 int redis_link_up(const struct redis_link *r);
+
+/* redis_link_ready and redis_link_up for the command of `key` (`keylen`
+ * bytes): the same outside a cluster; in a cluster, the master serving the
+ * key's slot must be known and its connection up. While a master is lost
+ * only its slots are refused (lookups answer UNAVAILABLE and go upstream),
+ * until the map names the replica that took over. */
+int redis_link_ready_for(const struct redis_link *r, const char *key, size_t keylen);
+int redis_link_up_for(const struct redis_link *r, const char *key, size_t keylen);
 
 /* Is this a cluster:// link? */
 int redis_link_is_cluster(const struct redis_link *r);
