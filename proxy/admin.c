@@ -91,6 +91,9 @@ static void serve_healthz(const struct admin_view *v, struct evhttp_request *req
         cJSON_AddNumberToObject(cl, "slots_covered", h.cluster_slots);
         cJSON_AddNumberToObject(cl, "map_refreshes", (double)h.cluster_refreshes);
         cJSON_AddNumberToObject(cl, "redirects", (double)h.cluster_redirects);
+        cJSON_AddNumberToObject(cl, "redirects_ask", (double)h.cluster_redirects_ask);
+        cJSON_AddNumberToObject(cl, "tryagain_retries", (double)h.cluster_tryagain_retries);
+        cJSON_AddNumberToObject(cl, "slots_served", h.cluster_slots_served);
     }
     struct credentials *creds = gateway_credentials(v->gw);
     if (creds) {

@@ -111,8 +111,11 @@ struct cache_health {
     int cluster_masters_up;
     int cluster_slots; /* slots the map gives a master (16384: all) */
     uint64_t cluster_refreshes;
-    uint64_t cluster_redirects; /* MOVED and ASK followed */
-    size_t entries;             /* in the in-process tier */
+    uint64_t cluster_redirects;        /* MOVED and ASK followed */
+    uint64_t cluster_redirects_ask;    /* of which ASK */
+    uint64_t cluster_tryagain_retries; /* TRYAGAIN answers sent again */
+    int cluster_slots_served;          /* slots whose master's connection is up */
+    size_t entries;                    /* in the in-process tier */
     size_t bytes;
 };
 

@@ -234,6 +234,37 @@ static void render_histogram(const struct histogram *h, const char *name, const 
     evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name, (double)sum_us / 1e6, name, count);
 }
 
+/* Redis Cluster (cluster:// only): redirections, map refreshes, TRYAGAIN
+ * retries (counters folded across the workers), masters known and up,
+ * slots served (this process's view: gauges). */
+static void render_cluster(struct metrics *m, const struct cache_health *c, struct evbuffer *out)
+{
+    uint64_t ask = c->cluster_redirects_ask;
+    uint64_t moved = c->cluster_redirects >= ask ? c->cluster_redirects - ask : 0;
+    evbuffer_add_printf(
+        out,
+        "# HELP jobgate_redis_cluster_redirects_total Redis Cluster redirections followed, by kind.\n"
+        "# TYPE jobgate_redis_cluster_redirects_total counter\n"
+        "jobgate_redis_cluster_redirects_total{kind=\"moved\"} %" PRIu64 "\n"
+        "jobgate_redis_cluster_redirects_total{kind=\"ask\"} %" PRIu64 "\n"
+        "# HELP jobgate_redis_cluster_map_refreshes_total CLUSTER SLOTS asked (the slot map read again).\n"
+        "# TYPE jobgate_redis_cluster_map_refreshes_total counter\n"
+        "jobgate_redis_cluster_map_refreshes_total %" PRIu64 "\n"
+        "# HELP jobgate_redis_cluster_tryagain_retries_total Commands refused with TRYAGAIN and sent again.\n"
+        "# TYPE jobgate_redis_cluster_tryagain_retries_total counter\n"
+        "jobgate_redis_cluster_tryagain_retries_total %" PRIu64 "\n"
+        "# HELP jobgate_redis_cluster_masters Masters the slot map names.\n"
+        "# TYPE jobgate_redis_cluster_masters gauge\njobgate_redis_cluster_masters %d\n"
+        "# HELP jobgate_redis_cluster_masters_up Masters whose connection is up.\n"
+        "# TYPE jobgate_redis_cluster_masters_up gauge\njobgate_redis_cluster_masters_up %d\n"
+        "# HELP jobgate_redis_cluster_slots_served Slots whose master's connection is up (16384: all).\n"
+        "# TYPE jobgate_redis_cluster_slots_served gauge\njobgate_redis_cluster_slots_served %d\n",
+        metrics_fold(m, METRICS_FOLD_CLUSTER_MOVED, moved), metrics_fold(m, METRICS_FOLD_CLUSTER_ASK, ask),
+        metrics_fold(m, METRICS_FOLD_CLUSTER_REFRESHES, c->cluster_refreshes),
+        metrics_fold(m, METRICS_FOLD_CLUSTER_TRYAGAIN, c->cluster_tryagain_retries), c->cluster_masters,
+        c->cluster_masters_up, c->cluster_slots_served);
+}
+
 void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_t in_flight, struct evbuffer *out)
 {
     struct metrics_region *reg = m->r;
@@ -312,6 +343,8 @@ void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_
                         "format, a bad MAC, another job, or a state that disagrees with its slot.\n"
                         "# TYPE jobgate_cache_rejected_total counter\njobgate_cache_rejected_total %" PRIu64 "\n",
                         metrics_fold(m, METRICS_FOLD_CACHE_REJECTED, cache->rejected));
+    if (cache->cluster)
+        render_cluster(m, cache, out);
 }
 
 void metrics_free(struct metrics *m)
