@@ -24,6 +24,7 @@ Every process is started here or by the shared test support (tests/lib),
 which registers each for teardown; the exact configurations are those
 tests/cluster/README.md shows.
 """
+import collections
 import json
 import os
 import random
@@ -780,6 +781,13 @@ def redirections(report, nodes, gates, sim, project):
     def redirects():
         return sum(g.cache_health()["cluster"]["redirects"] for g in gates)
 
+    def metric_sum(name):
+        return sum(metric(g, name) or 0 for g in gates)
+
+    ask_name = 'jobgate_redis_cluster_redirects_total{kind="ask"}'
+    moved_name = 'jobgate_redis_cluster_redirects_total{kind="moved"}'
+    tryagain_name = "jobgate_redis_cluster_tryagain_retries_total"
+    metrics_before = {n: metric_sum(n) for n in (ask_name, moved_name, tryagain_name)}
     before = redirects()
     b.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", id_a)
     a.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", id_b)
@@ -800,12 +808,100 @@ def redirections(report, nodes, gates, sim, project):
                third.status == 200 and third.header("x-cache") == "HIT")
     report.add("MOVED redirections followed", moved, "> 0", moved > 0)
     calls = sum(sim.answers()[job].values())
-    report.add("upstream calls for the moving job", calls, "<= 2 (TRYAGAIN mid-migration goes upstream)",
-               1 <= calls <= 2)
+    report.add("upstream calls for the moving job", calls,
+               "<= 2 (TRYAGAIN mid-migration, sent again twice, goes upstream)", 1 <= calls <= 2)
+    moved_by = {n: metric_sum(n) - metrics_before[n] for n in (ask_name, moved_name, tryagain_name)}
+    report.add("/metrics: redirects (ask, moved), TRYAGAIN retries, increase",
+               "%d, %d, %d" % (moved_by[ask_name], moved_by[moved_name], moved_by[tryagain_name]), "> 0, > 0, > 0",
+               all(v > 0 for v in moved_by.values()))
+
+
+def metric(gate, name):
+    """The value of the sample `name` (with its labels, as written) on
+    jobgate's /metrics, or None."""
+    for line in gate.admin("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def jobs_on(project, count, node=None, not_on=None):
+    """`count` new job ids whose keys live on `node` (or on any master but
+    `not_on`)."""
+    out = []
+    for _ in range(5000):
+        if len(out) == count:
+            break
+        job = hex32()
+        key = "%s{%s:%s:%s}:t" % (KEY_PREFIX, RULE, project, job)
+        if owner_is(node, key) if node is not None else not owner_is(not_on, key):
+            out.append(job)
+    return out
+
+
+def terminal_key(project, job):
+    return "%s{%s:%s:%s}:t" % (KEY_PREFIX, RULE, project, job)
+
+
+def lost_master_window(report, nodes, gates, sim, project, victim, heir):
+    """Per-slot availability. Terminal jobs on every master are stored in
+    Redis through the first instance only (so that the others' in-process
+    tier has none of them), the replica of `victim` is told not to take over
+    (cluster-replica-no-failover) and the victim is killed with kill -9.
+    Until the caller lets the replica go on, jobs on the two live masters
+    are HITs read from Redis through the other instances, with no upstream
+    call; jobs on the dead master's slots go upstream, answered within the
+    documented table. The live masters keep serving
+    (cluster-require-full-coverage no): an all-or-nothing link would send
+    every job upstream."""
+    live, dead = jobs_on(project, 6, not_on=victim), jobs_on(project, 4, node=victim)
+    readers = gates[1:]
+    for j in live + dead:
+        sim.define_job(j, init_ms=0, running_ms=0)
+        first = request(gates[0].port, job_path(project, j))
+        if first.status != 200:
+            report.fail("job %s: %d through the first instance before the kill" % (j, first.status))
+    for j in live + dead:
+        wait_until(lambda: nodes[0].cli("-c", "EXISTS", terminal_key(project, j)) == "1", 20,
+                   "job %s stored in the cluster" % j)
+    heir.cli("CONFIG", "SET", "cluster-replica-no-failover", "yes")
+    for n in nodes:
+        if n is not victim:
+            n.cli("CONFIG", "SET", "cluster-require-full-coverage", "no")
+    answers = sim.answers()
+    calls_before = {j: sum(answers[j].values()) for j in live + dead}
+    victim.kill()
+    wait_until(lambda: all(g.cache_health()["cluster"]["masters_up"] == 2 for g in gates), 20,
+               "every instance sees 2 of 3 masters up")
+    up_gauge = [metric(g, "jobgate_redis_cluster_masters_up") for g in gates]
+    served = [metric(g, "jobgate_redis_cluster_slots_served") for g in gates]
+    live_answers = [request(g.port, job_path(project, j)) for g in readers for j in live]
+    dead_answers = [request(g.port, job_path(project, j)) for g in readers for j in dead]
+    answers = sim.answers()
+    live_calls = sum(sum(answers[j].values()) - calls_before[j] for j in live)
+    dead_calls = sum(sum(answers[j].values()) - calls_before[j] for j in dead)
+    held = heir.role() == "slave"
+    live_hits = sum(1 for a in live_answers if a.status == 200 and a.header("x-cache") == "HIT")
+    report.add("lost master: the window held (its replica still a replica after the probes)",
+               "yes" if held else "no", "yes", held)
+    report.add("lost master: masters up, slots served, per instance (/metrics)",
+               " / ".join("%s, %s" % (None if u is None else int(u), None if v is None else int(v))
+                          for u, v in zip(up_gauge, served)),
+               "2, < 16384", all(u == 2 and v is not None and 0 < v < 16384 for u, v in zip(up_gauge, served)))
+    report.add("lost master: jobs on the live masters, HITs from Redis through 2 other instances",
+               "%d/%d" % (live_hits, len(live_answers)), "all", live_hits == len(live_answers))
+    report.add("lost master: upstream calls for the live masters' jobs", live_calls, "0", live_calls == 0)
+    report.add("lost master: jobs on the dead master's slots, answers",
+               ", ".join("%s x%d" % (k, v) for k, v in sorted(collections.Counter(
+                   "%d %s" % (a.status, a.header("x-cache")) for a in dead_answers).items())),
+               "in the documented table", all(a.status in DOCUMENTED for a in dead_answers))
+    report.add("lost master: upstream calls for the dead master's jobs", dead_calls, "> 0", dead_calls > 0)
 
 
 def failover(report, nodes, gates, sim, project, clients, interval, settle_s, after_s, recover_within_s):
-    """kill -9 of one master under load; measured until caching resumes."""
+    """kill -9 of one master under load; while its replica is held back,
+    the other masters' slots stay cached (lost_master_window); then the
+    replica takes over, measured until caching resumes."""
     job_ids = [hex32() for _ in range(clients)]
     for i, j in enumerate(job_ids):  # half of them stay pending: their answers keep expiring
         sim.define_job(j, init_ms=600000 if i % 2 else 1000, running_ms=2000)
@@ -816,43 +912,39 @@ def failover(report, nodes, gates, sim, project, clients, interval, settle_s, af
     heir = next((n for n in nodes if n.role() == "slave" and n.cli("ROLE").splitlines()[2:3] == [str(victim.port)]),
                 None)
     refreshes_before = sum(g.cache_health()["cluster"]["map_refreshes"] for g in gates)
-    killed = time.monotonic()
-    victim.kill()
+    metric_refreshes_before = sum(metric(g, "jobgate_redis_cluster_map_refreshes_total") or 0 for g in gates)
+    if heir is None:
+        report.fail("no replica found for the master to kill")
+        victim.kill()
+    else:
+        lost_master_window(report, nodes, gates, sim, project, victim, heir)
+        heir.cli("CONFIG", "SET", "cluster-replica-no-failover", "no")
+    killed = time.monotonic()  # from here on the replica may take over
     survivor = next(n for n in nodes if n.alive())
     promoted = resumed = None
     probes = 0
-    while time.monotonic() - killed < recover_within_s and resumed is None:
-        if promoted is None and survivor.cluster_info().get("cluster_state") == "ok" and len(masters_of(nodes)) == 3:
+    while time.monotonic() - killed < recover_within_s and promoted is None:
+        if survivor.cluster_info().get("cluster_state") == "ok" and len(masters_of(nodes)) == 3 and \
+                (heir is None or heir.role() == "master"):
             promoted = time.monotonic()
-        job = hex32()
-        first = request(gates[0].port, job_path(project, job))
-        second = request(gates[-1].port, job_path(project, job))
+        else:
+            time.sleep(0.1)
+    # caching resumed on the slots the killed master served: a new job whose
+    # key lives there (now on its promoted replica), asked through one
+    # instance, is a HIT through another
+    slot_job = None
+    if promoted is not None and heir is not None:
+        slot_job = (jobs_on(project, 1, node=heir) or [None])[0]
+    slot_hit = False
+    while slot_job and time.monotonic() - killed < recover_within_s and not slot_hit:
+        first = request(gates[0].port, job_path(project, slot_job))
+        second = request(gates[-1].port, job_path(project, slot_job))
         probes += 1
-        key = "%s{%s:%s:%s}:p" % (KEY_PREFIX, RULE, project, job)
-        if first.status == 200 and second.header("x-cache") == "HIT" and \
-                survivor.cli("-c", "EXISTS", key) == "1":
+        slot_hit = first.status == 200 and second.header("x-cache") == "HIT"
+        if slot_hit:
             resumed = time.monotonic()
         else:
             time.sleep(0.1)
-    # caching resumed on the slots the killed master served: a job whose key
-    # lives there (now on its promoted replica) is a HIT through another instance
-    slot_job = None
-    if resumed is not None and heir is not None:
-        wait_until(lambda: heir.role() == "master", recover_within_s, "the killed master's replica promoted")
-        for _ in range(500):
-            job = hex32()
-            if owner_is(heir, "%s{%s:%s:%s}:p" % (KEY_PREFIX, RULE, project, job)):
-                slot_job = job
-                break
-    slot_hit = False
-    if slot_job:
-        first = request(gates[0].port, job_path(project, slot_job))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not slot_hit:
-            second = request(gates[-1].port, job_path(project, slot_job))
-            slot_hit = first.status == 200 and second.header("x-cache") == "HIT"
-            if not slot_hit:
-                time.sleep(0.1)
     time.sleep(after_s)
     load.stop()
     statuses = load.statuses()
@@ -863,14 +955,18 @@ def failover(report, nodes, gates, sim, project, clients, interval, settle_s, af
     report.add("failover: answers outside the documented table", undocumented, "0", undocumented == 0)
     report.add("failover: connection errors", sum(load.errors.values()), "0", not load.errors)
     report.add("failover: non-200 answers", sum(n for s, n in statuses.items() if s != 200), "")
-    report.add("kill -9 to replica promoted, cluster_state ok (s)",
+    report.add("replica let go on to promoted, cluster_state ok (s)",
                "%.2f" % (promoted - killed) if promoted else "never", "< %.0f" % recover_within_s, bool(promoted))
-    report.add("kill -9 to caching resumed (s)", "%.2f" % (resumed - killed) if resumed else "never",
+    report.add("replica let go on to caching resumed on its slots (s)", "%.2f" % (resumed - killed) if resumed else "never",
                "< %.0f" % recover_within_s, bool(resumed))
     report.add("probes until then", probes, "")
     report.add("a job on the promoted replica's slots cached across instances", "yes" if slot_hit else "no", "yes",
                slot_hit)
     report.add("slot map refreshes (all instances)", refreshes, "> 0", refreshes > 0)
+    metric_refreshes = sum(metric(g, "jobgate_redis_cluster_map_refreshes_total") or 0 for g in gates) - \
+        metric_refreshes_before
+    report.add("jobgate_redis_cluster_map_refreshes_total, increase (all instances)", "%d" % metric_refreshes, "> 0",
+               metric_refreshes > 0)
     for g in gates:
         h = g.cache_health()
         cl = h.get("cluster") or {}
