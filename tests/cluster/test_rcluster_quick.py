@@ -5,10 +5,13 @@ test builds (redis-server --cluster-enabled yes, redis-cli --cluster create),
 3 jobgate instances on cluster://: one upstream call per job once terminal
 across the instances (leases coalesce on every master), terminal answers on
 all 3 masters, and kill -9 of a master under load (no answer outside the
-documented table; caching resumes once its replica took over: the time is
-printed). Then the same cluster TLS-only (clients, bus, replication; a CA
-made by the test) with requirepass/masterauth, without the kill. About
-30 s on an idle machine."""
+documented table; while its replica is held back, jobs on the two live
+masters are HITs from Redis with no upstream call and the dead master's
+go upstream; caching resumes on its slots once its replica took over: the
+time is printed), with the cluster counters on /metrics moving. Then the
+same cluster TLS-only (clients, bus, replication; a CA made by the test)
+with requirepass/masterauth, without the kill. About 40 s on an idle
+machine."""
 import os
 import sys
 
