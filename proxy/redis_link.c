@@ -795,7 +795,7 @@ static void cluster_update_state(struct redis_link *r)
     r->state = served > 0 ? REDIS_UP : REDIS_CONNECTING;
     if (whole && (was != REDIS_UP || !r->whole))
         log_info("redis cluster: up, %d masters serve the 16384 slots", r->map->nmasters);
-    else if (!whole && r->state == REDIS_UP && (was != REDIS_UP || r->whole))
+    else if (!whole && r->state == REDIS_UP && r->whole) /* not while the first connections are made */
         log_warn("redis cluster: degraded, %d of 16384 slots served; the others go upstream until the map names "
                  "a master for them",
                  served);

@@ -674,7 +674,10 @@ def rcluster(instances=3, jobs=24, interval=0.25, init_ms=1000, running_ms=2000,
         gates = [ClusterJobgate(sim.url, url, cache_extra=extra).start() for _ in range(instances)]
         procs += gates
         for g in gates:
-            wait_until(lambda: g.cache_health()["state"] == "up", 20, "jobgate up on the cluster")
+            # up once one master is; whole once all are
+            wait_until(lambda: g.cache_health()["state"] == "up" and
+                       (g.cache_health().get("cluster") or {}).get("slots_served") == 16384, 20,
+                       "jobgate up on the cluster, every slot served")
             h = g.cache_health()
             cl = h.get("cluster") or {}
             if cl.get("masters") != 3 or cl.get("slots_covered") != 16384 or cl.get("masters_up") != 3:
