@@ -580,7 +580,10 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
      * forwarded ones bounded by their rule's forward.max_body (at most 1 MiB).
      * evhttp's own cap (413) is set above all of these, so that it never answers. */
     evhttp_set_max_body_size(l->http, 4 * FRONTEND_MAX_BODY_BYTES);
-    evhttp_set_default_content_type(l->http, "application/json;charset=UTF-8");
+    /* None: every answer of ours names its own (reply.c, where it rides in
+     * the header block evhttp cannot see into), and evhttp's own errors
+     * (evhttp_send_error) set text/html. */
+    evhttp_set_default_content_type(l->http, NULL);
     evhttp_set_gencb(l->http, on_request, l);
     evhttp_set_bevcb(l->http, on_new_connection, l);
     l->bound = bind_listener(fe->base, l->http, lc, conf->reuse_port);
