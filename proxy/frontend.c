@@ -285,19 +285,38 @@ static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct e
 }
 
 /* Answers go down once evhttp has added them (deferred to the loop, so once
- * per answer): the chains move to the socket's output, no copy. bufferevent_filter 2.1 would move them itself
- * only while evhttp has EV_WRITE enabled (evhttp adds the answer first, then
- * enables it: the answer would sit until the next write), and would tell
- * evhttp "written" as soon as they had moved, so that evhttp, closing after
- * an answer with Connection: close, would shut the socket with the answer
- * still unwritten. So evhttp's write callback is called from frame_write,
- * once the socket's output is empty. */
+ * per answer). bufferevent_filter 2.1 would move them itself only while
+ * evhttp has EV_WRITE enabled (evhttp adds the answer first, then enables
+ * it: the answer would sit until the next write), and would tell evhttp
+ * "written" as soon as they had moved, so that evhttp, closing after an
+ * answer with Connection: close, would shut the socket with the answer still
+ * unwritten. So evhttp hears "written" (its write callback, through
+ * bufferevent_trigger) only once the socket has taken every byte.
+ *
+ * A plain socket with nothing queued below is written at once (writev from
+ * this buffer): a hit then costs no write event, that is no epoll_ctl to
+ * watching. Whatever the socket does not take (or every byte, on TLS or
+ * behind an answer still queued) moves to the socket's output, no copy, and
+ * frame_write tells evhttp once it is written. Not after a refused head
+ * either: evhttp closes as soon as it hears "written", and a client still
+ * sending that head would get a reset (unread bytes) instead of the 400;
+ * the loop turn lets the filter drop what arrived first. */
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct client_conn *c = arg;
     if (!info->n_added || !evbuffer_get_length(buf))
         return;
-    evbuffer_add_buffer(bufferevent_get_output(c->under), buf);
+    struct evbuffer *below = bufferevent_get_output(c->under);
+    if (!c->listener->tls && !c->refused && !evbuffer_get_length(below)) {
+        evutil_socket_t fd = bufferevent_getfd(c->under);
+        if (fd >= 0)
+            evbuffer_write(buf, fd); /* -1 (EAGAIN, a reset): the socket's bufferevent tries and reports */
+        if (!evbuffer_get_length(buf)) {
+            bufferevent_trigger(c->bev, EV_WRITE, 0); /* evhttp: written; may free `c` */
+            return;
+        }
+    }
+    evbuffer_add_buffer(below, buf);
     c->write_pending = 1;
 }
 
