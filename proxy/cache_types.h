@@ -39,6 +39,14 @@ struct cache_conf {
     char *sentinel_user;     /* sentinel:// only: the sentinels' own ACL user */
     char *sentinel_password; /* sentinel:// only: the sentinels' own password (their requirepass) */
     char *entry_key;         /* secret: the HMAC-SHA256 key entries are signed with; NULL: unsigned */
+    /* TLS (redis_tls.h): to Redis (the data and subscriber connections) and
+     * to the sentinels; both use the same files. Paths resolved. */
+    int redis_tls;
+    int sentinel_tls;
+    char *redis_tls_ca_file;   /* required when either is on */
+    char *redis_tls_cert_file; /* a client certificate, with its key; or NULL */
+    char *redis_tls_key_file;
+    char *redis_tls_server_name; /* sent (SNI) and verified for Redis; NULL: the host connected to */
 };
 
 /* What an answer read from Redis must be to be served (entries are checked

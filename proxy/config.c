@@ -8,6 +8,7 @@
 #include "cache_entry.h"
 #include "config.h"
 #include "config_secrets.h"
+#include "redis_tls.h"
 #include "regions.h"
 
 void config_set_str(char **field, const char *value)
@@ -487,6 +488,94 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
     return rc;
 }
 
+/* A path under 'cache', resolved against the configuration file's folder. */
+static int get_path(struct yconf *y, yaml_node_t *map, const char *key, char **out, struct conf_diag *d)
+{
+    yaml_node_t *n = yconf_get(y, map, key);
+    char full[4096];
+    if (!n)
+        return 0;
+    if (!yconf_scalar(n) || !*yconf_scalar(n)) {
+        yconf_error(y, n, d, "'%s' must be the path of a PEM file", key);
+        return -1;
+    }
+    yconf_resolve_path(y->path, yconf_scalar(n), full, sizeof(full));
+    config_set_str(out, full);
+    return 0;
+}
+
+/* cache.redis_tls, sentinel_tls and their files (redis_tls.h). The files
+ * are loaded now, so that -t reports one that is missing or unreadable,
+ * or a key that is not the certificate's, at its key's line. */
+static int load_redis_tls(struct config *c, struct yconf *y, yaml_node_t *cache, struct conf_diag *d)
+{
+    static const char *const file_keys[] = {
+        [REDIS_TLS_CA_FILE] = "redis_tls_ca_file",
+        [REDIS_TLS_CERT_FILE] = "redis_tls_cert_file",
+        [REDIS_TLS_KEY_FILE] = "redis_tls_key_file",
+    };
+    _Static_assert(sizeof(file_keys) / sizeof(file_keys[0]) == REDIS_TLS_KEY_FILE + 1, "one key per file");
+    struct cache_conf *k = &c->cache;
+    int rc = 0;
+    int sentinel_given = yconf_get(y, cache, "sentinel_tls") != NULL;
+    rc |= yconf_get_bool(y, cache, "redis_tls", &k->redis_tls, d);
+    rc |= yconf_get_bool(y, cache, "sentinel_tls", &k->sentinel_tls, d);
+    rc |= get_path(y, cache, "redis_tls_ca_file", &k->redis_tls_ca_file, d);
+    rc |= get_path(y, cache, "redis_tls_cert_file", &k->redis_tls_cert_file, d);
+    rc |= get_path(y, cache, "redis_tls_key_file", &k->redis_tls_key_file, d);
+    rc |= yconf_get_str(y, cache, "redis_tls_server_name", &k->redis_tls_server_name, d);
+    if (rc < 0)
+        return -1;
+    const char *url = k->redis_url;
+    int sentinel_url = url && strncmp(url, "sentinel://", 11) == 0;
+    if (!sentinel_given && sentinel_url)
+        k->sentinel_tls = k->redis_tls; /* TLS-only Redis: its sentinels too, unless told otherwise */
+    if (sentinel_given && k->sentinel_tls && !sentinel_url) {
+        yconf_error(y, yconf_get(y, cache, "sentinel_tls"), d, "'sentinel_tls' goes with a sentinel:// 'redis' URL");
+        return -1;
+    }
+    if ((k->redis_tls || k->sentinel_tls) && (!url || strncmp(url, "unix:", 5) == 0)) {
+        yconf_error(y, yconf_get(y, cache, k->redis_tls ? "redis_tls" : "sentinel_tls"), d,
+                    "TLS to Redis needs a redis:// or sentinel:// 'redis' URL");
+        return -1;
+    }
+    if (!k->redis_tls && !k->sentinel_tls) {
+        for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++)
+            if (yconf_get(y, cache, file_keys[i])) {
+                yconf_error(y, yconf_get(y, cache, file_keys[i]), d, "'%s' needs redis_tls: on (or sentinel_tls: on)",
+                            file_keys[i]);
+                return -1;
+            }
+        return 0;
+    }
+    yaml_node_t *switch_node = yconf_get(y, cache, k->redis_tls ? "redis_tls" : "sentinel_tls");
+    if (!k->redis_tls_ca_file) {
+        yconf_error(y, switch_node, d, "TLS to Redis needs 'redis_tls_ca_file': the CA its certificate must chain to");
+        return -1;
+    }
+    if ((k->redis_tls_cert_file != NULL) != (k->redis_tls_key_file != NULL)) {
+        const char *given = k->redis_tls_cert_file ? "redis_tls_cert_file" : "redis_tls_key_file";
+        yconf_error(y, yconf_get(y, cache, given), d, "'%s' needs %s too", given,
+                    k->redis_tls_cert_file ? "redis_tls_key_file" : "redis_tls_cert_file");
+        return -1;
+    }
+    if (k->redis_tls_server_name && (!*k->redis_tls_server_name || strpbrk(k->redis_tls_server_name, " \t/:"))) {
+        yconf_error(y, yconf_get(y, cache, "redis_tls_server_name"), d,
+                    "'redis_tls_server_name' must be a host name or an IP address");
+        return -1;
+    }
+    struct redis_tls_conf tls = {
+        .ca_file = k->redis_tls_ca_file, .cert_file = k->redis_tls_cert_file, .key_file = k->redis_tls_key_file};
+    enum redis_tls_file bad;
+    char err[512];
+    if (redis_tls_check(&tls, &bad, err, sizeof(err)) < 0) {
+        yconf_error(y, yconf_get(y, cache, file_keys[bad]) ? yconf_get(y, cache, file_keys[bad]) : switch_node, d,
+                    "'%s': %s", file_keys[bad], err);
+        return -1;
+    }
+    return 0;
+}
+
 /* 'admin': {listen: HOST:PORT or off, client_auth: bool}. client_auth needs
  * a keys file, and the admin address may not be a client listener's. */
 static int load_admin(struct config *c, struct yconf *y, yaml_node_t *admin, struct conf_diag *d)
@@ -544,6 +633,12 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
                                              "sentinel_password_env",
                                              "entry_key_file",
                                              "entry_key_env",
+                                             "redis_tls",
+                                             "sentinel_tls",
+                                             "redis_tls_ca_file",
+                                             "redis_tls_cert_file",
+                                             "redis_tls_key_file",
+                                             "redis_tls_server_name",
                                              NULL};
     static const char *const upstream_keys[] = {
         "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
@@ -623,6 +718,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
         rc |= get_owned(&y, cache, "key_prefix", &c->gateway.key_prefix, d);
         rc |= config_load_cache_secrets(&y, cache, &c->cache, d);
+        rc |= load_redis_tls(c, &y, cache, d);
     }
 
     yaml_node_t *up = yconf_get(&y, root, "upstream");
@@ -719,6 +815,10 @@ void config_free(struct config *c)
     free(c->rule_files);
     free(c->cache.redis_url);
     free(c->cache.redis_user);
+    free(c->cache.redis_tls_ca_file);
+    free(c->cache.redis_tls_cert_file);
+    free(c->cache.redis_tls_key_file);
+    free(c->cache.redis_tls_server_name);
     free(c->cache.sentinel_user);
     config_free_secret(&c->cache.redis_password);
     config_free_secret(&c->cache.sentinel_password);

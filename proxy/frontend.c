@@ -255,15 +255,22 @@ static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct e
                                        .allow_bare_lf = conf->allow_bare_lf,
                                        .reserved = HTTPFRAME_MARKER,
                                        .max_body_bytes = FRONTEND_MAX_BODY_BYTES};
-        /* One byte past the bound is enough to refuse; usually the head is
-         * in the first chain already and this copies nothing. */
-        size_t look = have <= lim.max_head_bytes ? have : lim.max_head_bytes + 1;
+        /* The largest whole head (the bound plus its empty line's CRLF) is
+         * enough to decide: httpframe_check refuses an unfinished head of
+         * that size. Usually the head is in the first chain already and
+         * this copies nothing. */
+        size_t most = lim.max_head_bytes + 2;
+        size_t look = have <= most ? have : most;
         const char *p = (const char *)evbuffer_pullup(src, (ev_ssize_t)look);
         struct httpframe_head head;
         enum httpframe_error err = HTTPFRAME_OK;
         enum httpframe_verdict v = p ? httpframe_check(p, look, &lim, &head, &err) : HTTPFRAME_BAD;
-        if (v == HTTPFRAME_NEED_MORE)
+        if (v == HTTPFRAME_NEED_MORE) {
+            /* Empty lines before a request line are dropped as they come:
+             * a client sending nothing else must not fill memory. */
+            evbuffer_drain(src, head.skipped);
             break;
+        }
         if (v == HTTPFRAME_HEAD_OK) {
             evbuffer_drain(src, head.skipped);
             evbuffer_remove_buffer(src, dst, head.head_len - head.skipped);

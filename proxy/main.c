@@ -283,7 +283,12 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
         str_differs(cur->cache.redis_password, next->cache.redis_password) ||
         str_differs(cur->cache.sentinel_user, next->cache.sentinel_user) ||
         str_differs(cur->cache.sentinel_password, next->cache.sentinel_password) ||
-        str_differs(cur->cache.entry_key, next->cache.entry_key))
+        str_differs(cur->cache.entry_key, next->cache.entry_key) || cur->cache.redis_tls != next->cache.redis_tls ||
+        cur->cache.sentinel_tls != next->cache.sentinel_tls ||
+        str_differs(cur->cache.redis_tls_ca_file, next->cache.redis_tls_ca_file) ||
+        str_differs(cur->cache.redis_tls_cert_file, next->cache.redis_tls_cert_file) ||
+        str_differs(cur->cache.redis_tls_key_file, next->cache.redis_tls_key_file) ||
+        str_differs(cur->cache.redis_tls_server_name, next->cache.redis_tls_server_name))
         log_warn("reload: cache settings changed; they take effect at the next restart");
     if (str_differs(cur->upstream.ca_file, next->upstream.ca_file) ||
         cur->upstream.max_body_bytes != next->upstream.max_body_bytes ||

@@ -90,6 +90,18 @@ static void note_transport_error(struct redis_link *r, const char *what, const c
              detail ? detail : "");
 }
 
+/* Why a connection of the data link went: hiredis's `errstr`, or, through
+ * TLS, the handshake's failure when there was one (hiredis only saw the
+ * bridge close). Returns `errstr` or `buf`. */
+static const char *lost_reason(const struct redis_link *r, const char *errstr, char *buf, size_t len)
+{
+    const char *tls = redis_tls_error(r->tls, r->data.at.host, r->data.at.port);
+    if (!tls)
+        return errstr;
+    snprintf(buf, len, "TLS: %s", tls);
+    return buf;
+}
+
 /* ------------------------------------------------------- the connections */
 
 static const char *conn_name(const struct redis_conn *link, char *buf, size_t len)
@@ -154,16 +166,17 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_conn *link = ac->data;
     struct redis_link *r = link->r;
-    char name[300];
+    char name[300], why[120];
     if (ac != link->ctx)
         return; /* a connection this link let go of */
     if (status != REDIS_OK) {
         evtimer_del(link->connect_timer);
         if (link->role == LINK_DATA) {
+            const char *reason = lost_reason(r, ac->errstr, why, sizeof(why));
             if (link->backoff_ms <= r->reconnect_min_ms)
                 log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
-                         conn_name(link, name, sizeof(name)), ac->errstr);
-            note_transport_error(r, "cannot connect", ac->errstr);
+                         conn_name(link, name, sizeof(name)), reason);
+            note_transport_error(r, "cannot connect", reason);
         } else if (link->role == LINK_WATCH) {
             log_debug("sentinel %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
             r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
@@ -206,7 +219,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (link->role == LINK_SUB) {
         int was_subscribed = r->subscribed;
         r->subscribed = 0;
-        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r) && !link->auth_failed) {
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r) && !link->auth_failed &&
+            !redis_tls_error(r->tls, link->at.host, link->at.port)) {
             /* Connected, then SUBSCRIBE was answered with an error or a
              * closed connection: a proxy without pub/sub (twemproxy). Not
              * with Sentinel, never behind twemproxy: there it is a master
@@ -223,11 +237,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         schedule_reconnect(link);
         return;
     }
-    if (!link->auth_failed)
+    char why[120];
+    const char *reason = lost_reason(r, ac->errstr, why, sizeof(why));
+    if (!link->auth_failed && (was_up || reason == ac->errstr || link->backoff_ms <= r->reconnect_min_ms))
         log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
-                 status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : ac->errstr);
+                 status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : reason);
     if (status != REDIS_OK)
-        note_transport_error(r, "connection lost", ac->errstr);
+        note_transport_error(r, "connection lost", reason);
     r->reconnects++;
     schedule_reconnect(link);         /* sentinel://: the sentinels are asked again first */
     r->hooks.data_lost(r->hooks.arg); /* nothing can tell them of a store now: they go upstream */
@@ -302,6 +318,22 @@ static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
     redisAsyncDisconnect(ac);
 }
 
+/* TLS: Redis answered through the bridge, so the TLS handshake succeeded. */
+static void on_ping_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    r->pending--;
+    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(r, "PING", rep);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    handshake_step(r);
+}
+
 /* AUTH's reply on the data, subscriber or watch connection: refused, the
  * connection is closed (and retried with backoff: sentinels, the next one). */
 static void on_auth_done(redisAsyncContext *ac, void *reply, void *privdata)
@@ -368,9 +400,10 @@ static void conn_connect(struct redis_conn *link)
     struct redis_link *r = link->r;
     char name[300];
     link->at = link->role == LINK_WATCH ? r->target.sentinels[r->watch_index] : r->target.addr;
-    redisAsyncContext *ac = link->role != LINK_WATCH && r->target.unix_path[0]
-                                ? redisAsyncConnectUnix(r->target.unix_path)
-                                : redisAsyncConnect(link->at.host, link->at.port);
+    redisAsyncContext *ac =
+        link->role != LINK_WATCH && r->target.unix_path[0]
+            ? redisAsyncConnectUnix(r->target.unix_path)
+            : redis_tls_connect(link->role == LINK_WATCH ? r->sentinel_tls : r->tls, link->at.host, link->at.port);
     if (!ac) {
         log_error("redis %s: out of memory", conn_name(link, name, sizeof(name)));
         schedule_reconnect(link);
@@ -412,6 +445,11 @@ static void conn_connect(struct redis_conn *link)
         if (is_sentinel(r)) {
             link->handshake_out++;
             if (redisAsyncCommand(ac, on_role_done, r, "ROLE") == REDIS_OK)
+                r->pending++;
+        }
+        if (r->tls) {
+            link->handshake_out++;
+            if (redisAsyncCommand(ac, on_ping_done, r, "PING") == REDIS_OK)
                 r->pending++;
         }
     } else if (link->role == LINK_SUB) {
@@ -670,6 +708,21 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
         redis_link_close(r);
         return -1;
     }
+    struct redis_tls_conf tls = {.ca_file = conf->redis_tls_ca_file,
+                                 .cert_file = conf->redis_tls_cert_file,
+                                 .key_file = conf->redis_tls_key_file,
+                                 .server_name = conf->redis_tls_server_name,
+                                 .handshake_timeout_ms = conf->redis_connect_timeout_ms};
+    if (conf->redis_tls && !(r->tls = redis_tls_new(base, &tls, "redis", err, errlen))) {
+        redis_link_close(r);
+        return -1;
+    }
+    tls.server_name = NULL; /* each sentinel is checked under its own name */
+    if (conf->sentinel_tls && !(r->sentinel_tls = redis_tls_new(base, &tls, "sentinel", err, errlen))) {
+        redis_link_close(r);
+        return -1;
+    }
+    r->query.tls = r->sentinel_tls;
     return 0;
 }
 
@@ -688,6 +741,9 @@ void redis_link_close(struct redis_link *r)
     conn_close(&r->sub);
     conn_close(&r->watch);
     sentinel_query_close(&r->query);
+    redis_tls_free(r->tls); /* after every connection through it */
+    redis_tls_free(r->sentinel_tls);
+    r->tls = r->sentinel_tls = NULL;
     wipe_secret(&r->user);
     wipe_secret(&r->password);
     wipe_secret(&r->sentinel_user);

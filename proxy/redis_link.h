@@ -39,6 +39,13 @@
  * the link closes, and never written to a log, the health report or an
  * error: a refusal's text is logged only if it does not hold them.
  *
+ * TLS (cache.redis_tls, cache.sentinel_tls): every TCP connection is made
+ * by redis_tls_connect, through an in-process TLS bridge when TLS is on
+ * (redis_tls.h). The data connection's handshake then ends with a PING, so
+ * that it is up only once Redis has answered through TLS; a failed TLS
+ * handshake is a lost connection whose last error is the verifier's reason
+ * ("TLS: certificate has expired").
+ *
  * Error replies are counted and kept (code and command only) as the last
  * error; READONLY and MASTERDOWN mean a failover may have moved the master,
  * and NOAUTH that Redis wants a password it was not given: the data
@@ -74,6 +81,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cache_types.h"
+#include "redis_tls.h"
 #include "redis_url.h"
 #include "sentinel_query.h"
 
@@ -126,6 +134,8 @@ struct redis_link {
     enum cache_notify notify;
     char *user, *password;                   /* secrets (copies): AUTH on the data and subscriber connections */
     char *sentinel_user, *sentinel_password; /* secrets (copies): AUTH to the sentinels */
+    struct redis_tls *tls;                   /* cache.redis_tls: the data and subscriber connections; or NULL */
+    struct redis_tls *sentinel_tls;          /* cache.sentinel_tls: the watch and the queries; or NULL */
 
     struct redis_conn data;
     struct redis_conn sub;

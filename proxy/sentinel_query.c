@@ -27,6 +27,18 @@ static struct timeval tv_of(int64_t ms)
 
 static void query_attempt(struct sentinel_query *q);
 
+/* Why the connection to the sentinel asked went: the TLS handshake's
+ * failure when there was one, else `why`. */
+static const char *lost_why(struct sentinel_query *q, const char *why)
+{
+    const struct redis_addr *s = &q->target->sentinels[q->index];
+    const char *tls = redis_tls_error(q->tls, s->host, s->port);
+    if (!tls)
+        return why;
+    snprintf(q->why, sizeof(q->why), "TLS: %s", tls);
+    return q->why;
+}
+
 /* The sentinel asked could not name the master (`why`): ask the next; when
  * none could, say so. */
 static void query_next(struct sentinel_query *q, const char *why)
@@ -64,7 +76,7 @@ static void on_query_reply(redisAsyncContext *ac, void *reply, void *privdata)
     evtimer_del(q->timer);
     q->ctx = NULL;
     if (!rep) {
-        query_next(q, "connection lost");
+        query_next(q, lost_why(q, "connection lost"));
         return;
     }
     redisAsyncDisconnect(ac); /* once this returns; its callbacks ignore it from now on */
@@ -103,7 +115,7 @@ static void on_query_connect(const redisAsyncContext *ac, int status)
         return;
     evtimer_del(q->timer);
     q->ctx = NULL;
-    query_next(q, ac->errstr);
+    query_next(q, lost_why(q, ac->errstr));
 }
 
 /* hiredis frees the context when this returns. */
@@ -115,7 +127,7 @@ static void on_query_disconnect(const redisAsyncContext *ac, int status)
         return;
     evtimer_del(q->timer);
     q->ctx = NULL;
-    query_next(q, "connection lost");
+    query_next(q, lost_why(q, "connection lost"));
 }
 
 static void on_query_timeout(evutil_socket_t fd, short what, void *arg)
@@ -135,7 +147,7 @@ static void on_query_timeout(evutil_socket_t fd, short what, void *arg)
 static void query_attempt(struct sentinel_query *q)
 {
     const struct redis_addr *s = &q->target->sentinels[q->index];
-    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    redisAsyncContext *ac = redis_tls_connect(q->tls, s->host, s->port);
     if (!ac || ac->err) {
         char why[160];
         snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");

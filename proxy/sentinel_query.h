@@ -17,6 +17,7 @@
 
 #include <hiredis/async.h>
 
+#include "redis_tls.h"
 #include "redis_url.h"
 
 struct event;
@@ -39,6 +40,7 @@ struct sentinel_query {
     const char *user, *password;       /* the sentinels' AUTH (secrets), or NULL */
     int64_t timeout_ms;                /* per sentinel asked */
     struct sentinel_query_hooks hooks;
+    struct redis_tls *tls; /* set by the owner after init: TLS to the sentinels (borrowed); NULL: plain TCP */
     /* state */
     int running;
     int closing;
@@ -46,6 +48,7 @@ struct sentinel_query {
     redisAsyncContext *ctx; /* NULL between attempts; hiredis owns it */
     struct event *timer;    /* this attempt's limit */
     char auth_error[32];    /* this attempt's AUTH was refused with this code ("" if not) */
+    char why[96];           /* a TLS failure's reason, as passed to query_next */
 };
 
 /* Set `q` up. Returns 0, or -1 (no memory). */

@@ -352,6 +352,13 @@ static void check_framing(const uint8_t *data, size_t size, const struct httpfra
     FUZZ_CHECK(v == HTTPFRAME_NEED_MORE || v == HTTPFRAME_HEAD_OK || v == HTTPFRAME_BAD, "verdict %d", (int)v);
     FUZZ_CHECK((v == HTTPFRAME_BAD) == (err != HTTPFRAME_OK), "verdict %d with error %s", (int)v,
                httpframe_error_name(err));
+    /* Never waits past the largest whole head: the caller keeps no more
+     * than that (frontend.c drops the skipped empty lines and looks at
+     * bound + 2 bytes at most). */
+    if (v == HTTPFRAME_NEED_MORE)
+        FUZZ_CHECK(size - h.skipped < lim->max_head_bytes + 2,
+                   "%zu bytes (%zu skipped) still need more, past the bound %zu + 2", size, h.skipped,
+                   lim->max_head_bytes);
     if (v == HTTPFRAME_HEAD_OK) {
         FUZZ_CHECK(h.head_len <= size && h.skipped < h.head_len, "head_len %zu skipped %zu of %zu", h.head_len,
                    h.skipped, size);

@@ -89,6 +89,13 @@
     X("redis-scheme.yaml")                         \
     X("redis-sentinel-no-master.yaml")             \
     X("redis-sentinel-password-not-sentinel.yaml") \
+    X("redis-sentinel-tls-not-sentinel.yaml")      \
+    X("redis-tls-ca-missing.yaml")                 \
+    X("redis-tls-cert-no-key.yaml")                \
+    X("redis-tls-file-without-tls.yaml")           \
+    X("redis-tls-no-ca.yaml")                      \
+    X("redis-tls-unix.yaml")                       \
+    X("redis-tls-word.yaml")                       \
     X("redis-unix-relative.yaml")                  \
     X("redis-user-no-password.yaml")               \
     X("redis-user-password.yaml")                  \
@@ -475,6 +482,54 @@ static void test_cache_credentials(void **state)
     unsetenv("JOBGATE_TEST_REDIS_PW");
     unsetenv("JOBGATE_TEST_SENTINEL_PW");
     unsetenv("JOBGATE_TEST_ENTRY_KEY");
+}
+
+/* cache.redis_tls: files resolved against the configuration's folder; the
+ * sentinels follow redis_tls unless sentinel_tls says otherwise. */
+static void test_cache_tls(void **state)
+{
+    /* Its first CA (unit_read_file reads 64 KiB: less than the bundle). */
+    char *ca = unit_read_file("/etc/ssl/certs/ca-certificates.crt");
+    assert_non_null(ca);
+    char *end = strstr(ca, "-----END CERTIFICATE-----\n");
+    assert_non_null(end);
+    end[sizeof("-----END CERTIFICATE-----\n") - 1] = '\0';
+    char *dir = make_tmpdir();
+    char path[4096], want[4200];
+    write_file(dir, "redis-ca.pem", ca, 0644, NULL, 0);
+    write_file(dir, "jobgate.yaml",
+               "cache:\n  redis: sentinel://10.0.0.1:26379/cache\n  redis_tls: on\n"
+               "  redis_tls_ca_file: redis-ca.pem\n  redis_tls_server_name: redis.internal\n",
+               0600, path, sizeof(path));
+    struct config c;
+    struct conf_diag d;
+    int rc = load_file(&c, path, &d);
+    unit_print_diags(&d);
+    assert_int_equal(rc, 0);
+    snprintf(want, sizeof(want), "%s/redis-ca.pem", dir);
+    assert_int_equal(c.cache.redis_tls, 1);
+    assert_int_equal(c.cache.sentinel_tls, 1);
+    assert_string_equal(c.cache.redis_tls_ca_file, want);
+    assert_null(c.cache.redis_tls_cert_file);
+    assert_string_equal(c.cache.redis_tls_server_name, "redis.internal");
+    conf_diag_free(&d);
+    config_free(&c);
+    write_file(dir, "jobgate.yaml",
+               "cache:\n  redis: sentinel://10.0.0.1:26379/cache\n  redis_tls: on\n  sentinel_tls: off\n"
+               "  redis_tls_ca_file: redis-ca.pem\n",
+               0600, path, sizeof(path));
+    assert_int_equal(load_file(&c, path, &d), 0);
+    assert_int_equal(c.cache.redis_tls, 1);
+    assert_int_equal(c.cache.sentinel_tls, 0);
+    conf_diag_free(&d);
+    config_free(&c);
+    assert_int_equal(load_text(&c, "cache:\n  redis: redis://10.0.0.1\n", &d), 0);
+    assert_int_equal(c.cache.redis_tls, 0);
+    assert_null(c.cache.redis_tls_ca_file);
+    conf_diag_free(&d);
+    config_free(&c);
+    rm_tree(dir);
+    free(ca);
 }
 
 static void test_partial_file_keeps_defaults(void **state)
@@ -1122,6 +1177,7 @@ int main(void)
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_partial_file_keeps_defaults),
         cmocka_unit_test(test_cache_credentials),
+        cmocka_unit_test(test_cache_tls),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_rules_relative_to_config_folder),
         cmocka_unit_test(test_every_bad_file_is_listed),
