@@ -302,12 +302,18 @@ static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct e
  *
  * A plain socket with nothing queued below is written at once (writev from
  * this buffer): a hit then costs no write event, that is no epoll_ctl to
- * watching. Whatever the socket does not take (or every byte, on TLS or
- * behind an answer still queued) moves to the socket's output, no copy, and
- * frame_write tells evhttp once it is written. Not after a refused head
- * either: evhttp closes as soon as it hears "written", and a client still
- * sending that head would get a reset (unread bytes) instead of the 400;
- * the loop turn lets the filter drop what arrived first. */
+ * watch for EPOLLOUT, no loop turn to get it and no epoll_ctl to stop
+ * watching. evhttp still hears "written" from frame_write, as after any
+ * write, run from the socket bufferevent's own callback (bufferevent_trigger,
+ * deferred): calling evhttp's write callback from here instead crashed under
+ * 1000 connections (SEGV in libevent's generic timeout callback, after a few
+ * 5 s runs of wrk -c1000 polling one job). Whatever the socket does not take
+ * (or every byte, on TLS or behind an answer still queued) moves to the
+ * socket's output, no copy, and frame_write tells evhttp once it is written.
+ * Not after a refused head either: evhttp closes as soon as it hears
+ * "written", and a client still sending that head would get a reset (unread
+ * bytes) instead of the 400; the loop turn lets the filter drop what arrived
+ * first. */
 static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct client_conn *c = arg;
@@ -319,7 +325,10 @@ static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
         if (fd >= 0)
             evbuffer_write(buf, fd); /* -1 (EAGAIN, a reset): the socket's bufferevent tries and reports */
         if (!evbuffer_get_length(buf)) {
-            bufferevent_trigger(c->bev, EV_WRITE, 0); /* evhttp: written; may free `c` */
+            /* "written" as if the socket's bufferevent had written it:
+             * frame_write, from that bufferevent's own (deferred) callback */
+            c->write_pending = 1;
+            bufferevent_trigger(c->under, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
             return;
         }
     }
