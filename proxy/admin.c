@@ -84,6 +84,14 @@ static void serve_healthz(const struct admin_view *v, struct evhttp_request *req
     cJSON_AddStringToObject(c, "coalescing", h.coalescing ? h.coalescing : "none");
     if (h.last_error[0])
         cJSON_AddStringToObject(c, "last_error", h.last_error);
+    if (h.cluster) {
+        cJSON *cl = cJSON_AddObjectToObject(c, "cluster");
+        cJSON_AddNumberToObject(cl, "masters", h.cluster_masters);
+        cJSON_AddNumberToObject(cl, "masters_up", h.cluster_masters_up);
+        cJSON_AddNumberToObject(cl, "slots_covered", h.cluster_slots);
+        cJSON_AddNumberToObject(cl, "map_refreshes", (double)h.cluster_refreshes);
+        cJSON_AddNumberToObject(cl, "redirects", (double)h.cluster_redirects);
+    }
     struct credentials *creds = gateway_credentials(v->gw);
     if (creds) {
         struct credentials_stats cs;

@@ -104,7 +104,7 @@ void cache_redis_grant_get(struct cache_redis *cr, const char *key, cache_grant_
     g->cb = cb;
     g->arg = arg;
     g->budget_timer = evtimer_new(r->base, on_grant_budget, g);
-    if (!g->budget_timer || redisAsyncCommand(r->data.ctx, on_grant_reply, g, "PTTL %s", key) != REDIS_OK) {
+    if (!g->budget_timer || redis_link_send(r, key, on_grant_reply, g, "PTTL %s", key) != REDIS_OK) {
         r->errors++;
         if (g->budget_timer)
             event_free(g->budget_timer);
@@ -128,8 +128,8 @@ void cache_redis_grant_set(struct cache_redis *cr, const char *key, int64_t ttl_
     struct redis_link *r = &cr->link;
     if (!redis_link_ready(r))
         return;
-    int rc = ttl_ms > 0 ? redisAsyncCommand(r->data.ctx, on_grant_set, r, "SET %s 1 PX %" PRId64, key, ttl_ms)
-                        : redisAsyncCommand(r->data.ctx, on_grant_set, r, "DEL %s", key);
+    int rc = ttl_ms > 0 ? redis_link_send(r, key, on_grant_set, r, "SET %s 1 PX %" PRId64, key, ttl_ms)
+                        : redis_link_send(r, key, on_grant_set, r, "DEL %s", key);
     if (rc == REDIS_OK)
         r->pending++;
     else
@@ -214,8 +214,8 @@ void cache_redis_get(struct cache_redis *cr, const char *key, const struct cache
     l->job = expect ? expect->job : NULL;
     l->budget_timer = evtimer_new(r->base, on_lookup_budget, l);
     if (!l->budget_timer ||
-        redisAsyncCommand(r->data.ctx, on_lookup_reply, l, "MGET %s%s %s%s", key, cachekey_suffix(CACHEKEY_TERMINAL),
-                          key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
+        redis_link_send(r, key, on_lookup_reply, l, "MGET %s%s %s%s", key, cachekey_suffix(CACHEKEY_TERMINAL), key,
+                        cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
         r->errors++;
         if (l->budget_timer)
             event_free(l->budget_timer);
@@ -283,10 +283,10 @@ void cache_redis_put(struct cache_redis *r, const char *key, struct body *b, int
     const char *suffix = cachekey_suffix(slot);
     int rc;
     if (px_ms < 0)
-        rc = redisAsyncCommand(r->link.data.ctx, on_store_done, st, "SET %s%s %b", key, suffix, value, vlen);
+        rc = redis_link_send(&r->link, key, on_store_done, st, "SET %s%s %b", key, suffix, value, vlen);
     else
-        rc = redisAsyncCommand(r->link.data.ctx, on_store_done, st, "SET %s%s %b PX %" PRId64, key, suffix, value, vlen,
-                               px_ms);
+        rc = redis_link_send(&r->link, key, on_store_done, st, "SET %s%s %b PX %" PRId64, key, suffix, value, vlen,
+                             px_ms);
     free(value);
     if (rc == REDIS_OK) {
         r->link.pending++;

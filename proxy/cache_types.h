@@ -106,7 +106,13 @@ struct cache_health {
                           * never a secret nor data */
     char endpoint[300];  /* the Redis in use: HOST:PORT or unix:PATH; sentinel://: the master they named
                           * ("" until they have); "" without Redis. Never a password (none is accepted) */
-    size_t entries;      /* in the in-process tier */
+    int cluster;         /* cluster://: the fields below */
+    int cluster_masters; /* masters the slot map names */
+    int cluster_masters_up;
+    int cluster_slots; /* slots the map gives a master (16384: all) */
+    uint64_t cluster_refreshes;
+    uint64_t cluster_redirects; /* MOVED and ASK followed */
+    size_t entries;             /* in the in-process tier */
     size_t bytes;
 };
 

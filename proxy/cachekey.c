@@ -9,13 +9,16 @@ int cachekey_format(char *out, size_t outlen, const char *prefix, const char *ru
     for (size_t i = 0; i < 2 + nparams; i++) { /* memcpy, not snprintf: this runs on every hit */
         const char *piece = i == 0 ? prefix : i == 1 ? rule : params[i - 2];
         size_t len = strlen(piece);
-        if (used + len + 2 > outlen)
+        if (used + 1 + len + 2 > outlen) /* the separator or '{', the piece, then '}' and the NUL */
             return -1;
-        if (i >= 2)
+        if (i == 1)
+            out[used++] = '{';
+        else if (i >= 2)
             out[used++] = ':';
         memcpy(out + used, piece, len);
         used += len;
     }
+    out[used++] = '}';
     out[used] = '\0';
     return 0;
 }

@@ -4,16 +4,21 @@
  *
  * The base key of a job answer is
  *
- *     {prefix}{rule}:{param1}:{param2}...
+ *     PREFIX{RULE:PARAM1:PARAM2...}
  *
- * `prefix` is cache.key_prefix as configured ("jobgate:" by default; it
- * carries its own separator: nothing is put between it and the rule), `rule`
- * the rule's name, then each of the rule's route parameters in template order
- * after a ':', e.g. "jobgate:ecs:0123abcd:4567ef" for {project_id} and
- * {job_id}. Only validated route parameters reach it, never anything else a
- * client sends. The in-process tier is keyed by the base key alone; in Redis
- * one base key names up to three entries, told apart by a suffix
- * (cachekey_suffix):
+ * PREFIX is cache.key_prefix as configured ("jobgate:" by default; it
+ * carries its own separator: nothing is put between it and the '{'), RULE
+ * the rule's name, then each of the rule's route parameters in template
+ * order after a ':', the whole in braces, e.g. "jobgate:{ecs:0123abcd:4567ef}"
+ * for {project_id} and {job_id}. The braces are a Redis Cluster hash tag:
+ * a key's slot is the hash of what the first '{' and the next '}' enclose,
+ * so every key of one job (below) lands in one slot, on one master, where
+ * the lookup-and-lease script (redis_lease.c) may touch them together,
+ * while different jobs spread over the masters. Elsewhere (one Redis,
+ * Sentinel, twemproxy without hash_tag) the braces are just bytes. (Before
+ * the tag, keys had no braces: an upgrade misses each entry once.) Only validated route parameters reach it, never
+ * anything else a client sends. The in-process tier is keyed by the base key alone; in Redis one base key names up to
+ * three entries, told apart by a suffix (cachekey_suffix):
  *
  *     KEY:t   a terminal answer (no expiry, or the rule's terminal TTL)
  *     KEY:p   a still-changing answer, or a remembered 404 (PX: TTL + stale window)
@@ -39,9 +44,9 @@ enum cachekey_slot {
 
 /* Write the base key of `rule` with `nparams` parameter values to `out`
  * (NUL-terminated). Returns 0, or -1 when it does not fit: every piece needs
- * its length plus two bytes free (a separator and the NUL), so a key may be
- * refused one byte short of filling `out` exactly. `out` is then left
- * partly written. */
+ * its length plus three bytes free (its separator or the '{', then the '}'
+ * and the NUL), so a key may be refused one byte short of filling `out`
+ * exactly. `out` is then left partly written. */
 int cachekey_format(char *out, size_t outlen, const char *prefix, const char *rule, const char *const *params,
                     size_t nparams);
 

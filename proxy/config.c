@@ -61,6 +61,7 @@ void config_defaults(struct config *c)
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
     guard_conf_defaults(&c->upstream_limits);
     credentials_conf_defaults(&c->credentials);
+    iamregion_conf_defaults(&c->iam);
     fe->client_timeout_ms = 30000;
     fe->header_timeout_ms = 10000;
     fe->keepalive_timeout_ms = 60000;
@@ -303,10 +304,33 @@ static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, st
     return rc;
 }
 
-/* 'regions': {host_domain, names, projects} (regions.h). */
+/* regions.iam_url and its timings (iamregion.h). */
+static int load_regions_iam(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
+{
+    int rc = 0;
+    yaml_node_t *url = yconf_get(y, n, "iam_url");
+    if (url) {
+        const char *s = yconf_scalar(url);
+        if (!s || (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) || strlen(s) > 256 ||
+            strpbrk(s + 7, " @?#{}")) {
+            yconf_error(y, url, d, "'iam_url' is IAM's base url, such as https://iam.myhuaweicloud.com");
+            rc = -1;
+        } else {
+            config_set_str(&c->iam.iam_url, s);
+        }
+    }
+    rc |= yconf_get_ms(y, n, "iam_refresh", 1000, 7 * 86400000LL, 0, &c->iam.refresh_ms, d);
+    rc |= yconf_get_ms(y, n, "iam_unknown_ttl", 0, 86400000LL, 0, &c->iam.unknown_ttl_ms, d);
+    rc |= yconf_get_ms(y, n, "iam_retry", 0, 3600000, 0, &c->iam.retry_ms, d);
+    rc |= yconf_get_ms(y, n, "iam_timeout", 100, 600000, 0, &c->iam.timeout_ms, d);
+    return rc;
+}
+
+/* 'regions': {host_domain, names, projects, iam_*} (regions.h, iamregion.h). */
 static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
 {
-    static const char *const keys[] = {"host_domain", "names", "projects", NULL};
+    static const char *const keys[] = {"host_domain",     "names",     "projects",    "iam_url", "iam_refresh",
+                                       "iam_unknown_ttl", "iam_retry", "iam_timeout", NULL};
     if (!n)
         return 0;
     if (yconf_check_map(y, n, "regions", keys, d) < 0)
@@ -341,6 +365,7 @@ static int load_regions(struct config *c, struct yconf *y, yaml_node_t *n, struc
             rc = -1;
         }
     }
+    rc |= load_regions_iam(c, y, n, d);
     yaml_node_t *projects = yconf_get(y, n, "projects");
     if (projects && projects->type != YAML_MAPPING_NODE) {
         yconf_error(y, projects, d, "'projects' maps each project id to its region");
@@ -782,6 +807,12 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     rc |= load_admin(c, &y, yconf_get(&y, root, "admin"), d);
     rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
     rc |= load_regions(c, &y, yconf_get(&y, root, "regions"), d);
+    yaml_node_t *iam_url = yconf_get(&y, yconf_get(&y, root, "regions"), "iam_url");
+    if (iam_url && c->iam.iam_url && c->credentials.mode == CRED_PASSTHROUGH) {
+        yconf_error(&y, iam_url, d,
+                    "'iam_url': asking IAM needs jobgate's own credentials (upstream.auth mode token, iam or aksk)");
+        rc = -1;
+    }
     rc |= load_audit(c, &y, yconf_get(&y, root, "audit"), d);
     yaml_node_t *workers = yconf_get(&y, root, "workers");
     if (workers && (!yconf_scalar(workers) || config_set_workers(c, yconf_scalar(workers)) < 0)) {
@@ -834,5 +865,6 @@ void config_free(struct config *c)
     char *token = (char *)c->gateway.upstream_token;
     config_free_secret(&token);
     credentials_conf_free(&c->credentials);
+    iamregion_conf_free(&c->iam);
     memset(c, 0, sizeof(*c));
 }

@@ -33,6 +33,7 @@
 #include "guard.h"
 #include "log.h"
 #include "upstream.h"
+#include "iamregion.h"
 #include "yamlconf.h"
 
 struct config {
@@ -60,6 +61,7 @@ struct config {
     struct audit_conf audit;           /* audit.path NULL: no audit log */
     struct guard_conf upstream_limits; /* rate limit, 429 backoff, circuit breaker of each upstream */
     struct regions *regions;           /* 'regions' (gateway.regions points here); NULL: none */
+    struct iamregion_conf iam;         /* regions.iam_*: a project's region asked of IAM; iam_url NULL: never */
 
     int64_t shutdown_timeout_ms;
     int workers; /* worker processes; 0: auto */

@@ -21,12 +21,31 @@
  *   [start] -- over the rate limit --> QUEUE -- its timer --> [start]
  *      | admitted
  *      v
- *   CREDENTIALS (an IAM token may have to be fetched) --> CALLING --> answered
+ *   CREDENTIALS (an IAM token may have to be fetched) --> CALLING
+ *      CALLING -- a transport fault before the head --> answered 502/504
+ *      CALLING -- upstream's status and headers --> STREAMING (the head is sent)
+ *      STREAMING -- each piece of the body --> sent on (chunked, or with
+ *                   upstream's Content-Length); the transfer pauses while the
+ *                   client has more than 256 KiB to read, resumes at 64 KiB
+ *      STREAMING -- upstream done --> the end (ENDING: the last bytes are
+ *                   written first when the length was announced)
+ *      STREAMING -- upstream fails mid-body --> the client's connection is cut
+ *
+ * The answer's body is never held whole: jobgate holds about 256 KiB of it
+ * per call, whatever its size. The request's body is held whole (evhttp
+ * reads it before the gateway sees the request), bounded by the rule's
+ * forward.max_body, and sent upstream from evhttp's own buffer, not copied
+ * (made one piece for libcurl and the signature).
  *
  * The client may hang up at any point. Before CALLING the call is dropped
- * (never sent: "not at all"); in CALLING it runs to its end and its answer
- * is thrown away (sent once: the upstream's work is not undone, nor done
- * again).
+ * (never sent: "not at all"; its end of input is watched, EV_CLOSED, so a
+ * client that half-closes while its call waits for the guard or a token
+ * is taken as gone). From CALLING on, the end of input is not watched (a
+ * client that half-closed still reads its answer): a client that left is
+ * seen when writing its answer fails. The call has run once by then (the
+ * upstream's work is not undone, nor done again); the transfer of its
+ * answer stops at once (the upstream connection is closed), audited
+ * CLIENT_GONE with the bytes sent.
  *
  * Everything runs on the event loop's thread.
  */
@@ -50,9 +69,14 @@ void forward_start(struct job_request *jr);
  * (none: `out` is ""; only grants of every project, "*", cover the call). */
 int forward_project_of(const struct rule *rule, const char *path, char *out, size_t outlen);
 
-/* Shutdown: `jr` stops waiting on its forwarded call, unanswered (the
- * caller answers it). A call not yet sent is dropped. */
-void forward_leave(struct job_request *jr);
+/* The client left, or shutdown: `jr` stops waiting on its forwarded call.
+ * Returns 0: `jr` is unanswered, the caller answers it (or forgets it); a
+ * call not yet sent is dropped, one that is out runs on alone. Returns 1:
+ * its answer was streaming (a head went out), so it was cut here: the
+ * upstream transfer stopped, the client's connection closed, `jr` audited
+ * and let go (audited CLIENT_GONE when `client_gone`, else CUT); the
+ * caller must not touch it. */
+int forward_leave(struct job_request *jr, int client_gone);
 
 /* Free every forwarded call of `gw` with no callback and no answer. Only
  * from gateway_free, after upstream_free. */

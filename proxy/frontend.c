@@ -222,6 +222,14 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
  * it (400, audited, Connection: close) after every request passed before. */
 #define REFUSED_REQUEST "GET / HTTP/1.1\r\nHost: jobgate\r\nConnection: close\r\n" HTTPFRAME_MARKER ": %s\r\n\r\n"
 
+/* The largest Content-Length the filter passes: the rules' (gateway.h), at
+ * least FRONTEND_MAX_BODY_BYTES. */
+static uint64_t body_bound(const struct frontend *fe)
+{
+    uint64_t rules = gateway_max_body_bytes(fe->gw);
+    return rules > FRONTEND_MAX_BODY_BYTES ? rules : FRONTEND_MAX_BODY_BYTES;
+}
+
 /* The input filter: moves bytes from the socket's buffer (`src`) to
  * evhttp's (`dst`). A head moves once httpframe_check has passed it whole,
  * then its body (Content-Length) as it arrives, then the next head is
@@ -254,7 +262,7 @@ static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct e
         struct httpframe_limits lim = {.max_head_bytes = conf->max_header_bytes + conf->max_uri_bytes + 1024,
                                        .allow_bare_lf = conf->allow_bare_lf,
                                        .reserved = HTTPFRAME_MARKER,
-                                       .max_body_bytes = FRONTEND_MAX_BODY_BYTES};
+                                       .max_body_bytes = body_bound(c->fe)};
         /* The largest whole head (the bound plus its empty line's CRLF) is
          * enough to decide: httpframe_check refuses an unfinished head of
          * that size. Usually the head is in the first chain already and
@@ -610,11 +618,11 @@ static int listener_start(struct frontend *fe, struct listener *l, const struct 
      * bounds what one connection can make us buffer. */
     size_t hard_cap = 4 * (conf->max_header_bytes + conf->max_uri_bytes);
     evhttp_set_max_headers_size(l->http, (ev_ssize_t)hard_cap);
-    /* The framing filter refuses a Content-Length above FRONTEND_MAX_BODY_BYTES
+    /* The framing filter refuses a Content-Length above gateway_max_body_bytes
      * (400); job requests with a body are refused (400) by the gateway, and
-     * forwarded ones bounded by their rule's forward.max_body (at most 1 MiB).
+     * forwarded ones bounded by their rule's forward.max_body (at most 64 MiB).
      * evhttp's own cap (413) is set above all of these, so that it never answers. */
-    evhttp_set_max_body_size(l->http, 4 * FRONTEND_MAX_BODY_BYTES);
+    evhttp_set_max_body_size(l->http, (ev_ssize_t)FRONTEND_HARD_MAX_BODY_BYTES);
     /* None: every answer of ours names its own (reply.c, where it rides in
      * the header block evhttp cannot see into), and evhttp's own errors
      * (evhttp_send_error) set text/html. */

@@ -36,8 +36,9 @@
  *     table, audited like any answer); the framing filter refuses a head
  *     larger than their sum plus 1 KiB, and evhttp's own caps (4x) are never
  *     reached, so evhttp never answers 413 itself;
- *   - request bodies: refused by the gateway with 400 (by the filter above
- *     FRONTEND_MAX_BODY_BYTES).
+ *   - request bodies: refused by the gateway with 400, or on forward routes
+ *     with 413 above the rule's forward.max_body (by the filter above twice
+ *     the rules' largest, at least FRONTEND_MAX_BODY_BYTES).
  */
 #ifndef JOBGATE_FRONTEND_H
 #define JOBGATE_FRONTEND_H
@@ -45,10 +46,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A request announcing a larger body (Content-Length) is refused with 400
- * before evhttp reads it: twice the largest forward.max_body a rule may set,
- * so that a forwarded body between the two gets forward's own 413. */
+/* A request announcing a larger body (Content-Length) than the larger of
+ * this and twice the rules' largest forward.max_body is refused with 400
+ * before evhttp reads it, so that a forwarded body between the two gets
+ * forward's own 413. */
 #define FRONTEND_MAX_BODY_BYTES (2 * 1024 * 1024)
+/* The framing filter's bound follows the rules (gateway_max_body_bytes,
+ * at least the above, at most 2 x 64 MiB); evhttp's own cap is this, above
+ * any of them, so that evhttp never answers 413 itself. */
+#define FRONTEND_HARD_MAX_BODY_BYTES ((uint64_t)256 * 1024 * 1024)
 
 struct event_base;
 struct gateway;

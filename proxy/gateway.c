@@ -17,6 +17,7 @@
 #include "flight.h"
 #include "forward.h"
 #include "gateway.h"
+#include "iamregion.h"
 #include "log.h"
 #include "metrics.h"
 #include "regions.h"
@@ -182,6 +183,40 @@ void request_answer_forward(struct job_request *jr, int status, const char *cont
     job_request_done(jr, status);
 }
 
+void request_forward_begin(struct job_request *jr, int status, const char *content_type, int64_t content_length,
+                           long retry_after)
+{
+    struct reply_meta meta = meta_of(jr);
+    reply_stream_start(jr->req, status, content_type, content_length, retry_after, &meta);
+}
+
+void request_forward_end(struct job_request *jr, int status, uint64_t bytes)
+{
+    audit_request(jr, status, bytes);
+    evhttp_send_reply_end(jr->req); /* hands the request back to evhttp */
+    job_request_done(jr, status);
+}
+
+void request_forward_cut(struct job_request *jr, int status, uint64_t bytes, int client_gone)
+{
+    struct gateway *gw = jr->gw;
+    if (gw->audit) {
+        char source[80];
+        struct audit_record r;
+        audit_record_of(jr, status, bytes, source, sizeof(source), &r);
+        r.cache = client_gone ? "CLIENT_GONE" : "CUT";
+        if (audit_write(gw->audit, &r) < 0)
+            metrics_count_event(gw->metrics, EVENT_AUDIT_DROPPED);
+    }
+    struct evhttp_request *req = jr->req;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon)
+        evhttp_connection_free(evcon); /* frees the request too */
+    else
+        evhttp_send_reply_end(req); /* evhttp has let the connection go: this frees the request */
+    job_request_done(jr, status);
+}
+
 void request_answer_stale(struct job_request *jr, struct body *b)
 {
     jr->outcome = OUTCOME_STALE;
@@ -207,6 +242,16 @@ static void free_secret(char *s)
         memset(s, 0, strlen(s));
         free(s);
     }
+}
+
+/* gw->max_body_bytes for `rules` (gateway_max_body_bytes). */
+static void set_max_body(struct gateway *gw, const struct ruleset *rules)
+{
+    uint64_t most = 0;
+    for (size_t i = 0; i < rules->count; i++)
+        if (rules->rules[i]->forward.prefix && rules->rules[i]->forward.max_body > most)
+            most = rules->rules[i]->forward.max_body;
+    gw->max_body_bytes = 2 * most;
 }
 
 /* Copy the settings of `conf` over the gateway's. */
@@ -235,6 +280,7 @@ static void apply_conf(struct gateway *gw, const struct gateway_conf *conf)
     gw->max_wait_ms = conf->max_wait_ms > 0 ? conf->max_wait_ms : 15000;
     regions_free(gw->regions); /* requests took their region at intake */
     gw->regions = regions_copy(conf->regions);
+    gw->iamregion = conf->iamregion;
     gw->error_shape = conf->error_shape != ERROR_SHAPE_DEFAULT ? conf->error_shape : ERROR_SHAPE_APIGW;
     if (gw->upstream_url && gw->upstream_url[0] && gw->upstream_url[strlen(gw->upstream_url) - 1] == '/')
         gw->upstream_url[strlen(gw->upstream_url) - 1] = '\0';
@@ -261,6 +307,7 @@ struct gateway *gateway_new(struct event_base *base, struct ruleset *rules, stru
     gw->base = base;
     gw->watch_hangups = (event_base_get_features(base) & EV_FEATURE_EARLY_CLOSE) != 0;
     gw->rules = ruleset_ref(rules);
+    set_max_body(gw, rules);
     gw->cache = cache;
     gw->upstream = upstream;
     gw->metrics = metrics;
@@ -275,6 +322,7 @@ void gateway_reconfigure(struct gateway *gw, struct ruleset *rules, const struct
 {
     struct ruleset *old = gw->rules;
     gw->rules = ruleset_ref(rules);
+    set_max_body(gw, rules);
     ruleset_unref(old); /* requests and upstream calls still using it hold their own references */
     apply_conf(gw, conf);
 }
@@ -297,6 +345,11 @@ struct credentials *gateway_credentials(const struct gateway *gw)
 void gateway_guard_health(const struct gateway *gw, struct callpolicy_health *out)
 {
     callpolicy_health(gw->policy, out);
+}
+
+uint64_t gateway_max_body_bytes(const struct gateway *gw)
+{
+    return gw->max_body_bytes;
 }
 
 size_t gateway_in_flight(const struct gateway *gw)
@@ -322,7 +375,10 @@ void gateway_abort_all(struct gateway *gw)
     for (jr = TAILQ_FIRST(&gw->live); jr; jr = next) {
         next = TAILQ_NEXT(jr, live_link);
         flight_leave(jr);
-        forward_leave(jr);
+        iamregion_cancel(jr->iam_wait);
+        jr->iam_wait = NULL;
+        if (forward_leave(jr, 0))
+            continue; /* a streamed answer, cut (and let go) there */
         if (jr->in_lookup) {
             /* The lookup still holds jr: answer now, free when it calls back. */
             struct reply_meta meta = meta_of(jr);

@@ -31,6 +31,7 @@ struct metrics;
 struct audit;
 struct clientkeys;
 struct credentials;
+struct iamregion;
 struct guard_conf;
 struct guardshm;
 struct cache_conf;
@@ -53,6 +54,8 @@ struct gateway_conf {
     size_t max_waiters;              /* requests one key's upstream call may hold; beyond: 503 (0: 10000) */
     int64_t max_wait_ms;             /* longest a request waits on another's upstream call; then 504 (0: 15 s) */
     const struct regions *regions;   /* where {region} upstream urls go (copied); NULL: none configured */
+    struct iamregion *iamregion;     /* a project's region from IAM when regions says nothing (borrowed,
+                                        iamregion.h); NULL: never asked */
     enum error_shape error_shape;    /* error bodies where no rule says (unknown paths; DEFAULT: APIGW) */
     /* Where the guards keep their state (callpolicy.h); read by gateway_new only: */
     struct guardshm *guard_shm;           /* the host's (borrowed); NULL: per process */
@@ -89,6 +92,13 @@ void gateway_guard_health(const struct gateway *gw, struct callpolicy_health *ou
 
 /* Requests received and not yet answered. */
 size_t gateway_in_flight(const struct gateway *gw);
+
+/* The largest request body worth reading for the current rules: twice the
+ * largest forward.max_body (so that a body over its route's bound gets that
+ * route's 413); 0 when no rule forwards. At most 2 x RULE_FORWARD_MAX_BODY
+ * (128 MiB). The framing filter refuses a longer Content-Length (frontend.h)
+ * before evhttp reads it. */
+uint64_t gateway_max_body_bytes(const struct gateway *gw);
 
 /* While draining, answers ask clients to close their connection, and
  * `on_idle` is called (from the loop) once nothing is in flight. */

@@ -43,6 +43,8 @@ struct event_base;
 struct gateway;
 struct flight;
 struct rule;
+struct iamregion;
+struct iamregion_wait;
 
 struct job_request {
     struct gateway *gw;
@@ -54,11 +56,14 @@ struct job_request {
     struct body *grant_body;     /* a hit held while the fleet's grant is asked (a reference), or NULL */
     const struct rule *rule;
     struct flight *flight;
-    struct forward_call *forward; /* a forwarded call (forward.h) under way for it, or NULL */
-    const char *forward_project;  /* forwarded: the path's project id (in `match.buf`), or NULL */
-    int forwarding;               /* under a rule's forward prefix, not a job route */
-    struct event *gone_watch;     /* while waiting on upstream: fires when the client hangs up */
-    int64_t wait_deadline_us;     /* while waiting on a flight: answered 504 after this */
+    struct forward_call *forward;    /* a forwarded call (forward.h) under way for it, or NULL */
+    const char *forward_project;     /* forwarded: the path's project id (in `match.buf`), or NULL */
+    int forwarding;                  /* under a rule's forward prefix, not a job route */
+    int by_host_service;             /* its Host SERVICE.REGION.DOMAIN chose the rule: the path is the cloud's own */
+    enum route_result found;         /* what the route match found (kept while IAM is asked for the region) */
+    struct iamregion_wait *iam_wait; /* waiting for IAM to say the project's region (iamregion.h), or NULL */
+    struct event *gone_watch;        /* while waiting on upstream: fires when the client hangs up */
+    int64_t wait_deadline_us;        /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     enum cache_lease_status lease; /* what its lookup did with the key's lease (cache_get_lease) */
     int in_lookup;
@@ -96,6 +101,7 @@ struct gateway {
     struct audit *audit;             /* borrowed; NULL: no audit log */
     size_t max_uri_bytes;
     size_t max_header_bytes;
+    uint64_t max_body_bytes;         /* gateway_max_body_bytes, from `rules` */
     struct tokengrant *token_grants; /* pass-through mode only */
     int64_t passthrough_window_ms;
     size_t max_waiters;
@@ -105,6 +111,7 @@ struct gateway {
     struct keymap flights;        /* struct flight by flight key (flight.c's) */
     struct callpolicy *policy;    /* the guards of the upstreams */
     struct regions *regions;      /* our copy; NULL: none configured */
+    struct iamregion *iamregion;  /* borrowed; NULL: IAM is never asked for a region */
     struct job_request_list live;
     struct job_request_list orphans;    /* answered at shutdown, cache lookup still out */
     LIST_HEAD(, forward_call) forwards; /* forwarded calls under way (forward.c's) */
@@ -124,6 +131,21 @@ void request_answer_job(struct job_request *jr, struct body *b, int hit);
  * `body` (copied) of `content_type`; `retry_after` >= 0: sent on. */
 void request_answer_forward(struct job_request *jr, int status, const char *content_type, const char *body, size_t len,
                             long retry_after);
+/* A forwarded answer streamed (forward.c): request_forward_begin sends the
+ * head (as request_answer_forward's: Retry-After when `retry_after` >= 0,
+ * Content-Length when `content_length` >= 0, else chunked); the forwarder
+ * then sends the body with evhttp_send_reply_chunk* on jr->req, and ends
+ * with one of the two below, which write the audit line, count the request
+ * and let `jr` go. */
+void request_forward_begin(struct job_request *jr, int status, const char *content_type, int64_t content_length,
+                           long retry_after);
+/* The whole body went out (`bytes` of it). */
+void request_forward_end(struct job_request *jr, int status, uint64_t bytes);
+/* The body broke off after `bytes`: upstream failed mid-body, or the client
+ * went away (`client_gone`). The connection is closed (the only way left to
+ * tell the client its answer is short); audited with "CUT" or
+ * "CLIENT_GONE" in place of the cache outcome. */
+void request_forward_cut(struct job_request *jr, int status, uint64_t bytes, int client_gone);
 /* Upstream failed, throttled or was held back: answer with the last known
  * state of the job rather than an error, saying so (X-Cache: STALE, Age). */
 void request_answer_stale(struct job_request *jr, struct body *b);

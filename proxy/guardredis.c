@@ -204,8 +204,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static int call_send(struct gr_call *c)
 {
     struct redis_link *r = &c->gr->link;
-    if (!redis_link_ready(r) ||
-        redisAsyncCommandArgv(r->data.ctx, on_reply, c, c->argc, (const char **)c->argv, c->argvlen) != REDIS_OK) {
+    if (!redis_link_ready(r) || redis_link_send_argv(r, c->argv[3], c->argvlen[3], on_reply, c, c->argc,
+                                                     (const char **)c->argv, c->argvlen) != REDIS_OK) {
         call_free(c);
         return -1;
     }
@@ -321,9 +321,12 @@ static void on_budget(evutil_socket_t fd, short what, void *arg)
     op_maybe_free(op);
 }
 
+/* An upstream's key: PREFIX{UPSTREAM}:SUFFIX. The hash tag puts every key
+ * of one upstream in one Redis Cluster slot, so a script may touch them
+ * together. */
 static int key_arg(struct gr_call *c, const char *prefix, const char *upstream, const char *suffix)
 {
-    return call_arg(c, "%s%s:%s", prefix, upstream, suffix);
+    return call_arg(c, "%s{%s}:%s", prefix, upstream, suffix);
 }
 
 struct guardredis_op *guardredis_admit(struct guardredis *gr, const char *upstream, const char *project,
@@ -348,7 +351,7 @@ struct guardredis_op *guardredis_admit(struct guardredis *gr, const char *upstre
     int rc = key_arg(c, p, upstream, "rate") | key_arg(c, p, upstream, "throttled") | key_arg(c, p, upstream, "open") |
              key_arg(c, p, upstream, "probe") | key_arg(c, p, upstream, "halfopen");
     if (per_project)
-        rc |= call_arg(c, "%s%s:project:%s", p, upstream, project);
+        rc |= call_arg(c, "%s{%s}:project:%s", p, upstream, project);
     rc |= call_arg(c, "%.17g", conf->rate) | call_arg(c, "%.17g", conf->burst) |
           call_arg(c, "%.17g", conf->project_rate) | call_arg(c, "%.17g", conf->project_burst) |
           call_arg(c, "%" PRId64, conf->probe_timeout_ms);

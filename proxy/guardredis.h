@@ -4,7 +4,9 @@
  * `rate` and `burst` are the fleet's and a 429 or an open circuit that one
  * process sees holds all of them at its next admission.
  *
- * Keys, under KEY_PREFIX "guard:" UPSTREAM (the upstream's base URL):
+ * Keys, under KEY_PREFIX "guard:{" UPSTREAM "}" (the upstream's base URL in
+ * braces: a Redis Cluster hash tag, so that every key one script touches
+ * lives in one slot, on one master):
  *   :rate          the GCRA tat (guard.h) of the upstream, in microseconds of
  *                  Redis's clock; expires once it is in the past (a full bucket)
  *   :project:ID    the same per project, when project_rate is set

@@ -22,6 +22,7 @@
 #include "credentials.h"
 #include "frontend.h"
 #include "gateway.h"
+#include "iamregion.h"
 #include "guardshm.h"
 #include "log.h"
 #include "metrics.h"
@@ -49,6 +50,7 @@ struct daemon {
     struct frontend *frontend;
     struct gateway *gateway;
     struct credentials *credentials; /* jobgate's cloud credentials: set at start, kept across reloads */
+    struct iamregion *iamregion;     /* projects' regions from IAM (regions.iam_url): set at start, kept */
     struct audit *audit;             /* opened at start, reopened on SIGUSR1 */
     struct event *deadline;
     int stopping;
@@ -245,10 +247,11 @@ static int load_policy(const struct config *cfg, struct ruleset **rules, struct 
 /* The objects the gateway works with that are not settings: main makes
  * them, cfg->gateway borrows them (config.h). */
 static void wire_gateway(struct config *cfg, struct clientkeys *keys, struct credentials *credentials,
-                         struct audit *audit)
+                         struct iamregion *iamregion, struct audit *audit)
 {
     cfg->gateway.client_keys = keys;
     cfg->gateway.credentials = credentials;
+    cfg->gateway.iamregion = iamregion;
     cfg->gateway.audit = audit;
 }
 
@@ -299,6 +302,10 @@ static void warn_restart_only(const struct config *cur, const struct config *nex
         str_differs(ca->domain, cb->domain) || str_differs(ca->password, cb->password) || str_differs(ca->ak, cb->ak) ||
         str_differs(ca->sk, cb->sk))
         log_warn("reload: upstream.auth changed; jobgate keeps its current cloud credentials until the next restart");
+    const struct iamregion_conf *ia = &cur->iam, *ib = &next->iam;
+    if (str_differs(ia->iam_url, ib->iam_url) || ia->refresh_ms != ib->refresh_ms ||
+        ia->unknown_ttl_ms != ib->unknown_ttl_ms || ia->retry_ms != ib->retry_ms || ia->timeout_ms != ib->timeout_ms)
+        log_warn("reload: regions.iam_* changed; they take effect at the next restart");
 }
 
 /* SIGHUP: load the configuration and every rule file again, and switch to
@@ -330,7 +337,7 @@ static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
     }
     conf_diag_free(&diag);
     warn_restart_only(d->cfg, next);
-    wire_gateway(next, keys, d->credentials, d->audit);
+    wire_gateway(next, keys, d->credentials, d->iamregion, d->audit);
     gateway_reconfigure(d->gateway, rules, &next->gateway);
     frontend_reload_tls(d->frontend, next->frontend.listeners, next->frontend.nlisteners);
     log_set_level(next->log_level);
@@ -506,11 +513,15 @@ static int run_daemon(int index, void *arg)
         log_error("upstream credentials: %s", err);
         goto out;
     }
+    if (cfg->iam.iam_url && !(d.iamregion = iamregion_new(upstream, d.credentials, &cfg->iam, err, sizeof(err)))) {
+        log_error("regions.iam_url: %s", err);
+        goto out;
+    }
     if (cfg->audit.path && !(d.audit = audit_open(&cfg->audit, err, sizeof(err)))) {
         log_error("audit log: %s", err);
         goto out;
     }
-    wire_gateway(cfg, keys, d.credentials, d.audit);
+    wire_gateway(cfg, keys, d.credentials, d.iamregion, d.audit);
     cfg->gateway.guard_shm = boot->guard_shm;
     cfg->gateway.guard_redis = &cfg->cache;
     cfg->gateway.workers = boot->workers;
@@ -566,6 +577,7 @@ static int run_daemon(int index, void *arg)
 out:
     /* Callbacks first: nothing may call into the gateway once it is freed. */
     cache_free(cache);
+    iamregion_free(d.iamregion);     /* uses the credentials and the upstream */
     credentials_free(d.credentials); /* uses the upstream for IAM calls */
     upstream_free(upstream);
     gateway_free(d.gateway);

@@ -113,7 +113,7 @@ struct redis_release {
 static void send_del_lease(struct redis_link *r, const char *key)
 {
     if (redis_link_ready(r) &&
-        redisAsyncCommand(r->data.ctx, on_del_done, r, "DEL %s%s", key, cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK)
+        redis_link_send(r, key, on_del_done, r, "DEL %s%s", key, cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK)
         r->pending++;
 }
 
@@ -156,8 +156,8 @@ static int release_held(struct redis_leases *ls, const char *key)
         if (rel) {
             rel->ls = ls;
             memcpy(rel->key, key, len + 1);
-            if (redisAsyncCommand(r->data.ctx, on_release_reply, rel, "EVAL %s 1 %s%s %s", RELEASE_SCRIPT, key,
-                                  cachekey_suffix(CACHEKEY_LEASE), h->token) == REDIS_OK)
+            if (redis_link_send(r, key, on_release_reply, rel, "EVAL %s 1 %s%s %s", RELEASE_SCRIPT, key,
+                                cachekey_suffix(CACHEKEY_LEASE), h->token) == REDIS_OK)
                 r->pending++;
             else
                 free(rel);
@@ -174,7 +174,7 @@ void redis_lease_settle(struct redis_leases *ls, const char *key, int stored)
     struct redis_link *r = ls->link;
     int released = release_held(ls, key);
     if ((stored || released) && redis_link_may_publish(r) && redis_link_ready(r) &&
-        redisAsyncCommand(r->data.ctx, on_publish_done, r, "PUBLISH %s %s", CACHEKEY_CHANNEL, key) == REDIS_OK)
+        redis_link_send(r, CACHEKEY_CHANNEL, on_publish_done, r, "PUBLISH %s %s", CACHEKEY_CHANNEL, key) == REDIS_OK)
         r->pending++;
 }
 
@@ -323,9 +323,9 @@ static int send_script(struct redis_op *op, int full)
     full = full || !ls->script_known;
     op->sent_eval = full;
     if (!redis_link_ready(r) ||
-        redisAsyncCommand(r->data.ctx, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
-                          full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key,
-                          p, op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
+        redis_link_send(r, op->key, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
+                        full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key, p,
+                        op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
         return 0;
     r->pending++;
     op->replies_out++;
@@ -384,14 +384,13 @@ static void on_pipelined_get(redisAsyncContext *ac, void *reply, void *privdata)
 static int send_pipelined(struct redis_op *op)
 {
     struct redis_link *r = op->ls->link;
-    if (!redis_link_ready(r) ||
-        redisAsyncCommand(r->data.ctx, on_pipelined_set, op, "SET %s%s %s NX PX %" PRId64, op->key,
-                          cachekey_suffix(CACHEKEY_LEASE), op->token, op->lease_ms) != REDIS_OK)
+    if (!redis_link_ready(r) || redis_link_send(r, op->key, on_pipelined_set, op, "SET %s%s %s NX PX %" PRId64, op->key,
+                                                cachekey_suffix(CACHEKEY_LEASE), op->token, op->lease_ms) != REDIS_OK)
         return 0;
     r->pending++;
     op->replies_out++;
-    if (redisAsyncCommand(r->data.ctx, on_pipelined_get, op, "MGET %s%s %s%s", op->key,
-                          cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
+    if (redis_link_send(r, op->key, on_pipelined_get, op, "MGET %s%s %s%s", op->key, cachekey_suffix(CACHEKEY_TERMINAL),
+                        op->key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
         /* The SET went: the op is finished without a callback (the caller
          * is told it could not start), and its SET's reply frees it,
          * releasing a grant (lease_granted). */
@@ -501,9 +500,9 @@ static void wait_check(struct redis_op *op)
         return;
     }
     if (redis_link_ready(r) &&
-        redisAsyncCommand(r->data.ctx, on_check_reply, op, "MGET %s%s %s%s %s%s", op->key,
-                          cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING), op->key,
-                          cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK) {
+        redis_link_send(r, op->key, on_check_reply, op, "MGET %s%s %s%s %s%s", op->key,
+                        cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING), op->key,
+                        cachekey_suffix(CACHEKEY_LEASE)) == REDIS_OK) {
         r->pending++;
         op->replies_out++;
         evtimer_del(op->timer);
@@ -593,7 +592,7 @@ struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, cons
                                   int64_t timeout_ms, cache_get_cb cb, void *arg)
 {
     struct redis_link *r = ls->link;
-    if (r->state != REDIS_UP || !r->data.ctx)
+    if (!redis_link_up(r))
         return NULL;
     struct redis_op *op = op_new(ls, key, expect);
     if (!op)

@@ -4,14 +4,16 @@
  * cache_lease_release, on the Redis side).
  *
  * The lease and the lookup, in one round trip (redis_lease_acquire). Where
- * Redis runs scripts for us (a direct or Sentinel Redis: where
- * redis_link_may_publish, so never through twemproxy), one EVALSHA (EVAL
+ * Redis runs scripts for us (a direct, Sentinel or Cluster Redis: where
+ * redis_link_may_publish, so never through twemproxy; in a cluster the
+ * three keys share their hash tag, so one master runs it), one EVALSHA (EVAL
  * when Redis answers NOSCRIPT) of LOOKUP_LEASE_SCRIPT reads KEY:t and
  * KEY:p and, unless one of them is fresh, takes the lease (SET KEY:l TOKEN
  * NX PX lease_ms) in the same atomic step; it returns both entries and what
  * it did. The first one on each data connection is an EVAL, which loads
  * the script: a miss never pays a NOSCRIPT round trip but after a SCRIPT
- * FLUSH. Elsewhere (twemproxy, which runs one-key scripts only, or a Redis
+ * FLUSH (or, in a cluster, on the first master that has not seen it yet).
+ * Elsewhere (twemproxy, which runs one-key scripts only, or a Redis
  * that refuses scripts) the lease is one pipelined write: SET KEY:l TOKEN NX
  * PX lease_ms and MGET KEY:t KEY:p sent together. Either way the key's
  * answer is read after the lease was taken, so a fresh one means it was

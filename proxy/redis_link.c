@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,17 +7,33 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "cachekey.h"
+#include "clock.h"
 #include "log.h"
 #include "redis_link.h"
 
 #define SWITCH_MASTER_EVENT "+switch-master"
+#define REDIRECTS_MAX       5 /* MOVED/ASK followed for one command */
 
 static void connect_now(struct redis_conn *link);
 static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void cluster_refresh(struct redis_link *r, const char *why, int down);
+static void cluster_node_lost(struct redis_conn *link);
+static void cluster_check_up(struct redis_link *r);
 
 static int is_sentinel(const struct redis_link *r)
 {
     return r->target.nsentinels > 0;
+}
+
+static int is_cluster(const struct redis_link *r)
+{
+    return r->target.nseeds > 0;
+}
+
+int redis_link_is_cluster(const struct redis_link *r)
+{
+    return is_cluster(r);
 }
 
 struct timeval redis_link_tv(int64_t ms)
@@ -53,6 +70,15 @@ void redis_link_error_reply(struct redis_link *r, const char *command, const red
     int noauth = strcmp(code, "NOAUTH") == 0;
     if (!noauth)
         log_warn("redis: %s failed: %.200s", command, holds_secret(r, rep->str) ? code : rep->str);
+    if (is_cluster(r)) {
+        /* A master moved (a failover, a resharding): ask for the map again;
+         * a MOVED (to a master not known yet) leaves the other slots served. */
+        if (strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || strcmp(code, "CLUSTERDOWN") == 0)
+            cluster_refresh(r, code, 1);
+        else if (strcmp(code, "MOVED") == 0)
+            cluster_refresh(r, code, 0);
+        return;
+    }
     if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || noauth) && r->state == REDIS_UP &&
         r->data.ctx) {
         if (noauth)
@@ -93,9 +119,9 @@ static void note_transport_error(struct redis_link *r, const char *what, const c
 /* Why a connection of the data link went: hiredis's `errstr`, or, through
  * TLS, the handshake's failure when there was one (hiredis only saw the
  * bridge close). Returns `errstr` or `buf`. */
-static const char *lost_reason(const struct redis_link *r, const char *errstr, char *buf, size_t len)
+static const char *lost_reason(const struct redis_conn *link, const char *errstr, char *buf, size_t len)
 {
-    const char *tls = redis_tls_error(r->tls, r->data.at.host, r->data.at.port);
+    const char *tls = redis_tls_error(link->r->tls, link->at.host, link->at.port);
     if (!tls)
         return errstr;
     snprintf(buf, len, "TLS: %s", tls);
@@ -154,11 +180,32 @@ static void data_up(struct redis_link *r)
         log_info("redis %s: connected (database %d)", conn_name(link, name, sizeof(name)), r->target.db);
 }
 
-/* One handshake reply came back as hoped. */
-static void handshake_step(struct redis_link *r)
+/* cluster://: a master's connection is up (AUTH answered, or none). */
+static void node_up(struct redis_conn *link)
 {
-    if (--r->data.handshake_out == 0 && r->data.connected)
-        data_up(r);
+    struct redis_link *r = link->r;
+    char name[300];
+    evtimer_del(link->connect_timer);
+    link->state = REDIS_UP;
+    link->backoff_ms = r->reconnect_min_ms;
+    log_info("redis cluster node %s: connected", conn_name(link, name, sizeof(name)));
+    cluster_check_up(r);
+}
+
+/* The connection's handshake is answered (or it had none). */
+static void conn_up(struct redis_conn *link)
+{
+    if (link->role == LINK_NODE)
+        node_up(link);
+    else
+        data_up(link->r);
+}
+
+/* One handshake reply came back as hoped. */
+static void handshake_step(struct redis_conn *link)
+{
+    if (--link->handshake_out == 0 && link->connected)
+        conn_up(link);
 }
 
 /* hiredis frees the context when this returns. */
@@ -171,8 +218,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return; /* a connection this link let go of */
     if (status != REDIS_OK) {
         evtimer_del(link->connect_timer);
-        if (link->role == LINK_DATA) {
-            const char *reason = lost_reason(r, ac->errstr, why, sizeof(why));
+        if (link->role == LINK_DATA || link->role == LINK_NODE) {
+            const char *reason = lost_reason(link, ac->errstr, why, sizeof(why));
             if (link->backoff_ms <= r->reconnect_min_ms)
                 log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
                          conn_name(link, name, sizeof(name)), reason);
@@ -180,18 +227,26 @@ static void on_connect(const redisAsyncContext *ac, int status)
         } else if (link->role == LINK_WATCH) {
             log_debug("sentinel %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
             r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+        } else if (link->role == LINK_CONFIG) {
+            log_debug("redis cluster %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            note_transport_error(r, "cannot connect", ac->errstr);
+            r->config_index++;
+        } else if (is_cluster(r)) {
+            r->sub_index++;
         }
         link->ctx = NULL;
         schedule_reconnect(link);
+        if (link->role == LINK_NODE)
+            cluster_node_lost(link);
         return;
     }
-    if (link->role == LINK_DATA) {
+    if (link->role == LINK_DATA || link->role == LINK_NODE) {
         /* Up only once SELECT and ROLE are answered: until then a command
          * could run in database 0, or on a replica. The connect timer keeps
          * running for them. */
         link->connected = 1;
         if (link->handshake_out == 0)
-            data_up(r);
+            conn_up(link);
         return;
     }
     evtimer_del(link->connect_timer);
@@ -216,11 +271,18 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         schedule_reconnect(link);
         return;
     }
+    if (link->role == LINK_CONFIG) {
+        r->config_index++;
+        schedule_reconnect(link); /* asks CLUSTER SLOTS again once connected */
+        return;
+    }
     if (link->role == LINK_SUB) {
         int was_subscribed = r->subscribed;
         r->subscribed = 0;
-        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r) && !link->auth_failed &&
-            !redis_tls_error(r->tls, link->at.host, link->at.port)) {
+        if (is_cluster(r))
+            r->sub_index++;
+        if (!was_subscribed && was_up && r->notify == CACHE_NOTIFY_AUTO && !is_sentinel(r) && !is_cluster(r) &&
+            !link->auth_failed && !redis_tls_error(r->tls, link->at.host, link->at.port)) {
             /* Connected, then SUBSCRIBE was answered with an error or a
              * closed connection: a proxy without pub/sub (twemproxy). Not
              * with Sentinel, never behind twemproxy: there it is a master
@@ -238,15 +300,18 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
     char why[120];
-    const char *reason = lost_reason(r, ac->errstr, why, sizeof(why));
+    const char *reason = lost_reason(link, ac->errstr, why, sizeof(why));
     if (!link->auth_failed && (was_up || reason == ac->errstr || link->backoff_ms <= r->reconnect_min_ms))
         log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
                  status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : reason);
     if (status != REDIS_OK)
         note_transport_error(r, "connection lost", reason);
     r->reconnects++;
-    schedule_reconnect(link);         /* sentinel://: the sentinels are asked again first */
-    r->hooks.data_lost(r->hooks.arg); /* nothing can tell them of a store now: they go upstream */
+    schedule_reconnect(link); /* sentinel://: the sentinels are asked again first */
+    if (link->role == LINK_NODE)
+        cluster_node_lost(link);
+    else
+        r->hooks.data_lost(r->hooks.arg); /* nothing can tell them of a store now: they go upstream */
 }
 
 /* The connect attempt (data: or its handshake) took too long (a
@@ -258,16 +323,22 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     char name[300];
     if (link->state != REDIS_CONNECTING || !link->ctx)
         return;
-    if (link->role == LINK_DATA) {
+    if (link->role == LINK_DATA || link->role == LINK_NODE) {
         log_warn("redis %s: connect timed out", conn_name(link, name, sizeof(name)));
         note_transport_error(r, "connect timed out", NULL);
     } else if (link->role == LINK_WATCH) {
         r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
+    } else if (link->role == LINK_CONFIG) {
+        r->config_index++;
+    } else if (is_cluster(r)) {
+        r->sub_index++;
     }
     redisAsyncContext *ac = link->ctx;
     link->ctx = NULL;
     redisAsyncFree(ac); /* pending commands get NULL replies; its callbacks ignore it from now on */
     schedule_reconnect(link);
+    if (link->role == LINK_NODE)
+        cluster_node_lost(link);
 }
 
 static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
@@ -289,7 +360,7 @@ static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
         redisAsyncDisconnect(ac); /* still connecting: no lookup has used it */
         return;
     }
-    handshake_step(r);
+    handshake_step(&r->data);
 }
 
 /* sentinel://: the address the sentinels gave must be the master's (a
@@ -304,7 +375,7 @@ static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
         strcmp(rep->element[0]->str, "master") == 0) {
-        handshake_step(r);
+        handshake_step(&r->data);
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
@@ -331,7 +402,22 @@ static void on_ping_done(redisAsyncContext *ac, void *reply, void *privdata)
         redisAsyncDisconnect(ac);
         return;
     }
-    handshake_step(r);
+    handshake_step(&r->data);
+}
+
+/* cluster://, TLS: a node's PING (after AUTH, if any) answered. */
+static void on_node_ping_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_conn *link = privdata;
+    redisReply *rep = reply;
+    if (link->r->closing || !rep || ac != link->ctx || link->auth_failed)
+        return;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(link->r, "PING", rep);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    handshake_step(link);
 }
 
 /* AUTH's reply on the data, subscriber or watch connection: refused, the
@@ -347,8 +433,8 @@ static void on_auth_done(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->closing || !rep || ac != link->ctx)
         return;
     if (rep->type != REDIS_REPLY_ERROR) {
-        if (link->role == LINK_DATA)
-            handshake_step(r);
+        if (link->role == LINK_DATA || link->role == LINK_NODE)
+            handshake_step(link);
         return;
     }
     link->auth_failed = 1;
@@ -395,27 +481,45 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privda
     }
 }
 
+/*
+ * The one place a TCP connection to Redis is opened: the data and
+ * subscriber connections, the sentinel watch, every cluster node and the
+ * cluster's config connection; through the TLS bridge (redis_tls) when
+ * one is configured (the sentinels' for the watch).
+ */
+static redisAsyncContext *tcp_connect(const struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    return redis_tls_connect(link->role == LINK_WATCH ? r->sentinel_tls : r->tls, link->at.host, link->at.port);
+}
+
 static void conn_connect(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
     char name[300];
-    link->at = link->role == LINK_WATCH ? r->target.sentinels[r->watch_index] : r->target.addr;
-    redisAsyncContext *ac =
-        link->role != LINK_WATCH && r->target.unix_path[0]
-            ? redisAsyncConnectUnix(r->target.unix_path)
-            : redis_tls_connect(link->role == LINK_WATCH ? r->sentinel_tls : r->tls, link->at.host, link->at.port);
+    if (link->role == LINK_WATCH)
+        link->at = r->target.sentinels[r->watch_index];
+    else if (link->role == LINK_DATA || (link->role == LINK_SUB && !is_cluster(r)))
+        link->at = r->target.addr; /* cluster://: nodes, config and subscriber have theirs set by the caller */
+    redisAsyncContext *ac = link->role != LINK_WATCH && r->target.unix_path[0]
+                                ? redisAsyncConnectUnix(r->target.unix_path)
+                                : tcp_connect(link);
     if (!ac) {
         log_error("redis %s: out of memory", conn_name(link, name, sizeof(name)));
         schedule_reconnect(link);
         return;
     }
     if (ac->err) {
-        if (link->role == LINK_DATA) {
+        if (link->role == LINK_DATA || link->role == LINK_NODE || link->role == LINK_CONFIG) {
             log_warn("redis %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
             note_transport_error(r, "cannot connect", ac->errstr);
         }
         redisAsyncFree(ac);
+        if (link->role == LINK_CONFIG)
+            r->config_index++;
         schedule_reconnect(link);
+        if (link->role == LINK_NODE)
+            cluster_node_lost(link);
         return;
     }
     ac->data = link;
@@ -452,6 +556,24 @@ static void conn_connect(struct redis_conn *link)
             if (redisAsyncCommand(ac, on_ping_done, r, "PING") == REDIS_OK)
                 r->pending++;
         }
+    } else if (link->role == LINK_NODE) {
+        /* A cluster has database 0 only, and the map names masters. With
+         * TLS, a PING answered proves the bridge's handshake. */
+        if (r->password) {
+            link->handshake_out++;
+            send_auth(link, ac);
+        }
+        if (r->tls) {
+            link->handshake_out++;
+            redisAsyncCommand(ac, on_node_ping_done, link, "PING");
+        }
+    } else if (link->role == LINK_CONFIG) {
+        send_auth(link, ac);
+        if (redisAsyncCommand(ac, on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
+            r->refresh_out = 1;
+            r->refreshes++;
+            r->refresh_last_us = clock_mono_us();
+        }
     } else if (link->role == LINK_SUB) {
         /* Pub/sub ignores the database: no SELECT on this connection. */
         send_auth(link, ac);
@@ -482,8 +604,10 @@ static void conn_drop(struct redis_conn *link)
         if (was_up)
             r->reconnects++;
     }
+    if (link->role == LINK_NODE && was_up)
+        r->reconnects++;
     redisAsyncFree(ac);
-    if (link->role == LINK_DATA)
+    if (link->role == LINK_DATA || link->role == LINK_NODE)
         r->hooks.data_lost(r->hooks.arg);
 }
 
@@ -597,6 +721,23 @@ static void connect_now(struct redis_conn *link)
     struct redis_link *r = link->r;
     if (link->role == LINK_SUB && !wants_subscriber(r))
         return;
+    if (is_cluster(r)) {
+        if (link->role == LINK_DATA || (link->role == LINK_NODE && link->at.port == 0))
+            return; /* no data connection; a node slot let go of */
+        if (link->role == LINK_CONFIG) {
+            int nseeds = r->target.nseeds, nmap = r->map ? r->map->nmasters + r->map->nreplicas : 0;
+            int i = r->config_index % (nseeds + nmap);
+            link->at = i < nseeds                      ? r->target.seeds[i]
+                       : i - nseeds < r->map->nmasters ? r->map->masters[i - nseeds]
+                                                       : r->map->replicas[i - nseeds - r->map->nmasters];
+        } else if (link->role == LINK_SUB) {
+            if (!r->map || r->map->nmasters == 0)
+                return; /* connected once the first map is in */
+            link->at = r->map->masters[r->sub_index % r->map->nmasters];
+        }
+        conn_connect(link);
+        return;
+    }
     if (is_sentinel(r) && link->role == LINK_DATA) {
         resolve_start(r);
         return;
@@ -606,9 +747,288 @@ static void connect_now(struct redis_conn *link)
     conn_connect(link);
 }
 
+/* ---------------------------------------------------- cluster:// only */
+
+/* A master's connection failed or was lost: the link is down until the
+ * map is read again and every master answers; waits go upstream. */
+static void cluster_node_lost(struct redis_conn *link)
+{
+    struct redis_link *r = link->r;
+    char name[300];
+    if (r->closing)
+        return;
+    char why[340];
+    snprintf(why, sizeof(why), "%s lost", conn_name(link, name, sizeof(name)));
+    cluster_refresh(r, why, 1); /* not up from here on */
+    r->hooks.data_lost(r->hooks.arg);
+}
+
+/* Up when the map covers every slot and each master's connection is up. */
+static void cluster_check_up(struct redis_link *r)
+{
+    if (!r->map || r->refresh_out || r->map->covered < REDIS_CLUSTER_SLOTS)
+        return;
+    for (int i = 0; i < r->map->nmasters; i++)
+        if (r->nodes[r->master_node[i]].state != REDIS_UP)
+            return;
+    if (r->state != REDIS_UP)
+        log_info("redis cluster: up, %d masters serve the 16384 slots", r->map->nmasters);
+    r->state = REDIS_UP;
+}
+
+/* Ask for the map now: on the config connection if it is up, else by
+ * connecting it (conn_connect queues CLUSTER SLOTS). */
+static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_link *r = arg;
+    struct redis_conn *c = &r->config;
+    if (r->closing || r->refresh_out)
+        return;
+    if (c->ctx && c->state == REDIS_UP) {
+        if (redisAsyncCommand(c->ctx, on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
+            r->refresh_out = 1;
+            r->refreshes++;
+            r->refresh_last_us = clock_mono_us();
+        }
+        return;
+    }
+    if (!c->ctx && !evtimer_pending(c->reconnect_timer, NULL))
+        connect_now(c);
+}
+
+/* Read the slot map again (`why`, for the log), at most once per
+ * reconnect_min. With `down` (a node lost, CLUSTERDOWN) the link is not up
+ * meanwhile; a MOVED only has the map brought up to date. */
+static void cluster_refresh(struct redis_link *r, const char *why, int down)
+{
+    if (r->closing || !is_cluster(r))
+        return;
+    if (down && r->state == REDIS_UP) {
+        log_info("redis cluster: reading the slot map again (%s); requests go upstream meanwhile", why);
+        r->state = REDIS_CONNECTING;
+    } else if (!down) {
+        log_debug("redis cluster: reading the slot map again (%s)", why);
+    }
+    if (r->refresh_out) {
+        r->refresh_again = 1;
+        return;
+    }
+    if (evtimer_pending(r->refresh_timer, NULL))
+        return;
+    int64_t wait_us = r->refresh_last_us + r->reconnect_min_ms * 1000 - clock_mono_us();
+    struct timeval tv = redis_link_tv(wait_us > 0 ? wait_us / 1000 : 0);
+    evtimer_add(r->refresh_timer, &tv);
+}
+
+/* Take the map `m` (owned from now on): keep the connections to masters it names still, open
+ * one to each new master, let go of the others. */
+static void apply_map(struct redis_link *r, struct redis_cluster_map *m)
+{
+    int used[REDIS_CLUSTER_NODES_MAX] = {0};
+    int fresh[REDIS_CLUSTER_NODES_MAX] = {0};
+    char name[300];
+    free(r->map);
+    r->map = m;
+    for (int i = 0; i < m->nmasters; i++) {
+        int k = -1;
+        for (int j = 0; j < REDIS_CLUSTER_NODES_MAX && k < 0; j++)
+            if (r->nodes[j].at.port == m->masters[i].port && strcmp(r->nodes[j].at.host, m->masters[i].host) == 0)
+                k = j;
+        for (int j = 0; j < REDIS_CLUSTER_NODES_MAX && k < 0; j++)
+            if (r->nodes[j].at.port == 0 && !used[j])
+                k = j;
+        r->master_node[i] = k; /* k >= 0: there are as many slots as masters may be */
+        used[k] = 1;
+        if (r->nodes[k].at.port == 0) {
+            r->nodes[k].at = m->masters[i];
+            r->nodes[k].backoff_ms = r->reconnect_min_ms;
+            fresh[k] = 1;
+            log_info("redis cluster: master %s", redis_addr_name(&m->masters[i], name, sizeof(name)));
+        }
+    }
+    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++) {
+        struct redis_conn *n = &r->nodes[j];
+        if (n->at.port == 0 || used[j])
+            continue;
+        log_info("redis cluster: %s is no longer a master", redis_addr_name(&n->at, name, sizeof(name)));
+        evtimer_del(n->reconnect_timer);
+        if (n->ctx)
+            conn_drop(n); /* its pending commands get NULL replies */
+        n->state = REDIS_DOWN;
+        memset(&n->at, 0, sizeof(n->at));
+    }
+    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++)
+        if (fresh[j])
+            conn_connect(&r->nodes[j]);
+    if (wants_subscriber(r) && !r->sub.ctx && !evtimer_pending(r->sub.reconnect_timer, NULL))
+        connect_now(&r->sub);
+}
+
+/* CLUSTER SLOTS's reply on the config connection. */
+static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_link *r = privdata;
+    redisReply *rep = reply;
+    struct redis_cluster_map *m = NULL;
+    char err[160], name[300];
+    r->refresh_out = 0;
+    if (r->closing || !rep || ac != r->config.ctx)
+        return; /* lost: the config connection's reconnect asks again */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        redis_link_error_reply(r, "CLUSTER SLOTS", rep);
+        log_warn("redis cluster %s: CLUSTER SLOTS refused (%.120s); asking another node",
+                 conn_name(&r->config, name, sizeof(name)), rep->str);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    m = malloc(sizeof(*m));
+    if (!m || redis_cluster_parse_slots(rep, r->config.at.host, m, err, sizeof(err)) < 0) {
+        r->errors++;
+        snprintf(r->last_error, sizeof(r->last_error), "bad CLUSTER SLOTS");
+        log_warn("redis cluster %s: %s; asking another node", conn_name(&r->config, name, sizeof(name)),
+                 m ? err : "out of memory");
+        free(m);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    r->config.backoff_ms = r->reconnect_min_ms;
+    if (m->covered < REDIS_CLUSTER_SLOTS)
+        snprintf(r->last_error, sizeof(r->last_error), "cluster map covers %d of 16384 slots", m->covered);
+    apply_map(r, m);
+    int node_down = 0;
+    for (int i = 0; i < r->map->nmasters; i++)
+        node_down |= r->nodes[r->master_node[i]].state == REDIS_DOWN;
+    int again = r->refresh_again;
+    r->refresh_again = 0;
+    if (node_down || r->map->covered < REDIS_CLUSTER_SLOTS) {
+        /* A master is unreachable (a failover not done yet) or slots are
+         * unserved: poll the map until the cluster has mended. */
+        cluster_refresh(r, "map incomplete", 1);
+        return;
+    }
+    if (again)
+        cluster_refresh(r, "asked again meanwhile", 0);
+    cluster_check_up(r);
+}
+
+/* A command on its way to a cluster node: the formatted bytes, to send
+ * again where a MOVED or ASK points. */
+struct cluster_cmd {
+    struct redis_link *r;
+    redisCallbackFn *cb;
+    void *privdata;
+    int redirects;
+    char *cmd; /* hiredis's formatted command: redisFreeCommand */
+    size_t len;
+};
+
+static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void cluster_cmd_free(struct cluster_cmd *c)
+{
+    redisFreeCommand(c->cmd);
+    free(c);
+}
+
+/* Queue `c` on `n` (behind ASKING for an ASK). */
+static int cluster_queue(struct redis_conn *n, struct cluster_cmd *c, int asking)
+{
+    if (asking && redisAsyncCommand(n->ctx, NULL, NULL, "ASKING") != REDIS_OK)
+        return REDIS_ERR;
+    return redisAsyncFormattedCommand(n->ctx, on_cluster_reply, c, c->cmd, c->len);
+}
+
+/* The connection to the master at `a`, if it is up. */
+static struct redis_conn *node_at(struct redis_link *r, const struct redis_addr *a)
+{
+    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++) {
+        struct redis_conn *n = &r->nodes[j];
+        if (n->ctx && n->state == REDIS_UP && n->at.port == a->port && strcmp(n->at.host, a->host) == 0)
+            return n;
+    }
+    return NULL;
+}
+
+/* A cluster command's reply: a redirection is followed (the caller never
+ * sees it), anything else goes to the caller's callback. */
+static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct cluster_cmd *c = privdata;
+    struct redis_link *r = c->r;
+    redisReply *rep = reply;
+    int ask;
+    unsigned slot;
+    struct redis_addr a;
+    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && redis_cluster_redirect(rep->str, &ask, &slot, &a)) {
+        r->redirects++;
+        if (!ask) {
+            int m = redis_cluster_find_master(r->map, &a);
+            if (m >= 0) /* the slot moved to a master we know: send there from now on */
+                r->map->owner[slot] = (uint8_t)(m + 1);
+            cluster_refresh(r, "MOVED", 0); /* other slots may have moved too */
+        }
+        struct redis_conn *n = node_at(r, &a);
+        if (n && c->redirects++ < REDIRECTS_MAX && cluster_queue(n, c, ask) == REDIS_OK)
+            return;
+    }
+    c->cb(ac, reply, c->privdata);
+    cluster_cmd_free(c);
+}
+
+/* Send the formatted command `cmd` (taken: freed here) for `key`. */
+static int cluster_send(struct redis_link *r, const char *key, size_t keylen, redisCallbackFn *cb, void *privdata,
+                        char *cmd, int len)
+{
+    struct cluster_cmd *c = len > 0 && r->map ? malloc(sizeof(*c)) : NULL;
+    if (!c) {
+        if (len > 0)
+            redisFreeCommand(cmd);
+        return REDIS_ERR;
+    }
+    *c = (struct cluster_cmd){.r = r, .cb = cb, .privdata = privdata, .cmd = cmd, .len = (size_t)len};
+    int m = redis_cluster_owner(r->map, key ? redis_cluster_keyslot(key, keylen) : 0);
+    struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
+    if (!n || !n->ctx || n->state != REDIS_UP || cluster_queue(n, c, 0) != REDIS_OK) {
+        cluster_cmd_free(c);
+        return REDIS_ERR;
+    }
+    return REDIS_OK;
+}
+
+int redis_link_send(struct redis_link *r, const char *key, redisCallbackFn *cb, void *privdata, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+    va_start(ap, fmt);
+    if (!is_cluster(r)) {
+        rc = r->data.ctx ? redisvAsyncCommand(r->data.ctx, cb, privdata, fmt, ap) : REDIS_ERR;
+    } else {
+        char *cmd = NULL;
+        int len = redisvFormatCommand(&cmd, fmt, ap);
+        rc = cluster_send(r, key, key ? strlen(key) : 0, cb, privdata, cmd, len);
+    }
+    va_end(ap);
+    return rc;
+}
+
+int redis_link_send_argv(struct redis_link *r, const char *key, size_t keylen, redisCallbackFn *cb, void *privdata,
+                         int argc, const char **argv, const size_t *argvlen)
+{
+    if (!is_cluster(r))
+        return r->data.ctx ? redisAsyncCommandArgv(r->data.ctx, cb, privdata, argc, argv, argvlen) : REDIS_ERR;
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    return cluster_send(r, key, keylen, cb, privdata, cmd, len);
+}
+
+int redis_link_up(const struct redis_link *r)
+{
+    return r->state == REDIS_UP && (is_cluster(r) ? r->map != NULL : r->data.ctx != NULL);
+}
+
 int redis_link_ready(const struct redis_link *r)
 {
-    return r->state == REDIS_UP && r->data.ctx && r->pending < r->max_pending;
+    return redis_link_up(r) && r->pending < r->max_pending;
 }
 
 void redis_link_reply_done(struct redis_link *r, const redisReply *rep, const char *command)
@@ -637,7 +1057,25 @@ void redis_link_health(const struct redis_link *r, struct cache_health *out)
                                  .timeouts = r->timeouts,
                                  .reconnects = r->reconnects};
     snprintf(out->last_error, sizeof(out->last_error), "%s", r->last_error);
-    redis_target_name(&r->target, !is_sentinel(r) || r->master_known, out->endpoint, sizeof(out->endpoint));
+    if (!is_cluster(r)) {
+        redis_target_name(&r->target, !is_sentinel(r) || r->master_known, out->endpoint, sizeof(out->endpoint));
+        return;
+    }
+    /* cluster://: the masters in use, "HOST:PORT,HOST:PORT..." (as many as fit). */
+    out->cluster = 1;
+    out->cluster_refreshes = r->refreshes;
+    out->cluster_redirects = r->redirects;
+    size_t used = 0;
+    for (int i = 0; r->map && i < r->map->nmasters; i++) {
+        char name[300];
+        const struct redis_conn *n = &r->nodes[r->master_node[i]];
+        out->cluster_masters++;
+        out->cluster_masters_up += n->state == REDIS_UP;
+        redis_addr_name(&r->map->masters[i], name, sizeof(name));
+        if (used + strlen(name) + 2 < sizeof(out->endpoint))
+            used += (size_t)snprintf(out->endpoint + used, sizeof(out->endpoint) - used, "%s%s", used ? "," : "", name);
+    }
+    out->cluster_slots = r->map ? r->map->covered : 0;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -654,6 +1092,8 @@ static int conn_init(struct redis_link *r, struct redis_conn *link, enum redis_c
 
 static void conn_close(struct redis_conn *link)
 {
+    if (!link->r)
+        return; /* never initialised */
     if (link->ctx) {
         redisAsyncContext *ac = link->ctx;
         link->ctx = NULL;
@@ -700,7 +1140,15 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
     int copied = copy_secret(&r->user, conf->redis_user) & copy_secret(&r->password, conf->redis_password) &
                  copy_secret(&r->sentinel_user, conf->sentinel_user) &
                  copy_secret(&r->sentinel_password, conf->sentinel_password);
-    if (!copied || conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
+    int cluster_ok = 1;
+    if (is_cluster(r)) {
+        r->nodes = calloc(REDIS_CLUSTER_NODES_MAX, sizeof(*r->nodes));
+        r->refresh_timer = evtimer_new(base, on_refresh_timer, r);
+        cluster_ok = r->nodes && r->refresh_timer && conn_init(r, &r->config, LINK_CONFIG) == 0;
+        for (int i = 0; cluster_ok && i < REDIS_CLUSTER_NODES_MAX; i++)
+            cluster_ok = conn_init(r, &r->nodes[i], LINK_NODE) == 0;
+    }
+    if (!copied || !cluster_ok || conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
         conn_init(r, &r->watch, LINK_WATCH) < 0 ||
         sentinel_query_init(&r->query, base, &r->target, r->sentinel_user, r->sentinel_password, r->connect_timeout_ms,
                             &sentinel_hooks) < 0) {
@@ -728,6 +1176,11 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
 
 void redis_link_start(struct redis_link *r)
 {
+    if (is_cluster(r)) {
+        r->state = REDIS_CONNECTING;
+        cluster_refresh(r, "start", 1); /* the nodes, then the subscriber, once the map is in */
+        return;
+    }
     connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */
     connect_now(&r->sub);
     if (is_sentinel(r))
@@ -740,6 +1193,17 @@ void redis_link_close(struct redis_link *r)
     conn_close(&r->data);
     conn_close(&r->sub);
     conn_close(&r->watch);
+    if (r->nodes)
+        for (int i = 0; i < REDIS_CLUSTER_NODES_MAX; i++)
+            conn_close(&r->nodes[i]);
+    conn_close(&r->config);
+    if (r->refresh_timer)
+        event_free(r->refresh_timer);
+    free(r->nodes);
+    free(r->map);
+    r->nodes = NULL;
+    r->map = NULL;
+    r->refresh_timer = NULL;
     sentinel_query_close(&r->query);
     redis_tls_free(r->tls); /* after every connection through it */
     redis_tls_free(r->sentinel_tls);

@@ -55,15 +55,38 @@
  * subscriber off for good, and stores stop publishing; in poll mode it never
  * starts. In poll mode every command passes twemproxy.
  *
+ * Redis Cluster (cluster://HOST:PORT[,HOST:PORT...]): a `config`
+ * connection asks one node after the other (the URL's seeds, then every
+ * node the last map named) CLUSTER SLOTS; the map (redis_cluster.h) names
+ * the masters, and one `nodes[]` connection is kept per master (AUTH, then
+ * up). Each command goes to the master of its key's slot
+ * (redis_link_send): a MOVED reply refreshes the map and the command is
+ * sent again to the node named, an ASK is sent again there behind ASKING,
+ * up to 5 times; CLUSTERDOWN, a node lost or a node that cannot be reached
+ * refresh the map too (at most every reconnect_min, polling while a master
+ * is down, until the cluster has promoted its replica). The link is up
+ * only while the map covers all 16384 slots and every master's connection
+ * is up: during a refresh it is not (state CONNECTING), and lookups answer
+ * UNAVAILABLE as in any Redis outage. The subscriber connects to any one
+ * master (classic PUBLISH reaches every node of a cluster) and moves to
+ * the next when it fails. Database 0 only; no SELECT, no ROLE.
+ *
+ * TCP: every TCP connection this module makes (data, subscriber, watch,
+ * cluster nodes and config) is opened by tcp_connect() in redis_link.c,
+ * through the TLS bridge (redis_tls) when one is configured; a cluster
+ * node's connection then counts as up once a PING is answered, as the
+ * data connection's does.
+ *
  * Ownership and threads: everything runs on the event loop's thread. The
  * owner embeds `struct redis_link`, calls redis_link_init then
  * redis_link_start, and redis_link_close once, from outside any hiredis
  * callback. The hooks are called on the event loop's thread, from hiredis's
  * and the timers' callbacks; they may send commands.
  *
- * What the modules sending commands do with the fields below: they read
- * `state`, `data.ctx` (to send on, only when redis_link_ready says so, or
- * state is REDIS_UP for waits), `subscribed`, `closing` (in a reply
+ * What the modules sending commands do with the fields below: they send
+ * only through redis_link_send or redis_link_send_argv, only when
+ * redis_link_ready says so (or redis_link_up, for waits); they read
+ * `state`, `subscribed`, `closing` (in a reply
  * callback: set while redis_link_close frees the connections, which calls
  * every pending callback with a NULL reply; only clean up then), `base` and
  * `budget_ms`; and they keep the counts: `pending` +1 for each command
@@ -81,6 +104,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cache_types.h"
+#include "redis_cluster.h"
 #include "redis_tls.h"
 #include "redis_url.h"
 #include "sentinel_query.h"
@@ -89,16 +113,23 @@ struct event;
 struct event_base;
 
 enum redis_state { REDIS_DOWN, REDIS_CONNECTING, REDIS_UP };
-enum redis_conn_role { LINK_DATA, LINK_SUB, LINK_WATCH };
+enum redis_conn_role {
+    LINK_DATA,   /* every command (not cluster://) */
+    LINK_SUB,    /* SUBSCRIBE CACHEKEY_CHANNEL */
+    LINK_WATCH,  /* sentinel://: +switch-master */
+    LINK_NODE,   /* cluster://: the commands of one master's slots */
+    LINK_CONFIG, /* cluster://: CLUSTER SLOTS */
+};
 
-/* One connection: the data one, the subscriber or the sentinel watch. */
+/* One connection: the data one, the subscriber, the sentinel watch, a
+ * cluster node or the cluster's config connection. */
 struct redis_conn {
     struct redis_link *r;
     enum redis_conn_role role;
     redisAsyncContext *ctx; /* NULL while down; hiredis owns and frees it. A
                              * callback for another context (one this link
                              * let go of) is ignored. */
-    struct redis_addr at;   /* where ctx goes (TCP) */
+    struct redis_addr at;   /* where ctx goes (TCP); a cluster node: port 0 while the slot in nodes[] is free */
     enum redis_state state;
     int connected;     /* data: TCP up, handshake (SELECT, ROLE) perhaps not yet answered */
     int handshake_out; /* data: AUTH/SELECT/ROLE replies awaited before the link is up */
@@ -153,6 +184,20 @@ struct redis_link {
     int pubsub_seen;    /* a SUBSCRIBE succeeded once: this Redis takes PUBLISH */
     int pubsub_refused; /* auto mode: a SUBSCRIBE was refused (twemproxy): poll from now on */
 
+    /* cluster:// only */
+    struct redis_cluster_map *map;            /* the last slot map applied; NULL before the first */
+    struct redis_conn *nodes;                 /* REDIS_CLUSTER_NODES_MAX: one per master of the map */
+    int master_node[REDIS_CLUSTER_NODES_MAX]; /* map->masters[i]'s connection in nodes[] */
+    struct redis_conn config;                 /* asks CLUSTER SLOTS */
+    int config_index;                         /* the node it asks (URL seeds, then the map's nodes) */
+    int sub_index;                            /* the master the subscriber uses (the next one after a failure) */
+    int refresh_out;                          /* CLUSTER SLOTS sent, not answered */
+    int refresh_again;                        /* asked for another refresh meanwhile */
+    int64_t refresh_last_us;                  /* when the last one was sent (monotonic) */
+    struct event *refresh_timer;
+    uint64_t refreshes;
+    uint64_t redirects; /* MOVED and ASK followed */
+
     uint64_t errors;
     uint64_t timeouts;
     uint64_t reconnects;
@@ -176,6 +221,31 @@ void redis_link_close(struct redis_link *r);
 /* Can the data connection take one more command now (up, and fewer than
  * max_pending out)? */
 int redis_link_ready(const struct redis_link *r);
+
+/* Is the link up (a wait may start; redis_link_ready also bounds what is
+ * pending)? */
+int redis_link_up(const struct redis_link *r);
+
+/* Is this a cluster:// link? */
+int redis_link_is_cluster(const struct redis_link *r);
+
+/*
+ * Send one command, hiredis-style (`fmt` as redisAsyncCommand takes it),
+ * to where `key` lives: the data connection, or in a cluster the master of
+ * the key's slot (`key` is the command's first key, or for PUBLISH the
+ * channel: every key of one command must share its slot). `cb` is called
+ * exactly once, as hiredis calls it (a NULL reply when the connection goes
+ * away or the link closes); in a cluster after MOVED and ASK were
+ * followed, with the final reply. Returns REDIS_OK, or REDIS_ERR when it
+ * could not be queued (`cb` then never called). The caller keeps the
+ * counts (`pending` +1 on REDIS_OK, -1 in `cb`). (No printf format check:
+ * hiredis's %b takes two arguments.)
+ */
+int redis_link_send(struct redis_link *r, const char *key, redisCallbackFn *cb, void *privdata, const char *fmt, ...);
+
+/* The same with the command as argc/argv/argvlen; `key` is `keylen` bytes. */
+int redis_link_send_argv(struct redis_link *r, const char *key, size_t keylen, redisCallbackFn *cb, void *privdata,
+                         int argc, const char **argv, const size_t *argvlen);
 
 /* May a store PUBLISH? Only where a SUBSCRIBE worked (or the operator says
  * pub/sub): through twemproxy a PUBLISH would cost the connection. */

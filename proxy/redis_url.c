@@ -6,7 +6,9 @@
 
 #define SENTINEL_PORT 26379
 
-#define URL_FORMS "redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH or none"
+#define URL_FORMS                                                                                                   \
+    "redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], cluster://HOST:PORT[,HOST:PORT...], " \
+    "unix:PATH or none"
 
 /* Parse HOST[:PORT] (HOST may be [IPv6]) at `s`; the host ends at ':' or at
  * one of `stops`. Returns where parsing stopped, or NULL with a message. */
@@ -104,6 +106,30 @@ static int parse_sentinel_url(const char *url, const char *s, struct redis_targe
     return parse_db(url, s + nlen, t, err, errlen);
 }
 
+/* cluster://HOST:PORT[,HOST:PORT...], from after the scheme. */
+static int parse_cluster_url(const char *url, const char *s, struct redis_target *t, char *err, size_t errlen)
+{
+    for (;;) {
+        if (t->nseeds == REDIS_URL_SEEDS_MAX) {
+            snprintf(err, errlen, "redis url '%s': at most %d cluster nodes", url, REDIS_URL_SEEDS_MAX);
+            return -1;
+        }
+        s = parse_host_port(url, s, ",/", 6379, &t->seeds[t->nseeds], err, errlen);
+        if (!s)
+            return -1;
+        t->nseeds++;
+        if (*s != ',')
+            break;
+        s++;
+    }
+    if (*s && strcmp(s, "/") != 0 && strcmp(s, "/0") != 0) {
+        snprintf(err, errlen,
+                 "redis url '%s': a Redis Cluster has database 0 only (cluster://HOST:PORT[,HOST:PORT...])", url);
+        return -1;
+    }
+    return 0;
+}
+
 int redis_url_parse(const char *url, struct redis_target *t, char *err, size_t errlen)
 {
     memset(t, 0, sizeof(*t));
@@ -126,6 +152,8 @@ int redis_url_parse(const char *url, struct redis_target *t, char *err, size_t e
     }
     if (strncmp(url, "sentinel://", 11) == 0)
         return parse_sentinel_url(url, url + 11, t, err, errlen);
+    if (strncmp(url, "cluster://", 10) == 0)
+        return parse_cluster_url(url, url + 10, t, err, errlen);
     if (strncmp(url, "redis://", 8) != 0) {
         snprintf(err, errlen, "redis url '%s' must be " URL_FORMS, url);
         return -1;

@@ -8,6 +8,10 @@
  *                                                   26379), asked in order where
  *                                                   MASTER is
  *   unix:PATH, unix://PATH                          a Unix socket (absolute path)
+ *   cluster://HOST[:PORT][,HOST[:PORT]...]          a Redis Cluster: up to 8 seed
+ *                                                   nodes (port 6379), any of which
+ *                                                   tells the slot map; database 0
+ *                                                   only (a cluster has no other)
  *
  * HOST may be [IPv6]. Credentials ("user:pass@") are refused, and the URL is
  * then never echoed in the message: it holds a secret. No I/O, no
@@ -19,13 +23,15 @@
 #include <stddef.h>
 
 #define REDIS_URL_SENTINELS_MAX 8
+#define REDIS_URL_SEEDS_MAX     8
 
 struct redis_addr {
     char host[256];
     int port;
 };
 
-/* What the URL names. redis:// and unix: name the server; sentinel:// names
+/* What the URL names. redis:// and unix: name the server; cluster:// the
+ * nodes to ask for the slot map (`addr` stays empty); sentinel:// names
  * the sentinels to ask and the master's name, and `addr` is then the
  * master's address as they last gave it (empty until they have: filled in
  * by redis_link, not by the parser). */
@@ -36,6 +42,8 @@ struct redis_target {
     struct redis_addr sentinels[REDIS_URL_SENTINELS_MAX];
     int nsentinels; /* > 0: sentinel:// */
     char master_name[128];
+    struct redis_addr seeds[REDIS_URL_SEEDS_MAX];
+    int nseeds; /* > 0: cluster:// */
 };
 
 /* Parse `url` into `t` (zeroed first). Returns 0, or -1 with a message in

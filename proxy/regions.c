@@ -129,6 +129,22 @@ static int host_region(const struct regions *r, const char *host, char out[REGIO
     return 1;
 }
 
+int regions_host_service(const struct regions *r, const char *host, char out[REGIONS_NAME_MAX])
+{
+    char region[REGIONS_NAME_MAX];
+    if (!r || !host_region(r, host, region))
+        return 0;
+    /* host_region found ".REGION.DOMAIN" with a label before it: that label
+     * must be the whole rest of the name. */
+    size_t len = strcspn(host, ":") - strlen(r->host_domain) - strlen(region) - 2;
+    if (len == 0 || len >= REGIONS_NAME_MAX || memchr(host, '.', len))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)((host[i] >= 'A' && host[i] <= 'Z') ? host[i] + 32 : host[i]);
+    out[len] = '\0';
+    return regions_name_ok(out);
+}
+
 enum regions_verdict regions_resolve(const struct regions *r, const char *host, const char *project,
                                      char out[REGIONS_NAME_MAX])
 {

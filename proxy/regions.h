@@ -43,6 +43,14 @@ enum regions_verdict {
 enum regions_verdict regions_resolve(const struct regions *r, const char *host, const char *project,
                                      char out[REGIONS_NAME_MAX]);
 
+/* The service label of `host` when it is exactly SERVICE.REGION.DOMAIN
+ * under the configured host domain (any case, a port ignored), into `out`
+ * (lower case): what Terraform's provider calls for `cloud = "DOMAIN"`.
+ * Returns 1, or 0 when `host` is not of that form or the label is not
+ * 1-63 of [a-z0-9-]. The region label is not judged here (regions_resolve
+ * does that, for the rules that need one). `r` may be NULL. */
+int regions_host_service(const struct regions *r, const char *host, char out[REGIONS_NAME_MAX]);
+
 /* Write `url` with its "{region}" replaced by `region`. Returns the length,
  * or -1 when it does not fit. */
 int regions_expand(const char *url, const char *region, char *out, size_t outlen);

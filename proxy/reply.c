@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 
@@ -214,4 +215,26 @@ const char *reply_method_name(enum evhttp_cmd_type cmd)
     case EVHTTP_REQ_CONNECT: return "CONNECT";
     }
     return "";
+}
+
+void reply_stream_start(struct evhttp_request *req, int status, const char *content_type, int64_t content_length,
+                        long retry_after, const struct reply_meta *meta)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    add_common_headers(req, content_type, content_length >= 0 ? (size_t)content_length : 0, 0, meta);
+    if (content_length < 0) {
+        evhttp_remove_header(h, "Content-Length"); /* evhttp_send_reply_start goes chunked */
+        /* HTTP/1.0 has no chunks: the end of the body is the end of the
+         * connection, so evhttp must not keep it alive (nor invent a
+         * Content-Length: 0, as it does for a kept-alive 1.0 answer). */
+        struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+        const char *conn = evhttp_find_header(in, "Connection");
+        if (conn && strcasecmp(conn, "keep-alive") == 0)
+            evhttp_remove_header(in, "Connection"); /* HTTP/1.1 reads no meaning into it */
+    }
+    if (retry_after >= 0) {
+        char ra[24];
+        evhttp_add_header(h, "Retry-After", format_u64(ra, (unsigned long long)retry_after));
+    }
+    evhttp_send_reply_start(req, status, http_reason(status));
 }

@@ -45,4 +45,13 @@ void reply_error(struct evhttp_request *req, const struct client_error *e, const
 void reply_text(struct evhttp_request *req, int status, const char *content_type, const char *text, size_t len,
                 const struct reply_meta *meta);
 
+/* Start a streamed answer (a forwarded call's): the status line and headers
+ * now (those of every answer, `content_type`, Retry-After when
+ * `retry_after` >= 0, and Content-Length when `content_length` >= 0, else
+ * chunked), the body by evhttp_send_reply_chunk, the end by
+ * evhttp_send_reply_end. An HTTP/1.0 client with no length to go by gets
+ * the body until the connection closes. */
+void reply_stream_start(struct evhttp_request *req, int status, const char *content_type, int64_t content_length,
+                        long retry_after, const struct reply_meta *meta);
+
 #endif

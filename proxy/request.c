@@ -12,6 +12,7 @@
 #include "aksk.h"
 #include "audit.h"
 #include "httpframe.h"
+#include "iamregion.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "clientkeys.h"
@@ -276,10 +277,45 @@ static int client_allowed(struct job_request *jr, struct evhttp_request *req, st
     return 0;
 }
 
+/* What an unknown project's region comes to: IAM does not know it (404),
+ * IAM could not say (503), or nobody can (400). */
+static void region_unknown(struct client_error *err, enum iamregion_status iam, const char *project)
+{
+    char message[160];
+    if (iam == IAMREGION_UNKNOWN) {
+        client_error_set(err, 404, "JG.UNKNOWN_PROJECT", "IAM does not know this project: no region to call");
+    } else if (iam == IAMREGION_FAILED) {
+        client_error_set(err, 503, "JG.REGION_UNAVAILABLE", "IAM could not be asked this project's region; retry");
+        err->retry_after = 5;
+    } else {
+        snprintf(message, sizeof(message), "no region is known for %s: call SERVICE.REGION.%s, or map the project",
+                 project ? "this project" : "a path without a project", "DOMAIN");
+        client_error_set(err, 400, "JG.UNKNOWN_PROJECT_REGION", message);
+    }
+}
+
+static void request_routed(struct job_request *jr);
+
+/* IAM answered the region of a parked request's project (iamregion.h). */
+static void on_iam_region(enum iamregion_status status, const char *region, void *arg)
+{
+    struct job_request *jr = arg;
+    jr->iam_wait = NULL;
+    if (status == IAMREGION_FOUND) {
+        snprintf(jr->region, sizeof(jr->region), "%s", region);
+        request_routed(jr);
+        return;
+    }
+    struct client_error err;
+    region_unknown(&err, status, "");
+    request_answer_error(jr, &err);
+}
+
 /* The region of a request whose rule's upstream url has {region}
- * (regions.h), into jr->region. Returns 0, or -1 with `err` set: an
- * unknown region 404, an unknown project or a Host that contradicts the
- * project's region 400. Never a guess. */
+ * (regions.h), into jr->region. Returns 0; 1 when IAM is being asked
+ * (on_iam_region goes on); or -1 with `err` set: an unknown region 404, a
+ * Host that contradicts the project's region 400, a project no one knows
+ * 400 (404 when IAM says so). Never a guess. */
 static int request_region(struct job_request *jr, const char *host, struct client_error *err)
 {
     const struct rule *rule = jr->rule;
@@ -287,7 +323,6 @@ static int request_region(struct job_request *jr, const char *host, struct clien
                           : rule->project_param >= 0 && (size_t)rule->project_param < jr->match.nvalues
                               ? jr->match.values[rule->project_param]
                               : NULL;
-    char message[160];
     switch (regions_resolve(jr->gw->regions, host, project, jr->region)) {
     case REGIONS_OK: return 0;
     case REGIONS_UNKNOWN_REGION:
@@ -296,12 +331,19 @@ static int request_region(struct job_request *jr, const char *host, struct clien
     case REGIONS_MISMATCH:
         client_error_set(err, 400, "JG.REGION_MISMATCH", "the Host names another region than the project's");
         return -1;
-    case REGIONS_UNKNOWN_PROJECT:
-        snprintf(message, sizeof(message), "no region is known for %s: call SERVICE.REGION.%s, or map the project",
-                 project ? "this project" : "a path without a project", "DOMAIN");
-        client_error_set(err, 400, "JG.UNKNOWN_PROJECT_REGION", message);
-        return -1;
+    case REGIONS_UNKNOWN_PROJECT: break;
     }
+    /* Neither the Host nor the map: IAM, when jobgate may ask it, for a
+     * request it would otherwise send (not one refused as invalid). */
+    enum iamregion_status iam = IAMREGION_PENDING;
+    if (jr->gw->iamregion && project && jr->found != ROUTE_BAD_PARAM) {
+        iam = iamregion_lookup(jr->gw->iamregion, project, jr->region, on_iam_region, jr, &jr->iam_wait);
+        if (iam == IAMREGION_FOUND)
+            return 0;
+        if (iam == IAMREGION_PENDING)
+            return 1;
+    }
+    region_unknown(err, iam, project);
     return -1;
 }
 
@@ -319,89 +361,16 @@ static struct job_request *job_request_new(struct gateway *gw)
     return jr;
 }
 
-void request_intake(struct gateway *gw, struct evhttp_request *req, int client_auth)
+/* The rest of intake, once the rule (and its region) is known: a forwarded
+ * call, or a job route's checks, its cache key and lookup. */
+static void request_routed(struct job_request *jr)
 {
-    struct job_request *jr = job_request_new(gw);
-    if (!jr) {
-        evhttp_send_error(req, 503, "Service Unavailable");
-        return;
-    }
-    jr->gw = gw;
-    jr->req = req;
-    jr->rules = ruleset_ref(gw->rules);
-    jr->keys = client_auth && gw->client_keys ? clientkeys_ref(gw->client_keys) : NULL;
-    jr->started_us = clock_mono_us();
-    jr->started_wall_ms = clock_wall_ms();
-    jr->upstream_us = -1;
-    jr->outcome = OUTCOME_BYPASS;
-    TAILQ_INSERT_TAIL(&gw->live, jr, live_link);
-    gw->in_flight++;
-
-    const char *client_id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
-    if (client_id && reqid_acceptable(client_id))
-        snprintf(jr->request_id, sizeof(jr->request_id), "%s", client_id);
-    else
-        reqid_new(jr->request_id, sizeof(jr->request_id));
-
-    struct client_error err;
-    /* A head the frontend's framing filter refused (httpframe.h): answered
-     * here, in order and audited; the connection closes after it. */
-    const char *refused = evhttp_find_header(evhttp_request_get_input_headers(req), HTTPFRAME_MARKER);
-    if (refused) {
-        char message[96];
-        snprintf(message, sizeof(message), "the request is not framed as HTTP/1.1 requires (%s)", refused);
-        client_error_set(&err, 400, "JG.BAD_FRAMING", message);
-        request_answer_error(jr, &err);
-        return;
-    }
+    struct gateway *gw = jr->gw;
+    struct evhttp_request *req = jr->req;
+    enum route_result found = jr->found;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (!path || !*path) {
-        client_error_set(&err, 400, "JG.BAD_URI", "the request URI cannot be parsed");
-        request_answer_error(jr, &err);
-        return;
-    }
-    if (request_size_ok(gw, req, &err) < 0) {
-        /* Answered in the shape of the API asked, when its path names one
-         * (a URI over the bound is not matched against the rules). */
-        if (strcmp(err.code, "JG.URI_TOO_LONG") != 0 &&
-            ruleset_match(jr->rules, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"), path, &jr->rule,
-                          &jr->match) == ROUTE_NO_MATCH)
-            jr->rule = NULL;
-        metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
-        log_info("request %s refused: %s", jr->request_id, err.message);
-        request_answer_error(jr, &err);
-        return;
-    }
-    if (gw->audit && audit_blocks_requests(gw->audit)) {
-        /* Fail-closed: no answer leaves without its audit line. */
-        client_error_set(&err, 503, "JG.AUDIT_UNAVAILABLE", "the audit log cannot be written; retry later");
-        err.retry_after = 5;
-        request_answer_error(jr, &err);
-        return;
-    }
-
-    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
-    enum route_result found = ruleset_match(jr->rules, host, path, &jr->rule, &jr->match);
-    if (found != ROUTE_MATCH)
-        jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
-    if (found == ROUTE_NO_MATCH && (jr->rule = ruleset_match_forward(jr->rules, host, path)) != NULL) {
-        /* Not a job route (those win): the rest of a service, forwarded uncached. */
-        jr->forwarding = 1;
-        if (forward_project_of(jr->rule, path, jr->match.buf, sizeof(jr->match.buf)))
-            jr->forward_project = jr->match.buf;
-    }
-    if (jr->keys && client_allowed(jr, req, &err) < 0) {
-        jr->denied = 1;
-        metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
-        request_answer_error(jr, &err);
-        return;
-    }
-    if (jr->rule && jr->rule->url_has_region && !gw->upstream_url && request_region(jr, host, &err) < 0) {
-        request_answer_error(jr, &err);
-        return;
-    }
+    struct client_error err;
     if (jr->forwarding) {
         forward_start(jr);
         return;
@@ -466,4 +435,105 @@ void request_intake(struct gateway *gw, struct evhttp_request *req, int client_a
     jr->in_lookup = 1;
     cache_get_lease(gw->cache, jr->key, &expect, jr->token_hash[0] ? 0 : flight_lease_ms(rule), on_cache_result,
                     jr); /* may answer before it returns */
+}
+
+void request_intake(struct gateway *gw, struct evhttp_request *req, int client_auth)
+{
+    struct job_request *jr = job_request_new(gw);
+    if (!jr) {
+        evhttp_send_error(req, 503, "Service Unavailable");
+        return;
+    }
+    jr->gw = gw;
+    jr->req = req;
+    jr->rules = ruleset_ref(gw->rules);
+    jr->keys = client_auth && gw->client_keys ? clientkeys_ref(gw->client_keys) : NULL;
+    jr->started_us = clock_mono_us();
+    jr->started_wall_ms = clock_wall_ms();
+    jr->upstream_us = -1;
+    jr->outcome = OUTCOME_BYPASS;
+    TAILQ_INSERT_TAIL(&gw->live, jr, live_link);
+    gw->in_flight++;
+
+    const char *client_id = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    if (client_id && reqid_acceptable(client_id))
+        snprintf(jr->request_id, sizeof(jr->request_id), "%s", client_id);
+    else
+        reqid_new(jr->request_id, sizeof(jr->request_id));
+
+    struct client_error err;
+    /* A head the frontend's framing filter refused (httpframe.h): answered
+     * here, in order and audited; the connection closes after it. */
+    const char *refused = evhttp_find_header(evhttp_request_get_input_headers(req), HTTPFRAME_MARKER);
+    if (refused) {
+        char message[96];
+        snprintf(message, sizeof(message), "the request is not framed as HTTP/1.1 requires (%s)", refused);
+        client_error_set(&err, 400, "JG.BAD_FRAMING", message);
+        request_answer_error(jr, &err);
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path || !*path) {
+        client_error_set(&err, 400, "JG.BAD_URI", "the request URI cannot be parsed");
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (request_size_ok(gw, req, &err) < 0) {
+        /* Answered in the shape of the API asked, when its path names one
+         * (a URI over the bound is not matched against the rules). */
+        if (strcmp(err.code, "JG.URI_TOO_LONG") != 0 &&
+            ruleset_match(jr->rules, evhttp_find_header(evhttp_request_get_input_headers(req), "Host"), path, &jr->rule,
+                          &jr->match) == ROUTE_NO_MATCH)
+            jr->rule = NULL;
+        metrics_count_event(gw->metrics, EVENT_REQUEST_TOO_LARGE);
+        log_info("request %s refused: %s", jr->request_id, err.message);
+        request_answer_error(jr, &err);
+        return;
+    }
+    if (gw->audit && audit_blocks_requests(gw->audit)) {
+        /* Fail-closed: no answer leaves without its audit line. */
+        client_error_set(&err, 503, "JG.AUDIT_UNAVAILABLE", "the audit log cannot be written; retry later");
+        err.retry_after = 5;
+        request_answer_error(jr, &err);
+        return;
+    }
+
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    /* A Host SERVICE.REGION.DOMAIN whose SERVICE a rule claims (rules.h):
+     * the cloud's own path, matched among that service's rules only. */
+    char service[REGIONS_NAME_MAX], served[ROUTE_MAX_PATH + 1];
+    jr->by_host_service = regions_host_service(gw->regions, host, service) &&
+                          ruleset_service_path(jr->rules, service, path, served, sizeof(served)) == 1;
+    const char *route_path = jr->by_host_service ? served : path;
+    enum route_result found = jr->by_host_service
+                                  ? ruleset_match_service(jr->rules, service, route_path, &jr->rule, &jr->match)
+                                  : ruleset_match(jr->rules, host, route_path, &jr->rule, &jr->match);
+    if (found != ROUTE_MATCH)
+        jr->rule = found == ROUTE_BAD_PARAM ? jr->rule : NULL;
+    if (found == ROUTE_NO_MATCH &&
+        (jr->rule = jr->by_host_service ? ruleset_match_forward_service(jr->rules, service, route_path)
+                                        : ruleset_match_forward(jr->rules, host, route_path)) != NULL) {
+        /* Not a job route (those win): the rest of a service, forwarded uncached. */
+        jr->forwarding = 1;
+        if (forward_project_of(jr->rule, route_path, jr->match.buf, sizeof(jr->match.buf)))
+            jr->forward_project = jr->match.buf;
+    }
+    if (jr->keys && client_allowed(jr, req, &err) < 0) {
+        jr->denied = 1;
+        metrics_count_event(gw->metrics, err.status == 401 ? EVENT_CLIENT_UNAUTHENTICATED : EVENT_CLIENT_FORBIDDEN);
+        request_answer_error(jr, &err);
+        return;
+    }
+    jr->found = found;
+    if (jr->rule && jr->rule->url_has_region && !gw->upstream_url) {
+        int parked = request_region(jr, host, &err);
+        if (parked < 0) {
+            request_answer_error(jr, &err);
+            return;
+        }
+        if (parked) /* IAM is asked the project's region: on_iam_region goes on */
+            return;
+    }
+    request_routed(jr);
 }

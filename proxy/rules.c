@@ -16,6 +16,7 @@ static void rule_free(struct rule *r)
     free(r->name);
     free(r->file);
     free(r->host);
+    free(r->host_service);
     route_template_free(&r->route);
     free(r->upstream_url);
     route_template_free(&r->upstream_path);
@@ -122,7 +123,7 @@ static int param_pattern(struct yconf *y, yaml_node_t *v, char *out, size_t outl
 
 static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct conf_diag *d)
 {
-    static const char *const keys[] = {"path", "host", "methods", "params", "query", NULL};
+    static const char *const keys[] = {"path", "host", "host_service", "methods", "params", "query", NULL};
     if (!n) {
         yconf_error(y, yconf_root(y), d, "missing 'route'");
         return -1;
@@ -191,6 +192,21 @@ static int load_route(struct yconf *y, yaml_node_t *n, struct rule *r, struct co
             r->host = strdup(h);
             for (char *c = r->host; *c; c++)
                 *c = (char)tolower((unsigned char)*c);
+        }
+    }
+
+    yaml_node_t *service = yconf_get(y, n, "host_service");
+    if (service) {
+        const char *sv = yconf_scalar(service);
+        if (!sv || !regions_name_ok(sv)) {
+            yconf_error(y, service, d,
+                        "'host_service' is the SERVICE label of a Host SERVICE.REGION.DOMAIN, such as ecs "
+                        "(1-63 of a-z, 0-9, '-')");
+            rc = -1;
+        } else {
+            r->host_service = strdup(sv);
+            r->host_service_line = service->start_mark.line + 1;
+            r->host_service_col = service->start_mark.column + 1;
         }
     }
 
@@ -497,7 +513,7 @@ static int load_forward(struct yconf *y, yaml_node_t *n, struct rule *r, struct 
         }
     }
     rc |= yconf_get_bool(y, n, "strip_prefix", &f->strip_prefix, d);
-    rc |= yconf_get_bytes(y, n, "max_body", 0, 1024 * 1024, &f->max_body, d);
+    rc |= yconf_get_bytes(y, n, "max_body", 0, RULE_FORWARD_MAX_BODY, &f->max_body, d);
     long seg = f->project_segment;
     rc |= yconf_get_long(y, n, "project_segment", 0, ROUTE_MAX_SEGMENTS, &seg, d);
     f->project_segment = (int)seg;
@@ -523,6 +539,23 @@ static int prefix_covers(const char *prefix, const struct route_template *t)
             seg++;
     }
     return 1;
+}
+
+/* The prefix a request to SERVICE.REGION.DOMAIN is given back: the forward
+ * prefix the rule takes off, or "". */
+static const char *service_prefix(const struct rule *r)
+{
+    return r->forward.prefix && r->forward.strip_prefix ? r->forward.prefix : "";
+}
+
+/* A rule served by Host gets the cloud's own path: its route must be that
+ * path (the upstream one) under the prefix it takes off. Returns 0 or -1. */
+static int host_service_route_check(const struct rule *r)
+{
+    const char *prefix = service_prefix(r);
+    const char *cloud = r->upstream_path.nsegs ? r->upstream_path.text : r->route.text;
+    size_t n = strlen(prefix);
+    return strncmp(r->route.text, prefix, n) == 0 && strcmp(r->route.text + n, cloud) == 0 ? 0 : -1;
 }
 
 static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
@@ -557,6 +590,15 @@ static struct rule *load_rule(struct yconf *y, struct conf_diag *d)
     rc |= load_cache(y, yconf_get(y, root, "cache"), r, d);
     rc |= rules_load_errors(y, yconf_get(y, root, "errors"), &r->errors, &r->invalid_request, d);
     rc |= load_forward(y, yconf_get(y, root, "forward"), r, d);
+    if (!rc && r->host_service && host_service_route_check(r) < 0) {
+        conf_diag_add(d, r->file, r->host_service_line, r->host_service_col,
+                      "host_service '%s': a client of SERVICE.REGION.DOMAIN sends the cloud's own path, so the route "
+                      "%s must be %s%s (the upstream path under the forward prefix taken off)",
+                      r->host_service, r->route.text,
+                      r->forward.prefix && r->forward.strip_prefix ? r->forward.prefix : "",
+                      r->upstream_path.nsegs ? r->upstream_path.text : r->route.text);
+        rc = -1;
+    }
     if (rc) {
         rule_free(r);
         return NULL;
@@ -596,6 +638,16 @@ static int ruleset_add(struct ruleset *rs, struct rule *r, struct conf_diag *d)
                           "job route %s of rule '%s' overlaps forward prefix %s of rule '%s' (%s:%zu:%zu); "
                           "a job route always wins, so give each service its own prefix",
                           r->route.text, r->name, o->forward.prefix, o->name, o->file, o->forward.line, o->forward.col);
+            rc = -1;
+        }
+        /* One Host SERVICE.REGION.DOMAIN, one way to read its paths: a rule
+         * that takes its prefix off takes every path of that Host. */
+        if (r->host_service && o->host_service && strcmp(r->host_service, o->host_service) == 0 &&
+            (*service_prefix(r) || *service_prefix(o))) {
+            conf_diag_add(d, r->file, r->host_service_line, r->host_service_col,
+                          "host_service '%s' of rule '%s' is already claimed by rule '%s' (%s:%zu:%zu); rules may "
+                          "share a service only when neither takes its forward prefix off",
+                          r->host_service, r->name, o->name, o->file, o->host_service_line, o->host_service_col);
             rc = -1;
         }
         if (same_host && r->forward.prefix && o->forward.prefix && strcmp(r->forward.prefix, o->forward.prefix) == 0) {
@@ -716,14 +768,23 @@ int rule_upstream_path(const struct rule *r, const struct route_match *m, char *
     return route_template_expand_values(&r->upstream_path, values, out, outlen);
 }
 
-enum route_result ruleset_match(const struct ruleset *rs, const char *host, const char *path,
-                                const struct rule **rule_out, struct route_match *m)
+/* Is rule `r` asked about a request: by Host SERVICE.REGION.DOMAIN when
+ * `service` is set, else by route.host against `host`. */
+static int rule_asked(const struct rule *r, const char *host, const char *service)
+{
+    if (service)
+        return r->host_service && strcmp(r->host_service, service) == 0;
+    return host_matches(r, host);
+}
+
+static enum route_result match_job(const struct ruleset *rs, const char *host, const char *service, const char *path,
+                                   const struct rule **rule_out, struct route_match *m)
 {
     enum route_result best = ROUTE_NO_MATCH;
     *rule_out = NULL;
     /* Routes never overlap (the loader refuses it), so at most one has this shape for this host. */
     for (size_t i = 0; i < rs->count; i++) {
-        if (!host_matches(rs->rules[i], host))
+        if (!rule_asked(rs->rules[i], host, service))
             continue;
         enum route_result res = route_template_match(&rs->rules[i]->route, path, m, NULL);
         if (res != ROUTE_NO_MATCH) {
@@ -735,7 +796,8 @@ enum route_result ruleset_match(const struct ruleset *rs, const char *host, cons
     return best;
 }
 
-const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *host, const char *path)
+static const struct rule *match_forward(const struct ruleset *rs, const char *host, const char *service,
+                                        const char *path)
 {
     const struct rule *best = NULL;
     size_t plen = strlen(path);
@@ -743,10 +805,52 @@ const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *h
         const struct rule *r = rs->rules[i];
         const struct rule_forward *f = &r->forward;
         if (!f->prefix || plen < f->prefix_len || memcmp(path, f->prefix, f->prefix_len) != 0 ||
-            (path[f->prefix_len] != '\0' && path[f->prefix_len] != '/') || !host_matches(r, host))
+            (path[f->prefix_len] != '\0' && path[f->prefix_len] != '/') || !rule_asked(r, host, service))
             continue;
         if (!best || f->prefix_len > best->forward.prefix_len)
             best = r;
     }
     return best;
+}
+
+enum route_result ruleset_match(const struct ruleset *rs, const char *host, const char *path,
+                                const struct rule **rule_out, struct route_match *m)
+{
+    return match_job(rs, host, NULL, path, rule_out, m);
+}
+
+const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *host, const char *path)
+{
+    return match_forward(rs, host, NULL, path);
+}
+
+int ruleset_service_path(const struct ruleset *rs, const char *service, const char *path, char *out, size_t outlen)
+{
+    for (size_t i = 0; i < rs->count; i++) {
+        const struct rule *r = rs->rules[i];
+        if (!r->host_service || strcmp(r->host_service, service) != 0)
+            continue;
+        /* The loader lets a rule that takes its prefix off claim its service
+         * alone. A path already under that prefix (an SDK given the endpoint
+         * https://ecs.REGION.DOMAIN/ecs) is path routing's: the prefix is
+         * jobgate's, never the start of a cloud path. */
+        const char *prefix = service_prefix(r);
+        size_t plen = strlen(prefix);
+        if (plen && strncmp(path, prefix, plen) == 0 && (path[plen] == '\0' || path[plen] == '/'))
+            return 0;
+        int n = snprintf(out, outlen, "%s%s", prefix, path);
+        return n < 0 || (size_t)n >= outlen ? -1 : 1;
+    }
+    return 0;
+}
+
+enum route_result ruleset_match_service(const struct ruleset *rs, const char *service, const char *path,
+                                        const struct rule **rule_out, struct route_match *m)
+{
+    return match_job(rs, NULL, service, path, rule_out, m);
+}
+
+const struct rule *ruleset_match_forward_service(const struct ruleset *rs, const char *service, const char *path)
+{
+    return match_forward(rs, NULL, service, path);
 }

@@ -38,12 +38,17 @@ enum rule_method {
  * prefixes the longest matching one wins (the loader refuses two equal
  * ones, and a prefix under which another rule's job route lies).
  */
+/* The largest forward.max_body a rule may set (the default is 1 MiB). A
+ * request body is read whole before the gateway sees it (evhttp), so this
+ * is memory each such request may hold; answers are streamed, unbounded. */
+#define RULE_FORWARD_MAX_BODY ((size_t)64 * 1024 * 1024)
+
 struct rule_forward {
     char *prefix; /* "/ecs": whole segments, no trailing '/'; NULL: the rule forwards nothing */
     size_t prefix_len;
     int strip_prefix;    /* the prefix is taken off before the path goes upstream (default); 0: kept */
     unsigned methods;    /* enum rule_method bits */
-    size_t max_body;     /* larger request bodies: 413 */
+    size_t max_body;     /* larger request bodies: 413 (at most RULE_FORWARD_MAX_BODY) */
     int project_segment; /* 1-based segment after the prefix holding the project id; 0: none */
     size_t line, col;    /* of forward.prefix, for diagnostics */
 };
@@ -61,6 +66,10 @@ struct rule {
     size_t line;                /* of the rule's first key (its `name:`, in the shipped files) */
     size_t path_line, path_col; /* of route.path: where a diagnostic about the route points */
     char *host;                 /* Host header the route requires (lower case, no port); NULL: any */
+    char *host_service;         /* route.host_service: the SERVICE of a Host SERVICE.REGION.DOMAIN that
+                                   selects this rule with the cloud's own paths (below; `host` is not
+                                   asked then); NULL: none */
+    size_t host_service_line, host_service_col;
     struct route_template route;
     unsigned methods; /* enum rule_method bits */
     enum rule_query query;
@@ -125,6 +134,33 @@ enum route_result ruleset_match(const struct ruleset *rs, const char *host, cons
  * prefix itself, or the prefix and '/...'), for `host`; NULL: none. Ask only
  * after ruleset_match found no job route: job routes win. */
 const struct rule *ruleset_match_forward(const struct ruleset *rs, const char *host, const char *path);
+
+/*
+ * Services by Host. Terraform's provider with `cloud = "DOMAIN"` calls
+ * https://SERVICE.REGION.DOMAIN with the cloud's own paths
+ * (/v1/{project_id}/jobs/{job_id}, no /ecs). A rule declaring
+ * `route.host_service: SERVICE` serves such a Host (regions_host_service
+ * finds the label): only the rules claiming SERVICE are asked, and the path
+ * is first given back the forward prefix the rule strips (so that
+ * /v1/P/jobs/J on ecs.R.DOMAIN is matched as /ecs/v1/P/jobs/J, and a
+ * forwarded call goes upstream as it came). Path routing keeps working for
+ * every Host: a path already under the prefix the rule takes off
+ * (/ecs/v1/...) is routed by path, as is a Host whose SERVICE no rule
+ * claims. The loader lets several rules claim one service only when
+ * none strips its prefix (the ELB rules, whose prefixes are the cloud's).
+ */
+
+/* The path of a request to SERVICE.REGION.DOMAIN as path routing would see
+ * it, into `out`. Returns 1, 0 when no rule claims `service` or the path is
+ * already under the prefix (route it by path), -1 when it does not fit. */
+int ruleset_service_path(const struct ruleset *rs, const char *service, const char *path, char *out, size_t outlen);
+
+/* ruleset_match and ruleset_match_forward among the rules claiming
+ * `service` only (route.host is not asked: Host is SERVICE.REGION.DOMAIN);
+ * `path` is ruleset_service_path's. */
+enum route_result ruleset_match_service(const struct ruleset *rs, const char *service, const char *path,
+                                        const struct rule **rule_out, struct route_match *m);
+const struct rule *ruleset_match_forward_service(const struct ruleset *rs, const char *service, const char *path);
 
 /* The method's enum rule_method bit; 0 for the ones no route serves. */
 unsigned rule_method_bit(const char *method);

@@ -22,8 +22,18 @@ struct upstream_call {
     size_t cap;
     int oversized;
     long retry_after;
-    char *post_body; /* our copy of a POST body (a secret, wiped when freed) */
+    char *post_body; /* our copy of a POST body (a secret, wiped when freed); NULL: the caller's (body_borrowed) */
     size_t post_len;
+    /* Streaming (upstream.h): the caller's callbacks, and what was told. */
+    upstream_head_cb on_head;
+    upstream_data_cb on_data;
+    int head_seen;       /* on_head has fired */
+    int head_status;     /* the status it was told */
+    int aborted;         /* a streaming callback stopped the transfer */
+    int64_t content_len; /* the Content-Length header's value, -1: none */
+    CURLcode resume_rc;  /* upstream_resume failed: finished from u->later with this */
+    struct event *quiet; /* streaming: no head, or no piece, within quiet_ms (not while paused) */
+    int64_t quiet_ms;
     char *capture_name;      /* the response header to capture, NULL: none */
     char *captured;          /* its value (a secret, wiped when freed) */
     const char *const *keep; /* response headers to report (the caller's names: forward.c's static table) */
@@ -48,6 +58,7 @@ struct upstream {
     struct curl_slist *connect_to; /* upstream_conf.connect_to, for libcurl */
     CURLM *multi;
     struct event *timer;
+    struct event *later; /* finishes calls whose resume failed (resume_rc) */
     struct upstream_conf conf;
     LIST_HEAD(, upstream_call) calls;
     LIST_HEAD(, upstream_sock) socks;
@@ -129,10 +140,35 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, voi
 
 /* ------------------------------------------------------------- one call */
 
+static int deliver_head(struct upstream_call *c);
+
+/* Streaming: (re)start the wait for upstream's next head or piece. */
+static void quiet_arm(struct upstream_call *c)
+{
+    struct timeval tv = {(time_t)(c->quiet_ms / 1000), (suseconds_t)((c->quiet_ms % 1000) * 1000)};
+    evtimer_add(c->quiet, &tv);
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
     size_t n = size * nmemb;
+    if (c->on_data) {
+        if (!c->head_seen && deliver_head(c) < 0)
+            return 0;
+        switch (c->on_data(data, n, c->arg)) {
+        case UPSTREAM_DATA_TAKEN:
+            c->len += n;
+            quiet_arm(c);
+            return n;
+        case UPSTREAM_DATA_PAUSE:
+            evtimer_del(c->quiet);
+            return CURL_WRITEFUNC_PAUSE; /* the client's time, not upstream's */
+        case UPSTREAM_DATA_ABORT: break;
+        }
+        c->aborted = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
     if (c->len + n > c->u->conf.max_body_bytes) {
         c->oversized = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
@@ -216,16 +252,58 @@ static void keep(struct upstream_call *c, const char *data, size_t n)
     }
 }
 
+/* Streaming: tell on_head the final status and headers. Returns 0, or -1
+ * when on_head stops the transfer. */
+static int deliver_head(struct upstream_call *c)
+{
+    long status = 0;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+    c->head_seen = 1;
+    c->head_status = (int)status;
+    quiet_arm(c);
+    struct upstream_head head = {.status = (int)status,
+                                 .retry_after = c->retry_after,
+                                 .content_length = c->content_len,
+                                 .kept = c->kept,
+                                 .nkept = c->nkept};
+    if (c->on_head(&head, c->arg) < 0) {
+        c->aborted = 1;
+        return -1;
+    }
+    return 0;
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct upstream_call *c = arg;
     size_t n = size * nmemb;
+    if (c->head_seen)
+        return n; /* trailers of a chunked body: not passed on */
     /* A new status line (after a 1xx) starts a new header set. */
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         c->retry_after = -1;
+        c->content_len = -1;
         free_secret(c->captured);
         c->captured = NULL;
         free_kept(c);
+    }
+    /* The blank line that ends a header set: a final one is the head. */
+    if (c->on_head && (n == 2 || n == 1) && (data[0] == '\r' || data[0] == '\n')) {
+        long status = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && deliver_head(c) < 0)
+            return 0; /* CURLE_WRITE_ERROR */
+        return n;
+    }
+    if (n > 15 && strncasecmp(data, "Content-Length:", 15) == 0) {
+        char buf[32];
+        size_t vlen = n - 15 < sizeof(buf) - 1 ? n - 15 : sizeof(buf) - 1;
+        memcpy(buf, data + 15, vlen);
+        buf[vlen] = '\0';
+        char *end;
+        long long v = strtoll(buf, &end, 10);
+        if (end != buf && v >= 0)
+            c->content_len = v;
     }
     if (c->nkeep)
         keep(c, data, n);
@@ -286,7 +364,7 @@ static void free_headers(struct upstream_call *c)
 
 static void free_call_secrets(struct upstream_call *c)
 {
-    if (c->post_body) {
+    if (c->post_body) { /* ours: the caller's borrowed body is the caller's to wipe */
         memset(c->post_body, 0, c->post_len);
         free(c->post_body);
     }
@@ -297,6 +375,8 @@ static void free_call_secrets(struct upstream_call *c)
 
 static void call_free(struct upstream_call *c)
 {
+    if (c->quiet)
+        event_free(c->quiet);
     LIST_REMOVE(c, link);
     c->u->in_flight--;
     curl_multi_remove_handle(c->u->multi, c->easy);
@@ -314,6 +394,17 @@ static void finish(struct upstream_call *c, CURLcode rc)
     resp.fault_detail = c->error[0] ? c->error : curl_easy_strerror(rc);
     resp.retry_after = c->retry_after;
     resp.elapsed_us = clock_mono_us() - c->started_us;
+    resp.head_seen = c->head_seen;
+    resp.aborted = c->aborted;
+    if (c->aborted) {
+        resp.fault = FAULT_INTERNAL;
+        resp.fault_detail = "stopped by the caller";
+    }
+    if (c->on_data) {
+        resp.len = c->len; /* streamed: counted, not kept */
+        if (c->head_seen && resp.fault != FAULT_NONE)
+            resp.status = c->head_status;
+    }
     if (resp.fault == FAULT_NONE) {
         long status = 0;
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -324,7 +415,7 @@ static void finish(struct upstream_call *c, CURLcode rc)
             resp.fault = FAULT_PROTOCOL;
             resp.fault_detail = "no final HTTP status";
         }
-        resp.body = c->body ? c->body : "";
+        resp.body = c->on_data ? NULL : c->body ? c->body : "";
         resp.len = c->len;
         resp.captured = c->captured;
         resp.kept = c->kept;
@@ -335,6 +426,18 @@ static void finish(struct upstream_call *c, CURLcode rc)
     /* Report first (the body lives in c), then free: the callback may start new calls. */
     cb(&resp, arg);
     call_free(c);
+}
+
+/* Streaming: upstream said nothing for quiet_ms (no head yet, or no piece
+ * while the transfer was not paused): the call times out. */
+static void on_quiet(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream_call *c = arg;
+    snprintf(c->error, sizeof(c->error), "%s within %lld ms", c->head_seen ? "no more of the body" : "no answer",
+             (long long)c->quiet_ms);
+    finish(c, CURLE_OPERATION_TIMEDOUT);
 }
 
 static void check_done(struct upstream *u)
@@ -378,6 +481,8 @@ static struct curl_slist *append_header(struct curl_slist *h, const char *name, 
 /* Abandon a call that upstream_fetch could not start. */
 static void fetch_fail(struct upstream_call *c)
 {
+    if (c->quiet)
+        event_free(c->quiet);
     if (c->easy)
         curl_easy_cleanup(c->easy);
     free_headers(c);
@@ -405,6 +510,9 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     c->cb = cb;
     c->arg = arg;
     c->retry_after = -1;
+    c->content_len = -1;
+    c->on_head = req->on_head;
+    c->on_data = req->on_data;
     c->started_us = clock_mono_us();
     c->easy = curl_easy_init();
     if (!c->easy) {
@@ -417,7 +525,9 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         fetch_fail(c);
         return NULL;
     }
-    if (post) {
+    if (post && req->body_borrowed) {
+        c->post_len = req->body_len; /* the caller's, kept valid until the end (upstream.h) */
+    } else if (post) {
         /* Our own copy: libcurl reads the body while the transfer runs. */
         c->post_len = req->body_len;
         c->post_body = malloc(c->post_len + 1);
@@ -458,7 +568,10 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
     if (post) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->post_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->post_body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+                         c->post_body                 ? c->post_body
+                         : req->body && req->body_len ? req->body
+                                                      : "");
         if (mi != 2)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     }
@@ -477,7 +590,17 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    if (!c->on_data) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    } else {
+        /* A streamed answer may take as long as its client takes to read
+         * it: the timeout bounds each wait for upstream instead (quiet). */
+        c->quiet_ms = req->timeout_ms > 0 ? req->timeout_ms : 1;
+        if (!(c->quiet = evtimer_new(u->base, on_quiet, c))) {
+            fetch_fail(c);
+            return NULL;
+        }
+    }
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (u->conf.ca_file)
@@ -487,7 +610,8 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)u->conf.max_body_bytes);
+    if (!c->on_data) /* a streamed body is never held whole: no bound */
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)u->conf.max_body_bytes);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
@@ -503,7 +627,41 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
         fetch_fail(c);
         return NULL;
     }
+    if (c->quiet)
+        quiet_arm(c);
     return c;
+}
+
+/* Finish the calls whose resume failed, from the loop. */
+static void on_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream *u = arg;
+    struct upstream_call *c, *next;
+    for (c = LIST_FIRST(&u->calls); c; c = next) {
+        next = LIST_NEXT(c, link);
+        if (c->resume_rc != CURLE_OK) {
+            finish(c, c->resume_rc); /* may start and cancel calls: start over */
+            event_active(u->later, 0, 0);
+            return;
+        }
+    }
+}
+
+void upstream_resume(struct upstream *u, struct upstream_call *call)
+{
+    /* libcurl delivers the piece it held from here, and arms its timer
+     * (on_curl_timer) to carry on. A piece refused for good fails the
+     * transfer, which libcurl then forgets: finished from the loop, never
+     * from inside this call. */
+    if (call->quiet)
+        quiet_arm(call);
+    CURLcode rc = curl_easy_pause(call->easy, CURLPAUSE_CONT);
+    if (rc != CURLE_OK && call->resume_rc == CURLE_OK) {
+        call->resume_rc = rc;
+        event_active(u->later, 0, 0);
+    }
 }
 
 void upstream_cancel(struct upstream *u, struct upstream_call *call)
@@ -542,7 +700,8 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
     LIST_INIT(&u->socks);
     u->multi = curl_multi_init();
     u->timer = evtimer_new(base, on_timer, u);
-    if (!u->multi || !u->timer) {
+    u->later = event_new(base, -1, 0, on_later, u);
+    if (!u->multi || !u->timer || !u->later) {
         snprintf(err, errlen, "cannot initialise libcurl");
         upstream_free(u);
         return NULL;
@@ -574,6 +733,8 @@ void upstream_free(struct upstream *u)
     }
     if (u->timer)
         event_free(u->timer);
+    if (u->later)
+        event_free(u->later);
     free(u->conf.ca_file);
     free(u->conf.user_agent);
     curl_slist_free_all(u->connect_to);

@@ -21,12 +21,18 @@
  *                   at the simulator, signed with JG_SIM_AK / JG_SIM_SK
  *   JG_OTHER_AK, JG_OTHER_SK  (gateway) a client of jobgate granted another
  *                   project only: refused 403 JG.FORBIDDEN
+ *   JG_CONNECT_TO   HOST:PORT: every host name the SDK calls is reached
+ *                   there, through the SDK's own proxy setting
+ *                   (withProxyAgent) and a CONNECT proxy this file runs:
+ *                   the test's stand-in for a wildcard DNS name, so that the
+ *                   endpoint can be http://ecs.REGION.jobgate.example
  *
  * Run: node --test sdk_ecs.test.js (Node's own runner; tests run in order).
  */
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
+const net = require('node:net');
 const core = require('@huaweicloud/huaweicloud-sdk-core');
 const ecs = require('@huaweicloud/huaweicloud-sdk-ecs');
 
@@ -41,16 +47,48 @@ const SKIP_CREATE = process.env.JG_SKIP_CREATE === '1';
 const CREATE_SKIP = SKIP_CREATE && 'JG_SKIP_CREATE: the endpoint has no forward routes yet (issue 12 item 3)';
 const OTHER_AK = process.env.JG_OTHER_AK;
 const OTHER_SK = process.env.JG_OTHER_SK;
+const CONNECT_TO = process.env.JG_CONNECT_TO;
 const POLL_MS = 100;
 const POLL_DEADLINE_MS = 30000;
 
 if (!ENDPOINT || !AK || !SK)
     throw new Error('set JG_ENDPOINT, JG_AK and JG_SK (see tests/clients/README.md)');
 
-/* The SDK as a user sets it up: an endpoint and credentials, nothing else. */
+/*
+ * JG_CONNECT_TO: a CONNECT proxy that takes every host name to HOST:PORT,
+ * as a wildcard DNS name in front of jobgate would. The SDK's requests go
+ * through it as they are (Host and signature for the endpoint's name).
+ */
+let proxyUrl;
+test.before(async () => {
+    if (!CONNECT_TO)
+        return;
+    const [host, port] = [CONNECT_TO.slice(0, CONNECT_TO.lastIndexOf(':')), CONNECT_TO.slice(CONNECT_TO.lastIndexOf(':') + 1)];
+    const proxy = http.createServer((req, res) => res.writeHead(405).end());
+    proxy.on('connect', (req, client, head) => {
+        const upstream = net.connect(Number(port), host, () => {
+            client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+            upstream.write(head);
+            upstream.pipe(client);
+            client.pipe(upstream);
+        });
+        upstream.on('error', () => client.destroy());
+        client.on('error', () => upstream.destroy());
+        upstream.unref();
+    });
+    await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    proxy.unref();
+    proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+});
+
+/* The SDK as a user sets it up: an endpoint and credentials, nothing else
+ * (and, with JG_CONNECT_TO, the SDK's proxy setting). */
 function ecsClient(sk = SK, ak = AK, endpoint = ENDPOINT) {
     const credentials = new core.BasicCredentials().withAk(ak).withSk(sk).withProjectId(PROJECT);
-    return ecs.EcsClient.newBuilder().withCredential(credentials).withEndpoint(endpoint).build();
+    const builder = ecs.EcsClient.newBuilder().withCredential(credentials).withEndpoint(endpoint);
+    if (proxyUrl && endpoint === ENDPOINT)
+        builder.withProxyAgent(proxyUrl);
+    return builder.build();
 }
 
 /* The smallest body ECS accepts for a pay-per-use server. */

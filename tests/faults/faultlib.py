@@ -183,7 +183,7 @@ def check_cache(ctx):
             continue  # a pass-through grant (a token's hash), not a cache entry
         if key.startswith(KEY_PREFIX + "guard:"):
             continue  # the upstream guard's own state (proxy/guardredis.h), not an answer
-        parts = key[len(KEY_PREFIX):].split(":")
+        parts = key[len(KEY_PREFIX):].replace("{", "", 1).replace("}", "", 1).split(":")  # PREFIX{RULE:P:J}:S
         if len(parts) != 4 or parts[0] != RULE or parts[3] not in ("t", "p"):
             wrong.append("%s: not a job key" % key)
             continue
@@ -230,7 +230,7 @@ def check_cache(ctx):
                 wrong.append("%s: changing entry fresh for %d ms" % (key, expires_at - stored_at))
     # the simulator's word on the finished jobs (asked last: these requests count upstream)
     for key in redis_keys(ctx.redis.port, KEY_PREFIX + "*:t"):
-        _, project, job_id, _ = key[len(KEY_PREFIX):].split(":")
+        _, project, job_id, _ = key[len(KEY_PREFIX):].replace("{", "", 1).replace("}", "", 1).split(":")
         if (project, job_id) not in by_id:
             continue
         r = harness.request(ctx.sim.port, seed_path(project, job_id), token="sim")

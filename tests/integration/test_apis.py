@@ -59,7 +59,7 @@ def state_of(name, doc):
 
 
 def key(name, job, kind):
-    return "jobgate:%s:%s:%s:%s" % (name, PROJECT, job, kind)
+    return "jobgate:{%s:%s:%s}:%s" % (name, PROJECT, job, kind)
 
 
 def lifecycle(env, name):

@@ -174,7 +174,7 @@ def expect(case, items, r, what, sim, redis, rule_name, upstream_before):
         elif key == "cached":
             if value not in ("yes", "no"):
                 raise CaseError("%s: cached is yes or no" % at)
-            prefix = "jobgate:%s:%s:%s" % (rule_name, case.project, case.job)
+            prefix = "jobgate:{%s:%s:%s}" % (rule_name, case.project, case.job)
             n_keys = int(redis.cli("EXISTS", prefix + ":t", prefix + ":p"))
             eq("yes" if n_keys else "no", value, at + " a cache entry for the job")
         elif key == "upstream-header":

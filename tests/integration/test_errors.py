@@ -35,7 +35,7 @@ def path(job):
 
 
 def assert_not_cached(env, job):
-    key = "jobgate:elb-v1:%s:%s" % (PROJECT, job)
+    key = "jobgate:{elb-v1:%s:%s}" % (PROJECT, job)
     eq(env["redis"].cli("EXISTS", key + ":t", key + ":p"), "0", "cached entries for %s" % job)
 
 

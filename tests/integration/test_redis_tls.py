@@ -155,7 +155,7 @@ def path(job):
 
 
 def key(job, slot):
-    return "jobgate:elb-v1:%s:%s:%s" % (PROJECT, job, slot)
+    return "jobgate:{elb-v1:%s:%s}:%s" % (PROJECT, job, slot)
 
 
 def cache_health(gate):

@@ -106,7 +106,7 @@ def cache_key_is_route_project_job(env):
     job = hex32()
     gate.get(path(job) + "?x=1", headers={"X-Request-Id": "k1"})
     keys = redis.cli("KEYS", "*%s*" % job).split()
-    eq(keys, ["jobgate:elb-v1:%s:%s:p" % (PROJECT, job)], "keys")
+    eq(keys, ["jobgate:{elb-v1:%s:%s}:p" % (PROJECT, job)], "keys")
 
 
 @test

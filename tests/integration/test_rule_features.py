@@ -50,7 +50,7 @@ def host_picks_the_rule(env):
     eq((east.count(job), west.count(job)), (1, 0), "east only")
     eq(gate.get(path(job), headers={"Host": "WEST.jobgate.test"}).status, 200, "west")
     eq((east.count(job), west.count(job)), (1, 1), "west too, its own cache entry")
-    key = "jobgate:%s:%s:%s:t"
+    key = "jobgate:{%s:%s:%s}:t"
     eq(env["redis"].cli("EXISTS", key % ("east", PROJECT, job), key % ("west", PROJECT, job)), "2", "two entries")
     r = gate.get(path(job), headers={"Host": "north.jobgate.test"})
     eq(r.status, 404, "unknown host")

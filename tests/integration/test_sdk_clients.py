@@ -12,6 +12,14 @@ Through jobgate createServers goes through the ECS rule's forward route
 (uncached, never retried: each POST reaches the simulator once), and its
 jobs are polled through the cached job route.
 
+A third run goes through jobgate by Host, as Terraform calls it: the SDK's
+endpoint is http://ecs.eu-west-0.jobgate.example (no /ecs), jobgate's
+regions.host_domain is jobgate.example and the ECS rule claims host_service
+ecs. That name does not resolve here: the SDK's own proxy setting
+(withProxyAgent) and a CONNECT proxy in the node test (JG_CONNECT_TO) take
+it to jobgate's loopback port, as a wildcard DNS name would. The request,
+its Host and its signature are the SDK's, for that name.
+
 Then the simulator's create call is checked without the SDK, on a second
 jobsim with no authentication: the paths, body checks and on=create faults
 the SDK test does not reach.
@@ -90,6 +98,7 @@ def start_sim():
 
 TAP_POINT = re.compile(r"^(ok|not ok) (\d+) - (.*?)(?: # (SKIP|TODO)\b ?(.*))?$")
 NODE_VARIABLES = ("JG_ENDPOINT", "JG_SIM_URL", "JG_GATEWAY", "JG_EXPECT_BAD_SIGNATURE_CODE", "JG_SKIP_CREATE",
+                  "JG_CONNECT_TO",
                   "JG_SIM_AK", "JG_SIM_SK", "JG_OTHER_AK", "JG_OTHER_SK", "JG_AK", "JG_SK", "JG_PROJECT_ID")
 
 
@@ -116,21 +125,27 @@ def start_gate(sim, redis):
     secret_file(gate.tmp, "other-sk", OTHER_SK)
     gate.audit_path = os.path.join(gate.tmp, "audit.log")
     # A cloud 429 backs the upstream off briefly (the node tests wait it out, sdk_ecs.test.js afterThrottle).
-    gate.extra_config = ("client_keys: %s\naudit:\n  file: %s\n  flush_interval: 100ms\n"
+    # By Host: ecs.eu-west-0.jobgate.example is the ECS rule (route.host_service), with ECS's own paths.
+    gate.extra_config = ("regions:\n  host_domain: jobgate.example\n  names: [eu-west-0]\n"
+                         "client_keys: %s\naudit:\n  file: %s\n  flush_interval: 100ms\n"
                          "upstream_limits:\n  rate: 100000\n  burst: 100000\n  breaker_threshold: 1000\n"
                          "  throttle_backoff: 100ms\n" % (keys, gate.audit_path))
     return gate.start()
 
 
-def run_node(sim, gate=None):
-    """Run the node test against `sim`, or through `gate` in front of it;
-    returns (exit code, [(ok, name, directive, reason, detail lines)], output)."""
+def run_node(sim, gate=None, by_host=False):
+    """Run the node test against `sim`, or through `gate` in front of it
+    (`by_host`: at http://ecs.eu-west-0.jobgate.example, reached through
+    the SDK's proxy setting); returns (exit code, [(ok, name, directive,
+    reason, detail lines)], output)."""
     env = {k: v for k, v in os.environ.items() if k not in NODE_VARIABLES}  # whatever the caller's shell says
     env.update(JG_ENDPOINT=sim.url, JG_AK=AK, JG_SK=SK, JG_PROJECT_ID=PROJECT)
     if gate is not None:
         env.update(JG_ENDPOINT="http://127.0.0.1:%d/ecs" % gate.port, JG_SIM_URL=sim.url, JG_GATEWAY="1",
                    JG_AK=GATE_AK, JG_SK=GATE_SK, JG_EXPECT_BAD_SIGNATURE_CODE="JG.SIGNATURE_MISMATCH",
                    JG_SIM_AK=AK, JG_SIM_SK=SK, JG_OTHER_AK=OTHER_AK, JG_OTHER_SK=OTHER_SK)
+    if by_host:
+        env.update(JG_ENDPOINT="http://ecs.eu-west-0.jobgate.example", JG_CONNECT_TO="127.0.0.1:%d" % gate.port)
     out = subprocess.run([node_binary(), "--test", "--test-reporter=tap", NODE_TEST], cwd=CLIENTS, env=env,
                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     results = []
@@ -144,7 +159,8 @@ def run_node(sim, gate=None):
 
 
 # The only skips accepted, by run: a test for the other kind of endpoint.
-ACCEPTED_SKIPS = {"sdk": ("jobgate only",), "sdk via jobgate": ("direct to jobsim only",)}
+ACCEPTED_SKIPS = {"sdk": ("jobgate only",), "sdk via jobgate": ("direct to jobsim only",),
+                  "sdk via jobgate by host": ("direct to jobsim only",)}
 
 
 def node_point(run_name, ok, name, directive, reason, detail):
@@ -244,8 +260,8 @@ def sim_create_faults(env):
 def main():
     env = {}
     problem = prerequisites()
-    results, gate_results = [], []
-    node_failure = gate_failure = None
+    results, gate_results, host_results = [], [], []
+    node_failure = gate_failure = host_failure = None
     if problem is None:
         try:
             env["sim"] = start_sim()
@@ -259,6 +275,13 @@ def main():
             env["gate_node_rc"], gate_results, env["gate_node_output"] = run_node(env["gate_sim"], env["gate"])
         except Exception:
             gate_failure = traceback.format_exc()
+        try:
+            env["host_sim"] = start_sim()
+            env["host_gate"] = start_gate(env["host_sim"], env["redis"])
+            env["host_node_rc"], host_results, env["host_node_output"] = run_node(env["host_sim"], env["host_gate"],
+                                                                                  by_host=True)
+        except Exception:
+            host_failure = traceback.format_exc()
 
     def node_and_sdk_installed(env):
         """node 18+ and the pinned SDKs in tests/clients/node_modules"""
@@ -269,6 +292,8 @@ def main():
         harness.test(node_point("sdk", ok, name, directive, reason, detail))
     for ok, name, directive, reason, detail in gate_results:
         harness.test(node_point("sdk via jobgate", ok, name, directive, reason, detail))
+    for ok, name, directive, reason, detail in host_results:
+        harness.test(node_point("sdk via jobgate by host", ok, name, directive, reason, detail))
 
     def node_run_complete(env):
         """the node runner ran every test of sdk_ecs.test.js and passed them"""
@@ -307,6 +332,19 @@ def main():
         eq(auth["sig_bad"], 0, "upstream signatures the simulator refused (jobgate signs with its own AK/SK)")
         check(int(env["redis"].cli("DBSIZE")) > 0, "the polls were cached in Redis")
 
+    def host_run_complete(env):
+        """through jobgate by Host (ecs.eu-west-0.jobgate.example, ECS's own paths): every test passed, the calls reached the simulator"""
+        check(problem is None, "not run: " + str(problem))
+        check(host_failure is None, "could not run the node test by host:\n" + str(host_failure))
+        check(len(host_results) >= 8, "the node runner reported %d tests; output:\n%s"
+              % (len(host_results), env["host_node_output"]))
+        eq(env["host_node_rc"], 0, "node --test exit code; output tail:\n" + env["host_node_output"][-3000:])
+        stats = env["host_sim"]._control("GET", "/_sim/stats")
+        check(6 <= stats["posts"].get(PROJECT, 0) <= 8, "POSTs by host: %r" % stats["posts"])
+        eq(env["host_sim"]._control("GET", "/_sim/auth")["sig_bad"], 0, "jobgate's signatures")
+        with open(env["host_gate"].audit_path, errors="replace") as f:
+            check('"/v1/%s/jobs/' % PROJECT in f.read(), "the audit log has ECS's own job path (no /ecs)")
+
     def no_client_secret_anywhere(env):
         """the client SKs (and jobgate's own) appear in no log line, audit line, /metrics, /healthz or Redis value"""
         check("gate" in env, "jobgate did not start")
@@ -328,6 +366,7 @@ def main():
     harness.test(simulator_checked_the_sdk_signatures)
     harness.test(gateway_run_complete)
     harness.test(gateway_verified_and_resigned)
+    harness.test(host_run_complete)
     harness.test(no_client_secret_anywhere)
     for fn in (sim_create_call, sim_create_faults):
         harness.test(fn)

@@ -172,6 +172,20 @@
  *                         last_authorization_seen whether the latest job
  *                         request carried an Authorization header (any mode)
  *   POST   /_sim/auth/expire  every token issued so far expires now
+ *   POST   /_sim/projects  JSON body {"projects":{"<project_id>":"<name>",...}
+ *                         [,"delay_ms":N]}: the projects IAM knows (below),
+ *                         replacing the previous ones; zeroes their counts
+ *   GET    /_sim/projects  {"total":N,"calls":{"<project_id>":N,...},
+ *                         "last_auth":"token"|"aksk"|"none"}: GET
+ *                         /v3/projects/{id} received (any id), and which
+ *                         credentials the latest one carried
+ *
+ * IAM's project details (any --api, any authentication mode): GET
+ * /v3/projects/{project_id} answers 200 {"project":{"id","name",
+ * "domain_id","enabled":true,"description":"",...}} for a project told by
+ * POST /_sim/projects (its name is the region, e.g. eu-west-0, or
+ * REGION_SUB for a sub-project), else 404 in IAM's error shape; delay_ms
+ * late.  Every call is counted per project id.
  *
  * Upstream authentication (POST /_sim/auth), checked on every job request
  * and create call before faults apply; a refused request is still counted
@@ -246,10 +260,13 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include "stream.h"
+
 #define JSON_CONTENT_TYPE "application/json;charset=UTF-8"
 #define CONTROL_PREFIX    "/_sim/"
 #define SIM_TIMES_MAX     100000
 #define IAM_TOKENS_PATH   "/v3/auth/tokens"
+#define IAM_PROJECTS_PATH "/v3/projects/"
 
 #define DEFAULT_LISTEN     "127.0.0.1:9090"
 #define DEFAULT_INIT_MS    1000
@@ -258,7 +275,7 @@
 
 /* Bounds that keep a hostile or mistaken client from exhausting memory. */
 #define MAX_HEADERS_SIZE       (64 * 1024)
-#define MAX_BODY_SIZE          (1024 * 1024)
+#define MAX_BODY_SIZE          (80 * 1024 * 1024) /* stream.c's sink reads large bodies */
 #define MAX_TIMELINE_MS        (366LL * 24 * 3600 * 1000)
 #define MAX_DELAY_MS           (3600LL * 1000)
 #define MAX_FAULT_COUNT        1000000000LL
@@ -526,7 +543,12 @@ struct sim {
     int64_t *times_ms; /* arrival of each job request (SIM_TIMES_MAX at most) */
     size_t ntimes;
     TAILQ_HEAD(fault_list, fault) faults;
-    cJSON *last_request; /* owned; NULL until a job request arrives */
+    cJSON *last_request;        /* owned; NULL until a job request arrives */
+    cJSON *iam_projects;        /* owned; {"<project_id>":"<name>"} (POST /_sim/projects) */
+    cJSON *iam_project_calls;   /* owned; {"<project_id>":N}: GET /v3/projects/{id} received */
+    uint64_t iam_project_total; /* ... all of them */
+    long long iam_project_delay_ms;
+    const char *iam_project_last_auth; /* "token", "aksk" or "none": the latest call's credentials */
     TAILQ_HEAD(parked_list, parked_request) parked;
     struct sim_auth auth;
 };
@@ -2738,6 +2760,71 @@ static void iam_request_handle(struct sim *sim, struct evhttp_request *req, char
     reply_release(&reply);
 }
 
+/*
+ * GET /v3/projects/{project_id}: IAM's project details, for the projects
+ * POST /_sim/projects told (404 otherwise); counted per id.
+ */
+static void iam_project_handle(struct sim *sim, struct evhttp_request *req, const char *id, char *outcome,
+                               size_t outcome_len)
+{
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(sim->iam_projects, id);
+    cJSON *count = cJSON_GetObjectItemCaseSensitive(sim->iam_project_calls, id);
+    struct sim_reply reply;
+    cJSON *answer, *project;
+    char message[160];
+
+    sim->iam_project_total++;
+    if (count != NULL)
+        cJSON_SetNumberValue(count, count->valuedouble + 1);
+    else if (sim->iam_project_calls != NULL && strlen(id) <= 64)
+        cJSON_AddNumberToObject(sim->iam_project_calls, id, 1);
+    sim->iam_project_last_auth = evhttp_find_header(headers, "X-Auth-Token") != NULL    ? "token"
+                                 : evhttp_find_header(headers, "Authorization") != NULL ? "aksk"
+                                                                                        : "none";
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        answer_json(req, HTTP_BADMETHOD, iam_error_json(405, "Method Not Allowed", "Use GET."), outcome, outcome_len);
+        return;
+    }
+    if (cJSON_IsString(name)) {
+        answer = cJSON_CreateObject();
+        project = cJSON_AddObjectToObject(answer, "project");
+        cJSON_AddStringToObject(project, "id", id);
+        cJSON_AddStringToObject(project, "name", name->valuestring);
+        cJSON_AddStringToObject(project, "domain_id", "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0");
+        cJSON_AddBoolToObject(project, "is_domain", 0);
+        cJSON_AddStringToObject(project, "parent_id", "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0");
+        cJSON_AddBoolToObject(project, "enabled", 1);
+        cJSON_AddStringToObject(project, "description", "");
+        if (reply_init(&reply, HTTP_OK) != 0 || reply_set_json(&reply, answer) != 0) {
+            reply_release(&reply);
+            answer_internal_error(req, outcome, outcome_len);
+            return;
+        }
+    } else {
+        snprintf(message, sizeof(message), "Could not find project: %.64s.", id);
+        if (reply_init(&reply, HTTP_NOTFOUND) != 0 ||
+            reply_set_json(&reply, iam_error_json(404, "Not Found", message)) != 0) {
+            reply_release(&reply);
+            answer_internal_error(req, outcome, outcome_len);
+            return;
+        }
+    }
+    snprintf(outcome, outcome_len, "%d iam project", reply.status);
+    if (sim->iam_project_delay_ms > 0) {
+        snprintf(outcome + strlen(outcome), outcome_len - strlen(outcome), " after %lld ms", sim->iam_project_delay_ms);
+        if (park_request(sim, req, PARK_SEND_LATER, sim->iam_project_delay_ms, &reply) != 0) {
+            reply_release(&reply);
+            answer_internal_error(req, outcome, outcome_len);
+            return;
+        }
+    } else {
+        reply_send(req, &reply);
+    }
+    reply_release(&reply);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Job API                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -3350,6 +3437,11 @@ static int control_reset(struct control_call *call, cJSON **answer)
     sim->last_request = NULL;
     auth_settings_clear(&sim->auth);
     auth_counters_clear(&sim->auth);
+    cJSON_Delete(sim->iam_projects);
+    cJSON_Delete(sim->iam_project_calls);
+    sim->iam_projects = sim->iam_project_calls = NULL;
+    sim->iam_project_total = 0;
+    sim->iam_project_delay_ms = 0;
     *answer = control_ok_json();
     return HTTP_OK;
 }
@@ -3422,6 +3514,70 @@ static int control_auth_expire(struct control_call *call, cJSON **answer)
     return HTTP_OK;
 }
 
+/* POST /_sim/projects: the projects IAM knows, and how late it answers. */
+static int control_projects_set(struct control_call *call, cJSON **answer)
+{
+    struct sim *sim = call->sim;
+    struct evbuffer *input = evhttp_request_get_input_buffer(call->req);
+    size_t length = evbuffer_get_length(input);
+    const cJSON *projects, *item;
+    long long delay_ms = 0;
+    cJSON *json = NULL;
+    char *text;
+    int status = HTTP_BADREQUEST;
+
+    if (params_check(call->params, "", "", call->error, sizeof(call->error)) != 0)
+        return HTTP_BADREQUEST;
+    if ((text = malloc(length + 1)) == NULL) {
+        set_error(call->error, sizeof(call->error), "out of memory");
+        return HTTP_INTERNAL;
+    }
+    evbuffer_copyout(input, text, length);
+    text[length] = '\0';
+    json = cJSON_Parse(text);
+    free(text);
+    projects = cJSON_GetObjectItemCaseSensitive(json, "projects");
+    if (!cJSON_IsObject(json) || !cJSON_IsObject(projects)) {
+        set_error(call->error, sizeof(call->error), "the body must be {\"projects\":{\"ID\":\"NAME\",...}}");
+        goto out;
+    }
+    if (json_members_check(json, "projects delay_ms", call->error, sizeof(call->error)) != 0 ||
+        json_optional_integer(json, "delay_ms", 0, MAX_DELAY_MS, &delay_ms, call->error, sizeof(call->error)) != 0)
+        goto out;
+    cJSON_ArrayForEach(item, projects)
+    {
+        if (!cJSON_IsString(item) || item->valuestring[0] == '\0') {
+            set_error(call->error, sizeof(call->error), "each project maps to its name, a non-empty string");
+            goto out;
+        }
+    }
+    cJSON_Delete(sim->iam_projects);
+    cJSON_Delete(sim->iam_project_calls);
+    sim->iam_projects = cJSON_Duplicate(projects, 1);
+    sim->iam_project_calls = cJSON_CreateObject();
+    sim->iam_project_total = 0;
+    sim->iam_project_delay_ms = delay_ms;
+    sim->iam_project_last_auth = "none";
+    *answer = control_ok_json();
+    status = HTTP_OK;
+out:
+    cJSON_Delete(json);
+    return status;
+}
+
+/* GET /_sim/projects: the calls IAM's project details got. */
+static int control_projects_get(struct control_call *call, cJSON **answer)
+{
+    struct sim *sim = call->sim;
+
+    *answer = cJSON_CreateObject();
+    cJSON_AddNumberToObject(*answer, "total", (double)sim->iam_project_total);
+    cJSON_AddItemToObject(*answer, "calls",
+                          sim->iam_project_calls ? cJSON_Duplicate(sim->iam_project_calls, 1) : cJSON_CreateObject());
+    cJSON_AddStringToObject(*answer, "last_auth", sim->iam_project_last_auth ? sim->iam_project_last_auth : "none");
+    return HTTP_OK;
+}
+
 struct control_route {
     enum evhttp_cmd_type method;
     const char *path; /* exact path, or prefix of one more segment if takes_id */
@@ -3440,6 +3596,8 @@ static const struct control_route control_routes[] = {
     {EVHTTP_REQ_POST, "/_sim/auth", 0, control_auth_set},
     {EVHTTP_REQ_GET, "/_sim/auth", 0, control_auth_get},
     {EVHTTP_REQ_POST, "/_sim/auth/expire", 0, control_auth_expire},
+    {EVHTTP_REQ_POST, "/_sim/projects", 0, control_projects_set},
+    {EVHTTP_REQ_GET, "/_sim/projects", 0, control_projects_get},
 };
 
 /* Does "path" name this route's resource?  Sets *id for takes_id routes. */
@@ -3537,8 +3695,13 @@ static void sim_on_request(struct evhttp_request *req, void *arg)
 
     if (strncmp(path, CONTROL_PREFIX, strlen(CONTROL_PREFIX)) == 0) {
         control_request_handle(sim, req, path, query, outcome, sizeof(outcome));
+    } else if (stream_route_matches(path)) { /* stream.h: large bodies, both ways */
+        stream_request_handle(sim->base, req, path, query, outcome, sizeof(outcome));
     } else if (strcmp(path, IAM_TOKENS_PATH) == 0) {
         iam_request_handle(sim, req, outcome, sizeof(outcome));
+    } else if (strncmp(path, IAM_PROJECTS_PATH, strlen(IAM_PROJECTS_PATH)) == 0 &&
+               path[strlen(IAM_PROJECTS_PATH)] != '\0' && strchr(path + strlen(IAM_PROJECTS_PATH), '/') == NULL) {
+        iam_project_handle(sim, req, path + strlen(IAM_PROJECTS_PATH), outcome, sizeof(outcome));
     } else if (job_route_match(sim->api, path, &route) == 0) {
         job_request_handle(sim, req, &route, path, query, outcome, sizeof(outcome));
         job_route_clear(&route);
@@ -3602,6 +3765,8 @@ static void sim_free(struct sim *sim)
     jobs_clear(sim);
     faults_clear(sim);
     cJSON_Delete(sim->last_request);
+    cJSON_Delete(sim->iam_projects);
+    cJSON_Delete(sim->iam_project_calls);
     free(sim->times_ms);
     auth_settings_clear(&sim->auth);
     if (sim->tls != NULL)

@@ -1,6 +1,6 @@
 /*
  * Unit tests for the Redis URL (cache_redis_url_check in proxy/cache.h):
- * every form jobgate accepts (redis://, sentinel://, unix:) and, for each
+ * every form jobgate accepts (redis://, sentinel://, cluster://, unix:) and, for each
  * mistake, the message the operator reads. No Redis is needed: the URL is
  * checked before anything connects.
  */
@@ -52,9 +52,9 @@ static void test_redis_forms(void **state)
     assert_refused("redis://[::1:6379", "unclosed '['");
     assert_refused("redis://127.0.0.1,127.0.0.2:6379", "unexpected ',127.0.0.2:6379'");
     assert_refused("unix:run/redis.sock", "absolute socket path");
-    assert_refused(
-        "http://127.0.0.1:6379",
-        "must be redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], unix:PATH or none");
+    assert_refused("http://127.0.0.1:6379",
+                   "must be redis://HOST:PORT[/DB], sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB], "
+                   "cluster://HOST:PORT[,HOST:PORT...], unix:PATH or none");
 }
 
 static void test_sentinel_forms(void **state)
@@ -78,12 +78,29 @@ static void test_sentinel_forms(void **state)
     assert_refused("sentinel://127.0.0.1:26379/mymaster/3/4", "bad database number");
 }
 
+static void test_cluster_forms(void **state)
+{
+    assert_accepted("cluster://127.0.0.1:7000");
+    assert_accepted("cluster://127.0.0.1"); /* port 6379 */
+    assert_accepted("cluster://127.0.0.1:7000/");
+    assert_accepted("cluster://127.0.0.1:7000/0"); /* the one database a cluster has */
+    assert_accepted("cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002");
+    assert_accepted("cluster://a,b,c,d,e,f,g,h"); /* eight: the most */
+    assert_refused("cluster://a,b,c,d,e,f,g,h,i", "at most 8 cluster nodes");
+    assert_refused("cluster://", "bad host");
+    assert_refused("cluster://127.0.0.1:7000,", "bad host");
+    assert_refused("cluster://127.0.0.1:70000", "bad port");
+    assert_refused("cluster://127.0.0.1:7000/3", "database 0 only");
+    assert_refused("cluster://127.0.0.1:7000/mymaster", "database 0 only");
+}
+
 /* A password in the URL is refused without being echoed. */
 static void test_credentials_never_echoed(void **state)
 {
     const char *const urls[] = {"redis://:s3cret@127.0.0.1:6379", "redis://user:s3cret@127.0.0.1",
                                 "sentinel://:s3cret@127.0.0.1:26379/mymaster",
-                                "sentinel://127.0.0.1:26379,user:s3cret@127.0.0.2/mymaster"};
+                                "sentinel://127.0.0.1:26379,user:s3cret@127.0.0.2/mymaster",
+                                "cluster://:s3cret@127.0.0.1:7000"};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
         char err[256] = "";
         assert_int_equal(cache_redis_url_check(urls[i], err, sizeof(err)), -1);
@@ -97,6 +114,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redis_forms),
         cmocka_unit_test(test_sentinel_forms),
+        cmocka_unit_test(test_cluster_forms),
         cmocka_unit_test(test_credentials_never_echoed),
     };
     return cmocka_run_group_tests_name("cache_url", tests, NULL, NULL);

@@ -3,9 +3,10 @@
  * key byte for byte, where it stops fitting, and the Redis suffixes.
  *
  * gateway.c's build_key formatted the key itself until cachekey_format took
- * it over. Its loop is kept below, verbatim, as the oracle: the keys already
- * in Redis were written by it, and a key that changed by one byte would
- * make every cached answer a miss after an upgrade.
+ * it over. Its loop is kept below, verbatim, as the oracle of what is
+ * between the braces (the Redis Cluster hash tag the key has carried
+ * since): PREFIX{RULE:PARAMS...}, with the same refusals as build_key
+ * gave, shifted by the braces.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,6 +45,24 @@ static int build_key_oracle(const char *key_prefix, const char *rule_name, const
     return 0;
 }
 
+/* build_key's key with the hash tag: the prefix, then the rest in braces.
+ * Refused where build_key (given the rule as "{" RULE) was refused, or
+ * where the '}' finds no room. */
+static int tagged_oracle(const char *key_prefix, const char *rule_name, const char *const *values, size_t nparams,
+                         char *out, size_t outlen)
+{
+    char rule[KEY_MAX + 2];
+    snprintf(rule, sizeof(rule), "{%s", rule_name);
+    if (build_key_oracle(key_prefix, rule, values, nparams, out, outlen) < 0)
+        return -1;
+    size_t len = strlen(out);
+    if (len + 2 > outlen)
+        return -1;
+    out[len] = '}';
+    out[len + 1] = '\0';
+    return 0;
+}
+
 static void assert_key(const char *prefix, const char *rule, const char *const *params, size_t nparams,
                        const char *expected)
 {
@@ -56,17 +75,17 @@ static void test_examples(void **state)
 {
     const char *const job[] = {"0123456789abcdef0123456789abcdef", "ff00ff00-1111-2222-3333-444455556666"};
     assert_key("jobgate:", "elb-v1", job, 2,
-               "jobgate:elb-v1:0123456789abcdef0123456789abcdef:ff00ff00-1111-2222-3333-444455556666");
-    assert_key("", "ecs", job, 1, "ecs:0123456789abcdef0123456789abcdef");
-    assert_key("tenant-a/", "bms", job, 0, "tenant-a/bms"); /* the prefix carries its own separator */
+               "jobgate:{elb-v1:0123456789abcdef0123456789abcdef:ff00ff00-1111-2222-3333-444455556666}");
+    assert_key("", "ecs", job, 1, "{ecs:0123456789abcdef0123456789abcdef}");
+    assert_key("tenant-a/", "bms", job, 0, "tenant-a/{bms}"); /* the prefix carries its own separator */
     const char *const three[] = {"eu-west-0", "p1", "j1"};
-    assert_key("jg:", "cce", three, 3, "jg:cce:eu-west-0:p1:j1");
+    assert_key("jg:", "cce", three, 3, "jg:{cce:eu-west-0:p1:j1}");
     const char *const empty[] = {"", ""};
-    assert_key("jobgate:", "evs", empty, 2, "jobgate:evs::");
+    assert_key("jobgate:", "evs", empty, 2, "jobgate:{evs::}");
 }
 
-/* Same bytes and same refusals as build_key, at every buffer size around
- * each key's length and at gateway.c's KEY_MAX. */
+/* Same bytes and same refusals as build_key with the tag, at every buffer
+ * size around each key's length and at gateway.c's KEY_MAX. */
 static void test_same_as_build_key(void **state)
 {
     static char long_value[KEY_MAX];
@@ -87,7 +106,7 @@ static void test_same_as_build_key(void **state)
             for (size_t k = 0; k < sizeof(nparams) / sizeof(nparams[0]); k++) {
                 for (size_t n = 0; n <= nparams[k]; n++) {
                     char want[KEY_MAX + 8];
-                    int full = build_key_oracle(prefixes[pi], rules[ri], params[k], n, want, sizeof(want));
+                    int full = tagged_oracle(prefixes[pi], rules[ri], params[k], n, want, sizeof(want));
                     size_t len = full == 0 ? strlen(want) : KEY_MAX;
                     size_t sizes[] = {0, 1, len, len + 1, len + 2, len + 3, KEY_MAX};
                     for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
@@ -95,7 +114,7 @@ static void test_same_as_build_key(void **state)
                         char a[KEY_MAX], b[KEY_MAX];
                         memset(a, '#', sizeof(a));
                         memset(b, '#', sizeof(b));
-                        int ra = build_key_oracle(prefixes[pi], rules[ri], params[k], n, a, outlen);
+                        int ra = tagged_oracle(prefixes[pi], rules[ri], params[k], n, a, outlen);
                         int rb = cachekey_format(b, outlen, prefixes[pi], rules[ri], params[k], n);
                         if (ra != rb)
                             fail_msg("prefix '%s' rule '%s' %zu params, outlen %zu: build_key %d, cachekey_format %d",

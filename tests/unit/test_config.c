@@ -99,6 +99,8 @@
     X("redis-unix-relative.yaml")                  \
     X("redis-user-no-password.yaml")               \
     X("redis-user-password.yaml")                  \
+    X("regions-iam-passthrough.yaml")              \
+    X("regions-iam-url-bad.yaml")                  \
     X("rules-empty-entry.yaml")                    \
     X("rules-no-match.yaml")                       \
     X("rules-not-list.yaml")                       \

@@ -69,7 +69,10 @@
     X("fault-unknown.yaml")           \
     X("forward-bad-method.yaml")      \
     X("forward-bad-prefix.yaml")      \
+    X("forward-max-body.yaml")        \
     X("forward-unknown-key.yaml")     \
+    X("host-service-bad-label.yaml")  \
+    X("host-service-route.yaml")      \
     X("host-with-port.yaml")          \
     X("identity-param.yaml")          \
     X("invalid-request-200.yaml")     \
@@ -684,6 +687,87 @@ static void test_regions(void **state)
     assert_int_equal(regions_resolve(NULL, "ecs.eu-west-0.jobgate.example", PID, region), REGIONS_UNKNOWN_PROJECT);
 }
 
+/* Two rules claiming Host ecs.REGION.DOMAIN, one of which takes its prefix
+ * off: one error, at the second's route.host_service (FILE:LINE:COL),
+ * naming the first and where it is. */
+static void test_host_service_conflict(void **state)
+{
+    char a[4096], b[4096], prefix[4200];
+    struct conf_diag d;
+    load_pair_refused("rules-host-service", a, b, sizeof(a), &d);
+    snprintf(prefix, sizeof(prefix), "%s:5:17: ", b);
+    assert_non_null(unit_find_diag(&d, prefix, "host_service 'ecs' of rule 'ecs2' is already claimed by rule 'ecs'"));
+    snprintf(prefix, sizeof(prefix), "(%s:6:17)", a);
+    assert_non_null(strstr(d.lines[0], prefix));
+    conf_diag_free(&d);
+    /* The shipped ELB rules share `elb`: neither takes its prefix off. */
+    struct ruleset *rs = load_ok(2, "@lua-free-rules/elb-v1.yaml", "@lua-free-rules/elb-v3.yaml", NULL);
+    ruleset_unref(rs);
+}
+
+/* A Host SERVICE.REGION.DOMAIN: its service label, the cloud's own path
+ * given back the prefix the rule takes off, and matching among that
+ * service's rules only. */
+static void test_host_service_match(void **state)
+{
+    struct regions *reg = regions_new();
+    assert_non_null(reg);
+    assert_int_equal(regions_set_host_domain(reg, "jobgate.example"), 0);
+    char service[REGIONS_NAME_MAX];
+    assert_int_equal(regions_host_service(reg, "ecs.eu-west-0.jobgate.example", service), 1);
+    assert_string_equal(service, "ecs");
+    assert_int_equal(regions_host_service(reg, "EVS.ap-southeast-1.JobGate.Example:8443", service), 1);
+    assert_string_equal(service, "evs");
+    assert_int_equal(regions_host_service(reg, "a.ecs.eu-west-0.jobgate.example", service), 0);
+    assert_int_equal(regions_host_service(reg, "eu-west-0.jobgate.example", service), 0);
+    assert_int_equal(regions_host_service(reg, "ecs.eu-west-0.other.example", service), 0);
+    assert_int_equal(regions_host_service(reg, "ec_s.eu-west-0.jobgate.example", service), 0);
+    assert_int_equal(regions_host_service(reg, NULL, service), 0);
+    assert_int_equal(regions_host_service(NULL, "ecs.eu-west-0.jobgate.example", service), 0);
+    regions_free(reg);
+
+    struct ruleset *rs =
+        load_ok(3, "@lua-free-rules/ecs.yaml", "@lua-free-rules/evs.yaml", "@lua-free-rules/elb-v1.yaml");
+    char path[ROUTE_MAX_PATH + 1];
+    const struct rule *r = NULL;
+    struct route_match m;
+    assert_int_equal(ruleset_service_path(rs, "ecs", "/v1/" PID "/jobs/" JID, path, sizeof(path)), 1);
+    assert_string_equal(path, "/ecs/v1/" PID "/jobs/" JID);
+    assert_int_equal(ruleset_match_service(rs, "ecs", path, &r, &m), ROUTE_MATCH);
+    assert_string_equal(r->name, "ecs");
+    assert_string_equal(m.values[r->project_param], PID);
+    assert_int_equal(ruleset_service_path(rs, "evs", "/v1/" PID "/jobs/" JID, path, sizeof(path)), 1);
+    assert_int_equal(ruleset_match_service(rs, "evs", path, &r, &m), ROUTE_MATCH);
+    assert_string_equal(r->name, "evs");
+    /* Only the service's own rules: ECS's path on the EVS Host is EVS's. */
+    assert_int_equal(ruleset_service_path(rs, "evs", "/ecs/v1/" PID "/jobs/" JID, path, sizeof(path)), 1);
+    assert_int_equal(ruleset_match_service(rs, "evs", path, &r, &m), ROUTE_NO_MATCH);
+    assert_string_equal(ruleset_match_forward_service(rs, "evs", path)->name, "evs");
+    /* The rest of the service, forwarded. */
+    assert_int_equal(ruleset_service_path(rs, "ecs", "/v1.1/" PID "/cloudservers", path, sizeof(path)), 1);
+    assert_int_equal(ruleset_match_service(rs, "ecs", path, &r, &m), ROUTE_NO_MATCH);
+    assert_string_equal(ruleset_match_forward_service(rs, "ecs", path)->name, "ecs");
+    /* ELB keeps its prefix: the path is the cloud's as it is. */
+    assert_int_equal(ruleset_service_path(rs, "elb", "/v1.0/" PID "/jobs/" JID, path, sizeof(path)), 1);
+    assert_string_equal(path, "/v1.0/" PID "/jobs/" JID);
+    assert_int_equal(ruleset_match_service(rs, "elb", path, &r, &m), ROUTE_MATCH);
+    assert_string_equal(r->name, "elb-v1");
+    assert_null(ruleset_match_forward_service(rs, "ecs", "/v1.0/" PID "/elbaas/loadbalancers"));
+    /* A path already under the prefix (the SDK endpoint https://ecs.R.DOMAIN/ecs): path routing's. */
+    assert_int_equal(ruleset_service_path(rs, "ecs", "/ecs/v1/" PID "/jobs/" JID, path, sizeof(path)), 0);
+    assert_int_equal(ruleset_service_path(rs, "ecs", "/ecs", path, sizeof(path)), 0);
+    assert_int_equal(ruleset_service_path(rs, "ecs", "/ecsx/v1", path, sizeof(path)), 1);
+    /* A service no rule claims: path routing decides. */
+    assert_int_equal(ruleset_service_path(rs, "iam", "/v3/projects", path, sizeof(path)), 0);
+    /* Too long for a path. */
+    char longpath[ROUTE_MAX_PATH + 1];
+    memset(longpath, 'a', sizeof(longpath) - 1);
+    longpath[0] = '/';
+    longpath[ROUTE_MAX_PATH] = '\0';
+    assert_int_equal(ruleset_service_path(rs, "ecs", longpath, path, sizeof(path)), -1);
+    ruleset_unref(rs);
+}
+
 static void test_every_problem_is_reported(void **state)
 {
     /* A good file and two broken ones: each broken file's own error, none about the good one. */
@@ -760,6 +844,8 @@ int main(void)
         cmocka_unit_test(test_forward_overlaps_job_route),
         cmocka_unit_test(test_forward_match),
         cmocka_unit_test(test_regions),
+        cmocka_unit_test(test_host_service_conflict),
+        cmocka_unit_test(test_host_service_match),
         cmocka_unit_test(test_every_problem_is_reported),
         cmocka_unit_test(test_missing_and_no_files),
         BAD_RULE_FILES(AS_TEST)
