@@ -97,6 +97,14 @@ def seed_path(project, job):
     return "/v1.0/%s/jobs/%s" % (project, job)
 
 
+def cache_key(project, job, slot=None, rule="elb-v1"):
+    """A job's key in Redis as proxy/cachekey.c writes it with the default
+    prefix: jobgate:{RULE:PROJECT:JOB}, one hash tag for all of a job's keys
+    (Redis Cluster), then ":t", ":p" or ":l" when `slot` is given."""
+    base = "jobgate:{%s:%s:%s}" % (rule, project, job)
+    return "%s:%s" % (base, slot) if slot else base
+
+
 # ----------------------------------------------------------------------- TAP
 
 _tests = []

@@ -7,7 +7,7 @@ import tempfile
 import time
 import uuid
 
-from harness import (Jobgate, Redis, SRCDIR, Sim, assert_documented_error, check, eq, hex32, run, stop_all, test,
+from harness import (cache_key, Jobgate, Redis, SRCDIR, Sim, assert_documented_error, check, eq, hex32, run, stop_all, test,
                      wait_until)
 
 PROJECT = hex32()
@@ -59,7 +59,7 @@ def state_of(name, doc):
 
 
 def key(name, job, kind):
-    return "jobgate:{%s:%s:%s}:%s" % (name, PROJECT, job, kind)
+    return cache_key(PROJECT, job, kind, rule=name)
 
 
 def lifecycle(env, name):

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 
-from harness import (test_files, SRCDIR, Jobgate, Redis, Sim, TestFailure, assert_documented_error, check, eq, hex32, run,
+from harness import (cache_key, test_files, SRCDIR, Jobgate, Redis, Sim, TestFailure, assert_documented_error, check, eq, hex32, run,
                      stop_all, test)
 from procs import SHIPPED_RULES
 
@@ -174,7 +174,7 @@ def expect(case, items, r, what, sim, redis, rule_name, upstream_before):
         elif key == "cached":
             if value not in ("yes", "no"):
                 raise CaseError("%s: cached is yes or no" % at)
-            prefix = "jobgate:{%s:%s:%s}" % (rule_name, case.project, case.job)
+            prefix = cache_key(case.project, case.job, rule=rule_name)
             n_keys = int(redis.cli("EXISTS", prefix + ":t", prefix + ":p"))
             eq("yes" if n_keys else "no", value, at + " a cache entry for the job")
         elif key == "upstream-header":

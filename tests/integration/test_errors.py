@@ -8,7 +8,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import (DOCUMENTED, Jobgate, Redis, Sim, assert_documented_error, check, eq, free_port, hex32,
+from harness import (cache_key, DOCUMENTED, Jobgate, Redis, Sim, assert_documented_error, check, eq, free_port, hex32,
                      rule_file, run, seed_path, stop_all, test)
 
 PROJECT = hex32()
@@ -35,7 +35,7 @@ def path(job):
 
 
 def assert_not_cached(env, job):
-    key = "jobgate:{elb-v1:%s:%s}" % (PROJECT, job)
+    key = cache_key(PROJECT, job)
     eq(env["redis"].cli("EXISTS", key + ":t", key + ":p"), "0", "cached entries for %s" % job)
 
 

@@ -4,7 +4,7 @@ and how many requests reach upstream (before and after a restart)."""
 import threading
 import time
 
-from harness import Jobgate, Redis, Sim, TOKEN, check, eq, hex32, run, seed_path, test, wait_until
+from harness import cache_key, Jobgate, Redis, Sim, TOKEN, check, eq, hex32, run, seed_path, test, wait_until
 
 PROJECT = hex32()
 ORDER = {"INIT": 0, "RUNNING": 1, "SUCCESS": 2, "FAIL": 2}
@@ -85,18 +85,18 @@ def terminal_entry_never_expires_pending_one_does(env):
     job = hex32()
     sim.define_job(job, init_ms=0, running_ms=60000)
     eq(gate.get(path(job)).json()["status"], "RUNNING", "state")
-    pending = "jobgate:{elb-v1:%s:%s}:p" % (PROJECT, job)
+    pending = cache_key(PROJECT, job, "p")
     pttl = int(redis.cli("PTTL", pending))
     check(600000 < pttl <= 602000, "pending PTTL %d: 2 s fresh + 10 min stale window" % pttl)
     head = redis.cli("GET", pending).split("\n")[0].split(" ")  # JG1 stored_at terminal status expires_at ...
     stored_at, expires_at = head[1], head[4]
     check(0 < int(expires_at) - int(stored_at) <= 2100, "fresh for at most 2 s: %s" % redis.cli("GET", pending)[:60])
-    eq(redis.cli("EXISTS", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, job)), "0", "no terminal entry yet")
+    eq(redis.cli("EXISTS", cache_key(PROJECT, job, "t")), "0", "no terminal entry yet")
 
     done = hex32()
     sim.define_job(done, init_ms=0, running_ms=0, final="FAIL")
     eq(gate.get(path(done)).json()["status"], "FAIL", "state")
-    eq(redis.cli("TTL", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, done)), "-1", "terminal TTL")
+    eq(redis.cli("TTL", cache_key(PROJECT, done, "t")), "-1", "terminal TTL")
 
 
 @test
@@ -147,7 +147,7 @@ def late_pending_answer_never_replaces_terminal(env):
     # Write the terminal entry first, then a pending one as a late answer would.
     sim.define_job(job, init_ms=0, running_ms=0)
     eq(gate.get(path(job)).json()["status"], "SUCCESS", "terminal")
-    key = "jobgate:{elb-v1:%s:%s}" % (PROJECT, job)
+    key = cache_key(PROJECT, job)
     pending = redis.cli("GET", key + ":t").replace('"SUCCESS"', '"RUNNING"').replace("JG1 ", "JG1 ", 1)
     redis.cli("SET", key + ":p", pending.replace(" 1\n", " 0\n", 1), "PX", "5000")
     r = gate.get(path(job))

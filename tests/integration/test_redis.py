@@ -4,7 +4,7 @@
 import threading
 import time
 
-from harness import (Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path, stop_all,
+from harness import (cache_key, Jobgate, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path, stop_all,
                      test, wait_until)
 
 PROJECT = hex32()
@@ -67,7 +67,7 @@ def redis_killed_mid_run_and_restarted(env):
     check(answers and set(answers) == {200}, "answers during the outage: %s" % sorted(set(answers)))
     fresh = hex32()
     eq(gate.get(path(fresh)).header("x-cache"), "MISS", "a new job after the restart")
-    key = "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, fresh)
+    key = cache_key(PROJECT, fresh, "t")
     wait_until(lambda: redis.cli("EXISTS", key) == "1", 5, "the answer stored in the new Redis")
     eq(gate.get(path(fresh)).header("x-cache"), "HIT", "caching resumed without restarting jobgate")
     metrics = gate.admin("/metrics").body.decode()
@@ -109,7 +109,7 @@ def redis_absent_at_start(env):
         wait_until(lambda: cache_state(gate) == "up", 10, "reconnect")
         fresh = hex32()
         gate.get(path(fresh))
-        eq(later.cli("EXISTS", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, fresh)), "1", "stored in Redis once it is there")
+        eq(later.cli("EXISTS", cache_key(PROJECT, fresh, "t")), "1", "stored in Redis once it is there")
     finally:
         gate.stop()
         later.stop()
@@ -141,8 +141,8 @@ def redis_database_number(env):
         wait_until(lambda: cache_state(gate) == "up", 10, "redis up")
         job = hex32()
         gate.get(path(job))
-        eq(redis.cli("-n", "3", "EXISTS", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, job)), "1", "entry in db 3")
-        eq(redis.cli("EXISTS", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, job)), "0", "no entry in db 0")
+        eq(redis.cli("-n", "3", "EXISTS", cache_key(PROJECT, job, "t")), "1", "entry in db 3")
+        eq(redis.cli("EXISTS", cache_key(PROJECT, job, "t")), "0", "no entry in db 0")
     finally:
         gate.stop()
     gate = Jobgate(sim.url, redis="redis://127.0.0.1:%d/999" % redis.port).start()
@@ -152,7 +152,7 @@ def redis_database_number(env):
         for _ in range(3):
             eq(gate.get(path(job)).status, 200, "answered without a usable database")
         check("SELECT 999 failed" in gate.log_text(), "the log names the SELECT failure")
-        eq(redis.cli("EXISTS", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, job)), "0", "nothing in db 0")
+        eq(redis.cli("EXISTS", cache_key(PROJECT, job, "t")), "0", "nothing in db 0")
     finally:
         gate.stop()
 

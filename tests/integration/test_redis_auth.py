@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from harness import (JOBGATE_BIN, REDIS_CLI, SEED_RULE, Jobgate, Redis, Sim, check, eq, hex32, run, seed_path,
+from harness import (cache_key, JOBGATE_BIN, REDIS_CLI, SEED_RULE, Jobgate, Redis, Sim, check, eq, hex32, run, seed_path,
                      stop_all, test, wait_until)
 
 PROJECT = hex32()
@@ -79,7 +79,7 @@ def path(job):
 
 
 def key(job, slot):
-    return "jobgate:{elb-v1:%s:%s}:%s" % (PROJECT, job, slot)
+    return cache_key(PROJECT, job, slot)
 
 
 def cache_health(gate):

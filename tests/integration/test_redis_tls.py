@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import (JOBGATE_BIN, OPENSSL, REDIS_CLI, REDIS_SERVER, SEED_RULE, Jobgate, Redis, Sim, check, eq,
+from harness import (cache_key, JOBGATE_BIN, OPENSSL, REDIS_CLI, REDIS_SERVER, SEED_RULE, Jobgate, Redis, Sim, check, eq,
                      free_port, hex32, run, seed_path, stop_all, test, wait_port, wait_until)
 from procs import Process
 
@@ -155,7 +155,7 @@ def path(job):
 
 
 def key(job, slot):
-    return "jobgate:{elb-v1:%s:%s}:%s" % (PROJECT, job, slot)
+    return cache_key(PROJECT, job, slot)
 
 
 def cache_health(gate):

@@ -9,7 +9,7 @@ token) are data in tests/data/gateway, run by test_cases.py.
 import re
 import socket
 
-from harness import Jobgate, Redis, Sim, TOKEN, assert_documented_error, check, eq, hex32, run, stop_all, test
+from harness import cache_key, Jobgate, Redis, Sim, TOKEN, assert_documented_error, check, eq, hex32, run, stop_all, test
 
 PROJECT = hex32()
 
@@ -106,7 +106,7 @@ def cache_key_is_route_project_job(env):
     job = hex32()
     gate.get(path(job) + "?x=1", headers={"X-Request-Id": "k1"})
     keys = redis.cli("KEYS", "*%s*" % job).split()
-    eq(keys, ["jobgate:{elb-v1:%s:%s}:p" % (PROJECT, job)], "keys")
+    eq(keys, [cache_key(PROJECT, job, "p")], "keys")
 
 
 @test

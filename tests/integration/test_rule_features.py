@@ -6,7 +6,7 @@ mapped whatever the status are cases in tests/data/gateway, run by
 test_cases.py.)"""
 import tempfile
 
-from harness import Jobgate, Redis, Sim, assert_documented_error, eq, hex32, rule_file, run, seed_path, stop_all, test
+from harness import cache_key, Jobgate, Redis, Sim, assert_documented_error, eq, hex32, rule_file, run, seed_path, stop_all, test
 
 PROJECT = hex32()
 
@@ -50,8 +50,8 @@ def host_picks_the_rule(env):
     eq((east.count(job), west.count(job)), (1, 0), "east only")
     eq(gate.get(path(job), headers={"Host": "WEST.jobgate.test"}).status, 200, "west")
     eq((east.count(job), west.count(job)), (1, 1), "west too, its own cache entry")
-    key = "jobgate:{%s:%s:%s}:t"
-    eq(env["redis"].cli("EXISTS", key % ("east", PROJECT, job), key % ("west", PROJECT, job)), "2", "two entries")
+    keys = [cache_key(PROJECT, job, "t", rule=rule) for rule in ("east", "west")]
+    eq(env["redis"].cli("EXISTS", *keys), "2", "two entries")
     r = gate.get(path(job), headers={"Host": "north.jobgate.test"})
     eq(r.status, 404, "unknown host")
     assert_documented_error(r)

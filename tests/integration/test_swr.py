@@ -8,7 +8,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import Jobgate, Redis, Sim, check, eq, hex32, rule_file, run, seed_path, stop_all, test, wait_until
+from harness import cache_key, Jobgate, Redis, Sim, check, eq, hex32, rule_file, run, seed_path, stop_all, test, wait_until
 
 PROJECT = hex32()
 TTL = 2.0  # the shipped rule's pending_ttl
@@ -84,7 +84,7 @@ def terminal_state_from_refresh_ends_revalidation(env):
     time.sleep(2 * TTL + 0.3)  # past any pending TTL and its revalidation bound
     r = gate.get(path(job))
     eq((r.header("x-cache"), r.json()["status"]), ("HIT", "SUCCESS"), "the terminal answer, for good")
-    eq(env["redis"].cli("TTL", "jobgate:{elb-v1:%s:%s}:t" % (PROJECT, job)), "-1", "terminal entry's TTL")
+    eq(env["redis"].cli("TTL", cache_key(PROJECT, job, "t")), "-1", "terminal entry's TTL")
     eq(sim.count(job), 2, "upstream calls after SUCCESS")
 
 

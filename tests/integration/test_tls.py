@@ -6,7 +6,7 @@ import os
 import subprocess
 import tempfile
 
-from harness import (Jobgate, OPENSSL, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path,
+from harness import (cache_key, Jobgate, OPENSSL, Redis, Sim, assert_documented_error, check, eq, hex32, run, seed_path,
                      stop_all, test)
 
 PROJECT = hex32()
@@ -70,7 +70,7 @@ def certificate_from_another_ca_is_refused(env):
         r = gate.get(path(job))
         eq(r.status, 502, "status")
         eq(assert_documented_error(r)["code"], "JG.UPSTREAM_TLS", "code")
-        key = "jobgate:{elb-v1:%s:%s}" % (PROJECT, job)
+        key = cache_key(PROJECT, job)
         eq(env["redis"].cli("EXISTS", key + ":t", key + ":p"), "0", "nothing cached")
         eq(env["sim"].count(job), 0, "no request reached the simulator")
         check("upstream tls" in gate.log_text(), "log names the TLS failure")
