@@ -825,23 +825,24 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Read the slot map again (`why`, for the log), at most once per
- * reconnect_min. `down` (a node lost, CLUSTERDOWN): logged at info; a MOVED
- * only has the map brought up to date. Nothing is refused meanwhile but the
- * slots whose master's connection is not up. */
+ * reconnect_min. `down` (a node lost, CLUSTERDOWN) is logged at info when
+ * every slot was served till now; a MOVED only has the map brought up to
+ * date. Nothing is refused meanwhile but the slots whose master's
+ * connection is not up. */
 static void cluster_refresh(struct redis_link *r, const char *why, int down)
 {
     if (r->closing || !is_cluster(r))
         return;
-    if (down)
-        log_info("redis cluster: reading the slot map again (%s)", why);
-    else
-        log_debug("redis cluster: reading the slot map again (%s)", why);
     if (r->refresh_out) {
         r->refresh_again = 1;
         return;
     }
     if (evtimer_pending(r->refresh_timer, NULL))
         return;
+    if (down && r->whole) /* the first of a streak: the polls that follow are not logged at info */
+        log_info("redis cluster: reading the slot map again (%s)", why);
+    else
+        log_debug("redis cluster: reading the slot map again (%s)", why);
     int64_t wait_us = r->refresh_last_us + r->reconnect_min_ms * 1000 - clock_mono_us();
     struct timeval tv = redis_link_tv(wait_us > 0 ? wait_us / 1000 : 0);
     evtimer_add(r->refresh_timer, &tv);
