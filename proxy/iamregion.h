@@ -79,7 +79,8 @@ struct iamregion *iamregion_new(struct upstream *upstream, struct credentials *c
 void iamregion_free(struct iamregion *r);
 
 /* Share the map through `link` (cache_link(); NULL: memory only) under
- * `prefix` (cache.key_prefix, copied). Returns 0, or -1 out of memory. */
+ * `prefix` (cache.key_prefix at start, copied; a reload does not change
+ * it). Call before the first lookup. Returns 0, or -1 out of memory. */
 int iamregion_share(struct iamregion *r, struct redis_link *link, const char *prefix);
 
 /* Count calls, answers and lookups served without IAM in `m`
