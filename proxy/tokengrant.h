@@ -31,9 +31,10 @@ struct tokengrant;
 /* A table of at most `max_entries`, each valid `window_ms` after upstream accepted it. */
 struct tokengrant *tokengrant_new(size_t max_entries, int64_t window_ms);
 
-/* Hash `token` into `out` (what every other call takes): digest_sha256_hex,
- * whatever `t`. Returns 0 or -1. */
-int tokengrant_hash(const struct tokengrant *t, const char *token, char out[TOKENGRANT_HASH_SIZE]);
+/* Hash `token` into `out` (what every other call takes): digest_sha256_hex.
+ * `t` (or NULL) remembers the hashes of the last tokens it saw, so that a
+ * token polled with again costs a compare, not a SHA-256. Returns 0 or -1. */
+int tokengrant_hash(struct tokengrant *t, const char *token, char out[TOKENGRANT_HASH_SIZE]);
 
 /* Upstream just accepted the token with hash `hash` for `rule` and `project` (now_ms: monotonic). */
 void tokengrant_accepted(struct tokengrant *t, const char *hash, const char *rule, const char *project, int64_t now_ms);

@@ -6,6 +6,7 @@ counts prove which requests reached upstream. The simple request -> answer
 cases (bad ids, unknown paths, other methods, a query string, a body, no
 token) are data in tests/data/gateway, run by test_cases.py.
 """
+import re
 import socket
 
 from harness import cache_key, Jobgate, Redis, Sim, TOKEN, assert_documented_error, check, eq, hex32, run, stop_all, test
@@ -193,6 +194,55 @@ def keep_alive_serves_many_requests(env):
         r.read()
         eq(r.status, 200, "request %d" % i)
     conn.close()
+
+
+def read_answer(sock, head_only=False):
+    """One answer from a kept-alive socket: (status, [(name, value)] in order, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        check(chunk, "connection closed before a whole head: %r" % data)
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+    length = 0 if head_only else int(dict((k.lower(), v) for k, v in fields)["content-length"])
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return int(lines[0].split()[1]), fields, rest[:length]
+
+
+@test
+def answer_headers_exactly(env):
+    """every header of a miss, a hit, a HEAD hit and an error, once each, with its value (reply.c writes most of them as one block)"""
+    gate = env["gate"]
+    job = hex32()
+    ask = ("%s %s HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: " + TOKEN + "\r\nX-Request-Id: %s\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", gate.port), timeout=10) as s:
+        answers = []
+        for method, target, rid in (("GET", path(job), "r-miss"), ("GET", path(job), "r-hit"),
+                                    ("HEAD", path(job), "r-head"), ("GET", "/nowhere", "r-404")):
+            s.sendall((ask % (method, target, rid)).encode())
+            answers.append(read_answer(s, head_only=method == "HEAD"))
+    miss, hit, head, missing = answers
+    names = ["content-length", "date", "content-type", "x-request-id", "x-cache"]
+    for (status, fields, body), want_status, extra, rid, cache in (
+            (miss, 200, [], "r-miss", "MISS"), (hit, 200, ["age"], "r-hit", "HIT"),
+            (head, 200, ["age"], "r-head", "HIT"), (missing, 404, [], "r-404", "BYPASS")):
+        eq(status, want_status, "status (%s)" % rid)
+        eq(sorted(k.lower() for k, _ in fields), sorted(names + extra), "header names, each once (%s)" % rid)
+        h = dict((k.lower(), v) for k, v in fields)
+        eq(h["content-type"], "application/json;charset=UTF-8", "content-type (%s)" % rid)
+        eq(h["x-request-id"], rid, "x-request-id")
+        eq(h["x-cache"], cache, "x-cache (%s)" % rid)
+        check(re.match(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                       r"\d{4} \d\d:\d\d:\d\d GMT$", h["date"]), "date: %r" % h["date"])
+        if "age" in extra:
+            check(re.match(r"^\d+$", h["age"]) and int(h["age"]) < 60, "age: %r" % h["age"])
+    eq(int(dict(hit[1])["Content-Length"]), len(miss[2]), "hit content-length")
+    eq(hit[2], miss[2], "hit body")
+    eq(int(dict(head[1])["Content-Length"]), len(miss[2]), "HEAD: the GET's content-length")
+    eq(int(dict(missing[1])["Content-Length"]), len(missing[2]), "error content-length")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 /*
  * Unit tests for the small shared helpers: encoding.h (hex, UTF-8, JSON
  * string escaping), digest.h (SHA-256 and HMAC-SHA256 against published
- * test vectors), randbytes.h and statuses.h. The expected values are the
+ * test vectors), randbytes.h, statuses.h, and tokengrant_hash (SHA-256 of a
+ * token, remembered). The expected values are the
  * standards' own (FIPS 180-2, RFC 4231, RFC 3629), not computed here.
  */
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include "encoding.h"
 #include "randbytes.h"
 #include "statuses.h"
+#include "tokengrant.h"
 
 /* ------------------------------------------------------------------ hex */
 
@@ -134,6 +136,51 @@ static void test_hmac_sha256_vectors(void **state)
     assert_string_equal(hex, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
+/* tokengrant_hash remembers the hashes of recent tokens: whatever it
+ * remembers, each token gets its own SHA-256, even two tokens that share a
+ * slot (same length, same last 32 bytes), asked in turn. */
+static void test_token_hash_memo(void **state)
+{
+    struct tokengrant *t = tokengrant_new(10, 1000);
+    assert_non_null(t);
+    char got[TOKENGRANT_HASH_SIZE], want[TOKENGRANT_HASH_SIZE];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tokengrant_hash(t, "abc", got), 0);
+        assert_string_equal(got, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+    char a[4000], b[4000];
+    memset(a, 'x', sizeof(a) - 1);
+    a[sizeof(a) - 1] = '\0';
+    memcpy(b, a, sizeof(a));
+    b[0] = 'y'; /* same length and tail: the same slot */
+    for (int i = 0; i < 4; i++) {
+        const char *tok = i % 2 ? b : a;
+        assert_int_equal(tokengrant_hash(t, tok, got), 0);
+        assert_int_equal(digest_sha256_hex(tok, strlen(tok), want), 0);
+        assert_string_equal(got, want);
+        assert_int_equal(tokengrant_hash(t, tok, got), 0); /* remembered */
+        assert_string_equal(got, want);
+    }
+    char many[32];
+    for (int i = 0; i < 300; i++) { /* more tokens than slots, then each again */
+        snprintf(many, sizeof(many), "token-%d", i % 150);
+        assert_int_equal(tokengrant_hash(t, many, got), 0);
+        assert_int_equal(digest_sha256_hex(many, strlen(many), want), 0);
+        assert_string_equal(got, want);
+    }
+    char *big = malloc(20000); /* longer than any remembered */
+    assert_non_null(big);
+    memset(big, 'z', 19999);
+    big[19999] = '\0';
+    assert_int_equal(tokengrant_hash(t, big, got), 0);
+    assert_int_equal(digest_sha256_hex(big, 19999, want), 0);
+    assert_string_equal(got, want);
+    free(big);
+    assert_int_equal(tokengrant_hash(NULL, "abc", got), 0);
+    assert_string_equal(got, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    tokengrant_free(t);
+}
+
 /* ----------------------------------------------------------- randomness */
 
 static void test_randbytes(void **state)
@@ -180,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_hmac_sha256_vectors),
+        cmocka_unit_test(test_token_hash_memo),
         cmocka_unit_test(test_randbytes),
         cmocka_unit_test(test_status_table),
     };
