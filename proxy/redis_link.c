@@ -10,19 +10,10 @@
 #include "clock.h"
 #include "log.h"
 #include "redis_link.h"
+#include "redis_link_int.h"
 
 #define SWITCH_MASTER_EVENT "+switch-master"
-#define REDIRECTS_MAX       5 /* MOVED/ASK followed for one command */
-#define TRYAGAIN_MAX        2 /* TRYAGAIN answers sent again for one command */
-
-static const int64_t tryagain_delay_ms[TRYAGAIN_MAX] = {5, 20};
-
-static void connect_now(struct redis_conn *link);
 static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void cluster_refresh(struct redis_link *r, const char *why, int down);
-static void cluster_node_lost(struct redis_conn *link);
-static void cluster_update_state(struct redis_link *r);
 
 static int is_sentinel(const struct redis_link *r)
 {
@@ -77,9 +68,9 @@ void redis_link_error_reply(struct redis_link *r, const char *command, const red
         /* A master moved (a failover, a resharding): ask for the map again;
          * a MOVED (to a master not known yet) leaves the other slots served. */
         if (strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || strcmp(code, "CLUSTERDOWN") == 0)
-            cluster_refresh(r, code, 1);
+            redis_link_cluster_refresh(r, code, 1);
         else if (strcmp(code, "MOVED") == 0)
-            cluster_refresh(r, code, 0);
+            redis_link_cluster_refresh(r, code, 0);
         return;
     }
     if ((strcmp(code, "READONLY") == 0 || strcmp(code, "MASTERDOWN") == 0 || noauth) && r->state == REDIS_UP &&
@@ -133,7 +124,7 @@ static const char *lost_reason(const struct redis_conn *link, const char *errstr
 
 /* ------------------------------------------------------- the connections */
 
-static const char *conn_name(const struct redis_conn *link, char *buf, size_t len)
+const char *redis_link_conn_name(const struct redis_conn *link, char *buf, size_t len)
 {
     if (link->role != LINK_WATCH && link->r->target.unix_path[0])
         snprintf(buf, len, "unix:%s", link->r->target.unix_path);
@@ -157,7 +148,7 @@ static void schedule_reconnect(struct redis_conn *link)
 }
 
 /* Does this cache run a subscriber connection? */
-static int wants_subscriber(const struct redis_link *r)
+int redis_link_wants_subscriber(const struct redis_link *r)
 {
     return r->notify != CACHE_NOTIFY_POLL && !r->pubsub_refused;
 }
@@ -177,10 +168,10 @@ static void data_up(struct redis_link *r)
     r->state = REDIS_UP;
     link->backoff_ms = r->reconnect_min_ms;
     if (is_sentinel(r))
-        log_info("redis %s: connected to the master of %s (database %d)", conn_name(link, name, sizeof(name)),
-                 r->target.master_name, r->target.db);
+        log_info("redis %s: connected to the master of %s (database %d)",
+                 redis_link_conn_name(link, name, sizeof(name)), r->target.master_name, r->target.db);
     else
-        log_info("redis %s: connected (database %d)", conn_name(link, name, sizeof(name)), r->target.db);
+        log_info("redis %s: connected (database %d)", redis_link_conn_name(link, name, sizeof(name)), r->target.db);
 }
 
 /* cluster://: a master's connection is up (AUTH answered, or none). */
@@ -191,8 +182,8 @@ static void node_up(struct redis_conn *link)
     evtimer_del(link->connect_timer);
     link->state = REDIS_UP;
     link->backoff_ms = r->reconnect_min_ms;
-    log_info("redis cluster node %s: connected", conn_name(link, name, sizeof(name)));
-    cluster_update_state(r);
+    log_info("redis cluster node %s: connected", redis_link_conn_name(link, name, sizeof(name)));
+    redis_link_cluster_update_state(r);
 }
 
 /* The connection's handshake is answered (or it had none). */
@@ -225,13 +216,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
             const char *reason = lost_reason(link, ac->errstr, why, sizeof(why));
             if (link->backoff_ms <= r->reconnect_min_ms)
                 log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
-                         conn_name(link, name, sizeof(name)), reason);
+                         redis_link_conn_name(link, name, sizeof(name)), reason);
             note_transport_error(r, "cannot connect", reason);
         } else if (link->role == LINK_WATCH) {
-            log_debug("sentinel %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            log_debug("sentinel %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)), ac->errstr);
             r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
         } else if (link->role == LINK_CONFIG) {
-            log_debug("redis cluster %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            log_debug("redis cluster %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)),
+                      ac->errstr);
             note_transport_error(r, "cannot connect", ac->errstr);
             r->config_index++;
         } else if (is_cluster(r)) {
@@ -240,7 +232,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         link->ctx = NULL;
         schedule_reconnect(link);
         if (link->role == LINK_NODE)
-            cluster_node_lost(link);
+            redis_link_node_lost(link);
         return;
     }
     if (link->role == LINK_DATA || link->role == LINK_NODE) {
@@ -269,7 +261,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (link->role == LINK_WATCH) {
         if (was_up)
             log_warn("sentinel %s: connection lost; watching for failovers from another sentinel",
-                     conn_name(link, name, sizeof(name)));
+                     redis_link_conn_name(link, name, sizeof(name)));
         r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
         schedule_reconnect(link);
         return;
@@ -290,7 +282,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
              * closed connection: a proxy without pub/sub (twemproxy). Not
              * with Sentinel, never behind twemproxy: there it is a master
              * that died before it confirmed, and a new one is coming. */
-            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead", conn_name(link, name, sizeof(name)),
+            log_info("redis %s: SUBSCRIBE refused (%s); waits poll instead",
+                     redis_link_conn_name(link, name, sizeof(name)),
                      status == REDIS_OK ? "connection closed" : ac->errstr);
             r->pubsub_refused = 1;
             link->state = REDIS_DOWN;
@@ -298,21 +291,21 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         }
         if (was_subscribed)
             log_warn("redis %s: subscriber connection lost; waits poll until it is back",
-                     conn_name(link, name, sizeof(name)));
+                     redis_link_conn_name(link, name, sizeof(name)));
         schedule_reconnect(link);
         return;
     }
     char why[120];
     const char *reason = lost_reason(link, ac->errstr, why, sizeof(why));
     if (!link->auth_failed && (was_up || reason == ac->errstr || link->backoff_ms <= r->reconnect_min_ms))
-        log_warn("redis %s: connection lost%s%s; reconnecting", conn_name(link, name, sizeof(name)),
+        log_warn("redis %s: connection lost%s%s; reconnecting", redis_link_conn_name(link, name, sizeof(name)),
                  status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : reason);
     if (status != REDIS_OK)
         note_transport_error(r, "connection lost", reason);
     r->reconnects++;
     schedule_reconnect(link); /* sentinel://: the sentinels are asked again first */
     if (link->role == LINK_NODE)
-        cluster_node_lost(link);
+        redis_link_node_lost(link);
     else
         r->hooks.data_lost(r->hooks.arg); /* nothing can tell them of a store now: they go upstream */
 }
@@ -327,7 +320,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     if (link->state != REDIS_CONNECTING || !link->ctx)
         return;
     if (link->role == LINK_DATA || link->role == LINK_NODE) {
-        log_warn("redis %s: connect timed out", conn_name(link, name, sizeof(name)));
+        log_warn("redis %s: connect timed out", redis_link_conn_name(link, name, sizeof(name)));
         note_transport_error(r, "connect timed out", NULL);
     } else if (link->role == LINK_WATCH) {
         r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
@@ -341,12 +334,12 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     redisAsyncFree(ac); /* pending commands get NULL replies; its callbacks ignore it from now on */
     schedule_reconnect(link);
     if (link->role == LINK_NODE)
-        cluster_node_lost(link);
+        redis_link_node_lost(link);
 }
 
 static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 {
-    connect_now(arg);
+    redis_link_connect_now(arg);
 }
 
 /* SELECT must succeed: otherwise every entry would land in database 0. */
@@ -387,8 +380,8 @@ static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
         r->errors++;
         snprintf(r->last_error, sizeof(r->last_error), "not a master");
     }
-    log_warn("redis %s: not the master of %s; asking the sentinels again", conn_name(&r->data, name, sizeof(name)),
-             r->target.master_name);
+    log_warn("redis %s: not the master of %s; asking the sentinels again",
+             redis_link_conn_name(&r->data, name, sizeof(name)), r->target.master_name);
     redisAsyncDisconnect(ac);
 }
 
@@ -442,7 +435,7 @@ static void on_auth_done(redisAsyncContext *ac, void *reply, void *privdata)
     }
     link->auth_failed = 1;
     snprintf(who, sizeof(who), "%s %s", link->role == LINK_WATCH ? "sentinel" : "redis",
-             conn_name(link, name, sizeof(name)));
+             redis_link_conn_name(link, name, sizeof(name)));
     auth_refused(r, who, rep, link->role == LINK_WATCH,
                  link->role != LINK_SUB && link->backoff_ms <= r->reconnect_min_ms);
     redisAsyncDisconnect(ac); /* once the replies queued behind it (refused too) are in */
@@ -474,8 +467,8 @@ static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privda
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
         if (!r->pubsub_seen)
-            log_info("redis %s: subscribed to %s; waits are told of stores", conn_name(&r->sub, name, sizeof(name)),
-                     CACHEKEY_CHANNEL);
+            log_info("redis %s: subscribed to %s; waits are told of stores",
+                     redis_link_conn_name(&r->sub, name, sizeof(name)), CACHEKEY_CHANNEL);
         r->subscribed = 1;
         r->pubsub_seen = 1;
         r->sub.backoff_ms = r->reconnect_min_ms;
@@ -496,7 +489,7 @@ static redisAsyncContext *tcp_connect(const struct redis_conn *link)
     return redis_tls_connect(link->role == LINK_WATCH ? r->sentinel_tls : r->tls, link->at.host, link->at.port);
 }
 
-static void conn_connect(struct redis_conn *link)
+void redis_link_conn_connect(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
     char name[300];
@@ -508,13 +501,13 @@ static void conn_connect(struct redis_conn *link)
                                 ? redisAsyncConnectUnix(r->target.unix_path)
                                 : tcp_connect(link);
     if (!ac) {
-        log_error("redis %s: out of memory", conn_name(link, name, sizeof(name)));
+        log_error("redis %s: out of memory", redis_link_conn_name(link, name, sizeof(name)));
         schedule_reconnect(link);
         return;
     }
     if (ac->err) {
         if (link->role == LINK_DATA || link->role == LINK_NODE || link->role == LINK_CONFIG) {
-            log_warn("redis %s: cannot connect: %s", conn_name(link, name, sizeof(name)), ac->errstr);
+            log_warn("redis %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)), ac->errstr);
             note_transport_error(r, "cannot connect", ac->errstr);
         }
         redisAsyncFree(ac);
@@ -522,7 +515,7 @@ static void conn_connect(struct redis_conn *link)
             r->config_index++;
         schedule_reconnect(link);
         if (link->role == LINK_NODE)
-            cluster_node_lost(link);
+            redis_link_node_lost(link);
         return;
     }
     ac->data = link;
@@ -572,7 +565,7 @@ static void conn_connect(struct redis_conn *link)
         }
     } else if (link->role == LINK_CONFIG) {
         send_auth(link, ac);
-        if (redisAsyncCommand(ac, on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
+        if (redisAsyncCommand(ac, redis_link_on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
             r->refresh_out = 1;
             r->refreshes++;
             r->refresh_last_us = clock_mono_us();
@@ -591,7 +584,7 @@ static void conn_connect(struct redis_conn *link)
 
 /* Let go of the link's connection at once (the master moved): its pending
  * commands get NULL replies, its callbacks ignore it from now on. */
-static void conn_drop(struct redis_conn *link)
+void redis_link_conn_drop(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
     redisAsyncContext *ac = link->ctx;
@@ -623,11 +616,11 @@ static void conn_follow(struct redis_conn *link)
     if (link->ctx && same)
         return;
     if (link->ctx)
-        conn_drop(link);
+        redis_link_conn_drop(link);
     if (!same)
         link->backoff_ms = link->r->reconnect_min_ms;
     evtimer_del(link->reconnect_timer);
-    conn_connect(link);
+    redis_link_conn_connect(link);
 }
 
 /* ---------------------------------------------------- sentinel:// only */
@@ -643,7 +636,7 @@ static void set_master(struct redis_link *r, const struct redis_addr *a, const c
     r->target.addr = *a;
     r->master_known = 1;
     conn_follow(&r->data);
-    if (wants_subscriber(r))
+    if (redis_link_wants_subscriber(r))
         conn_follow(&r->sub);
 }
 
@@ -658,7 +651,7 @@ static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata)
         rep->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        log_info("sentinel %s: watching for failovers (%s)", conn_name(&r->watch, name, sizeof(name)),
+        log_info("sentinel %s: watching for failovers (%s)", redis_link_conn_name(&r->watch, name, sizeof(name)),
                  SWITCH_MASTER_EVENT);
         r->watch.backoff_ms = r->reconnect_min_ms;
         return;
@@ -719,10 +712,10 @@ static void resolve_start(struct redis_link *r)
 /* (Re)connect `link`. sentinel://: the data connection first asks the
  * sentinels (a failover may have moved the master); the subscriber waits
  * until they have named one. */
-static void connect_now(struct redis_conn *link)
+void redis_link_connect_now(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
-    if (link->role == LINK_SUB && !wants_subscriber(r))
+    if (link->role == LINK_SUB && !redis_link_wants_subscriber(r))
         return;
     if (is_cluster(r)) {
         if (link->role == LINK_DATA || (link->role == LINK_NODE && link->at.port == 0))
@@ -738,7 +731,7 @@ static void connect_now(struct redis_conn *link)
                 return; /* connected once the first map is in */
             link->at = r->map->masters[r->sub_index % r->map->nmasters];
         }
-        conn_connect(link);
+        redis_link_conn_connect(link);
         return;
     }
     if (is_sentinel(r) && link->role == LINK_DATA) {
@@ -747,374 +740,7 @@ static void connect_now(struct redis_conn *link)
     }
     if (is_sentinel(r) && link->role == LINK_SUB && !r->master_known)
         return;
-    conn_connect(link);
-}
-
-/* ---------------------------------------------------- cluster:// only */
-
-/* A master's connection failed or was lost: its slots are refused until
- * the map names a master for them that answers (the map is polled); the
- * other masters keep serving. Waits go upstream (the lost master may have
- * held stores they wait for). */
-static void cluster_node_lost(struct redis_conn *link)
-{
-    struct redis_link *r = link->r;
-    char name[300];
-    if (r->closing)
-        return;
-    char why[340];
-    snprintf(why, sizeof(why), "%s lost", conn_name(link, name, sizeof(name)));
-    cluster_refresh(r, why, 1);
-    cluster_update_state(r);
-    r->hooks.data_lost(r->hooks.arg);
-}
-
-/* Slots whose master's connection is up. */
-static int cluster_slots_served(const struct redis_link *r)
-{
-    int up[REDIS_CLUSTER_NODES_MAX], served = 0;
-    if (!r->map)
-        return 0;
-    for (int i = 0; i < r->map->nmasters; i++)
-        up[i] = r->nodes[r->master_node[i]].state == REDIS_UP && r->nodes[r->master_node[i]].ctx != NULL;
-    for (unsigned s = 0; s < REDIS_CLUSTER_SLOTS; s++)
-        served += r->map->owner[s] && up[r->map->owner[s] - 1];
-    return served;
-}
-
-/* Up while the map is in and at least one master's connection is: each
- * command then asks for its own slot's master (redis_link_ready_for).
- * Logs when the link becomes whole (every slot served) or degraded. */
-static void cluster_update_state(struct redis_link *r)
-{
-    if (r->closing)
-        return;
-    int served = cluster_slots_served(r);
-    enum redis_state was = r->state;
-    int whole = served == REDIS_CLUSTER_SLOTS;
-    r->state = served > 0 ? REDIS_UP : REDIS_CONNECTING;
-    if (whole && (was != REDIS_UP || !r->whole))
-        log_info("redis cluster: up, %d masters serve the 16384 slots", r->map->nmasters);
-    else if (!whole && r->state == REDIS_UP && r->whole) /* not while the first connections are made */
-        log_warn("redis cluster: degraded, %d of 16384 slots served; the others go upstream until the map names "
-                 "a master for them",
-                 served);
-    else if (r->state != REDIS_UP && was == REDIS_UP)
-        log_warn("redis cluster: no master answers; requests go upstream");
-    r->whole = whole;
-}
-
-/* Ask for the map now: on the config connection if it is up, else by
- * connecting it (conn_connect queues CLUSTER SLOTS). */
-static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct redis_link *r = arg;
-    struct redis_conn *c = &r->config;
-    if (r->closing || r->refresh_out)
-        return;
-    if (c->ctx && c->state == REDIS_UP) {
-        if (redisAsyncCommand(c->ctx, on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
-            r->refresh_out = 1;
-            r->refreshes++;
-            r->refresh_last_us = clock_mono_us();
-        }
-        return;
-    }
-    if (!c->ctx && !evtimer_pending(c->reconnect_timer, NULL))
-        connect_now(c);
-}
-
-/* Read the slot map again (`why`, for the log), at most once per
- * reconnect_min. `down` (a node lost, CLUSTERDOWN) is logged at info when
- * every slot was served till now; a MOVED only has the map brought up to
- * date. Nothing is refused meanwhile but the slots whose master's
- * connection is not up. */
-static void cluster_refresh(struct redis_link *r, const char *why, int down)
-{
-    if (r->closing || !is_cluster(r))
-        return;
-    if (r->refresh_out) {
-        r->refresh_again = 1;
-        return;
-    }
-    if (evtimer_pending(r->refresh_timer, NULL))
-        return;
-    if (down && r->whole) /* the first of a streak: the polls that follow are not logged at info */
-        log_info("redis cluster: reading the slot map again (%s)", why);
-    else
-        log_debug("redis cluster: reading the slot map again (%s)", why);
-    int64_t wait_us = r->refresh_last_us + r->reconnect_min_ms * 1000 - clock_mono_us();
-    struct timeval tv = redis_link_tv(wait_us > 0 ? wait_us / 1000 : 0);
-    evtimer_add(r->refresh_timer, &tv);
-}
-
-/* Take the map `m` (owned from now on): keep the connections to masters it names still, open
- * one to each new master, let go of the others. */
-static void apply_map(struct redis_link *r, struct redis_cluster_map *m)
-{
-    int used[REDIS_CLUSTER_NODES_MAX] = {0};
-    int fresh[REDIS_CLUSTER_NODES_MAX] = {0};
-    char name[300];
-    free(r->map);
-    r->map = m;
-    for (int i = 0; i < m->nmasters; i++) {
-        int k = -1;
-        for (int j = 0; j < REDIS_CLUSTER_NODES_MAX && k < 0; j++)
-            if (r->nodes[j].at.port == m->masters[i].port && strcmp(r->nodes[j].at.host, m->masters[i].host) == 0)
-                k = j;
-        for (int j = 0; j < REDIS_CLUSTER_NODES_MAX && k < 0; j++)
-            if (r->nodes[j].at.port == 0 && !used[j])
-                k = j;
-        r->master_node[i] = k; /* k >= 0: there are as many slots as masters may be */
-        used[k] = 1;
-        if (r->nodes[k].at.port == 0) {
-            r->nodes[k].at = m->masters[i];
-            r->nodes[k].backoff_ms = r->reconnect_min_ms;
-            fresh[k] = 1;
-            log_info("redis cluster: master %s", redis_addr_name(&m->masters[i], name, sizeof(name)));
-        }
-    }
-    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++) {
-        struct redis_conn *n = &r->nodes[j];
-        if (n->at.port == 0 || used[j])
-            continue;
-        log_info("redis cluster: %s is no longer a master", redis_addr_name(&n->at, name, sizeof(name)));
-        evtimer_del(n->reconnect_timer);
-        if (n->ctx)
-            conn_drop(n); /* its pending commands get NULL replies */
-        n->state = REDIS_DOWN;
-        memset(&n->at, 0, sizeof(n->at));
-    }
-    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++)
-        if (fresh[j])
-            conn_connect(&r->nodes[j]);
-    if (wants_subscriber(r) && !r->sub.ctx && !evtimer_pending(r->sub.reconnect_timer, NULL))
-        connect_now(&r->sub);
-}
-
-/* CLUSTER SLOTS's reply on the config connection. */
-static void on_slots_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    struct redis_cluster_map *m = NULL;
-    char err[160], name[300];
-    r->refresh_out = 0;
-    if (r->closing || !rep || ac != r->config.ctx)
-        return; /* lost: the config connection's reconnect asks again */
-    if (rep->type == REDIS_REPLY_ERROR) {
-        redis_link_error_reply(r, "CLUSTER SLOTS", rep);
-        log_warn("redis cluster %s: CLUSTER SLOTS refused (%.120s); asking another node",
-                 conn_name(&r->config, name, sizeof(name)), rep->str);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-    m = malloc(sizeof(*m));
-    if (!m || redis_cluster_parse_slots(rep, r->config.at.host, m, err, sizeof(err)) < 0) {
-        r->errors++;
-        snprintf(r->last_error, sizeof(r->last_error), "bad CLUSTER SLOTS");
-        log_warn("redis cluster %s: %s; asking another node", conn_name(&r->config, name, sizeof(name)),
-                 m ? err : "out of memory");
-        free(m);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-    r->config.backoff_ms = r->reconnect_min_ms;
-    if (m->covered < REDIS_CLUSTER_SLOTS)
-        snprintf(r->last_error, sizeof(r->last_error), "cluster map covers %d of 16384 slots", m->covered);
-    apply_map(r, m);
-    int node_down = 0;
-    for (int i = 0; i < r->map->nmasters; i++)
-        node_down |= r->nodes[r->master_node[i]].state == REDIS_DOWN;
-    int again = r->refresh_again;
-    r->refresh_again = 0;
-    if (node_down || r->map->covered < REDIS_CLUSTER_SLOTS) {
-        /* A master is unreachable (a failover not done yet) or slots are
-         * unserved: poll the map until the cluster has mended. */
-        cluster_refresh(r, "map incomplete", 1);
-    } else if (again) {
-        cluster_refresh(r, "asked again meanwhile", 0);
-    }
-    cluster_update_state(r);
-}
-
-/* A command on its way to a cluster node: the formatted bytes, to send
- * again where a MOVED or ASK points. */
-struct cluster_cmd {
-    struct redis_link *r;
-    redisCallbackFn *cb;
-    void *privdata;
-    int redirects;
-    int tries;                        /* TRYAGAIN answers sent again */
-    int64_t sent_us;                  /* first sent (monotonic): retries stay within the budget */
-    struct event *wait;               /* the TRYAGAIN delay; NULL until the first */
-    struct cluster_cmd *next, **prev; /* in r->retrying while `wait` is pending */
-    unsigned slot;
-    char *cmd; /* hiredis's formatted command: redisFreeCommand */
-    size_t len;
-};
-
-static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata);
-
-static void cluster_cmd_free(struct cluster_cmd *c)
-{
-    if (c->wait)
-        event_free(c->wait);
-    redisFreeCommand(c->cmd);
-    free(c);
-}
-
-static void retrying_unlink(struct cluster_cmd *c)
-{
-    if (!c->prev)
-        return;
-    *c->prev = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->next = NULL;
-    c->prev = NULL;
-}
-
-/* Queue `c` on `n` (behind ASKING for an ASK). */
-static int cluster_queue(struct redis_conn *n, struct cluster_cmd *c, int asking)
-{
-    if (asking && redisAsyncCommand(n->ctx, NULL, NULL, "ASKING") != REDIS_OK)
-        return REDIS_ERR;
-    return redisAsyncFormattedCommand(n->ctx, on_cluster_reply, c, c->cmd, c->len);
-}
-
-/* The connection to the master at `a`, if it is up. */
-static struct redis_conn *node_at(struct redis_link *r, const struct redis_addr *a)
-{
-    for (int j = 0; j < REDIS_CLUSTER_NODES_MAX; j++) {
-        struct redis_conn *n = &r->nodes[j];
-        if (n->ctx && n->state == REDIS_UP && n->at.port == a->port && strcmp(n->at.host, a->host) == 0)
-            return n;
-    }
-    return NULL;
-}
-
-/* The TRYAGAIN delay is over: send `c` again to its slot's master (the
- * map may have changed meanwhile), or answer the caller NULL if it is not
- * up. */
-static void on_tryagain_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct cluster_cmd *c = arg;
-    struct redis_link *r = c->r;
-    retrying_unlink(c);
-    int m = redis_cluster_owner(r->map, c->slot);
-    struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
-    if (n && n->ctx && n->state == REDIS_UP && cluster_queue(n, c, 0) == REDIS_OK)
-        return;
-    c->cb(NULL, NULL, c->privdata);
-    cluster_cmd_free(c);
-}
-
-/* Is `rep` a TRYAGAIN that `c` may still send again within the budget?
- * Then it is, after a short delay, and 1 is returned. */
-static int tryagain_later(struct cluster_cmd *c, const redisReply *rep)
-{
-    struct redis_link *r = c->r;
-    if (strncmp(rep->str, "TRYAGAIN", 8) != 0 || c->tries >= TRYAGAIN_MAX)
-        return 0;
-    int64_t delay_ms = tryagain_delay_ms[c->tries];
-    if ((clock_mono_us() - c->sent_us) / 1000 + delay_ms >= r->budget_ms)
-        return 0;
-    if (!c->wait && !(c->wait = evtimer_new(r->base, on_tryagain_timer, c)))
-        return 0;
-    struct timeval tv = redis_link_tv(delay_ms);
-    if (evtimer_add(c->wait, &tv) < 0)
-        return 0;
-    c->tries++;
-    r->tryagain_retries++;
-    c->next = r->retrying;
-    if (c->next)
-        c->next->prev = &c->next;
-    c->prev = &r->retrying;
-    r->retrying = c;
-    return 1;
-}
-
-/* A cluster command's reply: a redirection is followed (the caller never
- * sees it), a TRYAGAIN sent again after a delay, anything else goes to the
- * caller's callback. */
-static void on_cluster_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct cluster_cmd *c = privdata;
-    struct redis_link *r = c->r;
-    redisReply *rep = reply;
-    int ask;
-    unsigned slot;
-    struct redis_addr a;
-    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && tryagain_later(c, rep))
-        return;
-    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && redis_cluster_redirect(rep->str, &ask, &slot, &a)) {
-        r->redirects++;
-        r->redirects_ask += ask;
-        if (!ask) {
-            int m = redis_cluster_find_master(r->map, &a);
-            if (m >= 0) /* the slot moved to a master we know: send there from now on */
-                r->map->owner[slot] = (uint8_t)(m + 1);
-            cluster_refresh(r, "MOVED", 0); /* other slots may have moved too */
-        }
-        struct redis_conn *n = node_at(r, &a);
-        if (n && c->redirects++ < REDIRECTS_MAX && cluster_queue(n, c, ask) == REDIS_OK)
-            return;
-    }
-    c->cb(ac, reply, c->privdata);
-    cluster_cmd_free(c);
-}
-
-/* Send the formatted command `cmd` (taken: freed here) for `key`. */
-static int cluster_send(struct redis_link *r, const char *key, size_t keylen, redisCallbackFn *cb, void *privdata,
-                        char *cmd, int len)
-{
-    struct cluster_cmd *c = len > 0 && r->map ? malloc(sizeof(*c)) : NULL;
-    if (!c) {
-        if (len > 0)
-            redisFreeCommand(cmd);
-        return REDIS_ERR;
-    }
-    *c = (struct cluster_cmd){.r = r,
-                              .cb = cb,
-                              .privdata = privdata,
-                              .sent_us = clock_mono_us(),
-                              .slot = key ? redis_cluster_keyslot(key, keylen) : 0,
-                              .cmd = cmd,
-                              .len = (size_t)len};
-    int m = redis_cluster_owner(r->map, c->slot);
-    struct redis_conn *n = m >= 0 ? &r->nodes[r->master_node[m]] : NULL;
-    if (!n || !n->ctx || n->state != REDIS_UP || cluster_queue(n, c, 0) != REDIS_OK) {
-        cluster_cmd_free(c);
-        return REDIS_ERR;
-    }
-    return REDIS_OK;
-}
-
-int redis_link_send(struct redis_link *r, const char *key, redisCallbackFn *cb, void *privdata, const char *fmt, ...)
-{
-    va_list ap;
-    int rc;
-    va_start(ap, fmt);
-    if (!is_cluster(r)) {
-        rc = r->data.ctx ? redisvAsyncCommand(r->data.ctx, cb, privdata, fmt, ap) : REDIS_ERR;
-    } else {
-        char *cmd = NULL;
-        int len = redisvFormatCommand(&cmd, fmt, ap);
-        rc = cluster_send(r, key, key ? strlen(key) : 0, cb, privdata, cmd, len);
-    }
-    va_end(ap);
-    return rc;
-}
-
-int redis_link_send_argv(struct redis_link *r, const char *key, size_t keylen, redisCallbackFn *cb, void *privdata,
-                         int argc, const char **argv, const size_t *argvlen)
-{
-    if (!is_cluster(r))
-        return r->data.ctx ? redisAsyncCommandArgv(r->data.ctx, cb, privdata, argc, argv, argvlen) : REDIS_ERR;
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    return cluster_send(r, key, keylen, cb, privdata, cmd, len);
+    redis_link_conn_connect(link);
 }
 
 int redis_link_up(const struct redis_link *r)
@@ -1177,7 +803,7 @@ void redis_link_health(const struct redis_link *r, struct cache_health *out)
     out->cluster_redirects = r->redirects;
     out->cluster_redirects_ask = r->redirects_ask;
     out->cluster_tryagain_retries = r->tryagain_retries;
-    out->cluster_slots_served = cluster_slots_served(r);
+    out->cluster_slots_served = redis_link_slots_served(r);
     size_t used = 0;
     for (int i = 0; r->map && i < r->map->nmasters; i++) {
         char name[300];
@@ -1256,7 +882,7 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
     int cluster_ok = 1;
     if (is_cluster(r)) {
         r->nodes = calloc(REDIS_CLUSTER_NODES_MAX, sizeof(*r->nodes));
-        r->refresh_timer = evtimer_new(base, on_refresh_timer, r);
+        r->refresh_timer = evtimer_new(base, redis_link_on_refresh_timer, r);
         cluster_ok = r->nodes && r->refresh_timer && conn_init(r, &r->config, LINK_CONFIG) == 0;
         for (int i = 0; cluster_ok && i < REDIS_CLUSTER_NODES_MAX; i++)
             cluster_ok = conn_init(r, &r->nodes[i], LINK_NODE) == 0;
@@ -1291,24 +917,19 @@ void redis_link_start(struct redis_link *r)
 {
     if (is_cluster(r)) {
         r->state = REDIS_CONNECTING;
-        cluster_refresh(r, "start", 1); /* the nodes, then the subscriber, once the map is in */
+        redis_link_cluster_refresh(r, "start", 1); /* the nodes, then the subscriber, once the map is in */
         return;
     }
-    connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */
-    connect_now(&r->sub);
+    redis_link_connect_now(&r->data); /* sentinel://: asks the sentinels, then connects the subscriber too */
+    redis_link_connect_now(&r->sub);
     if (is_sentinel(r))
-        connect_now(&r->watch);
+        redis_link_connect_now(&r->watch);
 }
 
 void redis_link_close(struct redis_link *r)
 {
     r->closing = 1;
-    while (r->retrying) { /* waiting on a TRYAGAIN delay: answered NULL, as hiredis would */
-        struct cluster_cmd *c = r->retrying;
-        retrying_unlink(c);
-        c->cb(NULL, NULL, c->privdata);
-        cluster_cmd_free(c);
-    }
+    redis_link_cancel_retries(r);
     conn_close(&r->data);
     conn_close(&r->sub);
     conn_close(&r->watch);
