@@ -193,6 +193,11 @@ void cache_grant_set(struct cache *c, const char *key, int64_t ttl_ms)
         cache_redis_grant_set(c->redis, key, ttl_ms);
 }
 
+struct redis_link *cache_link(struct cache *c)
+{
+    return c && c->redis ? cache_redis_link(c->redis) : NULL;
+}
+
 void cache_grant_del(struct cache *c, const char *key)
 {
     if (c->redis)

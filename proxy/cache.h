@@ -117,6 +117,12 @@ void cache_grant_get(struct cache *c, const char *key, cache_grant_cb cb, void *
 void cache_grant_set(struct cache *c, const char *key, int64_t ttl_ms);
 void cache_grant_del(struct cache *c, const char *key);
 
+/* The Redis tier's link, for a module that keeps a small value of its own
+ * there through redis_link_send (iamregion_redis.h); NULL without a Redis
+ * tier. Valid until cache_free. */
+struct redis_link;
+struct redis_link *cache_link(struct cache *c);
+
 void cache_health(const struct cache *c, struct cache_health *out);
 
 /* Frees everything; pending lookups, leases and waits are dropped without

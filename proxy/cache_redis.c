@@ -323,6 +323,11 @@ void cache_redis_cancel(struct cache_redis *r, struct redis_op *op)
 
 /* ------------------------------------------------------------ lifecycle */
 
+struct redis_link *cache_redis_link(struct cache_redis *r)
+{
+    return &r->link;
+}
+
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out)
 {
     redis_link_health(&r->link, out);

@@ -75,6 +75,9 @@ void cache_redis_cancel(struct cache_redis *r, struct redis_op *op);
 void cache_redis_grant_get(struct cache_redis *r, const char *key, cache_grant_cb cb, void *arg);
 void cache_redis_grant_set(struct cache_redis *r, const char *key, int64_t ttl_ms);
 
+/* The tier's link (cache.h: cache_link). */
+struct redis_link;
+struct redis_link *cache_redis_link(struct cache_redis *r);
 void cache_redis_health(const struct cache_redis *r, struct cache_health *out);
 void cache_redis_free(struct cache_redis *r);
 

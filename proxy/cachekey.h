@@ -26,6 +26,16 @@
  *
  * and every process listens on one channel, CACHEKEY_CHANNEL, where each
  * store of KEY publishes the base key (the channel carries no prefix).
+ *
+ * One more kind of key is not a job's: the region IAM gave a project
+ * (iamregion_redis.h), shared by every process on the Redis,
+ *
+ *     PREFIX{iam:project:PROJECT_ID}   the region, or "!unknown" (PX: the
+ *                                      refresh interval, or the unknown TTL)
+ *
+ * with a hash tag of its own per project. It cannot be taken for a job's:
+ * a job's keys in Redis always end in a slot suffix after the '}', this one
+ * never does.
  */
 #ifndef JOBGATE_CACHEKEY_H
 #define JOBGATE_CACHEKEY_H
@@ -34,6 +44,9 @@
 
 /* The pub/sub channel of stores (payload: the base key). */
 #define CACHEKEY_CHANNEL "jobgate:answers"
+
+/* What follows the '{' of a project's region key (above). */
+#define CACHEKEY_IAM_PROJECT "iam:project:"
 
 enum cachekey_slot {
     CACHEKEY_TERMINAL, /* ":t" */

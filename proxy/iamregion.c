@@ -9,14 +9,17 @@
 #include "clock.h"
 #include "credentials.h"
 #include "iamregion.h"
+#include "iamregion_redis.h"
 #include "keymap.h"
 #include "log.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #define PROJECT_ID_LEN 32
 
 /* What is known of a project. FETCHING: never learnt (or forgotten), a call
- * is out and requests wait. KNOWN: `region` holds; a call may be out to
+ * is out and requests wait. A "call" is first a read of the map in Redis
+ * (shared_get), then, if Redis holds nothing, the IAM call. KNOWN: `region` holds; a call may be out to
  * refresh it (`calling`), nobody waits. UNKNOWN, FAILED: until `until_us`,
  * answered so at once; then FETCHING again.
  *
@@ -40,7 +43,8 @@ struct entry {
     char region[REGIONS_NAME_MAX]; /* KNOWN: the region; "" otherwise */
     enum entry_state state;
     int64_t until_us; /* KNOWN: ask again after; UNKNOWN, FAILED: forget after */
-    int calling;      /* a call (credentials, then IAM) is out */
+    int calling;      /* a call (Redis, then credentials, then IAM) is out */
+    struct iamregion_redis_get *shared_get;
     struct credentials_wait *cred_wait;
     struct upstream_call *call;
     TAILQ_HEAD(, iamregion_wait) waiters;
@@ -54,6 +58,9 @@ struct iamregion {
     struct keymap projects;     /* struct entry by project id */
     TAILQ_HEAD(, entry) entries;
     struct iamregion_stats stats;
+    struct redis_link *link; /* the shared map (iamregion_share), or NULL */
+    char *prefix;            /* cache.key_prefix (our copy) */
+    struct metrics *metrics; /* or NULL */
 };
 
 void iamregion_conf_defaults(struct iamregion_conf *conf)
@@ -103,6 +110,22 @@ struct iamregion *iamregion_new(struct upstream *upstream, struct credentials *c
     return r;
 }
 
+int iamregion_share(struct iamregion *r, struct redis_link *link, const char *prefix)
+{
+    char *copy = strdup(prefix ? prefix : "");
+    if (!copy)
+        return -1;
+    free(r->prefix);
+    r->prefix = copy;
+    r->link = link;
+    return 0;
+}
+
+void iamregion_set_metrics(struct iamregion *r, struct metrics *m)
+{
+    r->metrics = m;
+}
+
 static void entry_free(struct entry *e)
 {
     struct iamregion *r = e->owner;
@@ -112,6 +135,8 @@ static void entry_free(struct entry *e)
         r->stats.waiting--;
         free(w);
     }
+    if (e->shared_get)
+        iamregion_redis_cancel(e->shared_get);
     if (e->cred_wait)
         credentials_cancel(e->cred_wait);
     if (e->call)
@@ -129,6 +154,7 @@ void iamregion_free(struct iamregion *r)
     while ((e = TAILQ_FIRST(&r->entries)) != NULL)
         entry_free(e);
     iamregion_conf_free(&r->conf);
+    free(r->prefix);
     free(r);
 }
 
@@ -171,8 +197,9 @@ static enum iamregion_status status_of(const struct entry *e)
 }
 
 /* The call for `e` is over: `found` a region, or `status` UNKNOWN or
- * FAILED. Sets the entry's state, then answers its waiters. */
-static void finish(struct entry *e, enum iamregion_status status, const char *found)
+ * FAILED; held `ttl_ms` (read from Redis), or < 0 for the configured time.
+ * Sets the entry's state, then answers its waiters. */
+static void finish(struct entry *e, enum iamregion_status status, const char *found, int64_t ttl_ms)
 {
     struct iamregion *r = e->owner;
     int64_t now = clock_mono_us();
@@ -182,12 +209,12 @@ static void finish(struct entry *e, enum iamregion_status status, const char *fo
             log_info("IAM: project %s is in region %s", e->project, found);
         snprintf(e->region, sizeof(e->region), "%s", found);
         e->state = ENTRY_KNOWN;
-        e->until_us = now + r->conf.refresh_ms * 1000;
+        e->until_us = now + (ttl_ms >= 0 ? ttl_ms : r->conf.refresh_ms) * 1000;
     } else if (status == IAMREGION_UNKNOWN) {
         log_info("IAM: project %s is not known", e->project);
         e->region[0] = '\0';
         e->state = ENTRY_UNKNOWN;
-        e->until_us = now + r->conf.unknown_ttl_ms * 1000;
+        e->until_us = now + (ttl_ms >= 0 ? ttl_ms : r->conf.unknown_ttl_ms) * 1000;
     } else {
         r->stats.failures++;
         /* A region held is kept through a failed refresh, asked again later. */
@@ -205,6 +232,21 @@ static void finish(struct entry *e, enum iamregion_status status, const char *fo
         free(w);
         cb(answer, answer == IAMREGION_FOUND ? e->region : NULL, arg);
     }
+}
+
+/* IAM answered (or could not be asked): counted, shared through Redis
+ * (a region or an unknown project, never a failure), then finished. */
+static void iam_answered(struct entry *e, enum iamregion_status status, const char *found)
+{
+    struct iamregion *r = e->owner;
+    metrics_count_iam_region(r->metrics, status == IAMREGION_FOUND     ? METRICS_IAM_REGION_KNOWN
+                                         : status == IAMREGION_UNKNOWN ? METRICS_IAM_REGION_UNKNOWN
+                                                                       : METRICS_IAM_REGION_FAILED);
+    if (status == IAMREGION_FOUND)
+        iamregion_redis_put(r->link, r->prefix, e->project, found, r->conf.refresh_ms);
+    else if (status == IAMREGION_UNKNOWN)
+        iamregion_redis_put(r->link, r->prefix, e->project, NULL, r->conf.unknown_ttl_ms);
+    finish(e, status, found, -1);
 }
 
 /* The region of IAM's answer `body`, about `project`, into `out`. Returns 0
@@ -235,9 +277,9 @@ static void on_iam_done(const struct upstream_response *resp, void *arg)
     char region[REGIONS_NAME_MAX];
     e->call = NULL;
     if (resp->fault == FAULT_NONE && resp->status == 200 && region_of(resp->body, resp->len, e->project, region) == 0) {
-        finish(e, IAMREGION_FOUND, region);
+        iam_answered(e, IAMREGION_FOUND, region);
     } else if (resp->fault == FAULT_NONE && resp->status == 404) {
-        finish(e, IAMREGION_UNKNOWN, NULL);
+        iam_answered(e, IAMREGION_UNKNOWN, NULL);
     } else {
         char why[160];
         if (resp->fault != FAULT_NONE)
@@ -245,7 +287,7 @@ static void on_iam_done(const struct upstream_response *resp, void *arg)
         else
             snprintf(why, sizeof(why), resp->status == 200 ? "no region in its answer" : "status %d", resp->status);
         log_warn("IAM: GET /v3/projects/%s failed: %s", e->project, why);
-        finish(e, IAMREGION_FAILED, NULL);
+        iam_answered(e, IAMREGION_FAILED, NULL);
     }
 }
 
@@ -256,7 +298,7 @@ static void on_credentials(const struct credentials_result *res, void *arg)
     e->cred_wait = NULL;
     if (res->status != CREDENTIALS_OK) {
         log_warn("IAM: no credentials to ask for project %s: %s", e->project, res->reason ? res->reason : "?");
-        finish(e, IAMREGION_FAILED, NULL);
+        iam_answered(e, IAMREGION_FAILED, NULL);
         return;
     }
     char url[600];
@@ -273,20 +315,54 @@ static void on_credentials(const struct credentials_result *res, void *arg)
         .nauth_headers = res->nheaders,
     };
     r->stats.calls++;
+    metrics_count_iam_region(r->metrics, METRICS_IAM_REGION_CALLS);
     if (!(e->call = upstream_fetch(r->u, &req, on_iam_done, e)))
-        finish(e, IAMREGION_FAILED, NULL);
+        iam_answered(e, IAMREGION_FAILED, NULL);
 }
 
-/* Ask IAM about `e` (no call out). May finish before it returns. */
-static void start_call(struct entry *e)
+/* Ask IAM about `e` (`calling` set). May finish before it returns. */
+static void ask_iam(struct entry *e)
 {
     struct iamregion *r = e->owner;
     char url[600];
     snprintf(url, sizeof(url), "%s/v3/projects/%s", r->conf.iam_url, e->project);
-    e->calling = 1;
     struct credentials_wait *w = credentials_get(r->credentials, e->project, "GET", url, on_credentials, e);
     if (w)
         e->cred_wait = w;
+}
+
+/* What the map in Redis holds of `e`'s project (iamregion_redis.h). */
+static void on_shared(enum iamregion_redis_answer answer, const char *region, int64_t ttl_ms, void *arg)
+{
+    struct entry *e = arg;
+    struct iamregion *r = e->owner;
+    e->shared_get = NULL;
+    switch (answer) {
+    case IAMREGION_REDIS_KNOWN:
+        metrics_count_iam_region(r->metrics, METRICS_IAM_REGION_FROM_REDIS);
+        finish(e, IAMREGION_FOUND, region, ttl_ms);
+        break;
+    case IAMREGION_REDIS_NOTKNOWN:
+        metrics_count_iam_region(r->metrics, METRICS_IAM_REGION_FROM_REDIS);
+        finish(e, IAMREGION_UNKNOWN, NULL, ttl_ms);
+        break;
+    case IAMREGION_REDIS_MISS: ask_iam(e); break;
+    case IAMREGION_REDIS_CLOSED: /* shutting down: nobody is answered (iamregion_free drops the waiters) */
+        e->calling = 0;
+        break;
+    }
+}
+
+/* Find `e`'s region (no call out): in Redis when the map is shared there,
+ * else (or when Redis holds nothing) from IAM. May finish before it
+ * returns. */
+static void start_call(struct entry *e)
+{
+    struct iamregion *r = e->owner;
+    e->calling = 1;
+    if (r->link && (e->shared_get = iamregion_redis_get(r->link, r->prefix, e->project, on_shared, e)) != NULL)
+        return;
+    ask_iam(e);
 }
 
 enum iamregion_status iamregion_lookup(struct iamregion *r, const char *project, char region[REGIONS_NAME_MAX],
@@ -303,11 +379,15 @@ enum iamregion_status iamregion_lookup(struct iamregion *r, const char *project,
         if (now >= e->until_us && !e->calling)
             start_call(e); /* in the background; a failure keeps the region */
         snprintf(region, REGIONS_NAME_MAX, "%s", e->region);
+        metrics_count_iam_region(r->metrics, METRICS_IAM_REGION_FROM_MEMORY);
         return IAMREGION_FOUND;
     }
     if (e && (e->state == ENTRY_UNKNOWN || e->state == ENTRY_FAILED)) {
-        if (now < e->until_us)
+        if (now < e->until_us) {
+            if (e->state == ENTRY_UNKNOWN)
+                metrics_count_iam_region(r->metrics, METRICS_IAM_REGION_FROM_MEMORY);
             return status_of(e);
+        }
         e->state = ENTRY_FETCHING;
     }
     if (!e && !(e = entry_new(r, project))) {

@@ -9,8 +9,14 @@
  *   404: IAM does not know the project.
  *
  * The rules:
- *   - The map is kept in this process's memory (not in Redis: each worker
- *     and each instance asks IAM once per project and refresh interval).
+ *   - The map is kept in this process's memory and, when the cache has a
+ *     Redis tier (iamregion_share), in Redis too (iamregion_redis.h): before
+ *     asking IAM, a process reads the project's key there, and after IAM
+ *     answers it stores the answer with the refresh interval (a region) or
+ *     the unknown TTL (an unknown project) as its PX. So one IAM call per
+ *     project and refresh interval serves every worker and every instance
+ *     on that Redis; what is read there is held for what is left of its
+ *     TTL. Redis unavailable, or silent past its budget: IAM is asked.
  *   - One IAM call per project at a time: every request asking while a call
  *     is out waits for it (a queue), never a storm.
  *   - A known region is asked again `refresh_ms` after it was learnt; the
@@ -43,6 +49,8 @@
 
 struct upstream;
 struct credentials;
+struct metrics;
+struct redis_link;
 struct iamregion;
 struct iamregion_wait;
 
@@ -69,6 +77,15 @@ struct iamregion *iamregion_new(struct upstream *upstream, struct credentials *c
 /* Frees everything: calls out are cancelled, and requests still waiting are
  * dropped without their callbacks (cancel them first). */
 void iamregion_free(struct iamregion *r);
+
+/* Share the map through `link` (cache_link(); NULL: memory only) under
+ * `prefix` (cache.key_prefix at start, copied; a reload does not change
+ * it). Call before the first lookup. Returns 0, or -1 out of memory. */
+int iamregion_share(struct iamregion *r, struct redis_link *link, const char *prefix);
+
+/* Count calls, answers and lookups served without IAM in `m`
+ * (metrics.h: jobgate_iam_region_*); NULL counts nothing. */
+void iamregion_set_metrics(struct iamregion *r, struct metrics *m);
 
 enum iamregion_status {
     IAMREGION_FOUND,   /* `region` holds it */

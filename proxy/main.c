@@ -517,6 +517,14 @@ static int run_daemon(int index, void *arg)
         log_error("regions.iam_url: %s", err);
         goto out;
     }
+    if (d.iamregion) {
+        /* The map is shared through the cache's Redis tier, if it has one. */
+        iamregion_set_metrics(d.iamregion, metrics);
+        if (iamregion_share(d.iamregion, cache_link(cache), cfg->gateway.key_prefix) < 0) {
+            log_error("out of memory");
+            goto out;
+        }
+    }
     if (cfg->audit.path && !(d.audit = audit_open(&cfg->audit, err, sizeof(err)))) {
         log_error("audit log: %s", err);
         goto out;

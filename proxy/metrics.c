@@ -56,6 +56,7 @@ struct metrics_region {
     struct histogram upstream_latency;
     counter_t events[EVENT__COUNT];
     counter_t folded[METRICS_FOLD__COUNT];
+    counter_t iam_region[METRICS_IAM_REGION__COUNT];
 };
 
 /* A process's handle: the region, and what this process last folded in. */
@@ -107,6 +108,12 @@ void metrics_count_event(struct metrics *m, enum metrics_event e)
 {
     if (e >= 0 && e < EVENT__COUNT)
         atomic_fetch_add_explicit(&m->r->events[e], 1, memory_order_relaxed);
+}
+
+void metrics_count_iam_region(struct metrics *m, enum metrics_iam_region what)
+{
+    if (m && what >= 0 && what < METRICS_IAM_REGION__COUNT)
+        atomic_fetch_add_explicit(&m->r->iam_region[what], 1, memory_order_relaxed);
 }
 
 struct metrics *metrics_new(void)
@@ -312,6 +319,26 @@ void metrics_render(struct metrics *m, const struct cache_health *cache, uint64_
                         "format, a bad MAC, another job, or a state that disagrees with its slot.\n"
                         "# TYPE jobgate_cache_rejected_total counter\njobgate_cache_rejected_total %" PRIu64 "\n",
                         metrics_fold(m, METRICS_FOLD_CACHE_REJECTED, cache->rejected));
+
+    const counter_t *iam = reg->iam_region;
+#define IAM(i) atomic_load_explicit(&iam[i], memory_order_relaxed)
+    evbuffer_add_printf(
+        out,
+        "# HELP jobgate_iam_region_calls_total IAM calls asking a project's region (GET /v3/projects/{id}).\n"
+        "# TYPE jobgate_iam_region_calls_total counter\njobgate_iam_region_calls_total %" PRIu64 "\n"
+        "# HELP jobgate_iam_region_answers_total What those calls gave: a region, an unknown project, or a failure.\n"
+        "# TYPE jobgate_iam_region_answers_total counter\n"
+        "jobgate_iam_region_answers_total{answer=\"known\"} %" PRIu64 "\n"
+        "jobgate_iam_region_answers_total{answer=\"unknown\"} %" PRIu64 "\n"
+        "jobgate_iam_region_answers_total{answer=\"failed\"} %" PRIu64 "\n"
+        "# HELP jobgate_iam_region_served_total Region lookups answered without calling IAM: from the process's "
+        "map, or from the map shared in Redis.\n"
+        "# TYPE jobgate_iam_region_served_total counter\n"
+        "jobgate_iam_region_served_total{from=\"memory\"} %" PRIu64 "\n"
+        "jobgate_iam_region_served_total{from=\"redis\"} %" PRIu64 "\n",
+        IAM(METRICS_IAM_REGION_CALLS), IAM(METRICS_IAM_REGION_KNOWN), IAM(METRICS_IAM_REGION_UNKNOWN),
+        IAM(METRICS_IAM_REGION_FAILED), IAM(METRICS_IAM_REGION_FROM_MEMORY), IAM(METRICS_IAM_REGION_FROM_REDIS));
+#undef IAM
 }
 
 void metrics_free(struct metrics *m)

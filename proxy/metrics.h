@@ -50,7 +50,25 @@ enum metrics_event {
 };
 const char *metrics_event_name(enum metrics_event e);
 
+/* Region lookups asked of IAM (iamregion.h), counted as
+ *   jobgate_iam_region_calls_total                       GET /v3/projects/{id} sent
+ *   jobgate_iam_region_answers_total{answer="known|unknown|failed"}  what those calls gave
+ *   jobgate_iam_region_served_total{from="memory|redis"}  lookups answered without IAM:
+ *       from the process's map at once, or from the map shared in Redis. */
+enum metrics_iam_region {
+    METRICS_IAM_REGION_CALLS,
+    METRICS_IAM_REGION_KNOWN,
+    METRICS_IAM_REGION_UNKNOWN,
+    METRICS_IAM_REGION_FAILED,
+    METRICS_IAM_REGION_FROM_MEMORY,
+    METRICS_IAM_REGION_FROM_REDIS,
+    METRICS_IAM_REGION__COUNT
+};
+
 struct metrics;
+
+/* Count one `what` (any process; NULL `m` counts nothing). */
+void metrics_count_iam_region(struct metrics *m, enum metrics_iam_region what);
 
 /* The instance's region and this process's handle to it; NULL when out of memory. */
 struct metrics *metrics_new(void);
