@@ -20,6 +20,11 @@ ecs. That name does not resolve here: the SDK's own proxy setting
 it to jobgate's loopback port, as a wildcard DNS name would. The request,
 its Host and its signature are the SDK's, for that name.
 
+The CCE SDK (tests/clients/sdk_cce.test.js) polls CCE jobs (status.phase)
+the same way, on a jobsim playing CCE: straight at it, then through jobgate
+with the shipped CCE rule (CCE's paths are jobgate's own: the endpoint is
+jobgate's root), the SDK signing with the same jobgate-issued AK/SK.
+
 Then the simulator's create call is checked without the SDK, on a second
 jobsim with no authentication: the paths, body checks and on=create faults
 the SDK test does not reach.
@@ -42,6 +47,7 @@ from harness import Jobgate, Redis, SRCDIR, Sim, TestFailure, check, eq, hex32, 
 
 CLIENTS = os.path.join(SRCDIR, "tests", "clients")
 NODE_TEST = "sdk_ecs.test.js"
+CCE_NODE_TEST = "sdk_cce.test.js"
 AK = "sdk-test-ak-" + hex32()[:8]
 SK = "sdk-test-sk-" + hex32()
 PROJECT = hex32()
@@ -53,7 +59,8 @@ OTHER_AK = "JGOTHER" + hex32()[:10].upper()
 OTHER_SK = "jg-other-sk-" + hex32()
 NODE_TIMEOUT_S = 300
 # The packages tests/clients/package.json pins, which must be installed as pinned.
-PINNED = ("@huaweicloud/huaweicloud-sdk-core", "@huaweicloud/huaweicloud-sdk-ecs", "uuid")
+PINNED = ("@huaweicloud/huaweicloud-sdk-core", "@huaweicloud/huaweicloud-sdk-ecs", "@huaweicloud/huaweicloud-sdk-cce",
+          "uuid")
 INSTALL_HINT = "run .ci/install-deps (it installs nodejs and npm and runs `npm ci` in tests/clients)"
 
 
@@ -83,9 +90,9 @@ def prerequisites():
     return None
 
 
-def start_sim():
-    """jobsim playing ECS, in aksk mode with AK/SK."""
-    sim = Sim(init_ms=300, running_ms=600, api="ecs").start()
+def start_sim(api="ecs"):
+    """jobsim playing `api` (ECS by default), in aksk mode with AK/SK."""
+    sim = Sim(init_ms=300, running_ms=600, api=api).start()
     conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
     try:
         conn.request("POST", "/_sim/auth", body=json.dumps({"mode": "aksk", "ak": AK, "sk": SK}))
@@ -109,11 +116,11 @@ def secret_file(folder, name, value):
     return path
 
 
-def start_gate(sim, redis):
-    """jobgate in front of `sim` with the shipped ECS rule, caching in
+def start_gate(sim, redis, rule="ecs.yaml"):
+    """jobgate in front of `sim` with the shipped ECS rule (or `rule`), caching in
     `redis`: client keys with two AK/SK clients (the SDK's, granted PROJECT;
     another, granted another project), its own AK/SK upstream, an audit log."""
-    gate = Jobgate(sim.url, redis=redis, rules=[os.path.join(SRCDIR, "lua-free-rules", "ecs.yaml")])
+    gate = Jobgate(sim.url, redis=redis, rules=[os.path.join(SRCDIR, "lua-free-rules", rule)])
     gate.upstream_auth = "    mode: aksk\n    ak: %s\n    sk_file: %s\n" % (AK, secret_file(gate.tmp, "upstream-sk", SK))
     keys = os.path.join(gate.tmp, "keys.yaml")
     with open(keys, "w") as f:
@@ -133,20 +140,21 @@ def start_gate(sim, redis):
     return gate.start()
 
 
-def run_node(sim, gate=None, by_host=False):
-    """Run the node test against `sim`, or through `gate` in front of it
-    (`by_host`: at http://ecs.eu-west-0.jobgate.example, reached through
-    the SDK's proxy setting); returns (exit code, [(ok, name, directive,
-    reason, detail lines)], output)."""
+def run_node(sim, gate=None, by_host=False, node_test=NODE_TEST, gate_prefix="/ecs"):
+    """Run the node test `node_test` against `sim`, or through `gate` in
+    front of it at `gate_prefix` (`by_host`: at
+    http://ecs.eu-west-0.jobgate.example, reached through the SDK's proxy
+    setting); returns (exit code, [(ok, name, directive, reason, detail
+    lines)], output)."""
     env = {k: v for k, v in os.environ.items() if k not in NODE_VARIABLES}  # whatever the caller's shell says
     env.update(JG_ENDPOINT=sim.url, JG_AK=AK, JG_SK=SK, JG_PROJECT_ID=PROJECT)
     if gate is not None:
-        env.update(JG_ENDPOINT="http://127.0.0.1:%d/ecs" % gate.port, JG_SIM_URL=sim.url, JG_GATEWAY="1",
+        env.update(JG_ENDPOINT="http://127.0.0.1:%d%s" % (gate.port, gate_prefix), JG_SIM_URL=sim.url, JG_GATEWAY="1",
                    JG_AK=GATE_AK, JG_SK=GATE_SK, JG_EXPECT_BAD_SIGNATURE_CODE="JG.SIGNATURE_MISMATCH",
                    JG_SIM_AK=AK, JG_SIM_SK=SK, JG_OTHER_AK=OTHER_AK, JG_OTHER_SK=OTHER_SK)
     if by_host:
         env.update(JG_ENDPOINT="http://ecs.eu-west-0.jobgate.example", JG_CONNECT_TO="127.0.0.1:%d" % gate.port)
-    out = subprocess.run([node_binary(), "--test", "--test-reporter=tap", NODE_TEST], cwd=CLIENTS, env=env,
+    out = subprocess.run([node_binary(), "--test", "--test-reporter=tap", node_test], cwd=CLIENTS, env=env,
                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     results = []
     for line in out.stdout.splitlines():
@@ -160,7 +168,8 @@ def run_node(sim, gate=None, by_host=False):
 
 # The only skips accepted, by run: a test for the other kind of endpoint.
 ACCEPTED_SKIPS = {"sdk": ("jobgate only",), "sdk via jobgate": ("direct to jobsim only",),
-                  "sdk via jobgate by host": ("direct to jobsim only",)}
+                  "sdk via jobgate by host": ("direct to jobsim only",), "cce sdk": ("jobgate only",),
+                  "cce sdk via jobgate": ("direct to jobsim only",)}
 
 
 def node_point(run_name, ok, name, directive, reason, detail):
@@ -260,8 +269,8 @@ def sim_create_faults(env):
 def main():
     env = {}
     problem = prerequisites()
-    results, gate_results, host_results = [], [], []
-    node_failure = gate_failure = host_failure = None
+    results, gate_results, host_results, cce_results, cce_gate_results = [], [], [], [], []
+    node_failure = gate_failure = host_failure = cce_failure = cce_gate_failure = None
     if problem is None:
         try:
             env["sim"] = start_sim()
@@ -282,6 +291,18 @@ def main():
                                                                                   by_host=True)
         except Exception:
             host_failure = traceback.format_exc()
+        try:
+            env["cce_sim"] = start_sim("cce")
+            env["cce_node_rc"], cce_results, env["cce_node_output"] = run_node(env["cce_sim"], node_test=CCE_NODE_TEST)
+        except Exception:
+            cce_failure = traceback.format_exc()
+        try:
+            env["cce_gate_sim"] = start_sim("cce")
+            env["cce_gate"] = start_gate(env["cce_gate_sim"], env["redis"], rule="cce.yaml")
+            env["cce_gate_node_rc"], cce_gate_results, env["cce_gate_node_output"] = run_node(
+                env["cce_gate_sim"], env["cce_gate"], node_test=CCE_NODE_TEST, gate_prefix="")
+        except Exception:
+            cce_gate_failure = traceback.format_exc()
 
     def node_and_sdk_installed(env):
         """node 18+ and the pinned SDKs in tests/clients/node_modules"""
@@ -294,6 +315,10 @@ def main():
         harness.test(node_point("sdk via jobgate", ok, name, directive, reason, detail))
     for ok, name, directive, reason, detail in host_results:
         harness.test(node_point("sdk via jobgate by host", ok, name, directive, reason, detail))
+    for ok, name, directive, reason, detail in cce_results:
+        harness.test(node_point("cce sdk", ok, name, directive, reason, detail))
+    for ok, name, directive, reason, detail in cce_gate_results:
+        harness.test(node_point("cce sdk via jobgate", ok, name, directive, reason, detail))
 
     def node_run_complete(env):
         """the node runner ran every test of sdk_ecs.test.js and passed them"""
@@ -368,6 +393,24 @@ def main():
     harness.test(gateway_verified_and_resigned)
     harness.test(host_run_complete)
     harness.test(no_client_secret_anywhere)
+
+    def cce_run_complete(env):
+        """the CCE SDK: the node runner ran every test of sdk_cce.test.js, straight at jobsim and through jobgate"""
+        check(problem is None, "not run: " + str(problem))
+        for failure, results_, rc, output, what in (
+                (cce_failure, cce_results, "cce_node_rc", "cce_node_output", "direct"),
+                (cce_gate_failure, cce_gate_results, "cce_gate_node_rc", "cce_gate_node_output", "through jobgate")):
+            check(failure is None, "could not run the CCE node test %s:\n%s" % (what, failure))
+            check(len(results_) >= 5, "%s: the node runner reported %d tests; output:\n%s"
+                  % (what, len(results_), env[output]))
+            eq(env[rc], 0, "%s: node --test exit code; output tail:\n%s" % (what, env[output][-3000:]))
+        auth = env["cce_gate_sim"]._control("GET", "/_sim/auth")
+        check(auth["sig_ok"] >= 3, "jobgate's upstream signatures verified by the CCE simulator: %r" % auth)
+        eq(auth["sig_bad"], 0, "upstream signatures the CCE simulator refused")
+        with open(env["cce_gate"].audit_path, errors="replace") as f:
+            check('"/api/v3/projects/%s/jobs/' % PROJECT in f.read(), "the audit log has CCE's job path")
+
+    harness.test(cce_run_complete)
     for fn in (sim_create_call, sim_create_faults):
         harness.test(fn)
 
