@@ -24,18 +24,13 @@
  */
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const crypto = require('node:crypto');
 const core = require('@huaweicloud/huaweicloud-sdk-core');
 const cce = require('@huaweicloud/huaweicloud-sdk-cce');
 
-const ENDPOINT = process.env.JG_ENDPOINT;
-const SIM_URL = process.env.JG_SIM_URL || ENDPOINT;
-const PROJECT = process.env.JG_PROJECT_ID || '0101010101010101010101010101010101'.slice(0, 32);
-const AK = process.env.JG_AK;
-const SK = process.env.JG_SK;
-const GATEWAY = process.env.JG_GATEWAY === '1';
-const BAD_SIGNATURE_CODE = process.env.JG_EXPECT_BAD_SIGNATURE_CODE || 'APIGW.0301';
+const { env, sim, sdkError } = require('./common');
+
+const { ENDPOINT, PROJECT, AK, SK, GATEWAY, BAD_SIGNATURE_CODE } = env;
 const POLL_MS = 100;
 const POLL_DEADLINE_MS = 30000;
 
@@ -48,25 +43,6 @@ function cceClient(sk = SK, ak = AK) {
     return cce.CceClient.newBuilder().withCredential(credentials).withEndpoint(ENDPOINT).build();
 }
 
-/* One request to jobsim's control API; resolves to its parsed JSON body. */
-function sim(method, path) {
-    return new Promise((resolve, reject) => {
-        const req = http.request(new URL(path, SIM_URL), { method }, (res) => {
-            const chunks = [];
-            res.on('data', (c) => chunks.push(c));
-            res.on('end', () => {
-                const text = Buffer.concat(chunks).toString('utf8');
-                if (res.statusCode !== 200)
-                    reject(new Error(`jobsim ${method} ${path}: ${res.statusCode} ${text}`));
-                else
-                    resolve(text ? JSON.parse(text) : null);
-            });
-        });
-        req.on('error', reject);
-        req.end();
-    });
-}
-
 const upstreamCalls = async (job) => (await sim('GET', '/_sim/stats')).jobs[job] || 0;
 
 /* A CCE job (a UUID, as CCE's ids are) with its timeline, defined at jobsim. */
@@ -74,18 +50,6 @@ async function newJob(final = 'Success') {
     const job = crypto.randomUUID();
     await sim('POST', `/_sim/jobs/${job}?init_ms=300&running_ms=600&final=${final}`);
     return job;
-}
-
-/* The exception the SDK throws for "promise"; fails if it resolves. */
-async function sdkError(promise) {
-    try {
-        const answer = await promise;
-        assert.fail(`expected an error, got ${JSON.stringify(answer)}`);
-    } catch (e) {
-        if (e instanceof assert.AssertionError)
-            throw e;
-        return e;
-    }
 }
 
 /* Polls showJob until status.phase is `until`; the phases seen, the last answer, the polls made. */

@@ -36,13 +36,9 @@ const net = require('node:net');
 const core = require('@huaweicloud/huaweicloud-sdk-core');
 const ecs = require('@huaweicloud/huaweicloud-sdk-ecs');
 
-const ENDPOINT = process.env.JG_ENDPOINT;
-const SIM_URL = process.env.JG_SIM_URL || ENDPOINT;
-const PROJECT = process.env.JG_PROJECT_ID || '0101010101010101010101010101010101'.slice(0, 32);
-const AK = process.env.JG_AK;
-const SK = process.env.JG_SK;
-const GATEWAY = process.env.JG_GATEWAY === '1';
-const BAD_SIGNATURE_CODE = process.env.JG_EXPECT_BAD_SIGNATURE_CODE || 'APIGW.0301';
+const { env, raw, sim, sdkError } = require('./common');
+
+const { ENDPOINT, SIM_URL, PROJECT, AK, SK, GATEWAY, BAD_SIGNATURE_CODE } = env;
 const SKIP_CREATE = process.env.JG_SKIP_CREATE === '1';
 const CREATE_SKIP = SKIP_CREATE && 'JG_SKIP_CREATE: the endpoint has no forward routes yet (issue 12 item 3)';
 const OTHER_AK = process.env.JG_OTHER_AK;
@@ -105,36 +101,6 @@ function createServersRequest(name, count) {
     return new ecs.CreateServersRequest().withBody(new ecs.CreateServersRequestBody().withServer(server));
 }
 
-/* One request to jobsim's control API; resolves to {status, headers, body (parsed JSON when it is)}. */
-function raw(method, url, headers = {}, body) {
-    return new Promise((resolve, reject) => {
-        const req = http.request(url, { method, headers }, (res) => {
-            const chunks = [];
-            res.on('data', (c) => chunks.push(c));
-            res.on('end', () => {
-                const text = Buffer.concat(chunks).toString('utf8');
-                let parsed = text;
-                try {
-                    parsed = text ? JSON.parse(text) : null;
-                } catch (e) {
-                    /* not JSON: keep the text */
-                }
-                resolve({ status: res.statusCode, headers: res.headers, body: parsed });
-            });
-        });
-        req.on('error', reject);
-        if (body !== undefined)
-            req.write(body);
-        req.end();
-    });
-}
-
-async function sim(method, path) {
-    const answer = await raw(method, new URL(path, SIM_URL));
-    assert.equal(answer.status, 200, `jobsim ${method} ${path}: ${JSON.stringify(answer.body)}`);
-    return answer.body;
-}
-
 const stats = () => sim('GET', '/_sim/stats');
 
 /*
@@ -144,18 +110,6 @@ const stats = () => sim('GET', '/_sim/stats');
  */
 const afterThrottle = () => (GATEWAY ? new Promise((r) => setTimeout(r, 1300)) : Promise.resolve());
 const postsOf = (s) => s.posts[PROJECT] || 0;
-
-/* The exception the SDK throws for "promise"; fails if it resolves. */
-async function sdkError(promise) {
-    try {
-        const answer = await promise;
-        assert.fail(`expected an error, got ${JSON.stringify(answer)}`);
-    } catch (e) {
-        if (e instanceof assert.AssertionError)
-            throw e;
-        return e;
-    }
-}
 
 const SIGNED_BY_SDK = 'content-type;host;x-project-id;x-sdk-date';
 
