@@ -143,7 +143,7 @@ static void on_redis_result(enum cache_status status, struct body *b, enum cache
 
 /* cache_get and cache_get_lease: `lookup_cb` set for the latter. */
 static void lookup(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
-                   cache_get_cb get_cb, cache_lookup_cb lookup_cb, void *arg)
+                   struct cache_fold *fold, cache_get_cb get_cb, cache_lookup_cb lookup_cb, void *arg)
 {
     int stale;
     struct body *b = cache_mem_get(c->mem, key, &stale);
@@ -162,20 +162,20 @@ static void lookup(struct cache *c, const char *key, const struct cache_expect *
     p->lookup_cb = lookup_cb;
     p->arg = arg;
     if (lookup_cb && lease_ms > 0)
-        cache_redis_get_lease(c->redis, key, expect, lease_ms, on_redis_result, p);
+        cache_redis_get_lease(c->redis, key, expect, lease_ms, fold, on_redis_result, p);
     else
         cache_redis_get(c->redis, key, expect, on_redis_result, p);
 }
 
 void cache_get(struct cache *c, const char *key, const struct cache_expect *expect, cache_get_cb cb, void *arg)
 {
-    lookup(c, key, expect, 0, cb, NULL, arg);
+    lookup(c, key, expect, 0, NULL, cb, NULL, arg);
 }
 
 void cache_get_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
-                     cache_lookup_cb cb, void *arg)
+                     struct cache_fold *fold, cache_lookup_cb cb, void *arg)
 {
-    lookup(c, key, expect, lease_ms, NULL, cb, arg);
+    lookup(c, key, expect, lease_ms, fold, NULL, cb, arg);
 }
 
 void cache_grant_get(struct cache *c, const char *key, cache_grant_cb cb, void *arg)

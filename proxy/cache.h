@@ -67,9 +67,12 @@ void cache_get(struct cache *c, const char *key, const struct cache_expect *expe
  * ACQUIRED, HELD or UNAVAILABLE as cache_lease says them; NONE for a HIT,
  * or where the lookup could not take it (twemproxy): cache_lease then, if
  * upstream must be called. Without Redis: UNAVAILABLE. An ACQUIRED lease is
- * the caller's to end with cache_put or cache_lease_release. */
+ * the caller's to end with cache_put or cache_lease_release. `fold` (may
+ * be NULL; cache_types.h) is an admission the lookup's script runs when it
+ * takes the lease, so that the miss's upstream call needs no round trip of
+ * its own; it is filled in before `cb` where it ran. */
 void cache_get_lease(struct cache *c, const char *key, const struct cache_expect *expect, int64_t lease_ms,
-                     cache_lookup_cb cb, void *arg);
+                     struct cache_fold *fold, cache_lookup_cb cb, void *arg);
 
 /* Store `b` (the cache takes what references it needs) in every tier, and
  * set b->expires_at_ms (end of its fresh life) and b->stale_until_ms. ttl_ms

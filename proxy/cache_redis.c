@@ -229,13 +229,13 @@ void cache_redis_get(struct cache_redis *cr, const char *key, const struct cache
 }
 
 void cache_redis_get_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect, int64_t lease_ms,
-                           cache_lookup_cb cb, void *arg)
+                           struct cache_fold *fold, cache_lookup_cb cb, void *arg)
 {
     if (!redis_lease_scripted(&r->leases)) {
         cache_redis_get(r, key, expect, cb, arg); /* the lease, if needed, is a pipeline of its own */
         return;
     }
-    if (!redis_lease_acquire(&r->leases, key, expect, lease_ms, 1, cb, arg))
+    if (!redis_lease_acquire(&r->leases, key, expect, lease_ms, 1, fold, cb, arg))
         cb(CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE, arg);
 }
 
@@ -307,7 +307,7 @@ void cache_redis_settle(struct cache_redis *r, const char *key, int stored)
 struct redis_op *cache_redis_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect,
                                    int64_t lease_ms, cache_lookup_cb cb, void *arg)
 {
-    return redis_lease_acquire(&r->leases, key, expect, lease_ms, 0, cb, arg);
+    return redis_lease_acquire(&r->leases, key, expect, lease_ms, 0, NULL, cb, arg);
 }
 
 struct redis_op *cache_redis_wait(struct cache_redis *r, const char *key, const struct cache_expect *expect,

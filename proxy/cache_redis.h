@@ -13,7 +13,8 @@
  * still-changing answer can never hide a terminal one; every entry read is
  * checked (cache_entry.h) before it is served. A lookup that also asks for
  * the lease (cache_redis_get_lease) is one script where Redis runs them
- * (redis_lease.h): a miss then costs one round trip. It carries its own
+ * (redis_lease.h): a miss then costs one round trip, its upstream call's
+ * admission included where one is folded in (cache_fold). It carries its own
  * timer (the budget) and answers CACHE_UNAVAILABLE when it fires, the late
  * reply being dropped (hiredis 0.14 has no async timeouts); it stays
  * allocated until hiredis has called back for it. An error reply is never a
@@ -46,7 +47,7 @@ void cache_redis_get(struct cache_redis *r, const char *key, const struct cache_
  * unless a fresh answer is there, where Redis runs scripts; elsewhere a
  * plain lookup (lease CACHE_LEASE_NONE). Contracts: cache_get_lease. */
 void cache_redis_get_lease(struct cache_redis *r, const char *key, const struct cache_expect *expect, int64_t lease_ms,
-                           cache_lookup_cb cb, void *arg);
+                           struct cache_fold *fold, cache_lookup_cb cb, void *arg);
 
 /* SET the entry for px_ms (< 0: no expiry), then, once Redis has answered
  * (or at once when it cannot be sent), cache_redis_settle the key: the lease

@@ -93,6 +93,32 @@ typedef void (*cache_lease_cb)(enum cache_lease_status status, void *arg);
  * cache_get_cb, and the lease's, as cache_lease_cb (or CACHE_LEASE_NONE). */
 typedef void (*cache_lookup_cb)(enum cache_status status, struct body *b, enum cache_lease_status lease, void *arg);
 
+/*
+ * An admission run by the lookup's own script, in the same atomic step, when
+ * it takes the key's lease (cache_get_lease), so that a miss makes one round
+ * trip. Made only when the lookup goes to Redis with it (a hit in process
+ * costs nothing): `make` (the caller's, with its `ctx`) fills in `lua`, a
+ * Lua chunk defining `local function admit(KEYS, ARGV)` that returns four
+ * integers, and its keys and arguments, and returns 0 (-1: no fold); once
+ * the script is sent, `release` frees them (`owner` is the maker's).
+ * `answered` and `reply` are written just before the lookup's callback,
+ * and only when the script took the lease and ran it. Not folded where the
+ * lookup is not one script on the server the keys live on (twemproxy, a
+ * Redis refusing scripts, a Redis Cluster: `answered` stays 0).
+ */
+struct cache_fold {
+    int (*make)(struct cache_fold *fold);
+    void (*release)(struct cache_fold *fold);
+    void *ctx;
+    const char *lua;
+    int nkeys, nargs;
+    char *const *keys;
+    char *const *args;
+    void *owner;
+    int answered;
+    long long reply[4];
+};
+
 struct cache_health {
     const char *backend; /* "redis" or "memory" */
     const char *state;   /* "up", "connecting", "down" */

@@ -264,17 +264,26 @@ static struct callpolicy_verdict admit_here(struct callpolicy *cp, struct callpo
     return settle(cp, CALLPOLICY_STORE_PROCESS, gv, queued_until_ms);
 }
 
-static void on_fleet_verdict(int answered, const struct guard_verdict *gv, void *arg)
+/* The fleet's verdict `gv` on a call to `up`, from Redis. */
+static struct callpolicy_verdict fleet_settle(struct callpolicy *cp, struct callpolicy_upstream *up,
+                                              const struct guard_verdict *gv, int failing, int64_t *queued_until_ms)
+{
+    if (cp->in_fallback)
+        log_info("guard: Redis answers again: the fleet shares one rate limit");
+    cp->in_fallback = 0;
+    learn(up, gv);
+    struct callpolicy_verdict v = settle(cp, CALLPOLICY_STORE_REDIS, *gv, queued_until_ms);
+    v.fleet_failing = failing;
+    return v;
+}
+
+static void on_fleet_verdict(int answered, const struct guard_verdict *gv, int failing, void *arg)
 {
     struct callpolicy_pending *p = arg;
     struct callpolicy *cp = p->cp;
     struct callpolicy_verdict v;
     if (answered) {
-        if (cp->in_fallback)
-            log_info("guard: Redis answers again: the fleet shares one rate limit");
-        cp->in_fallback = 0;
-        learn(p->up, gv);
-        v = settle(cp, CALLPOLICY_STORE_REDIS, *gv, p->queued_until_ms);
+        v = fleet_settle(cp, p->up, gv, failing, p->queued_until_ms);
     } else {
         v = admit_here(cp, p->up, p->project[0] ? p->project : NULL, p->queued_until_ms);
     }
@@ -307,6 +316,51 @@ struct callpolicy_pending *callpolicy_admit(struct callpolicy *cp, struct callpo
     struct callpolicy_verdict v = admit_here(cp, up, project, queued_until_ms);
     cb(&v, arg);
     return NULL;
+}
+
+int callpolicy_fold(struct callpolicy *cp, const char *base_url, const char *project, struct cache_fold *out)
+{
+    if (!cp->fleet || (project && strlen(project) > GUARD_PROJECT_ID_MAX))
+        return 0;
+    struct callpolicy_upstream *up = callpolicy_upstream(cp, base_url);
+    struct guardredis_fold *gf = up ? malloc(sizeof(*gf)) : NULL;
+    int made = gf && guardredis_fold(cp->fleet, up->base_url, project, &up->conf, gf) == 0;
+    if (up)
+        callpolicy_upstream_unref(up);
+    if (!made) {
+        free(gf);
+        return 0;
+    }
+    out->lua = GUARDREDIS_ADMIT_LUA;
+    out->nkeys = gf->nkeys;
+    out->nargs = gf->nargs;
+    out->keys = gf->keys;
+    out->args = gf->args;
+    out->owner = gf;
+    return 1;
+}
+
+void callpolicy_fold_done(struct cache_fold *fold)
+{
+    struct guardredis_fold *gf = fold->owner;
+    if (gf) {
+        guardredis_fold_clear(gf);
+        free(gf);
+    }
+    fold->owner = NULL;
+    fold->keys = fold->args = NULL;
+    fold->nkeys = fold->nargs = 0;
+}
+
+int callpolicy_folded(struct callpolicy *cp, struct callpolicy_upstream *up, const struct cache_fold *fold,
+                      int64_t *queued_until_ms, struct callpolicy_verdict *out)
+{
+    struct guard_verdict gv;
+    int failing;
+    if (!cp->fleet || !fold->answered || !guardredis_fold_verdict(cp->fleet, fold->reply, &gv, &failing))
+        return 0;
+    *out = fleet_settle(cp, up, &gv, failing, queued_until_ms);
+    return 1;
 }
 
 void callpolicy_cancel(struct callpolicy_pending *p)
@@ -382,7 +436,11 @@ static void report(struct callpolicy_upstream *up, const struct callpolicy_verdi
     if (v->store == CALLPOLICY_STORE_REDIS && probe && o == GUARD_SUCCESS)
         up->fleet_circuit_open = 0;
     switch (v->store) {
-    case CALLPOLICY_STORE_REDIS: guardredis_report(cp->fleet, up->base_url, &up->conf, 0, o, probe); break;
+    case CALLPOLICY_STORE_REDIS:
+        /* A success resets the fleet's count of failures: none to reset, no report. */
+        if (o != GUARD_SUCCESS || probe || v->fleet_failing)
+            guardredis_report(cp->fleet, up->base_url, &up->conf, 0, o, probe);
+        break;
     case CALLPOLICY_STORE_SHM:
         if (retry_after_s >= 0)
             guardshm_throttled(cp->shm, up->shm_slot, &up->conf, now, retry_after_s, probe);

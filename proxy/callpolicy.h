@@ -61,6 +61,7 @@ struct callpolicy;
 struct cache_conf;
 struct event_base;
 struct guardshm;
+struct cache_fold;
 
 /* One upstream (by base URL) and its guard. */
 struct callpolicy_upstream;
@@ -113,6 +114,7 @@ struct callpolicy_verdict {
     enum callpolicy_store store;
     int64_t wait_ms;         /* CALLPOLICY_QUEUE: when to ask again */
     struct guard_verdict gv; /* the guard's own (gv.probe: the call is the probe) */
+    int fleet_failing;       /* STORE_REDIS: the fleet counts failures (a success is reported only then) */
 };
 
 /* Called exactly once per callpolicy_admit not cancelled, on the event
@@ -128,6 +130,28 @@ struct callpolicy_pending;
  * for callpolicy_cancel, valid until `cb` runs. */
 struct callpolicy_pending *callpolicy_admit(struct callpolicy *cp, struct callpolicy_upstream *up, const char *project,
                                             int64_t *queued_until_ms, callpolicy_admit_cb cb, void *arg);
+
+/*
+ * The admission folded into the cache's lookup, so that a miss makes one
+ * round trip to Redis before its upstream call (guardredis.h: folded):
+ * callpolicy_fold fills in `out`'s Lua, keys and arguments (a cache_fold's
+ * `make` calls it) with an admission of a call for `project` (NULL: none)
+ * to the upstream at `base_url`, for the lookup to run if it takes the
+ * key's lease, and returns 1; 0 when there is none to fold (the fleet's
+ * store is not Redis, Redis is not up, out of memory). callpolicy_fold_done
+ * (its `release`) frees what it made. A fold that was not answered, or
+ * whose lease went unused, took at most a rate-limit token (never the
+ * probe), and nothing is reported for it.
+ *
+ * callpolicy_folded reads an answered fold's reply into `out`, a verdict as
+ * callpolicy_admit's callback gets it, with the same contract (on GO, report
+ * the call's end exactly once); 0 when it is no verdict (not answered, or a
+ * half-open circuit: ask callpolicy_admit).
+ */
+int callpolicy_fold(struct callpolicy *cp, const char *base_url, const char *project, struct cache_fold *out);
+void callpolicy_fold_done(struct cache_fold *fold);
+int callpolicy_folded(struct callpolicy *cp, struct callpolicy_upstream *up, const struct cache_fold *fold,
+                      int64_t *queued_until_ms, struct callpolicy_verdict *out);
 
 /* Forget a pending admission: its callback is not called. */
 void callpolicy_cancel(struct callpolicy_pending *p);

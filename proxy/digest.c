@@ -1,5 +1,6 @@
 #include <limits.h>
 #include <pthread.h>
+#include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -42,6 +43,17 @@ int digest_sha256_hex(const void *data, size_t len, char out[DIGEST_SHA256_HEX_S
     }
     encoding_hex(md, sizeof(md), out);
     OPENSSL_cleanse(md, sizeof(md));
+    return 0;
+}
+
+int digest_script_sha(const char *text, char out[DIGEST_SCRIPT_SHA_SIZE])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    out[0] = '\0';
+    if (EVP_Digest(text, strlen(text), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
+        return -1;
+    encoding_hex(md, len, out);
     return 0;
 }
 

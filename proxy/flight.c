@@ -44,6 +44,7 @@ struct flight {
     struct credentials_wait *cred_wait;       /* CREDENTIALS */
     struct event *admit_timer;                /* ADMISSION_QUEUE (kept once made) */
     struct upstream_call *call;               /* CALLING */
+    struct cache_fold folded;                 /* answered: its first waiter's lookup admitted its call (cache_fold) */
     struct callpolicy_verdict admitted; /* the verdict that let the call go (its store, whether it is the probe) */
     int holds_admission;                /* admitted, its end not reported yet: report it exactly once */
     int lease_held;                     /* this process holds the key's lease: store or release it */
@@ -458,6 +459,15 @@ static void flight_call(struct flight *f)
     assert(f->state == FLIGHT_NEW || f->state == FLIGHT_LEASE || f->state == FLIGHT_WAIT_HOLDER ||
            f->state == FLIGHT_ADMISSION_QUEUE || f->state == FLIGHT_CALLING);
     f->state = FLIGHT_ADMITTING;
+    struct callpolicy_verdict folded;
+    if (f->folded.answered) { /* the lookup that took the lease admitted the call too: used once */
+        int decided = callpolicy_folded(f->gw->policy, f->up, &f->folded, &f->queued_until_ms, &folded);
+        f->folded.answered = 0;
+        if (decided) {
+            on_admitted(&folded, f);
+            return;
+        }
+    }
     struct callpolicy_pending *p =
         callpolicy_admit(f->gw->policy, f->up, f->project[0] ? f->project : NULL, &f->queued_until_ms, on_admitted, f);
     if (p) /* else it has called back already, and f may be gone */
@@ -562,6 +572,36 @@ static void flight_key_of(const struct job_request *jr, char *out, size_t outlen
     snprintf(out, outlen, "%s%s%s", jr->key, jr->token_hash[0] ? "#" : "", jr->token_hash);
 }
 
+/* The base URL of the upstream `jr` is for (its region put in); "" when it
+ * does not fit. */
+static void upstream_base(const struct job_request *jr, char *out, size_t outlen)
+{
+    const struct gateway *gw = jr->gw;
+    if (regions_expand(gw->upstream_url ? gw->upstream_url : jr->rule->upstream_url, jr->region, out, outlen) < 0)
+        out[0] = '\0';
+}
+
+static int make_fold(struct cache_fold *fold)
+{
+    struct job_request *jr = fold->ctx;
+    const struct rule *rule = jr->rule;
+    char base[URL_MAX];
+    upstream_base(jr, base, sizeof(base));
+    const char *project = rule->project_param >= 0 ? jr->match.values[rule->project_param] : NULL;
+    return base[0] && callpolicy_fold(jr->gw->policy, base, project, fold) ? 0 : -1;
+}
+
+struct cache_fold *flight_fold(struct job_request *jr)
+{
+    if (jr->token_hash[0])
+        return NULL; /* pass-through: no lease, each token is judged upstream */
+    memset(&jr->fold, 0, sizeof(jr->fold));
+    jr->fold.make = make_fold;
+    jr->fold.release = callpolicy_fold_done;
+    jr->fold.ctx = jr;
+    return &jr->fold;
+}
+
 /* A NEW flight for `jr`'s key, indexed; NULL when out of memory or the
  * upstream URL does not fit. */
 static struct flight *flight_start(struct job_request *jr)
@@ -594,8 +634,7 @@ static struct flight *flight_start(struct job_request *jr)
     /* The upstream path is the route with its validated values: nothing else
      * of the client's request (query string, extra headers) goes upstream. */
     char base[URL_MAX];
-    if (regions_expand(gw->upstream_url ? gw->upstream_url : rule->upstream_url, jr->region, base, sizeof(base)) < 0)
-        base[0] = '\0'; /* does not fit: refused below */
+    upstream_base(jr, base, sizeof(base)); /* "": does not fit, refused below */
     int n = base[0] ? snprintf(f->url, sizeof(f->url), "%s", base) : -1;
     /* Any size the client's headers were allowed: an IAM token runs to
      * tens of KB, and a cut one would only earn a 401 upstream. */
@@ -662,6 +701,8 @@ void flight_join(struct job_request *jr)
     TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
     if (++f->nwaiters == 1)
         arm_wait_timer(f);
+    if (started && jr->lease == CACHE_LEASE_ACQUIRED)
+        f->folded = jr->fold; /* its lookup's admission, if one was folded in and answered */
     if (started)
         flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }

@@ -57,6 +57,7 @@
 #include <stdint.h>
 
 struct body;
+struct cache_fold;
 struct job_request;
 struct rule;
 struct gateway;
@@ -91,6 +92,13 @@ void flight_join(struct job_request *jr);
  * no flight could be made (out of memory, the URL does not fit): then the
  * caller should take the ordinary miss path. */
 int flight_refresh(struct job_request *jr, struct body *stale);
+
+/* The admission of the call a miss of `jr` would make, to fold into its
+ * lookup (cache_fold: one round trip to Redis, the lease and the
+ * admission): jr->fold set up, made only if the lookup goes to Redis;
+ * NULL in pass-through mode (no lease there). The flight that `jr` then
+ * starts with the lease uses its verdict instead of asking the guard. */
+struct cache_fold *flight_fold(struct job_request *jr);
 
 /* Shutdown: `jr` stops waiting on its flight, unanswered (the caller
  * answers it). A flight left with no waiter is cancelled and freed. */

@@ -66,6 +66,7 @@ struct job_request {
     int64_t wait_deadline_us;        /* while waiting on a flight: answered 504 after this */
     enum cache_outcome outcome;
     enum cache_lease_status lease; /* what its lookup did with the key's lease (cache_get_lease) */
+    struct cache_fold fold;        /* the admission folded into that lookup (flight_fold) */
     int in_lookup;
     int64_t started_us;
     int64_t started_wall_ms;

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <openssl/evp.h>
 
 #include "clock.h"
+#include "digest.h"
 #include "guardredis.h"
 #include "log.h"
 #include "randbytes.h"
@@ -20,42 +20,57 @@
 #define KEY_SUFFIX 48 /* room for ":project:" and the like */
 
 /*
- * Admission. KEYS: rate, throttled, open, probe, halfopen[, project]. ARGV:
- * rate, burst, project_rate, project_burst, probe_timeout_ms. Returns
- * {refusal (enum guard_refusal), wait_ms, probe}. The GCRA is guard_gcra's,
- * in microseconds of Redis's clock (a double holds them exactly: < 2^53).
+ * Admission, as a Lua function of its own keys and arguments, so that
+ * another script on the same server may run it in its own atomic step
+ * (guardredis_fold). KEYS: rate, throttled, open, probe, halfopen,
+ * failures[, project]. ARGV: rate, burst, project_rate, project_burst,
+ * probe_timeout_ms, may_probe. Returns {refusal (enum guard_refusal, or
+ * FOLD_UNDECIDED), wait_ms, probe, failing}: `failing` when the fleet is
+ * counting consecutive failures, so that a success must be reported to
+ * reset them (else it need not be). With may_probe 0 a half-open circuit
+ * is not decided (FOLD_UNDECIDED), and no probe is ever taken. The GCRA is
+ * guard_gcra's, in microseconds of Redis's clock (a double holds them
+ * exactly: < 2^53).
  */
-static const char ADMIT_SCRIPT[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local open = redis.call('PTTL', KEYS[3])\n"
-    "if open > 0 then return {3, open, 0} end\n"
-    "local half = redis.call('EXISTS', KEYS[5]) == 1\n"
-    "if half and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 1000, 0} end\n"
-    "local thr = redis.call('PTTL', KEYS[2])\n"
-    "if thr > 0 then return {2, thr, 0} end\n"
-    "local function gcra(key, rate, burst)\n"
-    "  local interval = math.max(1, math.ceil(1000000 / rate - 0.000001))\n"
-    "  local tol = math.floor((burst - 1) * interval + 0.000001)\n"
-    "  local tat = tonumber(redis.call('GET', key) or '0') or 0\n"
-    "  if tat < now then tat = now end\n"
-    "  if tat - now > tol then return math.max(1, math.ceil((tat - now - tol) / 1000)), 0 end\n"
-    "  return 0, tat + interval\n"
+#define FOLD_UNDECIDED 4
+#define ADMIT_FUNCTION                                                                                                \
+    "local function admit(KEYS, ARGV)\n"                                                                              \
+    "local t = redis.call('TIME')\n"                                                                                  \
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                                         \
+    "local open = redis.call('PTTL', KEYS[3])\n"                                                                      \
+    "if open > 0 then return {3, open, 0, 0} end\n"                                                                   \
+    "local half = redis.call('EXISTS', KEYS[5]) == 1\n"                                                               \
+    "if half and ARGV[6] == '0' then return {4, 0, 0, 0} end\n"                                                       \
+    "if half and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 1000, 0, 0} end\n"                                \
+    "local thr = redis.call('PTTL', KEYS[2])\n"                                                                       \
+    "if thr > 0 then return {2, thr, 0, 0} end\n"                                                                     \
+    "local function gcra(key, rate, burst)\n"                                                                         \
+    "  local interval = math.max(1, math.ceil(1000000 / rate - 0.000001))\n"                                          \
+    "  local tol = math.floor((burst - 1) * interval + 0.000001)\n"                                                   \
+    "  local tat = tonumber(redis.call('GET', key) or '0') or 0\n"                                                    \
+    "  if tat < now then tat = now end\n"                                                                             \
+    "  if tat - now > tol then return math.max(1, math.ceil((tat - now - tol) / 1000)), 0 end\n"                      \
+    "  return 0, tat + interval\n"                                                                                    \
+    "end\n"                                                                                                           \
+    "local w, tat = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"                                            \
+    "local pw, ptat = 0, 0\n"                                                                                         \
+    "if KEYS[7] then pw, ptat = gcra(KEYS[7], tonumber(ARGV[3]), tonumber(ARGV[4])) end\n"                            \
+    "if pw > w then w = pw end\n"                                                                                     \
+    "if w > 0 then return {1, w, 0, 0} end\n"                                                                         \
+    "local probe = 0\n"                                                                                               \
+    "if half then\n"                                                                                                  \
+    "  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return {3, 1000, 0, 0} end\n"                 \
+    "  probe = 1\n"                                                                                                   \
+    "end\n"                                                                                                           \
+    "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"               \
+    "if KEYS[7] then redis.call('SET', KEYS[7], string.format('%.0f', ptat), 'PX', math.ceil((ptat - now) / 1000) + " \
+    "1) end\n"                                                                                                        \
+    "return {0, 0, probe, redis.call('EXISTS', KEYS[6])}\n"                                                           \
     "end\n"
-    "local w, tat = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
-    "local pw, ptat = 0, 0\n"
-    "if KEYS[6] then pw, ptat = gcra(KEYS[6], tonumber(ARGV[3]), tonumber(ARGV[4])) end\n"
-    "if pw > w then w = pw end\n"
-    "if w > 0 then return {1, w, 0} end\n"
-    "local probe = 0\n"
-    "if half then\n"
-    "  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return {3, 1000, 0} end\n"
-    "  probe = 1\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"
-    "if KEYS[6] then redis.call('SET', KEYS[6], string.format('%.0f', ptat), 'PX', math.ceil((ptat - now) / 1000) + "
-    "1) end\n"
-    "return {0, 0, probe}\n";
+
+const char GUARDREDIS_ADMIT_LUA[] = ADMIT_FUNCTION;
+
+static const char ADMIT_SCRIPT[] = ADMIT_FUNCTION "return admit(KEYS, ARGV)\n";
 
 /*
  * Report. KEYS: throttled, open, halfopen, probe, failures. ARGV: kind (0
@@ -116,7 +131,7 @@ struct guardredis {
     struct redis_link link;
     char *prefix; /* KEY_PREFIX "guard:" */
     char id[33];  /* this process, in the fleet set */
-    char sha[SCRIPT__COUNT][41];
+    char sha[SCRIPT__COUNT][DIGEST_SCRIPT_SHA_SIZE];
     struct event *heartbeat;
     size_t fleet;
     uint64_t admissions;
@@ -163,20 +178,35 @@ static void call_free(struct gr_call *c)
     free(c);
 }
 
-static int call_arg(struct gr_call *c, const char *fmt, ...)
+/* `c` takes `s` (malloc'd; NULL: out of memory) as its next argument.
+ * Returns 0, or -1 (and `s` is freed). */
+static int call_take(struct gr_call *c, char *s)
 {
-    if (c->argc >= ARGS_MAX)
+    if (!s || c->argc >= ARGS_MAX) {
+        free(s);
         return -1;
+    }
+    c->argv[c->argc] = s;
+    c->argvlen[c->argc++] = strlen(s);
+    return 0;
+}
+
+static char *format_arg(const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
     int n = vasprintf(&s, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return -1;
-    c->argv[c->argc] = s;
-    c->argvlen[c->argc++] = (size_t)n;
-    return 0;
+    return n < 0 ? NULL : s;
+}
+
+/* An upstream's key: PREFIX{UPSTREAM}:SUFFIX. The hash tag puts every key
+ * of one upstream in one Redis Cluster slot, so a script may touch them
+ * together. */
+static char *upstream_key(const char *prefix, const char *upstream, const char *suffix)
+{
+    return format_arg("%s{%s}:%s", prefix, upstream, suffix);
 }
 
 static struct gr_call *call_new(struct guardredis *gr, enum script s, int nkeys)
@@ -191,7 +221,7 @@ static struct gr_call *call_new(struct guardredis *gr, enum script s, int nkeys)
     c->argv[1] = gr->sha[s];
     c->argvlen[1] = 40;
     c->argc = 2;
-    if (call_arg(c, "%d", nkeys) < 0) {
+    if (call_take(c, format_arg("%d", nkeys)) < 0) {
         call_free(c);
         return NULL;
     }
@@ -222,7 +252,7 @@ static void op_maybe_free(struct guardredis_op *op)
     }
 }
 
-static void op_answer(struct guardredis_op *op, int answered, const struct guard_verdict *v)
+static void op_answer(struct guardredis_op *op, int answered, const struct guard_verdict *v, int failing)
 {
     if (op->finished)
         return;
@@ -232,7 +262,7 @@ static void op_answer(struct guardredis_op *op, int answered, const struct guard
         op->gr->admissions++;
     else
         op->gr->unanswered++;
-    op->cb(answered, v, op->arg);
+    op->cb(answered, v, failing, op->arg);
 }
 
 static void give_probe_back(struct guardredis *gr, const char *upstream)
@@ -242,28 +272,45 @@ static void give_probe_back(struct guardredis *gr, const char *upstream)
     guardredis_report(gr, upstream, &conf, 0, GUARD_ABANDONED, 1);
 }
 
-/* An admission's reply: {refusal, wait_ms, probe}. */
+/* Read an admission's reply {refusal, wait_ms, probe, failing} into `v`
+ * and `failing`. Returns 1, 0 when undecided (a fold's half-open circuit),
+ * -1 when it is not such a reply. */
+static int read_verdict(const long long reply[4], struct guard_verdict *v, int *failing)
+{
+    memset(v, 0, sizeof(*v));
+    *failing = 0;
+    long long why = reply[0];
+    if (why == FOLD_UNDECIDED)
+        return 0;
+    if (why < GUARD_ADMITTED || why > GUARD_CIRCUIT_OPEN)
+        return -1;
+    v->refusal = (enum guard_refusal)why;
+    v->probe = reply[2] == 1;
+    *failing = reply[3] == 1;
+    if (v->refusal != GUARD_ADMITTED) {
+        v->wait_ms = reply[1] < 1 ? 1 : reply[1];
+        v->retry_after_s = (int)((v->wait_ms + 999) / 1000);
+    }
+    return 1;
+}
+
 static void on_admit_reply(struct guardredis_op *op, const redisReply *rep)
 {
-    struct guard_verdict v = {0};
-    int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 3;
-    for (size_t i = 0; ok && i < 3; i++)
+    struct guard_verdict v;
+    int failing = 0;
+    long long ints[4] = {0};
+    int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
+    for (size_t i = 0; ok && i < 4; i++) {
         ok = rep->element[i]->type == REDIS_REPLY_INTEGER;
-    if (ok) {
-        long long why = rep->element[0]->integer;
-        v.refusal = why >= GUARD_ADMITTED && why <= GUARD_CIRCUIT_OPEN ? (enum guard_refusal)why : GUARD_CIRCUIT_OPEN;
-        v.probe = rep->element[2]->integer == 1;
-        if (v.refusal != GUARD_ADMITTED) {
-            v.wait_ms = rep->element[1]->integer < 1 ? 1 : rep->element[1]->integer;
-            v.retry_after_s = (int)((v.wait_ms + 999) / 1000);
-        }
+        ints[i] = ok ? rep->element[i]->integer : 0;
     }
+    ok = ok && read_verdict(ints, &v, &failing) == 1;
     if (op->finished) { /* cancelled, or past its budget: what it took goes back */
         if (ok && v.probe)
             give_probe_back(op->gr, op->upstream);
         return;
     }
-    op_answer(op, ok, &v);
+    op_answer(op, ok, &v, failing);
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -317,16 +364,63 @@ static void on_budget(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct guardredis_op *op = arg;
     op->gr->link.timeouts++;
-    op_answer(op, 0, NULL);
+    op_answer(op, 0, NULL, 0);
     op_maybe_free(op);
 }
 
-/* An upstream's key: PREFIX{UPSTREAM}:SUFFIX. The hash tag puts every key
- * of one upstream in one Redis Cluster slot, so a script may touch them
- * together. */
-static int key_arg(struct gr_call *c, const char *prefix, const char *upstream, const char *suffix)
+void guardredis_fold_clear(struct guardredis_fold *f)
 {
-    return call_arg(c, "%s{%s}:%s", prefix, upstream, suffix);
+    for (int i = 0; i < f->nkeys; i++)
+        free(f->keys[i]);
+    for (int i = 0; i < f->nargs; i++)
+        free(f->args[i]);
+    f->nkeys = f->nargs = 0;
+}
+
+/* The admission's keys and arguments (ADMIT_FUNCTION's), for a script of
+ * ours (`may_probe` 1) or a fold (0). Returns 0, or -1 out of memory. */
+static int admission_args(const struct guardredis *gr, const char *upstream, const char *project,
+                          const struct guard_conf *conf, int may_probe, struct guardredis_fold *out)
+{
+    static const char *const suffix[] = {"rate", "throttled", "open", "probe", "halfopen", "failures"};
+    memset(out, 0, sizeof(*out));
+    const char *p = gr->prefix;
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++)
+        out->keys[out->nkeys++] = upstream_key(p, upstream, suffix[i]);
+    if (conf->project_rate > 0 && project && *project)
+        out->keys[out->nkeys++] = format_arg("%s{%s}:project:%s", p, upstream, project);
+    out->args[out->nargs++] = format_arg("%.17g", conf->rate);
+    out->args[out->nargs++] = format_arg("%.17g", conf->burst);
+    out->args[out->nargs++] = format_arg("%.17g", conf->project_rate);
+    out->args[out->nargs++] = format_arg("%.17g", conf->project_burst);
+    out->args[out->nargs++] = format_arg("%" PRId64, conf->probe_timeout_ms);
+    out->args[out->nargs++] = format_arg("%d", may_probe);
+    for (int i = 0; i < out->nkeys; i++)
+        if (!out->keys[i])
+            goto oom;
+    for (int i = 0; i < out->nargs; i++)
+        if (!out->args[i])
+            goto oom;
+    return 0;
+oom:
+    guardredis_fold_clear(out);
+    return -1;
+}
+
+int guardredis_fold(const struct guardredis *gr, const char *upstream, const char *project,
+                    const struct guard_conf *conf, struct guardredis_fold *out)
+{
+    if (!redis_link_ready(&gr->link))
+        return -1;
+    return admission_args(gr, upstream, project, conf, 0, out);
+}
+
+int guardredis_fold_verdict(struct guardredis *gr, const long long reply[4], struct guard_verdict *v, int *failing)
+{
+    int rc = read_verdict(reply, v, failing);
+    if (rc == 1)
+        gr->admissions++;
+    return rc == 1;
 }
 
 struct guardredis_op *guardredis_admit(struct guardredis *gr, const char *upstream, const char *project,
@@ -334,28 +428,29 @@ struct guardredis_op *guardredis_admit(struct guardredis *gr, const char *upstre
 {
     if (!redis_link_ready(&gr->link))
         return NULL;
-    int per_project = conf->project_rate > 0 && project && *project;
+    struct guardredis_fold a;
+    if (admission_args(gr, upstream, project, conf, 1, &a) < 0)
+        return NULL;
     size_t len = strlen(upstream);
     struct guardredis_op *op = calloc(1, sizeof(*op) + len + 1);
-    struct gr_call *c = op ? call_new(gr, SCRIPT_ADMIT, per_project ? 6 : 5) : NULL;
-    if (!c) {
+    struct gr_call *c = op ? call_new(gr, SCRIPT_ADMIT, a.nkeys) : NULL;
+    if (!c || c->argc + a.nkeys + a.nargs > ARGS_MAX) {
+        if (c)
+            call_free(c);
         free(op);
+        guardredis_fold_clear(&a);
         return NULL;
     }
+    for (int i = 0; i < a.nkeys; i++) /* the call takes the strings over */
+        call_take(c, a.keys[i]);
+    for (int i = 0; i < a.nargs; i++)
+        call_take(c, a.args[i]);
     memcpy(op->upstream, upstream, len + 1);
     op->gr = gr;
     op->cb = cb;
     op->arg = arg;
     c->op = op;
-    const char *p = gr->prefix;
-    int rc = key_arg(c, p, upstream, "rate") | key_arg(c, p, upstream, "throttled") | key_arg(c, p, upstream, "open") |
-             key_arg(c, p, upstream, "probe") | key_arg(c, p, upstream, "halfopen");
-    if (per_project)
-        rc |= call_arg(c, "%s{%s}:project:%s", p, upstream, project);
-    rc |= call_arg(c, "%.17g", conf->rate) | call_arg(c, "%.17g", conf->burst) |
-          call_arg(c, "%.17g", conf->project_rate) | call_arg(c, "%.17g", conf->project_burst) |
-          call_arg(c, "%" PRId64, conf->probe_timeout_ms);
-    if (rc < 0 || !(op->timer = evtimer_new(gr->link.base, on_budget, op))) {
+    if (!(op->timer = evtimer_new(gr->link.base, on_budget, op))) {
         call_free(c);
         free(op);
         return NULL;
@@ -390,12 +485,13 @@ void guardredis_report(struct guardredis *gr, const char *upstream, const struct
     if (!c)
         return;
     const char *p = gr->prefix;
-    int rc = key_arg(c, p, upstream, "throttled") | key_arg(c, p, upstream, "open") |
-             key_arg(c, p, upstream, "halfopen") | key_arg(c, p, upstream, "probe") |
-             key_arg(c, p, upstream, "failures");
-    rc |= call_arg(c, "%d", kind) | call_arg(c, "%d", probe ? 1 : 0) | call_arg(c, "%" PRId64, backoff_ms) |
-          call_arg(c, "%u", conf->breaker_threshold) | call_arg(c, "%" PRId64, conf->breaker_cooldown_ms) |
-          call_arg(c, "%" PRId64, conf->breaker_max_ms);
+    int rc = call_take(c, upstream_key(p, upstream, "throttled")) | call_take(c, upstream_key(p, upstream, "open")) |
+             call_take(c, upstream_key(p, upstream, "halfopen")) | call_take(c, upstream_key(p, upstream, "probe")) |
+             call_take(c, upstream_key(p, upstream, "failures"));
+    rc |= call_take(c, format_arg("%d", kind)) | call_take(c, format_arg("%d", probe ? 1 : 0)) |
+          call_take(c, format_arg("%" PRId64, backoff_ms)) | call_take(c, format_arg("%u", conf->breaker_threshold)) |
+          call_take(c, format_arg("%" PRId64, conf->breaker_cooldown_ms)) |
+          call_take(c, format_arg("%" PRId64, conf->breaker_max_ms));
     if (rc < 0) {
         call_free(c);
         return;
@@ -410,23 +506,14 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     struct guardredis *gr = arg;
     struct gr_call *c = redis_link_ready(&gr->link) ? call_new(gr, SCRIPT_BEAT, 1) : NULL;
     if (c) {
-        if (call_arg(c, "%sfleet", gr->prefix) < 0 || call_arg(c, "%s", gr->id) < 0 ||
-            call_arg(c, "%d", GUARDREDIS_LIVE_MS) < 0)
+        if (call_take(c, format_arg("%sfleet", gr->prefix)) < 0 || call_take(c, format_arg("%s", gr->id)) < 0 ||
+            call_take(c, format_arg("%d", GUARDREDIS_LIVE_MS)) < 0)
             call_free(c);
         else
             call_send(c);
     }
     struct timeval tv = redis_link_tv(gr->link.state == REDIS_UP ? GUARDREDIS_HEARTBEAT_MS : 100);
     evtimer_add(gr->heartbeat, &tv);
-}
-
-static void sha1_hex(const char *text, char out[41])
-{
-    unsigned char md[20];
-    unsigned int n = 0;
-    EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL);
-    for (unsigned i = 0; i < 20; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
 static void random_id(char out[33])
@@ -463,7 +550,7 @@ struct guardredis *guardredis_new(struct event_base *base, const struct cache_co
         return NULL;
     }
     for (int s = 0; s < SCRIPT__COUNT; s++)
-        sha1_hex(script_text[s], gr->sha[s]);
+        digest_script_sha(script_text[s], gr->sha[s]);
     random_id(gr->id);
     redis_link_start(&gr->link);
     struct timeval tv = redis_link_tv(100);

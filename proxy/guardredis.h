@@ -15,7 +15,9 @@
  *   :halfopen      the circuit has opened and no probe has closed it yet; its
  *                  value is the cool-down (doubled by each failed probe)
  *   :probe         SET NX PX probe_timeout: the one probe out, fleet-wide
- *   :failures      consecutive failures while closed
+ *   :failures      consecutive failures while closed; an admission says
+ *                  whether it exists, and only then is a success reported
+ *                  (to reset it): a miss costs no report while all is well
  * and KEY_PREFIX "guard:fleet", a sorted set of live processes (member: a
  * random id per process; score: when its heartbeat expires), refreshed
  * every GUARDREDIS_HEARTBEAT_MS and read as the fleet's size.
@@ -24,7 +26,15 @@
  * script that reads the time from Redis (one clock for every host), checks
  * open, probe, throttled and rate in guard_cell_admit's order and takes
  * what it admits with, atomically. Reports (a 429, a failure, a success
- * that matters, a probe's end) are one EVALSHA each, fire and forget.
+ * while failures are counted, a probe's end) are one EVALSHA each, fire and
+ * forget.
+ *
+ * Folded: the same admission may run inside another script on the same
+ * server (guardredis_fold: the cache's lookup and lease, redis_lease.h),
+ * so that a miss makes one round trip to Redis before its upstream call,
+ * not two. A folded admission never takes the half-open circuit's probe
+ * (it is then undecided, and the caller asks guardredis_admit), so a fold
+ * whose reply comes too late holds nothing that must be given back.
  *
  * Budget: an admission answers within the link's budget (cache.redis_budget,
  * as every other Redis call): its callback then says "no answer" and the
@@ -62,8 +72,10 @@ void guardredis_free(struct guardredis *gr);
 
 /* Called exactly once per admission not cancelled: `answered` 0 when Redis
  * gave no usable answer within the budget (down, error, slow); else `v` is
- * the fleet's verdict. */
-typedef void (*guardredis_admit_cb)(int answered, const struct guard_verdict *v, void *arg);
+ * the fleet's verdict, and `failing` says that the fleet counts failures
+ * of this upstream: a success of the call must then be reported (to reset
+ * them); while it is 0 a success need not be. */
+typedef void (*guardredis_admit_cb)(int answered, const struct guard_verdict *v, int failing, void *arg);
 
 /* Ask the fleet whether a call to `upstream` (for `project`, NULL: none)
  * may go now under `conf`. Returns NULL, calling nothing, when it cannot
@@ -80,6 +92,38 @@ void guardredis_cancel(struct guardredis *gr, struct guardredis_op *op);
  * down (a probe's key then ends at probe_timeout). */
 void guardredis_report(struct guardredis *gr, const char *upstream, const struct guard_conf *conf, int64_t backoff_ms,
                        enum guard_outcome outcome, int probe);
+
+/*
+ * A folded admission: GUARDREDIS_ADMIT_LUA defines the Lua function
+ * `admit(KEYS, ARGV)`; a script of the caller's runs it with this fold's
+ * keys and arguments, on the server this guard's keys live on (not in a
+ * Redis Cluster: its keys hash to their own slot), and hands back its
+ * reply, four integers, to guardredis_fold_verdict.
+ */
+extern const char GUARDREDIS_ADMIT_LUA[];
+
+#define GUARDREDIS_FOLD_KEYS_MAX 7
+#define GUARDREDIS_FOLD_ARGS     6
+
+struct guardredis_fold {
+    int nkeys, nargs;
+    char *keys[GUARDREDIS_FOLD_KEYS_MAX]; /* owned: guardredis_fold_clear */
+    char *args[GUARDREDIS_FOLD_ARGS];
+};
+
+/* The keys and arguments of an admission of a call to `upstream` (for
+ * `project`, NULL: none) under `conf`, to be folded. Returns 0, or -1 when
+ * the guard's Redis is not up (then nothing is to be folded) or out of
+ * memory; on 0 the caller frees them with guardredis_fold_clear. */
+int guardredis_fold(const struct guardredis *gr, const char *upstream, const char *project,
+                    const struct guard_conf *conf, struct guardredis_fold *out);
+void guardredis_fold_clear(struct guardredis_fold *f);
+
+/* A folded admission's reply: 1 when it decided (`v`, and `failing` as for
+ * guardredis_admit_cb; counted as an admission Redis answered), 0 when it
+ * did not (a half-open circuit: ask guardredis_admit) or the reply is not
+ * one. */
+int guardredis_fold_verdict(struct guardredis *gr, const long long reply[4], struct guard_verdict *v, int *failing);
 
 struct guardredis_stats {
     int up;              /* the connection is up */

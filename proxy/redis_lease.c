@@ -5,12 +5,12 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <openssl/evp.h>
 
 #include "body.h"
 #include "cache_entry.h"
 #include "cachekey.h"
 #include "clock.h"
+#include "digest.h"
 #include "log.h"
 #include "randbytes.h"
 #include "redis_lease.h"
@@ -20,8 +20,13 @@
 #define PUBSUB_CHECK_FACTOR 5 /* pub/sub mode: a wait re-reads only to see a lease expire */
 #define LEASE_TOKEN_MAX     48
 
-/* Compare-and-delete: release the lease only if it is still ours. */
-#define RELEASE_SCRIPT "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+/* Compare-and-delete the lease (only if it is still ours) and, in pub/sub
+ * mode, publish the key's settling, in one step. KEYS: KEY:l; ARGV: the
+ * token[, the channel, the key]. */
+#define RELEASE_SCRIPT                                                               \
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n" \
+    "if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end\n"                  \
+    "return 0\n"
 
 /*
  * The lookup and the lease in one step. KEYS: KEY:t, KEY:p, KEY:l; ARGV:
@@ -31,17 +36,39 @@
  * by another. A value whose head it cannot read counts as fresh: the caller
  * judges it (and then asks for the lease apart if it must).
  */
+#define LOOKUP_HEAD                                                      \
+    "local function fresh(v)\n"                                          \
+    "  if not v then return false end\n"                                 \
+    "  local e = string.match(v, '^JG1 %-?%d+ %d+ %d+ (%d+)')\n"         \
+    "  return e == nil or e == '0' or tonumber(e) > tonumber(ARGV[1])\n" \
+    "end\n"                                                              \
+    "local t = redis.call('GET', KEYS[1])\n"                             \
+    "local p = redis.call('GET', KEYS[2])\n"                             \
+    "if fresh(t) or fresh(p) then return {t, p, 0} end\n"
+
 #define LOOKUP_LEASE_SCRIPT                                                                   \
-    "local function fresh(v)\n"                                                               \
-    "  if not v then return false end\n"                                                      \
-    "  local e = string.match(v, '^JG1 %-?%d+ %d+ %d+ (%d+)')\n"                              \
-    "  return e == nil or e == '0' or tonumber(e) > tonumber(ARGV[1])\n"                      \
-    "end\n"                                                                                   \
-    "local t = redis.call('GET', KEYS[1])\n"                                                  \
-    "local p = redis.call('GET', KEYS[2])\n"                                                  \
-    "if fresh(t) or fresh(p) then return {t, p, 0} end\n"                                     \
+    LOOKUP_HEAD                                                                               \
     "if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {t, p, 1} end\n" \
     "return {t, p, 2}\n"
+
+/*
+ * Folded (cache_fold): the same, where a lease taken also runs the fold's
+ * `admit` function (its text goes before this) on KEYS and ARGV past the
+ * lookup's three, and returns {t, p, 1, its four integers}.
+ */
+#define LOOKUP_FOLD_TAIL                                                 \
+    LOOKUP_HEAD                                                          \
+    "if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then\n" \
+    "  local k, a = {}, {}\n"                                            \
+    "  for i = 4, #KEYS do k[i - 3] = KEYS[i] end\n"                     \
+    "  for i = 4, #ARGV do a[i - 3] = ARGV[i] end\n"                     \
+    "  local v = admit(k, a)\n"                                          \
+    "  return {t, p, 1, v[1], v[2], v[3], v[4]}\n"                       \
+    "end\n"                                                              \
+    "return {t, p, 2}\n"
+
+#define FOLD_REPLY 4                     /* integers a fold's admission returns */
+#define ARGV_MAX   (3 + 3 + 3 + 16 + 16) /* EVALSHA SHA N, 3 keys, 3 arguments, the fold's */
 
 enum script_did { SCRIPT_FRESH = 0, SCRIPT_TOOK = 1, SCRIPT_HELD = 2 };
 
@@ -65,12 +92,14 @@ struct redis_op {
     struct event *timer;    /* lease: the budget; wait: the next check */
     struct event *deadline; /* wait: its time limit */
     int replies_out;
-    int finished;    /* answered or cancelled: never calls back again */
-    int cancelled;   /* lease: release it if it is granted after all */
-    int check_again; /* wait: told of a store while a check was out */
-    int granted;     /* lease, pipelined: SET NX said OK */
-    int resent;      /* lease, scripted: NOSCRIPT answered, sent again with EVAL */
-    int sent_eval;   /* lease, scripted: the last send was EVAL (else EVALSHA) */
+    int finished;            /* answered or cancelled: never calls back again */
+    int cancelled;           /* lease: release it if it is granted after all */
+    int check_again;         /* wait: told of a store while a check was out */
+    int granted;             /* lease, pipelined: SET NX said OK */
+    int resent;              /* lease, scripted: NOSCRIPT answered, sent again with EVAL */
+    int sent_eval;           /* lease, scripted: the last send was EVAL (else EVALSHA) */
+    int sent_fold;           /* lease, scripted: the last send was the folded script */
+    struct cache_fold *fold; /* lease: the caller's (written only before its callback), or NULL */
     int64_t lease_ms;
     const struct classify_spec *job; /* the expectation (the caller's: read only before `finished`) */
     const char *identity;            /* NULL, or a copy after key[] */
@@ -104,11 +133,22 @@ static int script_refusal(const redisReply *rep)
 
 /* --------------------------------------------------------------- leases */
 
-/* A lease release on its way: the key, to fall back to DEL if EVAL is refused. */
+/* A lease release on its way: what to send again (EVAL after NOSCRIPT), or
+ * to fall back to (DEL, then PUBLISH) if scripts are refused. */
 struct redis_release {
     struct redis_leases *ls;
+    int publish; /* the script publishes the key too */
+    int resent;
+    char token[LEASE_TOKEN_MAX];
     char key[];
 };
+
+static void publish_key(struct redis_link *r, const char *key)
+{
+    if (redis_link_ready_for(r, CACHEKEY_CHANNEL, strlen(CACHEKEY_CHANNEL)) &&
+        redis_link_send(r, CACHEKEY_CHANNEL, on_publish_done, r, "PUBLISH %s %s", CACHEKEY_CHANNEL, key) == REDIS_OK)
+        r->pending++;
+}
 
 static void send_del_lease(struct redis_link *r, const char *key)
 {
@@ -117,6 +157,8 @@ static void send_del_lease(struct redis_link *r, const char *key)
         r->pending++;
 }
 
+static int send_release(struct redis_release *rel, int full);
+
 static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_release *rel = privdata;
@@ -124,6 +166,12 @@ static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
     struct redis_link *r = ls->link;
     redisReply *rep = reply;
     r->pending--;
+    if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !rel->resent) {
+        rel->resent = 1; /* a restarted or new master: load it with EVAL */
+        ls->release_known = 0;
+        if (send_release(rel, 1))
+            return;
+    }
     if (!r->closing && rep && rep->type == REDIS_REPLY_ERROR) {
         redis_link_error_reply(r, "EVAL", rep);
         /* Scripting refused (disabled, or a proxy without it): DEL instead,
@@ -134,31 +182,62 @@ static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 log_warn("redis: EVAL refused; leases are released with DEL, and taken by pipeline, from now on");
             ls->eval_refused = 1;
             send_del_lease(r, rel->key);
+            if (rel->publish)
+                publish_key(r, rel->key);
         }
     } else if (!r->closing && !rep) {
         r->errors++;
+    } else if (!r->closing) {
+        ls->release_known = 1;
     }
     free(rel);
 }
 
-/* Release the lease on `key` if this cache holds it. Returns 1 if it did. */
-static int release_held(struct redis_leases *ls, const char *key)
+/* Send the release script for `rel`: EVALSHA, or with `full` EVAL. Returns 1 if sent. */
+static int send_release(struct redis_release *rel, int full)
+{
+    struct redis_leases *ls = rel->ls;
+    struct redis_link *r = ls->link;
+    full = full || !ls->release_known;
+    const char *key = rel->key, *l = cachekey_suffix(CACHEKEY_LEASE);
+    int rc;
+    if (!redis_link_ready_for(r, key, strlen(key)))
+        return 0;
+    if (rel->publish)
+        rc = redis_link_send(r, key, on_release_reply, rel, "%s %s 1 %s%s %s %s %s", full ? "EVAL" : "EVALSHA",
+                             full ? RELEASE_SCRIPT : ls->release_sha, key, l, rel->token, CACHEKEY_CHANNEL, key);
+    else
+        rc = redis_link_send(r, key, on_release_reply, rel, "%s %s 1 %s%s %s", full ? "EVAL" : "EVALSHA",
+                             full ? RELEASE_SCRIPT : ls->release_sha, key, l, rel->token);
+    if (rc != REDIS_OK)
+        return 0;
+    r->pending++;
+    return 1;
+}
+
+/* Release the lease on `key` if this cache holds it, publishing the key
+ * too when `publish` and the release is one script. Returns 0 when it
+ * holds none, 1 when released, 2 when released and published. */
+static int release_held(struct redis_leases *ls, const char *key, int publish)
 {
     struct redis_link *r = ls->link;
     struct held_lease *h = (struct held_lease *)keymap_get(&ls->held, key);
     if (!h)
         return 0;
+    int done = 1;
     if (ls->eval_refused) {
         send_del_lease(r, key);
-    } else if (redis_link_ready_for(r, key, strlen(key))) {
+    } else {
         size_t len = strlen(key);
         struct redis_release *rel = malloc(sizeof(*rel) + len + 1);
         if (rel) {
             rel->ls = ls;
+            rel->publish = publish;
+            rel->resent = 0;
+            snprintf(rel->token, sizeof(rel->token), "%s", h->token);
             memcpy(rel->key, key, len + 1);
-            if (redis_link_send(r, key, on_release_reply, rel, "EVAL %s 1 %s%s %s", RELEASE_SCRIPT, key,
-                                cachekey_suffix(CACHEKEY_LEASE), h->token) == REDIS_OK)
-                r->pending++;
+            if (send_release(rel, 0))
+                done = publish ? 2 : 1;
             else
                 free(rel);
         }
@@ -166,17 +245,16 @@ static int release_held(struct redis_leases *ls, const char *key)
     /* Forgotten even when Redis is down: the lease then ends at its expiry. */
     keymap_remove(&ls->held, &h->item);
     free(h);
-    return 1;
+    return done;
 }
 
 void redis_lease_settle(struct redis_leases *ls, const char *key, int stored)
 {
     struct redis_link *r = ls->link;
-    int released = release_held(ls, key);
-    if ((stored || released) && redis_link_may_publish(r) &&
-        redis_link_ready_for(r, CACHEKEY_CHANNEL, strlen(CACHEKEY_CHANNEL)) &&
-        redis_link_send(r, CACHEKEY_CHANNEL, on_publish_done, r, "PUBLISH %s %s", CACHEKEY_CHANNEL, key) == REDIS_OK)
-        r->pending++;
+    int publish = redis_link_may_publish(r);
+    int released = release_held(ls, key, publish);
+    if (released != 2 && (stored || released) && publish) /* else the release script did */
+        publish_key(r, key);
 }
 
 static void held_add(struct redis_leases *ls, const char *key, const char *token)
@@ -266,7 +344,30 @@ static void lease_failed(struct redis_op *op, const redisReply *rep, const char 
 
 static int send_script(struct redis_op *op, int full);
 
-/* The script's reply: {KEY:t, KEY:p, what it did}. */
+/* Is `rep` the lookup script's reply: {KEY:t, KEY:p, what it did}, and
+ * after a folded lease its admission's integers? */
+static int script_reply_ok(const redisReply *rep)
+{
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || (rep->elements != 3 && rep->elements != 3 + FOLD_REPLY))
+        return 0;
+    for (size_t i = 2; i < rep->elements; i++)
+        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+            return 0;
+    return 1;
+}
+
+/* The folded script was refused (an error but NOSCRIPT): fold no more, and
+ * send `op` again unfolded. Returns 1 if it went. */
+static int unfold(struct redis_op *op, const redisReply *rep)
+{
+    struct redis_leases *ls = op->ls;
+    if (!ls->fold_refused)
+        log_warn("redis: the lookup with the guard's admission refused (%.100s); they go apart from now on", rep->str);
+    ls->fold_refused = 1;
+    return send_script(op, 0);
+}
+
+/* The script's reply: {KEY:t, KEY:p, what it did[, the fold's admission]}. */
 static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_op *op = privdata;
@@ -282,10 +383,15 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->resent) {
         op->resent = 1; /* a restarted or new master: load it with EVAL, EVALSHA works again after */
+        if (op->sent_fold)
+            ls->fold_known = 0;
         if (send_script(op, 1))
             return;
     }
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 || rep->element[2]->type != REDIS_REPLY_INTEGER) {
+    if (rep && rep->type == REDIS_REPLY_ERROR && op->sent_fold && strncmp(rep->str, "NOSCRIPT", 8) != 0 &&
+        unfold(op, rep))
+        return;
+    if (!script_reply_ok(rep)) {
         if (rep && rep->type == REDIS_REPLY_ERROR && script_refusal(rep) && !ls->eval_refused) {
             log_warn("redis: scripts refused (%.100s); leases are taken by pipeline from now on", rep->str);
             ls->eval_refused = 1;
@@ -294,7 +400,10 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
         op_maybe_free(op);
         return;
     }
-    ls->script_known = 1;
+    if (op->sent_fold)
+        ls->fold_known = 1;
+    else
+        ls->script_known = 1;
     long long did = rep->element[2]->integer;
     if (did == SCRIPT_TOOK && !lease_granted(op)) {
         op_maybe_free(op);
@@ -303,6 +412,11 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (op->finished) { /* cancelled or over budget, and nothing was granted */
         op_maybe_free(op);
         return;
+    }
+    if (did == SCRIPT_TOOK && rep->elements == 3 + FOLD_REPLY && op->fold) {
+        op->fold->answered = 1; /* the caller is called back below: its fold is still there */
+        for (size_t i = 0; i < FOLD_REPLY; i++)
+            op->fold->reply[i] = rep->element[3 + i]->integer;
     }
     struct body *b = op_pick(op, rep->element);
     /* SCRIPT_FRESH with no fresh answer here: the script took an entry for
@@ -313,18 +427,111 @@ static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
     op_maybe_free(op);
 }
 
-/* Send the lookup-and-lease script: EVALSHA, or with `full` EVAL. Returns 1 if sent. */
+/* The folded script's text and SHA-1 for `lua`, made on first use. Returns 0, or -1 out of memory. */
+static int fold_script(struct redis_leases *ls, const char *lua)
+{
+    if (ls->fold_script && ls->fold_lua == lua)
+        return 0;
+    size_t a = strlen(lua), b = strlen(LOOKUP_FOLD_TAIL);
+    char *text = malloc(a + b + 1);
+    if (!text)
+        return -1;
+    memcpy(text, lua, a);
+    memcpy(text + a, LOOKUP_FOLD_TAIL, b + 1);
+    free(ls->fold_script);
+    ls->fold_script = text;
+    ls->fold_lua = lua;
+    ls->fold_known = 0;
+    digest_script_sha(text, ls->fold_sha);
+    return 0;
+}
+
+/* A command's arguments, built one by one (the strings are borrowed). */
+struct argv_list {
+    int argc;
+    const char *argv[ARGV_MAX];
+    size_t argvlen[ARGV_MAX];
+};
+
+static void argv_add(struct argv_list *a, const char *s)
+{
+    a->argv[a->argc] = s;
+    a->argvlen[a->argc++] = strlen(s);
+}
+
+/* Send the folded script for `op` (EVALSHA, or with `full` EVAL): the
+ * lookup's keys and arguments, then the fold's. Returns 1 if sent, 0 if
+ * not, -1 when there is no fold to send (send it unfolded). */
+static int send_fold(struct redis_op *op, int full)
+{
+    struct redis_leases *ls = op->ls;
+    struct redis_link *r = ls->link;
+    struct cache_fold *fold = op->fold;
+    if (fold->make(fold) < 0)
+        return -1;
+    size_t klen = strlen(op->key), kmax = klen + 8;
+    char *keys = NULL;
+    if (fold->nkeys > 16 || fold->nargs > 16 || fold_script(ls, fold->lua) < 0 || !(keys = malloc(3 * kmax))) {
+        fold->release(fold);
+        return -1;
+    }
+    full = full || !ls->fold_known;
+    char nkeys[16], now[24], lease_ms[24];
+    const enum cachekey_slot slot[3] = {CACHEKEY_TERMINAL, CACHEKEY_PENDING, CACHEKEY_LEASE};
+    struct argv_list a = {0};
+    argv_add(&a, full ? "EVAL" : "EVALSHA");
+    argv_add(&a, full ? ls->fold_script : ls->fold_sha);
+    snprintf(nkeys, sizeof(nkeys), "%d", 3 + fold->nkeys);
+    argv_add(&a, nkeys);
+    for (int i = 0; i < 3; i++) {
+        snprintf(keys + i * kmax, kmax, "%s%s", op->key, cachekey_suffix(slot[i]));
+        argv_add(&a, keys + i * kmax);
+    }
+    for (int i = 0; i < fold->nkeys; i++)
+        argv_add(&a, fold->keys[i]);
+    snprintf(now, sizeof(now), "%" PRId64, clock_wall_ms());
+    snprintf(lease_ms, sizeof(lease_ms), "%" PRId64, op->lease_ms);
+    argv_add(&a, now);
+    argv_add(&a, op->token);
+    argv_add(&a, lease_ms);
+    for (int i = 0; i < fold->nargs; i++)
+        argv_add(&a, fold->args[i]);
+    op->sent_eval = full;
+    op->sent_fold = 1;
+    int rc = redis_link_send_argv(r, op->key, klen, on_script_reply, op, a.argc, a.argv, a.argvlen);
+    fold->release(fold); /* hiredis has the command in its buffer */
+    free(keys);
+    if (rc != REDIS_OK)
+        return 0;
+    r->pending++;
+    op->replies_out++;
+    return 1;
+}
+
+/* Send the lookup-and-lease script: EVALSHA, or with `full` EVAL; folded
+ * (with the caller's admission) on its first send where a fold can run. A
+ * resend (after NOSCRIPT, or a refused fold) goes unfolded: the fold's
+ * keys were the caller's to free once the lookup was asked. Returns 1 if
+ * sent. */
 static int send_script(struct redis_op *op, int full)
 {
     struct redis_leases *ls = op->ls;
     struct redis_link *r = ls->link;
     const char *t = cachekey_suffix(CACHEKEY_TERMINAL), *p = cachekey_suffix(CACHEKEY_PENDING),
                *l = cachekey_suffix(CACHEKEY_LEASE);
+    if (!redis_link_ready_for(r, op->key, strlen(op->key)))
+        return 0;
+    int first = !op->sent_fold && !op->resent;
+    if (first && op->fold && !ls->fold_refused && !redis_link_is_cluster(r)) {
+        int sent = send_fold(op, full);
+        if (sent >= 0)
+            return sent;
+    }
+    op->sent_fold = 0;
     int64_t now = clock_wall_ms();
     full = full || !ls->script_known;
     op->sent_eval = full;
-    if (!redis_link_ready_for(r, op->key, strlen(op->key)) ||
-        redis_link_send(r, op->key, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
+    if (redis_link_send(r, op->key, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
                         full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key, p,
                         op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
         return 0;
@@ -439,7 +646,8 @@ int redis_lease_scripted(const struct redis_leases *ls)
 }
 
 struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
-                                     int64_t lease_ms, int lookup, cache_lookup_cb cb, void *arg)
+                                     int64_t lease_ms, int lookup, struct cache_fold *fold, cache_lookup_cb cb,
+                                     void *arg)
 {
     struct redis_link *r = ls->link;
     if (!redis_link_ready_for(r, key, strlen(key)) || lease_ms <= 0)
@@ -450,6 +658,7 @@ struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, c
     op->lease_cb = cb;
     op->arg = arg;
     op->lookup = lookup;
+    op->fold = fold;
     op->lease_ms = lease_ms;
     snprintf(op->token, sizeof(op->token), "%s-%" PRIx64, ls->instance_id, ++ls->lease_counter);
     op->timer = evtimer_new(r->base, on_lease_budget, op);
@@ -584,7 +793,9 @@ void redis_lease_wake(struct redis_leases *ls, const char *key, size_t len)
  * cancel other waits, so the list is re-read after each. */
 void redis_lease_fail_waits(struct redis_leases *ls)
 {
-    ls->script_known = 0; /* the next connection may reach a server without it */
+    ls->script_known = 0; /* the next connection may reach a server without them */
+    ls->fold_known = 0;
+    ls->release_known = 0;
     struct redis_op *op;
     while ((op = TAILQ_FIRST(&ls->waits)) != NULL)
         wait_finish(op, CACHE_UNAVAILABLE, NULL);
@@ -643,30 +854,14 @@ static void free_held(struct keymap_item *item)
     free(item);
 }
 
-/* The script's SHA-1 in hex, for EVALSHA. */
-static void script_sha(struct redis_leases *ls)
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    static const char digits[] = "0123456789abcdef";
-    if (EVP_Digest(LOOKUP_LEASE_SCRIPT, strlen(LOOKUP_LEASE_SCRIPT), md, &len, EVP_sha1(), NULL) != 1 || len != 20) {
-        snprintf(ls->script_sha, sizeof(ls->script_sha), "%s", "0"); /* NOSCRIPT, then EVAL: slower, never wrong */
-        return;
-    }
-    for (unsigned i = 0; i < len; i++) {
-        ls->script_sha[2 * i] = digits[md[i] >> 4];
-        ls->script_sha[2 * i + 1] = digits[md[i] & 15];
-    }
-    ls->script_sha[2 * len] = '\0';
-}
-
 void redis_lease_init(struct redis_leases *ls, struct redis_link *link, struct cache_entry_codec *codec,
                       int64_t poll_interval_ms)
 {
     memset(ls, 0, sizeof(*ls));
     ls->link = link;
     ls->codec = codec;
-    script_sha(ls);
+    digest_script_sha(LOOKUP_LEASE_SCRIPT, ls->script_sha);
+    digest_script_sha(RELEASE_SCRIPT, ls->release_sha);
     ls->poll_interval_ms = poll_interval_ms > 0 ? poll_interval_ms : POLL_INTERVAL_MS;
     TAILQ_INIT(&ls->waits);
     make_instance_id(ls);
@@ -678,4 +873,6 @@ void redis_lease_close(struct redis_leases *ls)
     while ((op = TAILQ_FIRST(&ls->waits)) != NULL)
         redis_lease_cancel(ls, op); /* freed now, or by their NULL replies when the link closes */
     keymap_clear(&ls->held, free_held);
+    free(ls->fold_script);
+    ls->fold_script = NULL;
 }

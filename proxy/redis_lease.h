@@ -21,9 +21,20 @@
  * a lookup). TOKEN is this process's random id and a counter, so that
  * tokens differ across processes and restarts.
  *
- * A lease this process holds is released, by compare-and-delete (EVAL: DEL
- * only if it still holds our token; a plain DEL from the first time EVAL is
- * refused), when its key is settled: after its answer's SET was
+ * Folded (a lookup given a cache_fold, cache_types.h; not in a Redis
+ * Cluster, where the fold's keys hash elsewhere): the script sent is the
+ * fold's Lua text followed by LOOKUP_FOLD_TAIL, which runs the fold's
+ * admission in the same atomic step when it takes the lease, and returns
+ * its integers after the three; the caller's fold is filled in just before
+ * its callback. Its first send on a connection is an EVAL, as above; a
+ * resend (NOSCRIPT) goes unfolded, and a folded script Redis refuses with
+ * anything but NOSCRIPT turns folding off for good (logged once): the
+ * caller then asks its admission apart, as without a fold.
+ *
+ * A lease this process holds is released, by compare-and-delete (a script:
+ * DEL only if it still holds our token, which in pub/sub mode also
+ * publishes the key, so that a miss settles in one command; a plain DEL
+ * and a PUBLISH from the first time EVAL is refused), when its key is settled: after its answer's SET was
  * acknowledged, or when there is no answer to store. A lease granted after
  * its caller was answered (its budget ran out: UNAVAILABLE; or it was
  * cancelled) is released at once: that caller goes upstream without it and
@@ -70,6 +81,13 @@ struct redis_leases {
     int eval_refused;     /* EVAL refused (scripting off): release leases with a plain DEL, lease by pipeline */
     char script_sha[41];  /* LOOKUP_LEASE_SCRIPT's SHA-1, for EVALSHA */
     int script_known;     /* the script ran on this data connection: EVALSHA (else EVAL, which loads it) */
+    char release_sha[41]; /* RELEASE_SCRIPT's */
+    int release_known;    /* as script_known, for RELEASE_SCRIPT */
+    char *fold_script;    /* the folded script (a fold's admission, then the lookup), made on first use */
+    const char *fold_lua; /* the admission it was made with (cache_fold.lua) */
+    char fold_sha[41];
+    int fold_known;       /* as script_known, for fold_script */
+    int fold_refused;     /* Redis refused it: lookups go unfolded from now on */
     char instance_id[17]; /* random: lease tokens differ across processes and restarts */
     uint64_t lease_counter;
     struct keymap held;         /* leases acquired and not released yet, by key */
@@ -93,7 +111,8 @@ int redis_lease_scripted(const struct redis_leases *ls);
  * Returns NULL, without calling `cb`, when it cannot start (Redis down or
  * over max_pending, lease_ms <= 0, no memory). */
 struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, const struct cache_expect *expect,
-                                     int64_t lease_ms, int lookup, cache_lookup_cb cb, void *arg);
+                                     int64_t lease_ms, int lookup, struct cache_fold *fold, cache_lookup_cb cb,
+                                     void *arg);
 
 /* Wait, at most timeout_ms, for another process's answer for `key`.
  * Returns NULL, without calling `cb`, when it cannot start. */

@@ -447,8 +447,8 @@ static void request_routed(struct job_request *jr)
     const struct cache_expect expect = {
         .job = &rule->job, .identity = rule->identity_param >= 0 ? jr->match.values[rule->identity_param] : NULL};
     jr->in_lookup = 1;
-    cache_get_lease(gw->cache, jr->key, &expect, jr->token_hash[0] ? 0 : flight_lease_ms(rule), on_cache_result,
-                    jr); /* may answer before it returns */
+    cache_get_lease(gw->cache, jr->key, &expect, jr->token_hash[0] ? 0 : flight_lease_ms(rule), flight_fold(jr),
+                    on_cache_result, jr); /* may answer before it returns */
 }
 
 void request_intake(struct gateway *gw, struct evhttp_request *req, int client_auth)

@@ -255,6 +255,32 @@ def an_open_circuit_holds_every_worker(env):
     stop_gates(env, "w2c")
 
 
+@test
+def a_success_resets_the_fleets_failures(env):
+    """3 jobgates on Redis, breaker_threshold 2: failure, success, failure, each on another instance, leaves the
+    circuit closed (a success is reported while the fleet counts failures); two failures in a row open it"""
+    sim = env["sim"]
+    gates = list(env["i3"].values())  # the limits of the test above: breaker_threshold 2
+    reset(sim)
+    wait_until(lambda: gates[0].get(seed_path(PROJECT, hex32())).status == 200, 10, "the circuit closed again")
+
+    def call(gate, fail):
+        if fail:
+            sim.fault(kind="status", status=500, count=1)
+        n = len(times(sim))
+        r = gate.get(seed_path(PROJECT, hex32()))
+        return r.status, len(times(sim)) - n
+
+    eq(call(gates[0], True), (500, 1), "a failure")
+    eq(call(gates[1], False), (200, 1), "a success, on another instance")
+    eq(call(gates[2], True), (500, 1), "a failure, on a third")
+    eq(call(gates[0], False), (200, 1), "still closed: the success reset the count")
+    eq(call(gates[1], True), (500, 1), "a failure")
+    eq(call(gates[2], True), (500, 1), "a second in a row")
+    status, calls = call(gates[0], False)
+    eq((status, calls), (503, 0), "open: refused without a call")
+
+
 # ---------------------------------------------------------- Redis killed
 
 

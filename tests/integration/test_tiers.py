@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """The in-process tier in front of Redis: a Redis hit fills it, later hits
 cost Redis nothing (counted with INFO commandstats), and a still-changing
-copy lives there only for what remains of its TTL."""
+copy lives there only for what remains of its TTL. A miss costs one round
+trip to Redis before its upstream call, and one command after it (read with
+redis-cli MONITOR)."""
 import re
+import shlex
+import subprocess
 import time
 
-from harness import Jobgate, Redis, Sim, eq, hex32, run, seed_path, stop_all, test, wait_until
+from harness import REDIS_CLI, Jobgate, Redis, Sim, check, eq, hex32, run, seed_path, stop_all, test, wait_until
 
 PROJECT = hex32()
 
@@ -70,6 +74,54 @@ def hits_on_fresh_answers_never_ask_redis(env):
     for _ in range(10):
         eq(gate.get(path(job)).header("x-cache"), "HIT", "hit")
     eq(redis_reads(redis), before, "Redis lookups")
+
+
+def monitor(redis, action):
+    """The commands jobgate's connections sent Redis while `action` ran, as
+    argument lists (what scripts ran inside, MONITOR's "lua" lines, left out)."""
+    mon = subprocess.Popen([REDIS_CLI, "-p", str(redis.port), "monitor"], stdout=subprocess.PIPE, text=True)
+    try:
+        eq(mon.stdout.readline().strip(), "OK", "MONITOR started")
+        action()
+        time.sleep(0.3)  # the settling commands sent after the answer
+    finally:
+        mon.terminate()
+    out, _ = mon.communicate(timeout=10)
+    commands = []
+    for line in out.splitlines():
+        m = re.match(r"^[0-9.]+ \[\d+ ([^\]]+)\] (.*)$", line)
+        if m and m.group(1) != "lua":
+            commands.append(shlex.split(m.group(2)))
+    return commands
+
+
+@test
+def a_miss_is_one_round_trip_before_its_call(env):
+    """5 misses: one script each before the call (lookup, lease, the guard's admission), a SET and one script after
+    (the lease released and the key published in it); no command of the guard's alone (no admission apart, no
+    report of a success)"""
+    gate, sim = env["gate"], env["sim"]
+    jobs = [hex32() for _ in range(5)]
+
+    def misses():
+        for job in jobs:
+            eq(gate.get(path(job)).header("x-cache"), "MISS", "a new job")
+
+    commands = monitor(env["redis"], misses)
+    guard_alone = [c for c in commands if len(c) > 3 and "guard:{" in c[3] and not c[3].endswith("guard:fleet")]
+    eq(guard_alone, [], "commands of the guard's alone")
+    for job in jobs:
+        mine = [c for c in commands if any(job in a for a in c)]
+        eq([c[0].upper() for c in mine], ["EVALSHA" if mine[0][0].upper() == "EVALSHA" else "EVAL", "SET",
+                                          "EVALSHA" if mine[-1][0].upper() == "EVALSHA" else "EVAL"],
+           "the commands of job %s" % job[:8])
+        first = mine[0]
+        nkeys = int(first[2])
+        check(nkeys == 9 and first[3].endswith(":t") and "guard:{" in first[6] and first[6].endswith(":rate"),
+              "the lookup carries the admission (the guard's keys after the job's): %r" % first[2:10])
+        eq(sim.count(job), 1, "upstream requests for job %s" % job[:8])
+    print("# a miss: %s" % ", ".join(c[0] + (" (%s keys)" % c[2] if c[0].upper().startswith("EVAL") else "")
+                                     for c in commands if any(jobs[-1] in a for a in c)))
 
 
 @test

@@ -1204,7 +1204,7 @@ static void on_lookup(enum cache_status status, struct body *b, enum cache_lease
 static struct got get_lease(struct cache *c, const char *key, const struct cache_expect *expect)
 {
     struct got g = {0};
-    cache_get_lease(c, key, expect, 60000, on_lookup, &g);
+    cache_get_lease(c, key, expect, 60000, NULL, on_lookup, &g);
     assert_true(run_until(&g.calls));
     assert_int_equal(g.calls, 1);
     return g;
