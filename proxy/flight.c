@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "credentials.h"
 #include "flight.h"
+#include "judge.h"
 #include "log.h"
 #include "regions.h"
 #include "metrics.h"
@@ -223,65 +224,6 @@ static void flight_fail(struct flight *f, const struct client_error *err, int st
 
 /* ------------------------------------------------------- the answer */
 
-/* Negative caching: keep the 404 answer (without a request id) for the
- * rule's not_found_ttl, so pollers of a job that does not exist stop
- * costing an upstream call each. */
-static struct body *remember_not_found(struct flight *f, const struct client_error *err)
-{
-    enum error_shape shape = f->rule->errors.reply_shape;
-    char *text = client_error_render(err, NULL, shape != ERROR_SHAPE_DEFAULT ? shape : f->gw->error_shape);
-    if (!text)
-        return NULL;
-    struct body *b = body_new(text, strlen(text), clock_wall_ms(), 0);
-    cJSON_free(text);
-    if (!b)
-        return NULL;
-    b->status = 404;
-    cache_put(f->gw->cache, f->key, b, f->rule->not_found_ttl_ms, 0);
-    f->stored = 1;
-    return b;
-}
-
-/* Turn the upstream's answer into a job body to cache (or a remembered 404), or an error. */
-static struct body *judge_answer(struct flight *f, const struct upstream_response *resp, struct client_error *err)
-{
-    const struct rule *rule = f->rule;
-    if (resp->fault != FAULT_NONE) {
-        log_warn("upstream %s for rule %s, key %s: %s", fault_name(resp->fault), rule->name, f->key,
-                 resp->fault_detail);
-        errmap_from_fault(&rule->errors, resp->fault, err);
-        return NULL;
-    }
-    if (resp->status != 200) {
-        errmap_from_upstream(&rule->errors, resp->status, resp->body, resp->len, err);
-        log_info("upstream answered %d for rule %s, key %s: sent %d %s", resp->status, rule->name, f->key, err->status,
-                 err->code);
-        if (resp->status == 404 && err->status == 404 && rule->not_found_ttl_ms > 0)
-            return remember_not_found(f, err);
-        return NULL;
-    }
-    char state[64];
-    enum job_class cls = classify_body(&rule->job, resp->body, resp->len, f->expected_id, state, sizeof(state));
-    if (cls != JOB_TERMINAL && cls != JOB_PENDING) {
-        /* Not a job, another job, or a body parsers read differently: a bad body, never cached. */
-        enum upstream_fault fault = cls == JOB_OTHER_JOB ? FAULT_WRONG_JOB : FAULT_BAD_BODY;
-        log_warn("upstream 200 for rule %s, key %s is %s: not cached", rule->name, f->key, job_class_name(cls));
-        errmap_from_fault(&rule->errors, fault, err);
-        return NULL;
-    }
-    int terminal = cls == JOB_TERMINAL;
-    struct body *b = body_new(resp->body, resp->len, clock_wall_ms(), terminal);
-    if (!b) {
-        errmap_from_fault(&rule->errors, FAULT_INTERNAL, err);
-        return NULL;
-    }
-    int64_t ttl_ms = terminal ? rule->terminal_ttl_ms : rule->pending_ttl_ms;
-    cache_put(f->gw->cache, f->key, b, ttl_ms, terminal ? 0 : rule->stale_ttl_ms);
-    f->stored = 1;
-    log_debug("upstream 200 for key %s: state %s (%s)", f->key, state, job_class_name(cls));
-    return b;
-}
-
 /* Tell the fleet (Redis, under the token's hash only) what upstream just
  * judged: a grant for the window, or none at all. */
 static void share_grant(struct flight *f, int granted)
@@ -308,7 +250,12 @@ static void on_upstream_done(const struct upstream_response *resp, void *arg)
     callpolicy_report(f->up, &f->admitted, resp);
 
     struct client_error err;
-    struct body *b = judge_answer(f, resp, &err);
+    struct judge_input in = {.rule = f->rule,
+                             .cache = gw->cache,
+                             .key = f->key,
+                             .expected_id = f->expected_id,
+                             .error_shape = gw->error_shape};
+    struct body *b = judge_answer(&in, resp, &err, &f->stored);
     if (f->token_hash[0] && gw->token_grants && resp->fault == FAULT_NONE) {
         /* The cloud has judged this token for this rule's upstream and project: only a 200
          * about the very job asked for (the body judge_answer kept) grants; a 404 does not. */

@@ -14,11 +14,11 @@
 #include "log.h"
 #include "randbytes.h"
 #include "redis_lease.h"
+#include "redis_lease_int.h"
 #include "redis_link.h"
 
 #define POLL_INTERVAL_MS    20
 #define PUBSUB_CHECK_FACTOR 5 /* pub/sub mode: a wait re-reads only to see a lease expire */
-#define LEASE_TOKEN_MAX     48
 
 /* Compare-and-delete the lease (only if it is still ours) and, in pub/sub
  * mode, publish the key's settling, in one step. KEYS: KEY:l; ARGV: the
@@ -28,82 +28,9 @@
     "if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end\n"                  \
     "return 0\n"
 
-/*
- * The lookup and the lease in one step. KEYS: KEY:t, KEY:p, KEY:l; ARGV:
- * now (ms, the caller's wall clock, which wrote the entries' expiry), the
- * token, lease_ms. Returns {KEY:t's value, KEY:p's value, what it did}: 0
- * when either value is fresh (no lease asked), 1 lease taken, 2 lease held
- * by another. A value whose head it cannot read counts as fresh: the caller
- * judges it (and then asks for the lease apart if it must).
- */
-#define LOOKUP_HEAD                                                      \
-    "local function fresh(v)\n"                                          \
-    "  if not v then return false end\n"                                 \
-    "  local e = string.match(v, '^JG1 %-?%d+ %d+ %d+ (%d+)')\n"         \
-    "  return e == nil or e == '0' or tonumber(e) > tonumber(ARGV[1])\n" \
-    "end\n"                                                              \
-    "local t = redis.call('GET', KEYS[1])\n"                             \
-    "local p = redis.call('GET', KEYS[2])\n"                             \
-    "if fresh(t) or fresh(p) then return {t, p, 0} end\n"
-
-#define LOOKUP_LEASE_SCRIPT                                                                   \
-    LOOKUP_HEAD                                                                               \
-    "if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {t, p, 1} end\n" \
-    "return {t, p, 2}\n"
-
-/*
- * Folded (cache_fold): the same, where a lease taken also runs the fold's
- * `admit` function (its text goes before this) on KEYS and ARGV past the
- * lookup's three, and returns {t, p, 1, its four integers}.
- */
-#define LOOKUP_FOLD_TAIL                                                 \
-    LOOKUP_HEAD                                                          \
-    "if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then\n" \
-    "  local k, a = {}, {}\n"                                            \
-    "  for i = 4, #KEYS do k[i - 3] = KEYS[i] end\n"                     \
-    "  for i = 4, #ARGV do a[i - 3] = ARGV[i] end\n"                     \
-    "  local v = admit(k, a)\n"                                          \
-    "  return {t, p, 1, v[1], v[2], v[3], v[4]}\n"                       \
-    "end\n"                                                              \
-    "return {t, p, 2}\n"
-
-#define FOLD_REPLY 4                     /* integers a fold's admission returns */
-#define ARGV_MAX   (3 + 3 + 3 + 16 + 16) /* EVALSHA SHA N, 3 keys, 3 arguments, the fold's */
-
-enum script_did { SCRIPT_FRESH = 0, SCRIPT_TOOK = 1, SCRIPT_HELD = 2 };
-
 /* A lease this process acquired and has not released yet. */
 struct held_lease {
     struct keymap_item item; /* item.key == key */
-    char token[LEASE_TOKEN_MAX];
-    char key[];
-};
-
-/* A lease request or a wait. Like a lookup (cache_redis.c) it lives until hiredis has
- * called back for every command sent for it (replies_out), even once
- * finished (answered or cancelled). */
-struct redis_op {
-    struct redis_leases *ls;
-    int is_wait;
-    int lookup;               /* lease: its caller wants the answer too (cache_get_lease) */
-    cache_lookup_cb lease_cb; /* lease */
-    cache_get_cb get_cb;      /* wait */
-    void *arg;
-    struct event *timer;    /* lease: the budget; wait: the next check */
-    struct event *deadline; /* wait: its time limit */
-    int replies_out;
-    int finished;            /* answered or cancelled: never calls back again */
-    int cancelled;           /* lease: release it if it is granted after all */
-    int check_again;         /* wait: told of a store while a check was out */
-    int granted;             /* lease, pipelined: SET NX said OK */
-    int resent;              /* lease, scripted: NOSCRIPT answered, sent again with EVAL */
-    int sent_eval;           /* lease, scripted: the last send was EVAL (else EVALSHA) */
-    int sent_fold;           /* lease, scripted: the last send was the folded script */
-    struct cache_fold *fold; /* lease: the caller's (written only before its callback), or NULL */
-    int64_t lease_ms;
-    const struct classify_spec *job; /* the expectation (the caller's: read only before `finished`) */
-    const char *identity;            /* NULL, or a copy after key[] */
-    TAILQ_ENTRY(redis_op) wait_link; /* on ls->waits until finished */
     char token[LEASE_TOKEN_MAX];
     char key[];
 };
@@ -119,14 +46,14 @@ static void on_publish_done(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 /* The entry among KEY:t's and KEY:p's values, checked against what `op` expects. */
-static struct body *op_pick(struct redis_op *op, redisReply *const *elements)
+struct body *redis_op_pick(struct redis_op *op, redisReply *const *elements)
 {
     const struct cache_expect expect = {.job = op->job, .identity = op->identity};
     return cache_entry_pick(op->ls->codec, op->key, elements, &expect, &op->ls->link->errors);
 }
 
 /* Is a scripting refusal the kind that lasts (scripts off, ACL, a proxy)? */
-static int script_refusal(const redisReply *rep)
+int redis_script_refusal(const redisReply *rep)
 {
     return strncmp(rep->str, "ERR", 3) == 0 || strncmp(rep->str, "NOPERM", 6) == 0;
 }
@@ -177,7 +104,7 @@ static void on_release_reply(redisAsyncContext *ac, void *reply, void *privdata)
         /* Scripting refused (disabled, or a proxy without it): DEL instead,
          * from now on. Its risk: deleting a lease another process took after
          * ours expired, which costs one more upstream call, never a wrong answer. */
-        if (script_refusal(rep) || strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        if (redis_script_refusal(rep) || strncmp(rep->str, "NOSCRIPT", 8) == 0) {
             if (!ls->eval_refused)
                 log_warn("redis: EVAL refused; leases are released with DEL, and taken by pipeline, from now on");
             ls->eval_refused = 1;
@@ -279,7 +206,7 @@ static void held_add(struct redis_leases *ls, const char *key, const char *token
  * 0 if the caller was answered already (the budget ran out: it was told
  * UNAVAILABLE and goes upstream without it; or it cancelled): then nobody
  * would store under it nor release it, so it is released now. */
-static int lease_granted(struct redis_op *op)
+int redis_op_granted(struct redis_op *op)
 {
     held_add(op->ls, op->key, op->token);
     if (!op->finished)
@@ -298,7 +225,7 @@ static void op_free(struct redis_op *op)
 }
 
 /* Free `op` if it is finished and hiredis owes it no reply. */
-static void op_maybe_free(struct redis_op *op)
+void redis_op_maybe_free(struct redis_op *op)
 {
     if (op->finished && op->replies_out == 0)
         op_free(op);
@@ -319,7 +246,7 @@ static void lease_answer(struct redis_op *op, enum cache_status status, struct b
  * caller's lookup and this lease: a whole upstream call can fit there). A
  * release is sent only after its store was acknowledged (on_store_done), so
  * a read after the grant sees that store. */
-static void lease_settled(struct redis_op *op, struct body *b, int granted, enum cache_lease_status not_granted)
+void redis_op_settled(struct redis_op *op, struct body *b, int granted, enum cache_lease_status not_granted)
 {
     int fresh = b && body_fresh(b, clock_wall_ms());
     if (fresh) {
@@ -332,7 +259,7 @@ static void lease_settled(struct redis_op *op, struct body *b, int granted, enum
 }
 
 /* A lease that failed (an error reply, or none): UNAVAILABLE. */
-static void lease_failed(struct redis_op *op, const redisReply *rep, const char *command)
+void redis_op_failed(struct redis_op *op, const redisReply *rep, const char *command)
 {
     struct redis_link *r = op->ls->link;
     if (rep && rep->type == REDIS_REPLY_ERROR)
@@ -340,204 +267,6 @@ static void lease_failed(struct redis_op *op, const redisReply *rep, const char 
     else
         r->errors++;
     lease_answer(op, CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE);
-}
-
-static int send_script(struct redis_op *op, int full);
-
-/* Is `rep` the lookup script's reply: {KEY:t, KEY:p, what it did}, and
- * after a folded lease its admission's integers? */
-static int script_reply_ok(const redisReply *rep)
-{
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || (rep->elements != 3 && rep->elements != 3 + FOLD_REPLY))
-        return 0;
-    for (size_t i = 2; i < rep->elements; i++)
-        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-            return 0;
-    return 1;
-}
-
-/* The folded script was refused (an error but NOSCRIPT): fold no more, and
- * send `op` again unfolded. Returns 1 if it went. */
-static int unfold(struct redis_op *op, const redisReply *rep)
-{
-    struct redis_leases *ls = op->ls;
-    if (!ls->fold_refused)
-        log_warn("redis: the lookup with the guard's admission refused (%.100s); they go apart from now on", rep->str);
-    ls->fold_refused = 1;
-    return send_script(op, 0);
-}
-
-/* The script's reply: {KEY:t, KEY:p, what it did[, the fold's admission]}. */
-static void on_script_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_op *op = privdata;
-    struct redis_leases *ls = op->ls;
-    struct redis_link *r = ls->link;
-    redisReply *rep = reply;
-    r->pending--;
-    op->replies_out--;
-    if (r->closing) { /* cache_free: no callback from here on */
-        op->finished = 1;
-        op_maybe_free(op);
-        return;
-    }
-    if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 && !op->resent) {
-        op->resent = 1; /* a restarted or new master: load it with EVAL, EVALSHA works again after */
-        if (op->sent_fold)
-            ls->fold_known = 0;
-        if (send_script(op, 1))
-            return;
-    }
-    if (rep && rep->type == REDIS_REPLY_ERROR && op->sent_fold && strncmp(rep->str, "NOSCRIPT", 8) != 0 &&
-        unfold(op, rep))
-        return;
-    if (!script_reply_ok(rep)) {
-        if (rep && rep->type == REDIS_REPLY_ERROR && script_refusal(rep) && !ls->eval_refused) {
-            log_warn("redis: scripts refused (%.100s); leases are taken by pipeline from now on", rep->str);
-            ls->eval_refused = 1;
-        }
-        lease_failed(op, rep, op->sent_eval ? "EVAL" : "EVALSHA");
-        op_maybe_free(op);
-        return;
-    }
-    if (op->sent_fold)
-        ls->fold_known = 1;
-    else
-        ls->script_known = 1;
-    long long did = rep->element[2]->integer;
-    if (did == SCRIPT_TOOK && !lease_granted(op)) {
-        op_maybe_free(op);
-        return;
-    }
-    if (op->finished) { /* cancelled or over budget, and nothing was granted */
-        op_maybe_free(op);
-        return;
-    }
-    if (did == SCRIPT_TOOK && rep->elements == 3 + FOLD_REPLY && op->fold) {
-        op->fold->answered = 1; /* the caller is called back below: its fold is still there */
-        for (size_t i = 0; i < FOLD_REPLY; i++)
-            op->fold->reply[i] = rep->element[3 + i]->integer;
-    }
-    struct body *b = op_pick(op, rep->element);
-    /* SCRIPT_FRESH with no fresh answer here: the script took an entry for
-     * fresh that failed the check (or one it could not read). No lease was
-     * taken, and none will be while it stays: go upstream without one. */
-    lease_settled(op, b, did == SCRIPT_TOOK, did == SCRIPT_HELD ? CACHE_LEASE_HELD : CACHE_LEASE_UNAVAILABLE);
-    body_unref(b);
-    op_maybe_free(op);
-}
-
-/* The folded script's text and SHA-1 for `lua`, made on first use. Returns 0, or -1 out of memory. */
-static int fold_script(struct redis_leases *ls, const char *lua)
-{
-    if (ls->fold_script && ls->fold_lua == lua)
-        return 0;
-    size_t a = strlen(lua), b = strlen(LOOKUP_FOLD_TAIL);
-    char *text = malloc(a + b + 1);
-    if (!text)
-        return -1;
-    memcpy(text, lua, a);
-    memcpy(text + a, LOOKUP_FOLD_TAIL, b + 1);
-    free(ls->fold_script);
-    ls->fold_script = text;
-    ls->fold_lua = lua;
-    ls->fold_known = 0;
-    digest_script_sha(text, ls->fold_sha);
-    return 0;
-}
-
-/* A command's arguments, built one by one (the strings are borrowed). */
-struct argv_list {
-    int argc;
-    const char *argv[ARGV_MAX];
-    size_t argvlen[ARGV_MAX];
-};
-
-static void argv_add(struct argv_list *a, const char *s)
-{
-    a->argv[a->argc] = s;
-    a->argvlen[a->argc++] = strlen(s);
-}
-
-/* Send the folded script for `op` (EVALSHA, or with `full` EVAL): the
- * lookup's keys and arguments, then the fold's. Returns 1 if sent, 0 if
- * not, -1 when there is no fold to send (send it unfolded). */
-static int send_fold(struct redis_op *op, int full)
-{
-    struct redis_leases *ls = op->ls;
-    struct redis_link *r = ls->link;
-    struct cache_fold *fold = op->fold;
-    if (fold->make(fold) < 0)
-        return -1;
-    size_t klen = strlen(op->key), kmax = klen + 8;
-    char *keys = NULL;
-    if (fold->nkeys > 16 || fold->nargs > 16 || fold_script(ls, fold->lua) < 0 || !(keys = malloc(3 * kmax))) {
-        fold->release(fold);
-        return -1;
-    }
-    full = full || !ls->fold_known;
-    char nkeys[16], now[24], lease_ms[24];
-    const enum cachekey_slot slot[3] = {CACHEKEY_TERMINAL, CACHEKEY_PENDING, CACHEKEY_LEASE};
-    struct argv_list a = {0};
-    argv_add(&a, full ? "EVAL" : "EVALSHA");
-    argv_add(&a, full ? ls->fold_script : ls->fold_sha);
-    snprintf(nkeys, sizeof(nkeys), "%d", 3 + fold->nkeys);
-    argv_add(&a, nkeys);
-    for (int i = 0; i < 3; i++) {
-        snprintf(keys + i * kmax, kmax, "%s%s", op->key, cachekey_suffix(slot[i]));
-        argv_add(&a, keys + i * kmax);
-    }
-    for (int i = 0; i < fold->nkeys; i++)
-        argv_add(&a, fold->keys[i]);
-    snprintf(now, sizeof(now), "%" PRId64, clock_wall_ms());
-    snprintf(lease_ms, sizeof(lease_ms), "%" PRId64, op->lease_ms);
-    argv_add(&a, now);
-    argv_add(&a, op->token);
-    argv_add(&a, lease_ms);
-    for (int i = 0; i < fold->nargs; i++)
-        argv_add(&a, fold->args[i]);
-    op->sent_eval = full;
-    op->sent_fold = 1;
-    int rc = redis_link_send_argv(r, op->key, klen, on_script_reply, op, a.argc, a.argv, a.argvlen);
-    fold->release(fold); /* hiredis has the command in its buffer */
-    free(keys);
-    if (rc != REDIS_OK)
-        return 0;
-    r->pending++;
-    op->replies_out++;
-    return 1;
-}
-
-/* Send the lookup-and-lease script: EVALSHA, or with `full` EVAL; folded
- * (with the caller's admission) on its first send where a fold can run. A
- * resend (after NOSCRIPT, or a refused fold) goes unfolded: the fold's
- * keys were the caller's to free once the lookup was asked. Returns 1 if
- * sent. */
-static int send_script(struct redis_op *op, int full)
-{
-    struct redis_leases *ls = op->ls;
-    struct redis_link *r = ls->link;
-    const char *t = cachekey_suffix(CACHEKEY_TERMINAL), *p = cachekey_suffix(CACHEKEY_PENDING),
-               *l = cachekey_suffix(CACHEKEY_LEASE);
-    if (!redis_link_ready_for(r, op->key, strlen(op->key)))
-        return 0;
-    int first = !op->sent_fold && !op->resent;
-    if (first && op->fold && !ls->fold_refused && !redis_link_is_cluster(r)) {
-        int sent = send_fold(op, full);
-        if (sent >= 0)
-            return sent;
-    }
-    op->sent_fold = 0;
-    int64_t now = clock_wall_ms();
-    full = full || !ls->script_known;
-    op->sent_eval = full;
-    if (redis_link_send(r, op->key, on_script_reply, op, "%s %s 3 %s%s %s%s %s%s %" PRId64 " %s %" PRId64,
-                        full ? "EVAL" : "EVALSHA", full ? LOOKUP_LEASE_SCRIPT : ls->script_sha, op->key, t, op->key, p,
-                        op->key, l, now, op->token, op->lease_ms) != REDIS_OK)
-        return 0;
-    r->pending++;
-    op->replies_out++;
-    return 1;
 }
 
 /* Pipelined: SET KEY:l NX PX's reply. The answer waits for the MGET sent
@@ -551,14 +280,14 @@ static void on_pipelined_set(redisAsyncContext *ac, void *reply, void *privdata)
     op->replies_out--;
     if (r->closing) { /* cache_free: no callback from here on */
         op->finished = 1;
-        op_maybe_free(op);
+        redis_op_maybe_free(op);
         return;
     }
     if (rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "OK") == 0)
-        op->granted = lease_granted(op);
+        op->granted = redis_op_granted(op);
     else if (!rep || rep->type != REDIS_REPLY_NIL)
-        lease_failed(op, rep, "SET NX");
-    op_maybe_free(op);
+        redis_op_failed(op, rep, "SET NX");
+    redis_op_maybe_free(op);
 }
 
 /* Pipelined: MGET KEY:t KEY:p's reply, read after the SET NX. */
@@ -572,20 +301,20 @@ static void on_pipelined_get(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->closing)
         op->finished = 1; /* cache_free: no callback from here on */
     if (op->finished) {
-        op_maybe_free(op);
+        redis_op_maybe_free(op);
         return;
     }
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
         if (op->granted)
             redis_lease_settle(op->ls, op->key, 0); /* nobody is told it holds it */
-        lease_failed(op, rep, "MGET");
-        op_maybe_free(op);
+        redis_op_failed(op, rep, "MGET");
+        redis_op_maybe_free(op);
         return;
     }
-    struct body *b = op_pick(op, rep->element);
-    lease_settled(op, b, op->granted, CACHE_LEASE_HELD);
+    struct body *b = redis_op_pick(op, rep->element);
+    redis_op_settled(op, b, op->granted, CACHE_LEASE_HELD);
     body_unref(b);
-    op_maybe_free(op);
+    redis_op_maybe_free(op);
 }
 
 /* Send SET KEY:l NX PX and MGET KEY:t KEY:p in one write. Returns 1 if both went. */
@@ -602,7 +331,7 @@ static int send_pipelined(struct redis_op *op)
                         op->key, cachekey_suffix(CACHEKEY_PENDING)) != REDIS_OK) {
         /* The SET went: the op is finished without a callback (the caller
          * is told it could not start), and its SET's reply frees it,
-         * releasing a grant (lease_granted). */
+         * releasing a grant (redis_op_granted). */
         r->errors++;
         op->finished = 1;
         return 1;
@@ -618,7 +347,7 @@ static void on_lease_budget(evutil_socket_t fd, short what, void *arg)
     op->ls->link->timeouts++;
     lease_answer(op, CACHE_UNAVAILABLE, NULL, CACHE_LEASE_UNAVAILABLE);
     /* Stays allocated until hiredis calls back for it; a grant that comes
-     * later is released then (lease_granted). */
+     * later is released then (redis_op_granted). */
 }
 
 /* A new op for `key`, with a copy of the expectation's identity. */
@@ -662,7 +391,7 @@ struct redis_op *redis_lease_acquire(struct redis_leases *ls, const char *key, c
     op->lease_ms = lease_ms;
     snprintf(op->token, sizeof(op->token), "%s-%" PRIx64, ls->instance_id, ++ls->lease_counter);
     op->timer = evtimer_new(r->base, on_lease_budget, op);
-    if (!op->timer || !(redis_lease_scripted(ls) ? send_script(op, 0) : send_pipelined(op))) {
+    if (!op->timer || !(redis_lease_scripted(ls) ? redis_lease_send_script(op, 0) : send_pipelined(op))) {
         r->errors++;
         op_free(op);
         return NULL;
@@ -688,7 +417,7 @@ static void wait_finish(struct redis_op *op, enum cache_status status, struct bo
         evtimer_del(op->deadline);
         op->get_cb(status, b, op->arg);
     }
-    op_maybe_free(op);
+    redis_op_maybe_free(op);
 }
 
 static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -731,7 +460,7 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
     r->pending--;
     op->replies_out--;
     if (r->closing || op->finished) {
-        op_maybe_free(op);
+        redis_op_maybe_free(op);
         return;
     }
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
@@ -742,7 +471,7 @@ static void on_check_reply(redisAsyncContext *ac, void *reply, void *privdata)
         wait_finish(op, CACHE_UNAVAILABLE, NULL);
         return;
     }
-    struct body *b = op_pick(op, rep->element);
+    struct body *b = redis_op_pick(op, rep->element);
     if (b && body_fresh(b, clock_wall_ms())) {
         wait_finish(op, CACHE_HIT, b);
         body_unref(b);
@@ -837,7 +566,7 @@ void redis_lease_cancel(struct redis_leases *ls, struct redis_op *op)
         evtimer_del(op->deadline);
         TAILQ_REMOVE(&ls->waits, op, wait_link);
     }
-    op_maybe_free(op);
+    redis_op_maybe_free(op);
 }
 
 /* 64 random bits in hex: what tells this cache's lease tokens from others'. */
@@ -860,7 +589,7 @@ void redis_lease_init(struct redis_leases *ls, struct redis_link *link, struct c
     memset(ls, 0, sizeof(*ls));
     ls->link = link;
     ls->codec = codec;
-    digest_script_sha(LOOKUP_LEASE_SCRIPT, ls->script_sha);
+    redis_lease_scripts_init(ls);
     digest_script_sha(RELEASE_SCRIPT, ls->release_sha);
     ls->poll_interval_ms = poll_interval_ms > 0 ? poll_interval_ms : POLL_INTERVAL_MS;
     TAILQ_INIT(&ls->waits);
@@ -873,6 +602,5 @@ void redis_lease_close(struct redis_leases *ls)
     while ((op = TAILQ_FIRST(&ls->waits)) != NULL)
         redis_lease_cancel(ls, op); /* freed now, or by their NULL replies when the link closes */
     keymap_clear(&ls->held, free_held);
-    free(ls->fold_script);
-    ls->fold_script = NULL;
+    redis_lease_scripts_close(ls);
 }
