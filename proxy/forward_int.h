@@ -33,6 +33,7 @@ struct rule;
 struct ruleset;
 struct upstream_call;
 struct upstream_request;
+struct upstream_response;
 
 enum forward_state {
     FORWARD_ADMITTING,   /* asking the upstream's guard (at once, or Redis) */

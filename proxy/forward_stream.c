@@ -45,12 +45,13 @@ static const char *const answer_headers[] = {"Content-Type", "Allow", "Location"
  * Encoding, Upgrade, Trailer...) are evhttp's to write for the client's own
  * connection, and Content-Length goes as upstream announced it
  * (reply_stream_start), so neither this list nor forward.c's passed_headers
- * holds them. No Content-Encoding:
- * jobgate asks for no compression (libcurl sends no Accept-Encoding). */
+ * holds them. No Content-Encoding: jobgate asks for no compression (libcurl
+ * sends no Accept-Encoding). */
 #define NANSWER (sizeof(answer_headers) / sizeof(answer_headers[0]))
 
 /* Bytes of the answer waiting to be written to the client: evhttp's buffer
- * and the one below it (frontend.c moves the answer down to the socket's). */
+ * and the one below it (frontend_frame.c moves the answer down to the
+ * socket's). */
 static size_t client_queue(struct evhttp_connection *evcon)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);

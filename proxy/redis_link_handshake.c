@@ -69,7 +69,8 @@ static void handshake_step(struct redis_conn *link)
  * connection): a command of the data connection is no longer pending. The
  * reply is to be judged unless the link is closing, the connection was let
  * go of (a NULL reply, or another context by now) or AUTH was refused on it
- * (the replies queued behind AUTH are refused too: auth_refused told it). */
+ * (the replies queued behind AUTH are refused too: redis_link_auth_refused
+ * told of it). */
 static const redisReply *handshake_reply(redisAsyncContext *ac, void *reply, struct redis_conn *link)
 {
     if (link->role == LINK_DATA)

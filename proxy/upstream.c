@@ -572,7 +572,7 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 void upstream_resume(struct upstream *u, struct upstream_call *call)
 {
     /* libcurl delivers the piece it held from here, and arms its timer
-     * (on_curl_timer) to carry on. A piece refused for good fails the
+     * (upstream_multi.c) to carry on. A piece refused for good fails the
      * transfer, which libcurl then forgets: finished from the loop, never
      * from inside this call. */
     if (call->quiet)
