@@ -4,7 +4,8 @@
  * the projects and routes (rule names) it may ask about. For one request this
  * module answers 401 (no key, or a key nobody holds), 403 (a known client
  * asking outside its grants) or allowed, and names the client for the audit
- * log.
+ * log. How a request presents its key, and the sentences of a 401, are
+ * clientkeys_cred.h's (included below).
  *
  * The keys file (conf/keys.yaml is a commented example):
  *
@@ -38,15 +39,11 @@
 
 #include <stddef.h>
 
-#include "digest.h"
+#include "clientkeys_cred.h"
 #include "yamlconf.h"
 
-struct evkeyvalq;
 struct ruleset;
 struct clientkeys;
-
-/* Longest key accepted from a request or by clientkeys_hash_hex, in bytes. */
-#define CLIENTKEYS_KEY_MAX 256
 
 /* One client of the gateway, as the keys file grants it. Owned by its key set
  * and valid while the caller holds a reference to the set. It carries no key
@@ -87,39 +84,6 @@ const struct client *clientkeys_client(const struct clientkeys *ks, size_t i);
  * per unknown name (FILE:LINE:COL of the entry). Call it after loading both. */
 int clientkeys_check_rules(const struct clientkeys *ks, const struct ruleset *rs, struct conf_diag *d);
 
-/* What a request's headers present as a client key. */
-enum clientkeys_credential {
-    CLIENTKEYS_CRED_PRESENT,   /* one key, set in *key */
-    CLIENTKEYS_CRED_SIGNED,    /* Authorization: SDK-HMAC-SHA256 ..., alone; *key is that header's value */
-    CLIENTKEYS_CRED_NONE,      /* neither header (or only an Authorization of another scheme) */
-    CLIENTKEYS_CRED_MALFORMED, /* Bearer or X-Api-Key with an empty, too long or ill-formed value */
-    CLIENTKEYS_CRED_CONFLICT,  /* more than one key presented (Bearer and X-Api-Key, or one twice) */
-};
-
-/*
- * Find the client key in `headers`: `Authorization: Bearer KEY` (the scheme
- * word in any case, then one or more spaces or tabs) or `X-Api-Key: KEY`. A
- * key is 1 to CLIENTKEYS_KEY_MAX visible ASCII characters (no space, no
- * control character); spaces or tabs before it are skipped, anything after it
- * makes the value malformed (evhttp already strips trailing blanks from the
- * headers it parses).
- *
- * An Authorization header of scheme SDK-HMAC-SHA256 (the official SDKs')
- * presents a signature instead: CLIENTKEYS_CRED_SIGNED, checked with
- * clientkeys_check_signed. Any other scheme (Basic, ...) is not a client
- * key: it is ignored, and X-Api-Key may still present one.
- * X-Auth-Token is the cloud token and is never read here. Two keys, even equal
- * ones, are a conflict: jobgate does not guess which one the client meant.
- *
- * Every outcome other than CLIENTKEYS_CRED_PRESENT is a 401. On PRESENT, *key
- * points into the header's value (no copy is made: it lives as long as
- * `headers`); otherwise *key is NULL.
- */
-enum clientkeys_credential clientkeys_presented(const struct evkeyvalq *headers, const char **key);
-
-/* A sentence for the client about a credential outcome (for a 401 body). */
-const char *clientkeys_credential_message(enum clientkeys_credential c);
-
 enum clientkeys_verdict {
     CLIENTKEYS_ALLOWED,
     CLIENTKEYS_UNAUTHENTICATED, /* no key, or a key no client holds: 401 */
@@ -145,15 +109,6 @@ enum clientkeys_verdict clientkeys_check(const struct clientkeys *ks, const char
 enum clientkeys_verdict clientkeys_check_admin(const struct clientkeys *ks, const char *presented_key,
                                                const struct client **who);
 
-/* Why a signed request was refused (or not). */
-enum clientkeys_signature {
-    CLIENTKEYS_SIG_OK,
-    CLIENTKEYS_SIG_MALFORMED,   /* not the SDK-HMAC-SHA256 form; host or x-sdk-date unsigned ... */
-    CLIENTKEYS_SIG_UNKNOWN_KEY, /* no client holds the access key */
-    CLIENTKEYS_SIG_EXPIRED,     /* X-Sdk-Date missing or more than 15 minutes away */
-    CLIENTKEYS_SIG_MISMATCH,    /* the signature is not the client's secret key's */
-};
-
 /*
  * As clientkeys_check, for a request signed as the official SDKs sign
  * (`authorization`: the Authorization value, "SDK-HMAC-SHA256 Access=..."):
@@ -168,15 +123,5 @@ enum clientkeys_verdict clientkeys_check_signed(const struct clientkeys *ks, con
                                                 const struct aksk_received *r, const char *project_id,
                                                 const char *rule_name, const struct client **who,
                                                 enum clientkeys_signature *why);
-
-/* The error code ("JG.SIGNATURE_MISMATCH" ...) and a sentence for a 401 body. */
-const char *clientkeys_signature_code(enum clientkeys_signature s);
-const char *clientkeys_signature_message(enum clientkeys_signature s);
-
-/* Write the lower-case hex SHA-256 of `key` into `out` (64 digits and a NUL),
- * what a keys file stores. Returns 0, or -1 when `key` could never be
- * presented (empty, longer than CLIENTKEYS_KEY_MAX, or holding a space or a
- * control character) or hashing failed; `out` is then an empty string. */
-int clientkeys_hash_hex(const char *key, char out[DIGEST_SHA256_HEX_SIZE]);
 
 #endif

@@ -7,9 +7,10 @@
 
 #include "cache_entry.h"
 #include "config.h"
+#include "config_cache.h"
+#include "config_limits.h"
 #include "config_regions.h"
 #include "config_secrets.h"
-#include "redis_tls.h"
 #include "regions.h"
 
 void config_set_str(char **field, const char *value)
@@ -50,13 +51,7 @@ void config_defaults(struct config *c)
     config_set_str(&fe->admin.host, "127.0.0.1");
     fe->admin.port = 9100;
     c->log_level = LOG_LEVEL_INFO;
-    c->cache.redis_url = strdup("redis://127.0.0.1:6379");
-    c->cache.redis_budget_ms = 50;
-    c->cache.redis_connect_timeout_ms = 500;
-    c->cache.redis_reconnect_min_ms = 100;
-    c->cache.redis_reconnect_max_ms = 5000;
-    c->cache.redis_max_pending = 10000;
-    c->cache.memory_max_bytes = 64 * 1024 * 1024;
+    config_cache_defaults(&c->cache);
     c->upstream.max_body_bytes = 1024 * 1024;
     c->upstream.max_connections = 64;
     c->upstream.user_agent = strdup("jobgate/" PACKAGE_VERSION);
@@ -253,23 +248,6 @@ static int load_audit(struct config *c, struct yconf *y, yaml_node_t *m, struct 
     return rc;
 }
 
-/* Read a positive number (rates may be fractional). */
-static int get_rate(struct yconf *y, yaml_node_t *map, const char *key, double min, double *out, struct conf_diag *d)
-{
-    yaml_node_t *n = yconf_get(y, map, key);
-    if (!n)
-        return 0;
-    const char *text = yconf_scalar(n);
-    char *end = NULL;
-    double v = text ? strtod(text, &end) : 0;
-    if (!text || end == text || *end || !(v >= min) || v > GUARD_RATE_MAX) {
-        yconf_error(y, n, d, "'%s' must be a number of requests per second, at least %g", key, min);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* upstream.connect_to, FOR TESTS: libcurl CONNECT_TO lines that send
  * upstream host names elsewhere (a loopback simulator), never through DNS. */
 static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, struct conf_diag *d)
@@ -305,62 +283,9 @@ static int load_connect_to(struct config *c, struct yconf *y, yaml_node_t *n, st
     return rc;
 }
 
-/* 'upstream_limits': what keeps jobgate within the cloud's rate limit and
- * away from a failing upstream (guard.h explains each default). */
-static int load_upstream_limits(struct config *c, struct yconf *y, yaml_node_t *m, struct conf_diag *d)
-{
-    static const char *const keys[] = {"rate",
-                                       "burst",
-                                       "project_rate",
-                                       "project_burst",
-                                       "throttle_backoff",
-                                       "breaker_threshold",
-                                       "breaker_cooldown",
-                                       "breaker_max_cooldown",
-                                       "breaker_counts_5xx",
-                                       "queue",
-                                       "fleet_size",
-                                       NULL};
-    if (!m)
-        return 0;
-    if (yconf_check_map(y, m, "upstream_limits", keys, d) < 0)
-        return -1;
-    struct guard_conf *g = &c->upstream_limits;
-    int rc = 0;
-    rc |= get_rate(y, m, "rate", GUARD_RATE_MIN, &g->rate, d);
-    rc |= get_rate(y, m, "burst", 1, &g->burst, d);
-    rc |= get_rate(y, m, "project_rate", 0, &g->project_rate, d);
-    rc |= get_rate(y, m, "project_burst", 1, &g->project_burst, d);
-    rc |= yconf_get_ms(y, m, "throttle_backoff", 100, 300000, 0, &g->throttle_ms, d);
-    g->throttle_jitter_ms = g->throttle_ms / 3; /* spreads jobgates that were throttled together */
-    long threshold = (long)g->breaker_threshold;
-    rc |= yconf_get_long(y, m, "breaker_threshold", 1, 1000, &threshold, d);
-    g->breaker_threshold = (unsigned)threshold;
-    rc |= yconf_get_ms(y, m, "breaker_cooldown", 100, 3600000, 0, &g->breaker_cooldown_ms, d);
-    rc |= yconf_get_ms(y, m, "breaker_max_cooldown", 100, 3600000, 0, &g->breaker_max_ms, d);
-    rc |= yconf_get_bool(y, m, "breaker_counts_5xx", &g->breaker_count_5xx, d);
-    rc |= yconf_get_ms(y, m, "queue", 0, 60000, 0, &c->gateway.rate_queue_ms, d);
-    long fleet_size = (long)g->fleet_size;
-    rc |= yconf_get_long(y, m, "fleet_size", 0, GUARD_FLEET_SIZE_MAX, &fleet_size, d);
-    g->fleet_size = (unsigned)fleet_size;
-    char err[256];
-    if (rc == 0 && guard_conf_check(g, err, sizeof(err)) < 0) {
-        yconf_error(y, m, d, "upstream_limits: %s", err);
-        rc = -1;
-    }
-    return rc;
-}
-
 int config_set_redis(struct config *c, const char *value, char *err, size_t errlen)
 {
-    if (strcmp(value, "none") == 0) {
-        config_set_str(&c->cache.redis_url, NULL);
-        return 0;
-    }
-    if (cache_redis_url_check(value, err, errlen) < 0)
-        return -1;
-    config_set_str(&c->cache.redis_url, value);
-    return 0;
+    return config_cache_set_redis(&c->cache, value, err, errlen);
 }
 
 int config_set_workers(struct config *c, const char *value)
@@ -428,94 +353,6 @@ static int load_rule_list(struct config *c, struct yconf *y, yaml_node_t *list, 
     return rc;
 }
 
-/* A path under 'cache', resolved against the configuration file's folder. */
-static int get_path(struct yconf *y, yaml_node_t *map, const char *key, char **out, struct conf_diag *d)
-{
-    yaml_node_t *n = yconf_get(y, map, key);
-    char full[4096];
-    if (!n)
-        return 0;
-    if (!yconf_scalar(n) || !*yconf_scalar(n)) {
-        yconf_error(y, n, d, "'%s' must be the path of a PEM file", key);
-        return -1;
-    }
-    yconf_resolve_path(y->path, yconf_scalar(n), full, sizeof(full));
-    config_set_str(out, full);
-    return 0;
-}
-
-/* cache.redis_tls, sentinel_tls and their files (redis_tls.h). The files
- * are loaded now, so that -t reports one that is missing or unreadable,
- * or a key that is not the certificate's, at its key's line. */
-static int load_redis_tls(struct config *c, struct yconf *y, yaml_node_t *cache, struct conf_diag *d)
-{
-    static const char *const file_keys[] = {
-        [REDIS_TLS_CA_FILE] = "redis_tls_ca_file",
-        [REDIS_TLS_CERT_FILE] = "redis_tls_cert_file",
-        [REDIS_TLS_KEY_FILE] = "redis_tls_key_file",
-    };
-    _Static_assert(sizeof(file_keys) / sizeof(file_keys[0]) == REDIS_TLS_KEY_FILE + 1, "one key per file");
-    struct cache_conf *k = &c->cache;
-    int rc = 0;
-    int sentinel_given = yconf_get(y, cache, "sentinel_tls") != NULL;
-    rc |= yconf_get_bool(y, cache, "redis_tls", &k->redis_tls, d);
-    rc |= yconf_get_bool(y, cache, "sentinel_tls", &k->sentinel_tls, d);
-    rc |= get_path(y, cache, "redis_tls_ca_file", &k->redis_tls_ca_file, d);
-    rc |= get_path(y, cache, "redis_tls_cert_file", &k->redis_tls_cert_file, d);
-    rc |= get_path(y, cache, "redis_tls_key_file", &k->redis_tls_key_file, d);
-    rc |= yconf_get_str(y, cache, "redis_tls_server_name", &k->redis_tls_server_name, d);
-    if (rc < 0)
-        return -1;
-    const char *url = k->redis_url;
-    int sentinel_url = url && strncmp(url, "sentinel://", 11) == 0;
-    if (!sentinel_given && sentinel_url)
-        k->sentinel_tls = k->redis_tls; /* TLS-only Redis: its sentinels too, unless told otherwise */
-    if (sentinel_given && k->sentinel_tls && !sentinel_url) {
-        yconf_error(y, yconf_get(y, cache, "sentinel_tls"), d, "'sentinel_tls' goes with a sentinel:// 'redis' URL");
-        return -1;
-    }
-    if ((k->redis_tls || k->sentinel_tls) && (!url || strncmp(url, "unix:", 5) == 0)) {
-        yconf_error(y, yconf_get(y, cache, k->redis_tls ? "redis_tls" : "sentinel_tls"), d,
-                    "TLS to Redis needs a redis:// or sentinel:// 'redis' URL");
-        return -1;
-    }
-    if (!k->redis_tls && !k->sentinel_tls) {
-        for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++)
-            if (yconf_get(y, cache, file_keys[i])) {
-                yconf_error(y, yconf_get(y, cache, file_keys[i]), d, "'%s' needs redis_tls: on (or sentinel_tls: on)",
-                            file_keys[i]);
-                return -1;
-            }
-        return 0;
-    }
-    yaml_node_t *switch_node = yconf_get(y, cache, k->redis_tls ? "redis_tls" : "sentinel_tls");
-    if (!k->redis_tls_ca_file) {
-        yconf_error(y, switch_node, d, "TLS to Redis needs 'redis_tls_ca_file': the CA its certificate must chain to");
-        return -1;
-    }
-    if ((k->redis_tls_cert_file != NULL) != (k->redis_tls_key_file != NULL)) {
-        const char *given = k->redis_tls_cert_file ? "redis_tls_cert_file" : "redis_tls_key_file";
-        yconf_error(y, yconf_get(y, cache, given), d, "'%s' needs %s too", given,
-                    k->redis_tls_cert_file ? "redis_tls_key_file" : "redis_tls_cert_file");
-        return -1;
-    }
-    if (k->redis_tls_server_name && (!*k->redis_tls_server_name || strpbrk(k->redis_tls_server_name, " \t/:"))) {
-        yconf_error(y, yconf_get(y, cache, "redis_tls_server_name"), d,
-                    "'redis_tls_server_name' must be a host name or an IP address");
-        return -1;
-    }
-    struct redis_tls_conf tls = {
-        .ca_file = k->redis_tls_ca_file, .cert_file = k->redis_tls_cert_file, .key_file = k->redis_tls_key_file};
-    enum redis_tls_file bad;
-    char err[512];
-    if (redis_tls_check(&tls, &bad, err, sizeof(err)) < 0) {
-        yconf_error(y, yconf_get(y, cache, file_keys[bad]) ? yconf_get(y, cache, file_keys[bad]) : switch_node, d,
-                    "'%s': %s", file_keys[bad], err);
-        return -1;
-    }
-    return 0;
-}
-
 /* 'admin': {listen: HOST:PORT or off, client_auth: bool}. client_auth needs
  * a keys file, and the admin address may not be a client listener's. */
 static int load_admin(struct config *c, struct yconf *y, yaml_node_t *admin, struct conf_diag *d)
@@ -556,30 +393,6 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
     static const char *const top_keys[] = {
         "listen",           "listeners", "log_level",   "rules",           "cache", "upstream", "client", "coalesce",
         "shutdown_timeout", "workers",   "client_keys", "upstream_limits", "audit", "regions",  "admin",  NULL};
-    static const char *const cache_keys[] = {"redis",
-                                             "redis_budget",
-                                             "redis_connect_timeout",
-                                             "redis_reconnect_min",
-                                             "redis_reconnect_max",
-                                             "redis_max_pending",
-                                             "redis_notify",
-                                             "memory_max",
-                                             "key_prefix",
-                                             "redis_user",
-                                             "redis_password_file",
-                                             "redis_password_env",
-                                             "sentinel_user",
-                                             "sentinel_password_file",
-                                             "sentinel_password_env",
-                                             "entry_key_file",
-                                             "entry_key_env",
-                                             "redis_tls",
-                                             "sentinel_tls",
-                                             "redis_tls_ca_file",
-                                             "redis_tls_cert_file",
-                                             "redis_tls_key_file",
-                                             "redis_tls_server_name",
-                                             NULL};
     static const char *const upstream_keys[] = {
         "url", "ca_file", "token_file", "token_env", "max_body", "max_connections", "auth", "connect_to", NULL};
     static const char *const client_keys[] = {
@@ -633,33 +446,7 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         }
     }
 
-    yaml_node_t *cache = yconf_get(&y, root, "cache");
-    if (cache) {
-        char err[256];
-        if (yconf_check_map(&y, cache, "cache", cache_keys, d) < 0)
-            rc = -1;
-        yaml_node_t *redis = yconf_get(&y, cache, "redis");
-        if (redis && (!yconf_scalar(redis) || config_set_redis(c, yconf_scalar(redis), err, sizeof(err)) < 0)) {
-            yconf_error(&y, redis, d, "%s", yconf_scalar(redis) ? err : "'redis' must be a URL or none");
-            rc = -1;
-        }
-        yaml_node_t *notify = yconf_get(&y, cache, "redis_notify");
-        if (notify && (!yconf_scalar(notify) || cache_notify_parse(yconf_scalar(notify), &c->cache.redis_notify) < 0)) {
-            yconf_error(&y, notify, d, "'redis_notify' must be auto, pubsub or poll");
-            rc = -1;
-        }
-        long pending = (long)c->cache.redis_max_pending;
-        rc |= yconf_get_ms(&y, cache, "redis_budget", 1, 60000, 0, &c->cache.redis_budget_ms, d);
-        rc |= yconf_get_ms(&y, cache, "redis_connect_timeout", 1, 60000, 0, &c->cache.redis_connect_timeout_ms, d);
-        rc |= yconf_get_ms(&y, cache, "redis_reconnect_min", 1, 60000, 0, &c->cache.redis_reconnect_min_ms, d);
-        rc |= yconf_get_ms(&y, cache, "redis_reconnect_max", 1, 600000, 0, &c->cache.redis_reconnect_max_ms, d);
-        rc |= yconf_get_long(&y, cache, "redis_max_pending", 1, 10000000, &pending, d);
-        c->cache.redis_max_pending = (size_t)pending;
-        rc |= yconf_get_bytes(&y, cache, "memory_max", 64 * 1024, (size_t)1 << 40, &c->cache.memory_max_bytes, d);
-        rc |= get_owned(&y, cache, "key_prefix", &c->gateway.key_prefix, d);
-        rc |= config_load_cache_secrets(&y, cache, &c->cache, d);
-        rc |= load_redis_tls(c, &y, cache, d);
-    }
+    rc |= config_load_cache(&y, yconf_get(&y, root, "cache"), &c->cache, &c->gateway.key_prefix, d);
 
     yaml_node_t *up = yconf_get(&y, root, "upstream");
     if (up) {
@@ -720,7 +507,8 @@ int config_load(struct config *c, const char *path, struct conf_diag *d)
         }
     }
     rc |= load_admin(c, &y, yconf_get(&y, root, "admin"), d);
-    rc |= load_upstream_limits(c, &y, yconf_get(&y, root, "upstream_limits"), d);
+    rc |= config_load_upstream_limits(&y, yconf_get(&y, root, "upstream_limits"), &c->upstream_limits,
+                                      &c->gateway.rate_queue_ms, d);
     rc |= config_load_regions(&y, yconf_get(&y, root, "regions"), &c->regions, &c->iam, d);
     c->gateway.regions = c->regions;
     yaml_node_t *iam_url = yconf_get(&y, yconf_get(&y, root, "regions"), "iam_url");
@@ -760,16 +548,7 @@ void config_free(struct config *c)
     for (size_t i = 0; i < c->nrule_files; i++)
         free(c->rule_files[i]);
     free(c->rule_files);
-    free(c->cache.redis_url);
-    free(c->cache.redis_user);
-    free(c->cache.redis_tls_ca_file);
-    free(c->cache.redis_tls_cert_file);
-    free(c->cache.redis_tls_key_file);
-    free(c->cache.redis_tls_server_name);
-    free(c->cache.sentinel_user);
-    config_free_secret(&c->cache.redis_password);
-    config_free_secret(&c->cache.sentinel_password);
-    config_free_secret(&c->cache.entry_key);
+    config_cache_free(&c->cache);
     free(c->upstream.ca_file);
     free(c->upstream.user_agent);
     for (char **line = c->upstream.connect_to; line && *line; line++)
