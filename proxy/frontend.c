@@ -1,4 +1,5 @@
 #include <search.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,8 @@
 #include "clock.h"
 #include "credentials.h"
 #include "frontend.h"
+#include "frontend_frame.h"
 #include "gateway.h"
-#include "httpframe.h"
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
@@ -60,35 +61,21 @@ struct listener {
  * holds a reference on each connection's bufferevent and notices the free
  * (its callbacks cleared) on the next sweep.
  *
- * evhttp reads through a filter (bufferevent_filter over the socket or TLS
- * bufferevent, see frame_input): bytes reach evhttp only once httpframe has
- * passed the whole head they belong to. The filter also holds back the
- * client's half-close (frame_event) until every request passed has been
- * answered. */
+ * evhttp reads through the framing filter (frontend_frame.h), which owns
+ * this block: bytes reach evhttp only once httpframe has passed the whole
+ * head they belong to, and the client's half-close is held back until
+ * every request passed has been answered. */
 struct client_conn {
-    struct bufferevent *bev;   /* the filter evhttp reads: key in the frontend's index */
-    struct bufferevent *under; /* the socket (or TLS) bufferevent below it */
+    struct frontend_frame frame; /* first (frontend_frame.h); frame.bev: key in the frontend's index */
     struct frontend *fe;
     struct listener *listener;
-    struct evbuffer_cb_entry *input_watch; /* on under's input: bytes as they arrive */
-    struct evbuffer_cb_entry *output_pass; /* on the filter's output: moves answers down (on_output) */
-    int write_pending;                     /* answer bytes below, not yet written to the socket */
+    struct evbuffer_cb_entry *input_watch; /* on frame.under's input: bytes as they arrive */
     int64_t idle_since_ms;                 /* accept or last answer; 0 while a request is served */
     int64_t reading_since_ms;              /* first byte of the next request; 0: none yet */
     unsigned requests;
-    /* framing */
-    uint64_t body_left;        /* of the last head passed, body bytes not yet passed */
-    unsigned passed, answered; /* requests handed to evhttp, and answered */
-    int refused;               /* a head was refused: the rest of the input is dropped */
-    short held_eof;            /* the client's EOF, held until passed == answered (0: none) */
-    struct event *release;     /* delivers held_eof, outside evhttp's callbacks */
-    /* The filter's own callbacks on `under`: frame_event sits in front of
-     * the event callback, so all three are called through `c`. */
-    bufferevent_data_cb filter_readcb, filter_writecb;
-    bufferevent_event_cb filter_eventcb;
-    void *filter_arg;
     TAILQ_ENTRY(client_conn) link;
 };
+_Static_assert(offsetof(struct client_conn, frame) == 0, "the filter frees the block it owns through its frame");
 TAILQ_HEAD(client_conn_list, client_conn);
 
 struct frontend {
@@ -99,7 +86,8 @@ struct frontend {
     struct gateway *gw;
     struct cache *cache;
     struct metrics *metrics;
-    struct frontend_conf conf; /* listeners not kept */
+    struct frontend_conf conf;             /* listeners not kept */
+    struct frontend_frame_conf frame_conf; /* what the framing filters check heads against */
     struct client_conn_list conns;
     void *conn_index; /* tsearch tree of client_conn by bufferevent */
     size_t nconns;
@@ -112,13 +100,14 @@ struct frontend {
 
 static int conn_compare(const void *a, const void *b)
 {
-    const struct bufferevent *x = ((const struct client_conn *)a)->bev, *y = ((const struct client_conn *)b)->bev;
+    const struct bufferevent *x = ((const struct client_conn *)a)->frame.bev,
+                             *y = ((const struct client_conn *)b)->frame.bev;
     return x < y ? -1 : x > y;
 }
 
 static struct client_conn *conn_of(struct frontend *fe, struct bufferevent *bev)
 {
-    struct client_conn probe = {.bev = bev};
+    struct client_conn probe = {.frame.bev = bev};
     void *found = tfind(&probe, &fe->conn_index, conn_compare);
     return found ? *(struct client_conn **)found : NULL;
 }
@@ -153,19 +142,18 @@ static void conn_forget(struct frontend *fe, struct client_conn *c)
 {
     TAILQ_REMOVE(&fe->conns, c, link);
     tdelete(c, &fe->conn_index, conn_compare);
-    if (c->answered < c->passed) {
+    if (c->frame.answered < c->frame.passed) {
         metrics_count_event(fe->metrics, EVENT_CLOSED_UNANSWERED);
-        log_debug("a client connection closed with %u of %u requests unanswered", c->passed - c->answered, c->passed);
+        log_debug("a client connection closed with %u of %u requests unanswered", c->frame.passed - c->frame.answered,
+                  c->frame.passed);
     }
-    evbuffer_remove_cb_entry(bufferevent_get_input(c->under), c->input_watch);
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->frame.under), c->input_watch);
     c->input_watch = NULL;
-    if (c->release)
-        event_free(c->release);
-    c->release = NULL; /* no EOF held from here */
+    frontend_frame_hold_none(&c->frame); /* no EOF held from here */
     /* evhttp freed the filter already, or frontend_free does; it frees
-     * `under` and then `c` (frame_free), perhaps later (libevent finalizes
+     * `under` and then `c` (frontend_frame.h), perhaps later (libevent finalizes
      * bufferevents from the loop). */
-    bufferevent_decref(c->bev);
+    bufferevent_decref(c->frame.bev);
     fe->nconns--;
     if (fe->nconns < fe->conf.max_connections)
         set_accepting(fe, 1);
@@ -174,7 +162,7 @@ static void conn_forget(struct frontend *fe, struct client_conn *c)
 /* Close a connection evhttp still holds: it sees the EOF and frees it. */
 static void conn_shut(struct client_conn *c)
 {
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->frame.bev);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
 }
@@ -189,8 +177,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     for (c = TAILQ_FIRST(&fe->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
         bufferevent_event_cb eventcb = NULL;
-        bufferevent_getcb(c->bev, NULL, NULL, &eventcb, NULL);
-        if (!eventcb || bufferevent_getfd(c->bev) < 0) { /* evhttp has let it go */
+        bufferevent_getcb(c->frame.bev, NULL, NULL, &eventcb, NULL);
+        if (!eventcb || bufferevent_getfd(c->frame.bev) < 0) { /* evhttp has let it go */
             conn_forget(fe, c);
             continue;
         }
@@ -201,14 +189,15 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             log_info("closing a client connection: no whole request within %lld ms of its first byte",
                      (long long)fe->conf.header_timeout_ms);
             conn_shut(c);
-        } else if (!c->reading_since_ms && !c->answered && now - c->idle_since_ms > fe->conf.header_timeout_ms) {
+        } else if (!c->reading_since_ms && !c->frame.answered && now - c->idle_since_ms > fe->conf.header_timeout_ms) {
             /* Accepted and silent: a socket that holds a connection slot
              * must start a request as soon as a slow one must finish it. */
             metrics_count_event(fe->metrics, EVENT_HEADER_TIMEOUT);
             log_debug("closing a client connection: no first byte within %lld ms of accepting it",
                       (long long)fe->conf.header_timeout_ms);
             conn_shut(c);
-        } else if (!c->reading_since_ms && c->answered && now - c->idle_since_ms > fe->conf.keepalive_timeout_ms) {
+        } else if (!c->reading_since_ms && c->frame.answered &&
+                   now - c->idle_since_ms > fe->conf.keepalive_timeout_ms) {
             metrics_count_event(fe->metrics, EVENT_KEEPALIVE_TIMEOUT);
             log_debug("closing a client connection idle for %lld ms", (long long)(now - c->idle_since_ms));
             conn_shut(c);
@@ -216,199 +205,13 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---------------------------------------------------------------- framing */
-
-/* The request evhttp reads in place of a refused head: the gateway answers
- * it (400, audited, Connection: close) after every request passed before. */
-#define REFUSED_REQUEST "GET / HTTP/1.1\r\nHost: jobgate\r\nConnection: close\r\n" HTTPFRAME_MARKER ": %s\r\n\r\n"
-
 /* The largest Content-Length the filter passes: the rules' (gateway.h), at
  * least FRONTEND_MAX_BODY_BYTES. */
-static uint64_t body_bound(const struct frontend *fe)
+static uint64_t body_bound(void *arg)
 {
+    const struct frontend *fe = arg;
     uint64_t rules = gateway_max_body_bytes(fe->gw);
     return rules > FRONTEND_MAX_BODY_BYTES ? rules : FRONTEND_MAX_BODY_BYTES;
-}
-
-/* The input filter: moves bytes from the socket's buffer (`src`) to
- * evhttp's (`dst`). A head moves once httpframe_check has passed it whole,
- * then its body (Content-Length) as it arrives, then the next head is
- * checked. Moving is evbuffer_remove_buffer: whole chains change hands, no
- * copy. A refused head is replaced by REFUSED_REQUEST and all later input
- * is dropped. Fires from the socket's read callback, with evhttp reading. */
-static enum bufferevent_filter_result frame_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
-                                                  enum bufferevent_flush_mode mode, void *arg)
-{
-    (void)limit; /* evhttp sets no read high-water mark */
-    (void)mode;
-    struct client_conn *c = arg;
-    int moved = 0;
-    for (;;) {
-        size_t have = evbuffer_get_length(src);
-        if (!have)
-            break;
-        if (!c || c->refused) {
-            evbuffer_drain(src, have);
-            break;
-        }
-        if (c->body_left) {
-            size_t n = have < c->body_left ? have : (size_t)c->body_left;
-            evbuffer_remove_buffer(src, dst, n);
-            c->body_left -= n;
-            moved = 1;
-            continue;
-        }
-        const struct frontend_conf *conf = &c->fe->conf;
-        struct httpframe_limits lim = {.max_head_bytes = conf->max_header_bytes + conf->max_uri_bytes + 1024,
-                                       .allow_bare_lf = conf->allow_bare_lf,
-                                       .reserved = HTTPFRAME_MARKER,
-                                       .max_body_bytes = body_bound(c->fe)};
-        /* The largest whole head (the bound plus its empty line's CRLF) is
-         * enough to decide: httpframe_check refuses an unfinished head of
-         * that size. Usually the head is in the first chain already and
-         * this copies nothing. */
-        size_t most = lim.max_head_bytes + 2;
-        size_t look = have <= most ? have : most;
-        const char *p = (const char *)evbuffer_pullup(src, (ev_ssize_t)look);
-        struct httpframe_head head;
-        enum httpframe_error err = HTTPFRAME_OK;
-        enum httpframe_verdict v = p ? httpframe_check(p, look, &lim, &head, &err) : HTTPFRAME_BAD;
-        if (v == HTTPFRAME_NEED_MORE) {
-            /* Empty lines before a request line are dropped as they come:
-             * a client sending nothing else must not fill memory. */
-            evbuffer_drain(src, head.skipped);
-            break;
-        }
-        if (v == HTTPFRAME_HEAD_OK) {
-            evbuffer_drain(src, head.skipped);
-            evbuffer_remove_buffer(src, dst, head.head_len - head.skipped);
-            c->body_left = head.content_length;
-            c->passed++;
-            moved = 1;
-            continue;
-        }
-        metrics_count_event(c->fe->metrics, EVENT_BAD_FRAMING);
-        log_info("refusing a request head: %s", httpframe_error_name(err));
-        evbuffer_drain(src, have);
-        evbuffer_add_printf(dst, REFUSED_REQUEST, httpframe_error_name(err));
-        c->refused = 1;
-        c->passed++;
-        moved = 1;
-        break;
-    }
-    return moved ? BEV_OK : BEV_NEED_MORE;
-}
-
-/* Answers go down once evhttp has added them (deferred to the loop, so once
- * per answer). bufferevent_filter 2.1 would move them itself only while
- * evhttp has EV_WRITE enabled (evhttp adds the answer first, then enables
- * it: the answer would sit until the next write), and would tell evhttp
- * "written" as soon as they had moved, so that evhttp, closing after an
- * answer with Connection: close, would shut the socket with the answer still
- * unwritten. So evhttp hears "written" (its write callback, through
- * bufferevent_trigger) only once the socket has taken every byte.
- *
- * A plain socket with nothing queued below is written at once (writev from
- * this buffer): a hit then costs no write event, that is no epoll_ctl to
- * watch for EPOLLOUT, no loop turn to get it and no epoll_ctl to stop
- * watching. evhttp still hears "written" from frame_write, as after any
- * write, run from the socket bufferevent's own callback (bufferevent_trigger,
- * deferred): calling evhttp's write callback from here instead crashed under
- * 1000 connections (SEGV in libevent's generic timeout callback, after a few
- * 5 s runs of wrk -c1000 polling one job). Whatever the socket does not take
- * (or every byte, on TLS or behind an answer still queued) moves to the
- * socket's output, no copy, and frame_write tells evhttp once it is written.
- * Not after a refused head either: evhttp closes as soon as it hears
- * "written", and a client still sending that head would get a reset (unread
- * bytes) instead of the 400; the loop turn lets the filter drop what arrived
- * first. */
-static void on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    struct client_conn *c = arg;
-    if (!info->n_added || !evbuffer_get_length(buf))
-        return;
-    struct evbuffer *below = bufferevent_get_output(c->under);
-    if (!c->listener->tls && !c->refused && !evbuffer_get_length(below)) {
-        evutil_socket_t fd = bufferevent_getfd(c->under);
-        if (fd >= 0)
-            evbuffer_write(buf, fd); /* -1 (EAGAIN, a reset): the socket's bufferevent tries and reports */
-        if (!evbuffer_get_length(buf)) {
-            /* "written" as if the socket's bufferevent had written it:
-             * frame_write, from that bufferevent's own (deferred) callback */
-            c->write_pending = 1;
-            bufferevent_trigger(c->under, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
-            return;
-        }
-    }
-    evbuffer_add_buffer(below, buf);
-    c->write_pending = 1;
-}
-
-/* The filter's own output path, never used (on_output empties its buffer). */
-static enum bufferevent_filter_result frame_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit,
-                                                   enum bufferevent_flush_mode mode, void *arg)
-{
-    (void)src;
-    (void)dst;
-    (void)limit;
-    (void)mode;
-    (void)arg;
-    return BEV_NEED_MORE;
-}
-
-static void frame_read(struct bufferevent *under, void *arg)
-{
-    struct client_conn *c = arg;
-    c->filter_readcb(under, c->filter_arg);
-}
-
-static void frame_write(struct bufferevent *under, void *arg)
-{
-    struct client_conn *c = arg;
-    c->filter_writecb(under, c->filter_arg);
-    if (c->write_pending && !evbuffer_get_length(bufferevent_get_output(under))) {
-        c->write_pending = 0;
-        bufferevent_trigger(c->bev, EV_WRITE, 0); /* evhttp: the answer is written */
-    }
-}
-
-/* Events of the socket's bufferevent, on their way to the filter (and so
- * to evhttp). evhttp drops every request of a connection on its EOF, even
- * those it has read and not answered; a client that half-closes after
- * sending (shutdown(SHUT_WR)) still reads, so its EOF waits here until the
- * last request passed is answered. Errors pass at once. */
-static void frame_event(struct bufferevent *under, short what, void *arg)
-{
-    struct client_conn *c = arg;
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->answered < c->passed && c->release) {
-        c->held_eof = what;
-        return;
-    }
-    c->filter_eventcb(under, what, c->filter_arg);
-}
-
-/* The filter's free_context: the connection's state goes with it. */
-static void frame_free(void *arg)
-{
-    struct client_conn *c = arg;
-    if (!c)
-        return;
-    if (c->output_pass)
-        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->output_pass);
-    if (c->release)
-        event_free(c->release);
-    free(c);
-}
-
-static void on_release(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct client_conn *c = arg;
-    short eof = c->held_eof;
-    c->held_eof = 0;
-    if (eof)
-        c->filter_eventcb(c->under, eof, c->filter_arg); /* a no-op once evhttp has let go */
 }
 
 /* evhttp asks for the bufferevent of each accepted connection: this is
@@ -431,42 +234,21 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     }
     if (!under)
         return NULL;
-    /* Owned by the filter (frame_free), which owns `under`. */
+    /* Owned by the filter (frontend_frame.h), which owns `under`. */
     struct client_conn *c = calloc(1, sizeof(*c));
-    struct bufferevent *bev =
-        bufferevent_filter_new(under, frame_input, frame_output, BEV_OPT_CLOSE_ON_FREE, frame_free, c);
-    if (!bev) {
-        free(c);
-        bufferevent_free(under);
-        return NULL;
-    }
-    if (!c)
-        return bev; /* out of memory: the filter drops all input and writes nothing; evhttp's timeout closes it */
-    c->bev = bev;
-    c->under = under;
+    struct bufferevent *bev = frontend_frame_new(base, under, c ? &c->frame : NULL, &fe->frame_conf, l->tls != NULL);
+    if (!bev || !c)
+        return bev; /* out of memory: see frontend_frame_new */
     c->fe = fe;
     c->listener = l;
     c->idle_since_ms = clock_mono_us() / 1000;
-    bufferevent_getcb(under, &c->filter_readcb, &c->filter_writecb, &c->filter_eventcb, &c->filter_arg);
-    bufferevent_setcb(under, frame_read, frame_write, frame_event, c);
-    c->release = event_new(base, -1, 0, on_release, c);
-    c->output_pass = evbuffer_add_cb(bufferevent_get_output(bev), on_output, c);
-    /* Once per answer, not once per header line evhttp adds: on_output runs
-     * from the loop, after evhttp has added the whole answer. */
-    evbuffer_defer_callbacks(bufferevent_get_output(bev), base);
-    if (!c->output_pass) {
-        bufferevent_free(bev); /* frees `under` and `c` */
-        return NULL;
-    }
     c->input_watch = evbuffer_add_cb(bufferevent_get_input(under), on_input, c);
     if (!c->input_watch || !tsearch(c, &fe->conn_index, conn_compare)) {
         /* Served, untracked: no EOF is held (nothing counts the answers). */
         if (c->input_watch)
             evbuffer_remove_cb_entry(bufferevent_get_input(under), c->input_watch);
         c->input_watch = NULL;
-        if (c->release)
-            event_free(c->release);
-        c->release = NULL;
+        frontend_frame_hold_none(&c->frame);
         return bev;
     }
     bufferevent_incref(bev);
@@ -482,8 +264,7 @@ static void on_request_complete(struct evhttp_request *req, void *arg)
     struct client_conn *c = arg;
     c->idle_since_ms = clock_mono_us() / 1000;
     c->reading_since_ms = 0;
-    if (++c->answered >= c->passed && c->held_eof)
-        event_active(c->release, 0, 0); /* evhttp is inside its own callback: deliver the EOF after */
+    frontend_frame_answered(&c->frame);
 }
 
 /* ------------------------------------------------------------- requests */
@@ -655,6 +436,13 @@ struct frontend *frontend_new(struct event_base *base, const struct frontend_con
     fe->conf = *conf;
     fe->conf.listeners = NULL;
     fe->conf.admin.host = NULL; /* borrowed from the config: not kept */
+    /* A head may be as large as the gateway's own limits allow, plus 1 KiB:
+     * the gateway answers those from the table (frontend.h). */
+    fe->frame_conf = (struct frontend_frame_conf){.max_head_bytes = conf->max_header_bytes + conf->max_uri_bytes + 1024,
+                                                  .allow_bare_lf = conf->allow_bare_lf,
+                                                  .max_body = body_bound,
+                                                  .arg = fe,
+                                                  .metrics = metrics};
     fe->accepting = 1;
     TAILQ_INIT(&fe->conns);
     fe->sweep = event_new(base, -1, EV_PERSIST, on_sweep, fe);

@@ -7,13 +7,9 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "cachekey.h"
-#include "clock.h"
 #include "log.h"
 #include "redis_link.h"
 #include "redis_link_int.h"
-
-#define SWITCH_MASTER_EVENT "+switch-master"
-static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 static int is_sentinel(const struct redis_link *r)
 {
@@ -28,6 +24,11 @@ static int is_cluster(const struct redis_link *r)
 int redis_link_is_cluster(const struct redis_link *r)
 {
     return is_cluster(r);
+}
+
+int redis_link_is_sentinel(const struct redis_link *r)
+{
+    return is_sentinel(r);
 }
 
 struct timeval redis_link_tv(int64_t ms)
@@ -90,7 +91,7 @@ void redis_link_error_reply(struct redis_link *r, const char *command, const red
 /* AUTH was refused on `link` (`who`: "redis HOST:PORT" or "sentinel
  * HOST:PORT"): counted, kept as the last error, logged with what to check
  * (once per streak of failed attempts), never with a secret. */
-static void auth_refused(struct redis_link *r, const char *who, const redisReply *rep, int sentinel, int first)
+void redis_link_auth_refused(struct redis_link *r, const char *who, const redisReply *rep, int sentinel, int first)
 {
     char code[32];
     redis_error_code(rep, code, sizeof(code));
@@ -104,7 +105,7 @@ static void auth_refused(struct redis_link *r, const char *who, const redisReply
               sentinel ? "asking the next sentinel" : "retrying with backoff, requests go upstream meanwhile");
 }
 
-static void note_transport_error(struct redis_link *r, const char *what, const char *detail)
+void redis_link_note_transport_error(struct redis_link *r, const char *what, const char *detail)
 {
     snprintf(r->last_error, sizeof(r->last_error), "%s%s%.60s", what, detail && *detail ? ": " : "",
              detail ? detail : "");
@@ -133,7 +134,7 @@ const char *redis_link_conn_name(const struct redis_conn *link, char *buf, size_
     return buf;
 }
 
-static void schedule_reconnect(struct redis_conn *link)
+void redis_link_schedule_reconnect(struct redis_conn *link)
 {
     struct redis_link *r = link->r;
     if (r->closing)
@@ -158,50 +159,6 @@ int redis_link_may_publish(const struct redis_link *r)
     return r->notify == CACHE_NOTIFY_PUBSUB || (r->notify == CACHE_NOTIFY_AUTO && r->pubsub_seen && !r->pubsub_refused);
 }
 
-/* The data link's handshake is answered (or it had none): commands may go. */
-static void data_up(struct redis_link *r)
-{
-    struct redis_conn *link = &r->data;
-    char name[300];
-    evtimer_del(link->connect_timer);
-    link->state = REDIS_UP;
-    r->state = REDIS_UP;
-    link->backoff_ms = r->reconnect_min_ms;
-    if (is_sentinel(r))
-        log_info("redis %s: connected to the master of %s (database %d)",
-                 redis_link_conn_name(link, name, sizeof(name)), r->target.master_name, r->target.db);
-    else
-        log_info("redis %s: connected (database %d)", redis_link_conn_name(link, name, sizeof(name)), r->target.db);
-}
-
-/* cluster://: a master's connection is up (AUTH answered, or none). */
-static void node_up(struct redis_conn *link)
-{
-    struct redis_link *r = link->r;
-    char name[300];
-    evtimer_del(link->connect_timer);
-    link->state = REDIS_UP;
-    link->backoff_ms = r->reconnect_min_ms;
-    log_info("redis cluster node %s: connected", redis_link_conn_name(link, name, sizeof(name)));
-    redis_link_cluster_update_state(r);
-}
-
-/* The connection's handshake is answered (or it had none). */
-static void conn_up(struct redis_conn *link)
-{
-    if (link->role == LINK_NODE)
-        node_up(link);
-    else
-        data_up(link->r);
-}
-
-/* One handshake reply came back as hoped. */
-static void handshake_step(struct redis_conn *link)
-{
-    if (--link->handshake_out == 0 && link->connected)
-        conn_up(link);
-}
-
 /* hiredis frees the context when this returns. */
 static void on_connect(const redisAsyncContext *ac, int status)
 {
@@ -217,20 +174,20 @@ static void on_connect(const redisAsyncContext *ac, int status)
             if (link->backoff_ms <= r->reconnect_min_ms)
                 log_warn("redis %s: cannot connect: %s; retrying with backoff, requests go upstream meanwhile",
                          redis_link_conn_name(link, name, sizeof(name)), reason);
-            note_transport_error(r, "cannot connect", reason);
+            redis_link_note_transport_error(r, "cannot connect", reason);
         } else if (link->role == LINK_WATCH) {
             log_debug("sentinel %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)), ac->errstr);
             r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
         } else if (link->role == LINK_CONFIG) {
             log_debug("redis cluster %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)),
                       ac->errstr);
-            note_transport_error(r, "cannot connect", ac->errstr);
+            redis_link_note_transport_error(r, "cannot connect", ac->errstr);
             r->config_index++;
         } else if (is_cluster(r)) {
             r->sub_index++;
         }
         link->ctx = NULL;
-        schedule_reconnect(link);
+        redis_link_schedule_reconnect(link);
         if (link->role == LINK_NODE)
             redis_link_node_lost(link);
         return;
@@ -241,7 +198,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
          * running for them. */
         link->connected = 1;
         if (link->handshake_out == 0)
-            conn_up(link);
+            redis_link_conn_up(link);
         return;
     }
     evtimer_del(link->connect_timer);
@@ -263,12 +220,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
             log_warn("sentinel %s: connection lost; watching for failovers from another sentinel",
                      redis_link_conn_name(link, name, sizeof(name)));
         r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
-        schedule_reconnect(link);
+        redis_link_schedule_reconnect(link);
         return;
     }
     if (link->role == LINK_CONFIG) {
         r->config_index++;
-        schedule_reconnect(link); /* asks CLUSTER SLOTS again once connected */
+        redis_link_schedule_reconnect(link); /* asks CLUSTER SLOTS again once connected */
         return;
     }
     if (link->role == LINK_SUB) {
@@ -292,7 +249,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         if (was_subscribed)
             log_warn("redis %s: subscriber connection lost; waits poll until it is back",
                      redis_link_conn_name(link, name, sizeof(name)));
-        schedule_reconnect(link);
+        redis_link_schedule_reconnect(link);
         return;
     }
     char why[120];
@@ -301,9 +258,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         log_warn("redis %s: connection lost%s%s; reconnecting", redis_link_conn_name(link, name, sizeof(name)),
                  status == REDIS_OK ? "" : ": ", status == REDIS_OK ? "" : reason);
     if (status != REDIS_OK)
-        note_transport_error(r, "connection lost", reason);
+        redis_link_note_transport_error(r, "connection lost", reason);
     r->reconnects++;
-    schedule_reconnect(link); /* sentinel://: the sentinels are asked again first */
+    redis_link_schedule_reconnect(link); /* sentinel://: the sentinels are asked again first */
     if (link->role == LINK_NODE)
         redis_link_node_lost(link);
     else
@@ -321,7 +278,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
         return;
     if (link->role == LINK_DATA || link->role == LINK_NODE) {
         log_warn("redis %s: connect timed out", redis_link_conn_name(link, name, sizeof(name)));
-        note_transport_error(r, "connect timed out", NULL);
+        redis_link_note_transport_error(r, "connect timed out", NULL);
     } else if (link->role == LINK_WATCH) {
         r->watch_index = (r->watch_index + 1) % r->target.nsentinels;
     } else if (link->role == LINK_CONFIG) {
@@ -332,7 +289,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     redisAsyncContext *ac = link->ctx;
     link->ctx = NULL;
     redisAsyncFree(ac); /* pending commands get NULL replies; its callbacks ignore it from now on */
-    schedule_reconnect(link);
+    redis_link_schedule_reconnect(link);
     if (link->role == LINK_NODE)
         redis_link_node_lost(link);
 }
@@ -342,122 +299,9 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
     redis_link_connect_now(arg);
 }
 
-/* SELECT must succeed: otherwise every entry would land in database 0. */
-static void on_select_done(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    r->pending--;
-    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
-        return;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        redis_link_error_reply(r, "SELECT", rep);
-        log_error("redis: SELECT %d failed; disconnecting", r->target.db);
-        redisAsyncDisconnect(ac); /* still connecting: no lookup has used it */
-        return;
-    }
-    handshake_step(&r->data);
-}
-
-/* sentinel://: the address the sentinels gave must be the master's (a
- * demoted master answers "slave"); otherwise they are asked again. */
-static void on_role_done(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    char name[300];
-    r->pending--;
-    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
-        return;
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
-        strcmp(rep->element[0]->str, "master") == 0) {
-        handshake_step(&r->data);
-        return;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        redis_link_error_reply(r, "ROLE", rep);
-    } else {
-        r->errors++;
-        snprintf(r->last_error, sizeof(r->last_error), "not a master");
-    }
-    log_warn("redis %s: not the master of %s; asking the sentinels again",
-             redis_link_conn_name(&r->data, name, sizeof(name)), r->target.master_name);
-    redisAsyncDisconnect(ac);
-}
-
-/* TLS: Redis answered through the bridge, so the TLS handshake succeeded. */
-static void on_ping_done(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    r->pending--;
-    if (r->closing || !rep || ac != r->data.ctx || r->data.auth_failed)
-        return;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        redis_link_error_reply(r, "PING", rep);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-    handshake_step(&r->data);
-}
-
-/* cluster://, TLS: a node's PING (after AUTH, if any) answered. */
-static void on_node_ping_done(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_conn *link = privdata;
-    redisReply *rep = reply;
-    if (link->r->closing || !rep || ac != link->ctx || link->auth_failed)
-        return;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        redis_link_error_reply(link->r, "PING", rep);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-    handshake_step(link);
-}
-
-/* AUTH's reply on the data, subscriber or watch connection: refused, the
- * connection is closed (and retried with backoff: sentinels, the next one). */
-static void on_auth_done(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_conn *link = privdata;
-    struct redis_link *r = link->r;
-    redisReply *rep = reply;
-    char who[320], name[300];
-    if (link->role == LINK_DATA)
-        r->pending--;
-    if (r->closing || !rep || ac != link->ctx)
-        return;
-    if (rep->type != REDIS_REPLY_ERROR) {
-        if (link->role == LINK_DATA || link->role == LINK_NODE)
-            handshake_step(link);
-        return;
-    }
-    link->auth_failed = 1;
-    snprintf(who, sizeof(who), "%s %s", link->role == LINK_WATCH ? "sentinel" : "redis",
-             redis_link_conn_name(link, name, sizeof(name)));
-    auth_refused(r, who, rep, link->role == LINK_WATCH,
-                 link->role != LINK_SUB && link->backoff_ms <= r->reconnect_min_ms);
-    redisAsyncDisconnect(ac); /* once the replies queued behind it (refused too) are in */
-}
-
-/* Queue AUTH on a new connection (before anything else), if there are
- * credentials for it. Returns 1 if it was queued. */
-static int send_auth(struct redis_conn *link, redisAsyncContext *ac)
-{
-    struct redis_link *r = link->r;
-    const char *user = link->role == LINK_WATCH ? r->sentinel_user : r->user;
-    const char *password = link->role == LINK_WATCH ? r->sentinel_password : r->password;
-    if (!password)
-        return 0;
-    int rc = user ? redisAsyncCommand(ac, on_auth_done, link, "AUTH %s %s", user, password)
-                  : redisAsyncCommand(ac, on_auth_done, link, "AUTH %s", password);
-    return rc == REDIS_OK;
-}
-
 /* Everything the subscriber connection hears: the SUBSCRIBE confirmation,
  * then one message per store (its payload is the key). */
-static void on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privdata)
+void redis_link_on_subscriber_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_link *r = privdata;
     redisReply *rep = reply;
@@ -502,18 +346,18 @@ void redis_link_conn_connect(struct redis_conn *link)
                                 : tcp_connect(link);
     if (!ac) {
         log_error("redis %s: out of memory", redis_link_conn_name(link, name, sizeof(name)));
-        schedule_reconnect(link);
+        redis_link_schedule_reconnect(link);
         return;
     }
     if (ac->err) {
         if (link->role == LINK_DATA || link->role == LINK_NODE || link->role == LINK_CONFIG) {
             log_warn("redis %s: cannot connect: %s", redis_link_conn_name(link, name, sizeof(name)), ac->errstr);
-            note_transport_error(r, "cannot connect", ac->errstr);
+            redis_link_note_transport_error(r, "cannot connect", ac->errstr);
         }
         redisAsyncFree(ac);
         if (link->role == LINK_CONFIG)
             r->config_index++;
-        schedule_reconnect(link);
+        redis_link_schedule_reconnect(link);
         if (link->role == LINK_NODE)
             redis_link_node_lost(link);
         return;
@@ -527,57 +371,7 @@ void redis_link_conn_connect(struct redis_conn *link)
     link->connected = 0;
     link->handshake_out = 0;
     link->auth_failed = 0;
-    if (link->role == LINK_DATA) {
-        r->state = REDIS_CONNECTING;
-        /* Queued now, sent first once connected, answered before the link
-         * counts as up. One that cannot be queued is never answered: the
-         * connect timer then gives the connection up. */
-        if (r->password) {
-            link->handshake_out++;
-            if (send_auth(link, ac))
-                r->pending++;
-        }
-        if (r->target.db) {
-            link->handshake_out++;
-            if (redisAsyncCommand(ac, on_select_done, r, "SELECT %d", r->target.db) == REDIS_OK)
-                r->pending++;
-        }
-        if (is_sentinel(r)) {
-            link->handshake_out++;
-            if (redisAsyncCommand(ac, on_role_done, r, "ROLE") == REDIS_OK)
-                r->pending++;
-        }
-        if (r->tls) {
-            link->handshake_out++;
-            if (redisAsyncCommand(ac, on_ping_done, r, "PING") == REDIS_OK)
-                r->pending++;
-        }
-    } else if (link->role == LINK_NODE) {
-        /* A cluster has database 0 only, and the map names masters. With
-         * TLS, a PING answered proves the bridge's handshake. */
-        if (r->password) {
-            link->handshake_out++;
-            send_auth(link, ac);
-        }
-        if (r->tls) {
-            link->handshake_out++;
-            redisAsyncCommand(ac, on_node_ping_done, link, "PING");
-        }
-    } else if (link->role == LINK_CONFIG) {
-        send_auth(link, ac);
-        if (redisAsyncCommand(ac, redis_link_on_slots_reply, r, "CLUSTER SLOTS") == REDIS_OK) {
-            r->refresh_out = 1;
-            r->refreshes++;
-            r->refresh_last_us = clock_mono_us();
-        }
-    } else if (link->role == LINK_SUB) {
-        /* Pub/sub ignores the database: no SELECT on this connection. */
-        send_auth(link, ac);
-        redisAsyncCommand(ac, on_subscriber_reply, r, "SUBSCRIBE %s", CACHEKEY_CHANNEL);
-    } else {
-        send_auth(link, ac);
-        redisAsyncCommand(ac, on_watch_reply, r, "SUBSCRIBE %s", SWITCH_MASTER_EVENT);
-    }
+    redis_link_handshake_start(link, ac);
     struct timeval tv = redis_link_tv(r->connect_timeout_ms);
     evtimer_add(link->connect_timer, &tv);
 }
@@ -607,108 +401,6 @@ void redis_link_conn_drop(struct redis_conn *link)
         r->hooks.data_lost(r->hooks.arg);
 }
 
-/* Point the link at the master's address: kept if it is connected or
- * connecting there already, else (re)connected now. */
-static void conn_follow(struct redis_conn *link)
-{
-    const struct redis_addr *a = &link->r->target.addr;
-    int same = strcmp(link->at.host, a->host) == 0 && link->at.port == a->port;
-    if (link->ctx && same)
-        return;
-    if (link->ctx)
-        redis_link_conn_drop(link);
-    if (!same)
-        link->backoff_ms = link->r->reconnect_min_ms;
-    evtimer_del(link->reconnect_timer);
-    redis_link_conn_connect(link);
-}
-
-/* ---------------------------------------------------- sentinel:// only */
-
-/* The sentinels name `a` the master (`why`: how we learnt it): the data
- * and subscriber connections go there. */
-static void set_master(struct redis_link *r, const struct redis_addr *a, const char *why)
-{
-    char name[300];
-    if (!r->master_known || strcmp(a->host, r->target.addr.host) != 0 || a->port != r->target.addr.port)
-        log_info("sentinel: the master of %s is %s (%s)", r->target.master_name, redis_addr_name(a, name, sizeof(name)),
-                 why);
-    r->target.addr = *a;
-    r->master_known = 1;
-    conn_follow(&r->data);
-    if (redis_link_wants_subscriber(r))
-        conn_follow(&r->sub);
-}
-
-/* What the watch hears: the SUBSCRIBE confirmation, then one message per
- * failover, "MASTER OLDIP OLDPORT NEWIP NEWPORT". */
-static void on_watch_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_link *r = privdata;
-    redisReply *rep = reply;
-    char name[300];
-    if (!rep || r->closing || ac != r->watch.ctx || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
-        rep->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-        log_info("sentinel %s: watching for failovers (%s)", redis_link_conn_name(&r->watch, name, sizeof(name)),
-                 SWITCH_MASTER_EVENT);
-        r->watch.backoff_ms = r->reconnect_min_ms;
-        return;
-    }
-    if (strcmp(rep->element[0]->str, "message") != 0 || rep->element[2]->type != REDIS_REPLY_STRING)
-        return;
-    char master[128];
-    struct redis_addr a;
-    if (sscanf(rep->element[2]->str, "%127s %*s %*s %255s %d", master, a.host, &a.port) != 3 ||
-        strcmp(master, r->target.master_name) != 0 || a.port < 1 || a.port > 65535)
-        return;        /* another master's failover, or not the documented form */
-    r->master_epoch++; /* a query still out would bring the old address */
-    set_master(r, &a, SWITCH_MASTER_EVENT);
-}
-
-/* The sentinels named the master (sentinel_query's hook). */
-static void on_master_found(void *arg, const struct redis_addr *a)
-{
-    struct redis_link *r = arg;
-    if (r->query_epoch != r->master_epoch)
-        return; /* a +switch-master named a newer master meanwhile */
-    set_master(r, a, "named by the sentinels");
-}
-
-/* No sentinel could name the master: try again on the data connection's
- * backoff. */
-static void on_master_unknown(void *arg, const char *why)
-{
-    struct redis_link *r = arg;
-    if (r->query_epoch != r->master_epoch)
-        return; /* a +switch-master named it meanwhile */
-    if (r->data.backoff_ms <= r->reconnect_min_ms)
-        log_warn("sentinel: no sentinel named the master of %s (last: %s); retrying with backoff, requests go "
-                 "upstream meanwhile",
-                 r->target.master_name, why);
-    note_transport_error(r, "no sentinel named the master", why);
-    schedule_reconnect(&r->data);
-}
-
-static void on_sentinel_auth_refused(void *arg, const char *who, const redisReply *rep)
-{
-    struct redis_link *r = arg;
-    auth_refused(r, who, rep, 1, r->data.backoff_ms <= r->reconnect_min_ms);
-}
-
-/* Ask the sentinels, in order, where the master is; set_master then
- * connects there. Lookups meanwhile find Redis unavailable. */
-static void resolve_start(struct redis_link *r)
-{
-    if (r->query.running)
-        return;
-    r->query_epoch = r->master_epoch;
-    r->state = REDIS_CONNECTING;
-    r->data.state = REDIS_CONNECTING;
-    sentinel_query_start(&r->query);
-}
-
 /* (Re)connect `link`. sentinel://: the data connection first asks the
  * sentinels (a failover may have moved the master); the subscriber waits
  * until they have named one. */
@@ -735,7 +427,7 @@ void redis_link_connect_now(struct redis_conn *link)
         return;
     }
     if (is_sentinel(r) && link->role == LINK_DATA) {
-        resolve_start(r);
+        redis_link_sentinel_resolve(r);
         return;
     }
     if (is_sentinel(r) && link->role == LINK_SUB && !r->master_known)
@@ -863,8 +555,6 @@ static void wipe_secret(char **s)
 int redis_link_init(struct redis_link *r, struct event_base *base, const struct cache_conf *conf,
                     const struct redis_link_hooks *hooks, char *err, size_t errlen)
 {
-    const struct sentinel_query_hooks sentinel_hooks = {
-        .found = on_master_found, .failed = on_master_unknown, .auth_refused = on_sentinel_auth_refused, .arg = r};
     memset(r, 0, sizeof(*r));
     if (redis_url_parse(conf->redis_url, &r->target, err, errlen) < 0)
         return -1;
@@ -888,9 +578,7 @@ int redis_link_init(struct redis_link *r, struct event_base *base, const struct 
             cluster_ok = conn_init(r, &r->nodes[i], LINK_NODE) == 0;
     }
     if (!copied || !cluster_ok || conn_init(r, &r->data, LINK_DATA) < 0 || conn_init(r, &r->sub, LINK_SUB) < 0 ||
-        conn_init(r, &r->watch, LINK_WATCH) < 0 ||
-        sentinel_query_init(&r->query, base, &r->target, r->sentinel_user, r->sentinel_password, r->connect_timeout_ms,
-                            &sentinel_hooks) < 0) {
+        conn_init(r, &r->watch, LINK_WATCH) < 0 || redis_link_sentinel_init(r) < 0) {
         snprintf(err, errlen, "out of memory");
         redis_link_close(r);
         return -1;

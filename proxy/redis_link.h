@@ -82,8 +82,9 @@
  * node's connection then counts as up once a PING is answered, as the
  * data connection's does.
  *
- * The code is in three files, redis_link.c, redis_link_cluster.c and
- * redis_link_send.c; redis_link_int.h says which does what.
+ * The code is in five files, redis_link.c, redis_link_handshake.c,
+ * redis_link_sentinel.c, redis_link_cluster.c and redis_link_send.c;
+ * redis_link_int.h says which does what.
  *
  * Ownership and threads: everything runs on the event loop's thread. The
  * owner embeds `struct redis_link`, calls redis_link_init then

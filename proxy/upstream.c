@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "log.h"
 #include "upstream.h"
+#include "upstream_multi.h"
 
 struct upstream_call {
     struct upstream *u;
@@ -45,98 +46,15 @@ struct upstream_call {
     LIST_ENTRY(upstream_call) link;
 };
 
-/* What libcurl asked us to watch on one socket. */
-struct upstream_sock {
-    struct upstream *u;
-    curl_socket_t fd;
-    struct event *ev;
-    LIST_ENTRY(upstream_sock) link;
-};
-
 struct upstream {
     struct event_base *base;
     struct curl_slist *connect_to; /* upstream_conf.connect_to, for libcurl */
-    CURLM *multi;
-    struct event *timer;
-    struct event *later; /* finishes calls whose resume failed (resume_rc) */
+    struct upstream_multi m;       /* libcurl on the loop */
+    struct event *later;           /* finishes calls whose resume failed (resume_rc) */
     struct upstream_conf conf;
     LIST_HEAD(, upstream_call) calls;
-    LIST_HEAD(, upstream_sock) socks;
     size_t in_flight;
 };
-
-static void check_done(struct upstream *u);
-
-/* ---------------------------------------------- libcurl <-> libevent glue */
-
-static void on_socket_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct upstream *u = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
-    curl_multi_socket_action(u->multi, fd, action, &running);
-    check_done(u);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct upstream *u = arg;
-    int running;
-    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(u);
-}
-
-/* CURLMOPT_TIMERFUNCTION: libcurl wants to be called after timeout_ms. */
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *arg)
-{
-    struct upstream *u = arg;
-    if (timeout_ms < 0) {
-        evtimer_del(u->timer);
-        return 0;
-    }
-    /* 0 means "as soon as possible": still go through the loop, never recurse. */
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(u->timer, &tv);
-    return 0;
-}
-
-/* CURLMOPT_SOCKETFUNCTION: watch or stop watching a socket. */
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
-{
-    struct upstream *u = arg;
-    struct upstream_sock *s = sockp;
-    if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            LIST_REMOVE(s, link);
-            event_free(s->ev);
-            free(s);
-            curl_multi_assign(u->multi, fd, NULL);
-        }
-        return 0;
-    }
-    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    if (!s) {
-        s = calloc(1, sizeof(*s));
-        if (!s)
-            return -1;
-        s->u = u;
-        s->fd = fd;
-        LIST_INSERT_HEAD(&u->socks, s, link);
-        curl_multi_assign(u->multi, fd, s);
-    } else {
-        event_free(s->ev);
-        s->ev = NULL;
-    }
-    s->ev = event_new(u->base, fd, kind, on_socket_event, u);
-    if (!s->ev) {
-        LIST_REMOVE(s, link);
-        curl_multi_assign(u->multi, fd, NULL);
-        free(s);
-        return -1;
-    }
-    event_add(s->ev, NULL);
-    return 0;
-}
 
 /* ------------------------------------------------------------- one call */
 
@@ -379,7 +297,7 @@ static void call_free(struct upstream_call *c)
         event_free(c->quiet);
     LIST_REMOVE(c, link);
     c->u->in_flight--;
-    curl_multi_remove_handle(c->u->multi, c->easy);
+    curl_multi_remove_handle(c->u->m.multi, c->easy);
     curl_easy_cleanup(c->easy);
     free_headers(c);
     free(c->body);
@@ -440,11 +358,13 @@ static void on_quiet(evutil_socket_t fd, short what, void *arg)
     finish(c, CURLE_OPERATION_TIMEDOUT);
 }
 
-static void check_done(struct upstream *u)
+/* upstream_multi's progress: finish each transfer libcurl is done with. */
+static void check_done(void *arg)
 {
+    struct upstream *u = arg;
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+    while ((msg = curl_multi_info_read(u->m.multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         struct upstream_call *c = NULL;
@@ -621,7 +541,7 @@ struct upstream_call *upstream_fetch(struct upstream *u, const struct upstream_r
 
     LIST_INSERT_HEAD(&u->calls, c, link);
     u->in_flight++;
-    if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+    if (curl_multi_add_handle(u->m.multi, e) != CURLM_OK) {
         LIST_REMOVE(c, link);
         u->in_flight--;
         fetch_fail(c);
@@ -652,7 +572,7 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 void upstream_resume(struct upstream *u, struct upstream_call *call)
 {
     /* libcurl delivers the piece it held from here, and arms its timer
-     * (on_curl_timer) to carry on. A piece refused for good fails the
+     * (upstream_multi.c) to carry on. A piece refused for good fails the
      * transfer, which libcurl then forgets: finished from the loop, never
      * from inside this call. */
     if (call->quiet)
@@ -697,21 +617,14 @@ struct upstream *upstream_new(struct event_base *base, const struct upstream_con
         u->connect_to = grown;
     }
     LIST_INIT(&u->calls);
-    LIST_INIT(&u->socks);
-    u->multi = curl_multi_init();
-    u->timer = evtimer_new(base, on_timer, u);
     u->later = event_new(base, -1, 0, on_later, u);
-    if (!u->multi || !u->timer || !u->later) {
+    if (upstream_multi_init(&u->m, base, check_done, u) < 0 || !u->later) {
         snprintf(err, errlen, "cannot initialise libcurl");
         upstream_free(u);
         return NULL;
     }
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conf->max_connections);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, conf->max_connections);
+    curl_multi_setopt(u->m.multi, CURLMOPT_MAX_HOST_CONNECTIONS, conf->max_connections);
+    curl_multi_setopt(u->m.multi, CURLMOPT_MAXCONNECTS, conf->max_connections);
     return u;
 }
 
@@ -721,18 +634,7 @@ void upstream_free(struct upstream *u)
         return;
     while (!LIST_EMPTY(&u->calls))
         call_free(LIST_FIRST(&u->calls));
-    if (u->multi)
-        curl_multi_cleanup(u->multi);
-    /* Sockets of kept-alive connections libcurl closed without telling us. */
-    while (!LIST_EMPTY(&u->socks)) {
-        struct upstream_sock *s = LIST_FIRST(&u->socks);
-        LIST_REMOVE(s, link);
-        if (s->ev)
-            event_free(s->ev);
-        free(s);
-    }
-    if (u->timer)
-        event_free(u->timer);
+    upstream_multi_close(&u->m);
     if (u->later)
         event_free(u->later);
     free(u->conf.ca_file);
