@@ -29,6 +29,7 @@ const char *cachekey_suffix(enum cachekey_slot slot)
         [CACHEKEY_TERMINAL] = ":t",
         [CACHEKEY_PENDING] = ":p",
         [CACHEKEY_LEASE] = ":l",
+        [CACHEKEY_WAITERS] = ":w",
     };
     _Static_assert(sizeof(suffixes) / sizeof(suffixes[0]) == CACHEKEY_NSLOTS, "one suffix per slot");
     return suffixes[slot];

@@ -23,9 +23,14 @@
  *     KEY:t   a terminal answer (no expiry, or the rule's terminal TTL)
  *     KEY:p   a still-changing answer, or a remembered 404 (PX: TTL + stale window)
  *     KEY:l   the lease of the process calling upstream for KEY (its token, PX)
+ *     KEY:w   "1" while a process waits in pub/sub mode for KEY's lease to end
+ *             (PX: its wait), set before it first reads the lease
  *
- * and every process listens on one channel, CACHEKEY_CHANNEL, where each
- * store of KEY publishes the base key (the channel carries no prefix).
+ * and every process listens on one channel, CACHEKEY_CHANNEL, where the
+ * release of KEY's lease (after its store, or with none) publishes the base
+ * key while KEY:w exists (the channel carries no prefix): a miss nobody
+ * waits for wakes no process. Since a waiter sets KEY:w before it reads
+ * KEY:l, a release it does not see is one that sees KEY:w.
  *
  * One more kind of key is not a job's: the region IAM gave a project
  * (iamregion_redis.h), shared by every process on the Redis,
@@ -52,6 +57,7 @@ enum cachekey_slot {
     CACHEKEY_TERMINAL, /* ":t" */
     CACHEKEY_PENDING,  /* ":p" */
     CACHEKEY_LEASE,    /* ":l" */
+    CACHEKEY_WAITERS,  /* ":w" */
     CACHEKEY_NSLOTS
 };
 
@@ -63,7 +69,7 @@ enum cachekey_slot {
 int cachekey_format(char *out, size_t outlen, const char *prefix, const char *rule, const char *const *params,
                     size_t nparams);
 
-/* The suffix a base key takes in Redis for `slot`: ":t", ":p" or ":l". */
+/* The suffix a base key takes in Redis for `slot`: ":t", ":p", ":l" or ":w". */
 const char *cachekey_suffix(enum cachekey_slot slot);
 
 #endif

@@ -21,11 +21,13 @@
 #define PUBSUB_CHECK_FACTOR 5 /* pub/sub mode: a wait re-reads only to see a lease expire */
 
 /* Compare-and-delete the lease (only if it is still ours) and, in pub/sub
- * mode, publish the key's settling, in one step. KEYS: KEY:l; ARGV: the
- * token[, the channel, the key]. */
+ * mode, publish the key's settling while a process waits for it (KEY:w),
+ * in one step. KEYS: KEY:l, KEY:w; ARGV: the token[, the channel, the key]. */
 #define RELEASE_SCRIPT                                                               \
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n" \
-    "if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end\n"                  \
+    "if ARGV[2] and redis.call('EXISTS', KEYS[2]) == 1 then\n"                       \
+    "  redis.call('PUBLISH', ARGV[2], ARGV[3])\n"                                    \
+    "end\n"                                                                          \
     "return 0\n"
 
 /* A lease this process acquired and has not released yet. */
@@ -38,6 +40,11 @@ struct held_lease {
 static void on_del_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redis_link_reply_done(privdata, reply, "DEL");
+}
+
+static void on_mark_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redis_link_reply_done(privdata, reply, "SET");
 }
 
 static void on_publish_done(redisAsyncContext *ac, void *reply, void *privdata)
@@ -126,16 +133,17 @@ static int send_release(struct redis_release *rel, int full)
     struct redis_leases *ls = rel->ls;
     struct redis_link *r = ls->link;
     full = full || !ls->release_known;
-    const char *key = rel->key, *l = cachekey_suffix(CACHEKEY_LEASE);
+    const char *key = rel->key, *l = cachekey_suffix(CACHEKEY_LEASE), *w = cachekey_suffix(CACHEKEY_WAITERS);
     int rc;
     if (!redis_link_ready_for(r, key, strlen(key)))
         return 0;
     if (rel->publish)
-        rc = redis_link_send(r, key, on_release_reply, rel, "%s %s 1 %s%s %s %s %s", full ? "EVAL" : "EVALSHA",
-                             full ? RELEASE_SCRIPT : ls->release_sha, key, l, rel->token, CACHEKEY_CHANNEL, key);
+        rc =
+            redis_link_send(r, key, on_release_reply, rel, "%s %s 2 %s%s %s%s %s %s %s", full ? "EVAL" : "EVALSHA",
+                            full ? RELEASE_SCRIPT : ls->release_sha, key, l, key, w, rel->token, CACHEKEY_CHANNEL, key);
     else
-        rc = redis_link_send(r, key, on_release_reply, rel, "%s %s 1 %s%s %s", full ? "EVAL" : "EVALSHA",
-                             full ? RELEASE_SCRIPT : ls->release_sha, key, l, rel->token);
+        rc = redis_link_send(r, key, on_release_reply, rel, "%s %s 2 %s%s %s%s %s", full ? "EVAL" : "EVALSHA",
+                             full ? RELEASE_SCRIPT : ls->release_sha, key, l, key, w, rel->token);
     if (rc != REDIS_OK)
         return 0;
     r->pending++;
@@ -439,6 +447,13 @@ static void wait_check(struct redis_op *op)
         op->check_again = 1;
         return;
     }
+    if (!op->marked && redis_link_may_publish(r) && redis_link_ready_for(r, op->key, strlen(op->key)) &&
+        redis_link_send(r, op->key, on_mark_done, r, "SET %s%s 1 PX %" PRId64, op->key,
+                        cachekey_suffix(CACHEKEY_WAITERS), op->wait_ms) == REDIS_OK) {
+        /* Before the first read: a release after it sees the mark, and publishes. */
+        r->pending++;
+        op->marked = 1;
+    }
     if (redis_link_ready_for(r, op->key, strlen(op->key)) &&
         redis_link_send(r, op->key, on_check_reply, op, "MGET %s%s %s%s %s%s", op->key,
                         cachekey_suffix(CACHEKEY_TERMINAL), op->key, cachekey_suffix(CACHEKEY_PENDING), op->key,
@@ -540,6 +555,7 @@ struct redis_op *redis_lease_wait(struct redis_leases *ls, const char *key, cons
     if (!op)
         return NULL;
     op->is_wait = 1;
+    op->wait_ms = timeout_ms > 0 ? timeout_ms : 1;
     op->get_cb = cb;
     op->arg = arg;
     op->timer = evtimer_new(r->base, on_wait_timer, op);

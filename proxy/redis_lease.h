@@ -33,9 +33,11 @@
  *
  * A lease this process holds is released, by compare-and-delete (a script:
  * DEL only if it still holds our token, which in pub/sub mode also
- * publishes the key, so that a miss settles in one command; a plain DEL
- * and a PUBLISH from the first time EVAL is refused), when its key is settled: after its answer's SET was
- * acknowledged, or when there is no answer to store. A lease granted after
+ * publishes the key while KEY:w says a process waits for it, so that a
+ * miss settles in one command and wakes nobody when nobody waits; a plain
+ * DEL and a PUBLISH from the first time EVAL is refused), when its key is
+ * settled: after its answer's SET was acknowledged, or when there is no
+ * answer to store. A lease granted after
  * its caller was answered (its budget ran out: UNAVAILABLE; or it was
  * cancelled) is released at once: that caller goes upstream without it and
  * will neither store under it nor release it.
@@ -46,8 +48,12 @@
  * Waits: each wait re-reads MGET KEY:t KEY:p KEY:l when told of a store
  * (redis_lease_wake, from the subscriber: pub/sub mode), and on a timer:
  * every poll interval in poll mode, five times slower while subscribed (only
- * to see a lease expire, which publishes nothing). A settle PUBLISHes the
- * key on CACHEKEY_CHANNEL when redis_link_may_publish. A fresh answer ends
+ * to see a lease expire, which publishes nothing). In pub/sub mode a wait
+ * first sets KEY:w (PX: its time limit), in the same write before its
+ * first read, so that a release it does not see is one that sees KEY:w and
+ * publishes (cachekey.h). A settle PUBLISHes the key on CACHEKEY_CHANNEL
+ * when redis_link_may_publish: from the release script, or on its own when
+ * an answer was stored under no lease of this process's. A fresh answer ends
  * the wait with HIT; no lease and no fresh answer with MISS (the holder
  * failed or died), as does the wait's deadline; a Redis error or the data
  * connection's loss with UNAVAILABLE.
@@ -125,7 +131,7 @@ void redis_lease_cancel(struct redis_leases *ls, struct redis_op *op);
 
 /* The key's upstream call is over: release its lease if this process holds
  * it, and PUBLISH the key (pub/sub mode) if `stored` or a lease was
- * released. A lease is forgotten even when Redis is down: it then ends at
+ * released (by the release script, while KEY:w exists). A lease is forgotten even when Redis is down: it then ends at
  * its expiry. */
 void redis_lease_settle(struct redis_leases *ls, const char *key, int stored);
 

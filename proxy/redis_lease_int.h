@@ -43,6 +43,8 @@ struct redis_op {
     int sent_fold;           /* lease, scripted: the last send was the folded script */
     struct cache_fold *fold; /* lease: the caller's (written only before its callback), or NULL */
     int64_t lease_ms;
+    int64_t wait_ms;                 /* wait: its time limit (KEY:w lives as long) */
+    int marked;                      /* wait: KEY:w set (pub/sub mode) */
     const struct classify_spec *job; /* the expectation (the caller's: read only before `finished`) */
     const char *identity;            /* NULL, or a copy after key[] */
     TAILQ_ENTRY(redis_op) wait_link; /* on ls->waits until finished */

@@ -26,15 +26,25 @@ ENTRY_KEY = hex32() + hex32()
 CLOUD_TOKEN = "cloud-token"  # token mode: answers are shared by every client, and a miss takes the lease
 
 
+def readme_acl_rules():
+    """The ACL rules the README gives an ACL user ("ACL SETUSER jobgate on
+    >PASSWORD RULES..."), so that the user tested is the one documented."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")) as f:
+        text = f.read()
+    m = re.search(r"`ACL SETUSER jobgate on >PASSWORD ([^`]+)`", text)
+    if not m:
+        raise RuntimeError("README.md gives no ACL SETUSER line")
+    return m.group(1).split()
+
+
 class AuthRedis(Redis):
     """A redis-server that wants a password (and, with `user`, an ACL user
-    allowed only the commands jobgate sends); DEBUG allowed from loopback."""
+    allowed only the commands the README lists); DEBUG allowed from loopback."""
 
     def __init__(self, password, user=None):
         extra = ["--requirepass", password]
         if user:
-            extra += ["--user", user, "on", ">" + password, "~jobgate:*", "&jobgate:answers", "-@all", "+get",
-                      "+mget", "+set", "+del", "+eval", "+evalsha", "+publish", "+subscribe", "+select"]
+            extra += ["--user", user, "on", ">" + password] + readme_acl_rules()
         super().__init__(extra=extra)
         self.password = password
 
@@ -140,6 +150,12 @@ def acl_user_from_the_environment(env):
         wait_until(lambda: redis.cli("EXISTS", key(job, "t")) == "1", 5, "the answer stored")
         eq(gate.get(path(job)).header("x-cache"), "HIT", "second poll")
         eq(cache_health(gate)["errors"], 0, "commands the ACL refused")
+        guard = gate.admin("/healthz").json()["guard"]
+        eq((guard["store"], guard["fallback"]), ("redis", False), "the fleet guard in Redis")
+        metrics = gate.admin("/metrics").body.decode()
+        check(guard["fallback_admissions"] == 0 and "jobgate_guard_fleet_admissions_total 0\n" not in metrics,
+              "admissions answered by Redis: %r" % guard)
+        check("NOPERM" not in gate.log_text(), "no command refused: %s" % gate.log_text()[-400:])
         no_secret_anywhere(gate, PASSWORD)
     finally:
         gate.stop()

@@ -76,9 +76,10 @@ def hits_on_fresh_answers_never_ask_redis(env):
     eq(redis_reads(redis), before, "Redis lookups")
 
 
-def monitor(redis, action):
+def monitor(redis, action, lua=False):
     """The commands jobgate's connections sent Redis while `action` ran, as
-    argument lists (what scripts ran inside, MONITOR's "lua" lines, left out)."""
+    argument lists; with `lua`, what scripts ran inside (MONITOR's "lua"
+    lines) instead."""
     mon = subprocess.Popen([REDIS_CLI, "-p", str(redis.port), "monitor"], stdout=subprocess.PIPE, text=True)
     try:
         eq(mon.stdout.readline().strip(), "OK", "MONITOR started")
@@ -90,7 +91,7 @@ def monitor(redis, action):
     commands = []
     for line in out.splitlines():
         m = re.match(r"^[0-9.]+ \[\d+ ([^\]]+)\] (.*)$", line)
-        if m and m.group(1) != "lua":
+        if m and (m.group(1) == "lua") == lua:
             commands.append(shlex.split(m.group(2)))
     return commands
 
@@ -107,7 +108,7 @@ def a_miss_is_one_round_trip_before_its_call(env):
         for job in jobs:
             eq(gate.get(path(job)).header("x-cache"), "MISS", "a new job")
 
-    commands = monitor(env["redis"], misses)
+    commands, inside = monitor(env["redis"], misses), []
     guard_alone = [c for c in commands if len(c) > 3 and "guard:{" in c[3] and not c[3].endswith("guard:fleet")]
     eq(guard_alone, [], "commands of the guard's alone")
     for job in jobs:
@@ -122,6 +123,14 @@ def a_miss_is_one_round_trip_before_its_call(env):
         eq(sim.count(job), 1, "upstream requests for job %s" % job[:8])
     print("# a miss: %s" % ", ".join(c[0] + (" (%s keys)" % c[2] if c[0].upper().startswith("EVAL") else "")
                                      for c in commands if any(jobs[-1] in a for a in c)))
+    gate_b = Jobgate(sim.url, redis=env["redis"], upstream_token="cloud-token").start()  # another, subscribed
+    try:
+        jobs[:] = [hex32() for _ in range(3)]
+        inside = monitor(env["redis"], misses, lua=True)
+    finally:
+        gate_b.stop()
+    published = [c for c in inside if c[0].upper() == "PUBLISH"]
+    eq(published, [], "PUBLISH for misses no other process waits on (another instance is subscribed)")
 
 
 @test

@@ -141,10 +141,10 @@ static void redis_start(struct redis_server *s, const char *const *extra)
     assert_non_null(mkdtemp(s->dir));
     char port[16];
     snprintf(port, sizeof(port), "%d", s->port);
-    const char *argv[32] = {bin,  "--port", port,   "--bind",     "127.0.0.1", "--save", "", "--appendonly",
+    const char *argv[64] = {bin,  "--port", port,   "--bind",     "127.0.0.1", "--save", "", "--appendonly",
                             "no", "--dir",  s->dir, "--loglevel", "warning",   NULL};
     size_t n = 13;
-    for (size_t i = 0; extra && extra[i] && n < 31; i++)
+    for (size_t i = 0; extra && extra[i] && n < 63; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
     s->pid = fork();
@@ -562,6 +562,12 @@ static void lease_then_wait_woken_by_put(enum cache_notify notify)
     assert_string_equal(health(a).coalescing, notify == CACHE_NOTIFY_POLL ? "poll" : "pubsub");
     assert_string_equal(health(b).coalescing, notify == CACHE_NOTIFY_POLL ? "poll" : "pubsub");
     char key[64], lkey[80];
+    /* A store nobody waits for publishes nothing (no process is woken). */
+    new_key(key, sizeof(key));
+    assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
+    put(a, key, "SUCCESS", 1, -1, 0);
+    run_for(50);
+    assert_true(redis_info(port, "commandstats", "cmdstat_publish:calls=") == published);
     new_key(key, sizeof(key));
     snprintf(lkey, sizeof(lkey), "%s:l", key);
     assert_int_equal(lease(a, key, 5000), CACHE_LEASE_ACQUIRED);
@@ -1100,9 +1106,33 @@ static void test_auth_password(void **state)
  * README lists them. */
 static void test_auth_acl_user(void **state)
 {
-    const char *const args[] = {"--user",   "jg",       "on",         ">" MASTER_PW, "~*",    "&jobgate:answers",
-                                "-@all",    "+get",     "+mget",      "+set",        "+del",  "+eval",
-                                "+evalsha", "+publish", "+subscribe", "+select",     "+role", NULL};
+    const char *const args[] = {"--user",
+                                "jg",
+                                "on",
+                                ">" MASTER_PW,
+                                "~*",
+                                "&jobgate:answers",
+                                "-@all",
+                                "+get",
+                                "+mget",
+                                "+set",
+                                "+del",
+                                "+exists",
+                                "+pttl",
+                                "+pexpire",
+                                "+incr",
+                                "+time",
+                                "+zadd",
+                                "+zcard",
+                                "+zremrangebyscore",
+                                "+eval",
+                                "+evalsha",
+                                "+publish",
+                                "+subscribe",
+                                "+select",
+                                "+role",
+                                "+ping",
+                                NULL};
     static struct redis_server s;
     redis_start(&s, args);
     char url[64];

@@ -136,6 +136,7 @@ static void test_suffixes(void **state)
     assert_string_equal(cachekey_suffix(CACHEKEY_TERMINAL), ":t");
     assert_string_equal(cachekey_suffix(CACHEKEY_PENDING), ":p");
     assert_string_equal(cachekey_suffix(CACHEKEY_LEASE), ":l");
+    assert_string_equal(cachekey_suffix(CACHEKEY_WAITERS), ":w");
     assert_string_equal(CACHEKEY_CHANNEL, "jobgate:answers");
 }
 
