@@ -648,8 +648,10 @@ void flight_join(struct job_request *jr)
     TAILQ_INSERT_TAIL(&f->waiters, jr, wait_link);
     if (++f->nwaiters == 1)
         arm_wait_timer(f);
-    if (started && jr->lease == CACHE_LEASE_ACQUIRED)
-        f->folded = jr->fold; /* its lookup's admission, if one was folded in and answered */
+    if (started && jr->lease == CACHE_LEASE_ACQUIRED) { /* its lookup's admission, if one was folded in and answered */
+        f->folded = jr->fold;
+        f->folded.ctx = NULL; /* the reply only: nothing of jr's */
+    }
     if (started)
         flight_go(f, jr->lease); /* may answer jr at once (refused by the guard) */
 }

@@ -34,6 +34,10 @@
  *    |                                                                  |
  *    +---------------------- 401: jobgate's token expired (once) -------+
  *
+ * ADMITTING asks the guard, unless the lookup that took the lease for the
+ * key's first waiter had the guard's admission folded in (flight_fold, one
+ * round trip to Redis for both): its verdict is then used, once, at once.
+ *
  * NEW is made by flight_join for the key's first waiter, or with no waiter
  * by flight_refresh (pending_swr: the pollers are answered stale meanwhile).
  * [call] is a step, not a state: it passes on at once. From admitted on,
