@@ -20,6 +20,12 @@
 #define KEY_SUFFIX 48 /* room for ":project:" and the like */
 
 /*
+ * The keys' values, in microseconds of Redis's clock (a double holds them
+ * exactly: < 2^53), so that one MGET reads the whole state: rate (and
+ * project) the GCRA tat; throttled and open the time they end (each with a
+ * PX that ends it too, for the keys to go); halfopen the cool-down; probe
+ * "1"; failures a count.
+ *
  * Admission, as a Lua function of its own keys and arguments, so that
  * another script on the same server may run it in its own atomic step
  * (guardredis_fold). KEYS: rate, throttled, open, probe, halfopen,
@@ -29,32 +35,33 @@
  * counting consecutive failures, so that a success must be reported to
  * reset them (else it need not be). With may_probe 0 a half-open circuit
  * is not decided (FOLD_UNDECIDED), and no probe is ever taken. The GCRA is
- * guard_gcra's, in microseconds of Redis's clock (a double holds them
- * exactly: < 2^53).
+ * guard_gcra's. Three commands: TIME, MGET, and the SET of what it takes.
  */
 #define FOLD_UNDECIDED 4
 #define ADMIT_FUNCTION                                                                                                \
     "local function admit(KEYS, ARGV)\n"                                                                              \
     "local t = redis.call('TIME')\n"                                                                                  \
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                                         \
-    "local open = redis.call('PTTL', KEYS[3])\n"                                                                      \
-    "if open > 0 then return {3, open, 0, 0} end\n"                                                                   \
-    "local half = redis.call('EXISTS', KEYS[5]) == 1\n"                                                               \
+    "local v = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])\n"                            \
+    "local function left(x) return math.max(1, math.ceil((x - now) / 1000)) end\n"                                    \
+    "local open = tonumber(v[3] or '0') or 0\n"                                                                       \
+    "if open > now then return {3, left(open), 0, 0} end\n"                                                           \
+    "local half = v[5] ~= false\n"                                                                                    \
     "if half and ARGV[6] == '0' then return {4, 0, 0, 0} end\n"                                                       \
-    "if half and redis.call('EXISTS', KEYS[4]) == 1 then return {3, 1000, 0, 0} end\n"                                \
-    "local thr = redis.call('PTTL', KEYS[2])\n"                                                                       \
-    "if thr > 0 then return {2, thr, 0, 0} end\n"                                                                     \
-    "local function gcra(key, rate, burst)\n"                                                                         \
+    "if half and v[4] then return {3, 1000, 0, 0} end\n"                                                              \
+    "local thr = tonumber(v[2] or '0') or 0\n"                                                                        \
+    "if thr > now then return {2, left(thr), 0, 0} end\n"                                                             \
+    "local function gcra(tat, rate, burst)\n"                                                                         \
     "  local interval = math.max(1, math.ceil(1000000 / rate - 0.000001))\n"                                          \
     "  local tol = math.floor((burst - 1) * interval + 0.000001)\n"                                                   \
-    "  local tat = tonumber(redis.call('GET', key) or '0') or 0\n"                                                    \
+    "  tat = tonumber(tat or '0') or 0\n"                                                                             \
     "  if tat < now then tat = now end\n"                                                                             \
     "  if tat - now > tol then return math.max(1, math.ceil((tat - now - tol) / 1000)), 0 end\n"                      \
     "  return 0, tat + interval\n"                                                                                    \
     "end\n"                                                                                                           \
-    "local w, tat = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"                                            \
+    "local w, tat = gcra(v[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n"                                               \
     "local pw, ptat = 0, 0\n"                                                                                         \
-    "if KEYS[7] then pw, ptat = gcra(KEYS[7], tonumber(ARGV[3]), tonumber(ARGV[4])) end\n"                            \
+    "if KEYS[7] then pw, ptat = gcra(redis.call('GET', KEYS[7]), tonumber(ARGV[3]), tonumber(ARGV[4])) end\n"         \
     "if pw > w then w = pw end\n"                                                                                     \
     "if w > 0 then return {1, w, 0, 0} end\n"                                                                         \
     "local probe = 0\n"                                                                                               \
@@ -65,7 +72,7 @@
     "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)\n"               \
     "if KEYS[7] then redis.call('SET', KEYS[7], string.format('%.0f', ptat), 'PX', math.ceil((ptat - now) / 1000) + " \
     "1) end\n"                                                                                                        \
-    "return {0, 0, probe, redis.call('EXISTS', KEYS[6])}\n"                                                           \
+    "return {0, 0, probe, v[6] and 1 or 0}\n"                                                                         \
     "end\n"
 
 const char GUARDREDIS_ADMIT_LUA[] = ADMIT_FUNCTION;
@@ -80,8 +87,15 @@ static const char ADMIT_SCRIPT[] = ADMIT_FUNCTION "return admit(KEYS, ARGV)\n";
  */
 static const char REPORT_SCRIPT[] =
     "local kind, probe, backoff = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "if backoff > 0 and redis.call('PTTL', KEYS[1]) < backoff then\n"
-    "  redis.call('SET', KEYS[1], '1', 'PX', backoff)\n"
+    "local function now()\n"
+    "  local t = redis.call('TIME')\n"
+    "  return tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "end\n"
+    "if backoff > 0 then\n"
+    "  local untl = now() + backoff * 1000\n"
+    "  if untl > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then\n"
+    "    redis.call('SET', KEYS[1], string.format('%.0f', untl), 'PX', backoff)\n"
+    "  end\n"
     "end\n"
     "local open = redis.call('EXISTS', KEYS[2]) == 1\n"
     "local half = redis.call('GET', KEYS[3])\n"
@@ -91,7 +105,7 @@ static const char REPORT_SCRIPT[] =
     "end\n"
     "local function opencircuit(c)\n"
     "  c = math.min(c, tonumber(ARGV[6]))\n"
-    "  redis.call('SET', KEYS[2], c, 'PX', c)\n"
+    "  redis.call('SET', KEYS[2], string.format('%.0f', now() + c * 1000), 'PX', c)\n"
     "  redis.call('SET', KEYS[3], c, 'PX', " DAY_MS ")\n"
     "  redis.call('DEL', KEYS[4], KEYS[5])\n"
     "  return 1\n"

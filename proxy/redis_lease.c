@@ -23,11 +23,10 @@
 /* Compare-and-delete the lease (only if it is still ours) and, in pub/sub
  * mode, publish the key's settling while a process waits for it (KEY:w),
  * in one step. KEYS: KEY:l, KEY:w; ARGV: the token[, the channel, the key]. */
-#define RELEASE_SCRIPT                                                               \
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n" \
-    "if ARGV[2] and redis.call('EXISTS', KEYS[2]) == 1 then\n"                       \
-    "  redis.call('PUBLISH', ARGV[2], ARGV[3])\n"                                    \
-    "end\n"                                                                          \
+#define RELEASE_SCRIPT                                                       \
+    "local v = redis.call('MGET', KEYS[1], KEYS[2])\n"                       \
+    "if v[1] == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"               \
+    "if ARGV[2] and v[2] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end\n" \
     "return 0\n"
 
 /* A lease this process acquired and has not released yet. */

@@ -33,8 +33,8 @@
     "  local e = string.match(v, '^JG1 %-?%d+ %d+ %d+ (%d+)')\n"         \
     "  return e == nil or e == '0' or tonumber(e) > tonumber(ARGV[1])\n" \
     "end\n"                                                              \
-    "local t = redis.call('GET', KEYS[1])\n"                             \
-    "local p = redis.call('GET', KEYS[2])\n"                             \
+    "local v = redis.call('MGET', KEYS[1], KEYS[2])\n"                   \
+    "local t, p = v[1], v[2]\n"                                          \
     "if fresh(t) or fresh(p) then return {t, p, 0} end\n"
 
 #define LOOKUP_LEASE_SCRIPT                                                                   \
