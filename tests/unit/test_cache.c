@@ -54,7 +54,7 @@ struct redis_server {
 
 /* Every server started, so that the group teardown stops those a failed
  * test left running. */
-static struct redis_server *started[16];
+static struct redis_server *started[64]; /* killed by group_teardown, should a test fail before its own kill */
 
 static int free_port(void)
 {
@@ -230,6 +230,9 @@ static void sentinel_start(struct redis_server *s, int master_port)
 
 static void redis_kill(struct redis_server *s)
 {
+    for (size_t i = 0; i < sizeof(started) / sizeof(started[0]); i++)
+        if (started[i] == s)
+            started[i] = NULL; /* the slot is free for the next test's server */
     if (s->pid > 0) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);
